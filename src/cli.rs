@@ -1,0 +1,381 @@
+//! The `floe` command line: argument parsing (clap) and the commands that glue the library
+//! together. Commands print results to stdout and progress to stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use polars::prelude::*;
+
+use crate::clock::{Clock, SystemClock};
+use crate::dataset::write_events_parquet;
+use crate::engine::ResultCache;
+use crate::job::JobRegistry;
+use crate::materialize::{Materializer, RunOutcome, RunReport, RunRequest};
+use crate::partition::{Window, parse_instant, window_containing, windows_within};
+use crate::pipeline::{self, Pipeline};
+use crate::results::read_job_results;
+use crate::sample::{SampleSpec, generate};
+use crate::store::Store;
+
+/// Default budget of the in-memory result cache.
+const DEFAULT_CACHE_BYTES: usize = 512 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(name = "floe", version, about = "Spark-as-a-Service without Spark's weight: time-partitioned pipelines on polars")]
+pub struct Cli {
+    #[command(flatten)]
+    pub paths: Paths,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Paths {
+    /// Folder of pipeline YAML files.
+    #[arg(long, global = true, env = "FLOE_PIPELINES", default_value = "pipelines")]
+    pub pipelines: PathBuf,
+    /// Folder that relative source paths resolve against.
+    #[arg(long, global = true, env = "FLOE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// The sled store holding runs and results.
+    #[arg(long, global = true, env = "FLOE_STORE", default_value = ".floe/store")]
+    pub store: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate sample data, materialise the example pipeline and print Q1–Q3.
+    Demo(DemoArgs),
+    /// Check pipeline files and report every problem with its file, line and column.
+    Validate(ValidateArgs),
+    /// Materialise partitions of a pipeline (skips partitions that are already fresh).
+    Run(RunArgs),
+    /// Print materialised results of a job.
+    Results(ResultsArgs),
+    /// Write the deterministic sample e-commerce dataset as hourly Parquet files.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Rows of sample data to generate (when the data folder holds none yet).
+    #[arg(long, default_value_t = 300_000)]
+    pub rows: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Pipeline files or folders (default: the pipelines folder).
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct Selection {
+    /// One partition: the partitions containing this instant (RFC 3339 or a local date/time).
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub partition: Option<String>,
+    /// Start of the range (inclusive).
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// End of the range (exclusive).
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[arg(long, short)]
+    pub pipeline: String,
+    /// Only these jobs, plus what they depend on (repeatable).
+    #[arg(long = "job", short)]
+    pub jobs: Vec<String>,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Recompute partitions even when their stored result is fresh.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResultsArgs {
+    #[arg(long, short)]
+    pub pipeline: String,
+    #[arg(long, short)]
+    pub job: String,
+    #[command(flatten)]
+    pub selection: Selection,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Output folder (default: the data folder).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long, default_value_t = 300_000)]
+    pub rows: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// First hour of data (UTC).
+    #[arg(long, default_value = "2024-01-01T00:00:00Z")]
+    pub start: String,
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Distinct users to draw from.
+    #[arg(long, default_value_t = 20_000)]
+    pub users: u32,
+}
+
+/// A command failure: the message is printed as is and the process exits with 1 (2 for
+/// pipelines that do not validate).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Invalid(#[from] pipeline::PipelineErrors),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Invalid(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+fn failed(message: impl std::fmt::Display) -> CliError {
+    CliError::Failed(message.to_string())
+}
+
+/// Runs a parsed command line with the built-in job kinds plus `registry`'s classes.
+pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match cli.command {
+        Command::Demo(args) => demo(&cli.paths, args, registry, clock),
+        Command::Validate(args) => validate(&cli.paths, args, registry),
+        Command::Run(args) => run_pipeline(&cli.paths, args, registry, clock),
+        Command::Results(args) => results(&cli.paths, args, registry, clock),
+        Command::Generate(args) => {
+            let out = args.out.clone().unwrap_or_else(|| cli.paths.data_dir.clone());
+            generate_data(&out, &args)
+        }
+    }
+}
+
+fn validate(paths: &Paths, args: ValidateArgs, registry: &JobRegistry) -> Result<(), CliError> {
+    let targets = if args.paths.is_empty() { vec![paths.pipelines.clone()] } else { args.paths };
+    let mut files = Vec::new();
+    for target in &targets {
+        if target.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(target)
+                .map_err(|e| failed(format!("{}: {e}", target.display())))?
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|p| p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(target.clone());
+        }
+    }
+    let pipelines = pipeline::load_files(&files, registry)?;
+    for pipeline in &pipelines {
+        println!(
+            "{}: pipeline `{}` is valid ({} sources, {} jobs)",
+            pipeline.file.display(),
+            pipeline.name,
+            pipeline.sources.len(),
+            pipeline.jobs.len()
+        );
+    }
+    Ok(())
+}
+
+fn load_pipeline(paths: &Paths, name: &str, registry: &JobRegistry) -> Result<Pipeline, CliError> {
+    let pipelines = pipeline::load_dir(&paths.pipelines, registry)?;
+    let known: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
+    pipelines
+        .into_iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| failed(format!("no pipeline `{name}` in {} (found: {})", paths.pipelines.display(), known.join(", "))))
+}
+
+fn open_materializer(paths: &Paths, clock: Arc<dyn Clock>) -> Result<Materializer, CliError> {
+    let store = Store::open(&paths.store).map_err(failed)?;
+    Ok(Materializer::new(store, Arc::new(ResultCache::new(DEFAULT_CACHE_BYTES)), paths.data_dir.clone(), clock))
+}
+
+/// The [from, to) range a selection denotes for `pipeline`. One `--partition` instant selects,
+/// for every job, the partition containing it: the range is the coarsest grain's window.
+fn selection_range(pipeline: &Pipeline, jobs: &[String], selection: &Selection) -> Result<(DateTime<Utc>, DateTime<Utc>), CliError> {
+    let tz = pipeline.timezone;
+    let parse = |text: &str| parse_instant(text, tz).map_err(failed);
+    match (&selection.partition, &selection.from, &selection.to) {
+        (Some(instant), _, _) => {
+            let instant = parse(instant)?;
+            let grains = pipeline
+                .jobs
+                .values()
+                .filter(|job| jobs.is_empty() || jobs.contains(&job.name))
+                .map(|job| job.grain);
+            let coarsest = grains.max().ok_or_else(|| failed("no job selected"))?;
+            let window: Window = window_containing(coarsest, tz, instant);
+            Ok((window.start, window.end))
+        }
+        (None, Some(from), Some(to)) => Ok((parse(from)?, parse(to)?)),
+        _ => Err(failed("give --partition <instant> or --from <instant> --to <instant>")),
+    }
+}
+
+fn run_pipeline(paths: &Paths, args: RunArgs, registry: &JobRegistry, clock: Arc<dyn Clock>) -> Result<(), CliError> {
+    let pipeline = load_pipeline(paths, &args.pipeline, registry)?;
+    let (from, to) = selection_range(&pipeline, &args.jobs, &args.selection)?;
+    let materializer = open_materializer(paths, clock)?;
+    let request = RunRequest { jobs: (!args.jobs.is_empty()).then_some(args.jobs), from, to, force: args.force };
+    let report = materialize_with_progress(&materializer, &pipeline, &request)?;
+    if report.is_success() { Ok(()) } else { Err(failed(format!("{} runs failed", report.failed.len() + report.upstream_failed))) }
+}
+
+fn materialize_with_progress(materializer: &Materializer, pipeline: &Pipeline, request: &RunRequest) -> Result<RunReport, CliError> {
+    let planned = materializer.plan(pipeline, request).map_err(failed)?.runs.len();
+    let bar = ProgressBar::new(planned as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs  eta {eta}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let report = materializer
+        .run(pipeline, request, |event| {
+            bar.inc(1);
+            bar.set_message(format!("{} {}", event.key.job, event.key.partition_start.format("%Y-%m-%d %H:%M")));
+            if let RunOutcome::Failed { error } = &event.outcome {
+                bar.println(format!("failed: {}: {error}", event.key));
+            }
+        })
+        .map_err(failed)?;
+    bar.finish_and_clear();
+    eprintln!(
+        "pipeline `{}`: {} runs planned, {} computed, {} fresh (skipped), {} failed, {} waiting on failed upstream runs, in {:.2}s",
+        pipeline.name,
+        report.planned,
+        report.computed,
+        report.fresh,
+        report.failed.len(),
+        report.upstream_failed,
+        started.elapsed().as_secs_f64()
+    );
+    for (key, error) in report.failed.iter().take(10) {
+        eprintln!("  failed: {key}: {error}");
+    }
+    Ok(report)
+}
+
+fn results(paths: &Paths, args: ResultsArgs, registry: &JobRegistry, clock: Arc<dyn Clock>) -> Result<(), CliError> {
+    let pipeline = load_pipeline(paths, &args.pipeline, registry)?;
+    let (from, to) = selection_range(&pipeline, std::slice::from_ref(&args.job), &args.selection)?;
+    let materializer = open_materializer(paths, clock)?;
+    let results = read_job_results(&materializer, &pipeline, &args.job, from, to).map_err(failed)?;
+    if !results.missing.is_empty() {
+        eprintln!(
+            "note: {} partitions of `{}` in the range are not materialised (first: {})",
+            results.missing.len(),
+            args.job,
+            results.missing[0]
+        );
+    }
+    let mut frame = results.frame;
+    print_frame(&mut frame, args.format)
+}
+
+fn print_frame(frame: &mut DataFrame, format: OutputFormat) -> Result<(), CliError> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match format {
+        OutputFormat::Table => writeln!(out, "{frame}").map_err(failed),
+        OutputFormat::Csv => CsvWriter::new(&mut out).finish(frame).map_err(failed),
+        OutputFormat::Json => {
+            JsonWriter::new(&mut out).with_json_format(JsonFormat::Json).finish(frame).map_err(failed)?;
+            writeln!(out).map_err(failed)
+        }
+    }
+}
+
+fn generate_data(out: &Path, args: &GenerateArgs) -> Result<(), CliError> {
+    let start = parse_instant(&args.start, chrono_tz::UTC).map_err(failed)?;
+    let spec = SampleSpec { seed: args.seed, start, hours: args.days * 24, rows: args.rows, users: args.users };
+    let started = Instant::now();
+    let events = generate(&spec);
+    let summary = write_events_parquet(&events, &out.join("events"), start, spec.hours).map_err(failed)?;
+    eprintln!(
+        "wrote {} events in {} hourly Parquet files under {} in {:.2}s",
+        summary.rows,
+        summary.files,
+        out.join("events").display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The one-command tour: sample data → validate → materialise a week → print Q1–Q3.
+fn demo(paths: &Paths, args: DemoArgs, registry: &JobRegistry, clock: Arc<dyn Clock>) -> Result<(), CliError> {
+    const DAYS: u32 = 7;
+    let start = parse_instant("2024-01-01T00:00:00Z", chrono_tz::UTC).map_err(failed)?;
+    let end = start + TimeDelta::days(i64::from(DAYS));
+    if !paths.data_dir.join("events").exists() {
+        let generate_args = GenerateArgs {
+            out: None,
+            rows: args.rows,
+            seed: args.seed,
+            start: start.to_rfc3339(),
+            days: DAYS,
+            users: 20_000,
+        };
+        generate_data(&paths.data_dir, &generate_args)?;
+    } else {
+        eprintln!("using the sample data already in {}", paths.data_dir.join("events").display());
+    }
+    let pipeline = load_pipeline(paths, "shop", registry)?;
+    eprintln!("pipeline `shop` is valid: {} jobs in order {}", pipeline.jobs.len(), pipeline.dag.topological_order().join(" → "));
+    let materializer = open_materializer(paths, clock)?;
+    let request = RunRequest { jobs: None, from: start, to: end, force: false };
+    let report = materialize_with_progress(&materializer, &pipeline, &request)?;
+    if !report.is_success() {
+        return Err(failed("the demo run had failures (see above)"));
+    }
+    let last_day = windows_within(crate::partition::Grain::Daily, pipeline.timezone, start, end)
+        .last()
+        .copied()
+        .ok_or_else(|| failed("no daily partition in the demo range"))?;
+    let sections = [
+        ("Q1: distinct users who registered, per hour (last day, first 6 hours)", "registered_users_hourly", last_day.start, last_day.start + TimeDelta::hours(6)),
+        ("Q1 rolled up: distinct registering users per day (merged from the hourly key sets)", "registered_users_daily", start, end),
+        ("Q2: top 10 cities by sales, per week (from cached daily city sales)", "top_cities_weekly", start, end),
+        ("Q3: sales per category, per day (last day, from cached hourly purchases)", "sales_per_category_daily", last_day.start, last_day.end),
+    ];
+    for (title, job, from, to) in sections {
+        let results = read_job_results(&materializer, &pipeline, job, from, to).map_err(failed)?;
+        println!("\n{title}\n{}", results.frame);
+    }
+    println!(
+        "\nrun it again: nothing is recomputed. Try: cargo run -- results --pipeline shop --job top_cities_weekly --from 2024-01-01 --to 2024-01-08 --format csv"
+    );
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Reading one partition window of a source.
+//!
+//! The path template is expanded for the window, globs are matched, and the files are scanned
+//! lazily with a filter `start <= time < end` written in the column's own dtype: polars refuses
+//! to compare a timezone-aware column with a naive literal, and a filter on a cast column would
+//! not reach parquet's row-group statistics. Naive timestamps are read in the source's
+//! timezone. After the filter, the time column is normalised to UTC-aware so every result Floe
+//! writes carries unambiguous instants.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use polars::prelude::*;
+
+use crate::partition::Window;
+use crate::pipeline::Source;
+use crate::pipeline::spec::SourceFormat;
+
+/// The identity of an input file as far as freshness goes: a changed size or modification
+/// time means the file changed and results computed from it are stale.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileIdentity {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified_ns: i128,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source `{source_name}`: no files match {patterns} for partition [{start}, {end})")]
+    NoFiles { source_name: String, patterns: String, start: DateTime<Utc>, end: DateTime<Utc> },
+    #[error("source `{source_name}`: bad glob `{pattern}`: {message}")]
+    BadGlob { source_name: String, pattern: String, message: String },
+    #[error("source `{source_name}`: cannot read {}: {message}", path.display())]
+    Io { source_name: String, path: PathBuf, message: String },
+    #[error("source `{source_name}`: time column `{column}` not found (columns: {columns})")]
+    MissingTimeColumn { source_name: String, column: String, columns: String },
+    #[error("source `{source_name}`: time column `{column}` has type {dtype}; expected a datetime or an ISO-8601 string")]
+    TimeColumnType { source_name: String, column: String, dtype: String },
+    #[error("source `{source_name}`: {message}")]
+    Polars { source_name: String, message: String },
+}
+
+/// The files holding `window` of `source`, sorted, with their identities.
+pub fn resolve_source_files(source: &Source, data_dir: &Path, window: &Window) -> Result<Vec<FileIdentity>, SourceError> {
+    let patterns = source.path.expand(window, source.timezone);
+    let mut files = Vec::new();
+    for pattern in &patterns {
+        let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { data_dir.join(pattern) };
+        let full_text = full.to_string_lossy().into_owned();
+        let matches = glob::glob(&full_text).map_err(|err| SourceError::BadGlob {
+            source_name: source.name.clone(),
+            pattern: full_text.clone(),
+            message: err.to_string(),
+        })?;
+        for entry in matches {
+            let path = entry.map_err(|err| SourceError::Io {
+                source_name: source.name.clone(),
+                path: err.path().to_path_buf(),
+                message: err.error().to_string(),
+            })?;
+            let metadata = std::fs::metadata(&path).map_err(|err| SourceError::Io {
+                source_name: source.name.clone(),
+                path: path.clone(),
+                message: err.to_string(),
+            })?;
+            if !metadata.is_file() {
+                continue;
+            }
+            let modified_ns = metadata
+                .modified()
+                .ok()
+                .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |duration| duration.as_nanos() as i128);
+            files.push(FileIdentity { path, size: metadata.len(), modified_ns });
+        }
+    }
+    files.sort();
+    files.dedup();
+    if files.is_empty() {
+        return Err(SourceError::NoFiles {
+            source_name: source.name.clone(),
+            patterns: patterns
+                .iter()
+                .take(3)
+                .map(|p| format!("`{p}`"))
+                .chain((patterns.len() > 3).then(|| format!("… ({} paths)", patterns.len())))
+                .collect::<Vec<_>>()
+                .join(", "),
+            start: window.start,
+            end: window.end,
+        });
+    }
+    Ok(files)
+}
+
+/// A lazy scan of `files` cut to `window`, time column normalised to UTC.
+pub fn scan_source_window(source: &Source, files: &[FileIdentity], window: &Window) -> Result<LazyFrame, SourceError> {
+    let polars_error = |err: PolarsError| SourceError::Polars {
+        source_name: source.name.clone(),
+        message: crate::job::builtin::short_polars_error(&err),
+    };
+    let paths: Vec<PlRefPath> = files
+        .iter()
+        .map(|file| PlRefPath::new(file.path.to_string_lossy().into_owned()))
+        .collect();
+    // `Vec<T>: Into<Buffer<T>>`; polars does not re-export its buffer type.
+    let mut frame = match source.format {
+        SourceFormat::Parquet => LazyFrame::scan_parquet_files(paths.into(), ScanArgsParquet::default()),
+        SourceFormat::Csv => LazyCsvReader::new_paths(paths.into()).with_try_parse_dates(true).finish(),
+        SourceFormat::Ndjson => LazyJsonLineReader::new_paths(paths.into()).finish(),
+    }
+    .map_err(polars_error)?;
+    let schema = frame.collect_schema().map_err(polars_error)?;
+    let column = source.time_column.as_str();
+    let Some(dtype) = schema.get(column) else {
+        return Err(SourceError::MissingTimeColumn {
+            source_name: source.name.clone(),
+            column: column.to_owned(),
+            columns: schema.iter_names().map(|n| n.as_str()).collect::<Vec<_>>().join(", "),
+        });
+    };
+    let (time, unit, zone) = match dtype {
+        DataType::Datetime(unit, zone) => (col(column), *unit, zone.clone()),
+        // ISO-8601 text (ndjson has no datetime type): parse it as naive local time.
+        DataType::String => (
+            col(column).cast(DataType::Datetime(TimeUnit::Microseconds, None)),
+            TimeUnit::Microseconds,
+            None,
+        ),
+        other => {
+            return Err(SourceError::TimeColumnType {
+                source_name: source.name.clone(),
+                column: column.to_owned(),
+                dtype: other.to_string(),
+            });
+        }
+    };
+    let (start, end) = (
+        bound_literal(window.start, unit, zone.as_ref(), source.timezone),
+        bound_literal(window.end, unit, zone.as_ref(), source.timezone),
+    );
+    let normalised = match &zone {
+        Some(zone) if *zone == TimeZone::UTC => time.clone(),
+        Some(_) => time.clone().dt().convert_time_zone(TimeZone::UTC),
+        None => time
+            .clone()
+            .dt()
+            .replace_time_zone(Some(TimeZone::from_chrono(&source.timezone)), lit("earliest"), NonExistent::Null)
+            .dt()
+            .convert_time_zone(TimeZone::UTC),
+    };
+    Ok(frame
+        .filter(time.clone().gt_eq(start).and(time.lt(end)))
+        .with_column(normalised.alias(column)))
+}
+
+/// A window bound as a literal of the time column's dtype. A naive column holds wall-clock
+/// time in the source timezone, so the bound is the same instant's wall-clock reading there.
+fn bound_literal(instant: DateTime<Utc>, unit: TimeUnit, zone: Option<&TimeZone>, source_tz: Tz) -> Expr {
+    let epoch_units = |wall: i64, nanos: i64| match unit {
+        TimeUnit::Milliseconds => wall * 1_000 + nanos / 1_000_000,
+        TimeUnit::Microseconds => wall * 1_000_000 + nanos / 1_000,
+        TimeUnit::Nanoseconds => wall * 1_000_000_000 + nanos,
+    };
+    match zone {
+        Some(zone) => {
+            let value = epoch_units(instant.timestamp(), i64::from(instant.timestamp_subsec_nanos()));
+            lit(value).cast(DataType::Datetime(unit, Some(zone.clone())))
+        }
+        None => {
+            let wall = instant.with_timezone(&source_tz).naive_local().and_utc();
+            let value = epoch_units(wall.timestamp(), i64::from(wall.timestamp_subsec_nanos()));
+            lit(value).cast(DataType::Datetime(unit, None))
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! # Floe
+//!
+//! Spark-as-a-Service without Spark's weight: pipelines of time-partitioned jobs declared in
+//! YAML, computed on polars, with every partition's result cached in sled so downstream jobs
+//! and coarser grains reuse it instead of rescanning the source.
+//!
+//! ## Layout
+//!
+//! ```text
+//! pipelines/*.yaml ──► pipeline   parse (spec) → validate → Pipeline { sources, jobs, JobDag }
+//!                                 errors name file:line:column, job and field
+//!                         │
+//!                         ▼
+//!                    materialize  (job, partition) run graph from partition math
+//!                         │       fingerprint per run → skip fresh, compute stale
+//!                         ▼
+//!                    job          Job trait: built-in kinds (count_distinct, top, group_by,
+//!                         │       sql, select) and registered Rust classes
+//!                         ▼
+//!                    engine       source windows → LazyFrame (time filter pushed down),
+//!                         │       Arrow IPC encoding, in-memory result cache
+//!                         ▼
+//!                    store        sled: runs and results, one transaction per success
+//!                         │
+//!                         ▼
+//!                    results      read side: a job's results over a range
+//! ```
+//!
+//! - [`partition`]: pure time math: grains, half-open UTC windows, DST policy, cross-grain
+//!   mapping.
+//! - [`clock`]: time is injected; nothing reads the wall clock directly.
+//! - [`sample`] and [`dataset`]: the deterministic sample dataset and its Parquet layout.
+//! - [`cli`]: the `floe` command.
+
+pub mod cli;
+pub mod clock;
+pub mod dataset;
+pub mod engine;
+pub mod job;
+pub mod materialize;
+pub mod partition;
+pub mod pipeline;
+pub mod results;
+pub mod sample;
+pub mod store;
+
+pub use job::{Job, JobContext, JobError, JobInput, JobOutput, JobRegistry};
+pub use materialize::{Materializer, RunReport, RunRequest};
+pub use pipeline::Pipeline;
+pub use store::Store;

@@ -1,0 +1,446 @@
+//! The materialiser: turns "these jobs over this time range" into the (job, partition) run
+//! graph, skips every partition whose stored result is still fresh, and computes the rest on
+//! polars in dependency order.
+//!
+//! Freshness is a fingerprint per run: the job's definition fingerprint, the window, the
+//! identity (path, size, modification time) of every source file read, and the fingerprints of
+//! every upstream partition read. Change any of them and the run's result is stale; change
+//! none and it is never recomputed. A result and its `Succeeded` state are committed in one
+//! store transaction, so a crash leaves either the old or the new result, never half of one.
+//!
+//! Downstream jobs read upstream partitions from the in-memory cache, falling back to the
+//! store; they never rescan a source whose upstream result is fresh.
+//!
+//! Everything here is synchronous and CPU-bound (polars): async callers run it on a blocking
+//! thread, never on the async workers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use polars::prelude::*;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::engine::cache::CachedResult;
+use crate::engine::{ResultCache, decode_ipc, encode_ipc, resolve_source_files, scan_source_window};
+use crate::job::{JobContext, JobInput};
+use crate::partition::{Window, subwindows, windows_within};
+use crate::pipeline::{InputRef, JobDef, Pipeline};
+use crate::store::{NewResult, RunKey, RunState, Store, StoreError};
+
+/// Which partitions to bring up to date.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// Jobs to materialise, plus whatever they depend on; `None` means every job.
+    pub jobs: Option<Vec<String>>,
+    /// Partitions whose window lies inside [from, to) are selected, per job grain.
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Recompute even fresh partitions.
+    pub force: bool,
+}
+
+/// One (job, partition) node of the run graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRun {
+    pub job: String,
+    pub window: Window,
+    /// Indices into the plan of the upstream runs this one reads.
+    pub upstream: Vec<usize>,
+}
+
+/// The run graph in an order where every run comes after the runs it reads.
+#[derive(Debug, Clone, Default)]
+pub struct RunPlan {
+    pub runs: Vec<PlannedRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// The stored result was fresh; nothing was computed.
+    Fresh,
+    Computed { rows: u64 },
+    Failed { error: String },
+    /// Not attempted because an upstream run failed.
+    UpstreamFailed { upstream: String },
+}
+
+/// What happened to one planned run, reported as it happens.
+#[derive(Debug, Clone)]
+pub struct RunEvent {
+    pub key: RunKey,
+    pub outcome: RunOutcome,
+    pub elapsed_ms: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    pub planned: usize,
+    pub fresh: usize,
+    pub computed: usize,
+    pub failed: Vec<(RunKey, String)>,
+    pub upstream_failed: usize,
+}
+
+impl RunReport {
+    pub fn is_success(&self) -> bool {
+        self.failed.is_empty() && self.upstream_failed == 0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("pipeline `{pipeline}` has no job `{job}` (jobs: {known})")]
+    UnknownJob { pipeline: String, job: String, known: String },
+    #[error("empty range: `from` ({from}) must be before `to` ({to})")]
+    EmptyRange { from: DateTime<Utc>, to: DateTime<Utc> },
+}
+
+/// Runs jobs of pipelines against a store.
+#[derive(Debug, Clone)]
+pub struct Materializer {
+    store: Store,
+    cache: Arc<ResultCache>,
+    /// Relative source paths resolve against this folder.
+    data_dir: PathBuf,
+    clock: Arc<dyn Clock>,
+}
+
+impl Materializer {
+    pub fn new(store: Store, cache: Arc<ResultCache>, data_dir: PathBuf, clock: Arc<dyn Clock>) -> Self {
+        Materializer { store, cache, data_dir, clock }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn cache(&self) -> &Arc<ResultCache> {
+        &self.cache
+    }
+
+    /// The run graph for `request`, without running anything.
+    pub fn plan(&self, pipeline: &Pipeline, request: &RunRequest) -> Result<RunPlan, MaterializeError> {
+        if request.from >= request.to {
+            return Err(MaterializeError::EmptyRange { from: request.from, to: request.to });
+        }
+        let targets: Vec<String> = match &request.jobs {
+            Some(jobs) => {
+                for job in jobs {
+                    if pipeline.job(job).is_none() {
+                        return Err(MaterializeError::UnknownJob {
+                            pipeline: pipeline.name.clone(),
+                            job: job.clone(),
+                            known: pipeline.dag.topological_order().join(", "),
+                        });
+                    }
+                }
+                jobs.clone()
+            }
+            None => pipeline.dag.topological_order().to_vec(),
+        };
+        let from = request.from.max(pipeline.start);
+        let to = pipeline.end.map_or(request.to, |end| request.to.min(end));
+
+        let mut planner = Planner { pipeline, index: HashMap::new(), runs: Vec::new() };
+        if from < to {
+            for job in &targets {
+                if let Some(def) = pipeline.job(job) {
+                    for window in windows_within(def.grain, pipeline.timezone, from, to) {
+                        planner.add(def, window);
+                    }
+                }
+            }
+        }
+        // Dependencies always point to a job earlier in topological order, so sorting by
+        // (job position, window start) is a valid execution order.
+        let position: HashMap<&str, usize> = pipeline
+            .dag
+            .topological_order()
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.as_str(), i))
+            .collect();
+        let mut order: Vec<usize> = (0..planner.runs.len()).collect();
+        order.sort_by_key(|&i| (position.get(planner.runs[i].job.as_str()).copied(), planner.runs[i].window.start));
+        let mut new_index = vec![0; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_index[old] = new;
+        }
+        let runs = order
+            .iter()
+            .map(|&old| {
+                let mut run = planner.runs[old].clone();
+                run.upstream = run.upstream.iter().map(|&u| new_index[u]).collect();
+                run
+            })
+            .collect();
+        Ok(RunPlan { runs })
+    }
+
+    /// Plans and executes `request`, calling `on_event` after each run.
+    pub fn run(
+        &self,
+        pipeline: &Pipeline,
+        request: &RunRequest,
+        mut on_event: impl FnMut(&RunEvent),
+    ) -> Result<RunReport, MaterializeError> {
+        let plan = self.plan(pipeline, request)?;
+        let mut report = RunReport { planned: plan.runs.len(), ..RunReport::default() };
+        // Fingerprint of each planned run once it is fresh or computed; None when it failed.
+        let mut fingerprints: Vec<Option<String>> = Vec::with_capacity(plan.runs.len());
+        for run in &plan.runs {
+            let started = Instant::now();
+            let key = RunKey {
+                pipeline: pipeline.name.clone(),
+                job: run.job.clone(),
+                partition_start: run.window.start,
+            };
+            let failed_upstream = run.upstream.iter().find(|&&u| fingerprints[u].is_none());
+            let (outcome, fingerprint) = match (failed_upstream, pipeline.job(&run.job)) {
+                (Some(&upstream), _) => {
+                    let upstream = &plan.runs[upstream];
+                    let name = format!("{}@{}", upstream.job, upstream.window.start.to_rfc3339());
+                    (RunOutcome::UpstreamFailed { upstream: name }, None)
+                }
+                (None, Some(def)) => {
+                    let upstream_fingerprints: Vec<&str> =
+                        run.upstream.iter().filter_map(|&u| fingerprints[u].as_deref()).collect();
+                    match self.materialize_one(pipeline, def, run, &key, &upstream_fingerprints, request.force) {
+                        Ok((outcome, fingerprint)) => (outcome, Some(fingerprint)),
+                        Err(error) => {
+                            warn!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, %error, "run failed");
+                            if let Err(store_error) = self.store.mark_failed(&key, &error, self.clock.now()) {
+                                warn!(%store_error, "could not record the failure");
+                            }
+                            (RunOutcome::Failed { error }, None)
+                        }
+                    }
+                }
+                (None, None) => (RunOutcome::Failed { error: format!("unknown job `{}`", run.job) }, None),
+            };
+            match &outcome {
+                RunOutcome::Fresh => report.fresh += 1,
+                RunOutcome::Computed { .. } => report.computed += 1,
+                RunOutcome::Failed { error } => report.failed.push((key.clone(), error.clone())),
+                RunOutcome::UpstreamFailed { .. } => report.upstream_failed += 1,
+            }
+            fingerprints.push(fingerprint);
+            on_event(&RunEvent { key, outcome, elapsed_ms: started.elapsed().as_secs_f64() * 1e3 });
+        }
+        self.store.flush()?;
+        info!(
+            pipeline = %pipeline.name,
+            planned = report.planned,
+            computed = report.computed,
+            fresh = report.fresh,
+            failed = report.failed.len(),
+            "materialisation finished"
+        );
+        Ok(report)
+    }
+
+    /// Brings one run up to date; returns its outcome and fingerprint, or an error message.
+    fn materialize_one(
+        &self,
+        pipeline: &Pipeline,
+        def: &JobDef,
+        run: &PlannedRun,
+        key: &RunKey,
+        upstream_fingerprints: &[&str],
+        force: bool,
+    ) -> Result<(RunOutcome, String), String> {
+        // Source files are resolved first: their identities are part of the fingerprint.
+        let mut source_files = BTreeMap::new();
+        for input in &def.inputs {
+            if let InputRef::Source(name) = input {
+                let source = pipeline
+                    .sources
+                    .get(name)
+                    .ok_or_else(|| format!("unknown source `{name}`"))?;
+                let files = resolve_source_files(source, &self.data_dir, &run.window).map_err(|e| e.to_string())?;
+                source_files.insert(name.clone(), files);
+            }
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(def.definition_fingerprint.as_bytes());
+        hasher.update(run.window.start.timestamp_millis().to_be_bytes());
+        hasher.update(run.window.end.timestamp_millis().to_be_bytes());
+        for (name, files) in &source_files {
+            hasher.update(name.as_bytes());
+            for file in files {
+                hasher.update(file.path.to_string_lossy().as_bytes());
+                hasher.update(file.size.to_be_bytes());
+                hasher.update(file.modified_ns.to_be_bytes());
+            }
+        }
+        for upstream in upstream_fingerprints {
+            hasher.update(upstream.as_bytes());
+        }
+        let fingerprint = hex::encode(hasher.finalize());
+
+        if !force && self.is_fresh(key, &fingerprint).map_err(|e| e.to_string())? {
+            debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, "fresh, skipped");
+            return Ok((RunOutcome::Fresh, fingerprint));
+        }
+
+        let now = self.clock.now();
+        self.store
+            .mark_running(key, run.window.end, &fingerprint, now)
+            .map_err(|e| e.to_string())?;
+        let inputs = self.job_inputs(pipeline, def, run, &source_files)?;
+        let ctx = JobContext {
+            pipeline: &pipeline.name,
+            job: &def.name,
+            grain: def.grain,
+            window: run.window,
+            inputs: &inputs,
+        };
+        let output = def.job.run(&ctx).map_err(|e| e.to_string())?;
+        let frame_ipc = encode_ipc(&output.frame).map_err(|e| format!("cannot encode result: {e}"))?;
+        let state_ipc = output
+            .state
+            .as_ref()
+            .map(encode_ipc)
+            .transpose()
+            .map_err(|e| format!("cannot encode state: {e}"))?;
+        let rows = output.frame.height() as u64;
+        self.store
+            .commit_success(
+                key,
+                NewResult { fingerprint: fingerprint.clone(), rows, frame_ipc, state_ipc },
+                self.clock.now(),
+            )
+            .map_err(|e| e.to_string())?;
+        self.cache.insert(
+            key.clone(),
+            fingerprint.clone(),
+            CachedResult { frame: output.frame, state: output.state },
+        );
+        debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, rows, "computed");
+        Ok((RunOutcome::Computed { rows }, fingerprint))
+    }
+
+    fn is_fresh(&self, key: &RunKey, fingerprint: &str) -> Result<bool, StoreError> {
+        let Some(record) = self.store.run(key)? else {
+            return Ok(false);
+        };
+        if record.state != RunState::Succeeded || record.fingerprint.as_deref() != Some(fingerprint) {
+            return Ok(false);
+        }
+        Ok(self
+            .store
+            .result_meta(key)?
+            .is_some_and(|meta| meta.fingerprint == fingerprint))
+    }
+
+    fn job_inputs(
+        &self,
+        pipeline: &Pipeline,
+        def: &JobDef,
+        run: &PlannedRun,
+        source_files: &BTreeMap<String, Vec<crate::engine::FileIdentity>>,
+    ) -> Result<BTreeMap<String, JobInput>, String> {
+        let mut inputs = BTreeMap::new();
+        for input in &def.inputs {
+            let job_input = match input {
+                InputRef::Source(name) => {
+                    let source = pipeline.sources.get(name).ok_or_else(|| format!("unknown source `{name}`"))?;
+                    let files = source_files.get(name).map(Vec::as_slice).unwrap_or_default();
+                    let frame = scan_source_window(source, files, &run.window).map_err(|e| e.to_string())?;
+                    JobInput { frame, states: None, upstream_kind: None }
+                }
+                InputRef::Job(name) => {
+                    let upstream = pipeline.job(name).ok_or_else(|| format!("unknown job `{name}`"))?;
+                    let windows = if upstream.grain == def.grain {
+                        vec![run.window]
+                    } else {
+                        subwindows(upstream.grain, pipeline.timezone, &run.window)
+                    };
+                    let mut frames = Vec::with_capacity(windows.len());
+                    let mut states = Vec::new();
+                    for window in windows {
+                        let key = RunKey { pipeline: pipeline.name.clone(), job: name.clone(), partition_start: window.start };
+                        let result = self.load_result(&key)?;
+                        frames.push(result.frame.lazy());
+                        states.extend(result.state);
+                    }
+                    let frame = concat(frames, UnionArgs::default()).map_err(|e| format!("cannot combine `{name}` partitions: {e}"))?;
+                    let has_states = !states.is_empty();
+                    JobInput {
+                        frame,
+                        states: has_states.then_some(states),
+                        upstream_kind: Some(upstream.kind().to_owned()),
+                    }
+                }
+            };
+            inputs.insert(input.name().to_owned(), job_input);
+        }
+        Ok(inputs)
+    }
+
+    /// A stored result, from the cache when it holds the current fingerprint.
+    pub fn load_result(&self, key: &RunKey) -> Result<CachedResult, String> {
+        let meta = self
+            .store
+            .result_meta(key)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no stored result for {key}"))?;
+        if let Some(cached) = self.cache.get(key, &meta.fingerprint) {
+            return Ok(cached);
+        }
+        let frame_bytes = self
+            .store
+            .result_frame(key)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("stored result of {key} has no data"))?;
+        let frame = decode_ipc(&frame_bytes).map_err(|e| format!("stored result of {key} is unreadable: {e}"))?;
+        let state = match self.store.result_state(key).map_err(|e| e.to_string())? {
+            Some(bytes) => Some(decode_ipc(&bytes).map_err(|e| format!("stored state of {key} is unreadable: {e}"))?),
+            None => None,
+        };
+        let result = CachedResult { frame, state };
+        self.cache.insert(key.clone(), meta.fingerprint, result.clone());
+        Ok(result)
+    }
+}
+
+/// Builds the run graph by walking from target runs to the upstream runs they read.
+struct Planner<'a> {
+    pipeline: &'a Pipeline,
+    index: HashMap<(String, DateTime<Utc>), usize>,
+    runs: Vec<PlannedRun>,
+}
+
+impl Planner<'_> {
+    fn add(&mut self, def: &JobDef, window: Window) -> usize {
+        if let Some(&existing) = self.index.get(&(def.name.clone(), window.start)) {
+            return existing;
+        }
+        let mut upstream = Vec::new();
+        for input in &def.inputs {
+            if let InputRef::Job(name) = input
+                && let Some(up) = self.pipeline.job(name)
+            {
+                let windows = if up.grain == def.grain {
+                    vec![window]
+                } else {
+                    subwindows(up.grain, self.pipeline.timezone, &window)
+                };
+                for up_window in windows {
+                    upstream.push(self.add(up, up_window));
+                }
+            }
+        }
+        let position = self.runs.len();
+        self.runs.push(PlannedRun { job: def.name.clone(), window, upstream });
+        self.index.insert((def.name.clone(), window.start), position);
+        position
+    }
+}

@@ -1,0 +1,527 @@
+//! The `runs` tree: one `RunRecord` per run and the state machine that moves
+//! it. Transitions are read-modify-write inside a sled transaction, so two
+//! writers racing on one run cannot both win.
+//!
+//! ```text
+//!   (absent) ──mark_running──▶ Running ──commit_success──▶ Succeeded
+//!   Pending  ──mark_running──▶ Running ──mark_failed─────▶ Failed
+//!   Failed   ──mark_running──▶ Running ──requeue (crash)─▶ Pending
+//!   Succeeded ─mark_running──▶ Running      (recompute after a fingerprint change)
+//!   Pending  ──mark_failed───▶ Failed       (failed before starting, e.g. upstream)
+//! ```
+//! Everything else is `InvalidTransition` (or `RunNotFound` when there is
+//! no record to move): Running → Running, and finishing a run that is not
+//! Running, mean two writers are working on the same run.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError;
+
+use super::keys::{self, RunKey, escape};
+use super::{Store, StoreError, decode_json, encode_json, tree};
+
+/// Where a run is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting to run; today only set by `requeue_interrupted` after a crash.
+    Pending,
+    /// A worker has started it and not yet finished.
+    Running,
+    /// Finished; its result is in the result trees.
+    Succeeded,
+    /// Finished with an error; `RunRecord::error` says which.
+    Failed,
+}
+
+impl RunState {
+    /// The lowercase name, as stored in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Pending => "pending",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stored state of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Current state.
+    pub state: RunState,
+    /// Exclusive end of the partition; the key holds only the start, and
+    /// partitions of one job need not all have the same length.
+    pub partition_end: DateTime<Utc>,
+    /// How many times the run was started (retries and recomputes
+    /// included), so retry limits survive restarts.
+    pub attempts: u32,
+    /// Fingerprint of the inputs and definition of the latest attempt;
+    /// compared with the current one to decide whether a result is stale.
+    pub fingerprint: Option<String>,
+    /// When the run was last put back in the queue, so the UI can show how
+    /// long it has waited.
+    pub queued_at: Option<DateTime<Utc>>,
+    /// When the latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the latest attempt finished; `None` while one is in flight.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why the latest attempt failed or was interrupted; cleared on start.
+    pub error: Option<String>,
+}
+
+/// Error text left on a run that `requeue_interrupted` put back in the queue.
+const INTERRUPTED: &str = "interrupted: floe stopped while this run was running";
+
+impl Store {
+    /// The record of one run, if it exists.
+    pub fn run(&self, key: &RunKey) -> Result<Option<RunRecord>, StoreError> {
+        let raw = self
+            .runs
+            .get(key.encode()?)
+            .map_err(Store::sled_error("read run", key))?;
+        raw.map(|raw| decode_json(tree::RUNS, key, &raw))
+            .transpose()
+    }
+
+    /// Moves the run to Running (creating it if absent), attempts += 1,
+    /// started_at = now, error cleared. A Succeeded run may be re-marked
+    /// (recompute); its old result stays readable until the new one commits.
+    pub fn mark_running(
+        &self,
+        key: &RunKey,
+        partition_end: DateTime<Utc>,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RunRecord, StoreError> {
+        let record = self.update_run(key, |old| {
+            let base = match old {
+                None => RunRecord {
+                    state: RunState::Pending,
+                    partition_end,
+                    attempts: 0,
+                    fingerprint: None,
+                    queued_at: None,
+                    started_at: None,
+                    finished_at: None,
+                    error: None,
+                },
+                Some(old) if old.state == RunState::Running => {
+                    return Err(StoreError::InvalidTransition {
+                        key: key.clone(),
+                        from: Some(RunState::Running),
+                        to: RunState::Running,
+                    });
+                }
+                Some(old) => old,
+            };
+            Ok(RunRecord {
+                state: RunState::Running,
+                partition_end,
+                attempts: base.attempts.saturating_add(1),
+                fingerprint: Some(fingerprint.to_owned()),
+                started_at: Some(now),
+                finished_at: None,
+                error: None,
+                ..base
+            })
+        })?;
+        tracing::debug!(run = %key, attempts = record.attempts, "run marked running");
+        Ok(record)
+    }
+
+    /// Moves a Running or Pending run to Failed with `error`.
+    pub fn mark_failed(
+        &self,
+        key: &RunKey,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RunRecord, StoreError> {
+        let record = self.update_run(key, |old| {
+            let Some(old) = old else {
+                return Err(StoreError::RunNotFound { key: key.clone() });
+            };
+            if !matches!(old.state, RunState::Running | RunState::Pending) {
+                return Err(StoreError::InvalidTransition {
+                    key: key.clone(),
+                    from: Some(old.state),
+                    to: RunState::Failed,
+                });
+            }
+            Ok(RunRecord {
+                state: RunState::Failed,
+                finished_at: Some(now),
+                error: Some(error.to_owned()),
+                ..old
+            })
+        })?;
+        tracing::debug!(run = %key, error, "run marked failed");
+        Ok(record)
+    }
+
+    /// Runs of one job with partition_start in [from, to), ascending.
+    /// Bounds may have sub-millisecond precision (e.g. `Utc::now()`).
+    pub fn runs_of_job(
+        &self,
+        pipeline: &str,
+        job: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(RunKey, RunRecord)>, StoreError> {
+        let prefix = keys::job_prefix(pipeline, job)?;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let start = [prefix.as_slice(), &keys::encode_bound(from)].concat();
+        let end = [prefix.as_slice(), &keys::encode_bound(to)].concat();
+        self.collect_runs(self.runs.range(start..end))
+    }
+
+    /// All runs of a pipeline (any job), in key order: by job, then time.
+    pub fn runs_of_pipeline(&self, pipeline: &str) -> Result<Vec<(RunKey, RunRecord)>, StoreError> {
+        let prefix = keys::pipeline_prefix(pipeline)?;
+        self.collect_runs(self.runs.scan_prefix(prefix))
+    }
+
+    /// Runs left Running by a crash become Pending again (called at
+    /// start-up, before any worker starts); returns how many.
+    pub fn requeue_interrupted(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut requeued = 0;
+        for (key, record) in self.collect_runs(self.runs.iter())? {
+            if record.state != RunState::Running {
+                continue;
+            }
+            // Re-checked inside the transaction: a worker may have finished
+            // the run since the scan, and that outcome must win.
+            let outcome = self.update_run(&key, |old| match old {
+                Some(old) if old.state == RunState::Running => Ok(RunRecord {
+                    state: RunState::Pending,
+                    queued_at: Some(now),
+                    error: Some(INTERRUPTED.to_owned()),
+                    ..old
+                }),
+                Some(old) => Ok(old),
+                None => Err(StoreError::RunNotFound { key: key.clone() }),
+            });
+            match outcome {
+                Ok(record) if record.state == RunState::Pending => requeued += 1,
+                // Finished, or deleted, since the scan: nothing to requeue.
+                Ok(_) | Err(StoreError::RunNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if requeued > 0 {
+            tracing::warn!(
+                count = requeued,
+                "requeued runs interrupted by a previous stop"
+            );
+        }
+        Ok(requeued)
+    }
+
+    /// Atomically replaces a run's record with `f(old)`. `f` may run more
+    /// than once (sled retries on conflict), hence `Fn`.
+    fn update_run<F>(&self, key: &RunKey, f: F) -> Result<RunRecord, StoreError>
+    where
+        F: Fn(Option<RunRecord>) -> Result<RunRecord, StoreError>,
+    {
+        let key_bytes = key.encode()?;
+        let result = self.runs.transaction(|tx| {
+            let old = tx
+                .get(&key_bytes)?
+                .map(|raw| decode_json(tree::RUNS, key, &raw))
+                .transpose()
+                .map_err(ConflictableTransactionError::Abort)?;
+            let new = f(old).map_err(ConflictableTransactionError::Abort)?;
+            let value =
+                encode_json(tree::RUNS, key, &new).map_err(ConflictableTransactionError::Abort)?;
+            tx.insert(key_bytes.as_slice(), value)?;
+            Ok(new)
+        });
+        Store::tx_result(result, "update run", key)
+    }
+
+    /// Decodes a scan of the `runs` tree, reporting the first bad entry.
+    fn collect_runs(
+        &self,
+        iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    ) -> Result<Vec<(RunKey, RunRecord)>, StoreError> {
+        iter.map(|entry| {
+            let (raw_key, raw_value) = entry.map_err(|source| StoreError::Sled {
+                action: format!("scan runs in {}", self.describe()),
+                source,
+            })?;
+            let key = RunKey::decode(&raw_key).map_err(|e| StoreError::Decode {
+                tree: tree::RUNS,
+                key: escape(&raw_key),
+                source: Box::new(e),
+            })?;
+            let record = decode_json(tree::RUNS, &key, &raw_value)?;
+            Ok((key, record))
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    fn key(job: &str, start: DateTime<Utc>) -> RunKey {
+        RunKey::new("shop", job, start)
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn mark_running_creates_then_counts_attempts() {
+        let (_dir, store) = store();
+        let k = key("orders", t0());
+        let end = t0() + Duration::hours(1);
+        assert_eq!(store.run(&k).unwrap(), None);
+
+        let r = store.mark_running(&k, end, "fp1", t0()).unwrap();
+        assert_eq!(r.state, RunState::Running);
+        assert_eq!(r.attempts, 1);
+        assert_eq!(r.fingerprint.as_deref(), Some("fp1"));
+        assert_eq!(r.started_at, Some(t0()));
+        assert_eq!(r.partition_end, end);
+        assert_eq!(store.run(&k).unwrap(), Some(r));
+
+        let failed = store
+            .mark_failed(&k, "boom", t0() + Duration::minutes(1))
+            .unwrap();
+        assert_eq!(failed.state, RunState::Failed);
+        assert_eq!(failed.error.as_deref(), Some("boom"));
+        assert_eq!(failed.finished_at, Some(t0() + Duration::minutes(1)));
+
+        let retry = store
+            .mark_running(&k, end, "fp1", t0() + Duration::minutes(2))
+            .unwrap();
+        assert_eq!(retry.attempts, 2);
+        assert_eq!(retry.error, None);
+        assert_eq!(retry.finished_at, None);
+        assert_eq!(retry.started_at, Some(t0() + Duration::minutes(2)));
+    }
+
+    #[test]
+    fn invalid_transitions_are_refused_and_change_nothing() {
+        let (_dir, store) = store();
+        let k = key("orders", t0());
+        let end = t0() + Duration::hours(1);
+
+        let err = store.mark_failed(&k, "x", t0()).unwrap_err();
+        assert!(matches!(err, StoreError::RunNotFound { .. }), "{err}");
+        assert_eq!(store.run(&k).unwrap(), None);
+
+        let running = store.mark_running(&k, end, "fp", t0()).unwrap();
+        let err = store.mark_running(&k, end, "fp", t0()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::InvalidTransition {
+                    from: Some(RunState::Running),
+                    to: RunState::Running,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "run shop/orders@2024-01-01T00:00:00Z cannot go from running to running"
+        );
+        assert_eq!(store.run(&k).unwrap(), Some(running));
+
+        let failed = store.mark_failed(&k, "x", t0()).unwrap();
+        let err = store.mark_failed(&k, "y", t0()).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::InvalidTransition {
+                from: Some(RunState::Failed),
+                ..
+            }
+        ));
+        assert_eq!(store.run(&k).unwrap(), Some(failed));
+    }
+
+    #[test]
+    fn bad_names_are_key_errors() {
+        let (_dir, store) = store();
+        let err = store.run(&RunKey::new("a\0b", "j", t0())).unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Key(keys::KeyError::NulInName { .. })
+        ));
+        let err = store.runs_of_pipeline("").unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Key(keys::KeyError::EmptyName { .. })
+        ));
+    }
+
+    #[test]
+    fn runs_of_job_is_a_half_open_range_in_time_order() {
+        let (_dir, store) = store();
+        let epoch = DateTime::<Utc>::UNIX_EPOCH;
+        let ms = Duration::milliseconds;
+        let starts = [
+            ms(-7_200_000),
+            ms(-1),
+            ms(0),
+            ms(1),
+            ms(7_200_000),
+            ms(-3_600_000),
+        ];
+        // Same prefix traps: another job whose name extends this one, and
+        // another pipeline whose name extends this pipeline.
+        let noise = [
+            RunKey::new("shop", "orders2", epoch),
+            RunKey::new("shop", "order", epoch),
+            RunKey::new("shop2", "orders", epoch),
+        ];
+        for d in starts {
+            store
+                .mark_running(&key("orders", epoch + d), epoch + d + ms(1), "fp", t0())
+                .unwrap();
+        }
+        for k in &noise {
+            store.mark_running(k, epoch + ms(1), "fp", t0()).unwrap();
+        }
+
+        let got = |from: Duration, to: Duration| -> Vec<i64> {
+            store
+                .runs_of_job("shop", "orders", epoch + from, epoch + to)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| {
+                    assert_eq!((k.pipeline.as_str(), k.job.as_str()), ("shop", "orders"));
+                    k.partition_start.timestamp_millis()
+                })
+                .collect()
+        };
+        assert_eq!(
+            got(ms(-10_000_000), ms(10_000_000)),
+            vec![-7_200_000, -3_600_000, -1, 0, 1, 7_200_000]
+        );
+        // from inclusive, to exclusive.
+        assert_eq!(got(ms(-1), ms(1)), vec![-1, 0]);
+        assert_eq!(got(ms(-3_600_000), ms(0)), vec![-3_600_000, -1]);
+        // Sub-millisecond bounds round up to the next whole millisecond.
+        let ns = Duration::nanoseconds;
+        assert_eq!(got(ms(-2) + ns(1), ms(1) + ns(1)), vec![-1, 0, 1]);
+        assert_eq!(got(ms(0), ms(0)), Vec::<i64>::new());
+        assert_eq!(got(ms(5), ms(-5)), Vec::<i64>::new());
+
+        let pipeline: Vec<RunKey> = store
+            .runs_of_pipeline("shop")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        let mut expected: Vec<RunKey> = starts.iter().map(|d| key("orders", epoch + *d)).collect();
+        expected.push(noise[0].clone());
+        expected.push(noise[1].clone());
+        expected.sort();
+        assert_eq!(pipeline, expected);
+    }
+
+    #[test]
+    fn requeue_interrupted_only_touches_running_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let end = t0() + Duration::hours(1);
+        let later = t0() + Duration::hours(5);
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .mark_running(&key("a", t0()), end, "fp", t0())
+                .unwrap();
+            store
+                .mark_running(&key("b", t0()), end, "fp", t0())
+                .unwrap();
+            store
+                .mark_running(&key("c", t0()), end, "fp", t0())
+                .unwrap();
+            store.mark_failed(&key("c", t0()), "bad", t0()).unwrap();
+            store.flush().unwrap();
+        }
+        // As after a crash: reopen, then requeue.
+        let store = Store::open(&path).unwrap();
+        let failed_before = store.run(&key("c", t0())).unwrap();
+        assert_eq!(store.requeue_interrupted(later).unwrap(), 2);
+        for job in ["a", "b"] {
+            let r = store.run(&key(job, t0())).unwrap().unwrap();
+            assert_eq!(r.state, RunState::Pending);
+            assert_eq!(r.queued_at, Some(later));
+            assert_eq!(r.attempts, 1);
+            assert_eq!(r.error.as_deref(), Some(INTERRUPTED));
+        }
+        assert_eq!(store.run(&key("c", t0())).unwrap(), failed_before);
+        assert_eq!(store.requeue_interrupted(later).unwrap(), 0);
+
+        // A requeued run can start again.
+        let r = store
+            .mark_running(&key("a", t0()), end, "fp", later)
+            .unwrap();
+        assert_eq!((r.state, r.attempts, r.error), (RunState::Running, 2, None));
+        // Pending may also fail without starting (e.g. its upstream failed).
+        let r = store
+            .mark_failed(&key("b", t0()), "upstream failed", later)
+            .unwrap();
+        assert_eq!(r.state, RunState::Failed);
+    }
+
+    #[test]
+    fn undecodable_records_are_errors_not_panics() {
+        let (_dir, store) = store();
+        let k = key("orders", t0());
+        store
+            .runs
+            .insert(k.encode().unwrap(), b"{not json".as_slice())
+            .unwrap();
+        let err = store.run(&k).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Decode { tree: "runs", key, .. } if key == "shop/orders@2024-01-01T00:00:00Z"),
+            "{err}"
+        );
+        assert!(matches!(
+            store.runs_of_pipeline("shop"),
+            Err(StoreError::Decode { .. })
+        ));
+        assert!(matches!(
+            store.requeue_interrupted(t0()),
+            Err(StoreError::Decode { .. })
+        ));
+        assert!(matches!(
+            store.mark_running(&k, t0(), "fp", t0()),
+            Err(StoreError::Decode { .. })
+        ));
+        // A key that is not a RunKey encoding.
+        store.runs.clear().unwrap();
+        store.runs.insert(b"shop\0junk", b"{}".as_slice()).unwrap();
+        let err = store.runs_of_pipeline("shop").unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Decode { tree: "runs", key, .. } if key == "shop\\x00junk"),
+            "{err}"
+        );
+    }
+}

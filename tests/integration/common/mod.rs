@@ -1,0 +1,56 @@
+//! Shared fixtures: generated sample data on disk, a temporary store, the example pipeline.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use floe::clock::{Clock, ManualClock};
+use floe::dataset::write_events_parquet;
+use floe::engine::ResultCache;
+use floe::sample::{EventColumns, SampleSpec, generate};
+use floe::{JobRegistry, Materializer, Pipeline, Store};
+use tempfile::TempDir;
+
+pub(crate) fn utc(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, h, 0, 0).single().expect("valid instant")
+}
+
+pub(crate) fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// A week of sample events written as the example pipeline reads them.
+pub(crate) struct SampleWorld {
+    pub(crate) dir: TempDir,
+    pub(crate) events: EventColumns,
+    pub(crate) start: DateTime<Utc>,
+}
+
+impl SampleWorld {
+    pub(crate) fn new(rows: usize, days: u32) -> Self {
+        let start = utc(2024, 1, 1, 0);
+        let spec = SampleSpec { seed: 7, start, hours: days * 24, rows, users: 3_000 };
+        let events = generate(&spec);
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_events_parquet(&events, &dir.path().join("data/events"), start, spec.hours).expect("write sample data");
+        SampleWorld { dir, events, start }
+    }
+
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub(crate) fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub(crate) fn materializer(&self) -> Materializer {
+        let store = Store::open(&self.store_dir()).expect("open store");
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(utc(2024, 2, 1, 0)));
+        Materializer::new(store, Arc::new(ResultCache::new(256 << 20)), self.data_dir(), clock)
+    }
+}
+
+pub(crate) fn shop_pipeline() -> Pipeline {
+    floe::pipeline::load_file(&repo_path("pipelines/shop.yaml"), &JobRegistry::new()).expect("shop.yaml is valid")
+}

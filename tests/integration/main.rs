@@ -1,0 +1,9 @@
+//! Floe's integration tests, one binary (one link of polars) with a module per surface.
+
+mod common;
+
+mod cli;
+mod custom_jobs;
+mod shop;
+mod store_errors;
+mod validation;
