@@ -38,9 +38,16 @@ impl Job for SpendBands {
             problems.push("field `from`: spend_bands reads exactly one input".to_owned());
         }
         if self.low >= self.high {
-            problems.push(format!("field `rust.config`: low ({}) must be below high ({})", self.low, self.high));
+            problems.push(format!(
+                "field `rust.config`: low ({}) must be below high ({})",
+                self.low, self.high
+            ));
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
     }
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, JobError> {
@@ -89,15 +96,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .and_then(serde_yaml::Value::as_f64)
                 .ok_or_else(|| format!("field `rust.config.{key}`: a number is required"))
         };
-        Ok(Arc::new(SpendBands { low: number("low")?, high: number("high")? }) as Arc<dyn Job>)
+        Ok(Arc::new(SpendBands {
+            low: number("low")?,
+            high: number("high")?,
+        }) as Arc<dyn Job>)
     });
 
     let workdir = tempfile::tempdir()?;
-    let start = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).single().ok_or("bad start")?;
-    let events = generate(&SampleSpec { seed: 1, start, hours: 24, rows: 50_000, users: 5_000 });
+    let start = Utc
+        .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
+        .single()
+        .ok_or("bad start")?;
+    let events = generate(&SampleSpec {
+        seed: 1,
+        start,
+        hours: 24,
+        rows: 50_000,
+        users: 5_000,
+    });
     write_events_parquet(&events, &workdir.path().join("events"), start, 24)?;
 
-    let pipeline = floe::pipeline::parse_pipeline(PIPELINE, std::path::Path::new("bands.yaml"), &registry)?;
+    let pipeline =
+        floe::pipeline::parse_pipeline(PIPELINE, std::path::Path::new("bands.yaml"), &registry)?;
     let materializer = Materializer::new(
         Store::open(&workdir.path().join("store"))?,
         Arc::new(ResultCache::new(64 << 20)),
@@ -105,7 +125,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(SystemClock),
     );
     let end = start + chrono::TimeDelta::days(1);
-    let request = RunRequest { jobs: None, from: start, to: end, force: false };
+    let request = RunRequest {
+        jobs: None,
+        from: start,
+        to: end,
+        force: false,
+    };
     let report = materializer.run(&pipeline, &request, |_| {})?;
     println!("computed {} partition(s)", report.computed);
     let results = read_job_results(&materializer, &pipeline, "spend_bands_daily", start, end)?;

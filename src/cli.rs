@@ -26,7 +26,11 @@ use crate::store::Store;
 const DEFAULT_CACHE_BYTES: usize = 512 * 1024 * 1024;
 
 #[derive(Debug, Parser)]
-#[command(name = "floe", version, about = "Spark-as-a-Service without Spark's weight: time-partitioned pipelines on polars")]
+#[command(
+    name = "floe",
+    version,
+    about = "Spark-as-a-Service without Spark's weight: time-partitioned pipelines on polars"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub paths: Paths,
@@ -37,7 +41,12 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Paths {
     /// Folder of pipeline YAML files.
-    #[arg(long, global = true, env = "FLOE_PIPELINES", default_value = "pipelines")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLOE_PIPELINES",
+        default_value = "pipelines"
+    )]
     pub pipelines: PathBuf,
     /// Folder that relative source paths resolve against.
     #[arg(long, global = true, env = "FLOE_DATA_DIR", default_value = "data")]
@@ -173,14 +182,21 @@ pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
         Command::Run(args) => run_pipeline(&cli.paths, args, registry, clock),
         Command::Results(args) => results(&cli.paths, args, registry, clock),
         Command::Generate(args) => {
-            let out = args.out.clone().unwrap_or_else(|| cli.paths.data_dir.clone());
+            let out = args
+                .out
+                .clone()
+                .unwrap_or_else(|| cli.paths.data_dir.clone());
             generate_data(&out, &args)
         }
     }
 }
 
 fn validate(paths: &Paths, args: ValidateArgs, registry: &JobRegistry) -> Result<(), CliError> {
-    let targets = if args.paths.is_empty() { vec![paths.pipelines.clone()] } else { args.paths };
+    let targets = if args.paths.is_empty() {
+        vec![paths.pipelines.clone()]
+    } else {
+        args.paths
+    };
     let mut files = Vec::new();
     for target in &targets {
         if target.is_dir() {
@@ -188,7 +204,10 @@ fn validate(paths: &Paths, args: ValidateArgs, registry: &JobRegistry) -> Result
                 .map_err(|e| failed(format!("{}: {e}", target.display())))?
                 .filter_map(Result::ok)
                 .map(|entry| entry.path())
-                .filter(|p| p.extension().is_some_and(|ext| ext == "yaml" || ext == "yml"))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|ext| ext == "yaml" || ext == "yml")
+                })
                 .collect();
             found.sort();
             files.extend(found);
@@ -215,17 +234,32 @@ fn load_pipeline(paths: &Paths, name: &str, registry: &JobRegistry) -> Result<Pi
     pipelines
         .into_iter()
         .find(|p| p.name == name)
-        .ok_or_else(|| failed(format!("no pipeline `{name}` in {} (found: {})", paths.pipelines.display(), known.join(", "))))
+        .ok_or_else(|| {
+            failed(format!(
+                "no pipeline `{name}` in {} (found: {})",
+                paths.pipelines.display(),
+                known.join(", ")
+            ))
+        })
 }
 
 fn open_materializer(paths: &Paths, clock: Arc<dyn Clock>) -> Result<Materializer, CliError> {
     let store = Store::open(&paths.store).map_err(failed)?;
-    Ok(Materializer::new(store, Arc::new(ResultCache::new(DEFAULT_CACHE_BYTES)), paths.data_dir.clone(), clock))
+    Ok(Materializer::new(
+        store,
+        Arc::new(ResultCache::new(DEFAULT_CACHE_BYTES)),
+        paths.data_dir.clone(),
+        clock,
+    ))
 }
 
 /// The [from, to) range a selection denotes for `pipeline`. One `--partition` instant selects,
 /// for every job, the partition containing it: the range is the coarsest grain's window.
-fn selection_range(pipeline: &Pipeline, jobs: &[String], selection: &Selection) -> Result<(DateTime<Utc>, DateTime<Utc>), CliError> {
+fn selection_range(
+    pipeline: &Pipeline,
+    jobs: &[String],
+    selection: &Selection,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), CliError> {
     let tz = pipeline.timezone;
     let parse = |text: &str| parse_instant(text, tz).map_err(failed);
     match (&selection.partition, &selection.from, &selection.to) {
@@ -241,31 +275,64 @@ fn selection_range(pipeline: &Pipeline, jobs: &[String], selection: &Selection) 
             Ok((window.start, window.end))
         }
         (None, Some(from), Some(to)) => Ok((parse(from)?, parse(to)?)),
-        _ => Err(failed("give --partition <instant> or --from <instant> --to <instant>")),
+        _ => Err(failed(
+            "give --partition <instant> or --from <instant> --to <instant>",
+        )),
     }
 }
 
-fn run_pipeline(paths: &Paths, args: RunArgs, registry: &JobRegistry, clock: Arc<dyn Clock>) -> Result<(), CliError> {
+fn run_pipeline(
+    paths: &Paths,
+    args: RunArgs,
+    registry: &JobRegistry,
+    clock: Arc<dyn Clock>,
+) -> Result<(), CliError> {
     let pipeline = load_pipeline(paths, &args.pipeline, registry)?;
     let (from, to) = selection_range(&pipeline, &args.jobs, &args.selection)?;
     let materializer = open_materializer(paths, clock)?;
-    let request = RunRequest { jobs: (!args.jobs.is_empty()).then_some(args.jobs), from, to, force: args.force };
+    let request = RunRequest {
+        jobs: (!args.jobs.is_empty()).then_some(args.jobs),
+        from,
+        to,
+        force: args.force,
+    };
     let report = materialize_with_progress(&materializer, &pipeline, &request)?;
-    if report.is_success() { Ok(()) } else { Err(failed(format!("{} runs failed", report.failed.len() + report.upstream_failed))) }
+    if report.is_success() {
+        Ok(())
+    } else {
+        Err(failed(format!(
+            "{} runs failed",
+            report.failed.len() + report.upstream_failed
+        )))
+    }
 }
 
-fn materialize_with_progress(materializer: &Materializer, pipeline: &Pipeline, request: &RunRequest) -> Result<RunReport, CliError> {
-    let planned = materializer.plan(pipeline, request).map_err(failed)?.runs.len();
+fn materialize_with_progress(
+    materializer: &Materializer,
+    pipeline: &Pipeline,
+    request: &RunRequest,
+) -> Result<RunReport, CliError> {
+    let planned = materializer
+        .plan(pipeline, request)
+        .map_err(failed)?
+        .runs
+        .len();
     let bar = ProgressBar::new(planned as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs  eta {eta}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let report = materializer
         .run(pipeline, request, |event| {
             bar.inc(1);
-            bar.set_message(format!("{} {}", event.key.job, event.key.partition_start.format("%Y-%m-%d %H:%M")));
+            bar.set_message(format!(
+                "{} {}",
+                event.key.job,
+                event.key.partition_start.format("%Y-%m-%d %H:%M")
+            ));
             if let RunOutcome::Failed { error } = &event.outcome {
                 bar.println(format!("failed: {}: {error}", event.key));
             }
@@ -288,11 +355,17 @@ fn materialize_with_progress(materializer: &Materializer, pipeline: &Pipeline, r
     Ok(report)
 }
 
-fn results(paths: &Paths, args: ResultsArgs, registry: &JobRegistry, clock: Arc<dyn Clock>) -> Result<(), CliError> {
+fn results(
+    paths: &Paths,
+    args: ResultsArgs,
+    registry: &JobRegistry,
+    clock: Arc<dyn Clock>,
+) -> Result<(), CliError> {
     let pipeline = load_pipeline(paths, &args.pipeline, registry)?;
     let (from, to) = selection_range(&pipeline, std::slice::from_ref(&args.job), &args.selection)?;
     let materializer = open_materializer(paths, clock)?;
-    let results = read_job_results(&materializer, &pipeline, &args.job, from, to).map_err(failed)?;
+    let results =
+        read_job_results(&materializer, &pipeline, &args.job, from, to).map_err(failed)?;
     if !results.missing.is_empty() {
         eprintln!(
             "note: {} partitions of `{}` in the range are not materialised (first: {})",
@@ -312,7 +385,10 @@ fn print_frame(frame: &mut DataFrame, format: OutputFormat) -> Result<(), CliErr
         OutputFormat::Table => writeln!(out, "{frame}").map_err(failed),
         OutputFormat::Csv => CsvWriter::new(&mut out).finish(frame).map_err(failed),
         OutputFormat::Json => {
-            JsonWriter::new(&mut out).with_json_format(JsonFormat::Json).finish(frame).map_err(failed)?;
+            JsonWriter::new(&mut out)
+                .with_json_format(JsonFormat::Json)
+                .finish(frame)
+                .map_err(failed)?;
             writeln!(out).map_err(failed)
         }
     }
@@ -320,10 +396,17 @@ fn print_frame(frame: &mut DataFrame, format: OutputFormat) -> Result<(), CliErr
 
 fn generate_data(out: &Path, args: &GenerateArgs) -> Result<(), CliError> {
     let start = parse_instant(&args.start, chrono_tz::UTC).map_err(failed)?;
-    let spec = SampleSpec { seed: args.seed, start, hours: args.days * 24, rows: args.rows, users: args.users };
+    let spec = SampleSpec {
+        seed: args.seed,
+        start,
+        hours: args.days * 24,
+        rows: args.rows,
+        users: args.users,
+    };
     let started = Instant::now();
     let events = generate(&spec);
-    let summary = write_events_parquet(&events, &out.join("events"), start, spec.hours).map_err(failed)?;
+    let summary =
+        write_events_parquet(&events, &out.join("events"), start, spec.hours).map_err(failed)?;
     eprintln!(
         "wrote {} events in {} hourly Parquet files under {} in {:.2}s",
         summary.rows,
@@ -335,7 +418,12 @@ fn generate_data(out: &Path, args: &GenerateArgs) -> Result<(), CliError> {
 }
 
 /// The one-command tour: sample data → validate → materialise a week → print Q1–Q3.
-fn demo(paths: &Paths, args: DemoArgs, registry: &JobRegistry, clock: Arc<dyn Clock>) -> Result<(), CliError> {
+fn demo(
+    paths: &Paths,
+    args: DemoArgs,
+    registry: &JobRegistry,
+    clock: Arc<dyn Clock>,
+) -> Result<(), CliError> {
     const DAYS: u32 = 7;
     let start = parse_instant("2024-01-01T00:00:00Z", chrono_tz::UTC).map_err(failed)?;
     let end = start + TimeDelta::days(i64::from(DAYS));
@@ -350,25 +438,62 @@ fn demo(paths: &Paths, args: DemoArgs, registry: &JobRegistry, clock: Arc<dyn Cl
         };
         generate_data(&paths.data_dir, &generate_args)?;
     } else {
-        eprintln!("using the sample data already in {}", paths.data_dir.join("events").display());
+        eprintln!(
+            "using the sample data already in {}",
+            paths.data_dir.join("events").display()
+        );
     }
     let pipeline = load_pipeline(paths, "shop", registry)?;
-    eprintln!("pipeline `shop` is valid: {} jobs in order {}", pipeline.jobs.len(), pipeline.dag.topological_order().join(" → "));
+    eprintln!(
+        "pipeline `shop` is valid: {} jobs in order {}",
+        pipeline.jobs.len(),
+        pipeline.dag.topological_order().join(" → ")
+    );
     let materializer = open_materializer(paths, clock)?;
-    let request = RunRequest { jobs: None, from: start, to: end, force: false };
+    let request = RunRequest {
+        jobs: None,
+        from: start,
+        to: end,
+        force: false,
+    };
     let report = materialize_with_progress(&materializer, &pipeline, &request)?;
     if !report.is_success() {
         return Err(failed("the demo run had failures (see above)"));
     }
-    let last_day = windows_within(crate::partition::Grain::Daily, pipeline.timezone, start, end)
-        .last()
-        .copied()
-        .ok_or_else(|| failed("no daily partition in the demo range"))?;
+    let last_day = windows_within(
+        crate::partition::Grain::Daily,
+        pipeline.timezone,
+        start,
+        end,
+    )
+    .last()
+    .copied()
+    .ok_or_else(|| failed("no daily partition in the demo range"))?;
     let sections = [
-        ("Q1: distinct users who registered, per hour (last day, first 6 hours)", "registered_users_hourly", last_day.start, last_day.start + TimeDelta::hours(6)),
-        ("Q1 rolled up: distinct registering users per day (merged from the hourly key sets)", "registered_users_daily", start, end),
-        ("Q2: top 10 cities by sales, per week (from cached daily city sales)", "top_cities_weekly", start, end),
-        ("Q3: sales per category, per day (last day, from cached hourly purchases)", "sales_per_category_daily", last_day.start, last_day.end),
+        (
+            "Q1: distinct users who registered, per hour (last day, first 6 hours)",
+            "registered_users_hourly",
+            last_day.start,
+            last_day.start + TimeDelta::hours(6),
+        ),
+        (
+            "Q1 rolled up: distinct registering users per day (merged from the hourly key sets)",
+            "registered_users_daily",
+            start,
+            end,
+        ),
+        (
+            "Q2: top 10 cities by sales, per week (from cached daily city sales)",
+            "top_cities_weekly",
+            start,
+            end,
+        ),
+        (
+            "Q3: sales per category, per day (last day, from cached hourly purchases)",
+            "sales_per_category_daily",
+            last_day.start,
+            last_day.end,
+        ),
     ];
     for (title, job, from, to) in sections {
         let results = read_job_results(&materializer, &pipeline, job, from, to).map_err(failed)?;

@@ -19,10 +19,15 @@ pub struct WriteSummary {
 }
 
 /// The sample events of rows `range` as a polars frame.
-pub fn events_frame(events: &EventColumns, range: std::ops::Range<usize>) -> PolarsResult<DataFrame> {
+pub fn events_frame(
+    events: &EventColumns,
+    range: std::ops::Range<usize>,
+) -> PolarsResult<DataFrame> {
     let height = range.len();
-    let ts = Column::new("ts".into(), &events.ts_ms[range.clone()])
-        .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))?;
+    let ts = Column::new("ts".into(), &events.ts_ms[range.clone()]).cast(&DataType::Datetime(
+        TimeUnit::Milliseconds,
+        Some(TimeZone::UTC),
+    ))?;
     DataFrame::new(
         height,
         vec![
@@ -37,7 +42,12 @@ pub fn events_frame(events: &EventColumns, range: std::ops::Range<usize>) -> Pol
     )
 }
 
-pub fn write_events_parquet(events: &EventColumns, dir: &Path, start: DateTime<Utc>, hours: u32) -> PolarsResult<WriteSummary> {
+pub fn write_events_parquet(
+    events: &EventColumns,
+    dir: &Path,
+    start: DateTime<Utc>,
+    hours: u32,
+) -> PolarsResult<WriteSummary> {
     let mut summary = WriteSummary { rows: 0, files: 0 };
     for (hour, range) in events.hour_ranges(start, hours).into_iter().enumerate() {
         let hour_start = start + TimeDelta::hours(hour as i64);

@@ -26,7 +26,9 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::engine::cache::CachedResult;
-use crate::engine::{ResultCache, decode_ipc, encode_ipc, resolve_source_files, scan_source_window};
+use crate::engine::{
+    ResultCache, decode_ipc, encode_ipc, resolve_source_files, scan_source_window,
+};
 use crate::job::{JobContext, JobInput};
 use crate::partition::{Window, subwindows, windows_within};
 use crate::pipeline::{InputRef, JobDef, Pipeline};
@@ -63,10 +65,16 @@ pub struct RunPlan {
 pub enum RunOutcome {
     /// The stored result was fresh; nothing was computed.
     Fresh,
-    Computed { rows: u64 },
-    Failed { error: String },
+    Computed {
+        rows: u64,
+    },
+    Failed {
+        error: String,
+    },
     /// Not attempted because an upstream run failed.
-    UpstreamFailed { upstream: String },
+    UpstreamFailed {
+        upstream: String,
+    },
 }
 
 /// What happened to one planned run, reported as it happens.
@@ -97,9 +105,16 @@ pub enum MaterializeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("pipeline `{pipeline}` has no job `{job}` (jobs: {known})")]
-    UnknownJob { pipeline: String, job: String, known: String },
+    UnknownJob {
+        pipeline: String,
+        job: String,
+        known: String,
+    },
     #[error("empty range: `from` ({from}) must be before `to` ({to})")]
-    EmptyRange { from: DateTime<Utc>, to: DateTime<Utc> },
+    EmptyRange {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
 }
 
 /// Runs jobs of pipelines against a store.
@@ -113,8 +128,18 @@ pub struct Materializer {
 }
 
 impl Materializer {
-    pub fn new(store: Store, cache: Arc<ResultCache>, data_dir: PathBuf, clock: Arc<dyn Clock>) -> Self {
-        Materializer { store, cache, data_dir, clock }
+    pub fn new(
+        store: Store,
+        cache: Arc<ResultCache>,
+        data_dir: PathBuf,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Materializer {
+            store,
+            cache,
+            data_dir,
+            clock,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -126,9 +151,16 @@ impl Materializer {
     }
 
     /// The run graph for `request`, without running anything.
-    pub fn plan(&self, pipeline: &Pipeline, request: &RunRequest) -> Result<RunPlan, MaterializeError> {
+    pub fn plan(
+        &self,
+        pipeline: &Pipeline,
+        request: &RunRequest,
+    ) -> Result<RunPlan, MaterializeError> {
         if request.from >= request.to {
-            return Err(MaterializeError::EmptyRange { from: request.from, to: request.to });
+            return Err(MaterializeError::EmptyRange {
+                from: request.from,
+                to: request.to,
+            });
         }
         let targets: Vec<String> = match &request.jobs {
             Some(jobs) => {
@@ -148,7 +180,11 @@ impl Materializer {
         let from = request.from.max(pipeline.start);
         let to = pipeline.end.map_or(request.to, |end| request.to.min(end));
 
-        let mut planner = Planner { pipeline, index: HashMap::new(), runs: Vec::new() };
+        let mut planner = Planner {
+            pipeline,
+            index: HashMap::new(),
+            runs: Vec::new(),
+        };
         if from < to {
             for job in &targets {
                 if let Some(def) = pipeline.job(job) {
@@ -168,7 +204,12 @@ impl Materializer {
             .map(|(i, name)| (name.as_str(), i))
             .collect();
         let mut order: Vec<usize> = (0..planner.runs.len()).collect();
-        order.sort_by_key(|&i| (position.get(planner.runs[i].job.as_str()).copied(), planner.runs[i].window.start));
+        order.sort_by_key(|&i| {
+            (
+                position.get(planner.runs[i].job.as_str()).copied(),
+                planner.runs[i].window.start,
+            )
+        });
         let mut new_index = vec![0; order.len()];
         for (new, &old) in order.iter().enumerate() {
             new_index[old] = new;
@@ -192,7 +233,10 @@ impl Materializer {
         mut on_event: impl FnMut(&RunEvent),
     ) -> Result<RunReport, MaterializeError> {
         let plan = self.plan(pipeline, request)?;
-        let mut report = RunReport { planned: plan.runs.len(), ..RunReport::default() };
+        let mut report = RunReport {
+            planned: plan.runs.len(),
+            ..RunReport::default()
+        };
         // Fingerprint of each planned run once it is fresh or computed; None when it failed.
         let mut fingerprints: Vec<Option<String>> = Vec::with_capacity(plan.runs.len());
         for run in &plan.runs {
@@ -210,20 +254,37 @@ impl Materializer {
                     (RunOutcome::UpstreamFailed { upstream: name }, None)
                 }
                 (None, Some(def)) => {
-                    let upstream_fingerprints: Vec<&str> =
-                        run.upstream.iter().filter_map(|&u| fingerprints[u].as_deref()).collect();
-                    match self.materialize_one(pipeline, def, run, &key, &upstream_fingerprints, request.force) {
+                    let upstream_fingerprints: Vec<&str> = run
+                        .upstream
+                        .iter()
+                        .filter_map(|&u| fingerprints[u].as_deref())
+                        .collect();
+                    match self.materialize_one(
+                        pipeline,
+                        def,
+                        run,
+                        &key,
+                        &upstream_fingerprints,
+                        request.force,
+                    ) {
                         Ok((outcome, fingerprint)) => (outcome, Some(fingerprint)),
                         Err(error) => {
                             warn!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, %error, "run failed");
-                            if let Err(store_error) = self.store.mark_failed(&key, &error, self.clock.now()) {
+                            if let Err(store_error) =
+                                self.store.mark_failed(&key, &error, self.clock.now())
+                            {
                                 warn!(%store_error, "could not record the failure");
                             }
                             (RunOutcome::Failed { error }, None)
                         }
                     }
                 }
-                (None, None) => (RunOutcome::Failed { error: format!("unknown job `{}`", run.job) }, None),
+                (None, None) => (
+                    RunOutcome::Failed {
+                        error: format!("unknown job `{}`", run.job),
+                    },
+                    None,
+                ),
             };
             match &outcome {
                 RunOutcome::Fresh => report.fresh += 1,
@@ -232,7 +293,11 @@ impl Materializer {
                 RunOutcome::UpstreamFailed { .. } => report.upstream_failed += 1,
             }
             fingerprints.push(fingerprint);
-            on_event(&RunEvent { key, outcome, elapsed_ms: started.elapsed().as_secs_f64() * 1e3 });
+            on_event(&RunEvent {
+                key,
+                outcome,
+                elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            });
         }
         self.store.flush()?;
         info!(
@@ -264,7 +329,8 @@ impl Materializer {
                     .sources
                     .get(name)
                     .ok_or_else(|| format!("unknown source `{name}`"))?;
-                let files = resolve_source_files(source, &self.data_dir, &run.window).map_err(|e| e.to_string())?;
+                let files = resolve_source_files(source, &self.data_dir, &run.window)
+                    .map_err(|e| e.to_string())?;
                 source_files.insert(name.clone(), files);
             }
         }
@@ -285,7 +351,11 @@ impl Materializer {
         }
         let fingerprint = hex::encode(hasher.finalize());
 
-        if !force && self.is_fresh(key, &fingerprint).map_err(|e| e.to_string())? {
+        if !force
+            && self
+                .is_fresh(key, &fingerprint)
+                .map_err(|e| e.to_string())?
+        {
             debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, "fresh, skipped");
             return Ok((RunOutcome::Fresh, fingerprint));
         }
@@ -303,7 +373,8 @@ impl Materializer {
             inputs: &inputs,
         };
         let output = def.job.run(&ctx).map_err(|e| e.to_string())?;
-        let frame_ipc = encode_ipc(&output.frame).map_err(|e| format!("cannot encode result: {e}"))?;
+        let frame_ipc =
+            encode_ipc(&output.frame).map_err(|e| format!("cannot encode result: {e}"))?;
         let state_ipc = output
             .state
             .as_ref()
@@ -314,14 +385,22 @@ impl Materializer {
         self.store
             .commit_success(
                 key,
-                NewResult { fingerprint: fingerprint.clone(), rows, frame_ipc, state_ipc },
+                NewResult {
+                    fingerprint: fingerprint.clone(),
+                    rows,
+                    frame_ipc,
+                    state_ipc,
+                },
                 self.clock.now(),
             )
             .map_err(|e| e.to_string())?;
         self.cache.insert(
             key.clone(),
             fingerprint.clone(),
-            CachedResult { frame: output.frame, state: output.state },
+            CachedResult {
+                frame: output.frame,
+                state: output.state,
+            },
         );
         debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, rows, "computed");
         Ok((RunOutcome::Computed { rows }, fingerprint))
@@ -331,7 +410,8 @@ impl Materializer {
         let Some(record) = self.store.run(key)? else {
             return Ok(false);
         };
-        if record.state != RunState::Succeeded || record.fingerprint.as_deref() != Some(fingerprint) {
+        if record.state != RunState::Succeeded || record.fingerprint.as_deref() != Some(fingerprint)
+        {
             return Ok(false);
         }
         Ok(self
@@ -351,13 +431,26 @@ impl Materializer {
         for input in &def.inputs {
             let job_input = match input {
                 InputRef::Source(name) => {
-                    let source = pipeline.sources.get(name).ok_or_else(|| format!("unknown source `{name}`"))?;
-                    let files = source_files.get(name).map(Vec::as_slice).unwrap_or_default();
-                    let frame = scan_source_window(source, files, &run.window).map_err(|e| e.to_string())?;
-                    JobInput { frame, states: None, upstream_kind: None }
+                    let source = pipeline
+                        .sources
+                        .get(name)
+                        .ok_or_else(|| format!("unknown source `{name}`"))?;
+                    let files = source_files
+                        .get(name)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    let frame = scan_source_window(source, files, &run.window)
+                        .map_err(|e| e.to_string())?;
+                    JobInput {
+                        frame,
+                        states: None,
+                        upstream_kind: None,
+                    }
                 }
                 InputRef::Job(name) => {
-                    let upstream = pipeline.job(name).ok_or_else(|| format!("unknown job `{name}`"))?;
+                    let upstream = pipeline
+                        .job(name)
+                        .ok_or_else(|| format!("unknown job `{name}`"))?;
                     let windows = if upstream.grain == def.grain {
                         vec![run.window]
                     } else {
@@ -366,12 +459,17 @@ impl Materializer {
                     let mut frames = Vec::with_capacity(windows.len());
                     let mut states = Vec::new();
                     for window in windows {
-                        let key = RunKey { pipeline: pipeline.name.clone(), job: name.clone(), partition_start: window.start };
+                        let key = RunKey {
+                            pipeline: pipeline.name.clone(),
+                            job: name.clone(),
+                            partition_start: window.start,
+                        };
                         let result = self.load_result(&key)?;
                         frames.push(result.frame.lazy());
                         states.extend(result.state);
                     }
-                    let frame = concat(frames, UnionArgs::default()).map_err(|e| format!("cannot combine `{name}` partitions: {e}"))?;
+                    let frame = concat(frames, UnionArgs::default())
+                        .map_err(|e| format!("cannot combine `{name}` partitions: {e}"))?;
                     let has_states = !states.is_empty();
                     JobInput {
                         frame,
@@ -400,13 +498,18 @@ impl Materializer {
             .result_frame(key)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("stored result of {key} has no data"))?;
-        let frame = decode_ipc(&frame_bytes).map_err(|e| format!("stored result of {key} is unreadable: {e}"))?;
+        let frame = decode_ipc(&frame_bytes)
+            .map_err(|e| format!("stored result of {key} is unreadable: {e}"))?;
         let state = match self.store.result_state(key).map_err(|e| e.to_string())? {
-            Some(bytes) => Some(decode_ipc(&bytes).map_err(|e| format!("stored state of {key} is unreadable: {e}"))?),
+            Some(bytes) => Some(
+                decode_ipc(&bytes)
+                    .map_err(|e| format!("stored state of {key} is unreadable: {e}"))?,
+            ),
             None => None,
         };
         let result = CachedResult { frame, state };
-        self.cache.insert(key.clone(), meta.fingerprint, result.clone());
+        self.cache
+            .insert(key.clone(), meta.fingerprint, result.clone());
         Ok(result)
     }
 }
@@ -439,8 +542,13 @@ impl Planner<'_> {
             }
         }
         let position = self.runs.len();
-        self.runs.push(PlannedRun { job: def.name.clone(), window, upstream });
-        self.index.insert((def.name.clone(), window.start), position);
+        self.runs.push(PlannedRun {
+            job: def.name.clone(),
+            window,
+            upstream,
+        });
+        self.index
+            .insert((def.name.clone(), window.start), position);
         position
     }
 }

@@ -46,10 +46,18 @@ pub fn read_job_results(
     let to = pipeline.end.map_or(to, |end| to.min(end));
     let mut frames = Vec::new();
     let mut missing = Vec::new();
-    let windows = if from < to { windows_within(def.grain, pipeline.timezone, from, to) } else { Vec::new() };
+    let windows = if from < to {
+        windows_within(def.grain, pipeline.timezone, from, to)
+    } else {
+        Vec::new()
+    };
     let read_error = |e: PolarsError| ResultsError::Read(e.to_string());
     for window in windows {
-        let key = RunKey { pipeline: pipeline.name.clone(), job: job.to_owned(), partition_start: window.start };
+        let key = RunKey {
+            pipeline: pipeline.name.clone(),
+            job: job.to_owned(),
+            partition_start: window.start,
+        };
         let succeeded = materializer
             .store()
             .run(&key)
@@ -62,12 +70,18 @@ pub fn read_job_results(
         let result = materializer.load_result(&key).map_err(ResultsError::Read)?;
         let height = result.frame.height();
         let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));
-        let start = Column::new(PARTITION_START.into(), vec![window.start.timestamp_millis(); height])
-            .cast(&utc)
-            .map_err(read_error)?;
-        let end = Column::new(PARTITION_END.into(), vec![window.end.timestamp_millis(); height])
-            .cast(&utc)
-            .map_err(read_error)?;
+        let start = Column::new(
+            PARTITION_START.into(),
+            vec![window.start.timestamp_millis(); height],
+        )
+        .cast(&utc)
+        .map_err(read_error)?;
+        let end = Column::new(
+            PARTITION_END.into(),
+            vec![window.end.timestamp_millis(); height],
+        )
+        .cast(&utc)
+        .map_err(read_error)?;
         let mut columns = vec![start, end];
         columns.extend(result.frame.columns().iter().cloned());
         frames.push(DataFrame::new(height, columns).map_err(read_error)?.lazy());
@@ -75,7 +89,9 @@ pub fn read_job_results(
     let frame = if frames.is_empty() {
         DataFrame::empty()
     } else {
-        concat(frames, UnionArgs::default()).and_then(LazyFrame::collect).map_err(read_error)?
+        concat(frames, UnionArgs::default())
+            .and_then(LazyFrame::collect)
+            .map_err(read_error)?
     };
     Ok(JobResults { frame, missing })
 }

@@ -52,7 +52,10 @@ impl ResultCache {
     }
 
     pub fn get(&self, key: &RunKey, fingerprint: &str) -> Option<CachedResult> {
-        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.clock += 1;
         let now = inner.clock;
         let found = inner
@@ -62,7 +65,11 @@ impl ResultCache {
                 *used = now;
                 result.clone()
             });
-        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -72,11 +79,19 @@ impl ResultCache {
         if size > self.budget_bytes {
             return;
         }
-        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut inner = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         inner.clock += 1;
         let now = inner.clock;
         // Older fingerprints of the same run are dead weight once a newer one exists.
-        let stale: Vec<(RunKey, String)> = inner.entries.keys().filter(|(k, _)| *k == key).cloned().collect();
+        let stale: Vec<(RunKey, String)> = inner
+            .entries
+            .keys()
+            .filter(|(k, _)| *k == key)
+            .cloned()
+            .collect();
         for entry in stale {
             if let Some((old, _)) = inner.entries.remove(&entry) {
                 inner.bytes -= old.size();
@@ -85,7 +100,12 @@ impl ResultCache {
         inner.bytes += size;
         inner.entries.insert((key, fingerprint), (result, now));
         while inner.bytes > self.budget_bytes {
-            let Some(oldest) = inner.entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone()) else {
+            let Some(oldest) = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+            else {
                 break;
             };
             if let Some((old, _)) = inner.entries.remove(&oldest) {
@@ -103,6 +123,9 @@ impl ResultCache {
     }
 
     pub fn bytes(&self) -> usize {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).bytes
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .bytes
     }
 }

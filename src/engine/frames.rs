@@ -26,7 +26,10 @@ mod tests {
     fn round_trips_a_frame_with_timezone_aware_times() {
         let frame = df!("city" => ["Paris", "Oslo"], "sales" => [1.5, 2.0]).unwrap();
         let ts = Column::new("ts".into(), [0i64, 3_600_000])
-            .cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))
+            .cast(&DataType::Datetime(
+                TimeUnit::Milliseconds,
+                Some(TimeZone::UTC),
+            ))
             .unwrap();
         let mut frame = frame;
         frame.with_column(ts).unwrap();

@@ -30,25 +30,59 @@ pub struct FileIdentity {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("source `{source_name}`: no files match {patterns} for partition [{start}, {end})")]
-    NoFiles { source_name: String, patterns: String, start: DateTime<Utc>, end: DateTime<Utc> },
+    NoFiles {
+        source_name: String,
+        patterns: String,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    },
     #[error("source `{source_name}`: bad glob `{pattern}`: {message}")]
-    BadGlob { source_name: String, pattern: String, message: String },
+    BadGlob {
+        source_name: String,
+        pattern: String,
+        message: String,
+    },
     #[error("source `{source_name}`: cannot read {}: {message}", path.display())]
-    Io { source_name: String, path: PathBuf, message: String },
+    Io {
+        source_name: String,
+        path: PathBuf,
+        message: String,
+    },
     #[error("source `{source_name}`: time column `{column}` not found (columns: {columns})")]
-    MissingTimeColumn { source_name: String, column: String, columns: String },
-    #[error("source `{source_name}`: time column `{column}` has type {dtype}; expected a datetime or an ISO-8601 string")]
-    TimeColumnType { source_name: String, column: String, dtype: String },
+    MissingTimeColumn {
+        source_name: String,
+        column: String,
+        columns: String,
+    },
+    #[error(
+        "source `{source_name}`: time column `{column}` has type {dtype}; expected a datetime or an ISO-8601 string"
+    )]
+    TimeColumnType {
+        source_name: String,
+        column: String,
+        dtype: String,
+    },
     #[error("source `{source_name}`: {message}")]
-    Polars { source_name: String, message: String },
+    Polars {
+        source_name: String,
+        message: String,
+    },
 }
 
 /// The files holding `window` of `source`, sorted, with their identities.
-pub fn resolve_source_files(source: &Source, data_dir: &Path, window: &Window) -> Result<Vec<FileIdentity>, SourceError> {
+pub fn resolve_source_files(
+    source: &Source,
+    data_dir: &Path,
+    window: &Window,
+) -> Result<Vec<FileIdentity>, SourceError> {
     let patterns = source.path.expand(window, source.timezone);
     let mut files = Vec::new();
     for pattern in &patterns {
-        let full = if Path::new(pattern).is_absolute() { PathBuf::from(pattern) } else { data_dir.join(pattern) };
+        let full = if Path::new(pattern).is_absolute() {
+            PathBuf::from(pattern)
+        } else {
+            data_dir.join(pattern)
+        };
         let full_text = full.to_string_lossy().into_owned();
         let matches = glob::glob(&full_text).map_err(|err| SourceError::BadGlob {
             source_name: source.name.clone(),
@@ -74,7 +108,11 @@ pub fn resolve_source_files(source: &Source, data_dir: &Path, window: &Window) -
                 .ok()
                 .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
                 .map_or(0, |duration| duration.as_nanos() as i128);
-            files.push(FileIdentity { path, size: metadata.len(), modified_ns });
+            files.push(FileIdentity {
+                path,
+                size: metadata.len(),
+                modified_ns,
+            });
         }
     }
     files.sort();
@@ -97,7 +135,11 @@ pub fn resolve_source_files(source: &Source, data_dir: &Path, window: &Window) -
 }
 
 /// A lazy scan of `files` cut to `window`, time column normalised to UTC.
-pub fn scan_source_window(source: &Source, files: &[FileIdentity], window: &Window) -> Result<LazyFrame, SourceError> {
+pub fn scan_source_window(
+    source: &Source,
+    files: &[FileIdentity],
+    window: &Window,
+) -> Result<LazyFrame, SourceError> {
     let polars_error = |err: PolarsError| SourceError::Polars {
         source_name: source.name.clone(),
         message: crate::job::builtin::short_polars_error(&err),
@@ -108,8 +150,12 @@ pub fn scan_source_window(source: &Source, files: &[FileIdentity], window: &Wind
         .collect();
     // `Vec<T>: Into<Buffer<T>>`; polars does not re-export its buffer type.
     let mut frame = match source.format {
-        SourceFormat::Parquet => LazyFrame::scan_parquet_files(paths.into(), ScanArgsParquet::default()),
-        SourceFormat::Csv => LazyCsvReader::new_paths(paths.into()).with_try_parse_dates(true).finish(),
+        SourceFormat::Parquet => {
+            LazyFrame::scan_parquet_files(paths.into(), ScanArgsParquet::default())
+        }
+        SourceFormat::Csv => LazyCsvReader::new_paths(paths.into())
+            .with_try_parse_dates(true)
+            .finish(),
         SourceFormat::Ndjson => LazyJsonLineReader::new_paths(paths.into()).finish(),
     }
     .map_err(polars_error)?;
@@ -119,7 +165,11 @@ pub fn scan_source_window(source: &Source, files: &[FileIdentity], window: &Wind
         return Err(SourceError::MissingTimeColumn {
             source_name: source.name.clone(),
             column: column.to_owned(),
-            columns: schema.iter_names().map(|n| n.as_str()).collect::<Vec<_>>().join(", "),
+            columns: schema
+                .iter_names()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     };
     let (time, unit, zone) = match dtype {
@@ -148,7 +198,11 @@ pub fn scan_source_window(source: &Source, files: &[FileIdentity], window: &Wind
         None => time
             .clone()
             .dt()
-            .replace_time_zone(Some(TimeZone::from_chrono(&source.timezone)), lit("earliest"), NonExistent::Null)
+            .replace_time_zone(
+                Some(TimeZone::from_chrono(&source.timezone)),
+                lit("earliest"),
+                NonExistent::Null,
+            )
             .dt()
             .convert_time_zone(TimeZone::UTC),
     };
@@ -159,7 +213,12 @@ pub fn scan_source_window(source: &Source, files: &[FileIdentity], window: &Wind
 
 /// A window bound as a literal of the time column's dtype. A naive column holds wall-clock
 /// time in the source timezone, so the bound is the same instant's wall-clock reading there.
-fn bound_literal(instant: DateTime<Utc>, unit: TimeUnit, zone: Option<&TimeZone>, source_tz: Tz) -> Expr {
+fn bound_literal(
+    instant: DateTime<Utc>,
+    unit: TimeUnit,
+    zone: Option<&TimeZone>,
+    source_tz: Tz,
+) -> Expr {
     let epoch_units = |wall: i64, nanos: i64| match unit {
         TimeUnit::Milliseconds => wall * 1_000 + nanos / 1_000_000,
         TimeUnit::Microseconds => wall * 1_000_000 + nanos / 1_000,
@@ -167,7 +226,10 @@ fn bound_literal(instant: DateTime<Utc>, unit: TimeUnit, zone: Option<&TimeZone>
     };
     match zone {
         Some(zone) => {
-            let value = epoch_units(instant.timestamp(), i64::from(instant.timestamp_subsec_nanos()));
+            let value = epoch_units(
+                instant.timestamp(),
+                i64::from(instant.timestamp_subsec_nanos()),
+            );
             lit(value).cast(DataType::Datetime(unit, Some(zone.clone())))
         }
         None => {

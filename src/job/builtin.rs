@@ -24,7 +24,12 @@ fn parse_expression(field: &str, sql: &str) -> Result<Expr, String> {
     if sql.trim().is_empty() {
         return Err(format!("field `{field}`: expression is empty"));
     }
-    sql_expr(sql).map_err(|err| format!("field `{field}`: cannot parse `{sql}`: {}", short_polars_error(&err)))
+    sql_expr(sql).map_err(|err| {
+        format!(
+            "field `{field}`: cannot parse `{sql}`: {}",
+            short_polars_error(&err)
+        )
+    })
 }
 
 fn parse_optional_filter(sql: Option<&str>) -> Result<Option<Expr>, String> {
@@ -56,9 +61,15 @@ fn require_single_input(input_names: &[String], kind: &str) -> Result<(), String
     }
 }
 
-fn collect_errors(results: impl IntoIterator<Item = Result<(), String>>) -> Result<(), Vec<String>> {
+fn collect_errors(
+    results: impl IntoIterator<Item = Result<(), String>>,
+) -> Result<(), Vec<String>> {
     let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 /// Exact number of distinct non-null values of a column.
@@ -71,7 +82,10 @@ pub struct CountDistinct {
 impl CountDistinct {
     pub fn new(column: &str, filter: Option<&str>) -> Result<Self, Vec<String>> {
         let filter = parse_optional_filter(filter).map_err(|err| vec![err])?;
-        Ok(CountDistinct { column: column.to_owned(), filter })
+        Ok(CountDistinct {
+            column: column.to_owned(),
+            filter,
+        })
     }
 
     pub fn from_spec(spec: &CountDistinctSpec) -> Result<Self, Vec<String>> {
@@ -94,7 +108,8 @@ impl Job for CountDistinct {
         // Roll-up: merge the upstream partitions' distinct keys rather than their rows.
         let rows = match (&input.states, input.upstream_kind.as_deref()) {
             (Some(states), Some("count_distinct")) if !states.is_empty() => {
-                let parts: Vec<LazyFrame> = states.iter().map(|state| state.clone().lazy()).collect();
+                let parts: Vec<LazyFrame> =
+                    states.iter().map(|state| state.clone().lazy()).collect();
                 concat(parts, UnionArgs::default())?
             }
             _ => input.frame.clone(),
@@ -106,7 +121,10 @@ impl Job for CountDistinct {
             .collect()?;
         let count = keys.height() as u64;
         let frame = DataFrame::new(1, vec![Column::new(DISTINCT_COUNT_COLUMN.into(), [count])])?;
-        Ok(JobOutput { frame, state: Some(keys) })
+        Ok(JobOutput {
+            frame,
+            state: Some(keys),
+        })
     }
 }
 
@@ -136,7 +154,9 @@ impl Top {
         }
         let metric_name = metric_name.unwrap_or("value").to_owned();
         if metric_name == key {
-            errors.push(format!("field `metric_name`: `{metric_name}` is also the key column"));
+            errors.push(format!(
+                "field `metric_name`: `{metric_name}` is also the key column"
+            ));
         }
         match (metric_expr, filter) {
             (Ok(metric), Ok(filter)) if errors.is_empty() => Ok(Top {
@@ -215,7 +235,9 @@ impl GroupBy {
         let mut parsed = Vec::new();
         for (name, sql) in aggregations {
             if keys.contains(name) {
-                errors.push(format!("field `aggregations.{name}`: `{name}` is also a key column"));
+                errors.push(format!(
+                    "field `aggregations.{name}`: `{name}` is also a key column"
+                ));
             }
             match parse_expression(&format!("aggregations.{name}"), sql) {
                 Ok(expr) => parsed.push((name.clone(), expr)),
@@ -227,7 +249,11 @@ impl GroupBy {
             None
         });
         if errors.is_empty() {
-            Ok(GroupBy { keys: keys.to_vec(), aggregations: parsed, filter })
+            Ok(GroupBy {
+                keys: keys.to_vec(),
+                aggregations: parsed,
+                filter,
+            })
         } else {
             Err(errors)
         }
@@ -276,9 +302,16 @@ impl Sql {
         if query.trim().is_empty() {
             return Err(vec!["field `sql`: query is empty".to_owned()]);
         }
-        let tables = extract_table_identifiers(query, false, true)
-            .map_err(|err| vec![format!("field `sql`: cannot parse query: {}", short_polars_error(&err))])?;
-        Ok(Sql { query: query.to_owned(), tables })
+        let tables = extract_table_identifiers(query, false, true).map_err(|err| {
+            vec![format!(
+                "field `sql`: cannot parse query: {}",
+                short_polars_error(&err)
+            )]
+        })?;
+        Ok(Sql {
+            query: query.to_owned(),
+            tables,
+        })
     }
 
     /// Tables the query reads.
@@ -326,14 +359,19 @@ impl Select {
     pub fn new(columns: Option<&[String]>, filter: Option<&str>) -> Result<Self, Vec<String>> {
         let mut errors = Vec::new();
         if columns.is_some_and(<[String]>::is_empty) {
-            errors.push("field `columns`: list is empty (leave it out to keep every column)".to_owned());
+            errors.push(
+                "field `columns`: list is empty (leave it out to keep every column)".to_owned(),
+            );
         }
         let filter = parse_optional_filter(filter).unwrap_or_else(|err| {
             errors.push(err);
             None
         });
         if errors.is_empty() {
-            Ok(Select { columns: columns.map(<[String]>::to_vec), filter })
+            Ok(Select {
+                columns: columns.map(<[String]>::to_vec),
+                filter,
+            })
         } else {
             Err(errors)
         }
@@ -357,7 +395,9 @@ impl Job for Select {
         let input = ctx.single_input()?;
         let filtered = apply_filter(input.frame.clone(), &self.filter);
         let frame = match &self.columns {
-            Some(columns) => filtered.select(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>()),
+            Some(columns) => {
+                filtered.select(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
+            }
             None => filtered,
         }
         .collect()?;

@@ -38,7 +38,11 @@ impl JobDag {
             return Err(find_cycle(&graph));
         }
         let topological = stable_topological_order(&graph);
-        Ok(JobDag { graph, by_name, topological })
+        Ok(JobDag {
+            graph,
+            by_name,
+            topological,
+        })
     }
 
     pub fn topological_order(&self) -> &[String] {
@@ -92,7 +96,11 @@ impl JobDag {
     pub fn edges(&self) -> Vec<(String, String)> {
         self.topological
             .iter()
-            .flat_map(|job| self.upstream(job).into_iter().map(move |up| (up, job.clone())))
+            .flat_map(|job| {
+                self.upstream(job)
+                    .into_iter()
+                    .map(move |up| (up, job.clone()))
+            })
             .collect()
     }
 
@@ -116,7 +124,10 @@ fn stable_topological_order(graph: &DiGraph<String, ()>) -> Vec<String> {
         .node_indices()
         .map(|n| graph.neighbors_directed(n, Direction::Incoming).count())
         .collect();
-    let mut ready: BTreeSet<NodeIndex> = graph.node_indices().filter(|n| in_degree[n.index()] == 0).collect();
+    let mut ready: BTreeSet<NodeIndex> = graph
+        .node_indices()
+        .filter(|n| in_degree[n.index()] == 0)
+        .collect();
     let mut order = Vec::with_capacity(graph.node_count());
     while let Some(node) = ready.pop_first() {
         order.push(graph[node].clone());
@@ -135,25 +146,30 @@ fn find_cycle(graph: &DiGraph<String, ()>) -> Vec<String> {
     let mut messages = Vec::new();
     for component in tarjan_scc(graph) {
         let is_cycle = component.len() > 1
-            || component.first().is_some_and(|&n| graph.contains_edge(n, n));
+            || component
+                .first()
+                .is_some_and(|&n| graph.contains_edge(n, n));
         if !is_cycle {
             continue;
         }
         let members: BTreeSet<NodeIndex> = component.iter().copied().collect();
-        let Some(&start) = members.first() else { continue };
+        let Some(&start) = members.first() else {
+            continue;
+        };
         // Walk inside the component until a node repeats; the repeat closes a cycle.
         let mut path = vec![start];
         let mut current = start;
-        loop {
-            let Some(next) = graph
-                .neighbors_directed(current, Direction::Outgoing)
-                .filter(|n| members.contains(n))
-                .min()
-            else {
-                break;
-            };
+        // Every node of a strongly connected component has a successor inside it.
+        while let Some(next) = graph
+            .neighbors_directed(current, Direction::Outgoing)
+            .filter(|n| members.contains(n))
+            .min()
+        {
             if let Some(position) = path.iter().position(|&n| n == next) {
-                let mut cycle: Vec<&str> = path[position..].iter().map(|&n| graph[n].as_str()).collect();
+                let mut cycle: Vec<&str> = path[position..]
+                    .iter()
+                    .map(|&n| graph[n].as_str())
+                    .collect();
                 cycle.push(graph[next].as_str());
                 messages.push(format!("dependency cycle: {}", cycle.join(" → ")));
                 break;
@@ -171,23 +187,53 @@ mod tests {
 
     fn jobs(spec: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
         spec.iter()
-            .map(|(name, ups)| (name.to_string(), ups.iter().map(|u| u.to_string()).collect()))
+            .map(|(name, ups)| {
+                (
+                    name.to_string(),
+                    ups.iter().map(|u| u.to_string()).collect(),
+                )
+            })
             .collect()
     }
 
     #[test]
     fn orders_upstream_first_and_keeps_declaration_order() {
-        let dag = JobDag::build(&jobs(&[("weekly", &["daily"]), ("hourly", &[]), ("daily", &["hourly"]), ("other", &[])])).unwrap();
-        assert_eq!(dag.topological_order(), ["hourly", "daily", "weekly", "other"]);
+        let dag = JobDag::build(&jobs(&[
+            ("weekly", &["daily"]),
+            ("hourly", &[]),
+            ("daily", &["hourly"]),
+            ("other", &[]),
+        ]))
+        .unwrap();
+        assert_eq!(
+            dag.topological_order(),
+            ["hourly", "daily", "weekly", "other"]
+        );
         assert_eq!(dag.upstream("weekly"), ["daily"]);
         assert_eq!(dag.downstream("hourly"), ["daily"]);
-        assert_eq!(dag.with_ancestors(&["weekly".into()]).into_iter().collect::<Vec<_>>(), ["daily", "hourly", "weekly"]);
-        assert_eq!(dag.with_descendants(&["daily".into()]).into_iter().collect::<Vec<_>>(), ["daily", "weekly"]);
+        assert_eq!(
+            dag.with_ancestors(&["weekly".into()])
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["daily", "hourly", "weekly"]
+        );
+        assert_eq!(
+            dag.with_descendants(&["daily".into()])
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["daily", "weekly"]
+        );
     }
 
     #[test]
     fn reports_the_cycle_path() {
-        let err = JobDag::build(&jobs(&[("a", &["c"]), ("b", &["a"]), ("c", &["b"]), ("d", &[])])).unwrap_err();
+        let err = JobDag::build(&jobs(&[
+            ("a", &["c"]),
+            ("b", &["a"]),
+            ("c", &["b"]),
+            ("d", &[]),
+        ]))
+        .unwrap_err();
         assert_eq!(err, vec!["dependency cycle: a → b → c → a".to_owned()]);
         let err = JobDag::build(&jobs(&[("self", &["self"])])).unwrap_err();
         assert_eq!(err, vec!["dependency cycle: self → self".to_owned()]);

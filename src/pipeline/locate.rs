@@ -50,7 +50,9 @@ fn mapping_key(trimmed: &str) -> Option<String> {
         let end = rest.find('\'')?;
         (&rest[..end], &rest[end + 1..])
     } else {
-        let colon = trimmed.find(": ").or_else(|| trimmed.strip_suffix(':').map(str::len))?;
+        let colon = trimmed
+            .find(": ")
+            .or_else(|| trimmed.strip_suffix(':').map(str::len))?;
         (&trimmed[..colon], &trimmed[colon..])
     };
     Some(key.trim().to_owned())

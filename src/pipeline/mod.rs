@@ -38,6 +38,9 @@ pub const ENGINE_VERSION: u32 = 1;
 /// Most retries a job may ask for; more is almost always a typo and would hide failures.
 const MAX_RETRIES: u32 = 100;
 
+/// A job kind built from its YAML block, or the problems found in it.
+type BuiltJob = Result<Arc<dyn Job>, Vec<String>>;
+
 /// A validated pipeline.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -114,7 +117,10 @@ impl JobDef {
 /// unique across the folder.
 pub fn load_dir(dir: &Path, registry: &JobRegistry) -> Result<Vec<Pipeline>, PipelineErrors> {
     let entries = std::fs::read_dir(dir).map_err(|err| {
-        PipelineErrors(vec![Diagnostic::new(dir, format!("cannot read pipeline folder: {err}"))])
+        PipelineErrors(vec![Diagnostic::new(
+            dir,
+            format!("cannot read pipeline folder: {err}"),
+        )])
     })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
@@ -131,7 +137,10 @@ pub fn load_dir(dir: &Path, registry: &JobRegistry) -> Result<Vec<Pipeline>, Pip
 }
 
 /// Loads several pipeline files; reports the problems of all of them together.
-pub fn load_files(files: &[PathBuf], registry: &JobRegistry) -> Result<Vec<Pipeline>, PipelineErrors> {
+pub fn load_files(
+    files: &[PathBuf],
+    registry: &JobRegistry,
+) -> Result<Vec<Pipeline>, PipelineErrors> {
     let mut pipelines: Vec<Pipeline> = Vec::new();
     let mut problems = Vec::new();
     for file in files {
@@ -161,27 +170,75 @@ pub fn load_files(files: &[PathBuf], registry: &JobRegistry) -> Result<Vec<Pipel
 }
 
 pub fn load_file(file: &Path, registry: &JobRegistry) -> Result<Pipeline, PipelineErrors> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|err| PipelineErrors(vec![Diagnostic::new(file, format!("cannot read file: {err}"))]))?;
+    let text = std::fs::read_to_string(file).map_err(|err| {
+        PipelineErrors(vec![Diagnostic::new(
+            file,
+            format!("cannot read file: {err}"),
+        )])
+    })?;
     parse_pipeline(&text, file, registry)
 }
 
 /// Parses and validates one pipeline from its text; `file` is only used in messages.
-pub fn parse_pipeline(text: &str, file: &Path, registry: &JobRegistry) -> Result<Pipeline, PipelineErrors> {
+pub fn parse_pipeline(
+    text: &str,
+    file: &Path,
+    registry: &JobRegistry,
+) -> Result<Pipeline, PipelineErrors> {
     let spec: PipelineSpec = serde_yaml::from_str(text).map_err(|err| {
-        let position = err.location().map(|loc| (loc.line(), loc.column()));
         let message = strip_location_suffix(&err.to_string());
+        let position = locate_duplicate(text, &message)
+            .or_else(|| err.location().map(|loc| (loc.line(), loc.column())));
         PipelineErrors(vec![Diagnostic::new(file, message).at(position)])
     })?;
-    Validator { text, file, registry, problems: Vec::new() }.validate(spec)
+    Validator {
+        text,
+        file,
+        registry,
+        problems: Vec::new(),
+    }
+    .validate(spec)
 }
 
-/// serde_yaml appends " at line L column C"; the diagnostic prints the position itself.
+/// serde_yaml embeds " at line L column C" (sometimes twice); the diagnostic prints the
+/// position itself, so every such phrase is removed.
 fn strip_location_suffix(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(index) => message[..index].to_owned(),
-        None => message.to_owned(),
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(index) = rest.find(" at line ") {
+        out.push_str(&rest[..index]);
+        let after = &rest[index + " at line ".len()..];
+        let skip_number = |text: &str| text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let after_line = &after[after.len() - skip_number(after)..];
+        match after_line.strip_prefix(" column ") {
+            Some(column) => rest = &column[column.len() - skip_number(column)..],
+            None => {
+                out.push_str(" at line ");
+                rest = after;
+            }
+        }
     }
+    out.push_str(rest);
+    out
+}
+
+/// serde_yaml places a duplicate-key error at the start of the enclosing mapping; point at
+/// the second occurrence of the key instead.
+fn locate_duplicate(text: &str, message: &str) -> Option<(usize, usize)> {
+    let name = message
+        .split("duplicate name `")
+        .nth(1)?
+        .split('`')
+        .next()?;
+    text.lines()
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let trimmed = line.trim_start();
+            let key = trimmed.strip_prefix(name)?;
+            key.starts_with(':')
+                .then_some((index + 1, line.len() - trimmed.len() + 1))
+        })
+        .nth(1)
 }
 
 /// Names used in store keys, URLs and SQL: a letter, then letters, digits, `_` or `-`.
@@ -216,7 +273,10 @@ impl Validator<'_> {
 
     fn report_job(&mut self, job: &str, field: &str, message: impl Into<String>) {
         let position = locate(self.text, &["jobs", job, field]);
-        let diagnostic = Diagnostic::new(self.file, message).at(position).job(job).field(field);
+        let diagnostic = Diagnostic::new(self.file, message)
+            .at(position)
+            .job(job)
+            .field(field);
         self.problems.push(diagnostic);
     }
 
@@ -228,7 +288,10 @@ impl Validator<'_> {
                     spec.version
                 )
             } else {
-                format!("unknown pipeline format version {} (supported: {SPEC_VERSION})", spec.version)
+                format!(
+                    "unknown pipeline format version {} (supported: {SPEC_VERSION})",
+                    spec.version
+                )
             };
             self.report(&["version"], message);
             return Err(PipelineErrors(self.problems));
@@ -244,11 +307,15 @@ impl Validator<'_> {
             }
         };
         let start = self.instant(&spec.start, "start", timezone);
-        let end = spec.end.as_deref().and_then(|end| self.instant(end, "end", timezone));
+        let end = spec
+            .end
+            .as_deref()
+            .and_then(|end| self.instant(end, "end", timezone));
         if let (Some(start), Some(end)) = (start, end)
             && end <= start
         {
-            self.report(&["end"], format!("end {end} is not after start {start}")).field = Some("end".into());
+            self.report(&["end"], format!("end {end} is not after start {start}"))
+                .field = Some("end".into());
         }
 
         let sources = self.sources(&spec);
@@ -278,9 +345,13 @@ impl Validator<'_> {
             }
         };
         if spec.jobs.is_empty() {
-            self.report(&["jobs"], "a pipeline needs at least one job").field = Some("jobs".into());
+            self.report(&["jobs"], "a pipeline needs at least one job")
+                .field = Some("jobs".into());
         }
 
+        // Read top to bottom, like the file.
+        self.problems
+            .sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(usize::MAX)));
         match (self.problems.is_empty(), start, dag) {
             (true, Some(start), Some(dag)) => Ok(Pipeline {
                 name: spec.name,
@@ -313,8 +384,11 @@ impl Validator<'_> {
             let mut ok = true;
             let mut problem = |this: &mut Self, field: &str, message: String| {
                 ok = false;
-                let diagnostic = Diagnostic::new(this.file, format!("source `{name}`, field `{field}`: {message}"))
-                    .at(locate(this.text, &["sources", name, field]));
+                let diagnostic = Diagnostic::new(
+                    this.file,
+                    format!("source `{name}`, field `{field}`: {message}"),
+                )
+                .at(locate(this.text, &["sources", name, field]));
                 this.problems.push(diagnostic);
             };
             if let Err(err) = check_identifier(name) {
@@ -342,13 +416,18 @@ impl Validator<'_> {
         sources
     }
 
-    fn jobs(&mut self, spec: &PipelineSpec, sources: &BTreeMap<String, Source>) -> Vec<(String, JobDef)> {
+    fn jobs(
+        &mut self,
+        spec: &PipelineSpec,
+        sources: &BTreeMap<String, Source>,
+    ) -> Vec<(String, JobDef)> {
         let declared_grains: BTreeMap<&str, Option<Grain>> = spec
             .jobs
             .iter()
             .map(|(name, job)| (name.as_str(), job.grain.parse::<Grain>().ok()))
             .collect();
-        let source_names: BTreeSet<&str> = spec.sources.iter().map(|(name, _)| name.as_str()).collect();
+        let source_names: BTreeSet<&str> =
+            spec.sources.iter().map(|(name, _)| name.as_str()).collect();
         let mut jobs = Vec::new();
         for (name, job_spec) in spec.jobs.iter() {
             let before = self.problems.len();
@@ -356,7 +435,11 @@ impl Validator<'_> {
                 self.report_job(name, "name", format!("job {err}"));
             }
             if source_names.contains(name.as_str()) {
-                self.report_job(name, "name", format!("`{name}` is already the name of a source"));
+                self.report_job(
+                    name,
+                    "name",
+                    format!("`{name}` is already the name of a source"),
+                );
             }
             let grain = match job_spec.grain.parse::<Grain>() {
                 Ok(grain) => Some(grain),
@@ -364,14 +447,20 @@ impl Validator<'_> {
                     self.report_job(
                         name,
                         "grain",
-                        format!("unknown grain `{}` (expected hourly, daily, weekly or monthly)", job_spec.grain),
+                        format!(
+                            "unknown grain `{}` (expected hourly, daily, weekly or monthly)",
+                            job_spec.grain
+                        ),
                     );
                     None
                 }
             };
+            let problems_before_inputs = self.problems.len();
             let inputs = self.inputs(name, job_spec, grain, &source_names, &declared_grains);
+            let inputs_ok = self.problems.len() == problems_before_inputs;
             let job = self.job_kind(name, job_spec);
-            if let Some(job) = &job {
+            // With a bad input list, the kind's input checks would only repeat the problem.
+            if let (Some(job), true) = (&job, inputs_ok) {
                 let input_names: Vec<String> = inputs.iter().map(|i| i.name().to_owned()).collect();
                 if let Err(messages) = job.validate(&input_names) {
                     for message in messages {
@@ -379,8 +468,15 @@ impl Validator<'_> {
                     }
                 }
             }
-            if job_spec.retries.is_some_and(|retries| retries > MAX_RETRIES) {
-                self.report_job(name, "retries", format!("at most {MAX_RETRIES} retries are allowed"));
+            if job_spec
+                .retries
+                .is_some_and(|retries| retries > MAX_RETRIES)
+            {
+                self.report_job(
+                    name,
+                    "retries",
+                    format!("at most {MAX_RETRIES} retries are allowed"),
+                );
             }
             let timeout = job_spec.timeout.as_deref().and_then(|text| match humantime::parse_duration(text) {
                 Ok(duration) if !duration.is_zero() => Some(duration),
@@ -394,7 +490,8 @@ impl Validator<'_> {
                 }
             });
             if let (true, Some(grain), Some(job)) = (self.problems.len() == before, grain, job) {
-                let definition_fingerprint = definition_fingerprint(name, job_spec, &inputs, spec, sources);
+                let definition_fingerprint =
+                    definition_fingerprint(name, job_spec, &inputs, spec, sources);
                 jobs.push((
                     name.clone(),
                     JobDef {
@@ -426,8 +523,9 @@ impl Validator<'_> {
             self.report_job(name, "from", "a job needs at least one input");
         }
         let mut inputs = Vec::new();
+        let mut seen = BTreeSet::new();
         for input in names {
-            if inputs.iter().any(|known: &InputRef| known.name() == input) {
+            if !seen.insert(input.clone()) {
                 self.report_job(name, "from", format!("input `{input}` is listed twice"));
             } else if sources.contains(input.as_str()) {
                 inputs.push(InputRef::Source(input));
@@ -445,12 +543,21 @@ impl Validator<'_> {
                 }
                 inputs.push(InputRef::Job(input));
             } else {
-                let mut known: Vec<&str> = sources.iter().copied().chain(jobs.keys().copied()).collect();
+                let mut known: Vec<&str> = sources
+                    .iter()
+                    .copied()
+                    .chain(jobs.keys().copied())
+                    .collect();
                 known.retain(|k| *k != name);
+                let known = if known.is_empty() {
+                    "the pipeline defines no sources or other jobs".to_owned()
+                } else {
+                    format!("known: {}", known.join(", "))
+                };
                 self.report_job(
                     name,
                     "from",
-                    format!("unknown input `{input}`: no source or job has that name (known: {})", known.join(", ")),
+                    format!("unknown input `{input}`: no source or job has that name ({known})"),
                 );
             }
         }
@@ -458,24 +565,44 @@ impl Validator<'_> {
     }
 
     fn job_kind(&mut self, name: &str, job_spec: &JobSpec) -> Option<Arc<dyn Job>> {
-        let mut kinds: Vec<(&str, Result<Arc<dyn Job>, Vec<String>>)> = Vec::new();
+        let mut kinds: Vec<(&str, BuiltJob)> = Vec::new();
         if let Some(spec) = &job_spec.count_distinct {
-            kinds.push(("count_distinct", CountDistinct::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>)));
+            kinds.push((
+                "count_distinct",
+                CountDistinct::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+            ));
         }
         if let Some(spec) = &job_spec.top {
-            kinds.push(("top", Top::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>)));
+            kinds.push((
+                "top",
+                Top::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+            ));
         }
         if let Some(spec) = &job_spec.group_by {
-            kinds.push(("group_by", GroupBy::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>)));
+            kinds.push((
+                "group_by",
+                GroupBy::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+            ));
         }
         if let Some(spec) = &job_spec.sql {
-            kinds.push(("sql", Sql::new(spec.query()).map(|j| Arc::new(j) as Arc<dyn Job>)));
+            kinds.push((
+                "sql",
+                Sql::new(spec.query()).map(|j| Arc::new(j) as Arc<dyn Job>),
+            ));
         }
         if let Some(spec) = &job_spec.select {
-            kinds.push(("select", Select::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>)));
+            kinds.push((
+                "select",
+                Select::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+            ));
         }
         if let Some(spec) = &job_spec.rust {
-            kinds.push(("rust", self.registry.create(&spec.class, &spec.config).map_err(|err| vec![err])));
+            kinds.push((
+                "rust",
+                self.registry
+                    .create(&spec.class, &spec.config)
+                    .map_err(|err| vec![err]),
+            ));
         }
         match kinds.len() {
             0 => {
@@ -513,13 +640,20 @@ impl Validator<'_> {
     /// A message from a kind reads `field \`x\`: …`; point at that field inside the kind block.
     fn report_job_nested(&mut self, job: &str, kind: &str, message: &str) {
         let (field, detail) = split_field_message(message);
-        let field_path = field.map(|f| format!("{kind}.{f}")).unwrap_or_else(|| kind.to_owned());
+        // A kind whose whole block is one value (`sql: SELECT …`) names itself as the field.
+        let field = field.filter(|f| *f != kind);
+        let field_path = field
+            .map(|f| format!("{kind}.{f}"))
+            .unwrap_or_else(|| kind.to_owned());
         let first = field.map(|f| f.split('.').next().unwrap_or(f));
         let position = match first {
             Some(f) => locate(self.text, &["jobs", job, kind, f]),
             None => locate(self.text, &["jobs", job, kind]),
         };
-        let diagnostic = Diagnostic::new(self.file, detail).at(position).job(job).field(&field_path);
+        let diagnostic = Diagnostic::new(self.file, detail)
+            .at(position)
+            .job(job)
+            .field(&field_path);
         self.problems.push(diagnostic);
     }
 

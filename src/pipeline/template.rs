@@ -51,7 +51,10 @@ impl PathTemplate {
         let mut rest = raw;
         while let Some(open) = rest.find(['{', '}']) {
             if rest.as_bytes()[open] == b'}' {
-                return Err(format!("unmatched `}}` at byte {} of `{raw}`", raw.len() - rest.len() + open));
+                return Err(format!(
+                    "unmatched `}}` at byte {} of `{raw}`",
+                    raw.len() - rest.len() + open
+                ));
             }
             if open > 0 {
                 pieces.push(Piece::Literal(rest[..open].to_owned()));
@@ -81,7 +84,11 @@ impl PathTemplate {
         if !rest.is_empty() {
             pieces.push(Piece::Literal(rest.to_owned()));
         }
-        Ok(PathTemplate { raw: raw.to_owned(), pieces, step })
+        Ok(PathTemplate {
+            raw: raw.to_owned(),
+            pieces,
+            step,
+        })
     }
 
     pub fn raw(&self) -> &str {
@@ -140,7 +147,9 @@ impl PathTemplate {
             let local_next = instant.with_timezone(&tz);
             let to_local_hour = TimeDelta::minutes(60 - i64::from(local_next.minute()))
                 - TimeDelta::seconds(i64::from(local_next.second()));
-            return (instant + to_local_hour).min(next_hour).max(instant + TimeDelta::minutes(1));
+            return (instant + to_local_hour)
+                .min(next_hour)
+                .max(instant + TimeDelta::minutes(1));
         }
         next_hour
     }
@@ -158,7 +167,10 @@ mod tests {
     #[test]
     fn expands_hourly_folders_for_a_day() {
         let template = PathTemplate::parse("events/date={date}/hour={hour}/*.parquet").unwrap();
-        let window = Window { start: utc(2024, 1, 1, 0), end: utc(2024, 1, 2, 0) };
+        let window = Window {
+            start: utc(2024, 1, 1, 0),
+            end: utc(2024, 1, 2, 0),
+        };
         let paths = template.expand(&window, Tz::UTC);
         assert_eq!(paths.len(), 24);
         assert_eq!(paths[0], "events/date=2024-01-01/hour=00/*.parquet");
@@ -168,7 +180,10 @@ mod tests {
     #[test]
     fn expands_daily_folders_in_the_source_timezone() {
         let template = PathTemplate::parse("logs/{year}/{month}/{day}.csv").unwrap();
-        let window = Window { start: utc(2024, 1, 1, 0), end: utc(2024, 1, 2, 0) };
+        let window = Window {
+            start: utc(2024, 1, 1, 0),
+            end: utc(2024, 1, 2, 0),
+        };
         let paths = template.expand(&window, chrono_tz::America::New_York);
         assert_eq!(paths, vec!["logs/2023/12/31.csv", "logs/2024/01/01.csv"]);
     }
@@ -176,16 +191,31 @@ mod tests {
     #[test]
     fn half_hour_zones_render_every_local_hour() {
         let template = PathTemplate::parse("h={hour}").unwrap();
-        let window = Window { start: utc(2024, 1, 1, 0), end: utc(2024, 1, 1, 2) };
+        let window = Window {
+            start: utc(2024, 1, 1, 0),
+            end: utc(2024, 1, 1, 2),
+        };
         let paths = template.expand(&window, chrono_tz::Asia::Kolkata);
         assert_eq!(paths, vec!["h=05", "h=06", "h=07"]);
     }
 
     #[test]
     fn rejects_bad_templates() {
-        assert!(PathTemplate::parse("a/{minute}").unwrap_err().contains("unknown template variable `{minute}`"));
-        assert!(PathTemplate::parse("a/{date").unwrap_err().contains("unclosed"));
-        assert!(PathTemplate::parse("a/date}").unwrap_err().contains("unmatched"));
+        assert!(
+            PathTemplate::parse("a/{minute}")
+                .unwrap_err()
+                .contains("unknown template variable `{minute}`")
+        );
+        assert!(
+            PathTemplate::parse("a/{date")
+                .unwrap_err()
+                .contains("unclosed")
+        );
+        assert!(
+            PathTemplate::parse("a/date}")
+                .unwrap_err()
+                .contains("unmatched")
+        );
         assert!(PathTemplate::parse(" ").unwrap_err().contains("empty"));
         assert!(!PathTemplate::parse("a/*.parquet").unwrap().is_templated());
     }

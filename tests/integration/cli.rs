@@ -10,14 +10,32 @@ fn floe() -> Command {
 
 #[test]
 fn validate_accepts_the_examples_and_names_the_problem_in_broken_files() {
-    let output = floe().arg("validate").arg(repo_path("pipelines")).output().expect("run");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("pipeline `shop` is valid (1 sources, 7 jobs)"));
+    let output = floe()
+        .arg("validate")
+        .arg(repo_path("pipelines"))
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("pipeline `shop` is valid (1 sources, 7 jobs)")
+    );
 
-    let output = floe().arg("validate").arg(repo_path("tests/fixtures/invalid/cycle.yaml")).output().expect("run");
+    let output = floe()
+        .arg("validate")
+        .arg(repo_path("tests/fixtures/invalid/cycle.yaml"))
+        .output()
+        .expect("run");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cycle.yaml:10:1: dependency cycle: a → b → c → a"), "{stderr}");
+    assert!(
+        stderr.contains("cycle.yaml:10:1: dependency cycle: a → b → c → a"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -32,31 +50,85 @@ fn run_then_results_as_csv_and_json() {
             .arg(world.store_dir());
     };
     let mut run = floe();
-    run.args(["run", "--pipeline", "shop", "--job", "sales_per_category_daily", "--partition", "2024-01-01"]);
+    run.args([
+        "run",
+        "--pipeline",
+        "shop",
+        "--job",
+        "sales_per_category_daily",
+        "--partition",
+        "2024-01-01",
+    ]);
     common_args(&mut run);
     let output = run.output().expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    assert!(stderr.contains("25 runs planned, 25 computed, 0 fresh"), "{stderr}");
+    assert!(
+        stderr.contains("25 runs planned, 25 computed, 0 fresh"),
+        "{stderr}"
+    );
 
     let mut again = floe();
-    again.args(["run", "--pipeline", "shop", "--job", "sales_per_category_daily", "--partition", "2024-01-01"]);
+    again.args([
+        "run",
+        "--pipeline",
+        "shop",
+        "--job",
+        "sales_per_category_daily",
+        "--partition",
+        "2024-01-01",
+    ]);
     common_args(&mut again);
     let stderr = String::from_utf8_lossy(&again.output().expect("run").stderr).into_owned();
-    assert!(stderr.contains("25 runs planned, 0 computed, 25 fresh"), "{stderr}");
+    assert!(
+        stderr.contains("25 runs planned, 0 computed, 25 fresh"),
+        "{stderr}"
+    );
 
     let mut csv = floe();
-    csv.args(["results", "--pipeline", "shop", "--job", "sales_per_category_daily", "--partition", "2024-01-01", "--format", "csv"]);
+    csv.args([
+        "results",
+        "--pipeline",
+        "shop",
+        "--job",
+        "sales_per_category_daily",
+        "--partition",
+        "2024-01-01",
+        "--format",
+        "csv",
+    ]);
     common_args(&mut csv);
     let output = csv.output().expect("results");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.starts_with("partition_start,partition_end,category,sales,orders\n"), "{stdout}");
+    assert!(
+        stdout.starts_with("partition_start,partition_end,category,sales,orders\n"),
+        "{stdout}"
+    );
 
     let mut json = floe();
-    json.args(["results", "--pipeline", "shop", "--job", "sales_per_category_daily", "--from", "2024-01-01", "--to", "2024-01-02", "--format", "json"]);
+    json.args([
+        "results",
+        "--pipeline",
+        "shop",
+        "--job",
+        "sales_per_category_daily",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-02",
+        "--format",
+        "json",
+    ]);
     common_args(&mut json);
     let output = json.output().expect("results");
     let parsed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("valid json");
-    assert!(parsed.as_array().is_some_and(|rows| !rows.is_empty()), "{parsed}");
+    assert!(
+        parsed.as_array().is_some_and(|rows| !rows.is_empty()),
+        "{parsed}"
+    );
 }

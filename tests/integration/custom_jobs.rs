@@ -21,7 +21,11 @@ impl Job for BigSpenders {
     }
 
     fn validate(&self, input_names: &[String]) -> Result<(), Vec<String>> {
-        if input_names.len() == 1 { Ok(()) } else { Err(vec!["field `from`: needs exactly one input".to_owned()]) }
+        if input_names.len() == 1 {
+            Ok(())
+        } else {
+            Err(vec!["field `from`: needs exactly one input".to_owned()])
+        }
     }
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, JobError> {
@@ -71,29 +75,61 @@ jobs:
 #[test]
 fn a_registered_rust_job_runs_like_a_built_in_one() {
     let world = SampleWorld::new(5_000, 1);
-    let pipeline = floe::pipeline::parse_pipeline(PIPELINE, std::path::Path::new("custom.yaml"), &registry()).expect("valid");
+    let pipeline =
+        floe::pipeline::parse_pipeline(PIPELINE, std::path::Path::new("custom.yaml"), &registry())
+            .expect("valid");
     let materializer = world.materializer();
-    let request = RunRequest { jobs: None, from: utc(2024, 1, 1, 0), to: utc(2024, 1, 2, 0), force: false };
+    let request = RunRequest {
+        jobs: None,
+        from: utc(2024, 1, 1, 0),
+        to: utc(2024, 1, 2, 0),
+        force: false,
+    };
     let report = materializer.run(&pipeline, &request, |_| {}).expect("run");
     assert_eq!(report.computed, 1, "{report:?}");
-    let frame = read_job_results(&materializer, &pipeline, "big", utc(2024, 1, 1, 0), utc(2024, 1, 2, 0)).expect("results").frame;
+    let frame = read_job_results(
+        &materializer,
+        &pipeline,
+        "big",
+        utc(2024, 1, 1, 0),
+        utc(2024, 1, 2, 0),
+    )
+    .expect("results")
+    .frame;
     let expected = (0..world.events.len())
         .filter(|&i| world.events.amount[i].is_some_and(|amount| amount >= 100.0))
         .count() as u64;
-    let rows = frame.column("rows").expect("rows").cast(&DataType::UInt64).expect("cast");
-    let total: u64 = rows.as_materialized_series().u64().expect("u64").iter().flatten().sum();
+    let rows = frame
+        .column("rows")
+        .expect("rows")
+        .cast(&DataType::UInt64)
+        .expect("cast");
+    let total: u64 = rows
+        .as_materialized_series()
+        .u64()
+        .expect("u64")
+        .iter()
+        .flatten()
+        .sum();
     assert_eq!(total, expected);
 }
 
 #[test]
 fn an_unknown_class_or_bad_config_is_a_validation_error() {
     let unknown = PIPELINE.replace("class: big_spenders", "class: big_spender");
-    let err = floe::pipeline::parse_pipeline(&unknown, std::path::Path::new("custom.yaml"), &registry()).expect_err("unknown class");
+    let err =
+        floe::pipeline::parse_pipeline(&unknown, std::path::Path::new("custom.yaml"), &registry())
+            .expect_err("unknown class");
     assert_eq!(
         err.to_string(),
         "custom.yaml:13:5: job `big`, field `rust`: unknown job class `big_spender` (registered: big_spenders)"
     );
     let bad = PIPELINE.replace("threshold: 100", "limit: 100");
-    let err = floe::pipeline::parse_pipeline(&bad, std::path::Path::new("custom.yaml"), &registry()).expect_err("bad config");
-    assert_eq!(err.to_string(), "custom.yaml:14:5: job `big`, field `rust.config.threshold`: a number is required");
+    let err =
+        floe::pipeline::parse_pipeline(&bad, std::path::Path::new("custom.yaml"), &registry())
+            .expect_err("bad config");
+    assert_eq!(
+        err.to_string(),
+        "custom.yaml:15:7: job `big`, field `rust.config.threshold`: a number is required"
+    );
 }

@@ -7,18 +7,29 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use floe::materialize::{RunOutcome, RunRequest};
 use floe::results::read_job_results;
-use floe::sample::{oracle_distinct_registered_users, oracle_sales_per_category, oracle_top_cities_by_sales};
+use floe::sample::{
+    oracle_distinct_registered_users, oracle_sales_per_category, oracle_top_cities_by_sales,
+};
 use floe::{JobRegistry, Materializer, Pipeline};
 use polars::prelude::*;
 
 use super::common::{SampleWorld, shop_pipeline, utc};
 
 fn week() -> RunRequest {
-    RunRequest { jobs: None, from: utc(2024, 1, 1, 0), to: utc(2024, 1, 8, 0), force: false }
+    RunRequest {
+        jobs: None,
+        from: utc(2024, 1, 1, 0),
+        to: utc(2024, 1, 8, 0),
+        force: false,
+    }
 }
 
 /// Runs `request` and counts computed runs per job.
-fn computed_per_job(materializer: &Materializer, pipeline: &Pipeline, request: &RunRequest) -> BTreeMap<String, usize> {
+fn computed_per_job(
+    materializer: &Materializer,
+    pipeline: &Pipeline,
+    request: &RunRequest,
+) -> BTreeMap<String, usize> {
     let mut computed = BTreeMap::new();
     let report = materializer
         .run(pipeline, request, |event| {
@@ -34,29 +45,70 @@ fn computed_per_job(materializer: &Materializer, pipeline: &Pipeline, request: &
     computed
 }
 
-fn results(materializer: &Materializer, pipeline: &Pipeline, job: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> DataFrame {
+fn results(
+    materializer: &Materializer,
+    pipeline: &Pipeline,
+    job: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> DataFrame {
     let results = read_job_results(materializer, pipeline, job, from, to).expect("results");
-    assert!(results.missing.is_empty(), "{job}: missing partitions {:?}", results.missing);
+    assert!(
+        results.missing.is_empty(),
+        "{job}: missing partitions {:?}",
+        results.missing
+    );
     results.frame
 }
 
 fn strings(frame: &DataFrame, column: &str) -> Vec<String> {
-    let column = frame.column(column).expect("column").as_materialized_series().clone();
-    column.str().expect("string column").iter().map(|v| v.expect("not null").to_owned()).collect()
+    let column = frame
+        .column(column)
+        .expect("column")
+        .as_materialized_series()
+        .clone();
+    column
+        .str()
+        .expect("string column")
+        .iter()
+        .map(|v| v.expect("not null").to_owned())
+        .collect()
 }
 
 fn floats(frame: &DataFrame, column: &str) -> Vec<f64> {
-    let column = frame.column(column).expect("column").as_materialized_series().clone();
-    column.f64().expect("f64 column").iter().map(|v| v.expect("not null")).collect()
+    let column = frame
+        .column(column)
+        .expect("column")
+        .as_materialized_series()
+        .clone();
+    column
+        .f64()
+        .expect("f64 column")
+        .iter()
+        .map(|v| v.expect("not null"))
+        .collect()
 }
 
 fn integers(frame: &DataFrame, column: &str) -> Vec<u64> {
-    let column = frame.column(column).expect("column").cast(&DataType::UInt64).expect("cast");
-    column.as_materialized_series().u64().expect("u64").iter().map(|v| v.expect("not null")).collect()
+    let column = frame
+        .column(column)
+        .expect("column")
+        .cast(&DataType::UInt64)
+        .expect("cast");
+    column
+        .as_materialized_series()
+        .u64()
+        .expect("u64")
+        .iter()
+        .map(|v| v.expect("not null"))
+        .collect()
 }
 
 fn assert_close(actual: f64, expected: f64, what: &str) {
-    assert!((actual - expected).abs() <= 1e-6 * expected.abs().max(1.0), "{what}: {actual} != {expected}");
+    assert!(
+        (actual - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+        "{what}: {actual} != {expected}"
+    );
 }
 
 #[test]
@@ -82,28 +134,58 @@ fn q1_q2_q3_match_the_oracle_and_reruns_reuse_the_cache() {
     assert_eq!(computed, expected_counts);
 
     // Q1 per hour, every hour of the week.
-    let hourly = results(&materializer, &pipeline, "registered_users_hourly", world.start, utc(2024, 1, 8, 0));
+    let hourly = results(
+        &materializer,
+        &pipeline,
+        "registered_users_hourly",
+        world.start,
+        utc(2024, 1, 8, 0),
+    );
     let counts = integers(&hourly, "distinct_count");
     assert_eq!(counts.len(), 168);
     for (hour, count) in counts.iter().enumerate() {
         let from = world.start + Duration::hours(hour as i64);
-        let expected = oracle_distinct_registered_users(&world.events, ms(from), ms(from + Duration::hours(1)));
+        let expected = oracle_distinct_registered_users(
+            &world.events,
+            ms(from),
+            ms(from + Duration::hours(1)),
+        );
         assert_eq!(*count, expected, "Q1 hour {hour}");
     }
-    assert!(counts.iter().sum::<u64>() > 0, "the sample must contain registrations");
+    assert!(
+        counts.iter().sum::<u64>() > 0,
+        "the sample must contain registrations"
+    );
 
     // Q1 rolled up per day from the hourly key sets: exact, not a sum of hourly counts.
-    let daily = results(&materializer, &pipeline, "registered_users_daily", world.start, utc(2024, 1, 8, 0));
+    let daily = results(
+        &materializer,
+        &pipeline,
+        "registered_users_daily",
+        world.start,
+        utc(2024, 1, 8, 0),
+    );
     for (day, count) in integers(&daily, "distinct_count").iter().enumerate() {
         let from = world.start + Duration::days(day as i64);
-        let expected = oracle_distinct_registered_users(&world.events, ms(from), ms(from + Duration::days(1)));
+        let expected =
+            oracle_distinct_registered_users(&world.events, ms(from), ms(from + Duration::days(1)));
         assert_eq!(*count, expected, "Q1 daily roll-up, day {day}");
     }
 
     // Q2: the week's top 10 cities, computed from the cached daily partials.
-    let top = results(&materializer, &pipeline, "top_cities_weekly", world.start, utc(2024, 1, 8, 0));
-    let expected = oracle_top_cities_by_sales(&world.events, ms(world.start), ms(utc(2024, 1, 8, 0)), 10);
-    assert_eq!(strings(&top, "city"), expected.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>());
+    let top = results(
+        &materializer,
+        &pipeline,
+        "top_cities_weekly",
+        world.start,
+        utc(2024, 1, 8, 0),
+    );
+    let expected =
+        oracle_top_cities_by_sales(&world.events, ms(world.start), ms(utc(2024, 1, 8, 0)), 10);
+    assert_eq!(
+        strings(&top, "city"),
+        expected.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>()
+    );
     for (actual, (city, sales)) in floats(&top, "sales").iter().zip(&expected) {
         assert_close(*actual, *sales, city);
     }
@@ -112,11 +194,25 @@ fn q1_q2_q3_match_the_oracle_and_reruns_reuse_the_cache() {
     for day in 0..7 {
         let from = world.start + Duration::days(day);
         let to = from + Duration::days(1);
-        let frame = results(&materializer, &pipeline, "sales_per_category_daily", from, to);
+        let frame = results(
+            &materializer,
+            &pipeline,
+            "sales_per_category_daily",
+            from,
+            to,
+        );
         let expected = oracle_sales_per_category(&world.events, ms(from), ms(to));
-        assert_eq!(strings(&frame, "category"), expected.iter().map(|(c, _, _)| c.clone()).collect::<Vec<_>>());
-        for ((sales, orders), (category, want_sales, want_orders)) in
-            floats(&frame, "sales").iter().zip(integers(&frame, "orders")).zip(&expected)
+        assert_eq!(
+            strings(&frame, "category"),
+            expected
+                .iter()
+                .map(|(c, _, _)| c.clone())
+                .collect::<Vec<_>>()
+        );
+        for ((sales, orders), (category, want_sales, want_orders)) in floats(&frame, "sales")
+            .iter()
+            .zip(integers(&frame, "orders"))
+            .zip(&expected)
         {
             assert_close(*sales, *want_sales, category);
             assert_eq!(orders, *want_orders, "{category} orders");
@@ -125,24 +221,47 @@ fn q1_q2_q3_match_the_oracle_and_reruns_reuse_the_cache() {
 
     // A second run finds every partition fresh.
     let report = materializer.run(&pipeline, &week(), |_| {}).expect("rerun");
-    assert_eq!((report.computed, report.fresh, report.planned), (0, 365, 365));
+    assert_eq!(
+        (report.computed, report.fresh, report.planned),
+        (0, 365, 365)
+    );
 
     // A changed job recomputes itself and its downstream only.
-    let text = std::fs::read_to_string(super::common::repo_path("pipelines/shop.yaml")).expect("shop.yaml");
-    let changed = text.replace("        sales: sum(amount)\n\n  top_cities_weekly", "        sales: sum(amount)\n        orders: count(*)\n\n  top_cities_weekly");
+    let text = std::fs::read_to_string(super::common::repo_path("pipelines/shop.yaml"))
+        .expect("shop.yaml");
+    let changed = text.replace(
+        "        sales: sum(amount)\n\n  top_cities_weekly",
+        "        sales: sum(amount)\n        orders: count(*)\n\n  top_cities_weekly",
+    );
     assert_ne!(changed, text, "the edit must apply");
-    let changed = floe::pipeline::parse_pipeline(&changed, std::path::Path::new("shop.yaml"), &JobRegistry::new()).expect("valid");
+    let changed = floe::pipeline::parse_pipeline(
+        &changed,
+        std::path::Path::new("shop.yaml"),
+        &JobRegistry::new(),
+    )
+    .expect("valid");
     let computed = computed_per_job(&materializer, &changed, &week());
-    let expected: BTreeMap<String, usize> =
-        [("sales_per_city_daily".to_owned(), 7), ("top_cities_weekly".to_owned(), 1)].into_iter().collect();
+    let expected: BTreeMap<String, usize> = [
+        ("sales_per_city_daily".to_owned(), 7),
+        ("top_cities_weekly".to_owned(), 1),
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(computed, expected);
 
     // A rewritten source file recomputes that hour and everything built on it.
-    let file = world.data_dir().join("events/date=2024-01-03/hour=10/part-0.parquet");
+    let file = world
+        .data_dir()
+        .join("events/date=2024-01-03/hour=10/part-0.parquet");
     let bytes = std::fs::read(&file).expect("read");
     std::fs::write(&file, [bytes.as_slice(), b""].concat()).expect("rewrite");
-    let modified = std::fs::File::options().write(true).open(&file).expect("open");
-    modified.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).expect("touch");
+    let modified = std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .expect("open");
+    modified
+        .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .expect("touch");
     let computed = computed_per_job(&materializer, &changed, &week());
     let expected: BTreeMap<String, usize> = [
         ("registered_users_hourly", 1),
@@ -171,15 +290,20 @@ fn one_job_with_its_dependencies_and_nothing_else() {
         force: false,
     };
     let computed = computed_per_job(&materializer, &pipeline, &request);
-    let expected: BTreeMap<String, usize> =
-        [("purchases_hourly".to_owned(), 24), ("sales_per_category_daily".to_owned(), 1)].into_iter().collect();
+    let expected: BTreeMap<String, usize> = [
+        ("purchases_hourly".to_owned(), 24),
+        ("sales_per_category_daily".to_owned(), 1),
+    ]
+    .into_iter()
+    .collect();
     assert_eq!(computed, expected);
 }
 
 #[test]
 fn a_missing_source_partition_fails_that_run_and_blocks_its_downstream() {
     let world = SampleWorld::new(5_000, 1);
-    std::fs::remove_dir_all(world.data_dir().join("events/date=2024-01-01/hour=05")).expect("remove hour");
+    std::fs::remove_dir_all(world.data_dir().join("events/date=2024-01-01/hour=05"))
+        .expect("remove hour");
     let pipeline = shop_pipeline();
     let materializer = world.materializer();
     let request = RunRequest {

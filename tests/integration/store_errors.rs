@@ -9,7 +9,11 @@ fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .expect("read dir")
         .map(|entry| {
             let path = entry.expect("entry").path();
-            let bytes = if path.is_file() { std::fs::read(&path).expect("read") } else { Vec::new() };
+            let bytes = if path.is_file() {
+                std::fs::read(&path).expect("read")
+            } else {
+                Vec::new()
+            };
             (path.display().to_string(), bytes)
         })
         .collect();
@@ -22,7 +26,9 @@ fn a_foreign_directory_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("notes.txt"), "my thesis, do not delete").expect("write");
     let before = listing(dir.path());
-    let err = Store::open(dir.path()).expect_err("not a store").to_string();
+    let err = Store::open(dir.path())
+        .expect_err("not a store")
+        .to_string();
     assert!(err.contains(&dir.path().display().to_string()), "{err}");
     assert!(err.contains("not a floe store"), "{err}");
     assert_eq!(listing(dir.path()), before);
@@ -52,7 +58,15 @@ fn the_cli_reports_a_foreign_store_without_touching_it() {
     std::fs::write(dir.path().join("data.csv"), "a,b\n1,2\n").expect("write");
     let before = listing(dir.path());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
-        .args(["results", "--pipeline", "shop", "--job", "top_cities_weekly", "--partition", "2024-01-01"])
+        .args([
+            "results",
+            "--pipeline",
+            "shop",
+            "--job",
+            "top_cities_weekly",
+            "--partition",
+            "2024-01-01",
+        ])
         .arg("--store")
         .arg(dir.path())
         .arg("--pipelines")

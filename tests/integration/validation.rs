@@ -11,20 +11,28 @@ use floe::pipeline::load_file;
 #[test]
 fn every_broken_fixture_fails_with_its_expected_message() {
     let dir = Path::new("tests/fixtures/invalid");
-    let mut fixtures: Vec<_> = std::fs::read_dir(super::common::repo_path("tests/fixtures/invalid"))
-        .expect("fixtures folder")
-        .map(|entry| entry.expect("entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
-        .collect();
+    let mut fixtures: Vec<_> =
+        std::fs::read_dir(super::common::repo_path("tests/fixtures/invalid"))
+            .expect("fixtures folder")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+            .collect();
     fixtures.sort();
-    assert!(fixtures.len() >= 15, "expected the whole fixture corpus, found {}", fixtures.len());
+    assert!(
+        fixtures.len() >= 15,
+        "expected the whole fixture corpus, found {}",
+        fixtures.len()
+    );
     let bless = std::env::var_os("FLOE_BLESS").is_some();
     let mut mismatches = Vec::new();
     for fixture in fixtures {
         let name = fixture.file_name().expect("file name").to_owned();
         // Load through the relative path so messages are stable wherever the repo lives.
         let relative = dir.join(&name);
-        let err = match load_file(&super::common::repo_path(&relative.to_string_lossy()), &JobRegistry::new()) {
+        let err = match load_file(
+            &super::common::repo_path(&relative.to_string_lossy()),
+            &JobRegistry::new(),
+        ) {
             Ok(_) => panic!("{} validated but must fail", relative.display()),
             Err(err) => err,
         };
@@ -38,7 +46,10 @@ fn every_broken_fixture_fails_with_its_expected_message() {
         let expected = std::fs::read_to_string(&expected_path)
             .unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
         if actual != expected {
-            mismatches.push(format!("{}:\n--- expected\n{expected}--- actual\n{actual}", relative.display()));
+            mismatches.push(format!(
+                "{}:\n--- expected\n{expected}--- actual\n{actual}",
+                relative.display()
+            ));
         }
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
@@ -46,9 +57,13 @@ fn every_broken_fixture_fails_with_its_expected_message() {
 
 #[test]
 fn the_example_pipelines_are_valid() {
-    let pipelines = floe::pipeline::load_dir(&super::common::repo_path("pipelines"), &JobRegistry::new())
-        .unwrap_or_else(|err| panic!("{err}"));
-    let shop = pipelines.iter().find(|p| p.name == "shop").expect("shop pipeline");
+    let pipelines =
+        floe::pipeline::load_dir(&super::common::repo_path("pipelines"), &JobRegistry::new())
+            .unwrap_or_else(|err| panic!("{err}"));
+    let shop = pipelines
+        .iter()
+        .find(|p| p.name == "shop")
+        .expect("shop pipeline");
     assert_eq!(
         shop.dag.topological_order(),
         [
@@ -66,20 +81,31 @@ fn the_example_pipelines_are_valid() {
 #[test]
 fn pipeline_names_must_be_unique_across_files() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(super::common::repo_path("pipelines/shop.yaml")).expect("shop.yaml");
+    let text = std::fs::read_to_string(super::common::repo_path("pipelines/shop.yaml"))
+        .expect("shop.yaml");
     std::fs::write(dir.path().join("a.yaml"), &text).expect("write");
     std::fs::write(dir.path().join("b.yaml"), &text).expect("write");
-    let err = floe::pipeline::load_dir(dir.path(), &JobRegistry::new()).expect_err("duplicate names");
+    let err =
+        floe::pipeline::load_dir(dir.path(), &JobRegistry::new()).expect_err("duplicate names");
     let message = err.to_string();
-    assert!(message.contains("b.yaml: pipeline name `shop` is already used by"), "{message}");
+    assert!(
+        message.contains("b.yaml: pipeline name `shop` is already used by"),
+        "{message}"
+    );
 }
 
 #[test]
 fn arbitrary_bytes_never_panic_the_loader() {
     let registry = JobRegistry::new();
     let inputs = [
-        "", "\0\0\0", "- - -", "version: [", "jobs: 3", "version: 1\nname: x\nstart: 2024-01-01\njobs:\n  a: 5\n",
-        "version: 99999999999999999999", "version: 1\nname: x\nstart: 2024-01-01\njobs:\n  a:\n    grain: daily\n    from: {}\n",
+        "",
+        "\0\0\0",
+        "- - -",
+        "version: [",
+        "jobs: 3",
+        "version: 1\nname: x\nstart: 2024-01-01\njobs:\n  a: 5\n",
+        "version: 99999999999999999999",
+        "version: 1\nname: x\nstart: 2024-01-01\njobs:\n  a:\n    grain: daily\n    from: {}\n",
     ];
     for input in inputs {
         let result = floe::pipeline::parse_pipeline(input, Path::new("fuzz.yaml"), &registry);

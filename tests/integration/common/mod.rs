@@ -12,7 +12,9 @@ use floe::{JobRegistry, Materializer, Pipeline, Store};
 use tempfile::TempDir;
 
 pub(crate) fn utc(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, m, d, h, 0, 0).single().expect("valid instant")
+    Utc.with_ymd_and_hms(y, m, d, h, 0, 0)
+        .single()
+        .expect("valid instant")
 }
 
 pub(crate) fn repo_path(relative: &str) -> PathBuf {
@@ -29,10 +31,17 @@ pub(crate) struct SampleWorld {
 impl SampleWorld {
     pub(crate) fn new(rows: usize, days: u32) -> Self {
         let start = utc(2024, 1, 1, 0);
-        let spec = SampleSpec { seed: 7, start, hours: days * 24, rows, users: 3_000 };
+        let spec = SampleSpec {
+            seed: 7,
+            start,
+            hours: days * 24,
+            rows,
+            users: 3_000,
+        };
         let events = generate(&spec);
         let dir = tempfile::tempdir().expect("tempdir");
-        write_events_parquet(&events, &dir.path().join("data/events"), start, spec.hours).expect("write sample data");
+        write_events_parquet(&events, &dir.path().join("data/events"), start, spec.hours)
+            .expect("write sample data");
         SampleWorld { dir, events, start }
     }
 
@@ -47,10 +56,16 @@ impl SampleWorld {
     pub(crate) fn materializer(&self) -> Materializer {
         let store = Store::open(&self.store_dir()).expect("open store");
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(utc(2024, 2, 1, 0)));
-        Materializer::new(store, Arc::new(ResultCache::new(256 << 20)), self.data_dir(), clock)
+        Materializer::new(
+            store,
+            Arc::new(ResultCache::new(256 << 20)),
+            self.data_dir(),
+            clock,
+        )
     }
 }
 
 pub(crate) fn shop_pipeline() -> Pipeline {
-    floe::pipeline::load_file(&repo_path("pipelines/shop.yaml"), &JobRegistry::new()).expect("shop.yaml is valid")
+    floe::pipeline::load_file(&repo_path("pipelines/shop.yaml"), &JobRegistry::new())
+        .expect("shop.yaml is valid")
 }
