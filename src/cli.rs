@@ -173,6 +173,11 @@ fn failed(message: impl std::fmt::Display) -> CliError {
     CliError::Failed(message.to_string())
 }
 
+/// A library error with its causes, for errors that keep them in `source()`.
+fn failed_with_causes(err: impl std::error::Error + 'static) -> CliError {
+    CliError::Failed(crate::error::error_chain(&err))
+}
+
 /// Runs a parsed command line with the built-in job kinds plus `registry`'s classes.
 pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -244,7 +249,7 @@ fn load_pipeline(paths: &Paths, name: &str, registry: &JobRegistry) -> Result<Pi
 }
 
 fn open_materializer(paths: &Paths, clock: Arc<dyn Clock>) -> Result<Materializer, CliError> {
-    let store = Store::open(&paths.store).map_err(failed)?;
+    let store = Store::open(&paths.store).map_err(failed_with_causes)?;
     Ok(Materializer::new(
         store,
         Arc::new(ResultCache::new(DEFAULT_CACHE_BYTES)),
@@ -337,7 +342,7 @@ fn materialize_with_progress(
                 bar.println(format!("failed: {}: {error}", event.key));
             }
         })
-        .map_err(failed)?;
+        .map_err(failed_with_causes)?;
     bar.finish_and_clear();
     eprintln!(
         "pipeline `{}`: {} runs planned, {} computed, {} fresh (skipped), {} failed, {} waiting on failed upstream runs, in {:.2}s",

@@ -36,6 +36,7 @@ pub mod cli;
 pub mod clock;
 pub mod dataset;
 pub mod engine;
+pub mod error;
 pub mod job;
 pub mod materialize;
 pub mod partition;
@@ -44,6 +45,7 @@ pub mod results;
 pub mod sample;
 pub mod store;
 
+pub use error::error_chain;
 pub use job::{Job, JobContext, JobError, JobInput, JobOutput, JobRegistry};
 pub use materialize::{Materializer, RunReport, RunRequest};
 pub use pipeline::Pipeline;

@@ -29,6 +29,7 @@ use crate::engine::cache::CachedResult;
 use crate::engine::{
     ResultCache, decode_ipc, encode_ipc, resolve_source_files, scan_source_window,
 };
+use crate::error::error_chain;
 use crate::job::{JobContext, JobInput};
 use crate::partition::{Window, subwindows, windows_within};
 use crate::pipeline::{InputRef, JobDef, Pipeline};
@@ -354,7 +355,7 @@ impl Materializer {
         if !force
             && self
                 .is_fresh(key, &fingerprint)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| error_chain(&e))?
         {
             debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, "fresh, skipped");
             return Ok((RunOutcome::Fresh, fingerprint));
@@ -363,7 +364,7 @@ impl Materializer {
         let now = self.clock.now();
         self.store
             .mark_running(key, run.window.end, &fingerprint, now)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_chain(&e))?;
         let inputs = self.job_inputs(pipeline, def, run, &source_files)?;
         let ctx = JobContext {
             pipeline: &pipeline.name,
@@ -393,7 +394,7 @@ impl Materializer {
                 },
                 self.clock.now(),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_chain(&e))?;
         self.cache.insert(
             key.clone(),
             fingerprint.clone(),
@@ -488,7 +489,7 @@ impl Materializer {
         let meta = self
             .store
             .result_meta(key)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| error_chain(&e))?
             .ok_or_else(|| format!("no stored result for {key}"))?;
         if let Some(cached) = self.cache.get(key, &meta.fingerprint) {
             return Ok(cached);
@@ -496,11 +497,11 @@ impl Materializer {
         let frame_bytes = self
             .store
             .result_frame(key)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| error_chain(&e))?
             .ok_or_else(|| format!("stored result of {key} has no data"))?;
         let frame = decode_ipc(&frame_bytes)
             .map_err(|e| format!("stored result of {key} is unreadable: {e}"))?;
-        let state = match self.store.result_state(key).map_err(|e| e.to_string())? {
+        let state = match self.store.result_state(key).map_err(|e| error_chain(&e))? {
             Some(bytes) => Some(
                 decode_ipc(&bytes)
                     .map_err(|e| format!("stored state of {key} is unreadable: {e}"))?,

@@ -61,7 +61,7 @@ pub fn read_job_results(
         let succeeded = materializer
             .store()
             .run(&key)
-            .map_err(|e| ResultsError::Read(e.to_string()))?
+            .map_err(|e| ResultsError::Read(crate::error::error_chain(&e)))?
             .is_some_and(|run| run.state == RunState::Succeeded);
         if !succeeded {
             missing.push(window.start);

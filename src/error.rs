@@ -1,0 +1,39 @@
+//! Error presentation shared by the command line and the run reports.
+//!
+//! Library errors keep their causes in `source()` instead of repeating them in their own
+//! message (so each layer says only what it knows); a user needs the whole chain.
+
+use std::error::Error;
+
+/// `outer: cause: root cause`, skipping a cause whose text the outer message already holds.
+pub fn error_chain(err: &(dyn Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("store at /tmp/x is corrupt")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn joins_causes_once() {
+        let err = Outer(std::io::Error::other("bad segment header"));
+        assert_eq!(
+            error_chain(&err),
+            "store at /tmp/x is corrupt: bad segment header"
+        );
+    }
+}
