@@ -41,16 +41,19 @@ fn validate_accepts_the_examples_and_names_the_problem_in_broken_files() {
 #[test]
 fn run_then_results_as_csv_and_json() {
     let world = SampleWorld::new(4_000, 1);
-    let common_args = |cmd: &mut Command| {
-        cmd.arg("--pipelines")
+    let floe_on_world = |args: &[&str]| {
+        floe()
+            .args(args)
+            .arg("--pipelines")
             .arg(repo_path("pipelines"))
             .arg("--data-dir")
             .arg(world.data_dir())
             .arg("--store")
-            .arg(world.store_dir());
+            .arg(world.store_dir())
+            .output()
+            .expect("run floe")
     };
-    let mut run = floe();
-    run.args([
+    let run = [
         "run",
         "--pipeline",
         "shop",
@@ -58,9 +61,8 @@ fn run_then_results_as_csv_and_json() {
         "sales_per_category_daily",
         "--partition",
         "2024-01-01",
-    ]);
-    common_args(&mut run);
-    let output = run.output().expect("run");
+    ];
+    let output = floe_on_world(&run);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(
@@ -68,37 +70,27 @@ fn run_then_results_as_csv_and_json() {
         "{stderr}"
     );
 
-    let mut again = floe();
-    again.args([
-        "run",
-        "--pipeline",
-        "shop",
-        "--job",
-        "sales_per_category_daily",
-        "--partition",
-        "2024-01-01",
-    ]);
-    common_args(&mut again);
-    let stderr = String::from_utf8_lossy(&again.output().expect("run").stderr).into_owned();
+    let output = floe_on_world(&run);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("25 runs planned, 0 computed, 25 fresh"),
         "{stderr}"
     );
 
-    let mut csv = floe();
-    csv.args([
+    let results = [
         "results",
         "--pipeline",
         "shop",
         "--job",
         "sales_per_category_daily",
-        "--partition",
-        "2024-01-01",
-        "--format",
-        "csv",
-    ]);
-    common_args(&mut csv);
-    let output = csv.output().expect("results");
+    ];
+    let output = floe_on_world(
+        &[
+            &results[..],
+            &["--partition", "2024-01-01", "--format", "csv"],
+        ]
+        .concat(),
+    );
     assert!(
         output.status.success(),
         "{}",
@@ -110,22 +102,20 @@ fn run_then_results_as_csv_and_json() {
         "{stdout}"
     );
 
-    let mut json = floe();
-    json.args([
-        "results",
-        "--pipeline",
-        "shop",
-        "--job",
-        "sales_per_category_daily",
-        "--from",
-        "2024-01-01",
-        "--to",
-        "2024-01-02",
-        "--format",
-        "json",
-    ]);
-    common_args(&mut json);
-    let output = json.output().expect("results");
+    let output = floe_on_world(
+        &[
+            &results[..],
+            &[
+                "--from",
+                "2024-01-01",
+                "--to",
+                "2024-01-02",
+                "--format",
+                "json",
+            ],
+        ]
+        .concat(),
+    );
     let parsed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("valid json");
     assert!(
         parsed.as_array().is_some_and(|rows| !rows.is_empty()),

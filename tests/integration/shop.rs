@@ -45,6 +45,14 @@ fn computed_per_job(
     computed
 }
 
+/// Expected computed-run counts per job.
+fn computed_counts(expected: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    expected
+        .iter()
+        .map(|(job, n)| ((*job).to_owned(), *n))
+        .collect()
+}
+
 fn results(
     materializer: &Materializer,
     pipeline: &Pipeline,
@@ -119,7 +127,7 @@ fn q1_q2_q3_match_the_oracle_and_reruns_reuse_the_cache() {
     let ms = |t: DateTime<Utc>| t.timestamp_millis();
 
     let computed = computed_per_job(&materializer, &pipeline, &week());
-    let expected_counts: BTreeMap<String, usize> = [
+    let expected_counts = computed_counts(&[
         ("registered_users_hourly", 168),
         ("purchases_hourly", 168),
         ("registered_users_daily", 7),
@@ -127,10 +135,7 @@ fn q1_q2_q3_match_the_oracle_and_reruns_reuse_the_cache() {
         ("sales_per_city_daily", 7),
         ("category_report_daily", 7),
         ("top_cities_weekly", 1),
-    ]
-    .into_iter()
-    .map(|(job, n)| (job.to_owned(), n))
-    .collect();
+    ]);
     assert_eq!(computed, expected_counts);
 
     // Q1 per hour, every hour of the week.
@@ -241,12 +246,7 @@ fn q1_q2_q3_match_the_oracle_and_reruns_reuse_the_cache() {
     )
     .expect("valid");
     let computed = computed_per_job(&materializer, &changed, &week());
-    let expected: BTreeMap<String, usize> = [
-        ("sales_per_city_daily".to_owned(), 7),
-        ("top_cities_weekly".to_owned(), 1),
-    ]
-    .into_iter()
-    .collect();
+    let expected = computed_counts(&[("sales_per_city_daily", 7), ("top_cities_weekly", 1)]);
     assert_eq!(computed, expected);
 
     // A rewritten source file recomputes that hour and everything built on it.
@@ -254,7 +254,7 @@ fn q1_q2_q3_match_the_oracle_and_reruns_reuse_the_cache() {
         .data_dir()
         .join("events/date=2024-01-03/hour=10/part-0.parquet");
     let bytes = std::fs::read(&file).expect("read");
-    std::fs::write(&file, [bytes.as_slice(), b""].concat()).expect("rewrite");
+    std::fs::write(&file, bytes).expect("rewrite with the same bytes");
     let modified = std::fs::File::options()
         .write(true)
         .open(&file)
@@ -263,7 +263,7 @@ fn q1_q2_q3_match_the_oracle_and_reruns_reuse_the_cache() {
         .set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
         .expect("touch");
     let computed = computed_per_job(&materializer, &changed, &week());
-    let expected: BTreeMap<String, usize> = [
+    let expected = computed_counts(&[
         ("registered_users_hourly", 1),
         ("purchases_hourly", 1),
         ("registered_users_daily", 1),
@@ -271,10 +271,7 @@ fn q1_q2_q3_match_the_oracle_and_reruns_reuse_the_cache() {
         ("sales_per_city_daily", 1),
         ("category_report_daily", 1),
         ("top_cities_weekly", 1),
-    ]
-    .into_iter()
-    .map(|(job, n)| (job.to_owned(), n))
-    .collect();
+    ]);
     assert_eq!(computed, expected);
 }
 
@@ -290,12 +287,7 @@ fn one_job_with_its_dependencies_and_nothing_else() {
         force: false,
     };
     let computed = computed_per_job(&materializer, &pipeline, &request);
-    let expected: BTreeMap<String, usize> = [
-        ("purchases_hourly".to_owned(), 24),
-        ("sales_per_category_daily".to_owned(), 1),
-    ]
-    .into_iter()
-    .collect();
+    let expected = computed_counts(&[("purchases_hourly", 24), ("sales_per_category_daily", 1)]);
     assert_eq!(computed, expected);
 }
 
