@@ -494,23 +494,25 @@ impl Materializer {
         if let Some(cached) = self.cache.get(key, &meta.fingerprint) {
             return Ok(cached);
         }
-        let frame_bytes = self
+        // One read transaction: the bytes and the fingerprint they are cached under must
+        // belong to the same result even if the run is being recomputed meanwhile.
+        let stored = self
             .store
-            .result_frame(key)
+            .result(key)
             .map_err(|e| error_chain(&e))?
-            .ok_or_else(|| format!("stored result of {key} has no data"))?;
-        let frame = decode_ipc(&frame_bytes)
+            .ok_or_else(|| format!("no stored result for {key}"))?;
+        let frame = decode_ipc(&stored.frame_ipc)
             .map_err(|e| format!("stored result of {key} is unreadable: {e}"))?;
-        let state = match self.store.result_state(key).map_err(|e| error_chain(&e))? {
+        let state = match &stored.state_ipc {
             Some(bytes) => Some(
-                decode_ipc(&bytes)
+                decode_ipc(bytes)
                     .map_err(|e| format!("stored state of {key} is unreadable: {e}"))?,
             ),
             None => None,
         };
         let result = CachedResult { frame, state };
         self.cache
-            .insert(key.clone(), meta.fingerprint, result.clone());
+            .insert(key.clone(), stored.meta.fingerprint, result.clone());
         Ok(result)
     }
 }

@@ -5,5 +5,6 @@ mod common;
 mod cli;
 mod custom_jobs;
 mod shop;
+mod sources;
 mod store_errors;
 mod validation;
