@@ -254,10 +254,32 @@ impl Store {
     }
 }
 
+/// How long `open` waits for sled's file lock. Dropping a `Db` releases the lock
+/// only when sled's background flusher thread exits, a moment later; reopening
+/// in the same process (a restart, a test) must not fail on that. Another
+/// process that really holds the store still gets a clear error after this.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens sled, waiting briefly for a lock that is being released.
+fn open_sled(path: &Path, config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match open_sled_once(path, config) {
+            Err(StoreError::Io { ref source, .. })
+                if source.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens sled, classifying its failures. Panics are caught as a last line of
 /// defence only: `layout::inspect` already rejects the inputs known to make
 /// sled 0.34 assert, so a panic here is a case nobody has seen yet.
-fn open_sled(path: &Path, config: &sled::Config) -> Result<sled::Db, StoreError> {
+fn open_sled_once(path: &Path, config: &sled::Config) -> Result<sled::Db, StoreError> {
     match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
         Ok(Ok(db)) => Ok(db),
         // Permissions, disk full, or the lock held by another process.
