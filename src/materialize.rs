@@ -452,11 +452,7 @@ impl Materializer {
                     let upstream = pipeline
                         .job(name)
                         .ok_or_else(|| format!("unknown job `{name}`"))?;
-                    let windows = if upstream.grain == def.grain {
-                        vec![run.window]
-                    } else {
-                        subwindows(upstream.grain, pipeline.timezone, &run.window)
-                    };
+                    let windows = upstream_windows(pipeline, upstream, def, &run.window);
                     let mut frames = Vec::with_capacity(windows.len());
                     let mut states = Vec::new();
                     for window in windows {
@@ -517,6 +513,21 @@ impl Materializer {
     }
 }
 
+/// The partitions of `upstream` that a run of `def` over `window` reads: the same window for
+/// the same grain, otherwise the finer windows that tile it (validation guarantees nesting).
+fn upstream_windows(
+    pipeline: &Pipeline,
+    upstream: &JobDef,
+    def: &JobDef,
+    window: &Window,
+) -> Vec<Window> {
+    if upstream.grain == def.grain {
+        vec![*window]
+    } else {
+        subwindows(upstream.grain, pipeline.timezone, window)
+    }
+}
+
 /// Builds the run graph by walking from target runs to the upstream runs they read.
 struct Planner<'a> {
     pipeline: &'a Pipeline,
@@ -534,11 +545,7 @@ impl Planner<'_> {
             if let InputRef::Job(name) = input
                 && let Some(up) = self.pipeline.job(name)
             {
-                let windows = if up.grain == def.grain {
-                    vec![window]
-                } else {
-                    subwindows(up.grain, self.pipeline.timezone, &window)
-                };
+                let windows = upstream_windows(self.pipeline, up, def, &window);
                 for up_window in windows {
                     upstream.push(self.add(up, up_window));
                 }

@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
 use crate::partition::{Grain, Window};
@@ -62,10 +61,6 @@ impl JobContext<'_> {
                 self.inputs.len()
             ))),
         }
-    }
-
-    pub fn window_start(&self) -> DateTime<Utc> {
-        self.window.start
     }
 }
 

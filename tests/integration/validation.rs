@@ -112,3 +112,50 @@ fn arbitrary_bytes_never_panic_the_loader() {
         assert!(result.is_err(), "{input:?} must not validate");
     }
 }
+
+#[test]
+fn hostile_sql_fragments_are_load_errors_not_panics() {
+    let fragments = [
+        "",
+        "(",
+        ")",
+        "'",
+        "\"",
+        "sum(",
+        "1 +",
+        "SELECT",
+        "amount >>> 3",
+        "case when",
+        "\u{0}",
+        "🦀 = 1",
+        "((((((((((((((((((((x))))))))))))))))))))",
+        "a = 'unterminated",
+        "count(distinct)",
+        "x IN (",
+        "--",
+    ];
+    let header = "version: 1\nname: hostile\nstart: 2024-01-01\nsources:\n  events:\n    format: parquet\n    path: e/*.parquet\n    time_column: ts\njobs:\n";
+    for fragment in fragments {
+        let quoted = serde_json::to_string(fragment).expect("json string is valid yaml");
+        for job in [
+            format!(
+                "  j:\n    grain: daily\n    from: events\n    select:\n      filter: {quoted}\n"
+            ),
+            format!(
+                "  j:\n    grain: daily\n    from: events\n    group_by:\n      keys: [a]\n      aggregations:\n        x: {quoted}\n"
+            ),
+            format!("  j:\n    grain: daily\n    from: events\n    sql: {quoted}\n"),
+        ] {
+            let text = format!("{header}{job}");
+            let outcome = std::panic::catch_unwind(|| {
+                floe::pipeline::parse_pipeline(
+                    &text,
+                    Path::new("hostile.yaml"),
+                    &JobRegistry::new(),
+                )
+                .map(|_| ())
+            });
+            assert!(outcome.is_ok(), "loading panicked on {fragment:?}");
+        }
+    }
+}
