@@ -33,26 +33,41 @@ const DEFAULT_CACHE_BYTES: usize = 512 * 1024 * 1024;
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub paths: Paths,
+    pub paths: PathArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// The folders every command uses, as given on the command line or in the environment.
+/// Unset ones fall back to `floe serve`'s config file, then to the defaults.
 #[derive(Debug, Clone, Args)]
+pub struct PathArgs {
+    /// Folder of pipeline YAML files [default: pipelines].
+    #[arg(long, global = true, env = "FLOE_PIPELINES")]
+    pub pipelines: Option<PathBuf>,
+    /// Folder that relative source paths resolve against [default: data].
+    #[arg(long, global = true, env = "FLOE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The sled store holding runs and results [default: .floe/store].
+    #[arg(long, global = true, env = "FLOE_STORE")]
+    pub store: Option<PathBuf>,
+}
+
+impl PathArgs {
+    fn or_defaults(&self) -> Paths {
+        Paths {
+            pipelines: self.pipelines.clone().unwrap_or_else(|| "pipelines".into()),
+            data_dir: self.data_dir.clone().unwrap_or_else(|| "data".into()),
+            store: self.store.clone().unwrap_or_else(|| ".floe/store".into()),
+        }
+    }
+}
+
+/// The folders, resolved.
+#[derive(Debug, Clone)]
 pub struct Paths {
-    /// Folder of pipeline YAML files.
-    #[arg(
-        long,
-        global = true,
-        env = "FLOE_PIPELINES",
-        default_value = "pipelines"
-    )]
     pub pipelines: PathBuf,
-    /// Folder that relative source paths resolve against.
-    #[arg(long, global = true, env = "FLOE_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
-    /// The sled store holding runs and results.
-    #[arg(long, global = true, env = "FLOE_STORE", default_value = ".floe/store")]
     pub store: PathBuf,
 }
 
@@ -68,6 +83,24 @@ pub enum Command {
     Results(ResultsArgs),
     /// Write the deterministic sample e-commerce dataset as hourly Parquet files.
     Generate(GenerateArgs),
+    /// Run the job server (spark-jobserver's REST API) until Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// YAML config file; flags and environment variables override its values.
+    #[arg(long, env = "FLOE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8090].
+    #[arg(long, env = "FLOE_BIND")]
+    pub bind: Option<String>,
+    /// How long a sync job request waits before answering 202 (e.g. 10s).
+    #[arg(long, env = "FLOE_SYNC_TIMEOUT")]
+    pub sync_timeout: Option<String>,
+    /// Tokio worker threads for HTTP [default: the number of cores].
+    #[arg(long, env = "FLOE_HTTP_THREADS")]
+    pub http_threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -181,19 +214,54 @@ fn failed_with_causes(err: impl std::error::Error + 'static) -> CliError {
 /// Runs a parsed command line with the built-in job kinds plus `registry`'s classes.
 pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let paths = cli.paths.or_defaults();
     match cli.command {
-        Command::Demo(args) => demo(&cli.paths, args, registry, clock),
-        Command::Validate(args) => validate(&cli.paths, args, registry),
-        Command::Run(args) => run_pipeline(&cli.paths, args, registry, clock),
-        Command::Results(args) => results(&cli.paths, args, registry, clock),
+        Command::Serve(args) => serve(&cli.paths, &args, registry),
+        Command::Demo(args) => demo(&paths, args, registry, clock),
+        Command::Validate(args) => validate(&paths, args, registry),
+        Command::Run(args) => run_pipeline(&paths, args, registry, clock),
+        Command::Results(args) => results(&paths, args, registry, clock),
         Command::Generate(args) => {
-            let out = args
-                .out
-                .clone()
-                .unwrap_or_else(|| cli.paths.data_dir.clone());
+            let out = args.out.clone().unwrap_or_else(|| paths.data_dir.clone());
             generate_data(&out, &args)
         }
     }
+}
+
+/// `floe serve`: defaults, then the config file, then environment and flags.
+fn serve(paths: &PathArgs, args: &ServeArgs, registry: &JobRegistry) -> Result<(), CliError> {
+    use crate::server::{ServerConfig, config::parse_bind};
+    let mut config = match &args.config {
+        Some(file) => ServerConfig::from_file(file).map_err(failed)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(bind) = &args.bind {
+        config.bind = parse_bind(bind, "--bind / FLOE_BIND").map_err(failed)?;
+    }
+    if let Some(timeout) = &args.sync_timeout {
+        config.sync_timeout = crate::jobserver::context::parse_duration(timeout)
+            .map_err(|e| failed(format!("--sync-timeout / FLOE_SYNC_TIMEOUT: {e}")))?;
+    }
+    if let Some(p) = &paths.pipelines {
+        config.pipelines = p.clone();
+    }
+    if let Some(p) = &paths.data_dir {
+        config.data_dir = p.clone();
+    }
+    if let Some(p) = &paths.store {
+        config.store = p.clone();
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all().thread_name("floe-http");
+    if let Some(threads) = args.http_threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = runtime
+        .build()
+        .map_err(|e| failed(format!("cannot start the async runtime: {e}")))?;
+    runtime
+        .block_on(crate::server::serve(config, registry.clone()))
+        .map_err(failed)
 }
 
 fn validate(paths: &Paths, args: ValidateArgs, registry: &JobRegistry) -> Result<(), CliError> {

@@ -38,11 +38,13 @@ pub mod dataset;
 pub mod engine;
 pub mod error;
 pub mod job;
+pub mod jobserver;
 pub mod materialize;
 pub mod partition;
 pub mod pipeline;
 pub mod results;
 pub mod sample;
+pub mod server;
 pub mod store;
 
 pub use error::error_chain;

@@ -111,6 +111,8 @@ pub enum MaterializeError {
         job: String,
         known: String,
     },
+    #[error("stopped before every planned run was done")]
+    Stopped,
     #[error("empty range: `from` ({from}) must be before `to` ({to})")]
     EmptyRange {
         from: DateTime<Utc>,
@@ -149,6 +151,11 @@ impl Materializer {
 
     pub fn cache(&self) -> &Arc<ResultCache> {
         &self.cache
+    }
+
+    /// The folder relative source paths resolve against.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
     }
 
     /// The run graph for `request`, without running anything.
@@ -231,6 +238,20 @@ impl Materializer {
         &self,
         pipeline: &Pipeline,
         request: &RunRequest,
+        on_event: impl FnMut(&RunEvent),
+    ) -> Result<RunReport, MaterializeError> {
+        self.run_until(pipeline, request, &|| false, on_event)
+    }
+
+    /// [`Materializer::run`] that checks `stop` before each run and returns
+    /// [`MaterializeError::Stopped`] once it says so. Runs already committed stay committed;
+    /// the one in progress when `stop` turns true finishes first (a polars computation cannot
+    /// be interrupted), so a partition is never left half-written.
+    pub fn run_until(
+        &self,
+        pipeline: &Pipeline,
+        request: &RunRequest,
+        stop: &dyn Fn() -> bool,
         mut on_event: impl FnMut(&RunEvent),
     ) -> Result<RunReport, MaterializeError> {
         let plan = self.plan(pipeline, request)?;
@@ -241,6 +262,10 @@ impl Materializer {
         // Fingerprint of each planned run once it is fresh or computed; None when it failed.
         let mut fingerprints: Vec<Option<String>> = Vec::with_capacity(plan.runs.len());
         for run in &plan.runs {
+            if stop() {
+                self.store.flush()?;
+                return Err(MaterializeError::Stopped);
+            }
             let started = Instant::now();
             let key = RunKey {
                 pipeline: pipeline.name.clone(),

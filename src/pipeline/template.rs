@@ -42,6 +42,11 @@ pub struct PathTemplate {
 }
 
 impl PathTemplate {
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
     pub fn parse(raw: &str) -> Result<Self, String> {
         if raw.trim().is_empty() {
             return Err("path is empty".to_owned());

@@ -12,6 +12,15 @@
 //! | `result_meta`  | `RunKey` bytes           | `ResultMeta`, JSON (small)        |
 //! | `result_frame` | `RunKey` bytes           | Arrow IPC of the result frame     |
 //! | `result_state` | `RunKey` bytes           | Arrow IPC of the mergeable state  |
+//! | `binaries`     | app, 0, version (u32 BE) | `BinaryMeta`, JSON                |
+//! | `binary_blobs` | sha-256 (hex)            | the uploaded bundle's bytes       |
+//! | `contexts`     | context name             | `ContextDefinition`, JSON         |
+//! | `jobs`         | job id (UUIDv7 text)     | `JobRecord`, JSON                 |
+//! | `job_configs`  | job id                   | the posted config, JSON           |
+//! | `job_results`  | job id                   | Arrow IPC of the job's result     |
+//!
+//! Job ids are UUIDv7: their text sorts by creation time, so "newest jobs first" is a reverse
+//! scan of `jobs`.
 //!
 //! Next to sled's files, `floe-store.json` mirrors the schema version so a
 //! store can be judged without letting sled write to it (see `layout`).
@@ -26,6 +35,7 @@ mod keys;
 mod layout;
 mod results;
 mod runs;
+mod server;
 
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
@@ -40,6 +50,7 @@ pub use error::{BoxedCause, StoreError};
 pub use keys::{KeyError, RunKey};
 pub use results::{NewResult, ResultMeta, StoredResult};
 pub use runs::{RunRecord, RunState};
+pub use server::{BinaryMeta, ContextDefinition, JobFailure, JobRecord, JobStatus};
 
 /// Version of the layout above. Bump it (and add a migration in `Store::open`)
 /// whenever an existing tree changes how it is keyed or encoded; adding a
@@ -53,6 +64,12 @@ mod tree {
     pub(super) const RESULT_META: &str = "result_meta";
     pub(super) const RESULT_FRAME: &str = "result_frame";
     pub(super) const RESULT_STATE: &str = "result_state";
+    pub(super) const BINARIES: &str = "binaries";
+    pub(super) const BINARY_BLOBS: &str = "binary_blobs";
+    pub(super) const CONTEXTS: &str = "contexts";
+    pub(super) const JOBS: &str = "jobs";
+    pub(super) const JOB_CONFIGS: &str = "job_configs";
+    pub(super) const JOB_RESULTS: &str = "job_results";
 }
 
 /// Key of the schema version in the `meta` tree.
@@ -77,6 +94,13 @@ pub struct Store {
     result_frame: sled::Tree,
     /// `RunKey` → state frame IPC, only for results that have one.
     result_state: sled::Tree,
+    /// Job server trees; see `server`.
+    binaries: sled::Tree,
+    binary_blobs: sled::Tree,
+    contexts: sled::Tree,
+    jobs: sled::Tree,
+    job_configs: sled::Tree,
+    job_results: sled::Tree,
 }
 
 impl fmt::Debug for Store {
@@ -218,6 +242,12 @@ impl Store {
             result_meta: open(tree::RESULT_META)?,
             result_frame: open(tree::RESULT_FRAME)?,
             result_state: open(tree::RESULT_STATE)?,
+            binaries: open(tree::BINARIES)?,
+            binary_blobs: open(tree::BINARY_BLOBS)?,
+            contexts: open(tree::CONTEXTS)?,
+            jobs: open(tree::JOBS)?,
+            job_configs: open(tree::JOB_CONFIGS)?,
+            job_results: open(tree::JOB_RESULTS)?,
             path: path.map(Arc::from),
             db,
         })
@@ -356,7 +386,7 @@ fn decode_json<T: DeserializeOwned>(
 /// Encodes a JSON value, naming the tree and key should serde fail.
 fn encode_json<T: Serialize>(
     tree: &'static str,
-    key: &RunKey,
+    key: &dyn fmt::Display,
     value: &T,
 ) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|source| StoreError::Encode {

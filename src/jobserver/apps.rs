@@ -1,0 +1,158 @@
+//! Apps: spark-jobserver's "binaries", which in Floe are pipeline bundles (one YAML pipeline).
+//!
+//! An upload is validated before anything is stored (400 with every problem, each naming its
+//! line and field); a valid upload becomes the app's next version. The pipelines folder is
+//! registered at start-up the same way, one app per pipeline, named after it, so the YAML
+//! pipelines and uploaded bundles are one namespace. A job holds the `Arc<App>` it started
+//! with, so re-uploading an app never changes a job already running.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::job::JobRegistry;
+use crate::pipeline::{Pipeline, check_identifier, parse_pipeline};
+use crate::store::{BinaryMeta, Store, StoreError};
+
+/// One version of an app, validated.
+#[derive(Debug)]
+pub struct App {
+    pub meta: BinaryMeta,
+    /// The pipeline, renamed to the app's name: results are stored under it.
+    pub pipeline: Arc<Pipeline>,
+}
+
+impl App {
+    pub fn name(&self) -> &str {
+        &self.meta.app
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("{0}")]
+    BadName(String),
+    #[error("Binary is not a valid pipeline bundle")]
+    Invalid(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The latest version of every app, in memory, backed by the store.
+#[derive(Debug, Default)]
+pub struct Apps {
+    latest: RwLock<BTreeMap<String, Arc<App>>>,
+}
+
+/// Validates `bytes` as a pipeline for app `name`.
+fn validate(name: &str, bytes: &[u8], registry: &JobRegistry) -> Result<Pipeline, Vec<String>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        vec![format!(
+            "{name}.yaml: the bundle is not UTF-8 text (byte {}); upload the pipeline YAML",
+            e.valid_up_to()
+        )]
+    })?;
+    let mut pipeline = parse_pipeline(text, Path::new(&format!("{name}.yaml")), registry)
+        .map_err(|errors| errors.0.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
+    pipeline.name = name.to_owned();
+    Ok(pipeline)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Apps {
+    pub fn get(&self, name: &str) -> Option<Arc<App>> {
+        self.read().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<App>> {
+        self.read().values().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<App>>> {
+        self.latest
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<App>>> {
+        self.latest
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Validates and stores a new version of `name`. Re-uploading the same bytes as the
+    /// latest version is a no-op that returns it.
+    pub fn upload(
+        &self,
+        store: &Store,
+        registry: &JobRegistry,
+        name: &str,
+        bytes: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<Arc<App>, UploadError> {
+        check_identifier(name).map_err(|e| UploadError::BadName(format!("app name: {e}")))?;
+        let pipeline = validate(name, bytes, registry).map_err(UploadError::Invalid)?;
+        let sha = sha256_hex(bytes);
+        if let Some(current) = self.get(name)
+            && current.meta.sha256 == sha
+        {
+            return Ok(current);
+        }
+        let meta = store.put_binary(name, bytes, &sha, now)?;
+        let app = Arc::new(App {
+            meta,
+            pipeline: Arc::new(pipeline),
+        });
+        self.write().insert(name.to_owned(), app.clone());
+        Ok(app)
+    }
+
+    /// Loads the latest stored version of every app. A stored bundle this Floe no longer
+    /// accepts is skipped with a warning rather than stopping the server.
+    pub fn load_stored(&self, store: &Store, registry: &JobRegistry) -> Result<(), StoreError> {
+        let mut loaded = BTreeMap::new();
+        for (name, meta) in store.binaries_latest()? {
+            let Some(bytes) = store.binary_blob(&meta.sha256)? else {
+                tracing::warn!(app = %name, "stored binary has no content; skipped");
+                continue;
+            };
+            match validate(&name, &bytes, registry) {
+                Ok(pipeline) => {
+                    loaded.insert(
+                        name,
+                        Arc::new(App {
+                            meta,
+                            pipeline: Arc::new(pipeline),
+                        }),
+                    );
+                }
+                Err(errors) => {
+                    tracing::warn!(app = %name, errors = %errors.join("; "), "stored binary no longer validates; skipped");
+                }
+            }
+        }
+        *self.write() = loaded;
+        Ok(())
+    }
+
+    /// Removes `name` from the store and memory; returns whether it existed.
+    pub fn delete(&self, store: &Store, name: &str) -> Result<bool, StoreError> {
+        let deleted = store.delete_binary(name)?;
+        let existed = self.write().remove(name).is_some();
+        Ok(deleted > 0 || existed)
+    }
+
+    /// The stored bytes of the latest version of `name`.
+    pub fn content(&self, store: &Store, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.get(name) {
+            Some(app) => store.binary_blob(&app.meta.sha256),
+            None => Ok(None),
+        }
+    }
+}

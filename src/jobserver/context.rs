@@ -1,0 +1,497 @@
+//! Contexts: long-lived executors with their own worker threads, a bounded job queue and a
+//! registry of named objects.
+//!
+//! spark-jobserver rejects a job with a bare 503 as soon as its slots are taken. Here a
+//! context admits `worker-threads` running jobs plus `queue-length` waiting ones; only past
+//! that is a job refused (429 with `Retry-After` at the HTTP layer). Admission is one atomic
+//! counter, so the check costs nothing on the hot path of a warm context.
+//!
+//! Worker threads are plain OS threads fed by a channel: jobs run polars, which blocks, so
+//! they stay off tokio's async workers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::Value;
+
+use super::objects::NamedObjects;
+
+/// The settings a context is created with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextSettings {
+    /// Jobs running at once, one OS thread each.
+    pub worker_threads: usize,
+    /// Jobs waiting for a thread before new ones are refused.
+    pub queue_length: usize,
+    /// Bytes of named objects the context may hold.
+    pub memory_budget: u64,
+    /// Execution timeout of each job, unless the job's config sets its own.
+    pub job_timeout: Option<Duration>,
+}
+
+impl Default for ContextSettings {
+    fn default() -> Self {
+        ContextSettings {
+            worker_threads: 2,
+            queue_length: 64,
+            memory_budget: 2 << 30,
+            job_timeout: None,
+        }
+    }
+}
+
+/// Settings spark-jobserver clients send that mean nothing to Floe; accepted and ignored so
+/// their scripts keep working.
+fn is_spark_setting(key: &str) -> bool {
+    key.starts_with("spark.")
+        || key.starts_with("launcher.")
+        || matches!(
+            key,
+            "spark"
+                | "launcher"
+                | "context-factory"
+                | "dependent-jar-uris"
+                | "stop-context-on-job-error"
+                | "context-init-timeout"
+                | "forked-jvm-init-timeout"
+                | "passthrough"
+                | "hadoop"
+                | "python"
+        )
+}
+
+impl ContextSettings {
+    /// Applies one `key = value` setting; spark's own settings are ignored.
+    pub fn apply(&mut self, key: &str, value: &Value) -> Result<(), String> {
+        let text = match value {
+            Value::String(s) => s.trim().to_owned(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                if is_spark_setting(key) {
+                    return Ok(());
+                }
+                return Err(format!(
+                    "setting `{key}`: expected a number or a string, found {other}"
+                ));
+            }
+        };
+        let positive = |text: &str| -> Result<usize, String> {
+            match text.parse::<usize>() {
+                Ok(n) if n > 0 && n <= 1024 => Ok(n),
+                _ => Err(format!(
+                    "setting `{key}`: expected a whole number from 1 to 1024, found `{text}`"
+                )),
+            }
+        };
+        match key {
+            "worker-threads" | "max-jobs" | "max-jobs-per-context" | "num-cpu-cores" => {
+                self.worker_threads = positive(&text)?;
+            }
+            "queue-length" => {
+                self.queue_length = text.parse::<usize>().ok().filter(|&n| n <= 1_000_000).ok_or_else(
+                    || format!("setting `{key}`: expected a whole number from 0 to 1000000, found `{text}`"),
+                )?;
+            }
+            "memory-budget" | "memory-per-node" => {
+                self.memory_budget =
+                    parse_bytes(&text).map_err(|e| format!("setting `{key}`: {e}"))?;
+            }
+            "job-timeout" => {
+                self.job_timeout =
+                    Some(parse_duration(&text).map_err(|e| format!("setting `{key}`: {e}"))?);
+            }
+            _ if is_spark_setting(key) => {}
+            _ => {
+                return Err(format!(
+                    "unknown context setting `{key}` (known: worker-threads, queue-length, \
+                     memory-budget, job-timeout)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies every setting of `settings`, collecting all problems.
+    pub fn apply_all(&mut self, settings: &BTreeMap<String, Value>) -> Result<(), Vec<String>> {
+        let errors: Vec<String> = settings
+            .iter()
+            .filter_map(|(key, value)| self.apply(key, value).err())
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The settings as a JSON object, for reports.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "worker-threads": self.worker_threads,
+            "queue-length": self.queue_length,
+            "memory-budget": self.memory_budget,
+            "job-timeout": self.job_timeout.map(|t| humantime::format_duration(t).to_string()),
+        })
+    }
+}
+
+/// `30s`, `5m`, `1h 30m`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
+            Ok(Duration::from_secs_f64(seconds))
+        } else {
+            Err(format!("expected a positive duration, found `{text}`"))
+        };
+    }
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "expected a duration such as `30s`, `5m` or `1h`, found `{text}`"
+        )),
+    }
+}
+
+/// `512m`, `2g`, `1GiB`, `1048576`: sizes as spark and humans write them (powers of 1024).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a size such as `512m` or `2g`, found `{text}`"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}` (use k, m, g or t)"
+            ));
+        }
+    };
+    let bytes = number * multiplier as f64;
+    if bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64 {
+        Ok(bytes as u64)
+    } else {
+        Err(format!("size `{text}` is out of range"))
+    }
+}
+
+/// A unit of work for a worker thread.
+pub type Task = Box<dyn FnOnce() + Send + 'static>;
+
+enum Message {
+    Run(Task),
+    Stop,
+}
+
+/// Refused: the executor's threads and queue are all taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull {
+    pub capacity: usize,
+}
+
+/// Worker threads fed by a channel, with admission control.
+#[derive(Debug)]
+pub struct Executor {
+    sender: Sender<Message>,
+    threads: usize,
+    capacity: usize,
+    /// Jobs admitted and not yet done: running plus queued.
+    admitted: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Executor {
+    pub fn start(name: &str, threads: usize, queue_length: usize) -> Arc<Executor> {
+        let (sender, receiver) = crossbeam_channel::unbounded::<Message>();
+        let admitted = Arc::new(AtomicUsize::new(0));
+        let running = Arc::new(AtomicUsize::new(0));
+        let workers = (0..threads)
+            .filter_map(|index| {
+                let receiver: Receiver<Message> = receiver.clone();
+                let admitted = admitted.clone();
+                let running = running.clone();
+                std::thread::Builder::new()
+                    .name(format!("floe-{name}-{index}"))
+                    .spawn(move || worker_loop(&receiver, &admitted, &running))
+                    .map_err(|e| tracing::error!(context = name, error = %e, "cannot start a worker thread"))
+                    .ok()
+            })
+            .collect();
+        Arc::new(Executor {
+            sender,
+            threads,
+            capacity: threads + queue_length,
+            admitted,
+            running,
+            workers: Mutex::new(workers),
+        })
+    }
+
+    /// Takes a place for one job, or refuses when every thread is busy and the queue is
+    /// full. The place is given back if the reservation is dropped unused, so a caller can
+    /// reserve, then record the job, then submit, and never record a job it must refuse.
+    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, QueueFull> {
+        let before = self.admitted.fetch_add(1, Ordering::AcqRel);
+        if before >= self.capacity {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(QueueFull {
+                capacity: self.capacity,
+            });
+        }
+        Ok(Reservation {
+            executor: Some(self.clone()),
+        })
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Acquire)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.admitted
+            .load(Ordering::Acquire)
+            .saturating_sub(self.running())
+    }
+
+    /// Asks the threads to exit once the jobs already queued are done (cancelled jobs finish
+    /// at once). Does not wait.
+    pub fn stop(&self) {
+        for _ in 0..self.threads {
+            let _ = self.sender.send(Message::Stop);
+        }
+    }
+
+    /// Waits up to `grace` for the worker threads to exit; returns whether they all did.
+    pub fn join(&self, grace: Duration) -> bool {
+        let deadline = std::time::Instant::now() + grace;
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        while workers.iter().any(|w| !w.is_finished()) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for worker in workers.drain(..) {
+            let _ = worker.join();
+        }
+        true
+    }
+}
+
+fn worker_loop(receiver: &Receiver<Message>, admitted: &AtomicUsize, running: &AtomicUsize) {
+    while let Ok(message) = receiver.recv() {
+        match message {
+            Message::Run(task) => {
+                running.fetch_add(1, Ordering::AcqRel);
+                // A panic in a job must not kill the thread (the job itself records it).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+                running.fetch_sub(1, Ordering::AcqRel);
+                admitted.fetch_sub(1, Ordering::AcqRel);
+            }
+            Message::Stop => break,
+        }
+    }
+}
+
+/// A place in an executor's threads or queue; see [`Executor::reserve`].
+#[derive(Debug)]
+pub struct Reservation {
+    executor: Option<Arc<Executor>>,
+}
+
+impl Reservation {
+    /// Queues `task` in the reserved place.
+    pub fn submit(mut self, task: Task) {
+        if let Some(executor) = self.executor.take()
+            && let Err(crossbeam_channel::SendError(Message::Run(task))) =
+                executor.sender.send(Message::Run(task))
+        {
+            // The threads were stopped (context deleted meanwhile): run the task here so
+            // the job still reaches a final state, which it does at once when cancelled.
+            executor.admitted.fetch_sub(1, Ordering::AcqRel);
+            task();
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(executor) = self.executor.take() {
+            executor.admitted.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// A context: an executor and named objects, under a name.
+#[derive(Debug)]
+pub struct Context {
+    pub name: String,
+    pub id: String,
+    pub start_time: DateTime<Utc>,
+    pub settings: ContextSettings,
+    /// The settings as given, kept for the store and for reports.
+    pub given: BTreeMap<String, Value>,
+    pub executor: Arc<Executor>,
+    pub objects: Arc<NamedObjects>,
+    /// Ad-hoc contexts share one executor and live for one job.
+    pub adhoc: bool,
+    stopping: AtomicBool,
+}
+
+impl Context {
+    pub fn start(
+        name: &str,
+        id: String,
+        start_time: DateTime<Utc>,
+        settings: ContextSettings,
+        given: BTreeMap<String, Value>,
+    ) -> Context {
+        let executor = Executor::start(name, settings.worker_threads, settings.queue_length);
+        Context {
+            name: name.to_owned(),
+            id,
+            start_time,
+            objects: Arc::new(NamedObjects::new(settings.memory_budget)),
+            settings,
+            given,
+            executor,
+            adhoc: false,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// A one-job context on the shared ad-hoc executor, with its own empty named objects.
+    pub fn adhoc(
+        executor: Arc<Executor>,
+        settings: &ContextSettings,
+        id: String,
+        start_time: DateTime<Utc>,
+    ) -> Context {
+        Context {
+            name: String::new(),
+            id,
+            start_time,
+            settings: settings.clone(),
+            given: BTreeMap::new(),
+            executor,
+            objects: Arc::new(NamedObjects::new(settings.memory_budget)),
+            adhoc: true,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Marks the context stopping and asks its threads to exit; named objects are freed.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if !self.adhoc {
+            self.executor.stop();
+        }
+        self.objects.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse_like_spark_settings() {
+        assert_eq!(parse_bytes("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert_eq!(
+            parse_bytes("12q").unwrap_err(),
+            "unknown size unit `q` in `12q` (use k, m, g or t)"
+        );
+        assert!(parse_bytes("m").is_err());
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn settings_accept_aliases_ignore_spark_keys_and_name_unknown_ones() {
+        let mut settings = ContextSettings::default();
+        let given: BTreeMap<String, Value> = [
+            ("num-cpu-cores", Value::from(4)),
+            ("memory-per-node", Value::from("512m")),
+            ("spark.executor.memory", Value::from("1g")),
+            ("context-factory", Value::from("x.Y")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        settings.apply_all(&given).unwrap();
+        assert_eq!(settings.worker_threads, 4);
+        assert_eq!(settings.memory_budget, 512 << 20);
+        let errors = settings
+            .apply_all(
+                &[
+                    ("workers".to_owned(), Value::from(2)),
+                    ("queue-length".to_owned(), Value::from("-1")),
+                ]
+                .into_iter()
+                .collect(),
+            )
+            .unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert!(
+            errors[0].contains("expected a whole number from 0"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("unknown context setting `workers`"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn executor_admits_threads_plus_queue_then_refuses() {
+        let executor = Executor::start("test", 1, 2);
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Arc::new(Mutex::new(release_rx));
+        let (done_tx, done_rx) = mpsc::channel::<usize>();
+        for i in 0..3 {
+            let release_rx = release_rx.clone();
+            let done_tx = done_tx.clone();
+            executor.reserve().unwrap().submit(Box::new(move || {
+                let _ = release_rx.lock().unwrap().recv();
+                let _ = done_tx.send(i);
+            }));
+        }
+        assert_eq!(executor.reserve().unwrap_err(), QueueFull { capacity: 3 });
+        // The refusal gave its place back: still three admitted.
+        assert_eq!(executor.queued() + executor.running(), 3);
+        for _ in 0..3 {
+            release_tx.send(()).unwrap();
+        }
+        let mut done: Vec<usize> = (0..3).map(|_| done_rx.recv().unwrap()).collect();
+        done.sort();
+        assert_eq!(done, [0, 1, 2]);
+        executor.stop();
+        assert!(executor.join(Duration::from_secs(5)));
+        assert_eq!(executor.queued(), 0);
+    }
+}

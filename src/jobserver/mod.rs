@@ -1,0 +1,1194 @@
+//! The job server's core, without HTTP: apps, contexts, and jobs from submission to a final
+//! state that survives restarts.
+//!
+//! A job's life:
+//!
+//! ```text
+//!  submit ── plan (400/404 now, not later) ── reserve a place (429 when the queue is full)
+//!         ── record RUNNING + config in sled ── queue on the context's executor
+//!  worker ── run (safe points: before each input, before and after polars, before storing)
+//!         ── FINISHED + result in one transaction │ ERROR with {message, errorClass, stack}
+//!  kill / timeout / context delete ── KILLED or ERROR at once; the worker drops its result
+//! ```
+//!
+//! Exactly one path finalises a job: the record is finalised under its lock, and whoever
+//! finds it already final backs off. After a restart, jobs left RUNNING are resolved by
+//! [`JobServer::recover`]: materialisations are re-run under the same id (they are
+//! idempotent), anything else ends ERROR "server restarted before the job finished".
+
+pub mod apps;
+pub mod context;
+pub mod objects;
+pub mod plan;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use polars::prelude::*;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+use tracing::{info, info_span, warn};
+
+use crate::clock::Clock;
+use crate::engine::{encode_ipc, resolve_source_files, scan_source_window};
+use crate::error::error_chain;
+use crate::job::{JobContext, JobInput, JobRegistry};
+use crate::materialize::{MaterializeError, Materializer, RunEvent, RunOutcome, RunRequest};
+use crate::partition::{Grain, Window};
+use crate::results::read_job_results;
+use crate::store::{ContextDefinition, JobFailure, JobRecord, JobStatus, Store, StoreError};
+
+use self::apps::{App, Apps};
+use self::context::{Context, ContextSettings, Executor, QueueFull};
+use self::plan::{
+    BuiltinPlan, InputSpec, JobPlan, PIPELINE_RUN_CLASS, PipelinePlan, PlanError, ScanTarget,
+};
+
+/// The name spark-jobserver reports for an ad-hoc context.
+pub const ADHOC_CONTEXT: &str = "<<ad-hoc>>";
+
+/// Server-wide settings of the core.
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    /// Defaults of every context created over REST.
+    pub context_defaults: ContextSettings,
+    /// Ad-hoc jobs share one executor with these settings; each gets its own named objects.
+    pub adhoc: ContextSettings,
+    /// Finished jobs kept; the oldest beyond this are deleted with their configs and results.
+    pub job_history: usize,
+}
+
+impl Default for CoreSettings {
+    fn default() -> Self {
+        CoreSettings {
+            context_defaults: ContextSettings::default(),
+            adhoc: ContextSettings {
+                worker_threads: 4,
+                queue_length: 256,
+                ..ContextSettings::default()
+            },
+            job_history: 100_000,
+        }
+    }
+}
+
+/// Why a job should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum StopReason {
+    None = 0,
+    Killed = 1,
+    TimedOut = 2,
+    ContextDeleted = 3,
+    Shutdown = 4,
+}
+
+impl StopReason {
+    fn from_u8(value: u8) -> StopReason {
+        match value {
+            1 => StopReason::Killed,
+            2 => StopReason::TimedOut,
+            3 => StopReason::ContextDeleted,
+            4 => StopReason::Shutdown,
+            _ => StopReason::None,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A job that has not reached a final state yet (and, briefly, one that just did).
+pub struct LiveJob {
+    pub id: String,
+    pub context: Arc<Context>,
+    record: Mutex<JobRecord>,
+    stop: AtomicU8,
+    queued: AtomicBool,
+    result: Mutex<Option<DataFrame>>,
+    done: watch::Sender<bool>,
+    /// The execution timeout, and the timer enforcing it once the job runs.
+    timeout: Option<Duration>,
+    timer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl fmt::Debug for LiveJob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveJob")
+            .field("id", &self.id)
+            .field("status", &self.record().status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveJob {
+    pub fn record(&self) -> JobRecord {
+        lock(&self.record).clone()
+    }
+
+    /// Waiting for a worker thread.
+    pub fn is_queued(&self) -> bool {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The result of a finished job, kept in memory for the sync answer.
+    pub fn result(&self) -> Option<DataFrame> {
+        lock(&self.result).clone()
+    }
+
+    fn stop_reason(&self) -> StopReason {
+        StopReason::from_u8(self.stop.load(Ordering::Acquire))
+    }
+
+    /// Waits until the job is final or `timeout` passes; returns whether it is final.
+    pub async fn wait(&self, timeout: Duration) -> bool {
+        let mut done = self.done.subscribe();
+        tokio::time::timeout(timeout, done.wait_for(|final_| *final_))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// How a job ended.
+enum Outcome {
+    Finished(DataFrame),
+    Failed(JobFailure),
+    Killed(String),
+}
+
+/// A failure while running, before it becomes an `Outcome`.
+#[derive(Debug)]
+enum ExecError {
+    /// A stop was requested; whoever requested it finalises the job.
+    Stopped,
+    Failed {
+        message: String,
+        class: &'static str,
+    },
+}
+
+impl ExecError {
+    fn failed(class: &'static str) -> impl FnOnce(String) -> ExecError {
+        move |message| ExecError::Failed { message, class }
+    }
+}
+
+/// Why `submit` refused a job.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("VALIDATION FAILED")]
+    Invalid(Vec<String>),
+    #[error("context {0} not found")]
+    ContextNotFound(String),
+    #[error("Context stop in progress")]
+    ContextStopping,
+    #[error("Too many jobs ({capacity} running and queued) for job context '{context}'")]
+    QueueFull { context: String, capacity: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What `kill` did.
+#[derive(Debug)]
+pub enum KillOutcome {
+    Killed,
+    /// The job had already failed; spark-jobserver answers with its error.
+    AlreadyFailed(Option<JobFailure>),
+    /// Finished or killed before: nothing running to kill.
+    NotRunning,
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("context name {0:?} is invalid: {1}")]
+    BadName(String, String),
+    #[error("context {0} exists")]
+    Exists(String),
+    #[error("context {0} not found")]
+    NotFound(String),
+    #[error("invalid context settings: {}", .0.join("; "))]
+    Settings(Vec<String>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Jobs ended per status, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct JobCounters {
+    pub submitted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub finished: AtomicU64,
+    pub error: AtomicU64,
+    pub killed: AtomicU64,
+}
+
+/// A job submission, as parsed from the request.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub app: Option<String>,
+    pub class_path: String,
+    pub context: Option<String>,
+    /// The config, parsed; stored as JSON.
+    pub config: Map<String, Value>,
+}
+
+/// The job server's state.
+pub struct JobServer {
+    store: Store,
+    materializer: Materializer,
+    clock: Arc<dyn Clock>,
+    registry: JobRegistry,
+    pub apps: Apps,
+    contexts: RwLock<BTreeMap<String, Arc<Context>>>,
+    adhoc: Arc<Executor>,
+    settings: CoreSettings,
+    live: Mutex<HashMap<String, Arc<LiveJob>>>,
+    pipeline_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    runtime: tokio::runtime::Handle,
+    pub counters: JobCounters,
+    stored_jobs: AtomicUsize,
+    sweeping: AtomicBool,
+    shutting_down: AtomicBool,
+    me: Weak<JobServer>,
+}
+
+impl fmt::Debug for JobServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JobServer")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobServer {
+    /// Creates the core. Call [`JobServer::recover`] next, before serving requests.
+    pub fn new(
+        materializer: Materializer,
+        registry: JobRegistry,
+        clock: Arc<dyn Clock>,
+        settings: CoreSettings,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<JobServer> {
+        let adhoc = Executor::start(
+            "adhoc",
+            settings.adhoc.worker_threads,
+            settings.adhoc.queue_length,
+        );
+        Arc::new_cyclic(|me| JobServer {
+            store: materializer.store().clone(),
+            materializer,
+            clock,
+            registry,
+            apps: Apps::default(),
+            contexts: RwLock::new(BTreeMap::new()),
+            adhoc,
+            settings,
+            live: Mutex::new(HashMap::new()),
+            pipeline_locks: Mutex::new(HashMap::new()),
+            runtime,
+            counters: JobCounters::default(),
+            stored_jobs: AtomicUsize::new(0),
+            sweeping: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            me: me.clone(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn materializer(&self) -> &Materializer {
+        &self.materializer
+    }
+
+    pub fn registry(&self) -> &JobRegistry {
+        &self.registry
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    // ---- start-up --------------------------------------------------------------------------
+
+    /// Loads stored apps, registers the pipelines folder's files as apps, recreates stored and
+    /// predefined contexts, and resolves every job a previous process left RUNNING.
+    pub fn recover(
+        &self,
+        pipeline_files: &[(String, Vec<u8>)],
+        predefined: &BTreeMap<String, BTreeMap<String, Value>>,
+    ) -> Result<(), String> {
+        self.apps
+            .load_stored(&self.store, &self.registry)
+            .map_err(|e| error_chain(&e))?;
+        for (name, bytes) in pipeline_files {
+            self.apps
+                .upload(&self.store, &self.registry, name, bytes, self.clock.now())
+                .map_err(|e| match e {
+                    apps::UploadError::Invalid(errors) => errors.join("\n"),
+                    other => error_chain(&other),
+                })?;
+        }
+        let stored = self
+            .store
+            .context_definitions()
+            .map_err(|e| error_chain(&e))?;
+        for definition in stored {
+            if predefined.contains_key(&definition.name) {
+                continue;
+            }
+            let (name, settings) = (definition.name.clone(), definition.settings.clone());
+            if let Err(e) = self.start_context(&name, settings, Some(definition)) {
+                warn!(error = %e, "stored context not restarted");
+            }
+        }
+        for (name, settings) in predefined {
+            self.start_context(name, settings.clone(), None)
+                .map_err(|e| format!("predefined context {name}: {e}"))?;
+        }
+        self.resolve_interrupted_jobs().map_err(|e| error_chain(&e))
+    }
+
+    fn resolve_interrupted_jobs(&self) -> Result<(), StoreError> {
+        let mut interrupted = Vec::new();
+        let mut count = 0;
+        for record in self.store.jobs_oldest_first() {
+            let record = record?;
+            count += 1;
+            if !record.status.is_final() {
+                interrupted.push(record);
+            }
+        }
+        self.stored_jobs.store(count, Ordering::Relaxed);
+        for mut record in interrupted {
+            if record.rerun_on_restart && self.rerun(&record).is_ok() {
+                info!(job_id = %record.id, "re-running a materialisation interrupted by a restart");
+                continue;
+            }
+            record.status = JobStatus::Error;
+            record.end_time = Some(self.clock.now());
+            record.failure = Some(JobFailure {
+                message: "server restarted before the job finished".to_owned(),
+                error_class: "floe.ServerRestarted".to_owned(),
+                stack: String::new(),
+            });
+            self.store.update_job(&record, None)?;
+            info!(job_id = %record.id, "job interrupted by a restart marked ERROR");
+        }
+        Ok(())
+    }
+
+    fn rerun(&self, record: &JobRecord) -> Result<(), String> {
+        let config = self
+            .store
+            .job_config(&record.id)
+            .map_err(|e| error_chain(&e))?
+            .ok_or("no stored config")?;
+        let config: Map<String, Value> =
+            serde_json::from_slice(&config).map_err(|e| e.to_string())?;
+        let submission = Submission {
+            app: record.app.clone(),
+            class_path: record.class_path.clone(),
+            context: (!record.context.is_empty()).then(|| record.context.clone()),
+            config,
+        };
+        let this = self.me.upgrade().ok_or("server gone")?;
+        this.submit_as(submission, Some(record.clone()))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    // ---- contexts --------------------------------------------------------------------------
+
+    /// Creates and persists a context.
+    pub fn create_context(
+        &self,
+        name: &str,
+        given: BTreeMap<String, Value>,
+    ) -> Result<Arc<Context>, ContextError> {
+        self.start_context(name, given, None)
+    }
+
+    fn start_context(
+        &self,
+        name: &str,
+        given: BTreeMap<String, Value>,
+        stored: Option<ContextDefinition>,
+    ) -> Result<Arc<Context>, ContextError> {
+        let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !starts_with_letter {
+            return Err(ContextError::BadName(
+                name.to_owned(),
+                "context name must start with letters".to_owned(),
+            ));
+        }
+        if let Err(e) = crate::pipeline::check_identifier(&name.replace('-', "_")) {
+            return Err(ContextError::BadName(name.to_owned(), e));
+        }
+        let mut settings = self.settings.context_defaults.clone();
+        settings.apply_all(&given).map_err(ContextError::Settings)?;
+        let mut contexts = self
+            .contexts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if contexts.contains_key(name) {
+            return Err(ContextError::Exists(name.to_owned()));
+        }
+        let definition = stored.unwrap_or_else(|| ContextDefinition {
+            name: name.to_owned(),
+            id: uuid::Uuid::now_v7().to_string(),
+            start_time: self.clock.now(),
+            settings: given.clone(),
+        });
+        self.store.put_context(&definition)?;
+        let context = Arc::new(Context::start(
+            name,
+            definition.id.clone(),
+            definition.start_time,
+            settings,
+            given,
+        ));
+        contexts.insert(name.to_owned(), context.clone());
+        info!(context = name, "context started");
+        Ok(context)
+    }
+
+    pub fn context(&self, name: &str) -> Option<Arc<Context>> {
+        self.contexts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    pub fn context_names(&self) -> Vec<String> {
+        self.contexts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn contexts(&self) -> Vec<Arc<Context>> {
+        self.contexts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Stops a context: its jobs are killed, its named objects freed, its definition deleted.
+    pub fn delete_context(&self, name: &str) -> Result<(), ContextError> {
+        let context = self
+            .contexts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+            .ok_or_else(|| ContextError::NotFound(name.to_owned()))?;
+        context.stop();
+        for job in self.live_jobs() {
+            if Arc::ptr_eq(&job.context, &context) {
+                self.stop_job(&job, StopReason::ContextDeleted);
+            }
+        }
+        self.store.delete_context(name)?;
+        info!(context = name, "context stopped");
+        Ok(())
+    }
+
+    // ---- jobs ------------------------------------------------------------------------------
+
+    fn live_jobs(&self) -> Vec<Arc<LiveJob>> {
+        lock(&self.live).values().cloned().collect()
+    }
+
+    pub fn live_job(&self, id: &str) -> Option<Arc<LiveJob>> {
+        lock(&self.live).get(id).cloned()
+    }
+
+    /// Jobs neither final nor finished: (running, queued), for metrics.
+    pub fn live_counts(&self) -> (usize, usize) {
+        let live = lock(&self.live);
+        let queued = live.values().filter(|j| j.is_queued()).count();
+        (live.len() - queued, queued)
+    }
+
+    /// Plans, records and queues a job.
+    pub fn submit(&self, submission: Submission) -> Result<Arc<LiveJob>, SubmitError> {
+        self.submit_as(submission, None)
+    }
+
+    /// `resume` re-runs a stored job under its own id (restart recovery).
+    fn submit_as(
+        &self,
+        submission: Submission,
+        resume: Option<JobRecord>,
+    ) -> Result<Arc<LiveJob>, SubmitError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let plan = plan::plan(
+            &self.apps,
+            submission.app.as_deref(),
+            &submission.class_path,
+            &submission.config,
+        )
+        .map_err(|e| match e {
+            PlanError::NotFound(message) => SubmitError::NotFound(message),
+            PlanError::Invalid(errors) => SubmitError::Invalid(errors),
+        })?;
+        let config_timeout =
+            plan::job_timeout(&submission.config).map_err(|e| SubmitError::Invalid(vec![e]))?;
+
+        let now = self.clock.now();
+        let id = resume
+            .as_ref()
+            .map_or_else(|| uuid::Uuid::now_v7().to_string(), |r| r.id.clone());
+        let context = match &submission.context {
+            Some(name) => {
+                let context = self
+                    .context(name)
+                    .ok_or_else(|| SubmitError::ContextNotFound(name.clone()))?;
+                if context.is_stopping() {
+                    return Err(SubmitError::ContextStopping);
+                }
+                context
+            }
+            None => Arc::new(Context::adhoc(
+                self.adhoc.clone(),
+                &self.settings.adhoc,
+                format!("{id}-{}", submission.class_path),
+                now,
+            )),
+        };
+        let reservation = context
+            .executor
+            .reserve()
+            .map_err(|QueueFull { capacity }| {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                SubmitError::QueueFull {
+                    context: if context.adhoc {
+                        "ad-hoc".to_owned()
+                    } else {
+                        context.name.clone()
+                    },
+                    capacity,
+                }
+            })?;
+        let timeout = config_timeout.or(context.settings.job_timeout);
+        let (app, app_version) = match &plan {
+            JobPlan::Pipeline(p) => (Some(p.app.name().to_owned()), Some(p.app.meta.version)),
+            JobPlan::Builtin(_) => (
+                submission.app.clone(),
+                submission
+                    .app
+                    .as_deref()
+                    .and_then(|a| self.apps.get(a))
+                    .map(|a| a.meta.version),
+            ),
+        };
+        let class_path = match &plan {
+            JobPlan::Pipeline(p) if p.target.is_none() => PIPELINE_RUN_CLASS.to_owned(),
+            _ => submission.class_path.clone(),
+        };
+        let record = JobRecord {
+            id: id.clone(),
+            class_path,
+            app,
+            app_version,
+            context: context.name.clone(),
+            context_id: context.id.clone(),
+            status: JobStatus::Running,
+            start_time: resume.as_ref().map_or(now, |r| r.start_time),
+            end_time: None,
+            failure: None,
+            result_rows: None,
+            rerun_on_restart: matches!(plan, JobPlan::Pipeline(_)),
+        };
+        if resume.is_some() {
+            self.store.update_job(&record, None)?;
+        } else {
+            let config = serde_json::to_vec(&submission.config).unwrap_or_else(|_| b"{}".to_vec());
+            self.store.insert_job(&record, &config)?;
+            self.stored_jobs.fetch_add(1, Ordering::Relaxed);
+        }
+        let live = Arc::new(LiveJob {
+            id: id.clone(),
+            context,
+            record: Mutex::new(record),
+            stop: AtomicU8::new(StopReason::None as u8),
+            queued: AtomicBool::new(true),
+            result: Mutex::new(None),
+            done: watch::Sender::new(false),
+            timeout,
+            timer: Mutex::new(None),
+        });
+        lock(&self.live).insert(id, live.clone());
+        self.counters.submitted.fetch_add(1, Ordering::Relaxed);
+        let me = self.me.clone();
+        let job = live.clone();
+        reservation.submit(Box::new(move || {
+            if let Some(server) = me.upgrade() {
+                server.run_job(&job, plan);
+            }
+        }));
+        Ok(live)
+    }
+
+    /// Runs on a worker thread.
+    fn run_job(&self, live: &Arc<LiveJob>, plan: JobPlan) {
+        live.queued.store(false, Ordering::Release);
+        if live.stop_reason() != StopReason::None {
+            return; // Killed while queued: already final.
+        }
+        let span = info_span!("job", job_id = %live.id, class = %lock(&live.record).class_path);
+        let _entered = span.enter();
+        if let Some(timeout) = live.timeout {
+            let me = self.me.clone();
+            let job = live.clone();
+            let timer = self.runtime.spawn(async move {
+                tokio::time::sleep(timeout).await;
+                if let Some(server) = me.upgrade() {
+                    server.stop_job(&job, StopReason::TimedOut);
+                }
+            });
+            *lock(&live.timer) = Some(timer);
+        }
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(live, &plan)));
+        let outcome = match result {
+            Ok(Ok(frame)) => Outcome::Finished(frame),
+            Ok(Err(ExecError::Stopped)) => return,
+            Ok(Err(ExecError::Failed { message, class })) => Outcome::Failed(JobFailure {
+                message,
+                error_class: class.to_owned(),
+                stack: String::new(),
+            }),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                Outcome::Failed(JobFailure {
+                    message: format!("the job panicked: {what}"),
+                    error_class: "floe.JobPanicked".to_owned(),
+                    stack: String::new(),
+                })
+            }
+        };
+        self.finalize(live, outcome);
+    }
+
+    /// Requests a stop and finalises the job now; the worker discards whatever it computes.
+    fn stop_job(&self, live: &LiveJob, reason: StopReason) {
+        if live
+            .stop
+            .compare_exchange(
+                StopReason::None as u8,
+                reason as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return;
+        }
+        let outcome = match reason {
+            StopReason::TimedOut => {
+                let limit = live.timeout.unwrap_or_default();
+                Outcome::Failed(JobFailure {
+                    message: format!(
+                        "job timed out after {} (its execution timeout)",
+                        humantime::format_duration(limit)
+                    ),
+                    error_class: "floe.JobTimeout".to_owned(),
+                    stack: String::new(),
+                })
+            }
+            StopReason::ContextDeleted => {
+                Outcome::Killed(format!("context {} was deleted", live.context.name))
+            }
+            StopReason::Shutdown => Outcome::Failed(JobFailure {
+                message: "server shut down before the job finished".to_owned(),
+                error_class: "floe.ServerShutdown".to_owned(),
+                stack: String::new(),
+            }),
+            StopReason::Killed | StopReason::None => {
+                Outcome::Killed("killed by request".to_owned())
+            }
+        };
+        self.finalize(live, outcome);
+    }
+
+    /// Moves a job to its final state, once; later calls do nothing.
+    fn finalize(&self, live: &LiveJob, outcome: Outcome) {
+        let mut record = lock(&live.record);
+        if record.status.is_final() {
+            return;
+        }
+        record.end_time = Some(self.clock.now());
+        let mut ipc = None;
+        let mut frame = None;
+        match outcome {
+            Outcome::Finished(result) => match encode_ipc(&result) {
+                Ok(bytes) => {
+                    record.status = JobStatus::Finished;
+                    record.result_rows = Some(result.height() as u64);
+                    ipc = Some(bytes);
+                    frame = Some(result);
+                }
+                Err(e) => {
+                    record.status = JobStatus::Error;
+                    record.failure = Some(JobFailure {
+                        message: format!("cannot encode the result: {e}"),
+                        error_class: "floe.ResultEncoding".to_owned(),
+                        stack: String::new(),
+                    });
+                }
+            },
+            Outcome::Failed(failure) => {
+                record.status = JobStatus::Error;
+                record.failure = Some(failure);
+            }
+            Outcome::Killed(message) => {
+                record.status = JobStatus::Killed;
+                record.failure = Some(JobFailure {
+                    message,
+                    error_class: "floe.JobKilled".to_owned(),
+                    stack: String::new(),
+                });
+            }
+        }
+        if let Err(e) = self.store.update_job(&record, ipc.as_deref()) {
+            warn!(job_id = %live.id, error = %error_chain(&e), "cannot store the job's final state");
+            record.status = JobStatus::Error;
+            record.result_rows = None;
+            record.failure = Some(JobFailure {
+                message: format!("cannot store the result: {}", error_chain(&e)),
+                error_class: "floe.StoreError".to_owned(),
+                stack: String::new(),
+            });
+            frame = None;
+            let _ = self.store.update_job(&record, None);
+        }
+        let status = record.status;
+        drop(record);
+        *lock(&live.result) = frame;
+        match status {
+            JobStatus::Finished => &self.counters.finished,
+            JobStatus::Killed => &self.counters.killed,
+            _ => &self.counters.error,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        if let Some(timer) = lock(&live.timer).take() {
+            timer.abort();
+        }
+        if live.context.adhoc {
+            live.context.objects.clear();
+        }
+        lock(&self.live).remove(&live.id);
+        live.done.send_replace(true);
+        self.maybe_sweep();
+    }
+
+    /// Kills a job (`DELETE /jobs/{id}`).
+    pub fn kill(&self, id: &str) -> Result<KillOutcome, StoreError> {
+        if let Some(live) = self.live_job(id) {
+            self.stop_job(&live, StopReason::Killed);
+            return Ok(match live.record().status {
+                JobStatus::Killed => KillOutcome::Killed,
+                JobStatus::Error => KillOutcome::AlreadyFailed(live.record().failure),
+                _ => KillOutcome::NotRunning,
+            });
+        }
+        Ok(match self.store.job(id)? {
+            None => KillOutcome::NotFound,
+            Some(record) if record.status == JobStatus::Error => {
+                KillOutcome::AlreadyFailed(record.failure)
+            }
+            Some(_) => KillOutcome::NotRunning,
+        })
+    }
+
+    /// Deletes the oldest finished jobs beyond the history limit, off the caller's thread.
+    fn maybe_sweep(&self) {
+        let limit = self.settings.job_history;
+        // 10% slack so the sweep runs in batches, not after every job.
+        if self.stored_jobs.load(Ordering::Relaxed) <= limit + limit / 10 + 1
+            || self.sweeping.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let me = self.me.clone();
+        self.runtime.spawn_blocking(move || {
+            if let Some(server) = me.upgrade() {
+                if let Err(e) = server.sweep(limit) {
+                    warn!(error = %error_chain(&e), "job history sweep failed");
+                }
+                server.sweeping.store(false, Ordering::Release);
+            }
+        });
+    }
+
+    fn sweep(&self, limit: usize) -> Result<(), StoreError> {
+        let mut excess = self
+            .stored_jobs
+            .load(Ordering::Relaxed)
+            .saturating_sub(limit);
+        let mut victims = Vec::new();
+        for record in self.store.jobs_oldest_first() {
+            if excess == 0 {
+                break;
+            }
+            let record = record?;
+            if record.status.is_final() {
+                victims.push(record.id);
+                excess -= 1;
+            }
+        }
+        for id in &victims {
+            self.store.delete_job(id)?;
+            self.stored_jobs.fetch_sub(1, Ordering::Relaxed);
+        }
+        info!(deleted = victims.len(), "job history trimmed");
+        Ok(())
+    }
+
+    /// Refuses new jobs, waits up to `grace` for running ones, then records the rest as
+    /// ERROR "server shut down" so none is left RUNNING, and flushes the store.
+    pub fn shutdown(&self, grace: Duration) {
+        self.shutting_down.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + grace;
+        while !lock(&self.live).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for job in self.live_jobs() {
+            self.stop_job(&job, StopReason::Shutdown);
+        }
+        for context in self.contexts() {
+            context.stop();
+        }
+        if let Err(e) = self.store.flush() {
+            warn!(error = %error_chain(&e), "cannot flush the store at shutdown");
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    // ---- execution -------------------------------------------------------------------------
+
+    fn checkpoint(live: &LiveJob) -> Result<(), ExecError> {
+        if live.stop_reason() == StopReason::None {
+            Ok(())
+        } else {
+            Err(ExecError::Stopped)
+        }
+    }
+
+    fn execute(&self, live: &LiveJob, plan: &JobPlan) -> Result<DataFrame, ExecError> {
+        match plan {
+            JobPlan::Pipeline(plan) => self.execute_pipeline(live, plan),
+            JobPlan::Builtin(plan) => self.execute_builtin(live, plan),
+        }
+    }
+
+    fn pipeline_lock(&self, pipeline: &str) -> Arc<Mutex<()>> {
+        lock(&self.pipeline_locks)
+            .entry(pipeline.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    fn execute_pipeline(
+        &self,
+        live: &LiveJob,
+        plan: &PipelinePlan,
+    ) -> Result<DataFrame, ExecError> {
+        // One materialisation per pipeline at a time: two jobs asking for the same partitions
+        // must not compute and commit them twice.
+        let guard = self.pipeline_lock(plan.app.name());
+        let _held = lock(&guard);
+        Self::checkpoint(live)?;
+        let request = RunRequest {
+            jobs: plan.jobs.clone(),
+            from: plan.from,
+            to: plan.to,
+            force: plan.force,
+        };
+        let mut events: Vec<RunEvent> = Vec::new();
+        let report = self
+            .materializer
+            .run_until(
+                &plan.app.pipeline,
+                &request,
+                &|| live.stop_reason() != StopReason::None,
+                |event| events.push(event.clone()),
+            )
+            .map_err(|e| match e {
+                MaterializeError::Stopped => ExecError::Stopped,
+                other => ExecError::Failed {
+                    message: error_chain(&other),
+                    class: "floe.MaterializeError",
+                },
+            })?;
+        if !report.is_success() {
+            let first = report
+                .failed
+                .first()
+                .map(|(key, error)| format!("; first: {key}: {error}"))
+                .unwrap_or_default();
+            return Err(ExecError::Failed {
+                message: format!(
+                    "{} of {} runs failed, {} skipped because an upstream run failed{first}",
+                    report.failed.len(),
+                    report.planned,
+                    report.upstream_failed
+                ),
+                class: "floe.RunFailed",
+            });
+        }
+        Self::checkpoint(live)?;
+        match &plan.target {
+            Some(job) => read_job_results(
+                &self.materializer,
+                &plan.app.pipeline,
+                job,
+                plan.from,
+                plan.to,
+            )
+            .map(|results| results.frame)
+            .map_err(|e| ExecError::Failed {
+                message: e.to_string(),
+                class: "floe.ResultsError",
+            }),
+            None => events_frame(&events).map_err(|e| ExecError::Failed {
+                message: e.to_string(),
+                class: "floe.ResultEncoding",
+            }),
+        }
+    }
+
+    fn execute_builtin(&self, live: &LiveJob, plan: &BuiltinPlan) -> Result<DataFrame, ExecError> {
+        let objects = &live.context.objects;
+        let mut inputs = BTreeMap::new();
+        for (name, spec) in &plan.inputs {
+            Self::checkpoint(live)?;
+            let frame = match spec {
+                InputSpec::Object(object) => objects
+                    .get(object)
+                    .map(|o| o.frame.as_ref().clone().lazy())
+                    .ok_or_else(|| {
+                        let known: Vec<String> =
+                            objects.summaries().into_iter().map(|s| s.name).collect();
+                        ExecError::Failed {
+                            message: format!(
+                                "named object `{object}` not found in context {} (objects: {})",
+                                context_label(&live.context),
+                                if known.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    known.join(", ")
+                                }
+                            ),
+                            class: "floe.NamedObjectNotFound",
+                        }
+                    })?,
+                InputSpec::Scan {
+                    app,
+                    what,
+                    from,
+                    to,
+                    cache_as,
+                } => {
+                    let window = Window {
+                        start: *from,
+                        end: *to,
+                    };
+                    match cache_as {
+                        None => self.scan(app, what, &window)?,
+                        Some(object) => objects
+                            .get_or_create(object, self.clock.now(), || {
+                                let frame = self.scan(app, what, &window).map_err(|e| match e {
+                                    ExecError::Failed { message, .. } => message,
+                                    ExecError::Stopped => "stopped".to_owned(),
+                                })?;
+                                frame.collect().map_err(|e| {
+                                    format!(
+                                        "cannot build named object `{object}`: {}",
+                                        crate::job::builtin::short_polars_error(&e)
+                                    )
+                                })
+                            })
+                            .map_err(ExecError::failed("floe.NamedObjectError"))?
+                            .frame
+                            .as_ref()
+                            .clone()
+                            .lazy(),
+                    }
+                }
+            };
+            inputs.insert(
+                name.clone(),
+                JobInput {
+                    frame,
+                    states: None,
+                    upstream_kind: None,
+                },
+            );
+        }
+        Self::checkpoint(live)?;
+        let ctx = JobContext {
+            pipeline: ADHOC_CONTEXT,
+            job: plan.class,
+            // Built-in classes do not look at the grain; an ad-hoc run has none of its own.
+            grain: Grain::Hourly,
+            window: plan::input_span(&plan.inputs),
+            inputs: &inputs,
+        };
+        let output = plan.job.run(&ctx).map_err(|e| ExecError::Failed {
+            message: e.to_string(),
+            class: "floe.JobFailed",
+        })?;
+        Self::checkpoint(live)?;
+        if let Some(name) = &plan.publish {
+            objects
+                .put(name, output.frame.clone(), self.clock.now())
+                .map_err(ExecError::failed("floe.NamedObjectError"))?;
+        }
+        Ok(output.frame)
+    }
+
+    fn scan(&self, app: &App, what: &ScanTarget, window: &Window) -> Result<LazyFrame, ExecError> {
+        match what {
+            ScanTarget::Source(name) => {
+                let source = app
+                    .pipeline
+                    .sources
+                    .get(name)
+                    .ok_or_else(|| ExecError::Failed {
+                        message: format!("app {} has no source `{name}`", app.name()),
+                        class: "floe.SourceError",
+                    })?;
+                let files = resolve_source_files(source, self.materializer.data_dir(), window)
+                    .map_err(|e| ExecError::Failed {
+                        message: e.to_string(),
+                        class: "floe.SourceError",
+                    })?;
+                scan_source_window(source, &files, window).map_err(|e| ExecError::Failed {
+                    message: e.to_string(),
+                    class: "floe.SourceError",
+                })
+            }
+            ScanTarget::Results(job) => {
+                let results = read_job_results(
+                    &self.materializer,
+                    &app.pipeline,
+                    job,
+                    window.start,
+                    window.end,
+                )
+                .map_err(|e| ExecError::Failed {
+                    message: e.to_string(),
+                    class: "floe.ResultsError",
+                })?;
+                if let Some(first) = results.missing.first() {
+                    return Err(ExecError::Failed {
+                        message: format!(
+                            "{} partitions of {}/{job} in the range are not materialised (first: \
+                             {}); run them first (POST /pipelines/{}/runs)",
+                            results.missing.len(),
+                            app.name(),
+                            first.to_rfc3339(),
+                            app.name()
+                        ),
+                        class: "floe.ResultsMissing",
+                    });
+                }
+                Ok(results.frame.lazy())
+            }
+        }
+    }
+}
+
+/// How a context is named in messages.
+pub fn context_label(context: &Context) -> &str {
+    if context.adhoc {
+        ADHOC_CONTEXT
+    } else {
+        &context.name
+    }
+}
+
+/// The runs of a pipeline run as a frame: job, partition, outcome, rows, error, milliseconds.
+fn events_frame(events: &[RunEvent]) -> PolarsResult<DataFrame> {
+    let mut jobs = Vec::with_capacity(events.len());
+    let mut partitions = Vec::with_capacity(events.len());
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut rows: Vec<Option<u64>> = Vec::with_capacity(events.len());
+    let mut errors: Vec<Option<String>> = Vec::with_capacity(events.len());
+    let mut millis = Vec::with_capacity(events.len());
+    for event in events {
+        jobs.push(event.key.job.clone());
+        partitions.push(event.key.partition_start.to_rfc3339());
+        let (outcome, row_count, error) = match &event.outcome {
+            RunOutcome::Fresh => ("fresh", None, None),
+            RunOutcome::Computed { rows } => ("computed", Some(*rows), None),
+            RunOutcome::Failed { error } => ("failed", None, Some(error.clone())),
+            RunOutcome::UpstreamFailed { upstream } => (
+                "upstream_failed",
+                None,
+                Some(format!("upstream {upstream} failed")),
+            ),
+        };
+        outcomes.push(outcome);
+        rows.push(row_count);
+        errors.push(error);
+        millis.push(event.elapsed_ms);
+    }
+    df!(
+        "job" => jobs,
+        "partition_start" => partitions,
+        "outcome" => outcomes,
+        "rows" => rows,
+        "error" => errors,
+        "elapsed_ms" => millis,
+    )
+}
+
+/// The label of a record's context, as spark-jobserver reports it.
+pub fn record_context_label(record: &JobRecord) -> &str {
+    if record.context.is_empty() {
+        ADHOC_CONTEXT
+    } else {
+        &record.context
+    }
+}
+
+impl JobServer {
+    /// Ids of jobs not yet final that run against `app` (what blocks deleting it).
+    pub fn jobs_using_app(&self, app: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .live_jobs()
+            .iter()
+            .filter(|job| job.record().app.as_deref() == Some(app))
+            .map(|job| job.id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+}

@@ -1,0 +1,632 @@
+//! Floe's own routes: pipelines with their runs and results, SQL queries over results and named
+//! objects, and the operations routes. Errors here are `{"error": {"code", "message"}}`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use polars::prelude::*;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::http::{ApiError, Page, ResultFormat, json_response, rows_json, stream_frame};
+use super::metrics::{escape, family};
+use super::sjs::{body_error, job_report, query_params, timestamp};
+use crate::error::error_chain;
+use crate::job::builtin::Sql;
+use crate::job::{Job, JobContext, JobInput};
+use crate::jobserver::apps::App;
+use crate::jobserver::plan::PIPELINE_RUN_CLASS;
+use crate::jobserver::{Submission, SubmitError};
+use crate::partition::{Grain, Window, parse_instant};
+use crate::results::read_job_results;
+use crate::store::{JobStatus, RunState};
+
+fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, ApiError> {
+    state.core.apps.get(pipeline).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "pipeline `{pipeline}` not found (pipelines: {})",
+            state
+                .core
+                .apps
+                .all()
+                .iter()
+                .map(|a| a.name().to_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
+fn params(uri: &Uri) -> Result<BTreeMap<String, String>, ApiError> {
+    query_params(uri).map_err(|_| ApiError::bad_request("malformed query string"))
+}
+
+fn instant_param(
+    params: &BTreeMap<String, String>,
+    key: &str,
+    app: &App,
+) -> Result<Option<DateTime<Utc>>, ApiError> {
+    params
+        .get(key)
+        .map(|text| {
+            parse_instant(text, app.pipeline.timezone)
+                .map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")))
+        })
+        .transpose()
+}
+
+fn usize_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<usize>, ApiError> {
+    params
+        .get(key)
+        .map(|v| {
+            v.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("`{key}` must be a whole number, found `{v}`"))
+            })
+        })
+        .transpose()
+}
+
+fn grain_name(grain: Grain) -> &'static str {
+    match grain {
+        Grain::Hourly => "hourly",
+        Grain::Daily => "daily",
+        Grain::Weekly => "weekly",
+        Grain::Monthly => "monthly",
+    }
+}
+
+fn pipeline_summary(app: &App) -> Value {
+    let p = &app.pipeline;
+    json!({
+        "name": app.name(),
+        "version": app.meta.version,
+        "description": p.description,
+        "timezone": p.timezone.name(),
+        "start": timestamp(p.start),
+        "end": p.end.map(timestamp),
+        "jobs": p.dag.topological_order(),
+    })
+}
+
+pub(super) async fn list_pipelines(State(state): State<AppState>) -> Response {
+    let list: Vec<Value> = state
+        .core
+        .apps
+        .all()
+        .iter()
+        .map(|app| pipeline_summary(app))
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(list))
+}
+
+pub(super) async fn get_pipeline(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+) -> Result<Response, ApiError> {
+    let app = app_or_404(&state, &pipeline)?;
+    let p = &app.pipeline;
+    let mut body = pipeline_summary(&app);
+    let jobs: Vec<Value> = p
+        .jobs_in_order()
+        .map(|def| {
+            json!({
+                "name": def.name,
+                "kind": def.kind(),
+                "grain": grain_name(def.grain),
+                "inputs": def.inputs.iter().map(|i| i.name()).collect::<Vec<_>>(),
+                "retries": def.retries,
+                "timeout": def.timeout.map(|t| humantime::format_duration(t).to_string()),
+            })
+        })
+        .collect();
+    let mut edges = Vec::new();
+    for def in p.jobs_in_order() {
+        for input in &def.inputs {
+            if let crate::pipeline::InputRef::Job(upstream) = input {
+                edges.push(json!({ "from": upstream, "to": def.name }));
+            }
+        }
+    }
+    let sources: Vec<Value> = p
+        .sources
+        .values()
+        .map(|s| {
+            json!({
+                "name": s.name,
+                "format": s.format.as_str(),
+                "path": s.path.as_str(),
+                "timeColumn": s.time_column,
+                "timezone": s.timezone.name(),
+            })
+        })
+        .collect();
+    body["jobs"] = Value::Array(jobs);
+    body["edges"] = Value::Array(edges);
+    body["sources"] = Value::Array(sources);
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub(super) async fn list_runs(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let app = app_or_404(&state, &pipeline)?;
+    let params = params(&uri)?;
+    let from = instant_param(&params, "from", &app)?.unwrap_or(DateTime::UNIX_EPOCH);
+    let to = instant_param(&params, "to", &app)?.unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let limit = usize_param(&params, "limit")?.unwrap_or(1000);
+    let job = params.get("job").cloned();
+    if let Some(job) = &job
+        && app.pipeline.job(job).is_none()
+    {
+        return Err(ApiError::not_found(format!(
+            "pipeline `{pipeline}` has no job `{job}`"
+        )));
+    }
+    let status = match params.get("status").map(|s| s.to_ascii_lowercase()) {
+        None => None,
+        Some(s) => Some(
+            [
+                RunState::Pending,
+                RunState::Running,
+                RunState::Succeeded,
+                RunState::Failed,
+            ]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "unknown run status `{s}` (expected pending, running, succeeded or failed)"
+                ))
+            })?,
+        ),
+    };
+    let store = state.core.store().clone();
+    let jobs: Vec<String> = match job {
+        Some(job) => vec![job],
+        None => app.pipeline.dag.topological_order().to_vec(),
+    };
+    let name = app.name().to_owned();
+    let runs = tokio::task::spawn_blocking(move || {
+        let mut runs = Vec::new();
+        for job in &jobs {
+            for (key, record) in store.runs_of_job(&name, job, from, to)? {
+                if status.is_some_and(|s| s != record.state) {
+                    continue;
+                }
+                let rows = store.result_meta(&key)?.map(|m| m.rows);
+                runs.push(json!({
+                    "job": key.job,
+                    "partitionStart": timestamp(key.partition_start),
+                    "partitionEnd": timestamp(record.partition_end),
+                    "state": record.state.as_str(),
+                    "attempts": record.attempts,
+                    "updatedAt": record.finished_at.or(record.started_at).map(timestamp),
+                    "rows": rows,
+                    "error": record.error,
+                }));
+                if runs.len() >= limit {
+                    return Ok(runs);
+                }
+            }
+        }
+        Ok::<_, crate::store::StoreError>(runs)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(error_chain(&e)))?;
+    Ok(json_response(StatusCode::OK, &Value::Array(runs)))
+}
+
+fn submit_error(e: SubmitError) -> ApiError {
+    match e {
+        SubmitError::NotFound(m) => ApiError::not_found(m),
+        SubmitError::Invalid(errors) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            errors.join("; "),
+        ),
+        SubmitError::ContextNotFound(name) => {
+            ApiError::not_found(format!("context {name} not found"))
+        }
+        SubmitError::ContextStopping => ApiError::new(
+            StatusCode::CONFLICT,
+            "context_stopping",
+            "Context stop in progress",
+        ),
+        e @ SubmitError::QueueFull { .. } => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
+        }
+        SubmitError::ShuttingDown => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        ),
+        SubmitError::Store(e) => ApiError::internal(error_chain(&e)),
+    }
+}
+
+fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+    let body = body.map_err(|rejection| {
+        let (status, message) = body_error(&rejection);
+        ApiError::new(status, "bad_body", message)
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "the body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+pub(super) async fn start_run(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    app_or_404(&state, &pipeline)?;
+    let mut config = json_body(body)?;
+    let context = match config.remove("context") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) => Some(name),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`context`: expected a context name, found {other}"
+            )));
+        }
+    };
+    let submission = Submission {
+        app: Some(pipeline),
+        class_path: PIPELINE_RUN_CLASS.to_owned(),
+        context,
+        config,
+    };
+    let live = state.core.submit(submission).map_err(submit_error)?;
+    let record = live.record();
+    let mut response = json_response(
+        StatusCode::ACCEPTED,
+        &Value::Object(job_report(&record, live.is_queued(), JobStatus::Started)),
+    );
+    if let Ok(location) = HeaderValue::from_str(&format!("/jobs/{}", live.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// A frame answered as a JSON page or streamed in another format.
+fn frame_response(
+    frame: DataFrame,
+    format: ResultFormat,
+    page: Page,
+    stem: &str,
+    mut envelope: Map<String, Value>,
+) -> Result<Response, ApiError> {
+    if format != ResultFormat::Json {
+        return Ok(stream_frame(frame, format, stem));
+    }
+    let total = frame.height();
+    let rows = rows_json(&page.slice(&frame)).map_err(ApiError::internal)?;
+    envelope.insert("total".into(), json!(total));
+    envelope.insert("offset".into(), json!(page.offset));
+    envelope.insert("limit".into(), json!(page.limit));
+    envelope.insert(
+        "rows".into(),
+        serde_json::to_value(&rows).unwrap_or(Value::Null),
+    );
+    Ok(json_response(StatusCode::OK, &Value::Object(envelope)))
+}
+
+fn page_and_format(
+    params: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(Page, ResultFormat), ApiError> {
+    let format = ResultFormat::negotiate(params.get("format").map(String::as_str), headers)
+        .map_err(|e| ApiError::new(StatusCode::NOT_ACCEPTABLE, "not_acceptable", e))?;
+    let page = Page::new(
+        usize_param(params, "offset")?,
+        usize_param(params, "limit")?,
+    )
+    .map_err(ApiError::bad_request)?;
+    Ok((page, format))
+}
+
+pub(super) async fn job_results(
+    State(state): State<AppState>,
+    Path((pipeline, job)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let app = app_or_404(&state, &pipeline)?;
+    if app.pipeline.job(&job).is_none() {
+        return Err(ApiError::not_found(format!(
+            "pipeline `{pipeline}` has no job `{job}` (jobs: {})",
+            app.pipeline.dag.topological_order().join(", ")
+        )));
+    }
+    let params = params(&uri)?;
+    let (page, format) = page_and_format(&params, &headers)?;
+    let from = instant_param(&params, "from", &app)?.unwrap_or(app.pipeline.start);
+    let to = match instant_param(&params, "to", &app)? {
+        Some(to) => to,
+        None => state.core.clock().now(),
+    };
+    if from >= to {
+        return Err(ApiError::bad_request(format!(
+            "`from` ({}) must be before `to` ({})",
+            timestamp(from),
+            timestamp(to)
+        )));
+    }
+    let core = state.core.clone();
+    let job_name = job.clone();
+    let results = tokio::task::spawn_blocking(move || {
+        read_job_results(core.materializer(), &app.pipeline, &job_name, from, to)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut envelope = Map::new();
+    envelope.insert("pipeline".into(), json!(pipeline));
+    envelope.insert("job".into(), json!(job));
+    envelope.insert(
+        "missing".into(),
+        json!(
+            results
+                .missing
+                .iter()
+                .map(|m| timestamp(*m))
+                .collect::<Vec<_>>()
+        ),
+    );
+    frame_response(
+        results.frame,
+        format,
+        page,
+        &format!("{pipeline}-{job}"),
+        envelope,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    sql: String,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    offset: Option<usize>,
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// Separates pipeline and job in a results table name: `shop__sales_per_category_daily`.
+pub(super) const TABLE_SEPARATOR: &str = "__";
+
+pub(super) async fn query(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_body(body)?;
+    let request: QueryRequest = serde_json::from_value(Value::Object(body))
+        .map_err(|e| ApiError::bad_request(format!("query request: {e}")))?;
+    let format = ResultFormat::negotiate(request.format.as_deref(), &headers)
+        .map_err(|e| ApiError::new(StatusCode::NOT_ACCEPTABLE, "not_acceptable", e))?;
+    let page = Page::new(request.offset, request.limit).map_err(ApiError::bad_request)?;
+    let sql = Sql::new(&request.sql).map_err(|e| ApiError::bad_request(e.join("; ")))?;
+    let context = match &request.context {
+        Some(name) => Some(
+            state
+                .core
+                .context(name)
+                .ok_or_else(|| ApiError::not_found(format!("context {name} not found")))?,
+        ),
+        None => None,
+    };
+    let core = state.core.clone();
+    let now = core.clock().now();
+    let frame = tokio::task::spawn_blocking(move || -> Result<DataFrame, ApiError> {
+        let mut inputs = BTreeMap::new();
+        for table in sql.tables() {
+            let object = context.as_ref().and_then(|c| c.objects.get(table));
+            let frame = match object {
+                Some(object) => object.frame.as_ref().clone().lazy(),
+                None => {
+                    let (pipeline, job) = table.split_once(TABLE_SEPARATOR).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "unknown table `{table}`: name a named object of the context, or a \
+                             job's results as <pipeline>{TABLE_SEPARATOR}<job>"
+                        ))
+                    })?;
+                    let app = core.apps.get(pipeline).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "table `{table}`: pipeline `{pipeline}` not found"
+                        ))
+                    })?;
+                    let tz = app.pipeline.timezone;
+                    let parse = |text: &Option<String>, key: &str| {
+                        text.as_deref()
+                            .map(|t| {
+                                parse_instant(t, tz)
+                                    .map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")))
+                            })
+                            .transpose()
+                    };
+                    let from = parse(&request.from, "from")?.unwrap_or(app.pipeline.start);
+                    let to = parse(&request.to, "to")?.unwrap_or(now);
+                    read_job_results(core.materializer(), &app.pipeline, job, from, to)
+                        .map_err(|e| ApiError::bad_request(format!("table `{table}`: {e}")))?
+                        .frame
+                        .lazy()
+                }
+            };
+            inputs.insert(
+                table.clone(),
+                JobInput {
+                    frame,
+                    states: None,
+                    upstream_kind: None,
+                },
+            );
+        }
+        let ctx = JobContext {
+            pipeline: "query",
+            job: "query",
+            grain: Grain::Hourly,
+            window: Window {
+                start: DateTime::UNIX_EPOCH,
+                end: now,
+            },
+            inputs: &inputs,
+        };
+        sql.run(&ctx)
+            .map(|output| output.frame)
+            .map_err(|e| ApiError::bad_request(format!("query failed: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    frame_response(frame, format, page, "query", Map::new())
+}
+
+// ---- operations --------------------------------------------------------------------------
+
+pub(super) async fn healthz() -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({ "status": "SUCCESS", "result": "alive" }),
+    )
+}
+
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    if state.core.is_shutting_down() {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "ERROR", "result": "shutting down" }),
+        )
+    } else {
+        json_response(
+            StatusCode::OK,
+            &json!({ "status": "SUCCESS", "result": "ready" }),
+        )
+    }
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::with_capacity(8 * 1024);
+    state.http_metrics.render(&mut out);
+    let counters = &state.core.counters;
+    let load =
+        |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    let (running, queued) = state.core.live_counts();
+    family(
+        &mut out,
+        "floe_jobs_total",
+        "counter",
+        "Jobs by final status; `rejected` were refused with 429.",
+        &[
+            ("status=\"FINISHED\"".to_owned(), load(&counters.finished)),
+            ("status=\"ERROR\"".to_owned(), load(&counters.error)),
+            ("status=\"KILLED\"".to_owned(), load(&counters.killed)),
+            ("status=\"rejected\"".to_owned(), load(&counters.rejected)),
+        ],
+    );
+    family(
+        &mut out,
+        "floe_jobs_submitted_total",
+        "counter",
+        "Jobs accepted.",
+        &[(String::new(), load(&counters.submitted))],
+    );
+    family(
+        &mut out,
+        "floe_jobs_live",
+        "gauge",
+        "Jobs not final yet, by state.",
+        &[
+            ("state=\"running\"".to_owned(), running as f64),
+            ("state=\"queued\"".to_owned(), queued as f64),
+        ],
+    );
+    let contexts = state.core.contexts();
+    let per_context =
+        |f: &dyn Fn(&crate::jobserver::context::Context) -> f64| -> Vec<(String, f64)> {
+            contexts
+                .iter()
+                .map(|c| (format!("context=\"{}\"", escape(&c.name)), f(c)))
+                .collect()
+        };
+    family(
+        &mut out,
+        "floe_context_queue_depth",
+        "gauge",
+        "Jobs waiting for a worker thread, per context.",
+        &per_context(&|c| c.executor.queued() as f64),
+    );
+    family(
+        &mut out,
+        "floe_context_running_jobs",
+        "gauge",
+        "Jobs running, per context.",
+        &per_context(&|c| c.executor.running() as f64),
+    );
+    family(
+        &mut out,
+        "floe_named_object_bytes",
+        "gauge",
+        "Bytes of named objects held, per context.",
+        &per_context(&|c| c.objects.used() as f64),
+    );
+    let cache = state.core.materializer().cache();
+    family(
+        &mut out,
+        "floe_result_cache_hits_total",
+        "counter",
+        "Upstream partition reads served from memory.",
+        &[(String::new(), cache.hits() as f64)],
+    );
+    family(
+        &mut out,
+        "floe_result_cache_misses_total",
+        "counter",
+        "Upstream partition reads that went to the store.",
+        &[(String::new(), cache.misses() as f64)],
+    );
+    family(
+        &mut out,
+        "floe_result_cache_bytes",
+        "gauge",
+        "Bytes held by the result cache.",
+        &[(String::new(), cache.bytes() as f64)],
+    );
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        out,
+    )
+        .into_response()
+}
+
+pub(super) async fn openapi(State(state): State<AppState>) -> Response {
+    json_response(StatusCode::OK, &state.openapi)
+}

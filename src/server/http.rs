@@ -1,0 +1,355 @@
+//! Response building shared by every route: spark-jobserver's `{status, result}` envelope, Floe's
+//! `{error: {code, message}}`, result formats chosen by `Accept` or `format=`, and streaming of
+//! large results off the async workers.
+//!
+//! Results are written by polars' own writers on a blocking thread into a channel that feeds
+//! the response body, so a large CSV or Parquet download never sits whole in memory twice and
+//! never blocks an async worker.
+
+use std::io::Write;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use polars::prelude::*;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// A JSON response with `status`.
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+/// spark-jobserver's envelope: `{"status": label, "result": result}`.
+pub(super) fn sjs(status: StatusCode, label: &str, result: impl Into<Value>) -> Response {
+    json_response(status, &json!({ "status": label, "result": result.into() }))
+}
+
+/// spark-jobserver's error envelope: `{"status": "ERROR", "result": message}`.
+pub(super) fn sjs_error(status: StatusCode, message: impl Into<String>) -> Response {
+    sjs(status, "ERROR", message.into())
+}
+
+/// Floe's error for its own routes: `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
+}
+
+impl ApiError {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub(super) fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub(super) fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        json_response(
+            self.status,
+            &json!({ "error": { "code": self.code, "message": self.message } }),
+        )
+    }
+}
+
+/// How a result is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ResultFormat {
+    Json,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+pub(super) const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+pub(super) const PARQUET: &str = "application/vnd.apache.parquet";
+
+impl ResultFormat {
+    fn from_name(name: &str) -> Option<ResultFormat> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "json" => Some(ResultFormat::Json),
+            "csv" => Some(ResultFormat::Csv),
+            "arrow" | "ipc" | "arrow-stream" => Some(ResultFormat::Arrow),
+            "parquet" => Some(ResultFormat::Parquet),
+            _ => None,
+        }
+    }
+
+    fn from_media_type(media: &str) -> Option<ResultFormat> {
+        match media.trim().to_ascii_lowercase().as_str() {
+            "application/json" | "*/*" | "application/*" => Some(ResultFormat::Json),
+            "text/csv" | "text/*" => Some(ResultFormat::Csv),
+            ARROW_STREAM | "application/vnd.apache.arrow.file" => Some(ResultFormat::Arrow),
+            PARQUET | "application/parquet" | "application/x-parquet" => {
+                Some(ResultFormat::Parquet)
+            }
+            _ => None,
+        }
+    }
+
+    /// `format=` wins; otherwise the first `Accept` entry Floe can produce (by q-value);
+    /// no `Accept` means JSON.
+    pub(super) fn negotiate(
+        format: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Result<ResultFormat, String> {
+        if let Some(name) = format {
+            return ResultFormat::from_name(name).ok_or_else(|| {
+                format!("unknown format `{name}` (expected json, csv, arrow or parquet)")
+            });
+        }
+        let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+            return Ok(ResultFormat::Json);
+        };
+        let mut choices: Vec<(f32, usize, &str)> = accept
+            .split(',')
+            .enumerate()
+            .map(|(position, entry)| {
+                let mut parts = entry.split(';');
+                let media = parts.next().unwrap_or_default().trim();
+                let q = parts
+                    .filter_map(|p| p.trim().strip_prefix("q="))
+                    .find_map(|q| q.parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                (q, position, media)
+            })
+            .filter(|(q, _, _)| *q > 0.0)
+            .collect();
+        choices.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        choices
+            .iter()
+            .find_map(|(_, _, media)| ResultFormat::from_media_type(media))
+            .ok_or_else(|| {
+                format!(
+                    "cannot produce any of `{accept}` (available: application/json, text/csv, \
+                     {ARROW_STREAM}, {PARQUET})"
+                )
+            })
+    }
+
+    pub(super) fn content_type(self) -> &'static str {
+        match self {
+            ResultFormat::Json => "application/json",
+            ResultFormat::Csv => "text/csv; charset=utf-8",
+            ResultFormat::Arrow => ARROW_STREAM,
+            ResultFormat::Parquet => PARQUET,
+        }
+    }
+}
+
+/// The rows of `frame` as a JSON array of objects, ready to embed without re-parsing.
+pub(super) fn rows_json(frame: &DataFrame) -> Result<Box<RawValue>, String> {
+    let mut frame = frame.clone();
+    let mut buffer = Vec::with_capacity(64 + frame.height() * 32);
+    JsonWriter::new(&mut buffer)
+        .with_json_format(JsonFormat::Json)
+        .finish(&mut frame)
+        .map_err(|e| format!("cannot write the result as JSON: {e}"))?;
+    if buffer.is_empty() {
+        buffer.extend_from_slice(b"[]");
+    }
+    let text = String::from_utf8(buffer).map_err(|e| format!("result JSON is not UTF-8: {e}"))?;
+    RawValue::from_string(text).map_err(|e| format!("result JSON is invalid: {e}"))
+}
+
+/// Sends body chunks from a blocking writer to the response body.
+struct ChannelWriter {
+    sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+const CHUNK: usize = 256 * 1024;
+
+impl ChannelWriter {
+    fn send_buffer(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= CHUNK {
+            self.send_buffer()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send_buffer()
+    }
+}
+
+/// Streams `frame` in a binary or CSV `format`, written on a blocking thread.
+pub(super) fn stream_frame(frame: DataFrame, format: ResultFormat, file_stem: &str) -> Response {
+    let (sender, mut receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut frame = frame;
+        let mut writer = ChannelWriter {
+            sender: sender.clone(),
+            buffer: Vec::with_capacity(CHUNK),
+        };
+        let written = match format {
+            ResultFormat::Csv => CsvWriter::new(&mut writer)
+                .include_header(true)
+                .finish(&mut frame)
+                .map(drop),
+            ResultFormat::Arrow => IpcStreamWriter::new(&mut writer)
+                .finish(&mut frame)
+                .map(drop),
+            ResultFormat::Parquet => ParquetWriter::new(&mut writer).finish(&mut frame).map(drop),
+            ResultFormat::Json => JsonWriter::new(&mut writer)
+                .with_json_format(JsonFormat::Json)
+                .finish(&mut frame)
+                .map(drop),
+        };
+        let flushed = written
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|()| writer.flush());
+        if let Err(e) = flushed {
+            // The body ends with an error: the client sees a broken transfer, not a
+            // truncated file that looks complete.
+            let _ = sender.blocking_send(Err(e));
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
+    let extension = match format {
+        ResultFormat::Json => "json",
+        ResultFormat::Csv => "csv",
+        ResultFormat::Arrow => "arrows",
+        ResultFormat::Parquet => "parquet",
+    };
+    let disposition = format!("attachment; filename=\"{file_stem}.{extension}\"");
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+/// `offset` and `limit` for JSON pages, with defaults and bounds.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Page {
+    pub(super) offset: usize,
+    pub(super) limit: usize,
+}
+
+pub(super) const DEFAULT_PAGE: usize = 1000;
+pub(super) const MAX_PAGE: usize = 100_000;
+
+impl Page {
+    pub(super) fn new(offset: Option<usize>, limit: Option<usize>) -> Result<Page, String> {
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(format!(
+                "`limit` must be between 1 and {MAX_PAGE} rows per page, found {limit}; \
+                 download whole results as CSV, Arrow or Parquet"
+            ));
+        }
+        Ok(Page {
+            offset: offset.unwrap_or(0),
+            limit,
+        })
+    }
+
+    pub(super) fn slice(&self, frame: &DataFrame) -> DataFrame {
+        let offset = self.offset.min(frame.height());
+        frame.slice(offset as i64, self.limit)
+    }
+
+    pub(super) fn json(&self, total: usize) -> Value {
+        json!({ "offset": self.offset, "limit": self.limit, "total": total })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn negotiation_prefers_format_then_accept_by_quality() {
+        let none = HeaderMap::new();
+        assert_eq!(ResultFormat::negotiate(None, &none), Ok(ResultFormat::Json));
+        assert_eq!(
+            ResultFormat::negotiate(Some("parquet"), &accept("text/csv")),
+            Ok(ResultFormat::Parquet)
+        );
+        assert_eq!(
+            ResultFormat::negotiate(
+                None,
+                &accept("text/csv;q=0.5, application/vnd.apache.arrow.stream")
+            ),
+            Ok(ResultFormat::Arrow)
+        );
+        assert_eq!(
+            ResultFormat::negotiate(None, &accept("*/*")),
+            Ok(ResultFormat::Json)
+        );
+        assert!(
+            ResultFormat::negotiate(None, &accept("image/png"))
+                .unwrap_err()
+                .starts_with("cannot produce any of `image/png`")
+        );
+        assert!(ResultFormat::negotiate(Some("xml"), &none).is_err());
+    }
+
+    #[test]
+    fn rows_render_as_a_json_array_of_objects() {
+        let frame = df!("a" => [1i64, 2], "b" => ["x", "y"]).unwrap();
+        let json = rows_json(&frame).unwrap();
+        let value: Value = serde_json::from_str(json.get()).unwrap();
+        assert_eq!(value, json!([{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]));
+        let empty = frame.slice(0, 0);
+        let value: Value = serde_json::from_str(rows_json(&empty).unwrap().get()).unwrap();
+        assert_eq!(value, json!([]));
+    }
+}

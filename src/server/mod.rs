@@ -1,0 +1,349 @@
+//! `floe serve`: the HTTP face of the job server (axum on tokio).
+//!
+//! Owns the routes, their table (so a test can hold them against `api/openapi.yaml`), request
+//! metrics, body limits, and start-up and graceful shutdown. The work itself is in
+//! [`crate::jobserver`]; handlers parse, call it, and shape answers. Blocking work (polars,
+//! reading large results) runs on blocking threads, never on the async workers.
+
+pub mod config;
+mod floe;
+pub mod hocon;
+mod http;
+pub mod metrics;
+mod sjs;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{MethodRouter, on};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::clock::{Clock, SystemClock};
+use crate::engine::ResultCache;
+use crate::error::error_chain;
+use crate::job::JobRegistry;
+use crate::jobserver::JobServer;
+use crate::materialize::Materializer;
+use crate::store::Store;
+
+pub use config::ServerConfig;
+
+/// The OpenAPI spec, embedded so the binary serves the spec it was built with.
+pub const OPENAPI_YAML: &str = include_str!("../../api/openapi.yaml");
+
+/// What every handler can reach.
+#[derive(Clone)]
+#[allow(missing_debug_implementations)] // Holds the whole server; nothing useful to print.
+pub struct AppState {
+    pub core: Arc<JobServer>,
+    pub config: Arc<ServerConfig>,
+    pub http_metrics: Arc<metrics::HttpMetrics>,
+    pub openapi: Arc<Value>,
+}
+
+/// A route: method, path template, and whether it takes uploads (the larger body limit).
+type RouteEntry = (Method, &'static str, MethodRouter<AppState>, bool);
+
+fn route_table() -> Vec<RouteEntry> {
+    use axum::routing::MethodFilter as M;
+    vec![
+        (
+            Method::GET,
+            "/binaries",
+            on(M::GET, sjs::list_binaries),
+            false,
+        ),
+        (
+            Method::GET,
+            "/binaries/{app}",
+            on(M::GET, sjs::get_binary),
+            false,
+        ),
+        (
+            Method::POST,
+            "/binaries/{app}",
+            on(M::POST, sjs::upload_binary),
+            true,
+        ),
+        (
+            Method::DELETE,
+            "/binaries/{app}",
+            on(M::DELETE, sjs::delete_binary),
+            false,
+        ),
+        (
+            Method::GET,
+            "/contexts",
+            on(M::GET, sjs::list_contexts),
+            false,
+        ),
+        (
+            Method::GET,
+            "/contexts/{name}",
+            on(M::GET, sjs::get_context),
+            false,
+        ),
+        (
+            Method::POST,
+            "/contexts/{name}",
+            on(M::POST, sjs::create_context),
+            false,
+        ),
+        (
+            Method::DELETE,
+            "/contexts/{name}",
+            on(M::DELETE, sjs::delete_context),
+            false,
+        ),
+        (Method::GET, "/jobs", on(M::GET, sjs::list_jobs), false),
+        (Method::POST, "/jobs", on(M::POST, sjs::submit_job), false),
+        (Method::GET, "/jobs/{id}", on(M::GET, sjs::get_job), false),
+        (
+            Method::DELETE,
+            "/jobs/{id}",
+            on(M::DELETE, sjs::kill_job),
+            false,
+        ),
+        (
+            Method::GET,
+            "/jobs/{id}/config",
+            on(M::GET, sjs::get_job_config),
+            false,
+        ),
+        (
+            Method::GET,
+            "/pipelines",
+            on(M::GET, floe::list_pipelines),
+            false,
+        ),
+        (
+            Method::GET,
+            "/pipelines/{pipeline}",
+            on(M::GET, floe::get_pipeline),
+            false,
+        ),
+        (
+            Method::GET,
+            "/pipelines/{pipeline}/runs",
+            on(M::GET, floe::list_runs),
+            false,
+        ),
+        (
+            Method::POST,
+            "/pipelines/{pipeline}/runs",
+            on(M::POST, floe::start_run),
+            false,
+        ),
+        (
+            Method::GET,
+            "/pipelines/{pipeline}/jobs/{job}/results",
+            on(M::GET, floe::job_results),
+            false,
+        ),
+        (Method::POST, "/query", on(M::POST, floe::query), false),
+        (Method::GET, "/healthz", on(M::GET, floe::healthz), false),
+        (Method::GET, "/readyz", on(M::GET, floe::readyz), false),
+        (Method::GET, "/metrics", on(M::GET, floe::metrics), false),
+        (
+            Method::GET,
+            "/openapi.json",
+            on(M::GET, floe::openapi),
+            false,
+        ),
+    ]
+}
+
+/// Every (method, path) the server answers, in the table's order.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    route_table()
+        .into_iter()
+        .map(|(method, path, _, _)| (method, path))
+        .collect()
+}
+
+/// The spec as JSON, for `/openapi.json`.
+pub fn openapi_json() -> Result<Value, String> {
+    serde_yaml::from_str(OPENAPI_YAML).map_err(|e| format!("api/openapi.yaml: {e}"))
+}
+
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.http_metrics.record(
+        method.as_str(),
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn not_found(request: Request) -> Response {
+    http::sjs_error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no route {} {} (see /openapi.json)",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+async fn method_not_allowed(request: Request) -> Response {
+    http::sjs_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{} is not allowed on {} (see /openapi.json)",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    tracing::error!(panic = %what, "a request handler panicked");
+    http::sjs_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error: {what}"),
+    )
+}
+
+/// The router over `state`.
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (_, path, handler, upload) in route_table() {
+        let limit = if upload {
+            state.config.max_upload_bytes
+        } else {
+            state.config.max_request_bytes
+        };
+        router = router.route(path, handler.layer(DefaultBodyLimit::max(limit)));
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .with_state(state)
+}
+
+/// Opens the store, loads the pipelines folder and builds the state. Blocking.
+pub fn build_state(
+    config: ServerConfig,
+    registry: JobRegistry,
+    clock: Arc<dyn Clock>,
+    runtime: tokio::runtime::Handle,
+) -> Result<AppState, String> {
+    let store = Store::open(&config.store).map_err(|e| error_chain(&e))?;
+    let materializer = Materializer::new(
+        store,
+        Arc::new(ResultCache::new(config.result_cache_bytes)),
+        config.data_dir.clone(),
+        clock.clone(),
+    );
+    let pipelines = if config.pipelines.is_dir() {
+        crate::pipeline::load_dir(&config.pipelines, &registry).map_err(|e| e.to_string())?
+    } else {
+        tracing::warn!(folder = %config.pipelines.display(), "pipeline folder not found; starting without pipelines");
+        Vec::new()
+    };
+    let mut files = Vec::new();
+    for pipeline in pipelines {
+        let bytes = std::fs::read(&pipeline.file)
+            .map_err(|e| format!("cannot read {}: {e}", pipeline.file.display()))?;
+        files.push((pipeline.name.clone(), bytes));
+    }
+    let core = JobServer::new(materializer, registry, clock, config.core.clone(), runtime);
+    core.recover(&files, &config.contexts)?;
+    let openapi = openapi_json()?;
+    Ok(AppState {
+        core,
+        config: Arc::new(config),
+        http_metrics: Arc::new(metrics::HttpMetrics::default()),
+        openapi: Arc::new(openapi),
+    })
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, then finishes or records the
+/// in-flight jobs (see [`JobServer::shutdown`]).
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let core = state.core.clone();
+    let grace = state.config.shutdown_grace;
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    tokio::task::spawn_blocking(move || core.shutdown(grace))
+        .await
+        .map_err(|e| format!("shutdown failed: {e}"))?;
+    info!("server stopped");
+    Ok(())
+}
+
+/// `floe serve`: binds, serves until Ctrl-C or SIGTERM.
+pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), String> {
+    let bind = config.bind;
+    let runtime = tokio::runtime::Handle::current();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = tokio::task::spawn_blocking(move || build_state(config, registry, clock, runtime))
+        .await
+        .map_err(|e| format!("start-up failed: {e}"))??;
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+    info!(address = %local, "floe job server listening");
+    eprintln!("floe serve: listening on http://{local}");
+    serve_on(listener, state, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    info!("shutdown requested");
+}

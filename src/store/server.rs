@@ -1,0 +1,450 @@
+//! The job server's trees: uploaded binaries (pipeline bundles) and their versions, context
+//! definitions, jobs with their posted configs and results.
+//!
+//! A job's final state and its result are written in one transaction, like a run's: a reader
+//! never sees `FINISHED` without the result, and a crash never leaves a result without its
+//! record. Records are JSON (small, readable with any sled tool); results are Arrow IPC.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+
+use super::{Store, StoreError, decode_json, encode_json, tree};
+
+/// A job's state, named as spark-jobserver names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobStatus {
+    /// Accepted; only ever reported in the answer to an async `POST /jobs`.
+    Started,
+    /// Queued or computing.
+    Running,
+    Finished,
+    Error,
+    Killed,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Started,
+        JobStatus::Running,
+        JobStatus::Finished,
+        JobStatus::Error,
+        JobStatus::Killed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Started => "STARTED",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Finished => "FINISHED",
+            JobStatus::Error => "ERROR",
+            JobStatus::Killed => "KILLED",
+        }
+    }
+
+    /// Case-insensitive, as spark-jobserver's `status=` filter.
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(text))
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Finished | JobStatus::Error | JobStatus::Killed
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a job ended in `ERROR` (or `KILLED`), in spark-jobserver's `{message, errorClass, stack}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    pub message: String,
+    #[serde(rename = "errorClass")]
+    pub error_class: String,
+    /// The error's cause chain, one cause per line (Floe has no JVM stack to show).
+    pub stack: String,
+}
+
+/// The stored record of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub class_path: String,
+    /// The app (binary) the job belongs to, with the version it ran against.
+    pub app: Option<String>,
+    pub app_version: Option<u32>,
+    /// The context's name; empty for an ad-hoc context.
+    pub context: String,
+    pub context_id: String,
+    pub status: JobStatus,
+    pub start_time: DateTime<Utc>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub failure: Option<JobFailure>,
+    /// Rows of the stored result, once `FINISHED`.
+    pub result_rows: Option<u64>,
+    /// Re-run after a restart instead of failing: materialisations are idempotent.
+    pub rerun_on_restart: bool,
+}
+
+/// One uploaded version of a binary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryMeta {
+    pub app: String,
+    pub version: u32,
+    pub upload_time: DateTime<Utc>,
+    /// Key of the bytes in `binary_blobs`; identical uploads share one blob.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// A context that outlives restarts: its name, id and settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextDefinition {
+    pub name: String,
+    pub id: String,
+    pub start_time: DateTime<Utc>,
+    /// The settings as given (already validated), re-applied at start-up.
+    pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+fn binary_key(app: &str, version: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(app.len() + 5);
+    key.extend_from_slice(app.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key
+}
+
+fn binary_prefix(app: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(app.len() + 1);
+    key.extend_from_slice(app.as_bytes());
+    key.push(0);
+    key
+}
+
+fn sled_error(action: String) -> impl FnOnce(sled::Error) -> StoreError {
+    move |source| StoreError::Sled { action, source }
+}
+
+fn tx_error(
+    action: String,
+) -> impl FnOnce(sled::transaction::TransactionError<StoreError>) -> StoreError {
+    move |e| match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(source) => StoreError::Sled { action, source },
+    }
+}
+
+impl Store {
+    // ---- binaries ------------------------------------------------------------------------
+
+    /// Stores `bytes` as the next version of `app` and returns its metadata.
+    pub fn put_binary(
+        &self,
+        app: &str,
+        bytes: &[u8],
+        sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<BinaryMeta, StoreError> {
+        let latest = self.binary_versions(app)?.pop();
+        let meta = BinaryMeta {
+            app: app.to_owned(),
+            version: latest.map_or(1, |m| m.version.saturating_add(1)),
+            upload_time: now,
+            sha256: sha256.to_owned(),
+            size: bytes.len() as u64,
+        };
+        let encoded = encode_json(tree::BINARIES, &app, &meta)?;
+        (&self.binaries, &self.binary_blobs)
+            .transaction(|(binaries, blobs)| {
+                blobs.insert(sha256.as_bytes(), bytes)?;
+                binaries.insert(binary_key(app, meta.version), encoded.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error(format!("store binary {app}")))?;
+        Ok(meta)
+    }
+
+    /// Every version of `app`, oldest first.
+    pub fn binary_versions(&self, app: &str) -> Result<Vec<BinaryMeta>, StoreError> {
+        let mut versions = Vec::new();
+        for entry in self.binaries.scan_prefix(binary_prefix(app)) {
+            let (_, raw) = entry.map_err(sled_error(format!("read binary {app}")))?;
+            versions.push(decode_json(tree::BINARIES, &app, &raw)?);
+        }
+        Ok(versions)
+    }
+
+    /// The latest version of every app.
+    pub fn binaries_latest(&self) -> Result<BTreeMap<String, BinaryMeta>, StoreError> {
+        let mut latest = BTreeMap::new();
+        for entry in self.binaries.iter() {
+            let (_, raw) = entry.map_err(sled_error("list binaries".to_owned()))?;
+            let meta: BinaryMeta = decode_json(tree::BINARIES, &"binaries", &raw)?;
+            // Keys sort by (app, version), so the last one seen per app is the latest.
+            latest.insert(meta.app.clone(), meta);
+        }
+        Ok(latest)
+    }
+
+    pub fn binary_blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let raw = self
+            .binary_blobs
+            .get(sha256.as_bytes())
+            .map_err(sled_error(format!("read binary blob {sha256}")))?;
+        Ok(raw.map(|raw| raw.to_vec()))
+    }
+
+    /// Deletes every version of `app`, and each blob no other app's version still uses.
+    /// Returns how many versions were deleted.
+    pub fn delete_binary(&self, app: &str) -> Result<usize, StoreError> {
+        let versions = self.binary_versions(app)?;
+        let mut still_used = std::collections::HashSet::new();
+        for entry in self.binaries.iter() {
+            let (key, raw) = entry.map_err(sled_error("list binaries".to_owned()))?;
+            if !key.starts_with(&binary_prefix(app)) {
+                let meta: BinaryMeta = decode_json(tree::BINARIES, &"binaries", &raw)?;
+                still_used.insert(meta.sha256);
+            }
+        }
+        (&self.binaries, &self.binary_blobs)
+            .transaction(|(binaries, blobs)| {
+                for meta in &versions {
+                    binaries.remove(binary_key(app, meta.version))?;
+                    if !still_used.contains(&meta.sha256) {
+                        blobs.remove(meta.sha256.as_bytes())?;
+                    }
+                }
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error(format!("delete binary {app}")))?;
+        Ok(versions.len())
+    }
+
+    // ---- contexts ------------------------------------------------------------------------
+
+    pub fn put_context(&self, definition: &ContextDefinition) -> Result<(), StoreError> {
+        let encoded = encode_json(tree::CONTEXTS, &definition.name, definition)?;
+        self.contexts
+            .insert(definition.name.as_bytes(), encoded)
+            .map_err(sled_error(format!("store context {}", definition.name)))?;
+        Ok(())
+    }
+
+    pub fn delete_context(&self, name: &str) -> Result<(), StoreError> {
+        self.contexts
+            .remove(name.as_bytes())
+            .map_err(sled_error(format!("delete context {name}")))?;
+        Ok(())
+    }
+
+    pub fn context_definitions(&self) -> Result<Vec<ContextDefinition>, StoreError> {
+        let mut definitions = Vec::new();
+        for entry in self.contexts.iter() {
+            let (_, raw) = entry.map_err(sled_error("list contexts".to_owned()))?;
+            definitions.push(decode_json(tree::CONTEXTS, &"contexts", &raw)?);
+        }
+        Ok(definitions)
+    }
+
+    // ---- jobs ----------------------------------------------------------------------------
+
+    /// Records a new job and its config together: a job is never visible without its config.
+    pub fn insert_job(&self, record: &JobRecord, config: &[u8]) -> Result<(), StoreError> {
+        let encoded = encode_json(tree::JOBS, &record.id, record)?;
+        let id = record.id.as_bytes();
+        (&self.jobs, &self.job_configs)
+            .transaction(|(jobs, configs)| {
+                configs.insert(id, config)?;
+                jobs.insert(id, encoded.as_slice())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error(format!("record job {}", record.id)))
+    }
+
+    /// Writes a job's new record, with its result when it has one, in one transaction.
+    pub fn update_job(
+        &self,
+        record: &JobRecord,
+        result_ipc: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let encoded = encode_json(tree::JOBS, &record.id, record)?;
+        let id = record.id.as_bytes();
+        match result_ipc {
+            None => self
+                .jobs
+                .insert(id, encoded)
+                .map(drop)
+                .map_err(sled_error(format!("update job {}", record.id))),
+            Some(result) => (&self.jobs, &self.job_results)
+                .transaction(|(jobs, results)| {
+                    results.insert(id, result)?;
+                    jobs.insert(id, encoded.as_slice())?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                })
+                .map_err(tx_error(format!("finish job {}", record.id))),
+        }
+    }
+
+    pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
+        let raw = self
+            .jobs
+            .get(id.as_bytes())
+            .map_err(sled_error(format!("read job {id}")))?;
+        raw.map(|raw| decode_json(tree::JOBS, &id, &raw))
+            .transpose()
+    }
+
+    pub fn job_config(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let raw = self
+            .job_configs
+            .get(id.as_bytes())
+            .map_err(sled_error(format!("read the config of job {id}")))?;
+        Ok(raw.map(|raw| raw.to_vec()))
+    }
+
+    pub fn job_result(&self, id: &str) -> Result<Option<sled::IVec>, StoreError> {
+        self.job_results
+            .get(id.as_bytes())
+            .map_err(sled_error(format!("read the result of job {id}")))
+    }
+
+    /// Jobs newest first, keeping those `keep` accepts, at most `limit` of them.
+    pub fn jobs_newest(
+        &self,
+        limit: usize,
+        mut keep: impl FnMut(&JobRecord) -> bool,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let mut jobs = Vec::new();
+        for entry in self.jobs.iter().rev() {
+            if jobs.len() >= limit {
+                break;
+            }
+            let (key, raw) = entry.map_err(sled_error("list jobs".to_owned()))?;
+            let record: JobRecord = decode_json(tree::JOBS, &String::from_utf8_lossy(&key), &raw)?;
+            if keep(&record) {
+                jobs.push(record);
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Every job, oldest first (start-up recovery and retention).
+    pub fn jobs_oldest_first(&self) -> impl Iterator<Item = Result<JobRecord, StoreError>> + '_ {
+        self.jobs.iter().map(|entry| {
+            let (key, raw) = entry.map_err(sled_error("list jobs".to_owned()))?;
+            decode_json(tree::JOBS, &String::from_utf8_lossy(&key), &raw)
+        })
+    }
+
+    /// Deletes a job with its config and result.
+    pub fn delete_job(&self, id: &str) -> Result<(), StoreError> {
+        let key = id.as_bytes();
+        (&self.jobs, &self.job_configs, &self.job_results)
+            .transaction(|(jobs, configs, results)| {
+                jobs.remove(key)?;
+                configs.remove(key)?;
+                results.remove(key)?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(tx_error(format!("delete job {id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, status: JobStatus) -> JobRecord {
+        JobRecord {
+            id: id.to_owned(),
+            class_path: "sql".to_owned(),
+            app: None,
+            app_version: None,
+            context: String::new(),
+            context_id: "c".to_owned(),
+            status,
+            start_time: Utc::now(),
+            end_time: None,
+            failure: None,
+            result_rows: None,
+            rerun_on_restart: false,
+        }
+    }
+
+    #[test]
+    fn binaries_are_versioned_and_blobs_shared_until_unused() {
+        let store = Store::open_temporary().unwrap();
+        let now = Utc::now();
+        let v1 = store.put_binary("shop", b"one", "aa", now).unwrap();
+        let v2 = store.put_binary("shop", b"two", "bb", now).unwrap();
+        store.put_binary("copy", b"one", "aa", now).unwrap();
+        assert_eq!((v1.version, v2.version), (1, 2));
+        assert_eq!(store.binaries_latest().unwrap()["shop"].version, 2);
+        // `shop1` must not be mistaken for a version of `shop`.
+        store.put_binary("shop1", b"x", "cc", now).unwrap();
+        assert_eq!(store.binary_versions("shop").unwrap().len(), 2);
+
+        assert_eq!(store.delete_binary("shop").unwrap(), 2);
+        assert!(store.binary_versions("shop").unwrap().is_empty());
+        assert_eq!(
+            store.binary_blob("aa").unwrap().as_deref(),
+            Some(&b"one"[..])
+        );
+        assert_eq!(store.binary_blob("bb").unwrap(), None);
+    }
+
+    #[test]
+    fn jobs_list_newest_first_and_delete_with_config_and_result() {
+        let store = Store::open_temporary().unwrap();
+        for (id, status) in [
+            ("0001", JobStatus::Finished),
+            ("0002", JobStatus::Error),
+            ("0003", JobStatus::Finished),
+        ] {
+            store
+                .insert_job(&record(id, JobStatus::Running), b"{}")
+                .unwrap();
+            store.update_job(&record(id, status), Some(b"ipc")).unwrap();
+        }
+        let ids = |jobs: Vec<JobRecord>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.jobs_newest(2, |_| true).unwrap()),
+            ["0003", "0002"]
+        );
+        assert_eq!(
+            ids(store
+                .jobs_newest(10, |j| j.status == JobStatus::Finished)
+                .unwrap()),
+            ["0003", "0001"]
+        );
+        store.delete_job("0003").unwrap();
+        assert_eq!(store.job("0003").unwrap(), None);
+        assert_eq!(store.job_config("0003").unwrap(), None);
+        assert_eq!(store.job_result("0003").unwrap(), None);
+        assert_eq!(
+            store.job_config("0001").unwrap().as_deref(),
+            Some(&b"{}"[..])
+        );
+    }
+
+    #[test]
+    fn status_parses_case_insensitively() {
+        assert_eq!(JobStatus::parse("running"), Some(JobStatus::Running));
+        assert_eq!(JobStatus::parse("KILLED"), Some(JobStatus::Killed));
+        assert_eq!(JobStatus::parse("done"), None);
+    }
+}
