@@ -4,6 +4,7 @@ mod common;
 
 mod cli;
 mod custom_jobs;
+mod server;
 mod shop;
 mod sources;
 mod store_errors;

@@ -1,0 +1,1078 @@
+//! The job server over real HTTP on 127.0.0.1:0: every route, its error cases, queueing,
+//! timeouts, cancellation, named objects, result formats, restarts, and the OpenAPI spec.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use floe::clock::{Clock, ManualClock};
+use floe::job::JobRegistry;
+use floe::sample::{oracle_distinct_registered_users, oracle_sales_per_category};
+use floe::server::{AppState, ServerConfig, build_state, routes, serve_on};
+use floe::store::{JobRecord, JobStatus, Store};
+use polars::prelude::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::common::{SampleWorld, repo_path, utc};
+
+/// A running server on an ephemeral port.
+struct TestServer {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    client: reqwest::Client,
+}
+
+impl TestServer {
+    async fn start(world: &SampleWorld, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let mut config = ServerConfig {
+            pipelines: repo_path("pipelines"),
+            data_dir: world.data_dir(),
+            store: world.store_dir(),
+            ..ServerConfig::default()
+        };
+        config.shutdown_grace = Duration::from_millis(200);
+        tweak(&mut config);
+        let runtime = tokio::runtime::Handle::current();
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(utc(2024, 2, 1, 0)));
+        let state: AppState = tokio::task::spawn_blocking(move || {
+            build_state(config, JobRegistry::new(), clock, runtime)
+        })
+        .await
+        .unwrap()
+        .expect("server state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(serve_on(listener, state, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base,
+            stop: Some(stop),
+            done: Some(done),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Graceful shutdown; returns once the store is flushed and released.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await.unwrap().unwrap();
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.delete(self.url(path)).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls a job until it is final.
+    async fn wait_final(&self, id: &str) -> Value {
+        for _ in 0..3000 {
+            let (status, report) = self.get(&format!("/jobs/{id}?limit=1000")).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            if ["FINISHED", "ERROR", "KILLED"].contains(&report["status"].as_str().unwrap()) {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+}
+
+/// A pipeline run that recomputes every partition of the sample week: seconds of work with a
+/// safe point before each of its hundreds of runs.
+const LONG_RUN: &str = r#"from = "2024-01-01", to = "2024-01-08", force = true"#;
+
+fn world() -> SampleWorld {
+    SampleWorld::new(20_000, 7)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binaries_upload_validate_version_and_delete() {
+    let world = world();
+    let server = TestServer::start(&world, |c| c.max_upload_bytes = 64 << 10).await;
+    let (status, list) = server.get("/binaries").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["shop"]["binary-type"], "Pipeline");
+    assert_eq!(list["shop"]["version"], 1);
+
+    let yaml = std::fs::read_to_string(repo_path("pipelines/shop.yaml")).unwrap();
+    let upload = |body: String, content_type: &'static str| {
+        server
+            .client
+            .post(server.url("/binaries/shop2"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let response = upload(yaml.clone(), "application/x-yaml").await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["result"], "Binary shop2 uploaded as version 1");
+    let changed = yaml.replace("rolled up hourly", "rolled up every hour");
+    let response = upload(changed, "application/java-archive").await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let (_, info) = server.get("/binaries/shop2").await;
+    assert_eq!(info["version"], 2);
+    assert_eq!(info["versions"].as_array().unwrap().len(), 2);
+
+    // A broken bundle is refused with the exact problem, and the stored version survives.
+    let broken = yaml.replace("grain: daily", "grain: dayly");
+    let response = upload(broken, "text/yaml").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    let errors = body["errors"].as_array().unwrap();
+    assert!(
+        errors[0].as_str().unwrap().starts_with("shop2.yaml:"),
+        "{body}"
+    );
+    assert!(body["result"].as_str().unwrap().contains("dayly"), "{body}");
+    assert_eq!(server.get("/binaries/shop2").await.1["version"], 2);
+
+    let response = upload(yaml.clone(), "image/png").await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let response = upload("#".repeat(100 << 10), "text/yaml").await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ERROR");
+
+    assert_eq!(server.get("/binaries/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.delete("/binaries/nope").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // In use by a running job: 403 naming the job.
+    let (status, started) = server
+        .post("/jobs?appName=shop2&classPath=floe.PipelineRun", LONG_RUN)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let id = started["jobId"].as_str().unwrap();
+    let (status, refused) = server.delete("/binaries/shop2").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        refused["result"],
+        format!("Binary is in use by job(s): {id}")
+    );
+    assert_eq!(
+        server.delete(&format!("/jobs/{id}")).await.0,
+        StatusCode::OK
+    );
+    server.wait_final(id).await;
+    let (status, _) = server.delete("/binaries/shop2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(server.get("/binaries").await.1.get("shop2").is_none());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_create_list_describe_and_delete() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let (status, body) = server
+        .post(
+            "/contexts/warm?worker-threads=3&spark.executor.memory=1g",
+            "context-settings { memory-budget = 256m, queue-length = 5 }",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "SUCCESS", "result": "Context initialized"})
+    );
+    let (status, body) = server.post("/contexts/warm", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["result"], "context warm exists");
+    let (status, body) = server.post("/contexts/9lives", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["result"]
+            .as_str()
+            .unwrap()
+            .contains("must start with letters")
+    );
+    let (status, body) = server.post("/contexts/other?workers=2", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["result"]
+            .as_str()
+            .unwrap()
+            .contains("unknown context setting `workers`"),
+        "{body}"
+    );
+    let (status, body) = server.post("/contexts/other", "a = {").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("CONTEXT INIT ERROR: cannot parse config: line 1"),
+        "{body}"
+    );
+
+    assert_eq!(server.get("/contexts").await.1, json!(["warm"]));
+    let (status, info) = server.get("/contexts/warm").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(info["state"], "RUNNING");
+    assert_eq!(info["settings"]["worker-threads"], 3);
+    assert_eq!(info["settings"]["queue-length"], 5);
+    assert_eq!(info["memory"]["budget"], 256 << 20);
+    assert_eq!(server.get("/contexts/cold").await.0, StatusCode::NOT_FOUND);
+
+    let (status, body) = server.delete("/contexts/warm").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["result"], "Context stopped");
+    assert_eq!(
+        server.delete("/contexts/warm").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(server.get("/contexts").await.1, json!([]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_async_sync_config_listing_and_every_refusal() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    server.post("/contexts/ctx", "").await;
+
+    // Async: 202, STARTED, a Location to poll, then FINISHED with the rows.
+    let response = server
+        .client
+        .post(server.url("/jobs?appName=shop&classPath=sales_per_category_daily&context=ctx"))
+        .body(r#"partition = "2024-01-02""#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let started: Value = response.json().await.unwrap();
+    assert_eq!(started["status"], "STARTED");
+    assert_eq!(started["context"], "ctx");
+    assert_eq!(started["classPath"], "sales_per_category_daily");
+    let id = started["jobId"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/jobs/{id}"));
+    let done = server.wait_final(&id).await;
+    assert_eq!(done["status"], "FINISHED", "{done}");
+    assert!(done["duration"].as_str().unwrap().ends_with(" secs"));
+    let rows = done["result"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|r| r["partition_start"] == "2024-01-02T00:00:00+00:00")
+    );
+    let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+    let day: f64 = oracle_sales_per_category(
+        &world.events,
+        ms(utc(2024, 1, 2, 0)),
+        ms(utc(2024, 1, 3, 0)),
+    )
+    .iter()
+    .map(|(_, sales, _)| sales)
+    .sum();
+    let total: f64 = rows.iter().map(|r| r["sales"].as_f64().unwrap()).sum();
+    assert!(
+        (total - day).abs() < 1e-6 * day.max(1.0),
+        "{total} vs {day}"
+    );
+
+    let (status, config) = server.get(&format!("/jobs/{id}/config")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(config, json!({"partition": "2024-01-02"}));
+
+    // Sync, ad-hoc: 200 with the result.
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=sql&sync=true",
+            r#"query = "SELECT 1 AS one""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["result"], json!([{"one": 1}]));
+    let (_, report) = server
+        .get(&format!("/jobs/{}", body["jobId"].as_str().unwrap()))
+        .await;
+    assert_eq!(report["context"], "<<ad-hoc>>");
+
+    // A job that fails while running: sync answers 200 with status ERROR.
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=CountDistinct&sync=true&context=ctx",
+            "input = missing\ncolumn = user_id",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ERROR");
+    assert_eq!(body["result"]["errorClass"], "floe.NamedObjectNotFound");
+    let failed_id = body["jobId"].as_str().unwrap().to_owned();
+
+    let (status, body) = server
+        .post(
+            "/jobs?appName=shop&classPath=sales_per_category_daily",
+            r#"partition = "yesterday""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["status"], "VALIDATION FAILED");
+    assert!(
+        body["result"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("`partition`: "),
+        "{body}"
+    );
+    let (status, body) = server
+        .post("/jobs?classPath=top&sync=true", "input = x\nkey = city")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["result"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `metric`"),
+        "{body}"
+    );
+    let (status, body) = server.post("/jobs?appName=nope&classPath=x", "").await;
+    assert_eq!(
+        (status, body["result"].clone()),
+        (StatusCode::NOT_FOUND, json!("appName nope not found"))
+    );
+    let (status, body) = server.post("/jobs?appName=shop&classPath=nojob", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("classPath nojob not found")
+    );
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=sql&context=nowhere",
+            r#"query = "SELECT 1""#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["result"].clone()),
+        (StatusCode::NOT_FOUND, json!("context nowhere not found"))
+    );
+    let (status, body) = server.post("/jobs?classPath=sql", "query = {").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["result"]
+            .as_str()
+            .unwrap()
+            .starts_with("Cannot parse config: line 1"),
+        "{body}"
+    );
+    let (status, body) = server.post("/jobs?appName=shop", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["result"]
+            .as_str()
+            .unwrap()
+            .contains("classPath is missing")
+    );
+    let (status, _) = server.post("/jobs?classPath=sql&sync=maybe", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Listing: newest first, status filter case-insensitive, limit.
+    let (_, all) = server.get("/jobs").await;
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    assert_eq!(all[0]["jobId"], failed_id.as_str());
+    let (_, finished) = server.get("/jobs?status=finished&limit=1").await;
+    assert_eq!(finished.as_array().unwrap().len(), 1);
+    assert_eq!(finished[0]["status"], "FINISHED");
+    assert_eq!(
+        server.get("/jobs?status=done").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Kill: unknown → 404, finished → 404 "No running job", failed → 200 with its error.
+    assert_eq!(
+        server.delete("/jobs/nope").await.1["result"],
+        "No such job ID nope"
+    );
+    let (status, body) = server.delete(&format!("/jobs/{id}")).await;
+    assert_eq!(
+        (status, body["result"].clone()),
+        (
+            StatusCode::NOT_FOUND,
+            json!(format!("No running job with ID {id}"))
+        )
+    );
+    let (status, body) = server.delete(&format!("/jobs/{failed_id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ERROR");
+    assert_eq!(body["ERROR"]["errorClass"], "floe.NamedObjectNotFound");
+    assert_eq!(server.get("/jobs/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.get("/jobs/nope/config").await.0,
+        StatusCode::NOT_FOUND
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_gives_429_kill_stops_running_and_queued_jobs() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    server
+        .post("/contexts/tight?worker-threads=1&queue-length=1", "")
+        .await;
+    let submit = || {
+        server.post(
+            "/jobs?appName=shop&classPath=floe.PipelineRun&context=tight",
+            LONG_RUN,
+        )
+    };
+    let (first_status, first) = submit().await;
+    let (second_status, second) = submit().await;
+    assert_eq!(
+        (first_status, second_status),
+        (StatusCode::ACCEPTED, StatusCode::ACCEPTED)
+    );
+    let response = server
+        .client
+        .post(server.url("/jobs?appName=shop&classPath=floe.PipelineRun&context=tight"))
+        .body(LONG_RUN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "NO SLOTS AVAILABLE");
+
+    let (_, context) = server.get("/contexts/tight").await;
+    assert_eq!(context["jobs"]["queued"], 1, "{context}");
+    let (_, queued) = server
+        .get(&format!("/jobs/{}", second["jobId"].as_str().unwrap()))
+        .await;
+    assert_eq!(queued["queued"], true);
+
+    for job in [&second, &first] {
+        let id = job["jobId"].as_str().unwrap();
+        let (status, body) = server.delete(&format!("/jobs/{id}")).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::OK, json!({"status": "KILLED"}))
+        );
+        let report = server.wait_final(id).await;
+        assert_eq!(report["status"], "KILLED");
+        assert_eq!(report["result"]["errorClass"], "floe.JobKilled");
+    }
+    // The killed run stopped at a safe point: far fewer than all 365 runs are materialised.
+    let store_runs = server.get("/pipelines/shop/runs?limit=100000").await.1;
+    assert!(
+        store_runs.as_array().unwrap().len() < 365,
+        "{}",
+        store_runs.as_array().unwrap().len()
+    );
+    // The slot is free again once the worker returns.
+    for _ in 0..500 {
+        if server.get("/contexts/tight").await.1["jobs"]["running"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=sql&sync=true&context=tight",
+            r#"query = "SELECT 2 AS two""#,
+        )
+        .await;
+    assert_eq!(
+        (status, body["result"].clone()),
+        (StatusCode::OK, json!([{"two": 2}]))
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_timeout_answers_202_and_execution_timeout_ends_in_error() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let response = server
+        .client
+        .post(server.url("/jobs?appName=shop&classPath=floe.PipelineRun&sync=true&timeout=0.05"))
+        .body(format!("{LONG_RUN}\njob-timeout = 0.5s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["status"], "RUNNING");
+    assert_eq!(
+        location,
+        format!("/jobs/{}", report["jobId"].as_str().unwrap())
+    );
+    let done = server.wait_final(report["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "ERROR", "{done}");
+    assert_eq!(done["result"]["errorClass"], "floe.JobTimeout");
+    assert_eq!(
+        done["result"]["message"],
+        "job timed out after 500ms (its execution timeout)"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_objects_are_shared_and_answers_match_the_pipeline() {
+    let world = world();
+    let server = Arc::new(TestServer::start(&world, |_| {}).await);
+    server.post("/contexts/warm?worker-threads=4", "").await;
+    let day = r#"input { object = events, source = events, app = shop, from = "2024-01-03", to = "2024-01-04" }"#;
+    // Four concurrent jobs need the same object; each gets it, built once.
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let server = server.clone();
+        let config = format!("{day}\ncolumn = user_id\nfilter = \"event = 'register'\"");
+        handles.push(tokio::spawn(async move {
+            server
+                .post(
+                    "/jobs?classPath=count_distinct&context=warm&sync=true",
+                    &config,
+                )
+                .await
+        }));
+    }
+    let mut answers = BTreeSet::new();
+    for handle in handles {
+        let (status, body) = handle.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        answers.insert(body["result"][0]["distinct_count"].as_u64().unwrap());
+    }
+    assert_eq!(answers.len(), 1);
+    let expected = oracle_distinct_registered_users(
+        &world.events,
+        utc(2024, 1, 3, 0).timestamp_millis(),
+        utc(2024, 1, 4, 0).timestamp_millis(),
+    );
+    assert_eq!(answers.into_iter().next().unwrap(), expected);
+
+    let (_, context) = server.get("/contexts/warm").await;
+    let objects = context["namedObjects"].as_array().unwrap();
+    assert_eq!(objects.len(), 1, "{context}");
+    assert_eq!(objects[0]["name"], "events");
+    assert!(objects[0]["bytes"].as_u64().unwrap() > 0);
+
+    // Publish a result and reuse it by name, in SQL over two inputs.
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=group_by&context=warm&sync=true",
+            "input = events\nkeys = [category]\naggregations { sales = \"sum(amount)\" }\nfilter = \"event = 'purchase'\"\npublish = sales_by_category",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=sql&context=warm&sync=true",
+            "inputs { s = sales_by_category }\nquery = \"SELECT COUNT(*) AS n FROM s\"",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"][0]["n"], 12);
+
+    // Deleting the context frees its objects.
+    server.delete("/contexts/warm").await;
+    assert_eq!(server.get("/contexts/warm").await.0, StatusCode::NOT_FOUND);
+    Arc::try_unwrap(server).ok().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_page_and_download_in_every_format() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let (status, body) = server
+        .post(
+            "/jobs?appName=shop&classPath=purchases_hourly&sync=true",
+            r#"from = "2024-01-01", to = "2024-01-02""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let id = body["jobId"].as_str().unwrap().to_owned();
+    let total = body["result"].as_array().unwrap().len();
+    assert!(total > 20, "{total}");
+
+    let (_, page) = server.get(&format!("/jobs/{id}?offset=5&limit=7")).await;
+    assert_eq!(page["result"].as_array().unwrap().len(), 7);
+    assert_eq!(
+        page["resultPage"],
+        json!({"offset": 5, "limit": 7, "total": total})
+    );
+    assert_eq!(page["result"][0], body["result"][5]);
+    assert_eq!(
+        server.get(&format!("/jobs/{id}?limit=0")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let download = |accept: &'static str, path: String| {
+        let request = server
+            .client
+            .get(server.url(&path))
+            .header("accept", accept);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let content_type = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            (content_type, response.bytes().await.unwrap())
+        }
+    };
+    let (kind, csv) = download("text/csv", format!("/jobs/{id}")).await;
+    assert!(kind.starts_with("text/csv"));
+    let text = String::from_utf8(csv.to_vec()).unwrap();
+    assert!(
+        text.starts_with("partition_start,partition_end,ts,user_id"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), total + 1);
+    let (kind, arrow) =
+        download("application/vnd.apache.arrow.stream", format!("/jobs/{id}")).await;
+    assert_eq!(kind, "application/vnd.apache.arrow.stream");
+    let frame = IpcStreamReader::new(std::io::Cursor::new(arrow.to_vec()))
+        .finish()
+        .unwrap();
+    assert_eq!(frame.height(), total);
+    let (kind, parquet) = download("application/vnd.apache.parquet", format!("/jobs/{id}")).await;
+    assert_eq!(kind, "application/vnd.apache.parquet");
+    let frame = ParquetReader::new(std::io::Cursor::new(parquet.to_vec()))
+        .finish()
+        .unwrap();
+    assert_eq!(frame.height(), total);
+    let response = server
+        .client
+        .get(server.url(&format!("/jobs/{id}")))
+        .header("accept", "image/png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE);
+
+    // The pipeline results route and /query read the same materialised partitions.
+    let (status, results) = server
+        .get("/pipelines/shop/jobs/purchases_hourly/results?from=2024-01-01&to=2024-01-02&limit=3")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{results}");
+    assert_eq!(results["total"], total);
+    assert_eq!(results["rows"].as_array().unwrap().len(), 3);
+    assert_eq!(results["missing"], json!([]));
+    let (_, csv) = download(
+        "text/csv",
+        "/pipelines/shop/jobs/purchases_hourly/results?from=2024-01-01&to=2024-01-02".to_owned(),
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8(csv.to_vec()).unwrap().lines().count(),
+        total + 1
+    );
+    let (status, query) = server
+        .post(
+            "/query",
+            &json!({
+                "sql": "SELECT COUNT(*) AS n FROM shop__purchases_hourly",
+                "from": "2024-01-01", "to": "2024-01-02"
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{query}");
+    assert_eq!(query["rows"], json!([{"n": total}]));
+    let (status, error) = server
+        .post(
+            "/query",
+            &json!({"sql": "SELECT * FROM nowhere"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unknown table `nowhere`"),
+        "{error}"
+    );
+    let (status, _) = server
+        .post(
+            "/query",
+            &json!({"sql": "SELECT * FROM read_parquet('/etc/passwd')"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = server.post("/query", "{\"sql\": 1}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_describe_run_and_list_runs() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let (_, list) = server.get("/pipelines").await;
+    assert_eq!(list[0]["name"], "shop");
+    let (status, shop) = server.get("/pipelines/shop").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(shop["jobs"].as_array().unwrap().len(), 7);
+    assert!(
+        shop["edges"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"from": "purchases_hourly", "to": "sales_per_category_daily"}))
+    );
+    assert_eq!(
+        shop["sources"][0]["path"],
+        "events/date={date}/hour={hour}/*.parquet"
+    );
+    assert_eq!(server.get("/pipelines/nope").await.0, StatusCode::NOT_FOUND);
+
+    let response = server
+        .client
+        .post(server.url("/pipelines/shop/runs"))
+        .json(&json!({"jobs": ["sales_per_category_daily"], "from": "2024-01-01", "to": "2024-01-03"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let started: Value = response.json().await.unwrap();
+    assert_eq!(started["classPath"], "floe.PipelineRun");
+    let done = server.wait_final(started["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "FINISHED", "{done}");
+    // 48 hourly staging runs and 2 daily runs, all computed.
+    let outcomes: Vec<&str> = done["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), 50);
+    assert!(outcomes.iter().all(|o| *o == "computed"));
+
+    let (_, runs) = server
+        .get("/pipelines/shop/runs?job=sales_per_category_daily&status=succeeded")
+        .await;
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    assert_eq!(runs[0]["partitionStart"], "2024-01-01T00:00:00.000Z");
+    assert_eq!(runs[0]["state"], "succeeded");
+    assert!(runs[0]["rows"].as_u64().unwrap() > 0);
+    assert_eq!(
+        server.get("/pipelines/shop/runs?job=nope").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server.get("/pipelines/shop/runs?status=meh").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, error) = server
+        .post(
+            "/pipelines/shop/runs",
+            "{\"jobs\": [\"nope\"], \"partition\": \"2024-01-01\"}",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no job `nope`"),
+        "{error}"
+    );
+    assert_eq!(
+        server.post("/pipelines/shop/runs", "[1]").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resolves_interrupted_jobs_and_keeps_history() {
+    let world = world();
+    // A previous process left two jobs RUNNING: an ad-hoc SQL job and a materialisation.
+    {
+        let store = Store::open(&world.store_dir()).unwrap();
+        let record = |id: &str, class: &str, app: Option<&str>, rerun: bool| JobRecord {
+            id: id.to_owned(),
+            class_path: class.to_owned(),
+            app: app.map(str::to_owned),
+            app_version: None,
+            context: String::new(),
+            context_id: "gone".to_owned(),
+            status: JobStatus::Running,
+            start_time: utc(2024, 1, 31, 0),
+            end_time: None,
+            failure: None,
+            result_rows: None,
+            rerun_on_restart: rerun,
+        };
+        store
+            .insert_job(
+                &record("00000000-0000-7000-8000-000000000001", "sql", None, false),
+                br#"{"query":"SELECT 1"}"#,
+            )
+            .unwrap();
+        store
+            .insert_job(
+                &record(
+                    "00000000-0000-7000-8000-000000000002",
+                    "sales_per_category_daily",
+                    Some("shop"),
+                    true,
+                ),
+                br#"{"partition":"2024-01-02"}"#,
+            )
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let server = TestServer::start(&world, |_| {}).await;
+    let (_, lost) = server
+        .get("/jobs/00000000-0000-7000-8000-000000000001")
+        .await;
+    assert_eq!(lost["status"], "ERROR");
+    assert_eq!(
+        lost["result"]["message"],
+        "server restarted before the job finished"
+    );
+    let rerun = server
+        .wait_final("00000000-0000-7000-8000-000000000002")
+        .await;
+    assert_eq!(rerun["status"], "FINISHED", "{rerun}");
+    assert_eq!(rerun["result"].as_array().unwrap().len(), 12);
+
+    server.post("/contexts/kept?worker-threads=1", "").await;
+    let (_, sync) = server
+        .post(
+            "/jobs?classPath=sql&sync=true",
+            r#"query = "SELECT 40 + 2 AS answer""#,
+        )
+        .await;
+    let id = sync["jobId"].as_str().unwrap().to_owned();
+    server.stop().await;
+
+    // After a clean restart: contexts, jobs, configs and results are all still there.
+    let server = TestServer::start(&world, |_| {}).await;
+    assert_eq!(server.get("/contexts").await.1, json!(["kept"]));
+    assert_eq!(
+        server.get("/contexts/kept").await.1["settings"]["worker-threads"],
+        1
+    );
+    let (_, report) = server.get(&format!("/jobs/{id}")).await;
+    assert_eq!(report["status"], "FINISHED");
+    assert_eq!(report["result"], json!([{"answer": 42}]));
+    assert_eq!(
+        server.get(&format!("/jobs/{id}/config")).await.1,
+        json!({"query": "SELECT 40 + 2 AS answer"})
+    );
+    let (_, jobs) = server.get("/jobs").await;
+    assert!(
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] != "RUNNING"),
+        "{jobs}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_records_jobs_still_running() {
+    let world = world();
+    let server = TestServer::start(&world, |c| c.shutdown_grace = Duration::from_millis(1)).await;
+    let (_, started) = server
+        .post("/jobs?appName=shop&classPath=floe.PipelineRun", LONG_RUN)
+        .await;
+    let id = started["jobId"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.stop().await;
+    let server = TestServer::start(&world, |_| {}).await;
+    let (_, report) = server.get(&format!("/jobs/{id}")).await;
+    // Either it was recorded as cut short, or (a materialisation) re-run after the restart.
+    let report = if report["status"] == "RUNNING" {
+        server.wait_final(&id).await
+    } else {
+        report
+    };
+    assert!(
+        report["status"] == "ERROR" || report["status"] == "FINISHED",
+        "{report}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_routes_and_json_errors_for_unknown_routes() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    assert_eq!(
+        server.get("/healthz").await,
+        (
+            StatusCode::OK,
+            json!({"status": "SUCCESS", "result": "alive"})
+        )
+    );
+    assert_eq!(server.get("/readyz").await.0, StatusCode::OK);
+    server
+        .post(
+            "/jobs?classPath=sql&sync=true",
+            r#"query = "SELECT 1 AS one""#,
+        )
+        .await;
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text().await.unwrap();
+    for expected in [
+        "floe_http_requests_total{method=\"POST\",route=\"/jobs\",status=\"2xx\"} 1",
+        "floe_jobs_total{status=\"FINISHED\"} 1",
+        "# TYPE floe_http_request_duration_seconds histogram",
+        "# TYPE floe_context_queue_depth gauge",
+        "floe_result_cache_hits_total",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+    let (status, spec) = server.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(spec["openapi"], "3.1.0");
+    let (status, body) = server.get("/nowhere").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["status"], "ERROR");
+    let response = server.client.put(server.url("/jobs")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ERROR");
+    server.stop().await;
+}
+
+#[test]
+fn openapi_spec_and_routes_agree() {
+    let spec: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_path("api/openapi.yaml")).unwrap())
+            .unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    let served: BTreeSet<String> = routes()
+        .into_iter()
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect();
+    let undocumented: Vec<_> = served.difference(&documented).collect();
+    let unserved: Vec<_> = documented.difference(&served).collect();
+    assert!(
+        undocumented.is_empty() && unserved.is_empty(),
+        "served but not in api/openapi.yaml: {undocumented:?}; documented but not served: {unserved:?}"
+    );
+}
+
+/// The spark-jobserver flow through the real python-sjsclient from PyPI. The client lives in a
+/// virtualenv under `target/`, created on first use (it needs PyPI once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sjsclient_drives_contexts_jobs_and_results() {
+    let python = tokio::task::spawn_blocking(sjsclient_python).await.unwrap();
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let base = server.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .arg(repo_path("tests/python/sjs_flow.py"))
+            .arg(base)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "sjs_flow.py failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("PASS spark-jobserver flow with python-sjsclient"),
+        "{stdout}"
+    );
+    server.stop().await;
+}
+
+/// The python with python-sjsclient installed, creating `target/sjsclient-venv` if needed.
+fn sjsclient_python() -> std::path::PathBuf {
+    let venv = repo_path("target/sjsclient-venv");
+    let python = venv.join("bin/python");
+    let ready = venv.join(".floe-ready");
+    if ready.exists() {
+        return python;
+    }
+    let run = |program: &std::path::Path, args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        assert!(
+            output.status.success(),
+            "{} {args:?} failed:\n{}\n{}",
+            program.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(
+        std::path::Path::new("python3"),
+        &["-m", "venv", venv.to_str().unwrap()],
+    );
+    run(
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "python-sjsclient==0.10.0",
+        ],
+    );
+    std::fs::write(&ready, b"python-sjsclient==0.10.0\n").unwrap();
+    python
+}
