@@ -24,6 +24,9 @@
 //!                         │
 //!                         ▼
 //!                    results      read side: a job's results over a range
+//!
+//! HTTP ──► server ──► jobserver   spark-jobserver's REST API: apps, contexts with worker
+//!                                 threads, queues and named objects, jobs that survive restarts
 //! ```
 //!
 //! - [`partition`]: pure time math: grains, half-open UTC windows, DST policy, cross-grain

@@ -116,7 +116,23 @@ impl ServerConfig {
         let file: ConfigFile = if text.trim().is_empty() {
             ConfigFile::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?
+            serde_yaml::from_str(text).map_err(|e| {
+                let message = e.to_string();
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                match e.location() {
+                    Some(at) => format!(
+                        "{}:{}:{}: {message}",
+                        path.display(),
+                        at.line(),
+                        at.column()
+                    ),
+                    None => format!("{}: {message}", path.display()),
+                }
+            })?
         };
         let mut config = ServerConfig::default();
         if let Some(bind) = &file.bind {
@@ -202,10 +218,9 @@ mod tests {
 
         let err = ServerConfig::from_yaml("bnd: x\n", path).unwrap_err();
         assert!(
-            err.starts_with("floe-server.yaml: unknown field `bnd`"),
+            err.starts_with("floe-server.yaml:1:1: unknown field `bnd`, expected one of `bind`"),
             "{err}"
         );
-        assert!(err.contains("line 1"), "{err}");
         let err = ServerConfig::from_yaml("contexts:\n  c:\n    workers: 2\n", path).unwrap_err();
         assert_eq!(
             err,

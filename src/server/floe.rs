@@ -45,7 +45,7 @@ fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, ApiError> {
 }
 
 fn params(uri: &Uri) -> Result<BTreeMap<String, String>, ApiError> {
-    query_params(uri).map_err(|_| ApiError::bad_request("malformed query string"))
+    query_params(uri).map_err(ApiError::bad_request)
 }
 
 fn instant_param(

@@ -25,12 +25,12 @@ use crate::jobserver::{
 use crate::store::{JobFailure, JobRecord, JobStatus};
 
 /// Query parameters as a map; a malformed query string is a 400 in the SJS envelope.
-pub(super) fn query_params(uri: &Uri) -> Result<BTreeMap<String, String>, Response> {
+pub(super) fn query_params(uri: &Uri) -> Result<BTreeMap<String, String>, String> {
     match uri.query() {
         None => Ok(BTreeMap::new()),
         Some(query) => serde_urlencoded::from_str::<Vec<(String, String)>>(query)
             .map(|pairs| pairs.into_iter().collect())
-            .map_err(|e| sjs_error(StatusCode::BAD_REQUEST, format!("bad query string: {e}"))),
+            .map_err(|e| format!("bad query string: {e}")),
     }
 }
 
@@ -276,7 +276,7 @@ pub(super) async fn create_context(
 ) -> Response {
     let params = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(message) => return sjs_error(StatusCode::BAD_REQUEST, message),
     };
     let body = match body {
         Ok(body) => body,
@@ -439,7 +439,7 @@ pub(super) async fn submit_job(
 ) -> Response {
     let params = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(message) => return sjs_error(StatusCode::BAD_REQUEST, message),
     };
     let body = match body {
         Ok(body) => body,
@@ -477,9 +477,7 @@ pub(super) async fn submit_job(
     let wait = match params.get("timeout") {
         None => state.config.sync_timeout,
         Some(text) => match text.trim().parse::<f64>() {
-            Ok(secs) if secs.is_finite() && secs >= 0.0 && secs <= 86_400.0 => {
-                Duration::from_secs_f64(secs)
-            }
+            Ok(secs) if (0.0..=86_400.0).contains(&secs) => Duration::from_secs_f64(secs),
             _ => {
                 return sjs_error(
                     StatusCode::BAD_REQUEST,
@@ -559,7 +557,7 @@ fn sync_answer(live: &LiveJob) -> Response {
 pub(super) async fn list_jobs(State(state): State<AppState>, uri: Uri) -> Response {
     let params = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(message) => return sjs_error(StatusCode::BAD_REQUEST, message),
     };
     let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
         None => 50,
@@ -619,31 +617,27 @@ pub(super) async fn get_job(
 ) -> Response {
     let params = match query_params(&uri) {
         Ok(params) => params,
-        Err(response) => return response,
+        Err(message) => return sjs_error(StatusCode::BAD_REQUEST, message),
     };
     let format = match ResultFormat::negotiate(params.get("format").map(String::as_str), &headers) {
         Ok(format) => format,
         Err(e) => return sjs_error(StatusCode::NOT_ACCEPTABLE, e),
     };
-    let number = |key: &str| -> Result<Option<usize>, Response> {
+    let number = |key: &str| -> Result<Option<usize>, String> {
         params
             .get(key)
             .map(|v| {
-                v.parse::<usize>().map_err(|_| {
-                    sjs_error(
-                        StatusCode::BAD_REQUEST,
-                        format!("`{key}` must be a whole number, found `{v}`"),
-                    )
-                })
+                v.parse::<usize>()
+                    .map_err(|_| format!("`{key}` must be a whole number, found `{v}`"))
             })
             .transpose()
     };
-    let page = match (number("offset"), number("limit")) {
-        (Ok(offset), Ok(limit)) => match Page::new(offset, limit) {
-            Ok(page) => page,
-            Err(e) => return sjs_error(StatusCode::BAD_REQUEST, e),
-        },
-        (Err(response), _) | (_, Err(response)) => return response,
+    let page = match number("offset")
+        .and_then(|offset| Ok((offset, number("limit")?)))
+        .and_then(|(offset, limit)| Page::new(offset, limit))
+    {
+        Ok(page) => page,
+        Err(e) => return sjs_error(StatusCode::BAD_REQUEST, e),
     };
     let (record, queued, in_memory) = match state.core.live_job(&id) {
         Some(live) => (live.record(), live.is_queued(), live.result()),

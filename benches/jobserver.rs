@@ -1,0 +1,287 @@
+//! Job server benchmark (`cargo bench --bench jobserver`), recorded in docs/benchmarks.md.
+//!
+//! 1. Round trip of a trivial sync job (`SELECT 1` through `POST /jobs?sync=true`) on a warm
+//!    context over loopback, at 1, 16 and 64 concurrent keep-alive clients: p50, p99, jobs/s.
+//! 2. Q1–Q3 as sync jobs on a context holding the sample events as a named object, against the
+//!    same queries written directly in polars on the same in-memory frame, in the same process:
+//!    the ratio is Floe's whole overhead (HTTP, planning, queueing, result storage, JSON).
+//!
+//! Each figure is the median of `FLOE_BENCH_REPEATS` (default 5) runs after a warm-up. The
+//! load generator runs in the same process as the server, on its own runtime: on a 2-core
+//! machine client and server share the cores, so the throughput is a floor.
+//! `FLOE_BENCH_ROWS` (default 10,000,000) sets the size of the cached data.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floe::clock::{Clock, SystemClock};
+use floe::dataset::write_events_parquet;
+use floe::job::JobRegistry;
+use floe::sample::{SampleSpec, generate};
+use floe::server::{ServerConfig, build_state, serve_on};
+use polars::prelude::*;
+
+fn env_usize(key: &str, default: usize) -> usize {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+struct LoadResult {
+    p50_ms: f64,
+    p99_ms: f64,
+    jobs_per_s: f64,
+}
+
+/// `clients` keep-alive connections, each posting the trivial job back to back for `window`.
+async fn load(base: &str, clients: usize, window: Duration) -> LoadResult {
+    let url = format!("{base}/jobs?classPath=sql&context=bench&sync=true");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .expect("client");
+            let mut latencies = Vec::new();
+            while started.elapsed() < window {
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .body(r#"query = "SELECT 1 AS one""#)
+                    .send()
+                    .await
+                    .expect("request");
+                assert_eq!(response.status(), 200, "trivial job refused");
+                let body = response.bytes().await.expect("body");
+                assert!(body.ends_with(br#""result":[{"one":1}]}"#), "{body:?}");
+                latencies.push(sent.elapsed().as_secs_f64() * 1e3);
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("client task"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    LoadResult {
+        p50_ms: percentile(&all, 0.5),
+        p99_ms: percentile(&all, 0.99),
+        jobs_per_s: all.len() as f64 / elapsed,
+    }
+}
+
+async fn sync_job(
+    client: &reqwest::Client,
+    base: &str,
+    class: &str,
+    config: &str,
+) -> serde_json::Value {
+    let response = client
+        .post(format!(
+            "{base}/jobs?classPath={class}&context=bench&sync=true&timeout=600"
+        ))
+        .body(config.to_owned())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "FINISHED", "{body}");
+    body
+}
+
+fn main() {
+    let rows = env_usize("FLOE_BENCH_ROWS", 10_000_000);
+    let repeats = env_usize("FLOE_BENCH_REPEATS", 5).max(1);
+    let window = Duration::from_millis(env_usize("FLOE_BENCH_WINDOW_MS", 2000) as u64);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+        .expect("start")
+        .to_utc();
+    let hours = 7 * 24;
+    eprintln!("generating {rows} rows …");
+    let events = generate(&SampleSpec {
+        seed: 42,
+        start,
+        hours,
+        rows,
+        users: 200_000,
+    });
+    write_events_parquet(&events, &dir.path().join("data/events"), start, hours).expect("write");
+    drop(events);
+
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("bench-server")
+        .build()
+        .expect("runtime");
+    let config = ServerConfig {
+        pipelines: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
+        data_dir: dir.path().join("data"),
+        store: dir.path().join("store"),
+        ..ServerConfig::default()
+    };
+    let handle = server_runtime.handle().clone();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = build_state(config, JobRegistry::new(), clock, handle).expect("state");
+    let listener = server_runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    server_runtime.spawn(serve_on(listener, state, std::future::pending()));
+
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("bench-client")
+        .build()
+        .expect("runtime");
+    client_runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let created = client
+            .post(format!("{base}/contexts/bench?worker-threads=2&queue-length=256&memory-budget=8g"))
+            .send()
+            .await
+            .expect("context");
+        assert_eq!(created.status(), 200);
+
+        println!("## Trivial sync job (SELECT 1), warm context, loopback");
+        println!("| clients | p50 ms | p99 ms | jobs/s |");
+        println!("|---|---|---|---|");
+        load(&base, 4, Duration::from_millis(500)).await; // warm-up
+        for clients in [1, 16, 64] {
+            let (mut p50, mut p99, mut rate) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..repeats {
+                let result = load(&base, clients, window).await;
+                p50.push(result.p50_ms);
+                p99.push(result.p99_ms);
+                rate.push(result.jobs_per_s);
+            }
+            println!(
+                "| {clients} | {:.3} | {:.3} | {:.0} |",
+                median(&mut p50),
+                median(&mut p99),
+                median(&mut rate)
+            );
+        }
+
+        // Load the whole week into the context once, as a named object.
+        let loaded = Instant::now();
+        sync_job(
+            &client,
+            &base,
+            "select",
+            r#"input { object = events, source = events, app = shop, from = "2024-01-01", to = "2024-01-08" }"#,
+        )
+        .await;
+        eprintln!("named object `events` loaded in {:.1} s", loaded.elapsed().as_secs_f64());
+        let context: serde_json::Value = client
+            .get(format!("{base}/contexts/bench"))
+            .send()
+            .await
+            .expect("context")
+            .json()
+            .await
+            .expect("json");
+        let object = &context["namedObjects"][0];
+        println!();
+        println!(
+            "## Q1–Q3 on a context holding {} cached rows ({:.0} MiB), sync jobs vs direct polars",
+            object["rows"],
+            object["bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+        );
+
+        // The same frame, for the direct polars baseline, read the same way the context did.
+        let frame = LazyFrame::scan_parquet(
+            PlRefPath::new(format!("{}/data/events/**/*.parquet", dir.path().display())),
+            ScanArgsParquet::default(),
+        )
+        .expect("scan")
+        .collect()
+        .expect("collect");
+        let queries: [(&str, &str, &str, Box<dyn Fn() -> DataFrame>); 3] = [
+            (
+                "Q1 distinct users with a register click",
+                "count_distinct",
+                "input = events\ncolumn = user_id\nfilter = \"event = 'register'\"",
+                Box::new(|| {
+                    frame
+                        .clone()
+                        .lazy()
+                        .filter(col("event").eq(lit("register")))
+                        .select([col("user_id").drop_nulls().n_unique()])
+                        .collect()
+                        .expect("q1")
+                }),
+            ),
+            (
+                "Q2 top 10 cities by purchase amount",
+                "top",
+                "input = events\nkey = city\nmetric = \"sum(amount)\"\nn = 10\nfilter = \"event = 'purchase'\"",
+                Box::new(|| {
+                    frame
+                        .clone()
+                        .lazy()
+                        .filter(col("event").eq(lit("purchase")))
+                        .group_by([col("city")])
+                        .agg([col("amount").sum().alias("metric")])
+                        .sort(["metric"], SortMultipleOptions::default().with_order_descending(true))
+                        .limit(10)
+                        .collect()
+                        .expect("q2")
+                }),
+            ),
+            (
+                "Q3 purchase amount per category",
+                "group_by",
+                "input = events\nkeys = [category]\naggregations { sales = \"sum(amount)\" }\nfilter = \"event = 'purchase'\"",
+                Box::new(|| {
+                    frame
+                        .clone()
+                        .lazy()
+                        .filter(col("event").eq(lit("purchase")))
+                        .group_by([col("category")])
+                        .agg([col("amount").sum().alias("sales")])
+                        .collect()
+                        .expect("q3")
+                }),
+            ),
+        ];
+        println!("| query | Floe sync job ms | direct polars ms | ratio |");
+        println!("|---|---|---|---|");
+        for (name, class, config, direct) in &queries {
+            sync_job(&client, &base, class, config).await; // warm-up
+            direct();
+            let (mut floe_ms, mut polars_ms) = (Vec::new(), Vec::new());
+            for _ in 0..repeats {
+                let t = Instant::now();
+                let body = sync_job(&client, &base, class, config).await;
+                floe_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let t = Instant::now();
+                let expected = direct();
+                polars_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let rows = body["result"].as_array().map_or(0, Vec::len);
+                assert_eq!(rows, expected.height(), "{name}: Floe and polars disagree");
+            }
+            let (f, p) = (median(&mut floe_ms), median(&mut polars_ms));
+            println!("| {name} | {f:.1} | {p:.1} | {:.2}× |", f / p);
+        }
+    });
+}
