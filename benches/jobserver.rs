@@ -38,6 +38,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
+/// A benchmark query: name, Floe class, job config, and the same query in direct polars.
+type Query<'a> = (&'a str, &'a str, &'a str, Box<dyn Fn() -> DataFrame + 'a>);
+
 struct LoadResult {
     p50_ms: f64,
     p99_ms: f64,
@@ -216,7 +219,7 @@ fn main() {
         .expect("scan")
         .collect()
         .expect("collect");
-        let queries: [(&str, &str, &str, Box<dyn Fn() -> DataFrame>); 3] = [
+        let queries: [Query; 3] = [
             (
                 "Q1 distinct users with a register click",
                 "count_distinct",
