@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 
 use floe::clock::{Clock, SystemClock};
 use floe::dataset::write_events_parquet;
-use floe::job::JobRegistry;
+use std::collections::BTreeMap;
+
+use floe::job::builtin::{CountDistinct, GroupBy, Top};
+use floe::job::{Job, JobContext, JobInput, JobRegistry};
+use floe::partition::{Grain, Window};
 use floe::sample::{SampleSpec, generate};
 use floe::server::{ServerConfig, build_state, serve_on};
 use polars::prelude::*;
@@ -38,8 +42,40 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// A benchmark query: name, Floe class, job config, and the same query in direct polars.
-type Query<'a> = (&'a str, &'a str, &'a str, Box<dyn Fn() -> DataFrame + 'a>);
+/// A benchmark query: name, Floe class, job config, the same query in direct polars, and the
+/// Floe job kind called in-process (no server) to split the overhead between job and server.
+type Query<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Box<dyn Fn() -> DataFrame + 'a>,
+    Arc<dyn Job>,
+);
+
+/// Runs a built-in job kind in-process over `frame` as its only input, `events`.
+fn run_in_process(job: &dyn Job, frame: &DataFrame) -> DataFrame {
+    let inputs: BTreeMap<String, JobInput> = [(
+        "events".to_owned(),
+        JobInput {
+            frame: frame.clone().lazy(),
+            states: None,
+            upstream_kind: None,
+        },
+    )]
+    .into_iter()
+    .collect();
+    let ctx = JobContext {
+        pipeline: "bench",
+        job: "bench",
+        grain: Grain::Hourly,
+        window: Window {
+            start: chrono::DateTime::UNIX_EPOCH,
+            end: chrono::DateTime::UNIX_EPOCH,
+        },
+        inputs: &inputs,
+    };
+    job.run(&ctx).expect("in-process job").frame
+}
 
 struct LoadResult {
     p50_ms: f64,
@@ -148,6 +184,7 @@ fn main() {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let core = state.core.clone();
     server_runtime.spawn(serve_on(listener, state, std::future::pending()));
 
     let client_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -211,14 +248,14 @@ fn main() {
             object["bytes"].as_f64().unwrap_or(0.0) / 1048576.0
         );
 
-        // The same frame, for the direct polars baseline, read the same way the context did.
-        let frame = LazyFrame::scan_parquet(
-            PlRefPath::new(format!("{}/data/events/**/*.parquet", dir.path().display())),
-            ScanArgsParquet::default(),
-        )
-        .expect("scan")
-        .collect()
-        .expect("collect");
+        // The very frame the context holds, for the direct polars baseline.
+        let frame: DataFrame = core
+            .context("bench")
+            .and_then(|context| context.objects.get("events"))
+            .expect("named object `events`")
+            .frame
+            .as_ref()
+            .clone();
         let queries: [Query; 3] = [
             (
                 "Q1 distinct users with a register click",
@@ -233,6 +270,7 @@ fn main() {
                         .collect()
                         .expect("q1")
                 }),
+                Arc::new(CountDistinct::new("user_id", Some("event = 'register'")).expect("q1 job")),
             ),
             (
                 "Q2 top 10 cities by purchase amount",
@@ -250,6 +288,10 @@ fn main() {
                         .collect()
                         .expect("q2")
                 }),
+                Arc::new(
+                    Top::new("city", "sum(amount)", 10, None, Some("event = 'purchase'"))
+                        .expect("q2 job"),
+                ),
             ),
             (
                 "Q3 purchase amount per category",
@@ -265,15 +307,28 @@ fn main() {
                         .collect()
                         .expect("q3")
                 }),
+                Arc::new(
+                    GroupBy::new(
+                        &["category".to_owned()],
+                        &[("sales".to_owned(), "sum(amount)".to_owned())],
+                        Some("event = 'purchase'"),
+                    )
+                    .expect("q3 job"),
+                ),
             ),
         ];
-        println!("| query | Floe sync job ms | direct polars ms | ratio |");
-        println!("|---|---|---|---|");
-        for (name, class, config, direct) in &queries {
+        println!(
+            "| query | Floe sync job ms | job kind in-process ms | direct polars ms | sync job / polars |"
+        );
+        println!("|---|---|---|---|---|");
+        for (name, class, config, direct, job) in &queries {
             sync_job(&client, &base, class, config).await; // warm-up
             direct();
-            let (mut floe_ms, mut polars_ms) = (Vec::new(), Vec::new());
+            let (mut floe_ms, mut polars_ms, mut kind_ms) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..repeats {
+                let t = Instant::now();
+                run_in_process(job.as_ref(), &frame);
+                kind_ms.push(t.elapsed().as_secs_f64() * 1e3);
                 let t = Instant::now();
                 let body = sync_job(&client, &base, class, config).await;
                 floe_ms.push(t.elapsed().as_secs_f64() * 1e3);
@@ -283,8 +338,12 @@ fn main() {
                 let rows = body["result"].as_array().map_or(0, Vec::len);
                 assert_eq!(rows, expected.height(), "{name}: Floe and polars disagree");
             }
-            let (f, p) = (median(&mut floe_ms), median(&mut polars_ms));
-            println!("| {name} | {f:.1} | {p:.1} | {:.2}× |", f / p);
+            let (f, k, p) = (
+                median(&mut floe_ms),
+                median(&mut kind_ms),
+                median(&mut polars_ms),
+            );
+            println!("| {name} | {f:.1} | {k:.1} | {p:.1} | {:.2}× |", f / p);
         }
     });
 }

