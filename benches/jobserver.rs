@@ -25,6 +25,10 @@ use floe::sample::{SampleSpec, generate};
 use floe::server::{ServerConfig, build_state, serve_on};
 use polars::prelude::*;
 
+/// The allocator the `floe` binary runs with, so the figures match it (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key)
         .ok()
