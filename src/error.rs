@@ -20,6 +20,15 @@ pub fn error_chain(err: &(dyn Error + 'static)) -> String {
     text
 }
 
+/// The message a caught panic carries (`panic!` with a literal or a formatted string).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::error_chain;

@@ -691,11 +691,7 @@ impl JobServer {
                 stack: String::new(),
             }),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_owned());
+                let what = crate::error::panic_message(panic.as_ref());
                 Outcome::Failed(JobFailure {
                     message: format!("the job panicked: {what}"),
                     error_class: "floe.JobPanicked".to_owned(),

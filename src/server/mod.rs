@@ -215,11 +215,7 @@ async fn method_not_allowed(request: Request) -> Response {
 }
 
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_owned());
+    let what = crate::error::panic_message(panic.as_ref());
     tracing::error!(panic = %what, "a request handler panicked");
     http::sjs_error(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -316,11 +316,7 @@ fn open_sled_once(path: &Path, config: &sled::Config) -> Result<sled::Db, StoreE
         Ok(Err(sled::Error::Io(source))) => Err(layout::io_error(path, source)),
         Ok(Err(other)) => Err(layout::corrupt(path, other)),
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".to_owned());
+            let what = crate::error::panic_message(panic.as_ref());
             Err(layout::corrupt(
                 path,
                 format!("sled panicked while opening: {what}"),
