@@ -77,6 +77,9 @@ fn collect_errors(
 pub struct CountDistinct {
     column: String,
     filter: Option<Expr>,
+    /// Keep the distinct keys as the mergeable state. Pipeline partitions need them for
+    /// roll-ups; a one-off count does not, and counting without materialising them is faster.
+    keep_state: bool,
 }
 
 impl CountDistinct {
@@ -85,7 +88,14 @@ impl CountDistinct {
         Ok(CountDistinct {
             column: column.to_owned(),
             filter,
+            keep_state: true,
         })
+    }
+
+    /// The same count without the mergeable state, for results nothing rolls up.
+    pub fn count_only(mut self) -> Self {
+        self.keep_state = false;
+        self
     }
 
     pub fn from_spec(spec: &CountDistinctSpec) -> Result<Self, Vec<String>> {
@@ -114,6 +124,16 @@ impl Job for CountDistinct {
             }
             _ => input.frame.clone(),
         };
+        if !self.keep_state {
+            let frame = apply_filter(rows, &self.filter)
+                .select([key
+                    .drop_nulls()
+                    .n_unique()
+                    .cast(DataType::UInt64)
+                    .alias(DISTINCT_COUNT_COLUMN)])
+                .collect()?;
+            return Ok(JobOutput::frame(frame));
+        }
         let keys = apply_filter(rows, &self.filter)
             .select([key.clone()])
             .filter(key.is_not_null())
@@ -402,5 +422,60 @@ impl Job for Select {
         }
         .collect()?;
         Ok(JobOutput::frame(frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::job::JobInput;
+    use crate::partition::{Grain, Window};
+
+    fn run(job: &dyn Job, frame: DataFrame) -> JobOutput {
+        let inputs: BTreeMap<String, JobInput> = [(
+            "events".to_owned(),
+            JobInput {
+                frame: frame.lazy(),
+                states: None,
+                upstream_kind: None,
+            },
+        )]
+        .into_iter()
+        .collect();
+        let ctx = JobContext {
+            pipeline: "p",
+            job: "j",
+            grain: Grain::Hourly,
+            window: Window {
+                start: DateTime::UNIX_EPOCH,
+                end: DateTime::UNIX_EPOCH,
+            },
+            inputs: &inputs,
+        };
+        job.run(&ctx).unwrap()
+    }
+
+    #[test]
+    fn count_only_counts_like_the_stateful_count_without_keeping_keys() {
+        let frame = df!(
+            "user_id" => [Some(1i64), Some(2), Some(2), None, Some(3), Some(4)],
+            "event" => ["register", "register", "register", "register", "click", "register"],
+        )
+        .unwrap();
+        let stateful = CountDistinct::new("user_id", Some("event = 'register'")).unwrap();
+        let with_state = run(&stateful, frame.clone());
+        let without = run(&stateful.clone().count_only(), frame);
+        // Nulls are not a value; the click is filtered out: {1, 2, 4}.
+        assert_eq!(
+            with_state.frame,
+            df!(DISTINCT_COUNT_COLUMN => [3u64]).unwrap()
+        );
+        assert_eq!(without.frame, with_state.frame);
+        assert_eq!(with_state.state.map(|s| s.height()), Some(3));
+        assert!(without.state.is_none());
     }
 }
