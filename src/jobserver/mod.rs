@@ -818,9 +818,10 @@ impl JobServer {
     pub fn kill(&self, id: &str) -> Result<KillOutcome, StoreError> {
         if let Some(live) = self.live_job(id) {
             self.stop_job(&live, StopReason::Killed);
-            return Ok(match live.record().status {
+            let record = live.record();
+            return Ok(match record.status {
                 JobStatus::Killed => KillOutcome::Killed,
-                JobStatus::Error => KillOutcome::AlreadyFailed(live.record().failure),
+                JobStatus::Error => KillOutcome::AlreadyFailed(record.failure),
                 _ => KillOutcome::NotRunning,
             });
         }
@@ -888,8 +889,23 @@ impl JobServer {
         for job in self.live_jobs() {
             self.stop_job(&job, StopReason::Shutdown);
         }
-        for context in self.contexts() {
-            context.stop();
+        // Every job is final now; wait out what is left of the grace for worker threads still
+        // inside a polars computation, so their discarded work ends before the store flush.
+        let executors: Vec<Arc<Executor>> = self
+            .contexts()
+            .iter()
+            .map(|context| {
+                context.stop();
+                context.executor.clone()
+            })
+            .chain([self.adhoc.clone()])
+            .collect();
+        self.adhoc.stop();
+        for executor in executors {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !executor.join(left) {
+                warn!("a worker thread was still computing at shutdown; its result is discarded");
+            }
         }
         if let Err(e) = self.store.flush() {
             warn!(error = %error_chain(&e), "cannot flush the store at shutdown");

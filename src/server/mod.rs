@@ -22,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{MethodRouter, on};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -53,112 +53,48 @@ pub struct AppState {
 /// A route: method, path template, and whether it takes uploads (the larger body limit).
 type RouteEntry = (Method, &'static str, MethodRouter<AppState>, bool);
 
+/// One route; the method filter is derived from `method`, so the table cannot list one method
+/// and route another.
+fn route<H, T>(method: Method, path: &'static str, handler: H) -> RouteEntry
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone())
+        .unwrap_or_else(|_| panic!("route table: no method filter for {method}"));
+    (method, path, on(filter, handler), false)
+}
+
 fn route_table() -> Vec<RouteEntry> {
-    use axum::routing::MethodFilter as M;
+    let upload = |(method, path, handler, _): RouteEntry| (method, path, handler, true);
     vec![
-        (
-            Method::GET,
-            "/binaries",
-            on(M::GET, sjs::list_binaries),
-            false,
-        ),
-        (
-            Method::GET,
-            "/binaries/{app}",
-            on(M::GET, sjs::get_binary),
-            false,
-        ),
-        (
-            Method::POST,
-            "/binaries/{app}",
-            on(M::POST, sjs::upload_binary),
-            true,
-        ),
-        (
-            Method::DELETE,
-            "/binaries/{app}",
-            on(M::DELETE, sjs::delete_binary),
-            false,
-        ),
-        (
-            Method::GET,
-            "/contexts",
-            on(M::GET, sjs::list_contexts),
-            false,
-        ),
-        (
-            Method::GET,
-            "/contexts/{name}",
-            on(M::GET, sjs::get_context),
-            false,
-        ),
-        (
-            Method::POST,
-            "/contexts/{name}",
-            on(M::POST, sjs::create_context),
-            false,
-        ),
-        (
-            Method::DELETE,
-            "/contexts/{name}",
-            on(M::DELETE, sjs::delete_context),
-            false,
-        ),
-        (Method::GET, "/jobs", on(M::GET, sjs::list_jobs), false),
-        (Method::POST, "/jobs", on(M::POST, sjs::submit_job), false),
-        (Method::GET, "/jobs/{id}", on(M::GET, sjs::get_job), false),
-        (
-            Method::DELETE,
-            "/jobs/{id}",
-            on(M::DELETE, sjs::kill_job),
-            false,
-        ),
-        (
-            Method::GET,
-            "/jobs/{id}/config",
-            on(M::GET, sjs::get_job_config),
-            false,
-        ),
-        (
-            Method::GET,
-            "/pipelines",
-            on(M::GET, floe::list_pipelines),
-            false,
-        ),
-        (
-            Method::GET,
-            "/pipelines/{pipeline}",
-            on(M::GET, floe::get_pipeline),
-            false,
-        ),
-        (
-            Method::GET,
-            "/pipelines/{pipeline}/runs",
-            on(M::GET, floe::list_runs),
-            false,
-        ),
-        (
-            Method::POST,
-            "/pipelines/{pipeline}/runs",
-            on(M::POST, floe::start_run),
-            false,
-        ),
-        (
+        route(Method::GET, "/binaries", sjs::list_binaries),
+        route(Method::GET, "/binaries/{app}", sjs::get_binary),
+        upload(route(Method::POST, "/binaries/{app}", sjs::upload_binary)),
+        route(Method::DELETE, "/binaries/{app}", sjs::delete_binary),
+        route(Method::GET, "/contexts", sjs::list_contexts),
+        route(Method::GET, "/contexts/{name}", sjs::get_context),
+        route(Method::POST, "/contexts/{name}", sjs::create_context),
+        route(Method::DELETE, "/contexts/{name}", sjs::delete_context),
+        route(Method::GET, "/jobs", sjs::list_jobs),
+        route(Method::POST, "/jobs", sjs::submit_job),
+        route(Method::GET, "/jobs/{id}", sjs::get_job),
+        route(Method::DELETE, "/jobs/{id}", sjs::kill_job),
+        route(Method::GET, "/jobs/{id}/config", sjs::get_job_config),
+        route(Method::GET, "/pipelines", floe::list_pipelines),
+        route(Method::GET, "/pipelines/{pipeline}", floe::get_pipeline),
+        route(Method::GET, "/pipelines/{pipeline}/runs", floe::list_runs),
+        route(Method::POST, "/pipelines/{pipeline}/runs", floe::start_run),
+        route(
             Method::GET,
             "/pipelines/{pipeline}/jobs/{job}/results",
-            on(M::GET, floe::job_results),
-            false,
+            floe::job_results,
         ),
-        (Method::POST, "/query", on(M::POST, floe::query), false),
-        (Method::GET, "/healthz", on(M::GET, floe::healthz), false),
-        (Method::GET, "/readyz", on(M::GET, floe::readyz), false),
-        (Method::GET, "/metrics", on(M::GET, floe::metrics), false),
-        (
-            Method::GET,
-            "/openapi.json",
-            on(M::GET, floe::openapi),
-            false,
-        ),
+        route(Method::POST, "/query", floe::query),
+        route(Method::GET, "/healthz", floe::healthz),
+        route(Method::GET, "/readyz", floe::readyz),
+        route(Method::GET, "/metrics", floe::metrics),
+        route(Method::GET, "/openapi.json", floe::openapi),
     ]
 }
 
@@ -192,25 +128,27 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-async fn not_found(request: Request) -> Response {
+/// The JSON answer for a request no route takes.
+fn unrouted(status: StatusCode, request: &Request, problem: &str) -> Response {
     http::sjs_error(
-        StatusCode::NOT_FOUND,
+        status,
         format!(
-            "no route {} {} (see /openapi.json)",
+            "{} {} {problem} (see /openapi.json)",
             request.method(),
             request.uri().path()
         ),
     )
 }
 
+async fn not_found(request: Request) -> Response {
+    unrouted(StatusCode::NOT_FOUND, &request, "has no route")
+}
+
 async fn method_not_allowed(request: Request) -> Response {
-    http::sjs_error(
+    unrouted(
         StatusCode::METHOD_NOT_ALLOWED,
-        format!(
-            "{} is not allowed on {} (see /openapi.json)",
-            request.method(),
-            request.uri().path()
-        ),
+        &request,
+        "is not allowed on this path",
     )
 }
 

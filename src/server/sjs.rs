@@ -49,6 +49,12 @@ pub(super) fn body_error(rejection: &BytesRejection) -> (StatusCode, String) {
     (status, message)
 }
 
+/// A body that could not be read, in the SJS envelope.
+fn rejected(rejection: &BytesRejection) -> Response {
+    let (status, message) = body_error(rejection);
+    sjs_error(status, message)
+}
+
 fn internal(e: &(dyn std::error::Error + 'static)) -> Response {
     sjs_error(StatusCode::INTERNAL_SERVER_ERROR, error_chain(e))
 }
@@ -139,10 +145,7 @@ pub(super) async fn upload_binary(
 ) -> Response {
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            let (status, message) = body_error(&rejection);
-            return sjs_error(status, message);
-        }
+        Err(rejection) => return rejected(&rejection),
     };
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let media = content_type
@@ -254,7 +257,11 @@ pub(super) async fn get_context(
 
 /// Parses a config body as HOCON (JSON included), whatever its content type: that is what
 /// spark-jobserver does, and `curl -d` labels HOCON as a form.
+/// A blank body is an empty config.
 pub(super) fn parse_config(body: &[u8]) -> Result<Map<String, Value>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
     let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
     match super::hocon::parse(text).map_err(|e| e.to_string())? {
         Value::Object(map) => Ok(map),
@@ -280,36 +287,29 @@ pub(super) async fn create_context(
     };
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            let (status, message) = body_error(&rejection);
-            return sjs_error(status, message);
-        }
+        Err(rejection) => return rejected(&rejection),
     };
     let mut settings: BTreeMap<String, Value> = params
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        let config = match parse_config(&body) {
-            Ok(config) => config,
-            Err(e) => {
-                return sjs_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("CONTEXT INIT ERROR: cannot parse config: {e}"),
-                );
-            }
-        };
-        // Settings may sit at the top level or under spark-jobserver's blocks.
-        let nested = config
-            .get("spark")
-            .and_then(|s| s.get("context-settings"))
-            .or_else(|| config.get("context-settings"))
-            .and_then(Value::as_object)
-            .cloned();
-        for (key, value) in nested.unwrap_or(config) {
-            settings.insert(key, value);
+    let config = match parse_config(&body) {
+        Ok(config) => config,
+        Err(e) => {
+            return sjs_error(
+                StatusCode::BAD_REQUEST,
+                format!("CONTEXT INIT ERROR: cannot parse config: {e}"),
+            );
         }
-    }
+    };
+    // Settings may sit at the top level or under spark-jobserver's blocks.
+    let nested = config
+        .get("spark")
+        .and_then(|s| s.get("context-settings"))
+        .or_else(|| config.get("context-settings"))
+        .and_then(Value::as_object)
+        .cloned();
+    settings.extend(nested.unwrap_or(config));
     let core = state.core.clone();
     let context_name = name.clone();
     match tokio::task::spawn_blocking(move || core.create_context(&context_name, settings)).await {
@@ -443,20 +443,11 @@ pub(super) async fn submit_job(
     };
     let body = match body {
         Ok(body) => body,
-        Err(rejection) => {
-            let (status, message) = body_error(&rejection);
-            return sjs_error(status, message);
-        }
+        Err(rejection) => return rejected(&rejection),
     };
-    let config = if body.iter().all(u8::is_ascii_whitespace) {
-        Map::new()
-    } else {
-        match parse_config(&body) {
-            Ok(config) => config,
-            Err(e) => {
-                return sjs_error(StatusCode::BAD_REQUEST, format!("Cannot parse config: {e}"));
-            }
-        }
+    let config = match parse_config(&body) {
+        Ok(config) => config,
+        Err(e) => return sjs_error(StatusCode::BAD_REQUEST, format!("Cannot parse config: {e}")),
     };
     let string_in = |keys: &[&str]| -> Option<String> {
         keys.iter()

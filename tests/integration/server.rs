@@ -100,13 +100,20 @@ impl TestServer {
         for _ in 0..3000 {
             let (status, report) = self.get(&format!("/jobs/{id}?limit=1000")).await;
             assert_eq!(status, StatusCode::OK, "{report}");
-            if ["FINISHED", "ERROR", "KILLED"].contains(&report["status"].as_str().unwrap()) {
+            if ["FINISHED", "ERROR", "KILLED"].contains(&text(&report["status"])) {
                 return report;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("job {id} did not finish");
     }
+}
+
+/// A JSON string value, or a test failure naming what it was instead.
+fn text(value: &Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a JSON string, found {value}"))
 }
 
 /// A pipeline run that recomputes every partition of the sample week: seconds of work with a
@@ -152,11 +159,8 @@ async fn binaries_upload_validate_version_and_delete() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
     let errors = body["errors"].as_array().unwrap();
-    assert!(
-        errors[0].as_str().unwrap().starts_with("shop2.yaml:"),
-        "{body}"
-    );
-    assert!(body["result"].as_str().unwrap().contains("dayly"), "{body}");
+    assert!(text(&errors[0]).starts_with("shop2.yaml:"), "{body}");
+    assert!(text(&body["result"]).contains("dayly"), "{body}");
     assert_eq!(server.get("/binaries/shop2").await.1["version"], 2);
 
     let response = upload(yaml.clone(), "image/png").await.unwrap();
@@ -177,7 +181,7 @@ async fn binaries_upload_validate_version_and_delete() {
         .post("/jobs?appName=shop2&classPath=floe.PipelineRun", LONG_RUN)
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{started}");
-    let id = started["jobId"].as_str().unwrap();
+    let id = text(&started["jobId"]);
     let (status, refused) = server.delete("/binaries/shop2").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
@@ -215,28 +219,17 @@ async fn contexts_create_list_describe_and_delete() {
     assert_eq!(body["result"], "context warm exists");
     let (status, body) = server.post("/contexts/9lives", "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        body["result"]
-            .as_str()
-            .unwrap()
-            .contains("must start with letters")
-    );
+    assert!(text(&body["result"]).contains("must start with letters"));
     let (status, body) = server.post("/contexts/other?workers=2", "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        body["result"]
-            .as_str()
-            .unwrap()
-            .contains("unknown context setting `workers`"),
+        text(&body["result"]).contains("unknown context setting `workers`"),
         "{body}"
     );
     let (status, body) = server.post("/contexts/other", "a = {").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        body["result"]
-            .as_str()
-            .unwrap()
-            .starts_with("CONTEXT INIT ERROR: cannot parse config: line 1"),
+        text(&body["result"]).starts_with("CONTEXT INIT ERROR: cannot parse config: line 1"),
         "{body}"
     );
 
@@ -280,11 +273,11 @@ async fn jobs_async_sync_config_listing_and_every_refusal() {
     assert_eq!(started["status"], "STARTED");
     assert_eq!(started["context"], "ctx");
     assert_eq!(started["classPath"], "sales_per_category_daily");
-    let id = started["jobId"].as_str().unwrap().to_owned();
+    let id = text(&started["jobId"]).to_owned();
     assert_eq!(location, format!("/jobs/{id}"));
     let done = server.wait_final(&id).await;
     assert_eq!(done["status"], "FINISHED", "{done}");
-    assert!(done["duration"].as_str().unwrap().ends_with(" secs"));
+    assert!(text(&done["duration"]).ends_with(" secs"));
     let rows = done["result"].as_array().unwrap();
     assert!(!rows.is_empty());
     assert!(
@@ -319,9 +312,7 @@ async fn jobs_async_sync_config_listing_and_every_refusal() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["result"], json!([{"one": 1}]));
-    let (_, report) = server
-        .get(&format!("/jobs/{}", body["jobId"].as_str().unwrap()))
-        .await;
+    let (_, report) = server.get(&format!("/jobs/{}", text(&body["jobId"]))).await;
     assert_eq!(report["context"], "<<ad-hoc>>");
 
     // A job that fails while running: sync answers 200 with status ERROR.
@@ -334,7 +325,7 @@ async fn jobs_async_sync_config_listing_and_every_refusal() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ERROR");
     assert_eq!(body["result"]["errorClass"], "floe.NamedObjectNotFound");
-    let failed_id = body["jobId"].as_str().unwrap().to_owned();
+    let failed_id = text(&body["jobId"]).to_owned();
 
     let (status, body) = server
         .post(
@@ -345,10 +336,7 @@ async fn jobs_async_sync_config_listing_and_every_refusal() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["status"], "VALIDATION FAILED");
     assert!(
-        body["result"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("`partition`: "),
+        text(&body["result"]["message"]).starts_with("`partition`: "),
         "{body}"
     );
     let (status, body) = server
@@ -356,10 +344,7 @@ async fn jobs_async_sync_config_listing_and_every_refusal() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        body["result"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("missing field `metric`"),
+        text(&body["result"]["message"]).contains("missing field `metric`"),
         "{body}"
     );
     let (status, body) = server.post("/jobs?appName=nope&classPath=x", "").await;
@@ -369,12 +354,7 @@ async fn jobs_async_sync_config_listing_and_every_refusal() {
     );
     let (status, body) = server.post("/jobs?appName=shop&classPath=nojob", "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(
-        body["result"]
-            .as_str()
-            .unwrap()
-            .starts_with("classPath nojob not found")
-    );
+    assert!(text(&body["result"]).starts_with("classPath nojob not found"));
     let (status, body) = server
         .post(
             "/jobs?classPath=sql&context=nowhere",
@@ -388,20 +368,12 @@ async fn jobs_async_sync_config_listing_and_every_refusal() {
     let (status, body) = server.post("/jobs?classPath=sql", "query = {").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        body["result"]
-            .as_str()
-            .unwrap()
-            .starts_with("Cannot parse config: line 1"),
+        text(&body["result"]).starts_with("Cannot parse config: line 1"),
         "{body}"
     );
     let (status, body) = server.post("/jobs?appName=shop", "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        body["result"]
-            .as_str()
-            .unwrap()
-            .contains("classPath is missing")
-    );
+    assert!(text(&body["result"]).contains("classPath is missing"));
     let (status, _) = server.post("/jobs?classPath=sql&sync=maybe", "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
@@ -476,12 +448,12 @@ async fn full_queue_gives_429_kill_stops_running_and_queued_jobs() {
     let (_, context) = server.get("/contexts/tight").await;
     assert_eq!(context["jobs"]["queued"], 1, "{context}");
     let (_, queued) = server
-        .get(&format!("/jobs/{}", second["jobId"].as_str().unwrap()))
+        .get(&format!("/jobs/{}", text(&second["jobId"])))
         .await;
     assert_eq!(queued["queued"], true);
 
     for job in [&second, &first] {
-        let id = job["jobId"].as_str().unwrap();
+        let id = text(&job["jobId"]);
         let (status, body) = server.delete(&format!("/jobs/{id}")).await;
         assert_eq!(
             (status, body),
@@ -533,11 +505,8 @@ async fn sync_timeout_answers_202_and_execution_timeout_ends_in_error() {
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let report: Value = response.json().await.unwrap();
     assert_eq!(report["status"], "RUNNING");
-    assert_eq!(
-        location,
-        format!("/jobs/{}", report["jobId"].as_str().unwrap())
-    );
-    let done = server.wait_final(report["jobId"].as_str().unwrap()).await;
+    assert_eq!(location, format!("/jobs/{}", text(&report["jobId"])));
+    let done = server.wait_final(text(&report["jobId"])).await;
     assert_eq!(done["status"], "ERROR", "{done}");
     assert_eq!(done["result"]["errorClass"], "floe.JobTimeout");
     assert_eq!(
@@ -621,7 +590,7 @@ async fn results_page_and_download_in_every_format() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let id = body["jobId"].as_str().unwrap().to_owned();
+    let id = text(&body["jobId"]).to_owned();
     let total = body["result"].as_array().unwrap().len();
     assert!(total > 20, "{total}");
 
@@ -654,12 +623,12 @@ async fn results_page_and_download_in_every_format() {
     };
     let (kind, csv) = download("text/csv", format!("/jobs/{id}")).await;
     assert!(kind.starts_with("text/csv"));
-    let text = String::from_utf8(csv.to_vec()).unwrap();
+    let csv_text = String::from_utf8(csv.to_vec()).unwrap();
     assert!(
-        text.starts_with("partition_start,partition_end,ts,user_id"),
-        "{text}"
+        csv_text.starts_with("partition_start,partition_end,ts,user_id"),
+        "{csv_text}"
     );
-    assert_eq!(text.lines().count(), total + 1);
+    assert_eq!(csv_text.lines().count(), total + 1);
     let (kind, arrow) =
         download("application/vnd.apache.arrow.stream", format!("/jobs/{id}")).await;
     assert_eq!(kind, "application/vnd.apache.arrow.stream");
@@ -719,10 +688,7 @@ async fn results_page_and_download_in_every_format() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("unknown table `nowhere`"),
+        text(&error["error"]["message"]).starts_with("unknown table `nowhere`"),
         "{error}"
     );
     let (status, _) = server
@@ -768,14 +734,14 @@ async fn pipelines_describe_run_and_list_runs() {
     assert_eq!(response.status(), StatusCode::ACCEPTED);
     let started: Value = response.json().await.unwrap();
     assert_eq!(started["classPath"], "floe.PipelineRun");
-    let done = server.wait_final(started["jobId"].as_str().unwrap()).await;
+    let done = server.wait_final(text(&started["jobId"])).await;
     assert_eq!(done["status"], "FINISHED", "{done}");
     // 48 hourly staging runs and 2 daily runs, all computed.
     let outcomes: Vec<&str> = done["result"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r["outcome"].as_str().unwrap())
+        .map(|r| text(&r["outcome"]))
         .collect();
     assert_eq!(outcomes.len(), 50);
     assert!(outcomes.iter().all(|o| *o == "computed"));
@@ -803,10 +769,7 @@ async fn pipelines_describe_run_and_list_runs() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        error["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("has no job `nope`"),
+        text(&error["error"]["message"]).contains("has no job `nope`"),
         "{error}"
     );
     assert_eq!(
@@ -877,7 +840,7 @@ async fn restart_resolves_interrupted_jobs_and_keeps_history() {
             r#"query = "SELECT 40 + 2 AS answer""#,
         )
         .await;
-    let id = sync["jobId"].as_str().unwrap().to_owned();
+    let id = text(&sync["jobId"]).to_owned();
     server.stop().await;
 
     // After a clean restart: contexts, jobs, configs and results are all still there.
@@ -912,7 +875,7 @@ async fn shutdown_records_jobs_still_running() {
     let (_, started) = server
         .post("/jobs?appName=shop&classPath=floe.PipelineRun", LONG_RUN)
         .await;
-    let id = started["jobId"].as_str().unwrap().to_owned();
+    let id = text(&started["jobId"]).to_owned();
     tokio::time::sleep(Duration::from_millis(50)).await;
     server.stop().await;
     let server = TestServer::start(&world, |_| {}).await;
