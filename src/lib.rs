@@ -47,6 +47,7 @@ pub mod partition;
 pub mod pipeline;
 pub mod results;
 pub mod sample;
+pub mod scheduler;
 pub mod server;
 pub mod store;
 

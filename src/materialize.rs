@@ -27,10 +27,11 @@ use tracing::{debug, info, warn};
 use crate::clock::Clock;
 use crate::engine::cache::CachedResult;
 use crate::engine::{
-    ResultCache, decode_ipc, encode_ipc, resolve_source_files, scan_source_window,
+    FileIdentity, ResultCache, SourceError, decode_ipc, encode_ipc, resolve_source_files,
+    scan_source_window,
 };
 use crate::error::error_chain;
-use crate::job::{JobContext, JobInput};
+use crate::job::{JobContext, JobInput, JobOutput};
 use crate::partition::{Window, subwindows, windows_within};
 use crate::pipeline::{InputRef, JobDef, Pipeline};
 use crate::store::{NewResult, RunKey, RunState, Store, StoreError};
@@ -76,6 +77,62 @@ pub enum RunOutcome {
     UpstreamFailed {
         upstream: String,
     },
+}
+
+/// What one scheduled attempt at a partition came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionAttempt {
+    /// Fresh (its stored result still holds) or computed and committed.
+    Done(RunOutcome),
+    /// A source that waits for its files has none for the window yet.
+    NotReady { source: String },
+    /// The job failed; the run is still Running in the store for the caller to settle.
+    Failed(String),
+    /// Another writer holds the run, or this attempt was stopped or superseded: nothing was
+    /// committed and the run's state belongs to someone else.
+    Lost(String),
+}
+
+/// Why computing or committing a run did not end in a commit.
+enum CommitError {
+    Failed(String),
+    Stopped,
+    Lost(String),
+}
+
+impl CommitError {
+    fn into_message(self) -> String {
+        match self {
+            CommitError::Failed(message) | CommitError::Lost(message) => message,
+            CommitError::Stopped => "stopped".to_owned(),
+        }
+    }
+}
+
+/// The fingerprint of one run: the job's definition, its window, the identity of every
+/// source file it reads and the fingerprints of the upstream results it reads.
+fn run_fingerprint(
+    def: &JobDef,
+    window: &Window,
+    source_files: &BTreeMap<String, Vec<FileIdentity>>,
+    upstream_fingerprints: &[&str],
+) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(def.definition_fingerprint.as_bytes());
+    hasher.update(window.start.timestamp_millis().to_be_bytes());
+    hasher.update(window.end.timestamp_millis().to_be_bytes());
+    for (name, files) in source_files {
+        hasher.update(name.as_bytes());
+        for file in files {
+            hasher.update(file.path.to_string_lossy().as_bytes());
+            hasher.update(file.size.to_be_bytes());
+            hasher.update(file.modified_ns.to_be_bytes());
+        }
+    }
+    for upstream in upstream_fingerprints {
+        hasher.update(upstream.as_bytes());
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// What happened to one planned run, reported as it happens.
@@ -348,35 +405,8 @@ impl Materializer {
         force: bool,
     ) -> Result<(RunOutcome, String), String> {
         // Source files are resolved first: their identities are part of the fingerprint.
-        let mut source_files = BTreeMap::new();
-        for input in &def.inputs {
-            if let InputRef::Source(name) = input {
-                let source = pipeline
-                    .sources
-                    .get(name)
-                    .ok_or_else(|| format!("unknown source `{name}`"))?;
-                let files = resolve_source_files(source, &self.data_dir, &run.window)
-                    .map_err(|e| e.to_string())?;
-                source_files.insert(name.clone(), files);
-            }
-        }
-        let mut hasher = Sha256::new();
-        hasher.update(def.definition_fingerprint.as_bytes());
-        hasher.update(run.window.start.timestamp_millis().to_be_bytes());
-        hasher.update(run.window.end.timestamp_millis().to_be_bytes());
-        for (name, files) in &source_files {
-            hasher.update(name.as_bytes());
-            for file in files {
-                hasher.update(file.path.to_string_lossy().as_bytes());
-                hasher.update(file.size.to_be_bytes());
-                hasher.update(file.modified_ns.to_be_bytes());
-            }
-        }
-        for upstream in upstream_fingerprints {
-            hasher.update(upstream.as_bytes());
-        }
-        let fingerprint = hex::encode(hasher.finalize());
-
+        let source_files = self.source_files(pipeline, def, &run.window)?;
+        let fingerprint = run_fingerprint(def, &run.window, &source_files, upstream_fingerprints);
         if !force
             && self
                 .is_fresh(key, &fingerprint)
@@ -385,51 +415,233 @@ impl Materializer {
             debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, "fresh, skipped");
             return Ok((RunOutcome::Fresh, fingerprint));
         }
-
         let now = self.clock.now();
         self.store
             .mark_running(key, run.window.end, &fingerprint, now)
             .map_err(|e| error_chain(&e))?;
-        let inputs = self.job_inputs(pipeline, def, run, &source_files)?;
+        let rows = self.compute_and_commit(
+            pipeline,
+            def,
+            &run.window,
+            key,
+            &fingerprint,
+            &source_files,
+            None,
+        )?;
+        Ok((RunOutcome::Computed { rows }, fingerprint))
+    }
+
+    /// One scheduled attempt at a partition the scheduler has enqueued (Pending): checks its
+    /// sources are there, that its upstream results exist, skips it when its stored result
+    /// is still fresh (unless `force`), and otherwise computes and commits it. `stop` is
+    /// asked before the commit: an attempt the scheduler gave up on commits nothing.
+    pub fn attempt_partition(
+        &self,
+        pipeline: &Pipeline,
+        def: &JobDef,
+        window: &Window,
+        force: bool,
+        stop: &dyn Fn() -> bool,
+    ) -> PartitionAttempt {
+        let key = RunKey {
+            pipeline: pipeline.name.clone(),
+            job: def.name.clone(),
+            partition_start: window.start,
+        };
+        // A source with no files for the window yet is not ready, unless it does not wait.
+        let mut source_files = BTreeMap::new();
+        for input in &def.inputs {
+            let InputRef::Source(name) = input else {
+                continue;
+            };
+            let Some(source) = pipeline.sources.get(name) else {
+                return PartitionAttempt::Failed(format!("unknown source `{name}`"));
+            };
+            match resolve_source_files(source, &self.data_dir, window) {
+                Ok(files) => {
+                    source_files.insert(name.clone(), files);
+                }
+                Err(SourceError::NoFiles { .. }) if !source.wait.is_zero() => {
+                    return PartitionAttempt::NotReady {
+                        source: name.clone(),
+                    };
+                }
+                Err(error) => return PartitionAttempt::Failed(error.to_string()),
+            }
+        }
+        let mut upstream_fingerprints = Vec::new();
+        for input in &def.inputs {
+            let InputRef::Job(name) = input else { continue };
+            let Some(upstream) = pipeline.job(name) else {
+                return PartitionAttempt::Failed(format!("unknown job `{name}`"));
+            };
+            for up_window in upstream_windows(pipeline, upstream, def, window) {
+                let up_key = RunKey {
+                    pipeline: pipeline.name.clone(),
+                    job: name.clone(),
+                    partition_start: up_window.start,
+                };
+                match self.store.result_meta(&up_key) {
+                    Ok(Some(meta)) => upstream_fingerprints.push(meta.fingerprint),
+                    Ok(None) => {
+                        return PartitionAttempt::Failed(format!(
+                            "upstream run {up_key} has no result"
+                        ));
+                    }
+                    Err(e) => return PartitionAttempt::Failed(error_chain(&e)),
+                }
+            }
+        }
+        let upstream: Vec<&str> = upstream_fingerprints.iter().map(String::as_str).collect();
+        let fingerprint = run_fingerprint(def, window, &source_files, &upstream);
+        if !force {
+            match self.store.result_meta(&key) {
+                Ok(Some(meta)) if meta.fingerprint == fingerprint => {
+                    return match self.store.mark_fresh(&key, self.clock.now()) {
+                        Ok(_) => PartitionAttempt::Done(RunOutcome::Fresh),
+                        Err(e) => PartitionAttempt::Lost(error_chain(&e)),
+                    };
+                }
+                Ok(_) => {}
+                Err(e) => return PartitionAttempt::Failed(error_chain(&e)),
+            }
+        }
+        let record = match self
+            .store
+            .mark_running(&key, window.end, &fingerprint, self.clock.now())
+        {
+            Ok(record) => record,
+            Err(e) => return PartitionAttempt::Lost(error_chain(&e)),
+        };
+        if stop() {
+            return PartitionAttempt::Lost("stopped before computing".to_owned());
+        }
+        let outcome = self
+            .compute(pipeline, def, window, &source_files)
+            .and_then(|output| {
+                if stop() {
+                    return Err(CommitError::Stopped);
+                }
+                self.commit(&key, &fingerprint, output, Some(record.attempts))
+            });
+        match outcome {
+            Ok(rows) => PartitionAttempt::Done(RunOutcome::Computed { rows }),
+            Err(CommitError::Failed(error)) => PartitionAttempt::Failed(error),
+            Err(CommitError::Stopped) => {
+                PartitionAttempt::Lost("stopped before committing".to_owned())
+            }
+            Err(CommitError::Lost(error)) => PartitionAttempt::Lost(error),
+        }
+    }
+
+    /// The files of each source the job reads, for its window.
+    fn source_files(
+        &self,
+        pipeline: &Pipeline,
+        def: &JobDef,
+        window: &Window,
+    ) -> Result<BTreeMap<String, Vec<FileIdentity>>, String> {
+        let mut source_files = BTreeMap::new();
+        for input in &def.inputs {
+            if let InputRef::Source(name) = input {
+                let source = pipeline
+                    .sources
+                    .get(name)
+                    .ok_or_else(|| format!("unknown source `{name}`"))?;
+                let files = resolve_source_files(source, &self.data_dir, window)
+                    .map_err(|e| e.to_string())?;
+                source_files.insert(name.clone(), files);
+            }
+        }
+        Ok(source_files)
+    }
+
+    /// Computes a run already marked Running and commits its result.
+    #[allow(clippy::too_many_arguments)]
+    fn compute_and_commit(
+        &self,
+        pipeline: &Pipeline,
+        def: &JobDef,
+        window: &Window,
+        key: &RunKey,
+        fingerprint: &str,
+        source_files: &BTreeMap<String, Vec<FileIdentity>>,
+        attempt: Option<u32>,
+    ) -> Result<u64, String> {
+        let output = self
+            .compute(pipeline, def, window, source_files)
+            .map_err(CommitError::into_message)?;
+        self.commit(key, fingerprint, output, attempt)
+            .map_err(CommitError::into_message)
+    }
+
+    fn compute(
+        &self,
+        pipeline: &Pipeline,
+        def: &JobDef,
+        window: &Window,
+        source_files: &BTreeMap<String, Vec<FileIdentity>>,
+    ) -> Result<JobOutput, CommitError> {
+        let inputs = self
+            .job_inputs(pipeline, def, window, source_files)
+            .map_err(CommitError::Failed)?;
         let ctx = JobContext {
             pipeline: &pipeline.name,
             job: &def.name,
             grain: def.grain,
-            window: run.window,
+            window: *window,
             inputs: &inputs,
         };
-        let output = def.job.run(&ctx).map_err(|e| e.to_string())?;
-        let frame_ipc =
-            encode_ipc(&output.frame).map_err(|e| format!("cannot encode result: {e}"))?;
+        def.job
+            .run(&ctx)
+            .map_err(|e| CommitError::Failed(e.to_string()))
+    }
+
+    /// Encodes and commits a computed result, then caches it.
+    fn commit(
+        &self,
+        key: &RunKey,
+        fingerprint: &str,
+        output: JobOutput,
+        attempt: Option<u32>,
+    ) -> Result<u64, CommitError> {
+        let frame_ipc = encode_ipc(&output.frame)
+            .map_err(|e| CommitError::Failed(format!("cannot encode result: {e}")))?;
         let state_ipc = output
             .state
             .as_ref()
             .map(encode_ipc)
             .transpose()
-            .map_err(|e| format!("cannot encode state: {e}"))?;
+            .map_err(|e| CommitError::Failed(format!("cannot encode state: {e}")))?;
         let rows = output.frame.height() as u64;
-        self.store
-            .commit_success(
-                key,
-                NewResult {
-                    fingerprint: fingerprint.clone(),
-                    rows,
-                    frame_ipc,
-                    state_ipc,
-                },
-                self.clock.now(),
-            )
-            .map_err(|e| error_chain(&e))?;
+        let committed = self.store.commit_success(
+            key,
+            NewResult {
+                fingerprint: fingerprint.to_owned(),
+                rows,
+                frame_ipc,
+                state_ipc,
+                attempt,
+            },
+            self.clock.now(),
+        );
+        match committed {
+            Ok(_) => {}
+            Err(e @ (StoreError::StaleAttempt { .. } | StoreError::InvalidTransition { .. })) => {
+                return Err(CommitError::Lost(error_chain(&e)));
+            }
+            Err(e) => return Err(CommitError::Failed(error_chain(&e))),
+        }
         self.cache.insert(
             key.clone(),
-            fingerprint.clone(),
+            fingerprint.to_owned(),
             CachedResult {
                 frame: output.frame,
                 state: output.state,
             },
         );
         debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, rows, "computed");
-        Ok((RunOutcome::Computed { rows }, fingerprint))
+        Ok(rows)
     }
 
     fn is_fresh(&self, key: &RunKey, fingerprint: &str) -> Result<bool, StoreError> {
@@ -450,8 +662,8 @@ impl Materializer {
         &self,
         pipeline: &Pipeline,
         def: &JobDef,
-        run: &PlannedRun,
-        source_files: &BTreeMap<String, Vec<crate::engine::FileIdentity>>,
+        window: &Window,
+        source_files: &BTreeMap<String, Vec<FileIdentity>>,
     ) -> Result<BTreeMap<String, JobInput>, String> {
         let mut inputs = BTreeMap::new();
         for input in &def.inputs {
@@ -465,8 +677,8 @@ impl Materializer {
                         .get(name)
                         .map(Vec::as_slice)
                         .unwrap_or_default();
-                    let frame = scan_source_window(source, files, &run.window)
-                        .map_err(|e| e.to_string())?;
+                    let frame =
+                        scan_source_window(source, files, window).map_err(|e| e.to_string())?;
                     JobInput {
                         frame,
                         states: None,
@@ -477,7 +689,7 @@ impl Materializer {
                     let upstream = pipeline
                         .job(name)
                         .ok_or_else(|| format!("unknown job `{name}`"))?;
-                    let windows = upstream_windows(pipeline, upstream, def, &run.window);
+                    let windows = upstream_windows(pipeline, upstream, def, window);
                     let mut frames = Vec::with_capacity(windows.len());
                     let mut states = Vec::new();
                     for window in windows {

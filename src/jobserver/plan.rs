@@ -459,9 +459,9 @@ fn build_builtin(class: &str, params: Map<String, Value>) -> Result<Arc<dyn Job>
     Ok(match class {
         // Nothing rolls up from an ad-hoc job (named objects hold frames, not partial
         // states), so it counts without materialising the distinct key set.
-        "count_distinct" => Arc::new(
-            CountDistinct::from_spec(&spec::<CountDistinctSpec>(params)?)?.count_only(),
-        ),
+        "count_distinct" => {
+            Arc::new(CountDistinct::from_spec(&spec::<CountDistinctSpec>(params)?)?.count_only())
+        }
         "top" => Arc::new(Top::from_spec(&spec::<TopSpec>(params)?)?),
         "group_by" => Arc::new(GroupBy::from_spec(&spec::<GroupBySpec>(params)?)?),
         "select" => Arc::new(Select::from_spec(&spec::<SelectSpec>(params)?)?),

@@ -24,12 +24,16 @@ use sha2::{Digest, Sha256};
 pub use dag::JobDag;
 pub use diagnostic::{Diagnostic, PipelineErrors};
 use locate::locate;
-use spec::{JobSpec, PipelineSpec, SPEC_VERSION, SourceFormat, SourceSpec};
+use spec::{
+    CatchUpSpec, JobScheduleSpec, JobSpec, PipelineScheduleSpec, PipelineSpec, SPEC_VERSION,
+    SourceFormat, SourceSpec,
+};
 pub use template::PathTemplate;
 
 use crate::job::builtin::{CountDistinct, GroupBy, Select, Sql, Top};
 use crate::job::{Job, JobRegistry};
 use crate::partition::{Grain, parse_instant, parse_timezone};
+use crate::scheduler::trigger::{CatchUp, CronSchedule, PipelineSchedule, Trigger};
 
 /// Bumped when a built-in kind changes what it computes, so stored results made by an older
 /// engine are recomputed instead of trusted.
@@ -37,6 +41,19 @@ pub const ENGINE_VERSION: u32 = 1;
 
 /// Most retries a job may ask for; more is almost always a typo and would hide failures.
 const MAX_RETRIES: u32 = 100;
+
+/// How long a scheduled partition waits for its source files when the source does not say.
+pub const DEFAULT_SOURCE_WAIT: Duration = Duration::from_secs(3600);
+
+/// The first retry's wait when a job does not say.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Parses a duration field such as `90s`, `5m`, `1h`.
+fn parse_duration_field(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|err| {
+        format!("cannot parse `{text}` as a duration ({err}); use e.g. `90s`, `5m`, `1h`")
+    })
+}
 
 /// A job kind built from its YAML block, or the problems found in it.
 type BuiltJob = Result<Arc<dyn Job>, Vec<String>>;
@@ -54,6 +71,7 @@ pub struct Pipeline {
     /// Jobs by name; iterate [`JobDag::topological_order`] for dependency order.
     pub jobs: BTreeMap<String, JobDef>,
     pub dag: JobDag,
+    pub schedule: PipelineSchedule,
 }
 
 impl Pipeline {
@@ -77,6 +95,8 @@ pub struct Source {
     pub path: PathTemplate,
     pub time_column: String,
     pub timezone: Tz,
+    /// How long a scheduled partition waits for its files; zero fails at once without them.
+    pub wait: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +122,11 @@ pub struct JobDef {
     pub job: Arc<dyn Job>,
     pub retries: u32,
     pub timeout: Option<Duration>,
+    /// Wait before the first retry; doubled for each further one.
+    pub retry_backoff: Duration,
+    /// Most runs of this job at once.
+    pub concurrency: Option<u32>,
+    pub trigger: Trigger,
     /// Hash of everything that defines what this job computes: its YAML block, the sources it
     /// reads and the engine version. A stored result made under another hash is stale.
     pub definition_fingerprint: String,
@@ -320,6 +345,7 @@ impl Validator<'_> {
 
         let sources = self.sources(&spec);
         let jobs = self.jobs(&spec, &sources);
+        let schedule = self.pipeline_schedule(spec.schedule.as_ref());
 
         let graph_input: Vec<(String, Vec<String>)> = jobs
             .iter()
@@ -363,9 +389,103 @@ impl Validator<'_> {
                 sources,
                 jobs: jobs.into_iter().collect(),
                 dag,
+                schedule,
             }),
             _ => Err(PipelineErrors(self.problems)),
         }
+    }
+
+    fn pipeline_schedule(&mut self, spec: Option<&PipelineScheduleSpec>) -> PipelineSchedule {
+        let mut schedule = PipelineSchedule::default();
+        let Some(spec) = spec else {
+            return schedule;
+        };
+        schedule.enabled = spec.enabled.unwrap_or(true);
+        match &spec.catchup {
+            None => {}
+            Some(CatchUpSpec::Count(n)) => match CatchUp::parse(&n.to_string()) {
+                Ok(policy) => schedule.catch_up = policy,
+                Err(err) => {
+                    self.report(&["schedule", "catchup"], err).field =
+                        Some("schedule.catchup".into())
+                }
+            },
+            Some(CatchUpSpec::Word(word)) => match CatchUp::parse(word) {
+                Ok(policy) => schedule.catch_up = policy,
+                Err(err) => {
+                    self.report(&["schedule", "catchup"], err).field =
+                        Some("schedule.catchup".into())
+                }
+            },
+        }
+        match spec.max_catchup {
+            Some(0) => {
+                self.report(
+                    &["schedule", "max_catchup"],
+                    "max_catchup must be at least 1",
+                )
+                .field = Some("schedule.max_catchup".into());
+            }
+            Some(cap) => schedule.max_catch_up = cap,
+            None => {}
+        }
+        match spec.concurrency {
+            Some(0) => {
+                self.report(
+                    &["schedule", "concurrency"],
+                    "concurrency must be at least 1",
+                )
+                .field = Some("schedule.concurrency".into());
+            }
+            other => schedule.concurrency = other,
+        }
+        schedule
+    }
+
+    /// A job's duration field, reported at its place when it does not parse.
+    fn job_duration(&mut self, job: &str, path: &[&str], text: Option<&str>) -> Option<Duration> {
+        let text = text?;
+        match parse_duration_field(text) {
+            Ok(duration) => Some(duration),
+            Err(err) => {
+                let position = locate(self.text, &[&["jobs", job][..], path].concat());
+                let field = path.join(".");
+                self.problems.push(
+                    Diagnostic::new(self.file, err)
+                        .at(position)
+                        .job(job)
+                        .field(field.as_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn trigger(&mut self, job: &str, spec: Option<&JobScheduleSpec>) -> Trigger {
+        let Some(spec) = spec else {
+            return Trigger::default();
+        };
+        let cron = spec
+            .cron
+            .as_deref()
+            .and_then(|text| match CronSchedule::parse(text) {
+                Ok(cron) => Some(cron),
+                Err(err) => {
+                    let position = locate(self.text, &["jobs", job, "schedule", "cron"]);
+                    self.problems.push(
+                        Diagnostic::new(self.file, err)
+                            .at(position)
+                            .job(job)
+                            .field("schedule.cron"),
+                    );
+                    None
+                }
+            });
+        let delay = self
+            .job_duration(job, &["schedule", "delay"], spec.delay.as_deref())
+            .and_then(|delay| chrono::TimeDelta::from_std(delay).ok())
+            .unwrap_or_default();
+        Trigger { cron, delay }
     }
 
     fn instant(&mut self, input: &str, field: &str, tz: Tz) -> Option<DateTime<Utc>> {
@@ -400,7 +520,11 @@ impl Validator<'_> {
             }
             let timezone = parse_timezone(source.timezone.as_deref().unwrap_or("UTC"))
                 .map_err(|err| problem(self, "timezone", err.to_string()));
-            if let (true, Ok(path), Ok(timezone)) = (ok, path, timezone) {
+            let wait = match source.wait.as_deref() {
+                None => Ok(DEFAULT_SOURCE_WAIT),
+                Some(text) => parse_duration_field(text).map_err(|err| problem(self, "wait", err)),
+            };
+            if let (true, Ok(path), Ok(timezone), Ok(wait)) = (ok, path, timezone, wait) {
                 sources.insert(
                     name.clone(),
                     Source {
@@ -409,6 +533,7 @@ impl Validator<'_> {
                         path,
                         time_column: source.time_column.clone(),
                         timezone,
+                        wait,
                     },
                 );
             }
@@ -489,6 +614,13 @@ impl Validator<'_> {
                     None
                 }
             });
+            let retry_backoff = self
+                .job_duration(name, &["retry_backoff"], job_spec.retry_backoff.as_deref())
+                .unwrap_or(DEFAULT_RETRY_BACKOFF);
+            if job_spec.concurrency == Some(0) {
+                self.report_job(name, "concurrency", "concurrency must be at least 1");
+            }
+            let trigger = self.trigger(name, job_spec.schedule.as_ref());
             if let (true, Some(grain), Some(job)) = (self.problems.len() == before, grain, job) {
                 let definition_fingerprint =
                     definition_fingerprint(name, job_spec, &inputs, spec, sources);
@@ -502,6 +634,9 @@ impl Validator<'_> {
                         job,
                         retries: job_spec.retries.unwrap_or(0),
                         timeout,
+                        retry_backoff,
+                        concurrency: job_spec.concurrency,
+                        trigger,
                         definition_fingerprint,
                     },
                 ));
@@ -705,8 +840,15 @@ fn definition_fingerprint(
     hasher.update(name.as_bytes());
     // serde_json renders struct fields in declaration order, so the same YAML always hashes
     // the same; descriptions are left out because they do not change the result.
+    // Operational settings (retries, timeouts, schedule) change when a result is computed,
+    // not what it is, so changing them must not make stored results stale.
     let mut job = job.clone();
     job.description = None;
+    job.retries = None;
+    job.timeout = None;
+    job.retry_backoff = None;
+    job.concurrency = None;
+    job.schedule = None;
     hasher.update(serde_json::to_vec(&job).unwrap_or_default());
     for input in inputs {
         if let InputRef::Source(source) = input
@@ -719,7 +861,9 @@ fn definition_fingerprint(
 }
 
 fn source_fingerprint_bytes(spec: &SourceSpec, source: Option<&Source>) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec(spec).unwrap_or_default();
+    let mut spec = spec.clone();
+    spec.wait = None; // when to read, not what is read
+    let mut bytes = serde_json::to_vec(&spec).unwrap_or_default();
     if let Some(source) = source {
         bytes.extend_from_slice(source.timezone.name().as_bytes());
     }

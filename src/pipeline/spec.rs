@@ -36,6 +36,48 @@ pub struct PipelineSpec {
     #[serde(default)]
     pub sources: UniqueMap<SourceSpec>,
     pub jobs: UniqueMap<JobSpec>,
+    /// How the scheduler runs this pipeline by itself.
+    #[serde(default)]
+    pub schedule: Option<PipelineScheduleSpec>,
+}
+
+/// `schedule:` of a pipeline.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineScheduleSpec {
+    /// `false`: no recurring runs; backfills and manual runs only (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// After downtime: `all` missed partitions, `latest`, or the latest N (default all).
+    #[serde(default)]
+    pub catchup: Option<CatchUpSpec>,
+    /// Hard cap on the partitions one catch-up plans per job (default 1000).
+    #[serde(default)]
+    pub max_catchup: Option<u32>,
+    /// Most runs of this pipeline at once.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+}
+
+/// `catchup: all`, `catchup: latest` or `catchup: 24`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CatchUpSpec {
+    Count(u32),
+    Word(String),
+}
+
+/// `schedule:` of a job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobScheduleSpec {
+    /// When due partitions are launched (5 or 6 cron fields, in the pipeline's timezone);
+    /// default: as soon as each window closes.
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Grace for late data after a window closes, e.g. `10m`.
+    #[serde(default)]
+    pub delay: Option<String>,
 }
 
 /// A file-backed input: a path (or glob) optionally templated by the partition time.
@@ -50,6 +92,10 @@ pub struct SourceSpec {
     /// Timezone of naive timestamps and of the `{date}`/`{hour}` path template (default UTC).
     #[serde(default)]
     pub timezone: Option<String>,
+    /// How long a scheduled partition waits for its files to appear before failing, e.g.
+    /// `2h` (default 1h); `0s` fails at once when they are missing.
+    #[serde(default)]
+    pub wait: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +146,15 @@ pub struct JobSpec {
     /// Longest a single attempt may run, e.g. `90s`, `5m`.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Wait before the first retry, doubled for each further one (with jitter), e.g. `30s`.
+    #[serde(default)]
+    pub retry_backoff: Option<String>,
+    /// Most runs of this job at once.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// When the scheduler runs this job's partitions.
+    #[serde(default)]
+    pub schedule: Option<JobScheduleSpec>,
 }
 
 /// `from: events` or `from: [a, b]`.

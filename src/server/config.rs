@@ -28,6 +28,7 @@ pub struct ServerConfig {
     pub core: CoreSettings,
     /// Contexts started at boot: name → settings.
     pub contexts: BTreeMap<String, BTreeMap<String, Value>>,
+    pub scheduler: crate::scheduler::SchedulerConfig,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +45,7 @@ impl Default for ServerConfig {
             result_cache_bytes: 512 << 20,
             core: CoreSettings::default(),
             contexts: BTreeMap::new(),
+            scheduler: crate::scheduler::SchedulerConfig::default(),
         }
     }
 }
@@ -65,6 +67,17 @@ struct ConfigFile {
     adhoc: Option<BTreeMap<String, Value>>,
     context_defaults: Option<BTreeMap<String, Value>>,
     contexts: Option<BTreeMap<String, BTreeMap<String, Value>>>,
+    scheduler: Option<SchedulerFile>,
+}
+
+/// `scheduler:` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchedulerFile {
+    /// Plan recurring runs from the pipelines' triggers (default true).
+    recurring: Option<bool>,
+    /// Runs computing at once across pipelines (default 2).
+    workers: Option<usize>,
 }
 
 fn value_text(value: &Value) -> String {
@@ -181,6 +194,21 @@ impl ServerConfig {
         }
         if let Some(given) = &file.adhoc {
             config.core.adhoc = settings(path, "adhoc", &config.core.adhoc, given)?;
+        }
+        if let Some(scheduler) = &file.scheduler {
+            if let Some(recurring) = scheduler.recurring {
+                config.scheduler.recurring = recurring;
+            }
+            match scheduler.workers {
+                Some(0) => {
+                    return Err(format!(
+                        "{}: `scheduler.workers` must be at least 1",
+                        path.display()
+                    ));
+                }
+                Some(n) => config.scheduler.workers = n,
+                None => {}
+            }
         }
         if let Some(contexts) = file.contexts {
             for (name, given) in &contexts {

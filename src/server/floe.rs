@@ -28,7 +28,7 @@ use crate::partition::{Grain, Window, parse_instant};
 use crate::results::read_job_results;
 use crate::store::{JobStatus, RunState};
 
-fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, ApiError> {
+pub(super) fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, ApiError> {
     state.core.apps.get(pipeline).ok_or_else(|| {
         ApiError::not_found(format!(
             "pipeline `{pipeline}` not found (pipelines: {})",
@@ -44,11 +44,11 @@ fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, ApiError> {
     })
 }
 
-fn params(uri: &Uri) -> Result<BTreeMap<String, String>, ApiError> {
+pub(super) fn params(uri: &Uri) -> Result<BTreeMap<String, String>, ApiError> {
     query_params(uri).map_err(ApiError::bad_request)
 }
 
-fn instant_param(
+pub(super) fn instant_param(
     params: &BTreeMap<String, String>,
     key: &str,
     app: &App,
@@ -179,12 +179,15 @@ pub(super) async fn list_runs(
                 RunState::Running,
                 RunState::Succeeded,
                 RunState::Failed,
+                RunState::UpstreamFailed,
+                RunState::Cancelled,
             ]
             .into_iter()
             .find(|state| state.as_str() == s)
             .ok_or_else(|| {
                 ApiError::bad_request(format!(
-                    "unknown run status `{s}` (expected pending, running, succeeded or failed)"
+                    "unknown run status `{s}` (expected pending, running, succeeded, failed, \
+                     upstream_failed or cancelled)"
                 ))
             })?,
         ),
@@ -209,6 +212,10 @@ pub(super) async fn list_runs(
                     "partitionEnd": timestamp(record.partition_end),
                     "state": record.state.as_str(),
                     "attempts": record.attempts,
+                    "failures": record.failures,
+                    "commits": record.commits,
+                    "retryAt": record.retry_at.map(timestamp),
+                    "waitingSince": record.waiting_since.map(timestamp),
                     "updatedAt": record.finished_at.or(record.started_at).map(timestamp),
                     "rows": rows,
                     "error": record.error,
@@ -254,7 +261,9 @@ fn submit_error(e: SubmitError) -> ApiError {
     }
 }
 
-fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn json_body(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Map<String, Value>, ApiError> {
     let body = body.map_err(|rejection| {
         let (status, message) = body_error(&rejection);
         ApiError::new(status, "bad_body", message)

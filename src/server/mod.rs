@@ -10,6 +10,7 @@ mod floe;
 pub mod hocon;
 mod http;
 pub mod metrics;
+mod schedule;
 mod sjs;
 
 use std::future::Future;
@@ -33,6 +34,7 @@ use crate::error::error_chain;
 use crate::job::JobRegistry;
 use crate::jobserver::JobServer;
 use crate::materialize::Materializer;
+use crate::scheduler::{self, Scheduler};
 use crate::store::Store;
 
 pub use config::ServerConfig;
@@ -45,6 +47,7 @@ pub const OPENAPI_YAML: &str = include_str!("../../api/openapi.yaml");
 #[allow(missing_debug_implementations)] // Holds the whole server; nothing useful to print.
 pub struct AppState {
     pub core: Arc<JobServer>,
+    pub scheduler: Scheduler,
     pub config: Arc<ServerConfig>,
     pub http_metrics: Arc<metrics::HttpMetrics>,
     pub openapi: Arc<Value>,
@@ -85,6 +88,53 @@ fn route_table() -> Vec<RouteEntry> {
         route(Method::GET, "/pipelines/{pipeline}", floe::get_pipeline),
         route(Method::GET, "/pipelines/{pipeline}/runs", floe::list_runs),
         route(Method::POST, "/pipelines/{pipeline}/runs", floe::start_run),
+        route(
+            Method::GET,
+            "/pipelines/{pipeline}/schedule",
+            schedule::get_schedule,
+        ),
+        route(
+            Method::POST,
+            "/pipelines/{pipeline}/pause",
+            schedule::pause_pipeline,
+        ),
+        route(
+            Method::POST,
+            "/pipelines/{pipeline}/resume",
+            schedule::resume_pipeline,
+        ),
+        route(
+            Method::GET,
+            "/pipelines/{pipeline}/backfills",
+            schedule::list_backfills,
+        ),
+        route(
+            Method::POST,
+            "/pipelines/{pipeline}/backfills",
+            schedule::start_backfill,
+        ),
+        route(
+            Method::POST,
+            "/pipelines/{pipeline}/restatements",
+            schedule::start_restatement,
+        ),
+        route(Method::GET, "/backfills/{id}", schedule::get_backfill),
+        route(
+            Method::POST,
+            "/backfills/{id}/pause",
+            schedule::pause_backfill,
+        ),
+        route(
+            Method::POST,
+            "/backfills/{id}/resume",
+            schedule::resume_backfill,
+        ),
+        route(
+            Method::POST,
+            "/backfills/{id}/cancel",
+            schedule::cancel_backfill,
+        ),
+        route(Method::GET, "/scheduler", schedule::scheduler_summary),
         route(
             Method::GET,
             "/pipelines/{pipeline}/jobs/{job}/results",
@@ -211,11 +261,33 @@ pub fn build_state(
             .map_err(|e| format!("cannot read {}: {e}", pipeline.file.display()))?;
         files.push((pipeline.name.clone(), bytes));
     }
-    let core = JobServer::new(materializer, registry, clock, config.core.clone(), runtime);
+    let store = materializer.store().clone();
+    let core = JobServer::new(
+        materializer.clone(),
+        registry,
+        clock.clone(),
+        config.core.clone(),
+        runtime,
+    );
     core.recover(&files, &config.contexts)?;
+    let pipelines = core
+        .apps
+        .all()
+        .into_iter()
+        .map(|app| app.pipeline.clone())
+        .collect();
+    let scheduler = Scheduler::start(
+        store,
+        materializer,
+        clock,
+        config.scheduler.clone(),
+        pipelines,
+    )
+    .map_err(|e| error_chain(&e))?;
     let openapi = openapi_json()?;
     Ok(AppState {
         core,
+        scheduler,
         config: Arc::new(config),
         http_metrics: Arc::new(metrics::HttpMetrics::default()),
         openapi: Arc::new(openapi),
@@ -230,15 +302,27 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let core = state.core.clone();
+    let scheduler = state.scheduler.clone();
     let grace = state.config.shutdown_grace;
+    let driver = scheduler
+        .spawn_driver()
+        .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+    let triggers = scheduler::start_triggers(&scheduler).await;
     let app = router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| format!("server error: {e}"))?;
-    tokio::task::spawn_blocking(move || core.shutdown(grace))
-        .await
-        .map_err(|e| format!("shutdown failed: {e}"))?;
+    if let Some(mut triggers) = triggers {
+        let _ = triggers.shutdown().await;
+    }
+    tokio::task::spawn_blocking(move || {
+        scheduler.shutdown(grace);
+        let _ = driver.join();
+        core.shutdown(grace);
+    })
+    .await
+    .map_err(|e| format!("shutdown failed: {e}"))?;
     info!("server stopped");
     Ok(())
 }

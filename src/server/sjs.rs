@@ -179,11 +179,15 @@ pub(super) async fn upload_binary(
     })
     .await;
     match uploaded {
-        Ok(Ok(uploaded)) => sjs(
-            StatusCode::CREATED,
-            "SUCCESS",
-            format!("Binary {app} uploaded as version {}", uploaded.meta.version),
-        ),
+        Ok(Ok(uploaded)) => {
+            // The new version's triggers and settings take over for recurring runs.
+            state.scheduler.set_pipeline(uploaded.pipeline.clone());
+            sjs(
+                StatusCode::CREATED,
+                "SUCCESS",
+                format!("Binary {app} uploaded as version {}", uploaded.meta.version),
+            )
+        }
         Ok(Err(UploadError::Invalid(errors))) => json_response(
             StatusCode::BAD_REQUEST,
             &json!({

@@ -115,6 +115,18 @@ pub enum StoreError {
         to: RunState,
     },
 
+    /// A result computed by an attempt that is no longer the run's current one (it timed out
+    /// and the run was retried); it is discarded.
+    #[error("run {key} is on attempt {current}; the result of attempt {attempt} is discarded")]
+    StaleAttempt {
+        /// The run.
+        key: RunKey,
+        /// The attempt that computed the result.
+        attempt: u32,
+        /// The run's current attempt.
+        current: u32,
+    },
+
     /// The operation needs an existing run record (e.g. `mark_failed`,
     /// which has no `partition_end` to create one with).
     #[error("run {key} does not exist")]

@@ -35,6 +35,7 @@ mod keys;
 mod layout;
 mod results;
 mod runs;
+mod schedule;
 mod server;
 
 use std::fmt;
@@ -50,6 +51,7 @@ pub use error::{BoxedCause, StoreError};
 pub use keys::{KeyError, RunKey};
 pub use results::{NewResult, ResultMeta, StoredResult};
 pub use runs::{RunRecord, RunState};
+pub use schedule::{BackfillRecord, BackfillState};
 pub use server::{BinaryMeta, ContextDefinition, JobFailure, JobRecord, JobStatus};
 
 /// Version of the layout above. Bump it (and add a migration in `Store::open`)
@@ -70,6 +72,8 @@ mod tree {
     pub(super) const JOBS: &str = "jobs";
     pub(super) const JOB_CONFIGS: &str = "job_configs";
     pub(super) const JOB_RESULTS: &str = "job_results";
+    pub(super) const SCHEDULE_CURSORS: &str = "schedule_cursors";
+    pub(super) const BACKFILLS: &str = "backfills";
 }
 
 /// Key of the schema version in the `meta` tree.
@@ -101,6 +105,9 @@ pub struct Store {
     jobs: sled::Tree,
     job_configs: sled::Tree,
     job_results: sled::Tree,
+    /// Scheduler trees; see `schedule`.
+    schedule_cursors: sled::Tree,
+    backfills: sled::Tree,
 }
 
 impl fmt::Debug for Store {
@@ -248,6 +255,8 @@ impl Store {
             jobs: open(tree::JOBS)?,
             job_configs: open(tree::JOB_CONFIGS)?,
             job_results: open(tree::JOB_RESULTS)?,
+            schedule_cursors: open(tree::SCHEDULE_CURSORS)?,
+            backfills: open(tree::BACKFILLS)?,
             path: path.map(Arc::from),
             db,
         })

@@ -34,6 +34,10 @@ pub struct NewResult {
     /// Arrow IPC bytes of the mergeable partial (e.g. the distinct keys of a
     /// count-distinct), for jobs whose results combine across partitions.
     pub state_ipc: Option<Vec<u8>>,
+    /// The attempt (`RunRecord::attempts` after `mark_running`) that computed it. When set,
+    /// the commit is refused unless the run is still on that attempt: an attempt the
+    /// scheduler gave up on (timed out) and retried must not commit over its successor.
+    pub attempt: Option<u32>,
 }
 
 impl fmt::Debug for NewResult {
@@ -123,7 +127,18 @@ impl Store {
                 .transpose()
                 .map_err(abort)?;
             let old = match old {
-                Some(old) if old.state == RunState::Running => old,
+                Some(old) if old.state == RunState::Running => {
+                    if let Some(attempt) = result.attempt
+                        && attempt != old.attempts
+                    {
+                        return Err(abort(StoreError::StaleAttempt {
+                            key: key.clone(),
+                            attempt,
+                            current: old.attempts,
+                        }));
+                    }
+                    old
+                }
                 Some(old) => {
                     return Err(abort(StoreError::InvalidTransition {
                         key: key.clone(),
@@ -138,6 +153,10 @@ impl Store {
                 fingerprint: Some(meta.fingerprint.clone()),
                 finished_at: Some(now),
                 error: None,
+                retry_at: None,
+                waiting_since: None,
+                commits: old.commits.saturating_add(1),
+                force: false,
                 ..old
             };
             let record_json = encode_json(tree::RUNS, key, &record).map_err(abort)?;
@@ -231,6 +250,7 @@ mod tests {
             rows: 3,
             frame_ipc: frame.to_vec(),
             state_ipc: state.map(<[u8]>::to_vec),
+            attempt: None,
         }
     }
 
@@ -406,6 +426,7 @@ mod tests {
                 frame_ipc: fp.as_bytes().repeat(5000),
                 state_ipc: state,
                 fingerprint: fp,
+                attempt: None,
             }
         };
         store.mark_running(&k, end, "fp0", t0()).unwrap();

@@ -8,6 +8,9 @@
 //!   Failed   ──mark_running──▶ Running ──requeue (crash)─▶ Pending
 //!   Succeeded ─mark_running──▶ Running      (recompute after a fingerprint change)
 //!   Pending  ──mark_failed───▶ Failed       (failed before starting, e.g. upstream)
+//!   any but Running ─enqueue─▶ Pending      (the scheduler plans it: due, backfill, restate)
+//!   Pending  ──mark_upstream_failed─▶ UpstreamFailed ─enqueue / upstream succeeds─▶ Pending
+//!   Pending | Failed | UpstreamFailed ─mark_cancelled─▶ Cancelled
 //! ```
 //! Everything else is `InvalidTransition` (or `RunNotFound` when there is
 //! no record to move): Running → Running, and finishing a run that is not
@@ -26,14 +29,21 @@ use super::{Store, StoreError, decode_json, encode_json, tree};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
-    /// Waiting to run; today only set by `requeue_interrupted` after a crash.
+    /// Planned and waiting: for its upstream runs, a dispatch slot, a retry's backoff or its
+    /// source files. Also what `requeue_interrupted` makes of a run a crash left Running.
     Pending,
     /// A worker has started it and not yet finished.
     Running,
     /// Finished; its result is in the result trees.
     Succeeded,
-    /// Finished with an error; `RunRecord::error` says which.
+    /// Finished with an error; `RunRecord::error` says which. With `retry_at` set, the
+    /// scheduler tries again then.
     Failed,
+    /// Not attempted: an upstream run it reads failed. It runs by itself once that upstream
+    /// run is retried and succeeds.
+    UpstreamFailed,
+    /// Taken out of the queue by a cancelled backfill before it ran.
+    Cancelled,
 }
 
 impl RunState {
@@ -44,6 +54,8 @@ impl RunState {
             RunState::Running => "running",
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
+            RunState::UpstreamFailed => "upstream_failed",
+            RunState::Cancelled => "cancelled",
         }
     }
 }
@@ -77,6 +89,55 @@ pub struct RunRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// Why the latest attempt failed or was interrupted; cleared on start.
     pub error: Option<String>,
+    /// When the scheduler tries a Failed run again (backoff), or re-checks a Pending run's
+    /// source files; `None` when nothing is planned.
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// Failed attempts since the run was last enqueued; retries stop at the job's `retries`.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the run started waiting for its source files, for the bounded wait.
+    #[serde(default)]
+    pub waiting_since: Option<DateTime<Utc>>,
+    /// How many results were committed for this run: 1 after its first success, +1 per
+    /// recompute (restatement, changed inputs). The crash test checks it.
+    #[serde(default)]
+    pub commits: u32,
+    /// Recompute even when the stored result is fresh (a restatement or forced backfill);
+    /// cleared by the next commit.
+    #[serde(default)]
+    pub force: bool,
+}
+
+impl RunRecord {
+    /// A record that has never been attempted.
+    pub fn new_pending(partition_end: DateTime<Utc>, now: DateTime<Utc>) -> RunRecord {
+        RunRecord {
+            state: RunState::Pending,
+            partition_end,
+            attempts: 0,
+            fingerprint: None,
+            queued_at: Some(now),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            retry_at: None,
+            failures: 0,
+            waiting_since: None,
+            commits: 0,
+            force: false,
+        }
+    }
+
+    /// Whether the scheduler still has something to do with this run: it is not
+    /// Succeeded, not Cancelled, and not a Failed run out of retries.
+    pub fn is_active(&self) -> bool {
+        match self.state {
+            RunState::Pending | RunState::Running | RunState::UpstreamFailed => true,
+            RunState::Failed => self.retry_at.is_some(),
+            RunState::Succeeded | RunState::Cancelled => false,
+        }
+    }
 }
 
 /// Error text left on a run that `requeue_interrupted` put back in the queue.
@@ -106,14 +167,8 @@ impl Store {
         let record = self.update_run(key, |old| {
             let base = match old {
                 None => RunRecord {
-                    state: RunState::Pending,
-                    partition_end,
-                    attempts: 0,
-                    fingerprint: None,
                     queued_at: None,
-                    started_at: None,
-                    finished_at: None,
-                    error: None,
+                    ..RunRecord::new_pending(partition_end, now)
                 },
                 Some(old) if old.state == RunState::Running => {
                     return Err(StoreError::InvalidTransition {
@@ -132,6 +187,7 @@ impl Store {
                 started_at: Some(now),
                 finished_at: None,
                 error: None,
+                retry_at: None,
                 ..base
             })
         })?;
@@ -139,18 +195,34 @@ impl Store {
         Ok(record)
     }
 
-    /// Moves a Running or Pending run to Failed with `error`.
+    /// Moves a Running, Pending or Failed run to Failed with `error`.
     pub fn mark_failed(
         &self,
         key: &RunKey,
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<RunRecord, StoreError> {
+        self.mark_failed_until(key, error, now, None)
+    }
+
+    /// [`Store::mark_failed`] that also counts the failure and records when the scheduler
+    /// retries it (`None`: no retry left).
+    pub fn mark_failed_until(
+        &self,
+        key: &RunKey,
+        error: &str,
+        now: DateTime<Utc>,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<RunRecord, StoreError> {
         let record = self.update_run(key, |old| {
             let Some(old) = old else {
                 return Err(StoreError::RunNotFound { key: key.clone() });
             };
-            if !matches!(old.state, RunState::Running | RunState::Pending) {
+            // Failed → Failed: a retry that failed before it could start (e.g. its sources).
+            if !matches!(
+                old.state,
+                RunState::Running | RunState::Pending | RunState::Failed
+            ) {
                 return Err(StoreError::InvalidTransition {
                     key: key.clone(),
                     from: Some(old.state),
@@ -161,6 +233,9 @@ impl Store {
                 state: RunState::Failed,
                 finished_at: Some(now),
                 error: Some(error.to_owned()),
+                retry_at,
+                failures: old.failures.saturating_add(1),
+                waiting_since: None,
                 ..old
             })
         })?;
@@ -226,6 +301,167 @@ impl Store {
             );
         }
         Ok(requeued)
+    }
+
+    /// Puts a run (back) in the queue as Pending: creates it, or moves it from any state but
+    /// Running, clearing its retry budget and wait. A Succeeded run keeps its result readable
+    /// until a new one commits (restatement). Returns `None` when the run is Running: someone
+    /// is computing it already, and that outcome stands.
+    pub fn enqueue_run(
+        &self,
+        key: &RunKey,
+        partition_end: DateTime<Utc>,
+        force: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let outcome = self.update_run(key, |old| match old {
+            None => Ok(RunRecord {
+                force,
+                ..RunRecord::new_pending(partition_end, now)
+            }),
+            Some(old) if old.state == RunState::Running => Err(StoreError::InvalidTransition {
+                key: key.clone(),
+                from: Some(RunState::Running),
+                to: RunState::Pending,
+            }),
+            Some(old) => Ok(RunRecord {
+                state: RunState::Pending,
+                partition_end,
+                queued_at: Some(now),
+                retry_at: None,
+                failures: 0,
+                waiting_since: None,
+                force: force || old.force,
+                ..old
+            }),
+        });
+        match outcome {
+            Ok(record) => Ok(Some(record)),
+            Err(StoreError::InvalidTransition {
+                from: Some(RunState::Running),
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pending → UpstreamFailed, naming the upstream run that failed. Other states are left
+    /// as they are (the run may have been cancelled or started meanwhile).
+    pub fn mark_upstream_failed(
+        &self,
+        key: &RunKey,
+        upstream: &RunKey,
+        now: DateTime<Utc>,
+    ) -> Result<RunRecord, StoreError> {
+        let message = format!("upstream run {upstream} failed");
+        self.update_run(key, |old| match old {
+            Some(old) if old.state == RunState::Pending => Ok(RunRecord {
+                state: RunState::UpstreamFailed,
+                finished_at: Some(now),
+                error: Some(message.clone()),
+                ..old
+            }),
+            Some(old) => Ok(old),
+            None => Err(StoreError::RunNotFound { key: key.clone() }),
+        })
+    }
+
+    /// Pending → Succeeded without a new result: its stored result was found fresh.
+    pub fn mark_fresh(&self, key: &RunKey, now: DateTime<Utc>) -> Result<RunRecord, StoreError> {
+        self.update_run(key, |old| match old {
+            Some(old) if old.state == RunState::Pending => Ok(RunRecord {
+                state: RunState::Succeeded,
+                finished_at: Some(now),
+                error: None,
+                retry_at: None,
+                waiting_since: None,
+                ..old
+            }),
+            Some(old) => Err(StoreError::InvalidTransition {
+                key: key.clone(),
+                from: Some(old.state),
+                to: RunState::Succeeded,
+            }),
+            None => Err(StoreError::RunNotFound { key: key.clone() }),
+        })
+    }
+
+    /// UpstreamFailed → Pending once the failed upstream run has been retried and succeeded.
+    pub fn mark_unblocked(&self, key: &RunKey) -> Result<RunRecord, StoreError> {
+        self.update_run(key, |old| match old {
+            Some(old) if old.state == RunState::UpstreamFailed => Ok(RunRecord {
+                state: RunState::Pending,
+                finished_at: None,
+                error: None,
+                ..old
+            }),
+            Some(old) => Ok(old),
+            None => Err(StoreError::RunNotFound { key: key.clone() }),
+        })
+    }
+
+    /// A queued run (Pending, UpstreamFailed, or Failed awaiting a retry) → Cancelled.
+    pub fn mark_cancelled(
+        &self,
+        key: &RunKey,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RunRecord, StoreError> {
+        self.update_run(key, |old| match old {
+            Some(old) if old.is_active() && old.state != RunState::Running => Ok(RunRecord {
+                state: RunState::Cancelled,
+                finished_at: Some(now),
+                retry_at: None,
+                error: Some(reason.to_owned()),
+                ..old
+            }),
+            Some(old) => Ok(old),
+            None => Err(StoreError::RunNotFound { key: key.clone() }),
+        })
+    }
+
+    /// A Pending run whose source files are not there yet: records since when it waits and
+    /// when the scheduler looks again.
+    pub fn mark_waiting(
+        &self,
+        key: &RunKey,
+        reason: &str,
+        now: DateTime<Utc>,
+        recheck_at: DateTime<Utc>,
+    ) -> Result<RunRecord, StoreError> {
+        self.update_run(key, |old| match old {
+            Some(old) if old.state == RunState::Pending => Ok(RunRecord {
+                waiting_since: old.waiting_since.or(Some(now)),
+                retry_at: Some(recheck_at),
+                error: Some(reason.to_owned()),
+                ..old
+            }),
+            Some(old) => Ok(old),
+            None => Err(StoreError::RunNotFound { key: key.clone() }),
+        })
+    }
+
+    /// Every run the scheduler still has work for ([`RunRecord::is_active`]), in key order.
+    /// Succeeded runs, the bulk of a long history, are recognised from the first bytes of
+    /// their JSON without decoding it, so a restart over hundreds of thousands of finished
+    /// runs stays fast.
+    pub fn active_runs(&self) -> Result<Vec<(RunKey, RunRecord)>, StoreError> {
+        // `state` is the record's first field, and serde_json writes fields in order.
+        const SUCCEEDED: &[u8] = br#"{"state":"succeeded""#;
+        const CANCELLED: &[u8] = br#"{"state":"cancelled""#;
+        let candidates = self.runs.iter().filter(|entry| {
+            entry.as_ref().map_or(true, |(_, raw)| {
+                !raw.starts_with(SUCCEEDED) && !raw.starts_with(CANCELLED)
+            })
+        });
+        let mut active = self.collect_runs(candidates)?;
+        active.retain(|(_, record)| record.is_active());
+        Ok(active)
+    }
+
+    /// How many runs the store holds, of any state.
+    pub fn run_count(&self) -> usize {
+        self.runs.len()
     }
 
     /// Atomically replaces a run's record with `f(old)`. `f` may run more
@@ -352,15 +588,12 @@ mod tests {
         assert_eq!(store.run(&k).unwrap(), Some(running));
 
         let failed = store.mark_failed(&k, "x", t0()).unwrap();
-        let err = store.mark_failed(&k, "y", t0()).unwrap_err();
-        assert!(matches!(
-            err,
-            StoreError::InvalidTransition {
-                from: Some(RunState::Failed),
-                ..
-            }
-        ));
-        assert_eq!(store.run(&k).unwrap(), Some(failed));
+        // A retry that fails before it can start fails again from Failed, counted.
+        let again = store.mark_failed(&k, "y", t0()).unwrap();
+        assert_eq!(
+            (again.failures, again.error.as_deref()),
+            (failed.failures + 1, Some("y"))
+        );
     }
 
     #[test]

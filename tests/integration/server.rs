@@ -34,6 +34,8 @@ impl TestServer {
             ..ServerConfig::default()
         };
         config.shutdown_grace = Duration::from_millis(200);
+        // Recurring runs would materialise the sample pipeline behind the tests' backs.
+        config.scheduler.recurring = false;
         tweak(&mut config);
         let runtime = tokio::runtime::Handle::current();
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(utc(2024, 2, 1, 0)));

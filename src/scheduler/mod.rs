@@ -1,0 +1,1851 @@
+//! The scheduler: turns pipelines into recurring timestamped runs and keeps them moving.
+//!
+//! It owns
+//! - **planning**: each job's trigger (`trigger`) says which windows are due at an instant;
+//!   due windows since the job's persisted cursor become Pending runs, within the
+//!   pipeline's catch-up policy and hard cap. Backfills and restatements enqueue ranges.
+//! - **readiness**: a run is ready when every upstream partition it reads has succeeded
+//!   (a daily run waits for its 23, 24 or 25 hourly runs). Each tracked run counts its unmet
+//!   upstream runs; a success decrements its dependents' counts, so finding ready work never
+//!   scans the queue.
+//! - **dispatch**: ready runs go, oldest partition first, to worker threads within the
+//!   global, per-pipeline and per-job concurrency limits.
+//! - **faults**: retries with exponential backoff and jitter, per-job timeouts, a bounded
+//!   wait for source files, `upstream_failed` downstream of a run out of retries (they run by
+//!   themselves once it is retried and succeeds), and recovery at start-up: runs a crash
+//!   left Running are re-queued, live backfills resume.
+//!
+//! Exactly once: every state change is written to the store before it takes effect (Pending
+//! before a run is queued, Running before it computes), and a run's result and its Succeeded
+//! state are one transaction that is refused for an attempt that is no longer current. A
+//! partition is therefore never committed twice and never lost.
+//!
+//! Time comes from the injected [`Clock`]. [`Scheduler::tick`] does everything due at the
+//! clock's instant and returns when it next has something to do; tests call it directly and
+//! never sleep, `floe serve` runs it on a driver thread woken by tokio-cron-scheduler.
+
+pub mod trigger;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::error::error_chain;
+use crate::materialize::{Materializer, PartitionAttempt, RunOutcome, RunRequest};
+use crate::partition::{Window, subwindows, window_containing, windows_within};
+use crate::pipeline::{InputRef, JobDef, Pipeline};
+use crate::store::{BackfillRecord, BackfillState, RunKey, RunState, Store, StoreError};
+
+/// Scheduler settings (the `scheduler:` block of the server config).
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Plan recurring runs from each pipeline's triggers. Backfills work either way.
+    pub recurring: bool,
+    /// Worker threads: the most runs computing at once, across pipelines.
+    pub workers: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            recurring: true,
+            workers: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no pipeline `{0}` is loaded")]
+    UnknownPipeline(String),
+    #[error("pipeline `{pipeline}` has no job `{job}` (jobs: {known})")]
+    UnknownJob {
+        pipeline: String,
+        job: String,
+        known: String,
+    },
+    #[error("empty range: `from` ({from}) must be before `to` ({to})")]
+    EmptyRange {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    #[error("no backfill `{0}`")]
+    UnknownBackfill(String),
+    #[error("backfill {id} is {state}; it cannot be {action}")]
+    BackfillState {
+        id: String,
+        state: &'static str,
+        action: &'static str,
+    },
+}
+
+/// What a backfill or restatement asks for.
+#[derive(Debug, Clone)]
+pub struct BackfillRequest {
+    pub pipeline: String,
+    /// `None`: every job of the pipeline.
+    pub jobs: Option<Vec<String>>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Recompute partitions whose stored result is fresh.
+    pub force: bool,
+}
+
+/// A backfill's record and its progress, counted from its runs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackfillStatus {
+    pub id: String,
+    pub pipeline: String,
+    pub jobs: Option<Vec<String>>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub force: bool,
+    pub restate: bool,
+    pub state: &'static str,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Runs in the backfill.
+    pub total: usize,
+    /// Runs that succeeded (computed, or found fresh).
+    pub succeeded: usize,
+    /// Runs that failed for good (out of retries, or upstream failed).
+    pub failed: usize,
+    /// Runs cancelled before they ran.
+    pub cancelled: usize,
+    /// Runs still to do.
+    pub remaining: usize,
+    /// Estimated seconds to finish at the rate since the backfill (re)started.
+    pub eta_seconds: Option<f64>,
+}
+
+/// Who asks for a run, which decides what an existing record means.
+struct Origin<'a> {
+    /// Recompute even a fresh result.
+    force: bool,
+    backfill: Option<&'a Arc<str>>,
+    /// For explicit requests: a run that succeeded at or after this instant is done
+    /// (recomputed by this request before a restart). `None`: recurring planning, which
+    /// leaves any run with a record alone.
+    done_since: Option<DateTime<Utc>>,
+}
+
+impl Origin<'_> {
+    const RECURRING: Origin<'static> = Origin {
+        force: false,
+        backfill: None,
+        done_since: None,
+    };
+}
+
+/// One counter per pipeline or job, for the concurrency limits.
+type Counts = HashMap<String, usize>;
+
+/// Where a tracked run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for `unmet` upstream runs.
+    Waiting,
+    /// In a ready queue.
+    Ready,
+    /// Waiting for a retry's backoff or a source re-check, until the instant.
+    Delayed(DateTime<Utc>),
+    /// Handed to a worker; the token identifies the attempt.
+    Running(u64),
+    /// An upstream run failed for good; it waits for that run to be retried.
+    UpstreamFailed,
+    /// In a paused backfill's parking lot.
+    Parked,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    window: Window,
+    phase: Phase,
+    /// Upstream runs not yet succeeded.
+    unmet: u32,
+    /// Of those, the ones that failed for good.
+    failed_upstream: u32,
+    force: bool,
+    backfill: Option<Arc<str>>,
+    /// Consecutive failed attempts since enqueued.
+    failures: u32,
+    /// When the run began waiting for source files.
+    waiting_since: Option<DateTime<Utc>>,
+}
+
+/// An attempt handed to a worker.
+struct Work {
+    key: RunKey,
+    token: u64,
+    pipeline: Arc<Pipeline>,
+    window: Window,
+    force: bool,
+    stop: Arc<AtomicBool>,
+}
+
+/// A run computing on a worker.
+struct InFlight {
+    key: RunKey,
+    deadline: Option<DateTime<Utc>>,
+    stop: Arc<AtomicBool>,
+    /// Whether the scheduler already settled it (timed out); the worker's answer is ignored.
+    abandoned: bool,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    total: usize,
+    succeeded: usize,
+    failed: usize,
+    cancelled: usize,
+    /// When counting (re)started and how many were done then, for the ETA.
+    since: Option<(Instant, usize)>,
+}
+
+impl Progress {
+    fn done(&self) -> usize {
+        self.succeeded + self.failed + self.cancelled
+    }
+}
+
+struct LiveBackfill {
+    record: BackfillRecord,
+    progress: Progress,
+    /// Ready runs held back while the backfill is paused.
+    parked: Vec<RunKey>,
+}
+
+#[derive(Default)]
+struct State {
+    pipelines: BTreeMap<String, Arc<Pipeline>>,
+    paused_pipelines: HashSet<String>,
+    runs: HashMap<RunKey, Tracked>,
+    /// Upstream run → the tracked runs waiting on it.
+    dependents: HashMap<RunKey, Vec<RunKey>>,
+    /// Ready runs per (pipeline, job), oldest first.
+    ready: BTreeMap<(String, String), VecDeque<RunKey>>,
+    delayed: std::collections::BTreeSet<(DateTime<Utc>, RunKey)>,
+    in_flight: HashMap<u64, InFlight>,
+    running_total: usize,
+    running_pipeline: Counts,
+    running_job: HashMap<(String, String), usize>,
+    backfills: HashMap<Arc<str>, LiveBackfill>,
+    next_token: u64,
+    stopping: bool,
+    /// For retry jitter.
+    rng: Jitter,
+}
+
+/// A small random source for retry jitter, seeded from the wall clock.
+struct Jitter(rand_chacha::ChaCha8Rng);
+
+impl Default for Jitter {
+    fn default() -> Self {
+        use rand::SeedableRng;
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Jitter(rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+}
+
+impl Jitter {
+    /// Uniform in [-1, 1).
+    fn next(&mut self) -> f64 {
+        use rand::RngCore;
+        let unit = (self.0.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        unit * 2.0 - 1.0
+    }
+}
+
+struct Inner {
+    store: Store,
+    materializer: Materializer,
+    clock: Arc<dyn Clock>,
+    config: SchedulerConfig,
+    state: Mutex<State>,
+    /// Taken at shutdown, which closes the channel and ends the workers.
+    work: Mutex<Option<Sender<Work>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Wakes the driver thread: a trigger fired, a run finished, a request arrived.
+    wake: (Mutex<bool>, Condvar),
+}
+
+/// A handle to the scheduler; clones share it.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn to_delta(duration: Duration) -> TimeDelta {
+    TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
+}
+
+/// The upstream windows a run of `def` over `window` reads from job `upstream`.
+fn upstream_windows(
+    pipeline: &Pipeline,
+    upstream: &JobDef,
+    def: &JobDef,
+    window: &Window,
+) -> Vec<Window> {
+    if upstream.grain == def.grain {
+        vec![*window]
+    } else {
+        subwindows(upstream.grain, pipeline.timezone, window)
+    }
+}
+
+/// Every upstream run a run reads.
+fn upstream_keys(pipeline: &Pipeline, def: &JobDef, window: &Window) -> Vec<(RunKey, Window)> {
+    let mut keys = Vec::new();
+    for input in &def.inputs {
+        if let InputRef::Job(name) = input
+            && let Some(upstream) = pipeline.job(name)
+        {
+            for up in upstream_windows(pipeline, upstream, def, window) {
+                keys.push((RunKey::new(&pipeline.name, name, up.start), up));
+            }
+        }
+    }
+    keys
+}
+
+/// Backoff before retry number `failures` (1-based): base × 2^(failures-1), capped at an
+/// hour, with ±20% jitter so a burst of failures does not retry in lockstep.
+pub fn retry_delay(base: Duration, failures: u32, jitter: f64) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    let raw = base.as_secs_f64() * f64::from(1u32 << exponent);
+    let capped = raw.min(3600.0);
+    Duration::from_secs_f64((capped * 0.2f64.mul_add(jitter.clamp(-1.0, 1.0), 1.0)).max(0.0))
+}
+
+impl Scheduler {
+    /// A scheduler over `pipelines`, recovering whatever a previous process left in the
+    /// store: runs left Running are re-queued, active runs are tracked again and live
+    /// backfills resume. Worker threads start now; recurring planning starts with the first
+    /// [`Scheduler::tick`].
+    pub fn start(
+        store: Store,
+        materializer: Materializer,
+        clock: Arc<dyn Clock>,
+        config: SchedulerConfig,
+        pipelines: Vec<Arc<Pipeline>>,
+    ) -> Result<Scheduler, SchedulerError> {
+        let (work_tx, work_rx) = crossbeam_channel::unbounded();
+        let scheduler = Scheduler {
+            inner: Arc::new(Inner {
+                store,
+                materializer,
+                clock,
+                config,
+                state: Mutex::new(State::default()),
+                work: Mutex::new(Some(work_tx)),
+                workers: Mutex::new(Vec::new()),
+                wake: (Mutex::new(false), Condvar::new()),
+            }),
+        };
+        {
+            let mut state = lock(&scheduler.inner.state);
+            for pipeline in pipelines {
+                state.pipelines.insert(pipeline.name.clone(), pipeline);
+            }
+        }
+        scheduler.recover()?;
+        let workers = scheduler.inner.config.workers.max(1);
+        let mut handles = lock(&scheduler.inner.workers);
+        for index in 0..workers {
+            let rx: Receiver<Work> = work_rx.clone();
+            let weak = Arc::downgrade(&scheduler.inner);
+            let handle = std::thread::Builder::new()
+                .name(format!("floe-sched-{index}"))
+                .spawn(move || {
+                    while let Ok(work) = rx.recv() {
+                        let Some(inner) = weak.upgrade() else { break };
+                        Scheduler { inner }.run_work(work);
+                    }
+                })
+                .map_err(|e| {
+                    SchedulerError::Store(StoreError::Io {
+                        path: std::path::PathBuf::from("<scheduler worker thread>"),
+                        source: e,
+                    })
+                })?;
+            handles.push(handle);
+        }
+        drop(handles);
+        Ok(scheduler)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Adds or replaces a pipeline (a new app version). Runs already tracked keep going
+    /// with the definition they were planned under until they finish.
+    pub fn set_pipeline(&self, pipeline: Arc<Pipeline>) {
+        lock(&self.inner.state)
+            .pipelines
+            .insert(pipeline.name.clone(), pipeline);
+        self.wake();
+    }
+
+    /// Stops or restarts a pipeline's recurring runs and the dispatch of its queued runs.
+    pub fn set_paused(&self, pipeline: &str, paused: bool) -> Result<(), SchedulerError> {
+        let mut state = lock(&self.inner.state);
+        if !state.pipelines.contains_key(pipeline) {
+            return Err(SchedulerError::UnknownPipeline(pipeline.to_owned()));
+        }
+        if paused {
+            state.paused_pipelines.insert(pipeline.to_owned());
+        } else {
+            state.paused_pipelines.remove(pipeline);
+        }
+        drop(state);
+        self.wake();
+        Ok(())
+    }
+
+    pub fn is_paused(&self, pipeline: &str) -> bool {
+        lock(&self.inner.state).paused_pipelines.contains(pipeline)
+    }
+
+    /// Wakes the driver thread so it ticks now.
+    pub fn wake(&self) {
+        let (flag, condvar) = &self.inner.wake;
+        *lock(flag) = true;
+        condvar.notify_all();
+    }
+
+    /// Runs the driver on its own thread until [`Scheduler::shutdown`]: tick, then sleep
+    /// until the next due instant or a wake-up, whichever is first.
+    pub fn spawn_driver(&self) -> std::io::Result<JoinHandle<()>> {
+        let scheduler = self.clone();
+        std::thread::Builder::new()
+            .name("floe-scheduler".to_owned())
+            .spawn(move || {
+                loop {
+                    if lock(&scheduler.inner.state).stopping {
+                        break;
+                    }
+                    let now = scheduler.inner.clock.now();
+                    let next = scheduler.tick(now);
+                    let wait = next
+                        .map(|next| (next - now).to_std().unwrap_or_default())
+                        .unwrap_or(Duration::from_secs(3600))
+                        // A wall clock can jump; look again at least every minute.
+                        .min(Duration::from_secs(60));
+                    let (flag, condvar) = &scheduler.inner.wake;
+                    let mut woken = lock(flag);
+                    if !*woken {
+                        woken = condvar
+                            .wait_timeout(woken, wait)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                    *woken = false;
+                }
+            })
+    }
+
+    /// Stops dispatching, lets runs in flight finish within `grace`, and stops the workers.
+    /// Runs that outlive the grace stay Running in the store and are re-queued at the next
+    /// start.
+    pub fn shutdown(&self, grace: Duration) {
+        lock(&self.inner.state).stopping = true;
+        self.wake();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline && lock(&self.inner.state).running_total > 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Closing the channel ends each worker after its current run.
+        lock(&self.inner.work).take();
+        let handles = std::mem::take(&mut *lock(&self.inner.workers));
+        for handle in handles {
+            if Instant::now() >= deadline {
+                break; // left running; the process exit ends it
+            }
+            let _ = handle.join();
+        }
+    }
+
+    /// Does everything due at `now`: plans recurring runs, releases delayed runs, settles
+    /// timed-out runs, dispatches ready runs. Returns when it next has something to do.
+    pub fn tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut next: Option<DateTime<Utc>> = None;
+        let mut earliest = |at: DateTime<Utc>| {
+            next = Some(next.map_or(at, |n: DateTime<Utc>| n.min(at)));
+        };
+        if self.inner.config.recurring {
+            let pipelines: Vec<Arc<Pipeline>> = {
+                let state = lock(&self.inner.state);
+                state
+                    .pipelines
+                    .values()
+                    .filter(|p| p.schedule.enabled && !state.paused_pipelines.contains(&p.name))
+                    .cloned()
+                    .collect()
+            };
+            for pipeline in pipelines {
+                match self.plan_recurring(&pipeline, now) {
+                    Ok(Some(at)) => earliest(at),
+                    Ok(None) => {}
+                    Err(error) => {
+                        warn!(pipeline = %pipeline.name, error = %error_chain(&error), "cannot plan recurring runs");
+                    }
+                }
+            }
+        }
+        let mut state = lock(&self.inner.state);
+        self.settle_timeouts(&mut state, now);
+        Self::release_delayed(&mut state, now);
+        self.dispatch(&mut state);
+        if let Some(&(at, _)) = state.delayed.first() {
+            earliest(at);
+        }
+        for flight in state.in_flight.values() {
+            if let Some(deadline) = flight.deadline
+                && !flight.abandoned
+            {
+                earliest(deadline);
+            }
+        }
+        next
+    }
+
+    // ---- planning --------------------------------------------------------------------
+
+    /// Enqueues the due windows of each job since its cursor, within the catch-up policy;
+    /// returns when the next window becomes due.
+    fn plan_recurring(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, SchedulerError> {
+        let store = &self.inner.store;
+        let mut next: Option<DateTime<Utc>> = None;
+        for def in pipeline.jobs_in_order() {
+            let trigger = &def.trigger;
+            if let Some(at) = trigger.next_due_after(def.grain, pipeline.timezone, now)
+                && pipeline
+                    .end
+                    .is_none_or(|end| at - trigger.delay <= end + trigger.delay)
+            {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+            let mut through = trigger.due_through(pipeline.timezone, now);
+            if let Some(end) = pipeline.end {
+                through = through.min(end);
+            }
+            let cursor = store.schedule_cursor(&pipeline.name, &def.name)?;
+            let from = cursor.unwrap_or(pipeline.start).max(pipeline.start);
+            if from >= through {
+                continue;
+            }
+            let windows = windows_within(def.grain, pipeline.timezone, from, through);
+            let Some(last) = windows.last().copied() else {
+                continue;
+            };
+            let keep = pipeline
+                .schedule
+                .catch_up
+                .keep(windows.len(), pipeline.schedule.max_catch_up);
+            if keep < windows.len() {
+                info!(
+                    pipeline = %pipeline.name,
+                    job = %def.name,
+                    missed = windows.len(),
+                    planned = keep,
+                    "catch-up: only the latest missed partitions are planned; backfill the rest"
+                );
+            }
+            {
+                let mut state = lock(&self.inner.state);
+                for window in &windows[windows.len() - keep..] {
+                    self.enqueue(&mut state, pipeline, def, *window, &Origin::RECURRING, now)?;
+                }
+                self.dispatch(&mut state);
+            }
+            // After the runs: a crash in between re-plans them, and planning is idempotent.
+            store.set_schedule_cursor(&pipeline.name, &def.name, last.end)?;
+        }
+        Ok(next)
+    }
+
+    /// Puts one run in the queue (persisting Pending first) and counts its unmet upstream
+    /// runs. Returns whether the run is now queued for this origin (`false`: nothing to do).
+    fn enqueue(
+        &self,
+        state: &mut State,
+        pipeline: &Arc<Pipeline>,
+        def: &JobDef,
+        window: Window,
+        origin: &Origin<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, SchedulerError> {
+        let key = RunKey::new(&pipeline.name, &def.name, window.start);
+        if let Some(tracked) = state.runs.get_mut(&key) {
+            tracked.force |= origin.force;
+            let Some(id) = origin.backfill else {
+                return Ok(false);
+            };
+            if tracked.backfill.is_some() {
+                return Ok(false);
+            }
+            tracked.backfill = Some(id.clone());
+            if let Some(live) = state.backfills.get_mut(id) {
+                live.progress.total += 1;
+            }
+            return Ok(true);
+        }
+        let store = &self.inner.store;
+        if let Some(record) = store.run(&key)? {
+            let Some(done_since) = origin.done_since else {
+                // Recurring planning: the run exists already (done, failed for good, or
+                // queued by a backfill that tracks it).
+                return Ok(false);
+            };
+            let done = record.state == RunState::Succeeded
+                && (!origin.force || record.finished_at.is_some_and(|at| at > done_since));
+            if done {
+                // Fresh, or already recomputed by this very request before a restart.
+                return Ok(false);
+            }
+        }
+        // Upstream runs that were never planned (a catch-up that kept fewer hourly than daily
+        // partitions) are planned first, so this run does not wait on nothing.
+        for (up_key, up_window) in upstream_keys(pipeline, def, &window) {
+            if state.runs.contains_key(&up_key) || store.run(&up_key)?.is_some() {
+                continue;
+            }
+            if let Some(up_def) = pipeline.job(&up_key.job) {
+                let up_origin = Origin {
+                    force: false,
+                    backfill: origin.backfill,
+                    done_since: origin.done_since,
+                };
+                self.enqueue(state, pipeline, up_def, up_window, &up_origin, now)?;
+            }
+        }
+        if store
+            .enqueue_run(&key, window.end, origin.force, now)?
+            .is_none()
+        {
+            // Running under another writer (a job-server materialisation): look again soon.
+            self.track(
+                state,
+                pipeline,
+                def,
+                key.clone(),
+                window,
+                origin.force,
+                origin.backfill,
+            );
+            Self::delay(state, &key, now + TimeDelta::seconds(5));
+            return Ok(true);
+        }
+        self.track(
+            state,
+            pipeline,
+            def,
+            key,
+            window,
+            origin.force,
+            origin.backfill,
+        );
+        Ok(true)
+    }
+
+    /// Starts tracking a Pending run: counts its unmet upstream runs and queues it when
+    /// there are none.
+    #[allow(clippy::too_many_arguments)]
+    fn track(
+        &self,
+        state: &mut State,
+        pipeline: &Arc<Pipeline>,
+        def: &JobDef,
+        key: RunKey,
+        window: Window,
+        force: bool,
+        backfill: Option<&Arc<str>>,
+    ) {
+        let mut unmet = 0;
+        let mut failed_upstream = 0;
+        let mut failed_name = None;
+        for (up_key, _) in upstream_keys(pipeline, def, &window) {
+            let waiting = match state.runs.get(&up_key) {
+                Some(up) => {
+                    if up.phase == Phase::UpstreamFailed {
+                        failed_upstream += 1;
+                        failed_name.get_or_insert_with(|| up_key.clone());
+                    }
+                    true
+                }
+                None => match self.inner.store.run(&up_key) {
+                    Ok(Some(record)) if record.state == RunState::Succeeded => false,
+                    Ok(Some(record)) => {
+                        if matches!(record.state, RunState::Failed | RunState::Cancelled)
+                            && !record.is_active()
+                        {
+                            failed_upstream += 1;
+                            failed_name.get_or_insert_with(|| up_key.clone());
+                        }
+                        true
+                    }
+                    Ok(None) => true,
+                    Err(error) => {
+                        warn!(run = %up_key, error = %error_chain(&error), "cannot read upstream run");
+                        true
+                    }
+                },
+            };
+            if waiting {
+                unmet += 1;
+                state
+                    .dependents
+                    .entry(up_key)
+                    .or_default()
+                    .push(key.clone());
+            }
+        }
+        let phase = if failed_upstream > 0 {
+            Phase::UpstreamFailed
+        } else if unmet == 0 {
+            Phase::Ready
+        } else {
+            Phase::Waiting
+        };
+        if let Some(id) = backfill
+            && let Some(live) = state.backfills.get_mut(id)
+        {
+            live.progress.total += 1;
+        }
+        state.runs.insert(
+            key.clone(),
+            Tracked {
+                window,
+                phase,
+                unmet,
+                failed_upstream,
+                force,
+                backfill: backfill.cloned(),
+                failures: 0,
+                waiting_since: None,
+            },
+        );
+        match phase {
+            Phase::Ready => push_ready(state, key),
+            Phase::UpstreamFailed => {
+                if let Some(upstream) = failed_name
+                    && let Err(error) = self.inner.store.mark_upstream_failed(
+                        &key,
+                        &upstream,
+                        self.inner.clock.now(),
+                    )
+                {
+                    warn!(run = %key, error = %error_chain(&error), "cannot record upstream failure");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn delay(state: &mut State, key: &RunKey, until: DateTime<Utc>) {
+        if let Some(tracked) = state.runs.get_mut(key) {
+            tracked.phase = Phase::Delayed(until);
+            state.delayed.insert((until, key.clone()));
+        }
+    }
+
+    fn release_delayed(state: &mut State, now: DateTime<Utc>) {
+        while let Some(first) = state.delayed.first().cloned() {
+            if first.0 > now {
+                break;
+            }
+            state.delayed.remove(&first);
+            let (at, key) = first;
+            let Some(tracked) = state.runs.get_mut(&key) else {
+                continue;
+            };
+            if tracked.phase != Phase::Delayed(at) {
+                continue; // superseded
+            }
+            tracked.phase = if tracked.unmet == 0 {
+                Phase::Ready
+            } else {
+                Phase::Waiting
+            };
+            if tracked.phase == Phase::Ready {
+                push_ready(state, key);
+            }
+        }
+    }
+
+    // ---- dispatch --------------------------------------------------------------------
+
+    /// Hands ready runs to the workers, oldest partition first, within the limits.
+    fn dispatch(&self, state: &mut State) {
+        if state.stopping {
+            return;
+        }
+        let workers = self.inner.config.workers.max(1);
+        while state.running_total < workers {
+            // The ready queue whose oldest run is oldest, among those with room.
+            let mut best: Option<((String, String), DateTime<Utc>)> = None;
+            let mut empty = Vec::new();
+            for ((pipeline, job), queue) in &state.ready {
+                // Drop entries that are no longer ready (cancelled, re-planned).
+                let front = queue.iter().find(|key| {
+                    state
+                        .runs
+                        .get(*key)
+                        .is_some_and(|t| t.phase == Phase::Ready)
+                });
+                let Some(front) = front else {
+                    empty.push((pipeline.clone(), job.clone()));
+                    continue;
+                };
+                if state.paused_pipelines.contains(pipeline) {
+                    continue;
+                }
+                let Some(def_pipeline) = state.pipelines.get(pipeline) else {
+                    continue;
+                };
+                if let Some(limit) = def_pipeline.schedule.concurrency
+                    && state.running_pipeline.get(pipeline).copied().unwrap_or(0) >= limit as usize
+                {
+                    continue;
+                }
+                if let Some(limit) = def_pipeline.job(job).and_then(|def| def.concurrency)
+                    && state
+                        .running_job
+                        .get(&(pipeline.clone(), job.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                        >= limit as usize
+                {
+                    continue;
+                }
+                if best
+                    .as_ref()
+                    .is_none_or(|(_, start)| front.partition_start < *start)
+                {
+                    best = Some(((pipeline.clone(), job.clone()), front.partition_start));
+                }
+            }
+            for queue in empty {
+                if state.ready.get(&queue).is_some_and(|q| {
+                    q.iter()
+                        .all(|k| state.runs.get(k).is_none_or(|t| t.phase != Phase::Ready))
+                }) {
+                    state.ready.remove(&queue);
+                }
+            }
+            let Some((queue_key, _)) = best else {
+                return;
+            };
+            let Some(queue) = state.ready.get_mut(&queue_key) else {
+                return;
+            };
+            let mut picked = None;
+            while let Some(key) = queue.pop_front() {
+                if state
+                    .runs
+                    .get(&key)
+                    .is_some_and(|t| t.phase == Phase::Ready)
+                {
+                    picked = Some(key);
+                    break;
+                }
+            }
+            let Some(key) = picked else { continue };
+            self.launch(state, key);
+        }
+    }
+
+    fn launch(&self, state: &mut State, key: RunKey) {
+        let Some(pipeline) = state.pipelines.get(&key.pipeline).cloned() else {
+            return;
+        };
+        let Some(tracked) = state.runs.get_mut(&key) else {
+            return;
+        };
+        // A paused backfill keeps its ready runs aside until resumed.
+        if let Some(id) = tracked.backfill.clone()
+            && let Some(live) = state.backfills.get_mut(&id)
+            && live.record.state == BackfillState::Paused
+        {
+            tracked.phase = Phase::Parked;
+            live.parked.push(key);
+            return;
+        }
+        state.next_token += 1;
+        let token = state.next_token;
+        tracked.phase = Phase::Running(token);
+        let window = tracked.window;
+        let force = tracked.force;
+        let now = self.inner.clock.now();
+        let deadline = pipeline
+            .job(&key.job)
+            .and_then(|def| def.timeout)
+            .map(|timeout| now + to_delta(timeout));
+        let stop = Arc::new(AtomicBool::new(false));
+        state.running_total += 1;
+        *state
+            .running_pipeline
+            .entry(key.pipeline.clone())
+            .or_default() += 1;
+        *state
+            .running_job
+            .entry((key.pipeline.clone(), key.job.clone()))
+            .or_default() += 1;
+        state.in_flight.insert(
+            token,
+            InFlight {
+                key: key.clone(),
+                deadline,
+                stop: stop.clone(),
+                abandoned: false,
+            },
+        );
+        let work = Work {
+            key,
+            token,
+            pipeline,
+            window,
+            force,
+            stop,
+        };
+        let sent = match &*lock(&self.inner.work) {
+            Some(sender) => sender.send(work).map_err(|e| e.0),
+            None => Err(work),
+        };
+        if let Err(work) = sent {
+            warn!(run = %work.key, "scheduler is shutting down; run left queued");
+        }
+    }
+
+    /// Runs on a worker thread: one attempt, then settles its outcome.
+    fn run_work(&self, work: Work) {
+        let outcome = match work.pipeline.job(&work.key.job) {
+            Some(def) => {
+                let stop = work.stop.clone();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.inner.materializer.attempt_partition(
+                        &work.pipeline,
+                        def,
+                        &work.window,
+                        work.force,
+                        &|| stop.load(Ordering::Acquire),
+                    )
+                }))
+                .unwrap_or_else(|panic| {
+                    PartitionAttempt::Failed(format!(
+                        "the job panicked: {}",
+                        crate::error::panic_message(panic.as_ref())
+                    ))
+                })
+            }
+            None => PartitionAttempt::Failed(format!(
+                "pipeline `{}` no longer has job `{}`",
+                work.pipeline.name, work.key.job
+            )),
+        };
+        self.finish(work.token, outcome);
+    }
+
+    /// Settles an attempt's outcome and dispatches what it made ready.
+    fn finish(&self, token: u64, outcome: PartitionAttempt) {
+        let now = self.inner.clock.now();
+        let mut state = lock(&self.inner.state);
+        let Some(flight) = state.in_flight.remove(&token) else {
+            return;
+        };
+        state.running_total = state.running_total.saturating_sub(1);
+        if let Some(count) = state.running_pipeline.get_mut(&flight.key.pipeline) {
+            *count = count.saturating_sub(1);
+        }
+        if let Some(count) = state
+            .running_job
+            .get_mut(&(flight.key.pipeline.clone(), flight.key.job.clone()))
+        {
+            *count = count.saturating_sub(1);
+        }
+        let key = flight.key;
+        let current = state
+            .runs
+            .get(&key)
+            .is_some_and(|t| t.phase == Phase::Running(token));
+        if flight.abandoned || !current {
+            self.dispatch(&mut state);
+            return;
+        }
+        match outcome {
+            PartitionAttempt::Done(outcome) => {
+                if let RunOutcome::Computed { rows } = outcome {
+                    debug!(run = %key, rows, "run succeeded");
+                }
+                self.succeeded(&mut state, &key);
+            }
+            PartitionAttempt::Failed(error) => {
+                self.failed(&mut state, &key, &error, true, now);
+            }
+            PartitionAttempt::NotReady { source } => {
+                self.not_ready(&mut state, &key, &source, now);
+            }
+            PartitionAttempt::Lost(reason) => {
+                // Someone else holds the run; look again shortly.
+                debug!(run = %key, %reason, "run held elsewhere; re-checking");
+                Self::delay(&mut state, &key, now + TimeDelta::seconds(5));
+            }
+        }
+        self.dispatch(&mut state);
+        drop(state);
+        self.wake();
+    }
+
+    fn succeeded(&self, state: &mut State, key: &RunKey) {
+        let Some(tracked) = state.runs.remove(key) else {
+            return;
+        };
+        if let Some(id) = &tracked.backfill {
+            self.count_backfill(state, id, |p| p.succeeded += 1);
+        }
+        let Some(waiting) = state.dependents.remove(key) else {
+            return;
+        };
+        for dependent in waiting {
+            let Some(down) = state.runs.get_mut(&dependent) else {
+                continue;
+            };
+            down.unmet = down.unmet.saturating_sub(1);
+            if down.phase == Phase::UpstreamFailed {
+                down.failed_upstream = down.failed_upstream.saturating_sub(1);
+                if down.failed_upstream == 0 {
+                    if let Err(error) = self.inner.store.mark_unblocked(&dependent) {
+                        warn!(run = %dependent, error = %error_chain(&error), "cannot unblock run");
+                    }
+                    down.phase = Phase::Waiting;
+                }
+            }
+            if down.phase == Phase::Waiting && down.unmet == 0 {
+                down.phase = Phase::Ready;
+                push_ready(state, dependent);
+            }
+        }
+    }
+
+    /// A failed attempt: retried after a backoff while retries remain, otherwise failed for
+    /// good with its downstream runs marked upstream_failed.
+    fn failed(
+        &self,
+        state: &mut State,
+        key: &RunKey,
+        error: &str,
+        retryable: bool,
+        now: DateTime<Utc>,
+    ) {
+        let (retries, backoff) = state
+            .pipelines
+            .get(&key.pipeline)
+            .and_then(|p| p.job(&key.job))
+            .map_or((0, Duration::from_secs(30)), |def| {
+                (def.retries, def.retry_backoff)
+            });
+        let jitter = state.rng.next();
+        let Some(tracked) = state.runs.get_mut(key) else {
+            return;
+        };
+        tracked.failures += 1;
+        tracked.waiting_since = None;
+        let failures = tracked.failures;
+        let retry_at = (retryable && failures <= retries)
+            .then(|| now + to_delta(retry_delay(backoff, failures, jitter)));
+        if let Err(store_error) = self
+            .inner
+            .store
+            .mark_failed_until(key, error, now, retry_at)
+        {
+            warn!(run = %key, error = %error_chain(&store_error), "cannot record the failure");
+        }
+        match retry_at {
+            Some(at) => {
+                warn!(run = %key, %error, retry_at = %at, "run failed; will retry");
+                Self::delay(state, key, at);
+            }
+            None => {
+                warn!(run = %key, %error, "run failed for good");
+                let tracked = state.runs.remove(key);
+                if let Some(id) = tracked.and_then(|t| t.backfill) {
+                    self.count_backfill(state, &id, |p| p.failed += 1);
+                }
+                self.cascade_upstream_failed(state, key, now);
+            }
+        }
+    }
+
+    /// Marks every run waiting (transitively) on `failed` as upstream_failed.
+    fn cascade_upstream_failed(&self, state: &mut State, failed: &RunKey, now: DateTime<Utc>) {
+        let mut stack = vec![failed.clone()];
+        while let Some(upstream) = stack.pop() {
+            let Some(waiting) = state.dependents.get(&upstream).cloned() else {
+                continue;
+            };
+            for dependent in waiting {
+                let Some(down) = state.runs.get_mut(&dependent) else {
+                    continue;
+                };
+                down.failed_upstream += 1;
+                if down.phase == Phase::UpstreamFailed {
+                    continue;
+                }
+                if matches!(down.phase, Phase::Running(_)) {
+                    continue;
+                }
+                down.phase = Phase::UpstreamFailed;
+                let backfill = down.backfill.clone();
+                if let Err(error) = self
+                    .inner
+                    .store
+                    .mark_upstream_failed(&dependent, &upstream, now)
+                {
+                    warn!(run = %dependent, error = %error_chain(&error), "cannot record upstream failure");
+                }
+                if let Some(id) = backfill {
+                    self.count_backfill(state, &id, |p| p.failed += 1);
+                }
+                stack.push(dependent);
+            }
+        }
+    }
+
+    fn not_ready(&self, state: &mut State, key: &RunKey, source: &str, now: DateTime<Utc>) {
+        let wait = state
+            .pipelines
+            .get(&key.pipeline)
+            .and_then(|p| p.sources.get(source))
+            .map_or(Duration::ZERO, |s| s.wait);
+        let Some(tracked) = state.runs.get_mut(key) else {
+            return;
+        };
+        let since = *tracked.waiting_since.get_or_insert(now);
+        let window = tracked.window;
+        if now - since >= to_delta(wait) {
+            let error = format!(
+                "source `{source}` has no files for [{}, {}) after waiting {}",
+                window.start.to_rfc3339(),
+                window.end.to_rfc3339(),
+                humantime::format_duration(wait)
+            );
+            // Waiting again would only repeat the wait; a backfill re-tries it on demand.
+            self.failed(state, key, &error, false, now);
+            return;
+        }
+        // Look again at a twentieth of the wait, between 5 seconds and 5 minutes.
+        let step = (wait / 20).clamp(Duration::from_secs(5), Duration::from_secs(300));
+        let recheck = (now + to_delta(step)).min(since + to_delta(wait));
+        let reason = format!("waiting for files of source `{source}`");
+        if let Err(error) = self.inner.store.mark_waiting(key, &reason, since, recheck) {
+            warn!(run = %key, error = %error_chain(&error), "cannot record the wait");
+        }
+        Self::delay(state, key, recheck.max(now + TimeDelta::milliseconds(1)));
+    }
+
+    fn settle_timeouts(&self, state: &mut State, now: DateTime<Utc>) {
+        let expired: Vec<(u64, RunKey)> = state
+            .in_flight
+            .iter()
+            .filter(|(_, f)| !f.abandoned && f.deadline.is_some_and(|d| d <= now))
+            .map(|(token, f)| (*token, f.key.clone()))
+            .collect();
+        for (token, key) in expired {
+            let timeout = state
+                .pipelines
+                .get(&key.pipeline)
+                .and_then(|p| p.job(&key.job))
+                .and_then(|def| def.timeout)
+                .unwrap_or_default();
+            if let Some(flight) = state.in_flight.get_mut(&token) {
+                flight.abandoned = true;
+                flight.stop.store(true, Ordering::Release);
+            }
+            // The worker's commit is refused from now on (the attempt is no longer
+            // current); its slot stays taken until the computation returns.
+            let error = format!(
+                "timed out after {} (the job's timeout)",
+                humantime::format_duration(timeout)
+            );
+            if let Some(tracked) = state.runs.get_mut(&key) {
+                tracked.phase = Phase::Waiting;
+            }
+            self.failed(state, &key, &error, true, now);
+        }
+    }
+
+    fn count_backfill(&self, state: &mut State, id: &Arc<str>, count: impl FnOnce(&mut Progress)) {
+        let Some(live) = state.backfills.get_mut(id) else {
+            return;
+        };
+        count(&mut live.progress);
+        if live.progress.done() >= live.progress.total && live.record.state.is_live() {
+            live.record.state = BackfillState::Finished;
+            live.record.finished_at = Some(self.inner.clock.now());
+            if let Err(error) = self.inner.store.put_backfill(&live.record) {
+                warn!(backfill = %id, error = %error_chain(&error), "cannot record the end of a backfill");
+            }
+            info!(backfill = %id, succeeded = live.progress.succeeded, failed = live.progress.failed, "backfill finished");
+        }
+    }
+
+    // ---- backfills and restatements --------------------------------------------------
+
+    /// Starts a backfill: every partition of the chosen jobs (and their upstream jobs) in
+    /// the range, skipping fresh ones unless forced. Returns its id.
+    pub fn backfill(&self, request: &BackfillRequest) -> Result<BackfillStatus, SchedulerError> {
+        self.start_backfill(request, false)
+    }
+
+    /// Starts a restatement: the chosen jobs' partitions in the range and, by cascade, every
+    /// downstream partition that read them, recomputed whether fresh or not. Each partition's
+    /// new result replaces the old one in one transaction: a reader sees one or the other.
+    pub fn restate(&self, request: &BackfillRequest) -> Result<BackfillStatus, SchedulerError> {
+        self.start_backfill(request, true)
+    }
+
+    fn start_backfill(
+        &self,
+        request: &BackfillRequest,
+        restate: bool,
+    ) -> Result<BackfillStatus, SchedulerError> {
+        let pipeline = self.pipeline(&request.pipeline)?;
+        if request.from >= request.to {
+            return Err(SchedulerError::EmptyRange {
+                from: request.from,
+                to: request.to,
+            });
+        }
+        if let Some(jobs) = &request.jobs {
+            for job in jobs {
+                if pipeline.job(job).is_none() {
+                    return Err(SchedulerError::UnknownJob {
+                        pipeline: pipeline.name.clone(),
+                        job: job.clone(),
+                        known: pipeline.dag.topological_order().join(", "),
+                    });
+                }
+            }
+        }
+        let now = self.inner.clock.now();
+        let record = BackfillRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            pipeline: pipeline.name.clone(),
+            jobs: request.jobs.clone(),
+            from: request.from,
+            to: request.to,
+            force: request.force || restate,
+            restate,
+            state: BackfillState::Running,
+            created_at: now,
+            finished_at: None,
+        };
+        // The request is durable before any of its runs is queued: after a crash it is
+        // re-planned from this record.
+        self.inner.store.put_backfill(&record)?;
+        info!(backfill = %record.id, pipeline = %record.pipeline, from = %record.from, to = %record.to, restate, "backfill started");
+        let id = self.plan_backfill(&pipeline, record)?;
+        self.wake();
+        self.backfill_status(&id)
+    }
+
+    /// Enqueues a backfill's runs and registers its progress.
+    fn plan_backfill(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        record: BackfillRecord,
+    ) -> Result<String, SchedulerError> {
+        let now = self.inner.clock.now();
+        let runs = self.backfill_runs(pipeline, &record)?;
+        let id: Arc<str> = Arc::from(record.id.as_str());
+        let mut state = lock(&self.inner.state);
+        let force = record.force;
+        let created_at = record.created_at;
+        state.backfills.insert(
+            id.clone(),
+            LiveBackfill {
+                record,
+                progress: Progress {
+                    since: Some((Instant::now(), 0)),
+                    ..Progress::default()
+                },
+                parked: Vec::new(),
+            },
+        );
+        let mut already = 0;
+        for (job, window) in runs {
+            let Some(def) = pipeline.job(&job) else {
+                continue;
+            };
+            let origin = Origin {
+                force,
+                backfill: Some(&id),
+                done_since: Some(created_at),
+            };
+            if !self.enqueue(&mut state, pipeline, def, window, &origin, now)? {
+                already += 1;
+            }
+        }
+        if let Some(live) = state.backfills.get_mut(&id) {
+            live.progress.total += already;
+            live.progress.succeeded += already;
+            live.progress.since = Some((Instant::now(), live.progress.done()));
+        }
+        self.count_backfill(&mut state, &id, |_| {});
+        self.dispatch(&mut state);
+        Ok(id.to_string())
+    }
+
+    /// The (job, window) runs of a backfill in dependency order.
+    fn backfill_runs(
+        &self,
+        pipeline: &Arc<Pipeline>,
+        record: &BackfillRecord,
+    ) -> Result<Vec<(String, Window)>, SchedulerError> {
+        let request = RunRequest {
+            jobs: record.jobs.clone(),
+            from: record.from,
+            to: record.to,
+            force: record.force,
+        };
+        let plan = self
+            .inner
+            .materializer
+            .plan(pipeline, &request)
+            .map_err(|e| match e {
+                crate::materialize::MaterializeError::Store(e) => SchedulerError::Store(e),
+                crate::materialize::MaterializeError::UnknownJob {
+                    pipeline,
+                    job,
+                    known,
+                } => SchedulerError::UnknownJob {
+                    pipeline,
+                    job,
+                    known,
+                },
+                _ => SchedulerError::EmptyRange {
+                    from: record.from,
+                    to: record.to,
+                },
+            })?;
+        if !record.restate {
+            // A backfill of chosen jobs brings their upstream runs up to date too.
+            return Ok(plan.runs.into_iter().map(|r| (r.job, r.window)).collect());
+        }
+        // A restatement recomputes only the chosen jobs' partitions, then cascades
+        // downstream to every stored partition that read them.
+        let chosen: HashSet<String> = match &record.jobs {
+            Some(jobs) => jobs.iter().cloned().collect(),
+            None => pipeline.jobs.keys().cloned().collect(),
+        };
+        let mut restated: HashSet<(String, DateTime<Utc>)> = HashSet::new();
+        let mut order: Vec<(String, Window)> = Vec::new();
+        for run in plan.runs {
+            if chosen.contains(&run.job) && restated.insert((run.job.clone(), run.window.start)) {
+                order.push((run.job, run.window));
+            }
+        }
+        for def in pipeline.jobs_in_order() {
+            if chosen.contains(&def.name) {
+                continue;
+            }
+            let mut windows: BTreeMap<DateTime<Utc>, Window> = BTreeMap::new();
+            for input in &def.inputs {
+                let InputRef::Job(upstream) = input else {
+                    continue;
+                };
+                for (job, window) in &order {
+                    if job != upstream {
+                        continue;
+                    }
+                    let down = window_containing(def.grain, pipeline.timezone, window.start);
+                    windows.insert(down.start, down);
+                }
+            }
+            for (start, window) in windows {
+                let key = RunKey::new(&pipeline.name, &def.name, start);
+                // Only partitions that exist were made from the old results.
+                if self.inner.store.run(&key)?.is_some() {
+                    order.push((def.name.clone(), window));
+                }
+            }
+        }
+        Ok(order)
+    }
+
+    pub fn pause_backfill(&self, id: &str) -> Result<BackfillStatus, SchedulerError> {
+        self.change_backfill(id, "paused", |state| match state {
+            BackfillState::Running | BackfillState::Paused => Some(BackfillState::Paused),
+            _ => None,
+        })
+    }
+
+    pub fn resume_backfill(&self, id: &str) -> Result<BackfillStatus, SchedulerError> {
+        self.change_backfill(id, "resumed", |state| match state {
+            BackfillState::Running | BackfillState::Paused => Some(BackfillState::Running),
+            _ => None,
+        })
+    }
+
+    /// Cancels the backfill's queued runs; runs already computing finish.
+    pub fn cancel_backfill(&self, id: &str) -> Result<BackfillStatus, SchedulerError> {
+        self.change_backfill(id, "cancelled", |state| match state {
+            BackfillState::Running | BackfillState::Paused => Some(BackfillState::Cancelled),
+            _ => None,
+        })
+    }
+
+    fn change_backfill(
+        &self,
+        id: &str,
+        action: &'static str,
+        next: impl Fn(BackfillState) -> Option<BackfillState>,
+    ) -> Result<BackfillStatus, SchedulerError> {
+        let now = self.inner.clock.now();
+        {
+            let mut state = lock(&self.inner.state);
+            let Some((key, live)) = state.backfills.get_key_value(id) else {
+                drop(state);
+                let record = self
+                    .inner
+                    .store
+                    .backfill(id)?
+                    .ok_or_else(|| SchedulerError::UnknownBackfill(id.to_owned()))?;
+                return Err(SchedulerError::BackfillState {
+                    id: id.to_owned(),
+                    state: record.state.as_str(),
+                    action,
+                });
+            };
+            let key = key.clone();
+            let Some(new_state) = next(live.record.state) else {
+                return Err(SchedulerError::BackfillState {
+                    id: id.to_owned(),
+                    state: live.record.state.as_str(),
+                    action,
+                });
+            };
+            let mut record = live.record.clone();
+            record.state = new_state;
+            if new_state == BackfillState::Cancelled {
+                record.finished_at = Some(now);
+            }
+            // Persisted before it takes effect.
+            self.inner.store.put_backfill(&record)?;
+            let parked = match state.backfills.get_mut(&key) {
+                Some(live) => {
+                    live.record = record;
+                    std::mem::take(&mut live.parked)
+                }
+                None => Vec::new(),
+            };
+            match new_state {
+                BackfillState::Running => {
+                    for run in parked {
+                        if let Some(tracked) = state.runs.get_mut(&run)
+                            && tracked.phase == Phase::Parked
+                        {
+                            tracked.phase = Phase::Ready;
+                            push_ready(&mut state, run);
+                        }
+                    }
+                }
+                BackfillState::Paused => {
+                    if let Some(live) = state.backfills.get_mut(&key) {
+                        live.parked = parked;
+                    }
+                }
+                BackfillState::Cancelled => {
+                    let queued: Vec<RunKey> = state
+                        .runs
+                        .iter()
+                        .filter(|(_, t)| {
+                            t.backfill.as_ref() == Some(&key)
+                                && !matches!(t.phase, Phase::Running(_))
+                        })
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    let mut cancelled = 0;
+                    for run in queued {
+                        if let Err(error) = self.inner.store.mark_cancelled(
+                            &run,
+                            &format!("backfill {key} was cancelled"),
+                            now,
+                        ) {
+                            warn!(run = %run, error = %error_chain(&error), "cannot cancel run");
+                            continue;
+                        }
+                        state.runs.remove(&run);
+                        cancelled += 1;
+                    }
+                    if let Some(live) = state.backfills.get_mut(&key) {
+                        live.progress.cancelled += cancelled;
+                    }
+                }
+                BackfillState::Finished => {}
+            }
+            self.dispatch(&mut state);
+        }
+        self.wake();
+        self.backfill_status(id)
+    }
+
+    /// A backfill's state and progress.
+    pub fn backfill_status(&self, id: &str) -> Result<BackfillStatus, SchedulerError> {
+        {
+            let state = lock(&self.inner.state);
+            if let Some(live) = state.backfills.get(id) {
+                return Ok(status_of(&live.record, &live.progress));
+            }
+        }
+        let record = self
+            .inner
+            .store
+            .backfill(id)?
+            .ok_or_else(|| SchedulerError::UnknownBackfill(id.to_owned()))?;
+        Ok(self.finished_status(record))
+    }
+
+    /// Every backfill of a pipeline (or all), oldest first.
+    pub fn backfills(&self, pipeline: Option<&str>) -> Result<Vec<BackfillStatus>, SchedulerError> {
+        let records = self.inner.store.backfills()?;
+        let state = lock(&self.inner.state);
+        Ok(records
+            .into_iter()
+            .filter(|r| pipeline.is_none_or(|p| r.pipeline == p))
+            .map(|record| match state.backfills.get(record.id.as_str()) {
+                Some(live) => status_of(&live.record, &live.progress),
+                None => status_of(&record, &Progress::default()),
+            })
+            .collect())
+    }
+
+    /// The status of a backfill no longer tracked in memory, counted from its runs.
+    fn finished_status(&self, record: BackfillRecord) -> BackfillStatus {
+        let mut progress = Progress::default();
+        if let Ok(pipeline) = self.pipeline(&record.pipeline)
+            && let Ok(runs) = self.backfill_runs(&pipeline, &record)
+        {
+            for (job, window) in runs {
+                progress.total += 1;
+                match self
+                    .inner
+                    .store
+                    .run(&RunKey::new(&record.pipeline, &job, window.start))
+                {
+                    Ok(Some(run)) if run.state == RunState::Succeeded => progress.succeeded += 1,
+                    Ok(Some(run)) if run.state == RunState::Cancelled => progress.cancelled += 1,
+                    Ok(Some(run)) if !run.is_active() || run.state == RunState::UpstreamFailed => {
+                        progress.failed += 1
+                    }
+                    _ => {}
+                }
+            }
+        }
+        status_of(&record, &progress)
+    }
+
+    fn pipeline(&self, name: &str) -> Result<Arc<Pipeline>, SchedulerError> {
+        lock(&self.inner.state)
+            .pipelines
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SchedulerError::UnknownPipeline(name.to_owned()))
+    }
+
+    // ---- recovery and introspection --------------------------------------------------
+
+    /// Re-queues runs a crash left Running, tracks every active run again, and resumes live
+    /// backfills.
+    fn recover(&self) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now();
+        let requeued = store.requeue_interrupted(now)?;
+        let mut active = store.active_runs()?;
+        let mut state = lock(&self.inner.state);
+        // Upstream runs first, so dependents find them tracked.
+        let position = |state: &State, key: &RunKey| {
+            state
+                .pipelines
+                .get(&key.pipeline)
+                .and_then(|p| p.dag.topological_order().iter().position(|j| *j == key.job))
+                .unwrap_or(usize::MAX)
+        };
+        active.sort_by_cached_key(|(key, _)| {
+            (
+                key.pipeline.clone(),
+                position(&state, key),
+                key.partition_start,
+            )
+        });
+        let mut tracked = 0;
+        for (key, record) in active {
+            let Some(pipeline) = state.pipelines.get(&key.pipeline).cloned() else {
+                continue;
+            };
+            let Some(def) = pipeline.job(&key.job) else {
+                continue;
+            };
+            let window = Window {
+                start: key.partition_start,
+                end: record.partition_end,
+            };
+            self.track(
+                &mut state,
+                &pipeline,
+                def,
+                key.clone(),
+                window,
+                record.force,
+                None,
+            );
+            if let Some(t) = state.runs.get_mut(&key) {
+                t.failures = record.failures;
+                t.waiting_since = record.waiting_since;
+            }
+            if let Some(at) = record.retry_at
+                && state
+                    .runs
+                    .get(&key)
+                    .is_some_and(|t| t.phase != Phase::UpstreamFailed)
+            {
+                Self::delay(&mut state, &key, at);
+            }
+            tracked += 1;
+        }
+        drop(state);
+        for record in store.backfills()? {
+            if !record.state.is_live() {
+                continue;
+            }
+            let Ok(pipeline) = self.pipeline(&record.pipeline) else {
+                continue;
+            };
+            self.plan_backfill(&pipeline, record)?;
+        }
+        if requeued > 0 || tracked > 0 {
+            info!(requeued, tracked, "scheduler recovered its queue");
+        }
+        Ok(())
+    }
+
+    /// A summary of what the scheduler is doing, for `/scheduler` and metrics.
+    pub fn summary(&self) -> SchedulerSummary {
+        let state = lock(&self.inner.state);
+        let mut summary = SchedulerSummary {
+            workers: self.inner.config.workers,
+            recurring: self.inner.config.recurring,
+            ..SchedulerSummary::default()
+        };
+        for tracked in state.runs.values() {
+            match tracked.phase {
+                Phase::Waiting => summary.waiting += 1,
+                Phase::Ready => summary.ready += 1,
+                Phase::Parked => summary.parked += 1,
+                Phase::Delayed(_) => summary.delayed += 1,
+                Phase::Running(_) => summary.running += 1,
+                Phase::UpstreamFailed => summary.upstream_failed += 1,
+            }
+        }
+        summary.paused_pipelines = state.paused_pipelines.iter().cloned().collect();
+        summary.paused_pipelines.sort();
+        summary
+    }
+
+    /// Per job of a pipeline: the cursor of recurring runs and when the next window is due.
+    pub fn schedule_of(&self, pipeline: &str) -> Result<Vec<JobSchedule>, SchedulerError> {
+        let pipeline = self.pipeline(pipeline)?;
+        let now = self.inner.clock.now();
+        let mut jobs = Vec::new();
+        for def in pipeline.jobs_in_order() {
+            jobs.push(JobSchedule {
+                job: def.name.clone(),
+                grain: def.grain.as_str(),
+                cron: def.trigger.cron.as_ref().map(|c| c.expression.clone()),
+                delay_seconds: def.trigger.delay.num_seconds(),
+                planned_through: self
+                    .inner
+                    .store
+                    .schedule_cursor(&pipeline.name, &def.name)?,
+                next_due: def
+                    .trigger
+                    .next_due_after(def.grain, pipeline.timezone, now),
+                retries: def.retries,
+                timeout_seconds: def.timeout.map(|t| t.as_secs_f64()),
+                concurrency: def.concurrency,
+            });
+        }
+        Ok(jobs)
+    }
+
+    /// Waits (for tests and the CLI) until nothing is queued, delayed or running, or
+    /// `timeout` passes; returns whether it went idle.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let state = lock(&self.inner.state);
+                let busy = state.running_total > 0
+                    || state
+                        .runs
+                        .values()
+                        .any(|t| matches!(t.phase, Phase::Ready | Phase::Running(_)));
+                if !busy {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+fn push_ready(state: &mut State, key: RunKey) {
+    state
+        .ready
+        .entry((key.pipeline.clone(), key.job.clone()))
+        .or_default()
+        .push_back(key);
+}
+
+fn status_of(record: &BackfillRecord, progress: &Progress) -> BackfillStatus {
+    let remaining = progress.total.saturating_sub(progress.done());
+    let eta_seconds = progress.since.and_then(|(since, done_then)| {
+        let done = progress.done().saturating_sub(done_then);
+        let elapsed = since.elapsed().as_secs_f64();
+        (done > 0 && record.state == BackfillState::Running)
+            .then(|| remaining as f64 * elapsed / done as f64)
+    });
+    BackfillStatus {
+        id: record.id.clone(),
+        pipeline: record.pipeline.clone(),
+        jobs: record.jobs.clone(),
+        from: record.from,
+        to: record.to,
+        force: record.force,
+        restate: record.restate,
+        state: record.state.as_str(),
+        created_at: record.created_at,
+        finished_at: record.finished_at,
+        total: progress.total,
+        succeeded: progress.succeeded,
+        failed: progress.failed,
+        cancelled: progress.cancelled,
+        remaining,
+        eta_seconds,
+    }
+}
+
+/// Counts of tracked runs by phase.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulerSummary {
+    pub recurring: bool,
+    pub workers: usize,
+    pub waiting: usize,
+    pub ready: usize,
+    /// Ready runs of paused backfills.
+    pub parked: usize,
+    pub delayed: usize,
+    pub running: usize,
+    pub upstream_failed: usize,
+    pub paused_pipelines: Vec<String>,
+}
+
+/// One job's schedule, for `GET /pipelines/{p}/schedule`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSchedule {
+    pub job: String,
+    pub grain: &'static str,
+    pub cron: Option<String>,
+    pub delay_seconds: i64,
+    pub planned_through: Option<DateTime<Utc>>,
+    pub next_due: Option<DateTime<Utc>>,
+    pub retries: u32,
+    pub timeout_seconds: Option<f64>,
+    pub concurrency: Option<u32>,
+}
+
+/// Registers one tokio-cron-scheduler job per (pipeline, job) trigger, each waking the
+/// driver when it fires. The driver recomputes what is due from the clock, so a trigger is
+/// only a wake-up: tokio-cron-scheduler fixes a timezone's UTC offset when a job is created,
+/// and the due instants themselves come from [`trigger`], which follows DST. Returns `None`
+/// (and the driver's own sleep carries on alone) if the cron scheduler cannot start.
+pub async fn start_triggers(scheduler: &Scheduler) -> Option<tokio_cron_scheduler::JobScheduler> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let pipelines: Vec<Arc<Pipeline>> = lock(&scheduler.inner.state)
+        .pipelines
+        .values()
+        .cloned()
+        .collect();
+    if !scheduler.inner.config.recurring {
+        return None;
+    }
+    let cron = match JobScheduler::new().await {
+        Ok(cron) => cron,
+        Err(error) => {
+            warn!(%error, "cron triggers unavailable; the scheduler wakes by its own timer");
+            return None;
+        }
+    };
+    let mut expressions: HashSet<(String, chrono_tz::Tz)> = HashSet::new();
+    for pipeline in &pipelines {
+        for def in pipeline.jobs.values() {
+            expressions.insert((def.trigger.cron_expression(def.grain), pipeline.timezone));
+        }
+    }
+    for (expression, tz) in expressions {
+        let waker = scheduler.clone();
+        let job = Job::new_async_tz(expression.as_str(), tz, move |_, _| {
+            let waker = waker.clone();
+            Box::pin(async move { waker.wake() })
+        });
+        match job {
+            Ok(job) => {
+                if let Err(error) = cron.add(job).await {
+                    warn!(%error, %expression, "cannot register cron trigger");
+                }
+            }
+            Err(error) => warn!(%error, %expression, "cannot parse cron trigger"),
+        }
+    }
+    if let Err(error) = cron.start().await {
+        warn!(%error, "cannot start cron triggers");
+        return None;
+    }
+    Some(cron)
+}

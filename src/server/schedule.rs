@@ -1,0 +1,252 @@
+//! The scheduler over REST: a pipeline's schedule, pausing it, backfills and restatements
+//! with their progress, and the scheduler's queue. Errors are `{"error": {"code", "message"}}`
+//! like Floe's other routes.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::floe::{app_or_404, json_body};
+use super::http::{ApiError, json_response};
+use crate::error::error_chain;
+use crate::partition::parse_instant;
+use crate::scheduler::{BackfillRequest, BackfillStatus, SchedulerError};
+
+fn scheduler_error(e: SchedulerError) -> ApiError {
+    match e {
+        SchedulerError::UnknownPipeline(_)
+        | SchedulerError::UnknownJob { .. }
+        | SchedulerError::UnknownBackfill(_) => ApiError::not_found(e.to_string()),
+        SchedulerError::EmptyRange { .. } => ApiError::bad_request(e.to_string()),
+        SchedulerError::BackfillState { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        }
+        SchedulerError::Store(e) => ApiError::internal(error_chain(&e)),
+    }
+}
+
+/// Runs blocking scheduler work (it touches the store) off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, SchedulerError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(scheduler_error)
+}
+
+fn status_json(status: &BackfillStatus) -> Value {
+    serde_json::to_value(status).unwrap_or(Value::Null)
+}
+
+pub(super) async fn get_schedule(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+) -> Result<Response, ApiError> {
+    let app = app_or_404(&state, &pipeline)?;
+    let scheduler = state.scheduler.clone();
+    let name = pipeline.clone();
+    let jobs = blocking(move || scheduler.schedule_of(&name)).await?;
+    let settings = &app.pipeline.schedule;
+    let catch_up = match settings.catch_up {
+        crate::scheduler::trigger::CatchUp::All => json!("all"),
+        crate::scheduler::trigger::CatchUp::Latest(n) => json!(n),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "pipeline": pipeline,
+            "enabled": settings.enabled,
+            "paused": state.scheduler.is_paused(&pipeline),
+            "catchup": catch_up,
+            "maxCatchup": settings.max_catch_up,
+            "concurrency": settings.concurrency,
+            "jobs": jobs,
+        }),
+    ))
+}
+
+async fn set_paused(state: AppState, pipeline: String, paused: bool) -> Result<Response, ApiError> {
+    app_or_404(&state, &pipeline)?;
+    state
+        .scheduler
+        .set_paused(&pipeline, paused)
+        .map_err(scheduler_error)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "pipeline": pipeline, "paused": paused }),
+    ))
+}
+
+pub(super) async fn pause_pipeline(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+) -> Result<Response, ApiError> {
+    set_paused(state, pipeline, true).await
+}
+
+pub(super) async fn resume_pipeline(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+) -> Result<Response, ApiError> {
+    set_paused(state, pipeline, false).await
+}
+
+/// `{"jobs": [...], "from": ..., "to": ..., "force": bool}`; instants in the pipeline's zone
+/// when they carry no offset.
+fn backfill_request(
+    state: &AppState,
+    pipeline: &str,
+    mut body: Map<String, Value>,
+    jobs_required: bool,
+) -> Result<BackfillRequest, ApiError> {
+    let app = app_or_404(state, pipeline)?;
+    let tz = app.pipeline.timezone;
+    let instant = |body: &mut Map<String, Value>, key: &str| match body.remove(key) {
+        Some(Value::String(text)) => {
+            parse_instant(&text, tz).map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")))
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "`{key}`: expected an instant such as 2024-01-01T00:00:00Z, found {other}"
+        ))),
+        None => Err(ApiError::bad_request(format!("`{key}` is required"))),
+    };
+    let from = instant(&mut body, "from")?;
+    let to = instant(&mut body, "to")?;
+    let jobs = match body.remove("jobs") {
+        None | Some(Value::Null) if !jobs_required => None,
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_request(
+                "`jobs` is required: name the jobs whose partitions are restated",
+            ));
+        }
+        Some(Value::Array(items)) => Some(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(job) => Ok(job),
+                    other => Err(ApiError::bad_request(format!(
+                        "`jobs`: expected job names, found {other}"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`jobs`: expected a list of job names, found {other}"
+            )));
+        }
+    };
+    let force = match body.remove("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(force)) => force,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`force`: expected true or false, found {other}"
+            )));
+        }
+    };
+    if let Some(unknown) = body.keys().next() {
+        return Err(ApiError::bad_request(format!(
+            "unknown field `{unknown}` (expected jobs, from, to, force)"
+        )));
+    }
+    Ok(BackfillRequest {
+        pipeline: pipeline.to_owned(),
+        jobs,
+        from,
+        to,
+        force,
+    })
+}
+
+fn accepted(status: &BackfillStatus) -> Response {
+    let mut response = json_response(StatusCode::ACCEPTED, &status_json(status));
+    if let Ok(location) = HeaderValue::from_str(&format!("/backfills/{}", status.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+pub(super) async fn start_backfill(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = backfill_request(&state, &pipeline, json_body(body)?, false)?;
+    let scheduler = state.scheduler.clone();
+    let status = blocking(move || scheduler.backfill(&request)).await?;
+    Ok(accepted(&status))
+}
+
+pub(super) async fn start_restatement(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = backfill_request(&state, &pipeline, json_body(body)?, true)?;
+    let scheduler = state.scheduler.clone();
+    let status = blocking(move || scheduler.restate(&request)).await?;
+    Ok(accepted(&status))
+}
+
+pub(super) async fn list_backfills(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+) -> Result<Response, ApiError> {
+    app_or_404(&state, &pipeline)?;
+    let scheduler = state.scheduler.clone();
+    let list = blocking(move || scheduler.backfills(Some(&pipeline))).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Value::Array(list.iter().map(status_json).collect()),
+    ))
+}
+
+pub(super) async fn get_backfill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let scheduler = state.scheduler.clone();
+    let status = blocking(move || scheduler.backfill_status(&id)).await?;
+    Ok(json_response(StatusCode::OK, &status_json(&status)))
+}
+
+pub(super) async fn pause_backfill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let scheduler = state.scheduler.clone();
+    let status = blocking(move || scheduler.pause_backfill(&id)).await?;
+    Ok(json_response(StatusCode::OK, &status_json(&status)))
+}
+
+pub(super) async fn resume_backfill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let scheduler = state.scheduler.clone();
+    let status = blocking(move || scheduler.resume_backfill(&id)).await?;
+    Ok(json_response(StatusCode::OK, &status_json(&status)))
+}
+
+pub(super) async fn cancel_backfill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let scheduler = state.scheduler.clone();
+    let status = blocking(move || scheduler.cancel_backfill(&id)).await?;
+    Ok(json_response(StatusCode::OK, &status_json(&status)))
+}
+
+pub(super) async fn scheduler_summary(State(state): State<AppState>) -> Response {
+    let summary = state.scheduler.summary();
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(summary).unwrap_or(Value::Null),
+    )
+}
