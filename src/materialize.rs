@@ -752,7 +752,7 @@ impl Materializer {
 
 /// The partitions of `upstream` that a run of `def` over `window` reads: the same window for
 /// the same grain, otherwise the finer windows that tile it (validation guarantees nesting).
-fn upstream_windows(
+pub(crate) fn upstream_windows(
     pipeline: &Pipeline,
     upstream: &JobDef,
     def: &JobDef,

@@ -42,8 +42,10 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::error::error_chain;
-use crate::materialize::{Materializer, PartitionAttempt, RunOutcome, RunRequest};
-use crate::partition::{Window, subwindows, window_containing, windows_within};
+use crate::materialize::{
+    Materializer, PartitionAttempt, RunOutcome, RunRequest, upstream_windows,
+};
+use crate::partition::{Window, window_containing, windows_within};
 use crate::pipeline::{InputRef, JobDef, Pipeline};
 use crate::store::{BackfillRecord, BackfillState, RunKey, RunState, Store, StoreError};
 
@@ -303,20 +305,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn to_delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
-}
-
-/// The upstream windows a run of `def` over `window` reads from job `upstream`.
-fn upstream_windows(
-    pipeline: &Pipeline,
-    upstream: &JobDef,
-    def: &JobDef,
-    window: &Window,
-) -> Vec<Window> {
-    if upstream.grain == def.grain {
-        vec![*window]
-    } else {
-        subwindows(upstream.grain, pipeline.timezone, window)
-    }
 }
 
 /// Every upstream run a run reads.
