@@ -23,8 +23,10 @@
 //!
 //! Knobs: `FLOE_BENCH_DAYS` (365), `FLOE_BENCH_JOBS` (50), `FLOE_BENCH_WORKERS` (2),
 //! `FLOE_BENCH_RESTARTS` (5), `FLOE_BENCH_TIMEOUT_S` (3600), `FLOE_BENCH_CACHE_BYTES` (the
-//! result cache budget, 512 MiB as in `floe serve`). The store lives in a temporary folder
-//! under `$TMPDIR`, deleted at the end unless `FLOE_BENCH_KEEP` is set.
+//! result cache budget, 512 MiB as in `floe serve`; `0` turns the cache off, which isolates the
+//! scheduler and the store from `ResultCache::insert`, whose cost grows with the number of
+//! cached results). The store lives in a temporary folder under `$TMPDIR`, deleted at the end
+//! unless `FLOE_BENCH_KEEP` is set.
 
 use std::fmt::Write as _;
 use std::path::Path;
