@@ -93,6 +93,22 @@ pub enum PartitionAttempt {
     Lost(String),
 }
 
+/// Why a run's source files cannot be read.
+enum SourceProblem {
+    /// The named source waits for its files and has none for the window yet.
+    NotReady(String),
+    Failed(String),
+}
+
+impl SourceProblem {
+    fn into_message(self) -> String {
+        match self {
+            SourceProblem::NotReady(source) => format!("source `{source}` has no files yet"),
+            SourceProblem::Failed(message) => message,
+        }
+    }
+}
+
 /// Why computing or committing a run did not end in a commit.
 enum CommitError {
     Failed(String),
@@ -405,7 +421,9 @@ impl Materializer {
         force: bool,
     ) -> Result<(RunOutcome, String), String> {
         // Source files are resolved first: their identities are part of the fingerprint.
-        let source_files = self.source_files(pipeline, def, &run.window)?;
+        let source_files = self
+            .source_files(pipeline, def, &run.window, false)
+            .map_err(SourceProblem::into_message)?;
         let fingerprint = run_fingerprint(def, &run.window, &source_files, upstream_fingerprints);
         if !force
             && self
@@ -419,15 +437,10 @@ impl Materializer {
         self.store
             .mark_running(key, run.window.end, &fingerprint, now)
             .map_err(|e| error_chain(&e))?;
-        let rows = self.compute_and_commit(
-            pipeline,
-            def,
-            &run.window,
-            key,
-            &fingerprint,
-            &source_files,
-            None,
-        )?;
+        let rows = self
+            .compute(pipeline, def, &run.window, &source_files)
+            .and_then(|output| self.commit(key, &fingerprint, output, None))
+            .map_err(CommitError::into_message)?;
         Ok((RunOutcome::Computed { rows }, fingerprint))
     }
 
@@ -448,48 +461,21 @@ impl Materializer {
             job: def.name.clone(),
             partition_start: window.start,
         };
-        // A source with no files for the window yet is not ready, unless it does not wait.
-        let mut source_files = BTreeMap::new();
-        for input in &def.inputs {
-            let InputRef::Source(name) = input else {
-                continue;
-            };
-            let Some(source) = pipeline.sources.get(name) else {
-                return PartitionAttempt::Failed(format!("unknown source `{name}`"));
-            };
-            match resolve_source_files(source, &self.data_dir, window) {
-                Ok(files) => {
-                    source_files.insert(name.clone(), files);
-                }
-                Err(SourceError::NoFiles { .. }) if !source.wait.is_zero() => {
-                    return PartitionAttempt::NotReady {
-                        source: name.clone(),
-                    };
-                }
-                Err(error) => return PartitionAttempt::Failed(error.to_string()),
-            }
-        }
+        let source_files = match self.source_files(pipeline, def, window, true) {
+            Ok(files) => files,
+            Err(SourceProblem::NotReady(source)) => return PartitionAttempt::NotReady { source },
+            Err(SourceProblem::Failed(error)) => return PartitionAttempt::Failed(error),
+        };
         let mut upstream_fingerprints = Vec::new();
-        for input in &def.inputs {
-            let InputRef::Job(name) = input else { continue };
-            let Some(upstream) = pipeline.job(name) else {
-                return PartitionAttempt::Failed(format!("unknown job `{name}`"));
-            };
-            for up_window in upstream_windows(pipeline, upstream, def, window) {
-                let up_key = RunKey {
-                    pipeline: pipeline.name.clone(),
-                    job: name.clone(),
-                    partition_start: up_window.start,
-                };
-                match self.store.result_meta(&up_key) {
-                    Ok(Some(meta)) => upstream_fingerprints.push(meta.fingerprint),
-                    Ok(None) => {
-                        return PartitionAttempt::Failed(format!(
-                            "upstream run {up_key} has no result"
-                        ));
-                    }
-                    Err(e) => return PartitionAttempt::Failed(error_chain(&e)),
+        for (up_key, _) in upstream_keys(pipeline, def, window) {
+            match self.store.result_meta(&up_key) {
+                Ok(Some(meta)) => upstream_fingerprints.push(meta.fingerprint),
+                Ok(None) => {
+                    return PartitionAttempt::Failed(format!(
+                        "upstream run {up_key} has no result"
+                    ));
                 }
+                Err(e) => return PartitionAttempt::Failed(error_chain(&e)),
             }
         }
         let upstream: Vec<&str> = upstream_fingerprints.iter().map(String::as_str).collect();
@@ -534,45 +520,35 @@ impl Materializer {
         }
     }
 
-    /// The files of each source the job reads, for its window.
+    /// The files of each source the job reads, for its window. With `wait_for_files`, a
+    /// source that waits (`wait` above zero) and has no files yet is `NotReady`.
     fn source_files(
         &self,
         pipeline: &Pipeline,
         def: &JobDef,
         window: &Window,
-    ) -> Result<BTreeMap<String, Vec<FileIdentity>>, String> {
+        wait_for_files: bool,
+    ) -> Result<BTreeMap<String, Vec<FileIdentity>>, SourceProblem> {
         let mut source_files = BTreeMap::new();
         for input in &def.inputs {
-            if let InputRef::Source(name) = input {
-                let source = pipeline
-                    .sources
-                    .get(name)
-                    .ok_or_else(|| format!("unknown source `{name}`"))?;
-                let files = resolve_source_files(source, &self.data_dir, window)
-                    .map_err(|e| e.to_string())?;
-                source_files.insert(name.clone(), files);
+            let InputRef::Source(name) = input else {
+                continue;
+            };
+            let source = pipeline
+                .sources
+                .get(name)
+                .ok_or_else(|| SourceProblem::Failed(format!("unknown source `{name}`")))?;
+            match resolve_source_files(source, &self.data_dir, window) {
+                Ok(files) => {
+                    source_files.insert(name.clone(), files);
+                }
+                Err(SourceError::NoFiles { .. }) if wait_for_files && !source.wait.is_zero() => {
+                    return Err(SourceProblem::NotReady(name.clone()));
+                }
+                Err(error) => return Err(SourceProblem::Failed(error.to_string())),
             }
         }
         Ok(source_files)
-    }
-
-    /// Computes a run already marked Running and commits its result.
-    #[allow(clippy::too_many_arguments)]
-    fn compute_and_commit(
-        &self,
-        pipeline: &Pipeline,
-        def: &JobDef,
-        window: &Window,
-        key: &RunKey,
-        fingerprint: &str,
-        source_files: &BTreeMap<String, Vec<FileIdentity>>,
-        attempt: Option<u32>,
-    ) -> Result<u64, String> {
-        let output = self
-            .compute(pipeline, def, window, source_files)
-            .map_err(CommitError::into_message)?;
-        self.commit(key, fingerprint, output, attempt)
-            .map_err(CommitError::into_message)
     }
 
     fn compute(
@@ -752,7 +728,7 @@ impl Materializer {
 
 /// The partitions of `upstream` that a run of `def` over `window` reads: the same window for
 /// the same grain, otherwise the finer windows that tile it (validation guarantees nesting).
-pub(crate) fn upstream_windows(
+fn upstream_windows(
     pipeline: &Pipeline,
     upstream: &JobDef,
     def: &JobDef,
@@ -763,6 +739,25 @@ pub(crate) fn upstream_windows(
     } else {
         subwindows(upstream.grain, pipeline.timezone, window)
     }
+}
+
+/// Every upstream run a run of `def` over `window` reads, with its window.
+pub(crate) fn upstream_keys(
+    pipeline: &Pipeline,
+    def: &JobDef,
+    window: &Window,
+) -> Vec<(RunKey, Window)> {
+    let mut keys = Vec::new();
+    for input in &def.inputs {
+        if let InputRef::Job(name) = input
+            && let Some(upstream) = pipeline.job(name)
+        {
+            for up in upstream_windows(pipeline, upstream, def, window) {
+                keys.push((RunKey::new(&pipeline.name, name, up.start), up));
+            }
+        }
+    }
+    keys
 }
 
 /// Builds the run graph by walking from target runs to the upstream runs they read.

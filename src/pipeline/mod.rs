@@ -25,8 +25,8 @@ pub use dag::JobDag;
 pub use diagnostic::{Diagnostic, PipelineErrors};
 use locate::locate;
 use spec::{
-    CatchUpSpec, JobScheduleSpec, JobSpec, PipelineScheduleSpec, PipelineSpec, SPEC_VERSION,
-    SourceFormat, SourceSpec,
+    JobScheduleSpec, JobSpec, PipelineScheduleSpec, PipelineSpec, SPEC_VERSION, SourceFormat,
+    SourceSpec,
 };
 pub use template::PathTemplate;
 
@@ -48,11 +48,21 @@ pub const DEFAULT_SOURCE_WAIT: Duration = Duration::from_secs(3600);
 /// The first retry's wait when a job does not say.
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The longest duration a setting may give (delays, waits, timeouts, backoffs): a year and a
+/// day. Longer is a typo, and instants that far out leave chrono's range.
+const MAX_SETTING_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 /// Parses a duration field such as `90s`, `5m`, `1h`.
 fn parse_duration_field(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|err| {
+    let duration = humantime::parse_duration(text.trim()).map_err(|err| {
         format!("cannot parse `{text}` as a duration ({err}); use e.g. `90s`, `5m`, `1h`")
-    })
+    })?;
+    if duration > MAX_SETTING_DURATION {
+        return Err(format!(
+            "`{text}` is longer than the 366 days a setting may give"
+        ));
+    }
+    Ok(duration)
 }
 
 /// A job kind built from its YAML block, or the problems found in it.
@@ -401,22 +411,26 @@ impl Validator<'_> {
             return schedule;
         };
         schedule.enabled = spec.enabled.unwrap_or(true);
-        match &spec.catchup {
-            None => {}
-            Some(CatchUpSpec::Count(n)) => match CatchUp::parse(&n.to_string()) {
-                Ok(policy) => schedule.catch_up = policy,
-                Err(err) => {
+        if let Some(value) = &spec.catchup {
+            let text = match value {
+                serde_yaml::Value::Number(n) => Some(n.to_string()),
+                serde_yaml::Value::String(word) => Some(word.clone()),
+                _ => None,
+            };
+            match text.as_deref().map(CatchUp::parse) {
+                Some(Ok(policy)) => schedule.catch_up = policy,
+                Some(Err(err)) => {
                     self.report(&["schedule", "catchup"], err).field =
                         Some("schedule.catchup".into())
                 }
-            },
-            Some(CatchUpSpec::Word(word)) => match CatchUp::parse(word) {
-                Ok(policy) => schedule.catch_up = policy,
-                Err(err) => {
-                    self.report(&["schedule", "catchup"], err).field =
-                        Some("schedule.catchup".into())
+                None => {
+                    self.report(
+                        &["schedule", "catchup"],
+                        "catchup must be `all`, `latest` or a number of partitions",
+                    )
+                    .field = Some("schedule.catchup".into())
                 }
-            },
+            }
         }
         match spec.max_catchup {
             Some(0) => {
@@ -603,17 +617,14 @@ impl Validator<'_> {
                     format!("at most {MAX_RETRIES} retries are allowed"),
                 );
             }
-            let timeout = job_spec.timeout.as_deref().and_then(|text| match humantime::parse_duration(text) {
-                Ok(duration) if !duration.is_zero() => Some(duration),
-                Ok(_) => {
-                    self.report_job(name, "timeout", "timeout must be longer than zero");
-                    None
-                }
-                Err(err) => {
-                    self.report_job(name, "timeout", format!("cannot parse `{text}` as a duration ({err}); use e.g. `90s`, `5m`, `1h`"));
-                    None
-                }
-            });
+            let timeout = self
+                .job_duration(name, &["timeout"], job_spec.timeout.as_deref())
+                .filter(|timeout| {
+                    if timeout.is_zero() {
+                        self.report_job(name, "timeout", "timeout must be longer than zero");
+                    }
+                    !timeout.is_zero()
+                });
             let retry_backoff = self
                 .job_duration(name, &["retry_backoff"], job_spec.retry_backoff.as_deref())
                 .unwrap_or(DEFAULT_RETRY_BACKOFF);

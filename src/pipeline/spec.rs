@@ -49,22 +49,15 @@ pub struct PipelineScheduleSpec {
     #[serde(default)]
     pub enabled: Option<bool>,
     /// After downtime: `all` missed partitions, `latest`, or the latest N (default all).
+    /// Kept as a plain value so a wrong one is reported by the validator, in words.
     #[serde(default)]
-    pub catchup: Option<CatchUpSpec>,
+    pub catchup: Option<serde_yaml::Value>,
     /// Hard cap on the partitions one catch-up plans per job (default 1000).
     #[serde(default)]
     pub max_catchup: Option<u32>,
     /// Most runs of this pipeline at once.
     #[serde(default)]
     pub concurrency: Option<u32>,
-}
-
-/// `catchup: all`, `catchup: latest` or `catchup: 24`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum CatchUpSpec {
-    Count(u32),
-    Word(String),
 }
 
 /// `schedule:` of a job.

@@ -42,9 +42,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::error::error_chain;
-use crate::materialize::{
-    Materializer, PartitionAttempt, RunOutcome, RunRequest, upstream_windows,
-};
+use crate::materialize::{Materializer, PartitionAttempt, RunOutcome, RunRequest, upstream_keys};
 use crate::partition::{Window, window_containing, windows_within};
 use crate::pipeline::{InputRef, JobDef, Pipeline};
 use crate::store::{BackfillRecord, BackfillState, RunKey, RunState, Store, StoreError};
@@ -84,6 +82,8 @@ pub enum SchedulerError {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     },
+    #[error("cannot start a scheduler worker thread")]
+    Thread(#[source] std::io::Error),
     #[error("no backfill `{0}`")]
     UnknownBackfill(String),
     #[error("backfill {id} is {state}; it cannot be {action}")]
@@ -307,21 +307,6 @@ fn to_delta(duration: Duration) -> TimeDelta {
     TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX)
 }
 
-/// Every upstream run a run reads.
-fn upstream_keys(pipeline: &Pipeline, def: &JobDef, window: &Window) -> Vec<(RunKey, Window)> {
-    let mut keys = Vec::new();
-    for input in &def.inputs {
-        if let InputRef::Job(name) = input
-            && let Some(upstream) = pipeline.job(name)
-        {
-            for up in upstream_windows(pipeline, upstream, def, window) {
-                keys.push((RunKey::new(&pipeline.name, name, up.start), up));
-            }
-        }
-    }
-    keys
-}
-
 /// Backoff before retry number `failures` (1-based): base × 2^(failures-1), capped at an
 /// hour, with ±20% jitter so a burst of failures does not retry in lockstep.
 pub fn retry_delay(base: Duration, failures: u32, jitter: f64) -> Duration {
@@ -376,12 +361,7 @@ impl Scheduler {
                         Scheduler { inner }.run_work(work);
                     }
                 })
-                .map_err(|e| {
-                    SchedulerError::Store(StoreError::Io {
-                        path: std::path::PathBuf::from("<scheduler worker thread>"),
-                        source: e,
-                    })
-                })?;
+                .map_err(SchedulerError::Thread)?;
             handles.push(handle);
         }
         drop(handles);
@@ -537,10 +517,9 @@ impl Scheduler {
         let mut next: Option<DateTime<Utc>> = None;
         for def in pipeline.jobs_in_order() {
             let trigger = &def.trigger;
+            // No wake-up for windows that close after the pipeline's end.
             if let Some(at) = trigger.next_due_after(def.grain, pipeline.timezone, now)
-                && pipeline
-                    .end
-                    .is_none_or(|end| at - trigger.delay <= end + trigger.delay)
+                && pipeline.end.is_none_or(|end| at - trigger.delay <= end)
             {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
@@ -1528,15 +1507,19 @@ impl Scheduler {
     /// Every backfill of a pipeline (or all), oldest first.
     pub fn backfills(&self, pipeline: Option<&str>) -> Result<Vec<BackfillStatus>, SchedulerError> {
         let records = self.inner.store.backfills()?;
-        let state = lock(&self.inner.state);
-        Ok(records
-            .into_iter()
-            .filter(|r| pipeline.is_none_or(|p| r.pipeline == p))
-            .map(|record| match state.backfills.get(record.id.as_str()) {
-                Some(live) => status_of(&live.record, &live.progress),
-                None => status_of(&record, &Progress::default()),
-            })
-            .collect())
+        let mut statuses = Vec::new();
+        for record in records {
+            if pipeline.is_some_and(|p| record.pipeline != p) {
+                continue;
+            }
+            let live = lock(&self.inner.state)
+                .backfills
+                .get(record.id.as_str())
+                .map(|live| status_of(&live.record, &live.progress));
+            // A backfill no longer tracked is counted from its runs, as `backfill_status` does.
+            statuses.push(live.unwrap_or_else(|| self.finished_status(record)));
+        }
+        Ok(statuses)
     }
 
     /// The status of a backfill no longer tracked in memory, counted from its runs.
@@ -1697,7 +1680,7 @@ impl Scheduler {
         Ok(jobs)
     }
 
-    /// Waits (for tests and the CLI) until nothing is queued, delayed or running, or
+    /// Waits (for tests and benchmarks) until nothing is queued, delayed or running, or
     /// `timeout` passes; returns whether it went idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

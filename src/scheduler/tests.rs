@@ -48,7 +48,6 @@ impl Job for Controlled {
 struct Harness {
     _dir: tempfile::TempDir,
     data: PathBuf,
-    store_path: PathBuf,
     clock: Arc<ManualClock>,
     scheduler: Scheduler,
     store: Store,
@@ -88,7 +87,6 @@ fn harness(yaml: &str, now: DateTime<Utc>, workers: usize) -> Harness {
     Harness {
         _dir: dir,
         data,
-        store_path,
         clock,
         scheduler,
         store,
@@ -579,7 +577,6 @@ fn a_restart_requeues_interrupted_runs_and_resumes_backfills() {
         pipeline,
         ..
     } = &h;
-    drop(h.scheduler.clone());
     let restarted = start(store, data, clock, 2, pipeline);
     restarted.resume_backfill(&status.id).unwrap();
     loop {
@@ -598,7 +595,6 @@ fn a_restart_requeues_interrupted_runs_and_resumes_backfills() {
             "{key}"
         );
     }
-    let _ = &h.store_path;
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn scheduler_error(e: SchedulerError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
         SchedulerError::Store(e) => ApiError::internal(error_chain(&e)),
+        SchedulerError::Thread(_) => ApiError::internal(error_chain(&e)),
     }
 }
 

@@ -293,6 +293,11 @@ impl Store {
     }
 }
 
+/// Builds the `StoreError::Sled` for a failed operation described by `action`.
+fn sled_failed(action: String) -> impl FnOnce(sled::Error) -> StoreError {
+    move |source| StoreError::Sled { action, source }
+}
+
 /// How long `open` waits for sled's file lock. Dropping a `Db` releases the lock
 /// only when sled's background flusher thread exits, a moment later; reopening
 /// in the same process (a restart, a test) must not fail on that. Another

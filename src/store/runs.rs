@@ -366,7 +366,8 @@ impl Store {
         })
     }
 
-    /// Pending → Succeeded without a new result: its stored result was found fresh.
+    /// Pending → Succeeded without a new result: its stored result was found fresh. A run
+    /// already Succeeded stays as it is.
     pub fn mark_fresh(&self, key: &RunKey, now: DateTime<Utc>) -> Result<RunRecord, StoreError> {
         self.update_run(key, |old| match old {
             Some(old) if old.state == RunState::Pending => Ok(RunRecord {
@@ -377,6 +378,8 @@ impl Store {
                 waiting_since: None,
                 ..old
             }),
+            // Another writer committed it meanwhile: it is fresh already.
+            Some(old) if old.state == RunState::Succeeded => Ok(old),
             Some(old) => Err(StoreError::InvalidTransition {
                 key: key.clone(),
                 from: Some(old.state),

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, decode_json, encode_json, tree};
+use super::{Store, StoreError, decode_json, encode_json, sled_failed, tree};
 
 /// Where a backfill is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,10 +60,6 @@ pub struct BackfillRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-fn sled_error(action: String) -> impl FnOnce(sled::Error) -> StoreError {
-    move |source| StoreError::Sled { action, source }
-}
-
 fn cursor_key(pipeline: &str, job: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(pipeline.len() + job.len() + 1);
     key.extend_from_slice(pipeline.as_bytes());
@@ -89,7 +85,7 @@ impl Store {
         let raw = self
             .schedule_cursors
             .get(&key)
-            .map_err(sled_error(format!("read schedule cursor {label}")))?;
+            .map_err(sled_failed(format!("read schedule cursor {label}")))?;
         raw.map(|raw| decode_json::<Cursor>(tree::SCHEDULE_CURSORS, &label, &raw))
             .transpose()
             .map(|cursor| cursor.map(|c| c.planned_through))
@@ -105,7 +101,7 @@ impl Store {
         let value = encode_json(tree::SCHEDULE_CURSORS, &label, &Cursor { planned_through })?;
         self.schedule_cursors
             .insert(cursor_key(pipeline, job), value)
-            .map_err(sled_error(format!("write schedule cursor {label}")))?;
+            .map_err(sled_failed(format!("write schedule cursor {label}")))?;
         Ok(())
     }
 
@@ -113,7 +109,7 @@ impl Store {
         let value = encode_json(tree::BACKFILLS, &record.id, record)?;
         self.backfills
             .insert(record.id.as_bytes(), value)
-            .map_err(sled_error(format!("write backfill {}", record.id)))?;
+            .map_err(sled_failed(format!("write backfill {}", record.id)))?;
         Ok(())
     }
 
@@ -121,7 +117,7 @@ impl Store {
         let raw = self
             .backfills
             .get(id.as_bytes())
-            .map_err(sled_error(format!("read backfill {id}")))?;
+            .map_err(sled_failed(format!("read backfill {id}")))?;
         raw.map(|raw| decode_json(tree::BACKFILLS, &id, &raw))
             .transpose()
     }
@@ -130,7 +126,7 @@ impl Store {
     pub fn backfills(&self) -> Result<Vec<BackfillRecord>, StoreError> {
         let mut records = Vec::new();
         for entry in self.backfills.iter() {
-            let (key, raw) = entry.map_err(sled_error("list backfills".to_owned()))?;
+            let (key, raw) = entry.map_err(sled_failed("list backfills".to_owned()))?;
             let id = String::from_utf8_lossy(&key).into_owned();
             records.push(decode_json(tree::BACKFILLS, &id, &raw)?);
         }

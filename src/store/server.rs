@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 
-use super::{Store, StoreError, decode_json, encode_json, tree};
+use super::{Store, StoreError, decode_json, encode_json, sled_failed, tree};
 
 /// A job's state, named as spark-jobserver names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -141,10 +141,6 @@ fn binary_prefix(app: &str) -> Vec<u8> {
     key
 }
 
-fn sled_error(action: String) -> impl FnOnce(sled::Error) -> StoreError {
-    move |source| StoreError::Sled { action, source }
-}
-
 fn tx_error(
     action: String,
 ) -> impl FnOnce(sled::transaction::TransactionError<StoreError>) -> StoreError {
@@ -188,7 +184,7 @@ impl Store {
     pub fn binary_versions(&self, app: &str) -> Result<Vec<BinaryMeta>, StoreError> {
         let mut versions = Vec::new();
         for entry in self.binaries.scan_prefix(binary_prefix(app)) {
-            let (_, raw) = entry.map_err(sled_error(format!("read binary {app}")))?;
+            let (_, raw) = entry.map_err(sled_failed(format!("read binary {app}")))?;
             versions.push(decode_json(tree::BINARIES, &app, &raw)?);
         }
         Ok(versions)
@@ -198,7 +194,7 @@ impl Store {
     pub fn binaries_latest(&self) -> Result<BTreeMap<String, BinaryMeta>, StoreError> {
         let mut latest = BTreeMap::new();
         for entry in self.binaries.iter() {
-            let (_, raw) = entry.map_err(sled_error("list binaries".to_owned()))?;
+            let (_, raw) = entry.map_err(sled_failed("list binaries".to_owned()))?;
             let meta: BinaryMeta = decode_json(tree::BINARIES, &"binaries", &raw)?;
             // Keys sort by (app, version), so the last one seen per app is the latest.
             latest.insert(meta.app.clone(), meta);
@@ -210,7 +206,7 @@ impl Store {
         let raw = self
             .binary_blobs
             .get(sha256.as_bytes())
-            .map_err(sled_error(format!("read binary blob {sha256}")))?;
+            .map_err(sled_failed(format!("read binary blob {sha256}")))?;
         Ok(raw.map(|raw| raw.to_vec()))
     }
 
@@ -220,7 +216,7 @@ impl Store {
         let versions = self.binary_versions(app)?;
         let mut still_used = std::collections::HashSet::new();
         for entry in self.binaries.iter() {
-            let (key, raw) = entry.map_err(sled_error("list binaries".to_owned()))?;
+            let (key, raw) = entry.map_err(sled_failed("list binaries".to_owned()))?;
             if !key.starts_with(&binary_prefix(app)) {
                 let meta: BinaryMeta = decode_json(tree::BINARIES, &"binaries", &raw)?;
                 still_used.insert(meta.sha256);
@@ -246,21 +242,21 @@ impl Store {
         let encoded = encode_json(tree::CONTEXTS, &definition.name, definition)?;
         self.contexts
             .insert(definition.name.as_bytes(), encoded)
-            .map_err(sled_error(format!("store context {}", definition.name)))?;
+            .map_err(sled_failed(format!("store context {}", definition.name)))?;
         Ok(())
     }
 
     pub fn delete_context(&self, name: &str) -> Result<(), StoreError> {
         self.contexts
             .remove(name.as_bytes())
-            .map_err(sled_error(format!("delete context {name}")))?;
+            .map_err(sled_failed(format!("delete context {name}")))?;
         Ok(())
     }
 
     pub fn context_definitions(&self) -> Result<Vec<ContextDefinition>, StoreError> {
         let mut definitions = Vec::new();
         for entry in self.contexts.iter() {
-            let (_, raw) = entry.map_err(sled_error("list contexts".to_owned()))?;
+            let (_, raw) = entry.map_err(sled_failed("list contexts".to_owned()))?;
             definitions.push(decode_json(tree::CONTEXTS, &"contexts", &raw)?);
         }
         Ok(definitions)
@@ -274,10 +270,13 @@ impl Store {
         let id = record.id.as_bytes();
         self.job_configs
             .insert(id, config)
-            .map_err(sled_error(format!("store the config of job {}", record.id)))?;
+            .map_err(sled_failed(format!(
+                "store the config of job {}",
+                record.id
+            )))?;
         self.jobs
             .insert(id, encoded)
-            .map_err(sled_error(format!("record job {}", record.id)))?;
+            .map_err(sled_failed(format!("record job {}", record.id)))?;
         Ok(())
     }
 
@@ -293,25 +292,28 @@ impl Store {
         if let Some(result) = result_ipc {
             self.job_results
                 .insert(id, result)
-                .map_err(sled_error(format!("store the result of job {}", record.id)))?;
+                .map_err(sled_failed(format!(
+                    "store the result of job {}",
+                    record.id
+                )))?;
         }
         self.jobs
             .insert(id, encoded)
-            .map_err(sled_error(format!("update job {}", record.id)))?;
+            .map_err(sled_failed(format!("update job {}", record.id)))?;
         Ok(())
     }
 
     pub fn job_result_exists(&self, id: &str) -> Result<bool, StoreError> {
         self.job_results
             .contains_key(id.as_bytes())
-            .map_err(sled_error(format!("read the result of job {id}")))
+            .map_err(sled_failed(format!("read the result of job {id}")))
     }
 
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let raw = self
             .jobs
             .get(id.as_bytes())
-            .map_err(sled_error(format!("read job {id}")))?;
+            .map_err(sled_failed(format!("read job {id}")))?;
         raw.map(|raw| decode_json(tree::JOBS, &id, &raw))
             .transpose()
     }
@@ -320,14 +322,14 @@ impl Store {
         let raw = self
             .job_configs
             .get(id.as_bytes())
-            .map_err(sled_error(format!("read the config of job {id}")))?;
+            .map_err(sled_failed(format!("read the config of job {id}")))?;
         Ok(raw.map(|raw| raw.to_vec()))
     }
 
     pub fn job_result(&self, id: &str) -> Result<Option<sled::IVec>, StoreError> {
         self.job_results
             .get(id.as_bytes())
-            .map_err(sled_error(format!("read the result of job {id}")))
+            .map_err(sled_failed(format!("read the result of job {id}")))
     }
 
     /// Jobs newest first, keeping those `keep` accepts, at most `limit` of them.
@@ -341,7 +343,7 @@ impl Store {
             if jobs.len() >= limit {
                 break;
             }
-            let (key, raw) = entry.map_err(sled_error("list jobs".to_owned()))?;
+            let (key, raw) = entry.map_err(sled_failed("list jobs".to_owned()))?;
             let record: JobRecord = decode_json(tree::JOBS, &String::from_utf8_lossy(&key), &raw)?;
             if keep(&record) {
                 jobs.push(record);
@@ -353,7 +355,7 @@ impl Store {
     /// Every job, oldest first (start-up recovery and retention).
     pub fn jobs_oldest_first(&self) -> impl Iterator<Item = Result<JobRecord, StoreError>> + '_ {
         self.jobs.iter().map(|entry| {
-            let (key, raw) = entry.map_err(sled_error("list jobs".to_owned()))?;
+            let (key, raw) = entry.map_err(sled_failed("list jobs".to_owned()))?;
             decode_json(tree::JOBS, &String::from_utf8_lossy(&key), &raw)
         })
     }
@@ -363,9 +365,13 @@ impl Store {
     pub fn delete_job(&self, id: &str) -> Result<(), StoreError> {
         let key = id.as_bytes();
         let action = || format!("delete job {id}");
-        self.jobs.remove(key).map_err(sled_error(action()))?;
-        self.job_configs.remove(key).map_err(sled_error(action()))?;
-        self.job_results.remove(key).map_err(sled_error(action()))?;
+        self.jobs.remove(key).map_err(sled_failed(action()))?;
+        self.job_configs
+            .remove(key)
+            .map_err(sled_failed(action()))?;
+        self.job_results
+            .remove(key)
+            .map_err(sled_failed(action()))?;
         Ok(())
     }
 }
