@@ -26,7 +26,9 @@
 //!                    results      read side: a job's results over a range
 //!
 //! HTTP ──► server ──► jobserver   spark-jobserver's REST API: apps, contexts with worker
-//!                                 threads, queues and named objects, jobs that survive restarts
+//!                 │               threads, queues and named objects, jobs that survive restarts
+//!                 └─► scheduler   recurring runs from triggers on the injected clock, catch-up,
+//!                                 retries, source waits, backfills and restatements
 //! ```
 //!
 //! - [`partition`]: pure time math: grains, half-open UTC windows, DST policy, cross-grain
