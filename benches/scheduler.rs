@@ -43,21 +43,9 @@ use floe::scheduler::{BackfillRequest, Scheduler, SchedulerConfig};
 use floe::store::Store;
 use polars::prelude::*;
 
-/// The allocator the `floe` binary runs with, so the figures match it (see Cargo.toml).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod common;
 
-fn env_usize(key: &str, default: usize) -> usize {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
+use common::{env_usize, median};
 
 /// The result cache budget: `floe serve`'s default (`result_cache_bytes`, 512 MiB).
 fn cache_bytes() -> usize {
