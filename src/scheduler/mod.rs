@@ -82,6 +82,11 @@ pub enum SchedulerError {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     },
+    #[error(
+        "the range would plan up to {estimate} runs, more than the {limit} one backfill may \
+         hold; split it into smaller ranges"
+    )]
+    TooLarge { estimate: usize, limit: usize },
     #[error("cannot start a scheduler worker thread")]
     Thread(#[source] std::io::Error),
     #[error("no backfill `{0}`")]
@@ -93,6 +98,9 @@ pub enum SchedulerError {
         action: &'static str,
     },
 }
+
+/// Most runs one backfill may plan (a year of hourly partitions of 500 jobs).
+pub const MAX_BACKFILL_RUNS: usize = 5_000_000;
 
 /// What a backfill or restatement asks for.
 #[derive(Debug, Clone)]
@@ -1224,6 +1232,22 @@ impl Scheduler {
                     });
                 }
             }
+        }
+        // A range typed wrong (a year 9999) must not plan runs until memory runs out. The
+        // estimate counts hourly windows for every job, the most a range can hold.
+        let jobs = request
+            .jobs
+            .as_ref()
+            .map_or(pipeline.jobs.len(), Vec::len)
+            .max(1);
+        let from = request.from.max(pipeline.start);
+        let hours = (request.to - from).num_hours().max(0).unsigned_abs() as usize;
+        let estimate = hours.saturating_add(1).saturating_mul(jobs);
+        if estimate > MAX_BACKFILL_RUNS {
+            return Err(SchedulerError::TooLarge {
+                estimate,
+                limit: MAX_BACKFILL_RUNS,
+            });
         }
         let now = self.inner.clock.now();
         let record = BackfillRecord {

@@ -489,6 +489,16 @@ fn backfills_pause_resume_and_cancel_and_restatements_cascade() {
         ("finished", 50, 0)
     );
 
+    // A range typed wrong is refused before anything is planned.
+    let huge = h.scheduler.backfill(&BackfillRequest {
+        to: utc(9999, 1, 1, 0),
+        ..request.clone()
+    });
+    assert!(
+        matches!(huge, Err(SchedulerError::TooLarge { .. })),
+        "{huge:?}"
+    );
+
     // Backfilling again finds everything fresh.
     let again = h.scheduler.backfill(&request).unwrap();
     assert_eq!(

@@ -21,7 +21,9 @@ fn scheduler_error(e: SchedulerError) -> ApiError {
         SchedulerError::UnknownPipeline(_)
         | SchedulerError::UnknownJob { .. }
         | SchedulerError::UnknownBackfill(_) => ApiError::not_found(e.to_string()),
-        SchedulerError::EmptyRange { .. } => ApiError::bad_request(e.to_string()),
+        SchedulerError::EmptyRange { .. } | SchedulerError::TooLarge { .. } => {
+            ApiError::bad_request(e.to_string())
+        }
         SchedulerError::BackfillState { .. } => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
