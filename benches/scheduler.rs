@@ -326,7 +326,7 @@ fn main() {
         dir.path().display()
     );
     let rss_before = proc_status_kib("VmRSS");
-    let (wchar_before, written_before) = (proc_io("wchar"), proc_io("write_bytes"));
+    let wchar_before = proc_io("wchar");
     let running = start(&store_dir, &data_dir, &pipeline, workers, &clock);
 
     // ---- throughput ------------------------------------------------------------------
@@ -408,7 +408,6 @@ fn main() {
         )
     };
     let wchar = written(proc_io("wchar"), wchar_before);
-    let write_bytes = written(proc_io("write_bytes"), written_before);
     let store_bytes = dir_size(&store_dir);
 
     // ---- restart ---------------------------------------------------------------------
@@ -497,7 +496,6 @@ fn main() {
         mib(rss_after)
     );
     println!("| written by the process: `write()` calls (wchar) | {wchar} |");
-    println!("| written by the process: to the block device (write_bytes) | {write_bytes} |");
     println!(
         "| store on disk | {:.0} MiB ({} runs, {:.0} B/run) |",
         store_bytes as f64 / 1048576.0,

@@ -165,9 +165,15 @@ impl Store {
             frames.insert(key_bytes.as_slice(), frame.clone())?;
             // A previous result's state must not outlive it.
             match &state {
-                Some(state) => states.insert(key_bytes.as_slice(), state.clone())?,
-                None => states.remove(key_bytes.as_slice())?,
-            };
+                Some(state) => {
+                    states.insert(key_bytes.as_slice(), state.clone())?;
+                }
+                // Looked up first: removing an absent key would still write to the log.
+                None if states.get(key_bytes.as_slice())?.is_some() => {
+                    states.remove(key_bytes.as_slice())?;
+                }
+                None => {}
+            }
             Ok(record)
         });
         let record = Store::tx_result(outcome, "commit result of run", key)?;

@@ -20,7 +20,6 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::transaction::ConflictableTransactionError;
 
 use super::keys::{self, RunKey, escape};
 use super::{Store, StoreError, decode_json, encode_json, tree};
@@ -139,6 +138,14 @@ impl RunRecord {
         }
     }
 }
+
+// `state` is a record's first field, and serde_json writes fields in declaration order, so a
+// scan can tell a record's state from its first bytes. A test pins this.
+const STATE_FIELD: &[u8] = br#"{"state":""#;
+const PENDING_PREFIX: &[u8] = br#"{"state":"pending""#;
+const RUNNING_PREFIX: &[u8] = br#"{"state":"running""#;
+const FAILED_PREFIX: &[u8] = br#"{"state":"failed""#;
+const UPSTREAM_FAILED_PREFIX: &[u8] = br#"{"state":"upstream_failed""#;
 
 /// Error text left on a run that `requeue_interrupted` put back in the queue.
 const INTERRUPTED: &str = "interrupted: floe stopped while this run was running";
@@ -271,7 +278,8 @@ impl Store {
     /// start-up, before any worker starts); returns how many.
     pub fn requeue_interrupted(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let mut requeued = 0;
-        for (key, record) in self.collect_runs(self.runs.iter())? {
+        let running = self.runs_whose_json_starts_with(&[RUNNING_PREFIX])?;
+        for (key, record) in running {
             if record.state != RunState::Running {
                 continue;
             }
@@ -449,17 +457,29 @@ impl Store {
     /// their JSON without decoding it, so a restart over hundreds of thousands of finished
     /// runs stays fast.
     pub fn active_runs(&self) -> Result<Vec<(RunKey, RunRecord)>, StoreError> {
-        // `state` is the record's first field, and serde_json writes fields in order.
-        const SUCCEEDED: &[u8] = br#"{"state":"succeeded""#;
-        const CANCELLED: &[u8] = br#"{"state":"cancelled""#;
-        let candidates = self.runs.iter().filter(|entry| {
-            entry.as_ref().map_or(true, |(_, raw)| {
-                !raw.starts_with(SUCCEEDED) && !raw.starts_with(CANCELLED)
-            })
-        });
-        let mut active = self.collect_runs(candidates)?;
+        let mut active = self.runs_whose_json_starts_with(&[
+            PENDING_PREFIX,
+            RUNNING_PREFIX,
+            FAILED_PREFIX,
+            UPSTREAM_FAILED_PREFIX,
+        ])?;
         active.retain(|(_, record)| record.is_active());
         Ok(active)
+    }
+
+    /// The runs whose stored JSON starts with one of `prefixes`, decoded; the others are
+    /// skipped without decoding. Records that are not JSON objects opening with `state`
+    /// (corrupt ones) are decoded too, so they surface as errors instead of vanishing.
+    fn runs_whose_json_starts_with(
+        &self,
+        prefixes: &[&[u8]],
+    ) -> Result<Vec<(RunKey, RunRecord)>, StoreError> {
+        let candidates = self.runs.iter().filter(|entry| {
+            entry.as_ref().map_or(true, |(_, raw)| {
+                !raw.starts_with(STATE_FIELD) || prefixes.iter().any(|p| raw.starts_with(p))
+            })
+        });
+        self.collect_runs(candidates)
     }
 
     /// How many runs the store holds, of any state.
@@ -467,26 +487,37 @@ impl Store {
         self.runs.len()
     }
 
-    /// Atomically replaces a run's record with `f(old)`. `f` may run more
-    /// than once (sled retries on conflict), hence `Fn`.
+    /// Atomically replaces a run's record with `f(old)`: a compare-and-swap loop, so `f` may
+    /// run more than once when another writer changed the record meanwhile (hence `Fn`).
+    ///
+    /// Why not a sled transaction: each one takes sled's global write lock and rolls its IO
+    /// buffer to disk, which made every state change a disk write of its own. A CAS on one
+    /// key is just as atomic for one record; multi-tree commits (`commit_success`) still use
+    /// a transaction, and sled orders those against CAS writes with the same lock.
     fn update_run<F>(&self, key: &RunKey, f: F) -> Result<RunRecord, StoreError>
     where
         F: Fn(Option<RunRecord>) -> Result<RunRecord, StoreError>,
     {
         let key_bytes = key.encode()?;
-        let result = self.runs.transaction(|tx| {
-            let old = tx
-                .get(&key_bytes)?
-                .map(|raw| decode_json(tree::RUNS, key, &raw))
-                .transpose()
-                .map_err(ConflictableTransactionError::Abort)?;
-            let new = f(old).map_err(ConflictableTransactionError::Abort)?;
-            let value =
-                encode_json(tree::RUNS, key, &new).map_err(ConflictableTransactionError::Abort)?;
-            tx.insert(key_bytes.as_slice(), value)?;
-            Ok(new)
-        });
-        Store::tx_result(result, "update run", key)
+        loop {
+            let old_raw = self
+                .runs
+                .get(&key_bytes)
+                .map_err(Store::sled_error("read run", key))?;
+            let old = old_raw
+                .as_ref()
+                .map(|raw| decode_json(tree::RUNS, key, raw))
+                .transpose()?;
+            let new = f(old)?;
+            let value = encode_json(tree::RUNS, key, &new)?;
+            let swapped = self
+                .runs
+                .compare_and_swap(&key_bytes, old_raw.as_ref(), Some(value))
+                .map_err(Store::sled_error("update run", key))?;
+            if swapped.is_ok() {
+                return Ok(new);
+            }
+        }
     }
 
     /// Decodes a scan of the `runs` tree, reporting the first bad entry.
@@ -678,6 +709,54 @@ mod tests {
         expected.push(noise[1].clone());
         expected.sort();
         assert_eq!(pipeline, expected);
+    }
+
+    #[test]
+    fn a_records_state_is_readable_from_its_first_bytes() {
+        let (_dir, store) = store();
+        let states = [
+            (RunState::Pending, Some(PENDING_PREFIX)),
+            (RunState::Running, Some(RUNNING_PREFIX)),
+            (RunState::Failed, Some(FAILED_PREFIX)),
+            (RunState::UpstreamFailed, Some(UPSTREAM_FAILED_PREFIX)),
+            (RunState::Succeeded, None),
+            (RunState::Cancelled, None),
+        ];
+        for (state, prefix) in states {
+            let record = RunRecord {
+                state,
+                ..RunRecord::new_pending(t0(), t0())
+            };
+            let json = serde_json::to_vec(&record).unwrap();
+            assert!(json.starts_with(STATE_FIELD), "{state}");
+            if let Some(prefix) = prefix {
+                assert!(json.starts_with(prefix), "{state}");
+            }
+            let others = [
+                PENDING_PREFIX,
+                RUNNING_PREFIX,
+                FAILED_PREFIX,
+                UPSTREAM_FAILED_PREFIX,
+            ];
+            let matching = others.iter().filter(|p| json.starts_with(p)).count();
+            assert_eq!(matching, usize::from(prefix.is_some()), "{state}");
+        }
+        // The scan sees the active states and skips the finished ones.
+        for (i, state) in [RunState::Pending, RunState::Succeeded, RunState::Cancelled]
+            .into_iter()
+            .enumerate()
+        {
+            let k = key("j", t0() + Duration::hours(i as i64));
+            store.enqueue_run(&k, t0(), false, t0()).unwrap();
+            if state == RunState::Succeeded {
+                store.mark_fresh(&k, t0()).unwrap();
+            } else if state == RunState::Cancelled {
+                store.mark_cancelled(&k, "stop", t0()).unwrap();
+            }
+        }
+        let active = store.active_runs().unwrap();
+        assert_eq!(active.len(), 1);
+        assert_eq!(active[0].1.state, RunState::Pending);
     }
 
     #[test]
