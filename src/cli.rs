@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -20,7 +20,8 @@ use crate::partition::{Window, parse_instant, window_containing, windows_within}
 use crate::pipeline::{self, Pipeline};
 use crate::results::read_job_results;
 use crate::sample::{SampleSpec, generate};
-use crate::store::Store;
+use crate::scheduler::{BackfillRequest, BackfillStatus, Scheduler, SchedulerConfig};
+use crate::store::{RunKey, RunRecord, RunState, Store};
 
 /// Default budget of the in-memory result cache.
 const DEFAULT_CACHE_BYTES: usize = 512 * 1024 * 1024;
@@ -85,6 +86,38 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Run the job server (spark-jobserver's REST API) until Ctrl-C or SIGTERM.
     Serve(ServeArgs),
+    /// Backfill or restate a range of partitions through the scheduler, with progress and ETA.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Pipeline to backfill; with `--resume` and no pipeline, every unfinished backfill.
+    #[arg(long, short, required_unless_present = "resume")]
+    pub pipeline: Option<String>,
+    /// Only these jobs, plus the upstream jobs they read (repeatable) [default: every job].
+    #[arg(long = "job", short)]
+    pub jobs: Vec<String>,
+    /// Start of the range (inclusive), RFC 3339 or a local date/time.
+    #[arg(long, required_unless_present = "resume")]
+    pub from: Option<String>,
+    /// End of the range (exclusive).
+    #[arg(long, required_unless_present = "resume")]
+    pub to: Option<String>,
+    /// Recompute partitions whose stored result is fresh.
+    #[arg(long)]
+    pub force: bool,
+    /// Restate: recompute the chosen jobs' partitions and, by cascade, every stored
+    /// downstream partition that read them.
+    #[arg(long, conflicts_with = "force")]
+    pub restate: bool,
+    /// Start nothing new: follow the backfills a previous run left unfinished (they resume
+    /// on their own when the scheduler starts) until they end.
+    #[arg(long, conflicts_with_all = ["jobs", "from", "to", "force", "restate"])]
+    pub resume: bool,
+    /// Runs computing at once [default: the number of cores].
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +253,7 @@ pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
         Command::Demo(args) => demo(&paths, args, registry, clock),
         Command::Validate(args) => validate(&paths, args, registry),
         Command::Run(args) => run_pipeline(&paths, args, registry, clock),
+        Command::Backfill(args) => backfill(&paths, args, registry, clock),
         Command::Results(args) => results(&paths, args, registry, clock),
         Command::Generate(args) => {
             let out = args.out.clone().unwrap_or_else(|| paths.data_dir.clone());
@@ -426,6 +460,165 @@ fn materialize_with_progress(
         eprintln!("  failed: {key}: {error}");
     }
     Ok(report)
+}
+
+/// `floe backfill`: starts a backfill (or restatement) on a scheduler of its own and follows
+/// it to the end with a progress bar. The backfill is durable from the moment it starts: if
+/// this process is stopped, the next `floe backfill --resume` or `floe serve` on the same store
+/// resumes it, and partitions already materialised are not computed again.
+fn backfill(
+    paths: &Paths,
+    args: BackfillArgs,
+    registry: &JobRegistry,
+    clock: Arc<dyn Clock>,
+) -> Result<(), CliError> {
+    let pipelines: Vec<Arc<Pipeline>> = pipeline::load_dir(&paths.pipelines, registry)?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let materializer = open_materializer(paths, clock.clone())?;
+    let store = materializer.store().clone();
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
+    let config = SchedulerConfig {
+        recurring: false,
+        workers: workers.max(1),
+    };
+    // Starting the scheduler resumes whatever backfills a previous process left unfinished.
+    let scheduler = Scheduler::start(store, materializer, clock, config, pipelines.clone())
+        .map_err(failed_with_causes)?;
+    let driver = scheduler.spawn_driver().map_err(failed)?;
+    let followed: Vec<String> = if args.resume {
+        let live: Vec<String> = scheduler
+            .backfills(args.pipeline.as_deref())
+            .map_err(failed_with_causes)?
+            .into_iter()
+            .filter(|status| matches!(status.state, "running" | "paused"))
+            .map(|status| status.id)
+            .collect();
+        if live.is_empty() {
+            eprintln!("no unfinished backfill to resume");
+        }
+        live
+    } else {
+        let name = args.pipeline.as_deref().unwrap_or_default();
+        let pipeline = pipelines.iter().find(|p| p.name == name).ok_or_else(|| {
+            failed(format!(
+                "no pipeline `{name}` in {}",
+                paths.pipelines.display()
+            ))
+        })?;
+        let parse = |flag: &str, text: &Option<String>| {
+            parse_instant(text.as_deref().unwrap_or_default(), pipeline.timezone)
+                .map_err(|e| failed(format!("--{flag}: {e}")))
+        };
+        let request = BackfillRequest {
+            pipeline: name.to_owned(),
+            jobs: (!args.jobs.is_empty()).then(|| args.jobs.clone()),
+            from: parse("from", &args.from)?,
+            to: parse("to", &args.to)?,
+            force: args.force,
+        };
+        let started = if args.restate {
+            scheduler.restate(&request)
+        } else {
+            scheduler.backfill(&request)
+        }
+        .map_err(failed_with_causes)?;
+        eprintln!(
+            "{} {} of `{}` from {} to {}: {} runs",
+            if args.restate {
+                "restatement"
+            } else {
+                "backfill"
+            },
+            started.id,
+            started.pipeline,
+            started.from,
+            started.to,
+            started.total
+        );
+        vec![started.id]
+    };
+    let outcome = follow_backfills(&scheduler, &followed);
+    scheduler.shutdown(Duration::from_secs(30));
+    drop(driver); // the driver thread ends on its own once the scheduler stops
+    let statuses = outcome?;
+    let failed_runs: usize = statuses.iter().map(|s| s.failed).sum();
+    for status in &statuses {
+        eprintln!(
+            "backfill {} {}: {} runs, {} succeeded, {} failed, {} cancelled",
+            status.id,
+            status.state,
+            status.total,
+            status.succeeded,
+            status.failed,
+            status.cancelled
+        );
+    }
+    if failed_runs > 0 {
+        for (key, record) in failed_runs_of(&scheduler, &statuses).iter().take(10) {
+            let error = record.error.as_deref().unwrap_or_default();
+            eprintln!("  {}: {key}: {error}", record.state);
+        }
+        return Err(failed(format!("{failed_runs} runs failed")));
+    }
+    Ok(())
+}
+
+/// The failed runs in the backfills' ranges, for the closing report.
+fn failed_runs_of(scheduler: &Scheduler, statuses: &[BackfillStatus]) -> Vec<(RunKey, RunRecord)> {
+    let mut out = Vec::new();
+    for status in statuses {
+        if let Ok(runs) = scheduler.store().runs_of_pipeline(&status.pipeline) {
+            out.extend(runs.into_iter().filter(|(key, record)| {
+                matches!(record.state, RunState::Failed | RunState::UpstreamFailed)
+                    && key.partition_start >= status.from
+                    && key.partition_start < status.to
+            }));
+        }
+    }
+    out
+}
+
+/// Polls the backfills until none is running or paused, drawing one progress bar over all.
+fn follow_backfills(
+    scheduler: &Scheduler,
+    ids: &[String],
+) -> Result<Vec<BackfillStatus>, CliError> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} runs  {per_sec}  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    loop {
+        let statuses: Vec<BackfillStatus> = ids
+            .iter()
+            .map(|id| scheduler.backfill_status(id))
+            .collect::<Result<_, _>>()
+            .map_err(failed_with_causes)?;
+        let total: usize = statuses.iter().map(|s| s.total).sum();
+        let remaining: usize = statuses.iter().map(|s| s.remaining).sum();
+        let failed_runs: usize = statuses.iter().map(|s| s.failed).sum();
+        bar.set_length(total as u64);
+        bar.set_position(total.saturating_sub(remaining) as u64);
+        bar.set_message(if failed_runs > 0 {
+            format!("{failed_runs} failed")
+        } else {
+            String::new()
+        });
+        let live = statuses
+            .iter()
+            .any(|s| matches!(s.state, "running" | "paused"));
+        if !live {
+            bar.finish_and_clear();
+            return Ok(statuses);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn results(
