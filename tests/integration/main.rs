@@ -3,6 +3,7 @@
 mod common;
 
 mod cli;
+mod crash;
 mod custom_jobs;
 mod server;
 mod shop;
