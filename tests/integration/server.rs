@@ -8,6 +8,7 @@ use std::time::Duration;
 use floe::clock::{Clock, ManualClock};
 use floe::job::JobRegistry;
 use floe::sample::{oracle_distinct_registered_users, oracle_sales_per_category};
+use floe::scheduler::Scheduler;
 use floe::server::{AppState, ServerConfig, build_state, routes, serve_on};
 use floe::store::{JobRecord, JobStatus, Store};
 use polars::prelude::*;
@@ -23,10 +24,22 @@ struct TestServer {
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<Result<(), String>>>,
     client: reqwest::Client,
+    /// The server's clock: tests move time by hand, then wake the scheduler.
+    clock: Arc<ManualClock>,
+    scheduler: Scheduler,
 }
 
 impl TestServer {
     async fn start(world: &SampleWorld, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        TestServer::start_at(world, utc(2024, 2, 1, 0), tweak).await
+    }
+
+    /// A server whose manual clock starts at `now`.
+    async fn start_at(
+        world: &SampleWorld,
+        now: chrono::DateTime<chrono::Utc>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let mut config = ServerConfig {
             pipelines: repo_path("pipelines"),
             data_dir: world.data_dir(),
@@ -38,13 +51,15 @@ impl TestServer {
         config.scheduler.recurring = false;
         tweak(&mut config);
         let runtime = tokio::runtime::Handle::current();
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(utc(2024, 2, 1, 0)));
+        let clock = Arc::new(ManualClock::new(now));
+        let server_clock: Arc<dyn Clock> = clock.clone();
         let state: AppState = tokio::task::spawn_blocking(move || {
-            build_state(config, JobRegistry::new(), clock, runtime)
+            build_state(config, JobRegistry::new(), server_clock, runtime)
         })
         .await
         .unwrap()
         .expect("server state");
+        let scheduler = state.scheduler.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -56,6 +71,8 @@ impl TestServer {
             stop: Some(stop),
             done: Some(done),
             client: reqwest::Client::new(),
+            clock,
+            scheduler,
         }
     }
 
@@ -95,6 +112,44 @@ impl TestServer {
         let response = self.client.delete(self.url(path)).send().await.unwrap();
         let status = response.status();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Moves the clock to `now`, lets the scheduler plan and dispatch what is due, and waits
+    /// until every run it started has finished.
+    async fn tick_until_idle(&self, now: chrono::DateTime<chrono::Utc>) {
+        self.clock.set(now);
+        let scheduler = self.scheduler.clone();
+        let idle = tokio::task::spawn_blocking(move || {
+            scheduler.tick(now);
+            scheduler.wait_idle(Duration::from_secs(60))
+        })
+        .await
+        .unwrap();
+        assert!(idle, "the scheduler did not go idle");
+    }
+
+    /// Polls a backfill until it is finished or cancelled.
+    async fn wait_backfill(&self, id: &str) -> Value {
+        for _ in 0..3000 {
+            let (status, backfill) = self.get(&format!("/backfills/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{backfill}");
+            if ["finished", "cancelled"].contains(&text(&backfill["state"])) {
+                return backfill;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("backfill {id} did not finish");
+    }
+
+    /// The runs of one job in [from, to), as the REST API lists them.
+    async fn runs(&self, job: &str, from: &str, to: &str) -> Vec<Value> {
+        let (status, runs) = self
+            .get(&format!(
+                "/pipelines/shop/runs?job={job}&from={from}&to={to}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{runs}");
+        runs.as_array().cloned().unwrap_or_default()
     }
 
     /// Polls a job until it is final.
@@ -1040,4 +1095,189 @@ fn sjsclient_python() -> std::path::PathBuf {
     );
     std::fs::write(&ready, b"python-sjsclient==0.10.0\n").unwrap();
     python
+}
+
+/// Recurring runs, pause and resume, a backfill and a restatement, all over HTTP, with the
+/// server's clock moved by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_routes_drive_recurring_runs_backfills_and_restatements() {
+    let world = SampleWorld::new(4_000, 2);
+    let server = TestServer::start_at(&world, utc(2024, 1, 1, 3), |c| {
+        c.scheduler.recurring = true;
+    })
+    .await;
+
+    // 03:00: the first three hourly windows are due and run by themselves.
+    server.tick_until_idle(utc(2024, 1, 1, 3)).await;
+    let hourly = server
+        .runs("registered_users_hourly", "2024-01-01", "2024-01-02")
+        .await;
+    assert_eq!(hourly.len(), 3, "{hourly:?}");
+    assert!(
+        hourly
+            .iter()
+            .all(|r| r["state"] == "succeeded" && r["commits"] == 1)
+    );
+    let (status, schedule) = server.get("/pipelines/shop/schedule").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(schedule["paused"], false);
+    assert_eq!(schedule["catchup"], "all");
+    let job = schedule["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == "registered_users_hourly")
+        .expect("job in the schedule")
+        .clone();
+    assert!(
+        text(&job["plannedThrough"]).starts_with("2024-01-01T03:00:00"),
+        "{job}"
+    );
+    assert!(
+        text(&job["nextDue"]).starts_with("2024-01-01T04:00:00"),
+        "{job}"
+    );
+
+    // Just after midnight: the rest of the day's hours, then the daily jobs on top of them.
+    server.tick_until_idle(utc(2024, 1, 2, 0)).await;
+    server.tick_until_idle(utc(2024, 1, 2, 0)).await;
+    let daily = server
+        .runs("registered_users_daily", "2024-01-01", "2024-01-02")
+        .await;
+    assert_eq!(daily.len(), 1);
+    assert_eq!(daily[0]["state"], "succeeded", "{daily:?}");
+
+    // Paused: nothing new is planned, however late it gets; resumed: it catches up.
+    assert_eq!(
+        server.post("/pipelines/shop/pause", "").await.0,
+        StatusCode::OK
+    );
+    let (_, summary) = server.get("/scheduler").await;
+    assert_eq!(summary["pausedPipelines"], json!(["shop"]), "{summary}");
+    server.tick_until_idle(utc(2024, 1, 2, 2)).await;
+    assert!(
+        server
+            .runs("registered_users_hourly", "2024-01-02", "2024-01-03")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        server.post("/pipelines/shop/resume", "").await.0,
+        StatusCode::OK
+    );
+    server.tick_until_idle(utc(2024, 1, 2, 2)).await;
+    assert_eq!(
+        server
+            .runs("registered_users_hourly", "2024-01-02", "2024-01-03")
+            .await
+            .len(),
+        2
+    );
+
+    // A forced backfill of one daily job recomputes it and the hourly runs it reads.
+    let response = server
+        .client
+        .post(server.url("/pipelines/shop/backfills"))
+        .json(&json!({"jobs": ["sales_per_category_daily"], "from": "2024-01-01", "to": "2024-01-02", "force": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let started: Value = response.json().await.unwrap();
+    assert_eq!(location, format!("/backfills/{}", text(&started["id"])));
+    let done = server.wait_backfill(text(&started["id"])).await;
+    assert_eq!(done["state"], "finished", "{done}");
+    assert_eq!(
+        done["total"], 25,
+        "24 hourly purchases and the daily job: {done}"
+    );
+    assert_eq!(done["succeeded"], 25, "{done}");
+    assert_eq!(done["remaining"], 0, "{done}");
+
+    // Restating one hour recomputes it and, by cascade, the daily partitions that read it.
+    let before = server
+        .runs(
+            "purchases_hourly",
+            "2024-01-01T05:00:00Z",
+            "2024-01-01T06:00:00Z",
+        )
+        .await;
+    let city_before = server
+        .runs("sales_per_city_daily", "2024-01-01", "2024-01-02")
+        .await;
+    let (status, restated) = server
+        .post(
+            "/pipelines/shop/restatements",
+            r#"{"jobs": ["purchases_hourly"], "from": "2024-01-01T05:00:00Z", "to": "2024-01-01T06:00:00Z"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{restated}");
+    let restated = server.wait_backfill(text(&restated["id"])).await;
+    assert_eq!(restated["restate"], true);
+    assert_eq!(restated["succeeded"], restated["total"], "{restated}");
+    let after = server
+        .runs(
+            "purchases_hourly",
+            "2024-01-01T05:00:00Z",
+            "2024-01-01T06:00:00Z",
+        )
+        .await;
+    assert_eq!(
+        after[0]["commits"].as_u64(),
+        before[0]["commits"].as_u64().map(|c| c + 1)
+    );
+    let city_after = server
+        .runs("sales_per_city_daily", "2024-01-01", "2024-01-02")
+        .await;
+    assert_eq!(
+        city_after[0]["commits"].as_u64(),
+        city_before[0]["commits"].as_u64().map(|c| c + 1),
+        "the cascade recomputed the daily partition"
+    );
+    let (_, listed) = server.get("/pipelines/shop/backfills").await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+
+    // Refusals name the problem.
+    let finished = format!("/backfills/{}/pause", text(&started["id"]));
+    assert_eq!(server.post(&finished, "").await.0, StatusCode::CONFLICT);
+    assert_eq!(server.get("/backfills/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.post("/pipelines/nope/pause", "").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, error) = server
+        .post(
+            "/pipelines/shop/backfills",
+            r#"{"from": "2024-01-02", "to": "2024-01-01"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        text(&error["error"]["message"]).contains("empty range"),
+        "{error}"
+    );
+    let (status, error) = server
+        .post(
+            "/pipelines/shop/restatements",
+            r#"{"from": "2024-01-01", "to": "2024-01-02"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        text(&error["error"]["message"]).contains("`jobs` is required"),
+        "{error}"
+    );
+    let (status, error) = server
+        .post(
+            "/pipelines/shop/backfills",
+            r#"{"from": "2024-01-01", "to": "2024-01-02", "when": 1}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        text(&error["error"]["message"]).contains("unknown field `when`"),
+        "{error}"
+    );
+    server.stop().await;
 }
