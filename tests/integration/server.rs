@@ -1246,38 +1246,29 @@ async fn schedule_routes_drive_recurring_runs_backfills_and_restatements() {
         server.post("/pipelines/nope/pause", "").await.0,
         StatusCode::NOT_FOUND
     );
-    let (status, error) = server
-        .post(
+    for (path, body, message) in [
+        (
             "/pipelines/shop/backfills",
             r#"{"from": "2024-01-02", "to": "2024-01-01"}"#,
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        text(&error["error"]["message"]).contains("empty range"),
-        "{error}"
-    );
-    let (status, error) = server
-        .post(
+            "empty range",
+        ),
+        (
             "/pipelines/shop/restatements",
             r#"{"from": "2024-01-01", "to": "2024-01-02"}"#,
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        text(&error["error"]["message"]).contains("`jobs` is required"),
-        "{error}"
-    );
-    let (status, error) = server
-        .post(
+            "`jobs` is required",
+        ),
+        (
             "/pipelines/shop/backfills",
             r#"{"from": "2024-01-01", "to": "2024-01-02", "when": 1}"#,
-        )
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        text(&error["error"]["message"]).contains("unknown field `when`"),
-        "{error}"
-    );
+            "unknown field `when`",
+        ),
+    ] {
+        let (status, error) = server.post(path, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body}");
+        assert!(
+            text(&error["error"]["message"]).contains(message),
+            "{error}"
+        );
+    }
     server.stop().await;
 }
