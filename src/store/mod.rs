@@ -9,15 +9,18 @@
 //! |----------------|--------------------------|-----------------------------------|
 //! | `meta`         | `schema_version`         | u32, big-endian                   |
 //! | `runs`         | `RunKey` bytes (`keys`)  | `RunRecord`, JSON                 |
-//! | `result_meta`  | `RunKey` bytes           | `ResultMeta`, JSON (small)        |
-//! | `result_frame` | `RunKey` bytes           | Arrow IPC of the result frame     |
-//! | `result_state` | `RunKey` bytes           | Arrow IPC of the mergeable state  |
+//! | `result_meta`  | `RunKey` bytes, attempt¹ | `ResultMeta`, JSON (small)        |
+//! | `result_frame` | `RunKey` bytes, attempt¹ | Arrow IPC of the result frame     |
+//! | `result_state` | `RunKey` bytes, attempt¹ | Arrow IPC of the mergeable state  |
 //! | `binaries`     | app, 0, version (u32 BE) | `BinaryMeta`, JSON                |
 //! | `binary_blobs` | sha-256 (hex)            | the uploaded bundle's bytes       |
 //! | `contexts`     | context name             | `ContextDefinition`, JSON         |
 //! | `jobs`         | job id (UUIDv7 text)     | `JobRecord`, JSON                 |
 //! | `job_configs`  | job id                   | the posted config, JSON           |
 //! | `job_results`  | job id                   | Arrow IPC of the job's result     |
+//!
+//! ¹ The attempt that computed the result, u32 big-endian, named by the run's
+//! `RunRecord::result_attempt`; results stored before Floe kept attempts sit under the bare key.
 //!
 //! Job ids are UUIDv7: their text sorts by creation time, so "newest jobs first" is a reverse
 //! scan of `jobs`.
@@ -45,7 +48,6 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::transaction::TransactionError;
 
 pub use error::{BoxedCause, StoreError};
 pub use keys::{KeyError, RunKey};
@@ -282,22 +284,6 @@ impl Store {
     fn sled_error(action: &str, key: &RunKey) -> impl FnOnce(sled::Error) -> StoreError {
         let action = format!("{action} {key}");
         move |source| StoreError::Sled { action, source }
-    }
-
-    /// Unwraps a transaction result: aborts carry our own error, storage
-    /// failures become `StoreError::Sled`.
-    fn tx_result<T>(
-        result: Result<T, TransactionError<StoreError>>,
-        action: &str,
-        key: &RunKey,
-    ) -> Result<T, StoreError> {
-        result.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(source) => StoreError::Sled {
-                action: format!("{action} {key}"),
-                source,
-            },
-        })
     }
 }
 

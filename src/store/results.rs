@@ -3,19 +3,23 @@
 //! each in its own tree under the run's key. The meta is separate so that
 //! freshness checks never load the frames.
 //!
-//! A result is only ever written by `commit_success`, in the same sled
-//! transaction that moves its run to Succeeded and replaces (or removes) the
-//! previous result's entries, so a reader using `Store::result` sees the old
-//! result or the new one, never a mix, and never a result without its
-//! Succeeded record.
+//! A result is only ever written by `commit_success`, under the run's key plus the attempt
+//! that computed it (frame and state first, meta last), and then the run's record is moved to
+//! Succeeded pointing at that attempt with one compare-and-swap. Entries of an attempt are never
+//! changed once written, only deleted after the record points elsewhere, so a reader that
+//! follows the record sees the old result or the new one, never a mix, and never a result its
+//! record does not name. A crash between the write and the swap leaves a complete result
+//! behind a Running record; `requeue_interrupted` finishes that commit instead of computing the
+//! run again.
+//!
+//! Why not one sled transaction over the four trees: each transaction takes sled's global write
+//! lock and writes its IO buffer out, which halved the scheduler's throughput.
 
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sled::IVec;
-use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
 
 use super::keys::RunKey;
 use super::runs::{RunRecord, RunState};
@@ -88,11 +92,61 @@ impl fmt::Debug for StoredResult {
     }
 }
 
+/// Where a result is stored: the run's key bytes, then the attempt (big-endian) for results
+/// committed by attempt; the bare key for results an older Floe committed.
+fn result_key(run_key: &[u8], attempt: Option<u32>) -> Vec<u8> {
+    let mut out = run_key.to_vec();
+    if let Some(attempt) = attempt {
+        out.extend_from_slice(&attempt.to_be_bytes());
+    }
+    out
+}
+
+/// The attempt a Running record may commit for: its current one, and it must match the
+/// attempt that computed the result when that is known.
+fn committable_attempt(
+    key: &RunKey,
+    record: &RunRecord,
+    attempt: Option<u32>,
+) -> Result<u32, StoreError> {
+    if record.state != RunState::Running {
+        return Err(StoreError::InvalidTransition {
+            key: key.clone(),
+            from: Some(record.state),
+            to: RunState::Succeeded,
+        });
+    }
+    match attempt {
+        Some(attempt) if attempt != record.attempts => Err(StoreError::StaleAttempt {
+            key: key.clone(),
+            attempt,
+            current: record.attempts,
+        }),
+        _ => Ok(record.attempts),
+    }
+}
+
+/// The record of a run whose `attempt` committed its result, computed for `fingerprint`.
+fn committed(old: RunRecord, fingerprint: &str, at: DateTime<Utc>, attempt: u32) -> RunRecord {
+    RunRecord {
+        state: RunState::Succeeded,
+        fingerprint: Some(fingerprint.to_owned()),
+        finished_at: Some(at),
+        error: None,
+        retry_at: None,
+        waiting_since: None,
+        commits: old.commits.saturating_add(1),
+        force: false,
+        result_attempt: Some(attempt),
+        ..old
+    }
+}
+
 impl Store {
-    /// One transaction: run → Succeeded (fingerprint, finished_at) + result
-    /// bytes + result meta, replacing any previous result of the run. The
-    /// run must be Running: anything else means another writer got there
-    /// first, and nothing is written.
+    /// Stores the result of the run's current attempt and moves the run to Succeeded
+    /// (fingerprint, finished_at, commits + 1), replacing any previous result of the run. The
+    /// run must be Running (on `result.attempt`, when given): anything else means another
+    /// writer got there first, and the run and its previous result are left as they were.
     pub fn commit_success(
         &self,
         key: &RunKey,
@@ -108,117 +162,183 @@ impl Store {
             created_at: now,
         };
         let meta_json = encode_json(tree::RESULT_META, key, &meta)?;
-        // Converted once: the closure may be retried, and cloning an IVec is
-        // a reference-count bump rather than a copy of the frame.
-        let frame = IVec::from(result.frame_ipc);
-        let state = result.state_ipc.map(IVec::from);
+        let current = self
+            .run(key)?
+            .ok_or_else(|| StoreError::RunNotFound { key: key.clone() })?;
+        let attempt = committable_attempt(key, &current, result.attempt)?;
 
-        let trees = (
-            &self.runs,
-            &self.result_meta,
-            &self.result_frame,
-            &self.result_state,
-        );
-        let outcome = trees.transaction(|(runs, metas, frames, states)| {
-            let abort = ConflictableTransactionError::Abort;
-            let old: Option<RunRecord> = runs
-                .get(&key_bytes)?
-                .map(|raw| decode_json(tree::RUNS, key, &raw))
-                .transpose()
-                .map_err(abort)?;
-            let old = match old {
-                Some(old) if old.state == RunState::Running => {
-                    if let Some(attempt) = result.attempt
-                        && attempt != old.attempts
-                    {
-                        return Err(abort(StoreError::StaleAttempt {
-                            key: key.clone(),
-                            attempt,
-                            current: old.attempts,
-                        }));
-                    }
-                    old
-                }
-                Some(old) => {
-                    return Err(abort(StoreError::InvalidTransition {
-                        key: key.clone(),
-                        from: Some(old.state),
-                        to: RunState::Succeeded,
-                    }));
-                }
-                None => return Err(abort(StoreError::RunNotFound { key: key.clone() })),
-            };
-            let record = RunRecord {
-                state: RunState::Succeeded,
-                fingerprint: Some(meta.fingerprint.clone()),
-                finished_at: Some(now),
-                error: None,
-                retry_at: None,
-                waiting_since: None,
-                commits: old.commits.saturating_add(1),
-                force: false,
-                ..old
-            };
-            let record_json = encode_json(tree::RUNS, key, &record).map_err(abort)?;
-            runs.insert(key_bytes.as_slice(), record_json)?;
-            metas.insert(key_bytes.as_slice(), meta_json.as_slice())?;
-            frames.insert(key_bytes.as_slice(), frame.clone())?;
-            // A previous result's state must not outlive it.
-            match &state {
-                Some(state) => {
-                    states.insert(key_bytes.as_slice(), state.clone())?;
-                }
-                // Looked up first: removing an absent key would still write to the log.
-                None if states.get(key_bytes.as_slice())?.is_some() => {
-                    states.remove(key_bytes.as_slice())?;
-                }
-                None => {}
+        // The result under its attempt, meta last: a stored meta marks a complete result.
+        let stored_at = result_key(&key_bytes, Some(attempt));
+        let write = || -> Result<(), sled::Error> {
+            self.result_frame
+                .insert(stored_at.as_slice(), result.frame_ipc)?;
+            if let Some(state) = result.state_ipc {
+                self.result_state.insert(stored_at.as_slice(), state)?;
             }
-            Ok(record)
+            self.result_meta
+                .insert(stored_at.as_slice(), meta_json.as_slice())?;
+            Ok(())
+        };
+        write().map_err(Store::sled_error("write result of run", key))?;
+
+        let fingerprint = meta.fingerprint.clone();
+        let flipped = self.update_run(key, |old| {
+            let old = old.ok_or_else(|| StoreError::RunNotFound { key: key.clone() })?;
+            committable_attempt(key, &old, Some(attempt))?;
+            Ok(committed(old, &fingerprint, now, attempt))
         });
-        let record = Store::tx_result(outcome, "commit result of run", key)?;
-        tracing::debug!(run = %key, rows = meta.rows, bytes = meta.bytes, "result committed");
-        Ok(record)
+        match flipped {
+            Ok(record) => {
+                // Only now may the previous result go: readers follow the record.
+                self.remove_result(key, &key_bytes, current.result_attempt)?;
+                tracing::debug!(run = %key, rows = meta.rows, bytes = meta.bytes, "result committed");
+                Ok(record)
+            }
+            Err(e) => {
+                self.remove_result(key, &key_bytes, Some(attempt))?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Finishes a commit a crash interrupted: a Running run whose current attempt's result is
+    /// stored completely is moved to Succeeded as `commit_success` would have. Returns the
+    /// record when it did, `None` when there was nothing to finish.
+    pub(super) fn finish_interrupted_commit(
+        &self,
+        key: &RunKey,
+        record: &RunRecord,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let key_bytes = key.encode()?;
+        let attempt = record.attempts;
+        let Some(raw) = self
+            .result_meta
+            .get(result_key(&key_bytes, Some(attempt)))
+            .map_err(Store::sled_error("read result meta of", key))?
+        else {
+            return Ok(None);
+        };
+        let meta: ResultMeta = decode_json(tree::RESULT_META, key, &raw)?;
+        let finished = self.update_run(key, |old| {
+            let old = old.ok_or_else(|| StoreError::RunNotFound { key: key.clone() })?;
+            committable_attempt(key, &old, Some(attempt))?;
+            Ok(committed(old, &meta.fingerprint, meta.created_at, attempt))
+        });
+        match finished {
+            Ok(done) => {
+                self.remove_result(key, &key_bytes, record.result_attempt)?;
+                Ok(Some(done))
+            }
+            // The run moved on since the scan: its own outcome stands.
+            Err(StoreError::InvalidTransition { .. } | StoreError::StaleAttempt { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the entries of one stored result (meta first, so a half-deleted result never
+    /// looks complete). Absent entries are looked up first: removing a missing key would still
+    /// write to sled's log.
+    fn remove_result(
+        &self,
+        key: &RunKey,
+        key_bytes: &[u8],
+        attempt: Option<u32>,
+    ) -> Result<(), StoreError> {
+        let stored_at = result_key(key_bytes, attempt);
+        let remove = || -> Result<(), sled::Error> {
+            for tree in [&self.result_meta, &self.result_frame, &self.result_state] {
+                if tree.contains_key(&stored_at)? {
+                    tree.remove(&stored_at)?;
+                }
+            }
+            Ok(())
+        };
+        remove().map_err(Store::sled_error("remove old result of run", key))
+    }
+
+    /// The run's record as stored, and the attempt whose result it names (`None`: no record,
+    /// or a result under the bare key).
+    fn result_pointer(
+        &self,
+        key: &RunKey,
+        key_bytes: &[u8],
+    ) -> Result<(Option<IVec>, Option<u32>), StoreError> {
+        let raw = self
+            .runs
+            .get(key_bytes)
+            .map_err(Store::sled_error("read run", key))?;
+        let attempt = match &raw {
+            Some(raw) => decode_json::<RunRecord>(tree::RUNS, key, raw)?.result_attempt,
+            None => None,
+        };
+        Ok((raw, attempt))
+    }
+
+    /// Reads from where the run's record says its result is, again if the record moved to a
+    /// newer result meanwhile (whose commit may have deleted what was read).
+    fn read_current_result<T>(
+        &self,
+        key: &RunKey,
+        read: impl Fn(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<(T, Option<u32>), StoreError> {
+        let key_bytes = key.encode()?;
+        loop {
+            let (before, attempt) = self.result_pointer(key, &key_bytes)?;
+            let value = read(&result_key(&key_bytes, attempt))?;
+            // An unchanged record is the common case; it needs no second decode.
+            let after = self
+                .runs
+                .get(&key_bytes)
+                .map_err(Store::sled_error("read run", key))?;
+            if after == before || self.result_pointer(key, &key_bytes)?.1 == attempt {
+                return Ok((value, attempt));
+            }
+        }
     }
 
     /// The meta of a run's result, without loading the frames.
     pub fn result_meta(&self, key: &RunKey) -> Result<Option<ResultMeta>, StoreError> {
-        self.result_meta
-            .get(key.encode()?)
-            .map_err(Store::sled_error("read result meta of", key))?
-            .map(|raw| decode_json(tree::RESULT_META, key, &raw))
+        let (raw, attempt) = self.read_current_result(key, |at| {
+            self.result_meta
+                .get(at)
+                .map_err(Store::sled_error("read result meta of", key))
+        })?;
+        if raw.is_none() && attempt.is_some() {
+            return Err(StoreError::Inconsistent {
+                key: key.clone(),
+                detail: "the run names a result whose meta is not stored",
+            });
+        }
+        raw.map(|raw| decode_json(tree::RESULT_META, key, &raw))
             .transpose()
     }
 
     /// The result frame's IPC bytes.
     pub fn result_frame(&self, key: &RunKey) -> Result<Option<IVec>, StoreError> {
-        self.result_frame
-            .get(key.encode()?)
-            .map_err(Store::sled_error("read result frame of", key))
+        Ok(self.result(key)?.map(|result| result.frame_ipc))
     }
 
     /// The state frame's IPC bytes, if the result has one.
     pub fn result_state(&self, key: &RunKey) -> Result<Option<IVec>, StoreError> {
-        self.result_state
-            .get(key.encode()?)
-            .map_err(Store::sled_error("read result state of", key))
+        Ok(self.result(key)?.and_then(|result| result.state_ipc))
     }
 
-    /// Meta, frame and state read in one transaction, so a concurrent
-    /// `commit_success` cannot hand back the meta of one result with the
-    /// frame of another (which three separate reads could).
+    /// Meta, frame and state of the run's current result, read as one snapshot: the entries
+    /// of one attempt never change, and the read is repeated if the record moved on while it
+    /// ran, so the meta of one result never comes with the frame of another.
     pub fn result(&self, key: &RunKey) -> Result<Option<StoredResult>, StoreError> {
-        let key_bytes = key.encode()?;
-        let trees = (&self.result_meta, &self.result_frame, &self.result_state);
-        let outcome = trees.transaction(|(metas, frames, states)| {
-            let read: (Option<IVec>, Option<IVec>, Option<IVec>) = (
-                metas.get(&key_bytes)?,
-                frames.get(&key_bytes)?,
-                states.get(&key_bytes)?,
-            );
-            Ok::<_, ConflictableTransactionError<StoreError>>(read)
-        });
-        match Store::tx_result(outcome, "read result of run", key)? {
+        let (read, _) = self.read_current_result(key, |at| {
+            let get = |tree: &sled::Tree| {
+                tree.get(at)
+                    .map_err(Store::sled_error("read result of", key))
+            };
+            Ok((
+                get(&self.result_meta)?,
+                get(&self.result_frame)?,
+                get(&self.result_state)?,
+            ))
+        })?;
+        match read {
             (None, None, None) => Ok(None),
             (Some(meta), Some(frame_ipc), state_ipc) => Ok(Some(StoredResult {
                 meta: decode_json(tree::RESULT_META, key, &meta)?,
@@ -466,6 +586,117 @@ mod tests {
         }
         writer.join().unwrap();
         assert_eq!(store.result_meta(&k).unwrap().unwrap().fingerprint, "fp150");
+    }
+
+    #[test]
+    fn a_stale_attempt_writes_nothing_that_stays() {
+        let (_dir, store) = store();
+        let k = key();
+        let end = t0() + Duration::hours(1);
+        store.mark_running(&k, end, "fp", t0()).unwrap();
+        store
+            .commit_success(&k, new_result("fp", b"FIRST", None), t0())
+            .unwrap();
+        // Attempt 2 times out and attempt 3 starts; attempt 2's result arrives late.
+        store.mark_running(&k, end, "fp", t0()).unwrap();
+        store.mark_failed(&k, "timed out", t0()).unwrap();
+        store.mark_running(&k, end, "fp", t0()).unwrap();
+        let late = NewResult {
+            attempt: Some(2),
+            ..new_result("fp", b"LATE", None)
+        };
+        let err = store.commit_success(&k, late, t0()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::StaleAttempt {
+                    attempt: 2,
+                    current: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"FIRST");
+        // Only attempt 1's entries are stored.
+        assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 1));
+        let on_time = NewResult {
+            attempt: Some(3),
+            ..new_result("fp", b"THIRD", None)
+        };
+        let record = store.commit_success(&k, on_time, t0()).unwrap();
+        assert_eq!((record.commits, record.result_attempt), (2, Some(3)));
+        assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"THIRD");
+        assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 1));
+    }
+
+    #[test]
+    fn a_commit_stopped_between_result_and_record_is_finished_at_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let k = key();
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .mark_running(&k, t0() + Duration::hours(1), "fp", t0())
+                .unwrap();
+            // What `commit_success` writes before it moves the record, and no more.
+            let at = result_key(&k.encode().unwrap(), Some(1));
+            store.result_frame.insert(&at, b"FRAME".as_slice()).unwrap();
+            let meta = ResultMeta {
+                fingerprint: "fp".to_owned(),
+                rows: 3,
+                bytes: 5,
+                created_at: t0(),
+            };
+            store
+                .result_meta
+                .insert(&at, serde_json::to_vec(&meta).unwrap())
+                .unwrap();
+            assert_eq!(
+                store.result(&k).unwrap(),
+                None,
+                "not visible before the record"
+            );
+            store.flush().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.requeue_interrupted(t0()).unwrap(), 0);
+        let record = store.run(&k).unwrap().unwrap();
+        assert_eq!(record.state, RunState::Succeeded);
+        assert_eq!((record.commits, record.result_attempt), (1, Some(1)));
+        assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"FRAME");
+    }
+
+    #[test]
+    fn a_result_under_the_bare_key_is_read_and_then_replaced() {
+        let (_dir, store) = store();
+        let k = key();
+        let bare = k.encode().unwrap();
+        // As an older Floe stored it: the record names no attempt.
+        store
+            .mark_running(&k, t0() + Duration::hours(1), "fp", t0())
+            .unwrap();
+        let meta = ResultMeta {
+            fingerprint: "fp".to_owned(),
+            rows: 1,
+            bytes: 3,
+            created_at: t0(),
+        };
+        store
+            .result_meta
+            .insert(&bare, serde_json::to_vec(&meta).unwrap())
+            .unwrap();
+        store.result_frame.insert(&bare, b"OLD".as_slice()).unwrap();
+        assert_eq!(store.result_meta(&k).unwrap(), Some(meta));
+        store
+            .commit_success(&k, new_result("fp2", b"NEW", None), t0())
+            .unwrap();
+        assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"NEW");
+        assert!(
+            !store.result_frame.contains_key(&bare).unwrap(),
+            "old entries removed"
+        );
     }
 
     #[test]

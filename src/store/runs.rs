@@ -106,6 +106,11 @@ pub struct RunRecord {
     /// cleared by the next commit.
     #[serde(default)]
     pub force: bool,
+    /// The attempt whose result is the run's current one: results are stored under the run's
+    /// key plus that attempt, written before the record points to them. `None` on a run with
+    /// no result yet, or with a result stored by an older Floe under the bare run key.
+    #[serde(default)]
+    pub result_attempt: Option<u32>,
 }
 
 impl RunRecord {
@@ -125,6 +130,7 @@ impl RunRecord {
             waiting_since: None,
             commits: 0,
             force: false,
+            result_attempt: None,
         }
     }
 
@@ -146,6 +152,13 @@ const PENDING_PREFIX: &[u8] = br#"{"state":"pending""#;
 const RUNNING_PREFIX: &[u8] = br#"{"state":"running""#;
 const FAILED_PREFIX: &[u8] = br#"{"state":"failed""#;
 const UPSTREAM_FAILED_PREFIX: &[u8] = br#"{"state":"upstream_failed""#;
+/// The states [`RunRecord::is_active`] may hold for.
+const ACTIVE_PREFIXES: &[&[u8]] = &[
+    PENDING_PREFIX,
+    RUNNING_PREFIX,
+    FAILED_PREFIX,
+    UPSTREAM_FAILED_PREFIX,
+];
 
 /// Error text left on a run that `requeue_interrupted` put back in the queue.
 const INTERRUPTED: &str = "interrupted: floe stopped while this run was running";
@@ -275,17 +288,47 @@ impl Store {
     }
 
     /// Runs left Running by a crash become Pending again (called at
-    /// start-up, before any worker starts); returns how many.
+    /// start-up, before any worker starts); returns how many. A run whose
+    /// result was stored but not yet recorded is moved to Succeeded instead.
     pub fn requeue_interrupted(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
-        let mut requeued = 0;
-        let running = self.runs_whose_json_starts_with(&[RUNNING_PREFIX])?;
-        for (key, record) in running {
+        let mut running = self.runs_whose_json_starts_with(&[RUNNING_PREFIX])?;
+        self.requeue_running(&mut running, now)
+    }
+
+    /// Start-up in one scan of the `runs` tree: [`Store::requeue_interrupted`], then every run
+    /// the scheduler still has work for ([`Store::active_runs`]). Returns how many runs were
+    /// requeued, and the active runs.
+    pub fn recover_runs(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<(usize, Vec<(RunKey, RunRecord)>), StoreError> {
+        let mut runs = self.runs_whose_json_starts_with(ACTIVE_PREFIXES)?;
+        let requeued = self.requeue_running(&mut runs, now)?;
+        runs.retain(|(_, record)| record.is_active());
+        Ok((requeued, runs))
+    }
+
+    /// Requeues (or finishes the commit of) the Running runs among `runs`, updating their
+    /// records in place; returns how many were requeued.
+    fn requeue_running(
+        &self,
+        runs: &mut [(RunKey, RunRecord)],
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let (mut requeued, mut finished) = (0, 0);
+        for (key, record) in runs.iter_mut() {
             if record.state != RunState::Running {
                 continue;
             }
-            // Re-checked inside the transaction: a worker may have finished
-            // the run since the scan, and that outcome must win.
-            let outcome = self.update_run(&key, |old| match old {
+            // Stopped after storing its result but before recording the success: finish it.
+            if let Some(done) = self.finish_interrupted_commit(key, record)? {
+                *record = done;
+                finished += 1;
+                continue;
+            }
+            // Re-checked in the compare-and-swap: a worker may have finished the run since
+            // the scan, and that outcome must win.
+            let outcome = self.update_run(key, |old| match old {
                 Some(old) if old.state == RunState::Running => Ok(RunRecord {
                     state: RunState::Pending,
                     queued_at: Some(now),
@@ -296,9 +339,14 @@ impl Store {
                 None => Err(StoreError::RunNotFound { key: key.clone() }),
             });
             match outcome {
-                Ok(record) if record.state == RunState::Pending => requeued += 1,
-                // Finished, or deleted, since the scan: nothing to requeue.
-                Ok(_) | Err(StoreError::RunNotFound { .. }) => {}
+                Ok(updated) => {
+                    if updated.state == RunState::Pending {
+                        requeued += 1;
+                    }
+                    *record = updated;
+                }
+                // Deleted since the scan: nothing to requeue.
+                Err(StoreError::RunNotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -306,6 +354,12 @@ impl Store {
             tracing::warn!(
                 count = requeued,
                 "requeued runs interrupted by a previous stop"
+            );
+        }
+        if finished > 0 {
+            tracing::info!(
+                count = finished,
+                "finished commits interrupted by a previous stop"
             );
         }
         Ok(requeued)
@@ -457,12 +511,7 @@ impl Store {
     /// their JSON without decoding it, so a restart over hundreds of thousands of finished
     /// runs stays fast.
     pub fn active_runs(&self) -> Result<Vec<(RunKey, RunRecord)>, StoreError> {
-        let mut active = self.runs_whose_json_starts_with(&[
-            PENDING_PREFIX,
-            RUNNING_PREFIX,
-            FAILED_PREFIX,
-            UPSTREAM_FAILED_PREFIX,
-        ])?;
+        let mut active = self.runs_whose_json_starts_with(ACTIVE_PREFIXES)?;
         active.retain(|(_, record)| record.is_active());
         Ok(active)
     }
@@ -494,7 +543,7 @@ impl Store {
     /// buffer to disk, which made every state change a disk write of its own. A CAS on one
     /// key is just as atomic for one record; multi-tree commits (`commit_success`) still use
     /// a transaction, and sled orders those against CAS writes with the same lock.
-    fn update_run<F>(&self, key: &RunKey, f: F) -> Result<RunRecord, StoreError>
+    pub(super) fn update_run<F>(&self, key: &RunKey, f: F) -> Result<RunRecord, StoreError>
     where
         F: Fn(Option<RunRecord>) -> Result<RunRecord, StoreError>,
     {
@@ -757,6 +806,43 @@ mod tests {
         let active = store.active_runs().unwrap();
         assert_eq!(active.len(), 1);
         assert_eq!(active[0].1.state, RunState::Pending);
+    }
+
+    #[test]
+    fn recover_runs_requeues_and_lists_the_active_runs_in_one_scan() {
+        let (_dir, store) = store();
+        let end = t0() + Duration::hours(1);
+        for job in ["a", "b", "c"] {
+            store
+                .mark_running(&key(job, t0()), end, "fp", t0())
+                .unwrap();
+        }
+        store
+            .mark_failed(&key("c", t0()), "for good", t0())
+            .unwrap();
+        store
+            .enqueue_run(&key("d", t0()), end, false, t0())
+            .unwrap();
+        let later = t0() + Duration::hours(2);
+        let (requeued, active) = store.recover_runs(later).unwrap();
+        assert_eq!(requeued, 2);
+        let listed: Vec<(&str, RunState)> = active
+            .iter()
+            .map(|(k, r)| (k.job.as_str(), r.state))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("a", RunState::Pending),
+                ("b", RunState::Pending),
+                ("d", RunState::Pending)
+            ]
+        );
+        assert_eq!(
+            active[0].1.queued_at,
+            Some(later),
+            "the list holds the updated records"
+        );
     }
 
     #[test]
