@@ -105,12 +105,15 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a backfill's record and flushes it to disk before returning: a backfill is
+    /// acknowledged to its caller (202 over REST) only once a crash can no longer lose it.
+    /// sled otherwise keeps recent writes in memory for up to half a second.
     pub fn put_backfill(&self, record: &BackfillRecord) -> Result<(), StoreError> {
         let value = encode_json(tree::BACKFILLS, &record.id, record)?;
         self.backfills
             .insert(record.id.as_bytes(), value)
             .map_err(sled_failed(format!("write backfill {}", record.id)))?;
-        Ok(())
+        self.flush()
     }
 
     pub fn backfill(&self, id: &str) -> Result<Option<BackfillRecord>, StoreError> {

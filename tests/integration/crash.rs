@@ -94,15 +94,17 @@ impl ServerProcess {
     }
 }
 
+/// The backfill's status; a backfill the server no longer knows fails the test at once.
 async fn backfill_state(client: &reqwest::Client, base: &str, id: &str) -> Value {
-    client
+    let response = client
         .get(format!("{base}/backfills/{id}"))
         .send()
         .await
-        .expect("GET backfill")
-        .json()
-        .await
-        .expect("json")
+        .expect("GET backfill");
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    assert!(status.is_success(), "backfill {id} lost: {status} {body}");
+    body
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
