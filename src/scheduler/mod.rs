@@ -237,6 +237,8 @@ struct LiveBackfill {
     progress: Progress,
     /// Ready runs held back while the backfill is paused.
     parked: Vec<RunKey>,
+    /// Still enqueueing its runs: it cannot be finished yet, however many are done.
+    planning: bool,
 }
 
 #[derive(Default)]
@@ -1185,7 +1187,10 @@ impl Scheduler {
             return;
         };
         count(&mut live.progress);
-        if live.progress.done() >= live.progress.total && live.record.state.is_live() {
+        if !live.planning
+            && live.progress.done() >= live.progress.total
+            && live.record.state.is_live()
+        {
             live.record.state = BackfillState::Finished;
             live.record.finished_at = Some(self.inner.clock.now());
             if let Err(error) = self.inner.store.put_backfill(&live.record) {
@@ -1292,10 +1297,26 @@ impl Scheduler {
                     ..Progress::default()
                 },
                 parked: Vec::new(),
+                planning: true,
             },
         );
-        let mut already = 0;
-        for (job, window) in runs {
+        // Planned in chunks, dispatching and letting go of the lock between them, so workers
+        // start on the first runs while the rest of a large backfill is still being planned.
+        const CHUNK: usize = 4096;
+        for (index, (job, window)) in runs.into_iter().enumerate() {
+            if index > 0 && index % CHUNK == 0 {
+                self.dispatch(&mut state);
+                drop(state);
+                state = lock(&self.inner.state);
+                // Cancelled meanwhile: plan no more of it.
+                if state
+                    .backfills
+                    .get(&id)
+                    .is_none_or(|live| !live.record.state.is_live())
+                {
+                    break;
+                }
+            }
             let Some(def) = pipeline.job(&job) else {
                 continue;
             };
@@ -1304,13 +1325,23 @@ impl Scheduler {
                 backfill: Some(&id),
                 done_since: Some(created_at),
             };
-            if !self.enqueue(&mut state, pipeline, def, window, &origin, now)? {
-                already += 1;
+            let queued = match self.enqueue(&mut state, pipeline, def, window, &origin, now) {
+                Ok(queued) => queued,
+                Err(error) => {
+                    if let Some(live) = state.backfills.get_mut(&id) {
+                        live.planning = false;
+                    }
+                    return Err(error);
+                }
+            };
+            if !queued && let Some(live) = state.backfills.get_mut(&id) {
+                // Nothing to do for it (fresh already): it counts as done.
+                live.progress.total += 1;
+                live.progress.succeeded += 1;
             }
         }
         if let Some(live) = state.backfills.get_mut(&id) {
-            live.progress.total += already;
-            live.progress.succeeded += already;
+            live.planning = false;
             live.progress.since = Some((Instant::now(), live.progress.done()));
         }
         self.count_backfill(&mut state, &id, |_| {});
@@ -1586,8 +1617,7 @@ impl Scheduler {
     fn recover(&self) -> Result<(), SchedulerError> {
         let store = &self.inner.store;
         let now = self.inner.clock.now();
-        let requeued = store.requeue_interrupted(now)?;
-        let mut active = store.active_runs()?;
+        let (requeued, mut active) = store.recover_runs(now)?;
         let mut state = lock(&self.inner.state);
         // Upstream runs first, so dependents find them tracked.
         let position = |state: &State, key: &RunKey| {
