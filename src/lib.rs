@@ -20,7 +20,7 @@
 //!                    engine       source windows → LazyFrame (time filter pushed down),
 //!                         │       Arrow IPC encoding, in-memory result cache
 //!                         ▼
-//!                    store        sled: runs and results, one transaction per success
+//!                    store        sled: runs and results, one record swap per success
 //!                         │
 //!                         ▼
 //!                    results      read side: a job's results over a range

@@ -7,7 +7,7 @@
 //!  submit ── plan (400/404 now, not later) ── reserve a place (429 when the queue is full)
 //!         ── record RUNNING + config in sled ── queue on the context's executor
 //!  worker ── run (safe points: before each input, before and after polars, before storing)
-//!         ── FINISHED + result in one transaction │ ERROR with {message, errorClass, stack}
+//!         ── result, then the FINISHED record     │ ERROR with {message, errorClass, stack}
 //!  kill / timeout / context delete ── KILLED or ERROR at once; the worker drops its result
 //! ```
 //!

@@ -16,8 +16,9 @@
 //!   left Running are re-queued, live backfills resume.
 //!
 //! Exactly once: every state change is written to the store before it takes effect (Pending
-//! before a run is queued, Running before it computes), and a run's result and its Succeeded
-//! state are one transaction that is refused for an attempt that is no longer current. A
+//! before a run is queued, Running before it computes), and a run's result is stored before
+//! one compare-and-swap moves its record to Succeeded, refused for an attempt that is no longer
+//! current. A
 //! partition is therefore never committed twice and never lost.
 //!
 //! Time comes from the injected [`Clock`]. [`Scheduler::tick`] does everything due at the
@@ -1210,7 +1211,8 @@ impl Scheduler {
 
     /// Starts a restatement: the chosen jobs' partitions in the range and, by cascade, every
     /// downstream partition that read them, recomputed whether fresh or not. Each partition's
-    /// new result replaces the old one in one transaction: a reader sees one or the other.
+    /// new result replaces the old one with one swap of its run record: a reader sees one or
+    /// the other.
     pub fn restate(&self, request: &BackfillRequest) -> Result<BackfillStatus, SchedulerError> {
         self.start_backfill(request, true)
     }
