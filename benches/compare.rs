@@ -80,10 +80,10 @@ use floe::clock::{Clock, SystemClock};
 use floe::dataset::write_events_parquet;
 use floe::engine::ResultCache;
 use floe::engine::cache::CachedResult;
+use floe::job::Job;
 use floe::job::builtin::{CountDistinct, GroupBy, Top};
-use floe::job::{Job, JobContext, JobInput};
 use floe::materialize::{PartitionAttempt, RunOutcome};
-use floe::partition::{Grain, Window};
+use floe::partition::Window;
 use floe::sample::{SampleSpec, generate};
 use floe::scheduler::SchedulerConfig;
 use floe::server::{ServerConfig, build_state, serve_on};
@@ -94,7 +94,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{env_usize, median};
+use common::{env_usize, median, run_in_process, with_commas};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CONTEXT: &str = "bench";
@@ -172,18 +172,6 @@ fn load_average() -> String {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(0, usize::from)
-}
-
-fn with_commas(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn mib(bytes: f64) -> f64 {
@@ -547,31 +535,6 @@ impl Query {
 
 // ---------------------------------------------------------------------------------------
 // Floe over REST, in-process
-
-/// Runs a built-in job kind over `frame` as its only input, `events`, without the server.
-fn run_job_in_process(job: &dyn Job, frame: &DataFrame) -> DataFrame {
-    let inputs: BTreeMap<String, JobInput> = [(
-        "events".to_owned(),
-        JobInput {
-            frame: frame.clone().lazy(),
-            states: None,
-            upstream_kind: None,
-        },
-    )]
-    .into_iter()
-    .collect();
-    let ctx = JobContext {
-        pipeline: "compare",
-        job: "compare",
-        grain: Grain::Hourly,
-        window: Window {
-            start: DateTime::UNIX_EPOCH,
-            end: DateTime::UNIX_EPOCH,
-        },
-        inputs: &inputs,
-    };
-    job.run(&ctx).expect("in-process job").frame
-}
 
 /// `floe serve`'s router on 127.0.0.1:0 in this process, and a client runtime to call it.
 struct InProcessServer {
@@ -938,7 +901,7 @@ fn run_rust_engines(dir: &Path, repeats: usize, answers: &mut Answers) -> RustRu
                     rest_answer(&body, query.floe_columns())
                 }),
                 Box::new(|| frame_answer(&query.polars(&frame, unit))),
-                Box::new(|| frame_answer(&run_job_in_process(job.as_ref(), &frame))),
+                Box::new(|| frame_answer(&run_in_process(job.as_ref(), &frame))),
                 Box::new(|| frame_answer(&query.polars_with_floe_filter(&frame, unit))),
                 Box::new(|| frame_answer(&materialise(&pipeline_runs, &shop, &plan))),
             ],

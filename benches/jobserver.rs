@@ -18,18 +18,16 @@ use std::time::{Duration, Instant};
 
 use floe::clock::{Clock, SystemClock};
 use floe::dataset::write_events_parquet;
-use std::collections::BTreeMap;
 
 use floe::job::builtin::{CountDistinct, GroupBy, Top};
-use floe::job::{Job, JobContext, JobInput, JobRegistry};
-use floe::partition::{Grain, Window};
+use floe::job::{Job, JobRegistry};
 use floe::sample::{SampleSpec, generate};
 use floe::server::{ServerConfig, build_state, serve_on};
 use polars::prelude::*;
 
 mod common;
 
-use common::{env_usize, median};
+use common::{env_usize, median, run_in_process};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -45,31 +43,6 @@ type Query<'a> = (
     Box<dyn Fn() -> DataFrame + 'a>,
     Arc<dyn Job>,
 );
-
-/// Runs a built-in job kind in-process over `frame` as its only input, `events`.
-fn run_in_process(job: &dyn Job, frame: &DataFrame) -> DataFrame {
-    let inputs: BTreeMap<String, JobInput> = [(
-        "events".to_owned(),
-        JobInput {
-            frame: frame.clone().lazy(),
-            states: None,
-            upstream_kind: None,
-        },
-    )]
-    .into_iter()
-    .collect();
-    let ctx = JobContext {
-        pipeline: "bench",
-        job: "bench",
-        grain: Grain::Hourly,
-        window: Window {
-            start: chrono::DateTime::UNIX_EPOCH,
-            end: chrono::DateTime::UNIX_EPOCH,
-        },
-        inputs: &inputs,
-    };
-    job.run(&ctx).expect("in-process job").frame
-}
 
 struct LoadResult {
     p50_ms: f64,

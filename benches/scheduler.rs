@@ -45,7 +45,7 @@ use polars::prelude::*;
 
 mod common;
 
-use common::{env_usize, median};
+use common::{env_usize, median, with_commas};
 
 /// The result cache budget: `floe serve`'s default (`result_cache_bytes`, 512 MiB).
 fn cache_bytes() -> usize {
@@ -162,18 +162,6 @@ fn dir_size(path: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-fn with_commas(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 struct Running {
