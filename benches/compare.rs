@@ -94,7 +94,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{env_usize, median, run_in_process, with_commas};
+use common::{env_usize, median, proc_status_kib, run_in_process, with_commas};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CONTEXT: &str = "bench";
@@ -1085,19 +1085,7 @@ impl ServeChild {
 
     /// A field of /proc/<pid>/status, in KiB.
     fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("/proc status");
-        status
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(field)?
-                    .strip_prefix(':')?
-                    .trim()
-                    .strip_suffix("kB")?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
+        proc_status_kib(&self.child.id().to_string(), field)
             .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
 

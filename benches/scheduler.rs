@@ -45,7 +45,7 @@ use polars::prelude::*;
 
 mod common;
 
-use common::{env_usize, median, with_commas};
+use common::{env_usize, median, proc_status_kib, with_commas};
 
 /// The result cache budget: `floe serve`'s default (`result_cache_bytes`, 512 MiB).
 fn cache_bytes() -> usize {
@@ -130,20 +130,6 @@ fn write_tiny_parquet(path: &Path) {
     ParquetWriter::new(file)
         .finish(&mut frame)
         .expect("write parquet");
-}
-
-/// A field of /proc/self/status in KiB.
-fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status.lines().find_map(|line| {
-        line.strip_prefix(field)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 fn mib(kib: Option<u64>) -> String {
@@ -253,7 +239,10 @@ fn restart(dir: &Path) {
     )
     .expect("restart scheduler");
     let ready = t.elapsed();
-    let (peak, rss) = (proc_status_kib("VmHWM"), proc_status_kib("VmRSS"));
+    let (peak, rss) = (
+        proc_status_kib("self", "VmHWM"),
+        proc_status_kib("self", "VmRSS"),
+    );
 
     let summary = scheduler.summary();
     let runs_now = scheduler.store().run_count();
@@ -313,7 +302,7 @@ fn main() {
         with_commas(expected_runs),
         dir.path().display()
     );
-    let rss_before = proc_status_kib("VmRSS");
+    let rss_before = proc_status_kib("self", "VmRSS");
     let wchar_before = proc_io("wchar");
     let running = start(&store_dir, &data_dir, &pipeline, workers, &clock);
 
@@ -360,7 +349,7 @@ fn main() {
                 done as f64 / started.elapsed().as_secs_f64(),
                 (done - last_done) as f64 / last_report.elapsed().as_secs_f64(),
                 last_report.elapsed().as_secs_f64(),
-                mib(proc_status_kib("VmRSS"))
+                mib(proc_status_kib("self", "VmRSS"))
             );
             last_report = Instant::now();
             last_done = done;
@@ -375,8 +364,8 @@ fn main() {
     let idle_in = started.elapsed();
     assert_eq!(status.failed, 0, "runs failed: {status:?}");
     assert_eq!(status.succeeded, expected_runs, "{status:?}");
-    let peak_rss = proc_status_kib("VmHWM");
-    let rss_after = proc_status_kib("VmRSS");
+    let peak_rss = proc_status_kib("self", "VmHWM");
+    let rss_after = proc_status_kib("self", "VmRSS");
     let flush_started = Instant::now();
     running.scheduler.store().flush().expect("flush");
     let flushed_in = flush_started.elapsed();

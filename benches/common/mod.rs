@@ -65,3 +65,17 @@ pub(crate) fn run_in_process(job: &dyn Job, frame: &DataFrame) -> DataFrame {
     };
     job.run(&ctx).expect("in-process job").frame
 }
+
+/// A field of `/proc/<process>/status` in KiB; `process` is a pid or `self`.
+pub(crate) fn proc_status_kib(process: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).ok()?;
+    status.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
