@@ -596,6 +596,21 @@ mod tests {
         assert_eq!(store.result_meta(&k).unwrap().unwrap().fingerprint, "fp150");
     }
 
+    /// Writes a result's frame, then its meta (fingerprint `fp`), under `at` directly, as a
+    /// crashed commit or an older Floe left it.
+    fn write_raw_result(store: &Store, at: &[u8], frame: &[u8]) -> ResultMeta {
+        let meta = ResultMeta {
+            fingerprint: "fp".to_owned(),
+            rows: 3,
+            bytes: frame.len() as u64,
+            created_at: t0(),
+        };
+        store.result_frame.insert(at, frame).unwrap();
+        let json = serde_json::to_vec(&meta).unwrap();
+        store.result_meta.insert(at, json).unwrap();
+        meta
+    }
+
     #[test]
     fn a_stale_attempt_writes_nothing_that_stays() {
         let (_dir, store) = store();
@@ -649,18 +664,7 @@ mod tests {
                 .mark_running(&k, t0() + Duration::hours(1), "fp", t0())
                 .unwrap();
             // What `commit_success` writes before it moves the record, and no more.
-            let at = result_key(&k.encode().unwrap(), Some(1));
-            store.result_frame.insert(&at, b"FRAME".as_slice()).unwrap();
-            let meta = ResultMeta {
-                fingerprint: "fp".to_owned(),
-                rows: 3,
-                bytes: 5,
-                created_at: t0(),
-            };
-            store
-                .result_meta
-                .insert(&at, serde_json::to_vec(&meta).unwrap())
-                .unwrap();
+            write_raw_result(&store, &result_key(&k.encode().unwrap(), Some(1)), b"FRAME");
             assert_eq!(
                 store.result(&k).unwrap(),
                 None,
@@ -685,17 +689,7 @@ mod tests {
         store
             .mark_running(&k, t0() + Duration::hours(1), "fp", t0())
             .unwrap();
-        let meta = ResultMeta {
-            fingerprint: "fp".to_owned(),
-            rows: 1,
-            bytes: 3,
-            created_at: t0(),
-        };
-        store
-            .result_meta
-            .insert(&bare, serde_json::to_vec(&meta).unwrap())
-            .unwrap();
-        store.result_frame.insert(&bare, b"OLD".as_slice()).unwrap();
+        let meta = write_raw_result(&store, &bare, b"OLD");
         assert_eq!(store.result_meta(&k).unwrap(), Some(meta));
         store
             .commit_success(&k, new_result("fp2", b"NEW", None), t0())
