@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use polars::prelude::DataFrame;
 
+use super::frames::arrow_size;
 use crate::store::RunKey;
 
 /// What an entry costs beyond its frames' buffers: the key, the fingerprint, the frame and
@@ -28,7 +29,7 @@ pub struct CachedResult {
 
 impl CachedResult {
     fn size(&self) -> usize {
-        self.frame.estimated_size() + self.state.as_ref().map_or(0, DataFrame::estimated_size)
+        arrow_size(&self.frame) + self.state.as_ref().map_or(0, arrow_size)
     }
 }
 

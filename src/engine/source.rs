@@ -211,31 +211,34 @@ pub fn scan_source_window(
         .with_column(normalised.alias(column)))
 }
 
-/// A window bound as a literal of the time column's dtype. A naive column holds wall-clock
-/// time in the source timezone, so the bound is the same instant's wall-clock reading there.
+/// A window bound as a literal of the time column's dtype.
 fn bound_literal(
     instant: DateTime<Utc>,
     unit: TimeUnit,
     zone: Option<&TimeZone>,
     source_tz: Tz,
 ) -> Expr {
+    lit(physical_bound(instant, unit, zone, source_tz))
+        .cast(DataType::Datetime(unit, zone.cloned()))
+}
+
+/// An instant as the physical value of a datetime column of `unit` and `zone`. A naive column
+/// holds wall-clock time in `naive_tz`, so the bound is the same instant's wall-clock reading
+/// there.
+pub fn physical_bound(
+    instant: DateTime<Utc>,
+    unit: TimeUnit,
+    zone: Option<&TimeZone>,
+    naive_tz: Tz,
+) -> i64 {
     let epoch_units = |wall: i64, nanos: i64| match unit {
         TimeUnit::Milliseconds => wall * 1_000 + nanos / 1_000_000,
         TimeUnit::Microseconds => wall * 1_000_000 + nanos / 1_000,
         TimeUnit::Nanoseconds => wall * 1_000_000_000 + nanos,
     };
-    match zone {
-        Some(zone) => {
-            let value = epoch_units(
-                instant.timestamp(),
-                i64::from(instant.timestamp_subsec_nanos()),
-            );
-            lit(value).cast(DataType::Datetime(unit, Some(zone.clone())))
-        }
-        None => {
-            let wall = instant.with_timezone(&source_tz).naive_local().and_utc();
-            let value = epoch_units(wall.timestamp(), i64::from(wall.timestamp_subsec_nanos()));
-            lit(value).cast(DataType::Datetime(unit, None))
-        }
-    }
+    let wall = match zone {
+        Some(_) => instant.naive_utc().and_utc(),
+        None => instant.with_timezone(&naive_tz).naive_local().and_utc(),
+    };
+    epoch_units(wall.timestamp(), i64::from(wall.timestamp_subsec_nanos()))
 }

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 use tracing::{info, info_span, warn};
 
 use crate::clock::Clock;
+use crate::engine::time_slice::{only_datetime_column, window_rows};
 use crate::engine::{encode_ipc, resolve_source_files, scan_source_window};
 use crate::error::error_chain;
 use crate::job::{JobContext, JobInput, JobRegistry};
@@ -44,7 +45,8 @@ use crate::store::{ContextDefinition, JobFailure, JobRecord, JobStatus, Store, S
 use self::apps::{App, Apps};
 use self::context::{Context, ContextSettings, Executor, QueueFull};
 use self::plan::{
-    BuiltinPlan, InputSpec, JobPlan, PIPELINE_RUN_CLASS, PipelinePlan, PlanError, ScanTarget,
+    BuiltinPlan, InputSpec, JobPlan, ObjectWindow, PIPELINE_RUN_CLASS, PipelinePlan, PlanError,
+    ScanTarget,
 };
 
 /// The name spark-jobserver reports for an ad-hoc context.
@@ -1015,10 +1017,11 @@ impl JobServer {
         for (name, spec) in &plan.inputs {
             Self::checkpoint(live)?;
             let frame = match spec {
-                InputSpec::Object(object) => objects
-                    .get(object)
-                    .map(|o| o.frame.as_ref().clone().lazy())
-                    .ok_or_else(|| {
+                InputSpec::Object {
+                    name: object,
+                    window,
+                } => {
+                    let found = objects.get(object).ok_or_else(|| {
                         let known: Vec<String> =
                             objects.summaries().into_iter().map(|s| s.name).collect();
                         ExecError::Failed {
@@ -1033,7 +1036,12 @@ impl JobServer {
                             ),
                             class: "floe.NamedObjectNotFound",
                         }
-                    })?,
+                    })?;
+                    match window {
+                        None => found.frame.as_ref().clone().lazy(),
+                        Some(window) => object_window_rows(&found.frame, object, window)?,
+                    }
+                }
                 InputSpec::Scan {
                     app,
                     what,
@@ -1149,6 +1157,29 @@ impl JobServer {
             }
         }
     }
+}
+
+/// The rows of the named object `name` in `window`: a slice when its time column is sorted.
+fn object_window_rows(
+    frame: &DataFrame,
+    name: &str,
+    window: &ObjectWindow,
+) -> Result<LazyFrame, ExecError> {
+    // `problem` reads on from the object's name: "has no datetime column", ": time column …".
+    let failed = |problem: String| ExecError::Failed {
+        message: format!("named object `{name}`{problem}"),
+        class: "floe.NamedObjectWindow",
+    };
+    let column = match &window.time_column {
+        Some(column) => column.clone(),
+        None => only_datetime_column(frame).map_err(|problem| failed(format!(" {problem}")))?,
+    };
+    let bounds = Window {
+        start: window.from,
+        end: window.to,
+    };
+    window_rows(frame, &column, &bounds, window.timezone)
+        .map_err(|problem| failed(format!(": {problem}")))
 }
 
 /// How a context is named in messages.

@@ -5,6 +5,10 @@
 //! each name has a slot whose lock is held while the object is built, so the other jobs wait
 //! for it instead of building it again. A failed build leaves the slot empty for the next try.
 //!
+//! An object's datetime columns are checked once when it is kept: those in ascending order get
+//! polars' sorted flag, so a job asking for a window of the object gets a zero-copy slice
+//! found by binary search (`engine::time_slice`) instead of a scan of every row.
+//!
 //! Every object counts its Arrow size against the context's memory budget; an object that does
 //! not fit is refused with a message saying how much is free, never silently evicted, because a
 //! later job that expects it would otherwise fail far from the cause.
@@ -13,8 +17,12 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use polars::prelude::DataFrame;
+use polars::prelude::{DataFrame, DataType};
+use polars::series::IsSorted;
 use serde::Serialize;
+
+use crate::engine::arrow_size;
+use crate::engine::time_slice::mark_sorted_time_columns;
 
 /// One cached frame.
 #[derive(Debug, Clone)]
@@ -31,6 +39,9 @@ pub struct ObjectSummary {
     pub rows: usize,
     pub bytes: u64,
     pub columns: Vec<String>,
+    /// Datetime columns in ascending order: windows on them are slices, not scans.
+    #[serde(rename = "sortedTimeColumns")]
+    pub sorted_time_columns: Vec<String>,
     #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
 }
@@ -127,7 +138,8 @@ impl NamedObjects {
         now: DateTime<Utc>,
         replaced: u64,
     ) -> Result<NamedObject, String> {
-        let bytes = frame.estimated_size() as u64;
+        let frame = mark_sorted_time_columns(frame);
+        let bytes = arrow_size(&frame) as u64;
         let mut state = lock(&self.state);
         let used_after = state.used - replaced + bytes;
         if used_after > self.budget {
@@ -197,6 +209,16 @@ impl NamedObjects {
                         .iter()
                         .map(|c| c.to_string())
                         .collect(),
+                    sorted_time_columns: object
+                        .frame
+                        .columns()
+                        .iter()
+                        .filter(|c| {
+                            matches!(c.dtype(), DataType::Datetime(..))
+                                && c.is_sorted_flag() == IsSorted::Ascending
+                        })
+                        .map(|c| c.name().to_string())
+                        .collect(),
                     created_at: object.created_at,
                 })
             })
@@ -261,7 +283,7 @@ mod tests {
 
     #[test]
     fn budget_is_enforced_and_credited_on_replace_and_forget() {
-        let size = frame(1000).estimated_size() as u64;
+        let size = arrow_size(&frame(1000)) as u64;
         let objects = NamedObjects::new(size * 2);
         objects.put("a", frame(1000), Utc::now()).unwrap();
         objects.put("b", frame(1000), Utc::now()).unwrap();

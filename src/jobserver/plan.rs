@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
 use super::apps::{App, Apps};
@@ -53,8 +54,11 @@ pub struct BuiltinPlan {
 /// Where a built-in job's input comes from.
 #[derive(Debug, Clone)]
 pub enum InputSpec {
-    /// A named object that must exist in the context.
-    Object(String),
+    /// A named object that must exist in the context, whole or cut to a time window.
+    Object {
+        name: String,
+        window: Option<ObjectWindow>,
+    },
     /// A scan of a source or of materialised results, optionally kept as a named object
     /// (built once, then reused).
     Scan {
@@ -64,6 +68,17 @@ pub enum InputSpec {
         to: DateTime<Utc>,
         cache_as: Option<String>,
     },
+}
+
+/// The rows of a named object whose time column lies in `from` ≤ t < `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectWindow {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// `None`: the object's only datetime column.
+    pub time_column: Option<String>,
+    /// How local times in the config and a naive time column's values are read.
+    pub timezone: Tz,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,11 +228,11 @@ fn string_field<'a>(
 fn instant_field(
     config: &Map<String, Value>,
     key: &str,
-    app: &App,
+    timezone: Tz,
     errors: &mut Vec<String>,
 ) -> Option<DateTime<Utc>> {
     let text = string_field(config, key, errors)?;
-    match parse_instant(text, app.pipeline.timezone) {
+    match parse_instant(text, timezone) {
         Ok(instant) => Some(instant),
         Err(e) => {
             errors.push(format!("`{key}`: {e}"));
@@ -239,15 +254,16 @@ fn bool_field(config: &Map<String, Value>, key: &str, errors: &mut Vec<String>) 
 }
 
 /// `partition` (the window of `grain` containing it) or `from` + `to`.
+/// Local times are read in `timezone`.
 fn range(
     config: &Map<String, Value>,
-    app: &App,
+    timezone: Tz,
     partition_grain: Option<crate::partition::Grain>,
     errors: &mut Vec<String>,
 ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
-    let partition = instant_field(config, "partition", app, errors);
-    let from = instant_field(config, "from", app, errors);
-    let to = instant_field(config, "to", app, errors);
+    let partition = instant_field(config, "partition", timezone, errors);
+    let from = instant_field(config, "from", timezone, errors);
+    let to = instant_field(config, "to", timezone, errors);
     let has_range = config.contains_key("from") || config.contains_key("to");
     if config.contains_key("partition") {
         if has_range {
@@ -258,7 +274,7 @@ fn range(
             errors.push("`partition` needs a job with a grain; give `from` and `to`".to_owned());
             return None;
         };
-        let window = window_containing(grain, app.pipeline.timezone, partition?);
+        let window = window_containing(grain, timezone, partition?);
         return Some((window.start, window.end));
     }
     match (from, to) {
@@ -310,7 +326,7 @@ fn plan_pipeline_job(
     let mut errors = Vec::new();
     reject_unknown_keys(config, &["partition", "from", "to", "force"], &mut errors);
     let grain = app.pipeline.job(job).map(|def| def.grain);
-    let range = range(config, &app, grain, &mut errors);
+    let range = range(config, app.pipeline.timezone, grain, &mut errors);
     let force = bool_field(config, "force", &mut errors);
     let plan = range.map(|(from, to)| PipelinePlan {
         app: app.clone(),
@@ -364,7 +380,7 @@ pub fn plan_pipeline_run(
         Some([job]) => app.pipeline.job(job).map(|def| def.grain),
         _ => Some(crate::partition::Grain::Daily),
     };
-    let range = range(config, &app, grain, &mut errors);
+    let range = range(config, app.pipeline.timezone, grain, &mut errors);
     let force = bool_field(config, "force", &mut errors);
     let plan = range.map(|(from, to)| PipelinePlan {
         app: app.clone(),
@@ -479,7 +495,7 @@ fn build_builtin(class: &str, params: Map<String, Value>) -> Result<Arc<dyn Job>
 
 fn default_input_name(spec: &InputSpec) -> String {
     match spec {
-        InputSpec::Object(name) => name.clone(),
+        InputSpec::Object { name, .. } => name.clone(),
         InputSpec::Scan {
             cache_as: Some(name),
             ..
@@ -499,7 +515,12 @@ fn input_spec(
     errors: &mut Vec<String>,
 ) -> Option<InputSpec> {
     let block = match value {
-        Value::String(name) => return Some(InputSpec::Object(name.clone())),
+        Value::String(name) => {
+            return Some(InputSpec::Object {
+                name: name.clone(),
+                window: None,
+            });
+        }
         Value::Object(block) => block,
         other => {
             errors.push(format!(
@@ -519,12 +540,13 @@ fn input_spec(
             "from",
             "to",
             "partition",
+            "time_column",
         ]
         .contains(&key.as_str())
         {
             problems.push(format!(
                 "`{field}.{key}`: unknown key (expected object, source, results, app, from, to, \
-                 partition)"
+                 partition, time_column)"
             ));
         }
     }
@@ -547,13 +569,21 @@ fn input_spec(
             None
         }
     };
+    let time_column = string_field(block, "time_column", &mut problems).map(str::to_owned);
     let Some(what) = what else {
+        let window = object_window(apps, request_app, field, block, time_column, &mut problems);
         errors.extend(problems);
         return match object {
-            Some(name) if errors.is_empty() => Some(InputSpec::Object(name)),
+            Some(name) if errors.is_empty() => Some(InputSpec::Object { name, window }),
             _ => None,
         };
     };
+    if time_column.is_some() {
+        problems.push(format!(
+            "`{field}.time_column`: only a window on a named object takes a time column; a \
+             source or results block is cut by its own time column"
+        ));
+    }
     let app = match string_field(block, "app", &mut problems) {
         Some(name) => apps.get(name).or_else(|| {
             problems.push(format!("`{field}.app`: appName {name} not found"));
@@ -599,7 +629,7 @@ fn input_spec(
         },
     };
     let mut range_problems = Vec::new();
-    let range = range(block, &app, grain, &mut range_problems);
+    let range = range(block, app.pipeline.timezone, grain, &mut range_problems);
     problems.extend(
         range_problems
             .into_iter()
@@ -616,25 +646,71 @@ fn input_spec(
     })
 }
 
+/// The window of an `{ object, from, to }` block, if it has one. A wrong window adds to
+/// `problems`.
+fn object_window(
+    apps: &Apps,
+    request_app: Option<&Arc<App>>,
+    field: &str,
+    block: &Map<String, Value>,
+    time_column: Option<String>,
+    problems: &mut Vec<String>,
+) -> Option<ObjectWindow> {
+    let windowed = ["from", "to", "partition"]
+        .iter()
+        .any(|key| block.contains_key(*key));
+    // Local times are read in the timezone of the app the block or the request names.
+    let timezone = match string_field(block, "app", problems) {
+        Some(name) => match apps.get(name) {
+            Some(app) => app.pipeline.timezone,
+            None => {
+                problems.push(format!("`{field}.app`: appName {name} not found"));
+                return None;
+            }
+        },
+        None => request_app.map_or(Tz::UTC, |app| app.pipeline.timezone),
+    };
+    if !windowed {
+        if time_column.is_some() {
+            problems.push(format!(
+                "`{field}.time_column`: give the window too (`from` and `to`)"
+            ));
+        }
+        return None;
+    }
+    let mut range_problems = Vec::new();
+    let range = range(block, timezone, None, &mut range_problems);
+    problems.extend(
+        range_problems
+            .into_iter()
+            .map(|p| format!("`{field}`: {p}")),
+    );
+    let (from, to) = range?;
+    Some(ObjectWindow {
+        from,
+        to,
+        time_column,
+        timezone,
+    })
+}
+
 /// The window a built-in job's context reports: the span of its scanned inputs.
 pub fn input_span(inputs: &[(String, InputSpec)]) -> Window {
-    let mut span: Option<Window> = None;
-    for (_, input) in inputs {
-        if let InputSpec::Scan { from, to, .. } = input {
-            span = Some(match span {
-                None => Window {
-                    start: *from,
-                    end: *to,
-                },
-                Some(w) => Window {
-                    start: w.start.min(*from),
-                    end: w.end.max(*to),
-                },
-            });
-        }
-    }
-    span.unwrap_or(Window {
-        start: DateTime::UNIX_EPOCH,
-        end: DateTime::UNIX_EPOCH,
-    })
+    let windows = inputs.iter().filter_map(|(_, input)| match input {
+        InputSpec::Scan { from, to, .. }
+        | InputSpec::Object {
+            window: Some(ObjectWindow { from, to, .. }),
+            ..
+        } => Some((*from, *to)),
+        InputSpec::Object { window: None, .. } => None,
+    });
+    windows
+        .reduce(|(from, to), (next_from, next_to)| (from.min(next_from), to.max(next_to)))
+        .map_or(
+            Window {
+                start: DateTime::UNIX_EPOCH,
+                end: DateTime::UNIX_EPOCH,
+            },
+            |(start, end)| Window { start, end },
+        )
 }

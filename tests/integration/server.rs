@@ -612,6 +612,73 @@ async fn named_objects_are_shared_and_answers_match_the_pipeline() {
     assert_eq!(objects.len(), 1, "{context}");
     assert_eq!(objects[0]["name"], "events");
     assert!(objects[0]["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(objects[0]["sortedTimeColumns"], json!(["ts"]));
+
+    // An hour of the object: its rows are a slice of the sorted `ts`, the answer the hour's.
+    let hour =
+        r#"input { object = events, from = "2024-01-03T10:00:00Z", to = "2024-01-03T11:00:00Z" }"#;
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=count_distinct&context=warm&sync=true",
+            &format!("{hour}\ncolumn = user_id\nfilter = \"event = 'register'\""),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expected = oracle_distinct_registered_users(
+        &world.events,
+        utc(2024, 1, 3, 10).timestamp_millis(),
+        utc(2024, 1, 3, 11).timestamp_millis(),
+    );
+    assert!(expected > 0);
+    assert_eq!(body["result"][0]["distinct_count"], expected, "{body}");
+    // Local times are read in the named app's timezone; a half-open window ends before `to`.
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=sql&context=warm&sync=true",
+            r#"inputs { e { object = events, app = shop, from = "2024-01-03T10:00", to = "2024-01-03T11:00", time_column = ts } }
+               query = "SELECT COUNT(*) AS n FROM e""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let hour_rows = world
+        .events
+        .ts_ms
+        .iter()
+        .filter(|&&ms| {
+            (utc(2024, 1, 3, 10).timestamp_millis()..utc(2024, 1, 3, 11).timestamp_millis())
+                .contains(&ms)
+        })
+        .count();
+    assert_eq!(body["result"][0]["n"], hour_rows, "{body}");
+    // A window without its end is refused up front; a window on a non-time column fails.
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=count_distinct&context=warm&sync=true",
+            r#"input { object = events, from = "2024-01-03T10:00:00Z" }
+               column = user_id"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["result"]
+            .to_string()
+            .contains("`input`: `to` is missing"),
+        "{body}"
+    );
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=count_distinct&context=warm&sync=true",
+            r#"input { object = events, from = "2024-01-03", to = "2024-01-04", time_column = user_id }
+               column = user_id"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "ERROR");
+    assert_eq!(body["result"]["errorClass"], "floe.NamedObjectWindow");
+    assert_eq!(
+        body["result"]["message"],
+        "named object `events`: time column `user_id` has type u64; a window needs a datetime column"
+    );
 
     // Publish a result and reuse it by name, in SQL over two inputs.
     let (status, body) = server
