@@ -438,7 +438,7 @@ impl Materializer {
             .mark_running(key, run.window.end, &fingerprint, now)
             .map_err(|e| error_chain(&e))?;
         let rows = self
-            .compute(pipeline, def, &run.window, &source_files)
+            .compute(pipeline, def, &run.window, &source_files, &HashMap::new())
             .and_then(|output| self.commit(key, &fingerprint, output, None))
             .map_err(CommitError::into_message)?;
         Ok((RunOutcome::Computed { rows }, fingerprint))
@@ -467,9 +467,13 @@ impl Materializer {
             Err(SourceProblem::Failed(error)) => return PartitionAttempt::Failed(error),
         };
         let mut upstream_fingerprints = Vec::new();
+        let mut known_upstream = HashMap::new();
         for (up_key, _) in upstream_keys(pipeline, def, window) {
             match self.store.result_meta(&up_key) {
-                Ok(Some(meta)) => upstream_fingerprints.push(meta.fingerprint),
+                Ok(Some(meta)) => {
+                    known_upstream.insert(up_key, meta.fingerprint.clone());
+                    upstream_fingerprints.push(meta.fingerprint);
+                }
                 Ok(None) => {
                     return PartitionAttempt::Failed(format!(
                         "upstream run {up_key} has no result"
@@ -503,7 +507,7 @@ impl Materializer {
             return PartitionAttempt::Lost("stopped before computing".to_owned());
         }
         let outcome = self
-            .compute(pipeline, def, window, &source_files)
+            .compute(pipeline, def, window, &source_files, &known_upstream)
             .and_then(|output| {
                 if stop() {
                     return Err(CommitError::Stopped);
@@ -551,15 +555,19 @@ impl Materializer {
         Ok(source_files)
     }
 
+    /// Runs the job. `known_upstream` holds the result fingerprints of upstream runs the
+    /// caller has just read, so their results come from the cache without reading their
+    /// records again.
     fn compute(
         &self,
         pipeline: &Pipeline,
         def: &JobDef,
         window: &Window,
         source_files: &BTreeMap<String, Vec<FileIdentity>>,
+        known_upstream: &HashMap<RunKey, String>,
     ) -> Result<JobOutput, CommitError> {
         let inputs = self
-            .job_inputs(pipeline, def, window, source_files)
+            .job_inputs(pipeline, def, window, source_files, known_upstream)
             .map_err(CommitError::Failed)?;
         let ctx = JobContext {
             pipeline: &pipeline.name,
@@ -640,6 +648,7 @@ impl Materializer {
         def: &JobDef,
         window: &Window,
         source_files: &BTreeMap<String, Vec<FileIdentity>>,
+        known_upstream: &HashMap<RunKey, String>,
     ) -> Result<BTreeMap<String, JobInput>, String> {
         let mut inputs = BTreeMap::new();
         for input in &def.inputs {
@@ -674,7 +683,13 @@ impl Materializer {
                             job: name.clone(),
                             partition_start: window.start,
                         };
-                        let result = self.load_result(&key)?;
+                        let cached = known_upstream
+                            .get(&key)
+                            .and_then(|fingerprint| self.cache.get(&key, fingerprint));
+                        let result = match cached {
+                            Some(result) => result,
+                            None => self.load_result(&key)?,
+                        };
                         frames.push(result.frame.lazy());
                         states.extend(result.state);
                     }

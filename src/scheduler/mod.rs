@@ -259,8 +259,32 @@ struct State {
     backfills: HashMap<Arc<str>, LiveBackfill>,
     next_token: u64,
     stopping: bool,
+    /// When the driver thread's current sleep ends (set by [`Scheduler::tick`]); `None` when
+    /// no tick has run yet.
+    driver_wakes_at: Option<DateTime<Utc>>,
+    /// Something timed (a delayed run, a run's deadline) became due before
+    /// `driver_wakes_at`: the driver must wake to sleep for less. Finishing a run wakes the
+    /// driver only then, instead of after every run: a wake-up per run cost a context switch
+    /// and a redundant tick on 2 cores.
+    driver_wake_needed: bool,
     /// For retry jitter.
     rng: Jitter,
+}
+
+impl State {
+    /// Asks for a driver wake-up if `at` comes before its current sleep ends.
+    fn need_driver_by(&mut self, at: DateTime<Utc>) {
+        if self.driver_wakes_at.is_none_or(|wakes_at| at < wakes_at) {
+            self.driver_wake_needed = true;
+        }
+    }
+}
+
+/// When the driver, ticking at `now` with `next` due, wakes next: at `next`, and at least
+/// every minute, since a wall clock can jump.
+fn driver_wake_instant(now: DateTime<Utc>, next: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    let latest = now + TimeDelta::seconds(60);
+    next.map_or(latest, |next| next.min(latest))
 }
 
 /// A small random source for retry jitter, seeded from the wall clock.
@@ -432,11 +456,9 @@ impl Scheduler {
                     }
                     let now = scheduler.inner.clock.now();
                     let next = scheduler.tick(now);
-                    let wait = next
-                        .map(|next| (next - now).to_std().unwrap_or_default())
-                        .unwrap_or(Duration::from_secs(3600))
-                        // A wall clock can jump; look again at least every minute.
-                        .min(Duration::from_secs(60));
+                    let wait = (driver_wake_instant(now, next) - now)
+                        .to_std()
+                        .unwrap_or_default();
                     let (flag, condvar) = &scheduler.inner.wake;
                     let mut woken = lock(flag);
                     if !*woken {
@@ -512,6 +534,9 @@ impl Scheduler {
                 earliest(deadline);
             }
         }
+        // Under the same lock as the scan above, so nothing timed added after it is missed.
+        state.driver_wakes_at = Some(driver_wake_instant(now, next));
+        state.driver_wake_needed = false;
         next
     }
 
@@ -755,6 +780,7 @@ impl Scheduler {
         if let Some(tracked) = state.runs.get_mut(key) {
             tracked.phase = Phase::Delayed(until);
             state.delayed.insert((until, key.clone()));
+            state.need_driver_by(until);
         }
     }
 
@@ -890,6 +916,9 @@ impl Scheduler {
             .job(&key.job)
             .and_then(|def| def.timeout)
             .map(|timeout| now + to_delta(timeout));
+        if let Some(deadline) = deadline {
+            state.need_driver_by(deadline);
+        }
         let stop = Arc::new(AtomicBool::new(false));
         state.running_total += 1;
         *state
@@ -1001,8 +1030,11 @@ impl Scheduler {
             }
         }
         self.dispatch(&mut state);
+        let wake = std::mem::take(&mut state.driver_wake_needed);
         drop(state);
-        self.wake();
+        if wake {
+            self.wake();
+        }
     }
 
     fn succeeded(&self, state: &mut State, key: &RunKey) {

@@ -1,6 +1,6 @@
 //! The `runs` tree: one `RunRecord` per run and the state machine that moves
-//! it. Transitions are read-modify-write inside a sled transaction, so two
-//! writers racing on one run cannot both win.
+//! it. Transitions are read-modify-write loops ending in a compare-and-swap of
+//! the record's bytes, so two writers racing on one run cannot both win.
 //!
 //! ```text
 //!   (absent) ──mark_running──▶ Running ──commit_success──▶ Succeeded
