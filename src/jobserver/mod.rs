@@ -34,7 +34,7 @@ use tracing::{info, info_span, warn};
 
 use crate::clock::Clock;
 use crate::engine::time_slice::{only_datetime_column, window_rows};
-use crate::engine::{encode_ipc, resolve_source_files, scan_source_window};
+use crate::engine::{resolve_source_files, scan_source_window};
 use crate::error::error_chain;
 use crate::job::{JobContext, JobInput, JobRegistry};
 use crate::materialize::{MaterializeError, Materializer, RunEvent, RunOutcome, RunRequest};
@@ -752,25 +752,13 @@ impl JobServer {
             return;
         }
         record.end_time = Some(self.clock.now());
-        let mut ipc = None;
         let mut frame = None;
         match outcome {
-            Outcome::Finished(result) => match encode_ipc(&result) {
-                Ok(bytes) => {
-                    record.status = JobStatus::Finished;
-                    record.result_rows = Some(result.height() as u64);
-                    ipc = Some(bytes);
-                    frame = Some(result);
-                }
-                Err(e) => {
-                    record.status = JobStatus::Error;
-                    record.failure = Some(JobFailure {
-                        message: format!("cannot encode the result: {e}"),
-                        error_class: "floe.ResultEncoding".to_owned(),
-                        stack: String::new(),
-                    });
-                }
-            },
+            Outcome::Finished(result) => {
+                record.status = JobStatus::Finished;
+                record.result_rows = Some(result.height() as u64);
+                frame = Some(result);
+            }
             Outcome::Failed(failure) => {
                 record.status = JobStatus::Error;
                 record.failure = Some(failure);
@@ -784,13 +772,17 @@ impl JobServer {
                 });
             }
         }
-        if let Err(e) = self.store.update_job(&record, ipc.as_deref()) {
+        if let Err(e) = self.store.update_job(&record, frame.as_ref()) {
             warn!(job_id = %live.id, error = %error_chain(&e), "cannot store the job's final state");
             record.status = JobStatus::Error;
             record.result_rows = None;
+            let error_class = match e {
+                StoreError::EncodeJobResult { .. } => "floe.ResultEncoding",
+                _ => "floe.StoreError",
+            };
             record.failure = Some(JobFailure {
                 message: format!("cannot store the result: {}", error_chain(&e)),
-                error_class: "floe.StoreError".to_owned(),
+                error_class: error_class.to_owned(),
                 stack: String::new(),
             });
             frame = None;

@@ -15,7 +15,6 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::http::{Page, ResultFormat, json_response, rows_json, sjs, sjs_error, stream_frame};
-use crate::engine::decode_ipc;
 use crate::error::error_chain;
 use crate::jobserver::apps::UploadError;
 use crate::jobserver::context::Context;
@@ -663,11 +662,10 @@ pub(super) async fn get_job(
             let store = state.core.store().clone();
             let job_id = id.clone();
             let loaded = tokio::task::spawn_blocking(move || {
-                let bytes = store
+                store
                     .job_result(&job_id)
-                    .map_err(|e| error_chain(&e))?
-                    .ok_or_else(|| format!("job {job_id} is FINISHED but its result is missing"))?;
-                decode_ipc(&bytes).map_err(|e| format!("the stored result is unreadable: {e}"))
+                    .map_err(|e| format!("the stored result is unreadable: {}", error_chain(&e)))?
+                    .ok_or_else(|| format!("job {job_id} is FINISHED but its result is missing"))
             })
             .await;
             match loaded {

@@ -135,6 +135,30 @@ pub enum StoreError {
         key: RunKey,
     },
 
+    /// A job's result could not be encoded as Arrow IPC.
+    #[error("cannot encode the result of job {id}")]
+    EncodeJobResult {
+        /// The job.
+        id: String,
+        /// The Arrow error.
+        #[source]
+        source: BoxedCause,
+    },
+
+    /// A job result kept in its own file could not be written or read.
+    #[error("cannot {action} the result file of job {id} ({})", path.display())]
+    JobResultFile {
+        /// The job.
+        id: String,
+        /// `write` or `read`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O or Arrow error.
+        #[source]
+        source: BoxedCause,
+    },
+
     /// Entries that are always written together disagree (e.g. result meta
     /// without its frame). Only possible if something outside this module
     /// wrote to the trees.
