@@ -662,7 +662,7 @@ const EVENTS_OBJECT: &str = r#"input { object = events, source = events, app = s
 /// How the named object gets into the context: a sync job whose input creates it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Loader {
-    /// `select`: the job's result is the whole table, stored in sled as every job result is.
+    /// `select`: the job's result is the whole table, stored as every job result is.
     Select,
     /// `count_distinct` of `user_id`: the same object, a one-row result.
     Count,
@@ -1314,7 +1314,8 @@ impl SizeReport {
             "- **Memory** of `floe serve` holding the {rows} rows ({:.0} MiB of Arrow, string \
              views included) in a context, loaded by a `count_distinct` job whose input creates \
              the named object (a one-row result): {} (target ≤ 1.5×). Loaded instead by a \
-             `select` job, whose result (the whole table) is stored in sled like every job's: {}.",
+             `select` job, whose result (the whole table) is stored as every job's is (above \
+             8 MiB, in its own Arrow file beside sled): {}.",
             mib(self.memory.arrow_bytes as f64),
             self.memory.describe(),
             self.memory_select_load.describe()

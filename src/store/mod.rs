@@ -59,7 +59,10 @@ pub use server::{BinaryMeta, ContextDefinition, JobFailure, JobRecord, JobStatus
 /// Version of the layout above. Bump it (and add a migration in `Store::open`)
 /// whenever an existing tree changes how it is keyed or encoded; adding a
 /// tree does not need a bump unless older Floes must not write the store.
-pub const SCHEMA_VERSION: u32 = 1;
+///
+/// - 1: the first layout.
+/// - 2: adds the `active_runs` index, which an older Floe would not keep up to date.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// sled's page cache budget. Its default (1 GiB) made a year of hourly runs for 50 jobs hold
 /// 1.7 GiB; the hot part of the store (active runs, recent results) is far smaller, and the
@@ -70,6 +73,7 @@ const SLED_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 mod tree {
     pub(super) const META: &str = "meta";
     pub(super) const RUNS: &str = "runs";
+    pub(super) const ACTIVE_RUNS: &str = "active_runs";
     pub(super) const RESULT_META: &str = "result_meta";
     pub(super) const RESULT_FRAME: &str = "result_frame";
     pub(super) const RESULT_STATE: &str = "result_state";
@@ -98,6 +102,12 @@ pub struct Store {
     path: Option<Arc<Path>>,
     /// `RunKey` → `RunRecord`.
     runs: sled::Tree,
+    /// `RunKey` → nothing: every run whose record is active (`RunRecord::is_active`), and
+    /// possibly a few that no longer are. Start-up reads this instead of the whole history.
+    /// Each entry's value is a generation number unique to the write that made it, so an
+    /// entry is removed only if nobody re-inserted it since it was read (see `update_run`).
+    active_runs: sled::Tree,
+    index_generation: Arc<std::sync::atomic::AtomicU64>,
     /// `RunKey` → `ResultMeta`; separate so freshness checks read a few
     /// bytes instead of the frame.
     result_meta: sled::Tree,
@@ -156,6 +166,7 @@ impl Store {
             move |source| StoreError::Sled { action, source }
         };
 
+        let mut migrate_from = None;
         match read_schema_version(&db, path)? {
             Some(version) if version > SCHEMA_VERSION => {
                 return Err(StoreError::NewerSchema {
@@ -164,8 +175,8 @@ impl Store {
                     supported: SCHEMA_VERSION,
                 });
             }
-            // Future migrations from older versions go here.
             Some(SCHEMA_VERSION) => {}
+            Some(1) => migrate_from = Some(1),
             Some(other) => {
                 return Err(layout::corrupt(
                     path,
@@ -193,15 +204,28 @@ impl Store {
                 tracing::info!(path = %path.display(), version = SCHEMA_VERSION, "created store");
             }
         }
+        let store = Store::from_db(db, Some(path))?;
+        if migrate_from == Some(1) {
+            // 1 → 2: index the active runs. The version is written only once the index is
+            // whole, so a crash midway builds it again from the start.
+            let indexed = store.rebuild_active_index()?;
+            let meta = store
+                .db
+                .open_tree(tree::META)
+                .map_err(sled_err("open the meta tree"))?;
+            meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
+                .map_err(sled_err("write the schema version"))?;
+            store.flush()?;
+            tracing::info!(path = %path.display(), indexed, "store migrated to schema 2: active runs indexed");
+        }
         if let layout::Found::Existing { marker_version } = found {
             if marker_version != SCHEMA_VERSION {
-                // The marker lags the meta tree (e.g. a crash during a future
-                // migration); bring it back in line.
+                // The marker lags the meta tree (after a migration, or a crash during
+                // one); bring it back in line.
                 layout::write_marker(path, SCHEMA_VERSION)?;
             }
         }
 
-        let store = Store::from_db(db, Some(path))?;
         tracing::debug!(path = %path.display(), "opened store");
         Ok(store)
     }
@@ -256,6 +280,15 @@ impl Store {
         };
         Ok(Store {
             runs: open(tree::RUNS)?,
+            active_runs: open(tree::ACTIVE_RUNS)?,
+            // Unique among the writers that can race (they share this process, which holds
+            // sled's lock); seeded from the clock so a restart does not reuse a generation
+            // an earlier process left in the index.
+            index_generation: Arc::new(std::sync::atomic::AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_nanos() as u64),
+            )),
             result_meta: open(tree::RESULT_META)?,
             result_frame: open(tree::RESULT_FRAME)?,
             result_state: open(tree::RESULT_STATE)?,
@@ -557,7 +590,8 @@ mod tests {
         let before = snapshot(&path);
         let err = Store::open(&path).unwrap_err();
         assert!(
-            matches!(&err, StoreError::NewerSchema { path: p, found: 2, supported: 1 } if *p == path),
+            matches!(&err, StoreError::NewerSchema { path: p, found, supported }
+                if *p == path && *found == SCHEMA_VERSION + 1 && *supported == SCHEMA_VERSION),
             "{err}"
         );
         assert!(err.to_string().contains("upgrade floe"), "{err}");

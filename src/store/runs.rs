@@ -17,6 +17,7 @@
 //! Running, mean two writers are working on the same run.
 
 use std::fmt;
+use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -111,6 +112,11 @@ pub struct RunRecord {
     /// no result yet, or with a result stored by an older Floe under the bare run key.
     #[serde(default)]
     pub result_attempt: Option<u32>,
+    /// While the run is active: the generation of its entry in the `active_runs` index
+    /// (entries are keyed by run and generation), so the write that finishes the run removes
+    /// exactly that entry and never one a later activation made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_generation: Option<u64>,
 }
 
 impl RunRecord {
@@ -131,6 +137,7 @@ impl RunRecord {
             commits: 0,
             force: false,
             result_attempt: None,
+            index_generation: None,
         }
     }
 
@@ -142,6 +149,23 @@ impl RunRecord {
             RunState::Failed => self.retry_at.is_some(),
             RunState::Succeeded | RunState::Cancelled => false,
         }
+    }
+}
+
+/// An entry of the `active_runs` index: the run's key, then the generation of the activation
+/// that wrote it.
+fn active_index_key(run_key: &[u8], generation: u64) -> Vec<u8> {
+    [run_key, &generation.to_be_bytes()].concat()
+}
+
+/// The run key and generation of an `active_runs` entry (`None` if it is too short to hold one).
+fn split_index_key(index_key: &[u8]) -> (&[u8], Option<u64>) {
+    match index_key.len().checked_sub(8) {
+        Some(at) => {
+            let (run_key, generation) = index_key.split_at(at);
+            (run_key, generation.try_into().ok().map(u64::from_be_bytes))
+        }
+        None => (index_key, None),
     }
 }
 
@@ -302,10 +326,85 @@ impl Store {
         &self,
         now: DateTime<Utc>,
     ) -> Result<(usize, Vec<(RunKey, RunRecord)>), StoreError> {
-        let mut runs = self.runs_whose_json_starts_with(ACTIVE_PREFIXES)?;
+        let mut runs = self.indexed_active_runs()?;
         let requeued = self.requeue_running(&mut runs, now)?;
         runs.retain(|(_, record)| record.is_active());
         Ok((requeued, runs))
+    }
+
+    /// The runs the `active_runs` index names whose records are active, in key order.
+    /// Entries whose record is no longer active (a transition that was cut short before it
+    /// could drop its entry) are removed on the way.
+    fn indexed_active_runs(&self) -> Result<Vec<(RunKey, RunRecord)>, StoreError> {
+        let mut active = Vec::new();
+        for entry in self.active_runs.iter().keys() {
+            let index_key = entry.map_err(|source| StoreError::Sled {
+                action: format!("scan active runs in {}", self.describe()),
+                source,
+            })?;
+            let (raw_key, generation) = split_index_key(&index_key);
+            let key = RunKey::decode(raw_key).map_err(|e| StoreError::Decode {
+                tree: tree::ACTIVE_RUNS,
+                key: escape(&index_key),
+                source: Box::new(e),
+            })?;
+            let current = match self.run(&key)? {
+                // A record written before it carried its generation (a store migrated from
+                // schema 1) matches any entry.
+                Some(record)
+                    if record.is_active()
+                        && record
+                            .index_generation
+                            .is_none_or(|g| Some(g) == generation) =>
+                {
+                    Some(record)
+                }
+                _ => None,
+            };
+            match current {
+                Some(record) => {
+                    if active
+                        .last()
+                        .is_none_or(|(last, _): &(RunKey, RunRecord)| *last != key)
+                    {
+                        active.push((key, record));
+                    }
+                }
+                // Stale (a transition cut short, or an older activation): its key names this
+                // activation alone, so removing it cannot touch a live entry.
+                None => {
+                    self.active_runs
+                        .remove(&index_key)
+                        .map_err(Store::sled_error("unindex run", &key))?;
+                }
+            }
+        }
+        Ok(active)
+    }
+
+    /// Builds the `active_runs` index from the whole `runs` tree (opening a store written
+    /// before the index existed); returns how many runs it indexed.
+    pub(super) fn rebuild_active_index(&self) -> Result<usize, StoreError> {
+        let active = self.runs_whose_json_starts_with(ACTIVE_PREFIXES)?;
+        let mut indexed = 0;
+        for (key, record) in active {
+            if !record.is_active() {
+                continue;
+            }
+            let key_bytes = key.encode()?;
+            match record.index_generation {
+                // The generation its record names, so the entry matches it.
+                Some(generation) => self
+                    .active_runs
+                    .insert(active_index_key(&key_bytes, generation), &[])
+                    .map(drop)
+                    .map_err(Store::sled_error("index run", &key))?,
+                // Records without one (schema 1) match any entry of theirs.
+                None => drop(self.index_active(&key_bytes, &key)?),
+            }
+            indexed += 1;
+        }
+        Ok(indexed)
     }
 
     /// Requeues (or finishes the commit of) the Running runs among `runs`, updating their
@@ -506,14 +605,11 @@ impl Store {
         })
     }
 
-    /// Every run the scheduler still has work for ([`RunRecord::is_active`]), in key order.
-    /// Succeeded runs, the bulk of a long history, are recognised from the first bytes of
-    /// their JSON without decoding it, so a restart over hundreds of thousands of finished
-    /// runs stays fast.
+    /// Every run the scheduler still has work for ([`RunRecord::is_active`]), in key order,
+    /// read through the `active_runs` index: a restart reads the few runs in flight, not the
+    /// hundreds of thousands of finished ones.
     pub fn active_runs(&self) -> Result<Vec<(RunKey, RunRecord)>, StoreError> {
-        let mut active = self.runs_whose_json_starts_with(ACTIVE_PREFIXES)?;
-        active.retain(|(_, record)| record.is_active());
-        Ok(active)
+        self.indexed_active_runs()
     }
 
     /// The runs whose stored JSON starts with one of `prefixes`, decoded; the others are
@@ -557,16 +653,53 @@ impl Store {
                 .as_ref()
                 .map(|raw| decode_json(tree::RUNS, key, raw))
                 .transpose()?;
-            let new = f(old)?;
+            let was_active = old.as_ref().is_some_and(RunRecord::is_active);
+            let old_generation = old.as_ref().and_then(|record| record.index_generation);
+            let mut new = f(old)?;
+            let is_active = new.is_active();
+            // The index entry goes in before the record turns active and out after it stops
+            // being active: sled keeps the order of writes across a crash, so an active
+            // record always has its entry, and a stale entry is only extra reading.
+            if is_active && !was_active {
+                new.index_generation = Some(self.index_active(&key_bytes, key)?);
+            } else if !is_active {
+                new.index_generation = None;
+            }
             let value = encode_json(tree::RUNS, key, &new)?;
             let swapped = self
                 .runs
                 .compare_and_swap(&key_bytes, old_raw.as_ref(), Some(value))
                 .map_err(Store::sled_error("update run", key))?;
             if swapped.is_ok() {
+                // Entries are keyed by generation, so this removes this activation's entry
+                // and never one a writer that has activated the run since made.
+                if was_active
+                    && !is_active
+                    && let Some(generation) = old_generation
+                {
+                    self.unindex(&key_bytes, generation, key)?;
+                }
                 return Ok(new);
             }
         }
+    }
+
+    /// Adds an entry for the run (its key's bytes) to the `active_runs` index under a fresh
+    /// generation, which it returns.
+    fn index_active(&self, key_bytes: &[u8], key: &RunKey) -> Result<u64, StoreError> {
+        let generation = self.index_generation.fetch_add(1, Ordering::Relaxed);
+        self.active_runs
+            .insert(active_index_key(key_bytes, generation), &[])
+            .map_err(Store::sled_error("index run", key))?;
+        Ok(generation)
+    }
+
+    /// Removes the run's index entry of `generation`.
+    fn unindex(&self, key_bytes: &[u8], generation: u64, key: &RunKey) -> Result<(), StoreError> {
+        self.active_runs
+            .remove(active_index_key(key_bytes, generation))
+            .map(drop)
+            .map_err(Store::sled_error("unindex run", key))
     }
 
     /// Decodes a scan of the `runs` tree, reporting the first bad entry.
@@ -842,6 +975,144 @@ mod tests {
             active[0].1.queued_at,
             Some(later),
             "the list holds the updated records"
+        );
+    }
+
+    fn indexed(store: &Store) -> Vec<String> {
+        store
+            .active_runs
+            .iter()
+            .keys()
+            .map(|k| RunKey::decode(split_index_key(&k.unwrap()).0).unwrap().job)
+            .collect()
+    }
+
+    #[test]
+    fn the_active_index_follows_every_transition() {
+        let (_dir, store) = store();
+        let end = t0() + Duration::hours(1);
+        store
+            .enqueue_run(&key("queued", t0()), end, false, t0())
+            .unwrap();
+        store
+            .mark_running(&key("done", t0()), end, "fp", t0())
+            .unwrap();
+        store
+            .mark_running(&key("retrying", t0()), end, "fp", t0())
+            .unwrap();
+        store
+            .mark_running(&key("failed", t0()), end, "fp", t0())
+            .unwrap();
+        store
+            .enqueue_run(&key("cancelled", t0()), end, false, t0())
+            .unwrap();
+        assert_eq!(
+            indexed(&store),
+            ["cancelled", "done", "failed", "queued", "retrying"]
+        );
+        store
+            .commit_success(
+                &key("done", t0()),
+                super::super::NewResult {
+                    fingerprint: "fp".to_owned(),
+                    rows: 1,
+                    frame_ipc: b"frame".to_vec(),
+                    state_ipc: None,
+                    attempt: Some(1),
+                },
+                t0(),
+            )
+            .unwrap();
+        store
+            .mark_failed_until(&key("retrying", t0()), "later", t0(), Some(end))
+            .unwrap();
+        store
+            .mark_failed(&key("failed", t0()), "for good", t0())
+            .unwrap();
+        store
+            .mark_cancelled(&key("cancelled", t0()), "backfill cancelled", t0())
+            .unwrap();
+        // Pending and Failed-with-a-retry stay; done, failed for good and cancelled leave.
+        assert_eq!(indexed(&store), ["queued", "retrying"]);
+        let active: Vec<String> = store
+            .active_runs()
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k.job)
+            .collect();
+        assert_eq!(active, ["queued", "retrying"]);
+    }
+
+    #[test]
+    fn stale_index_entries_are_dropped_and_removals_touch_only_their_own() {
+        let (_dir, store) = store();
+        let end = t0() + Duration::hours(1);
+        let run = key("a", t0());
+        store.mark_running(&run, end, "fp", t0()).unwrap();
+        store.mark_failed(&run, "for good", t0()).unwrap();
+        assert!(indexed(&store).is_empty());
+        // A crash between indexing and the record's swap leaves an entry for an inactive run.
+        store.index_active(&run.encode().unwrap(), &run).unwrap();
+        assert!(store.active_runs().unwrap().is_empty());
+        assert!(indexed(&store).is_empty(), "the stale entry is dropped");
+
+        // Finishing an activation removes its own entry, not one a later activation made.
+        store.enqueue_run(&run, end, false, t0()).unwrap();
+        let earlier = store.run(&run).unwrap().unwrap().index_generation.unwrap();
+        let later = store.index_active(&run.encode().unwrap(), &run).unwrap();
+        assert_ne!(earlier, later);
+        store
+            .unindex(&run.encode().unwrap(), earlier, &run)
+            .unwrap();
+        let left: Vec<Option<u64>> = store
+            .active_runs
+            .iter()
+            .keys()
+            .map(|k| split_index_key(&k.unwrap()).1)
+            .collect();
+        assert_eq!(left, [Some(later)]);
+        assert_eq!(indexed(&store), ["a"]);
+    }
+
+    #[test]
+    fn opening_a_schema_1_store_indexes_its_active_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let end = t0() + Duration::hours(1);
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .enqueue_run(&key("pending", t0()), end, false, t0())
+                .unwrap();
+            store
+                .mark_running(&key("running", t0()), end, "fp", t0())
+                .unwrap();
+            store
+                .mark_running(&key("failed", t0()), end, "fp", t0())
+                .unwrap();
+            store
+                .mark_failed(&key("failed", t0()), "for good", t0())
+                .unwrap();
+            // What a store written by schema 1 looks like: no index.
+            store.active_runs.clear().unwrap();
+            let meta = store.db.open_tree(super::super::tree::META).unwrap();
+            meta.insert(super::super::SCHEMA_KEY, &1u32.to_be_bytes())
+                .unwrap();
+            super::super::layout::write_marker(&path, 1).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(indexed(&store), ["pending", "running"]);
+        let (requeued, active) = store.recover_runs(t0()).unwrap();
+        assert_eq!(requeued, 1);
+        assert_eq!(active.len(), 2);
+        let meta = store.db.open_tree(super::super::tree::META).unwrap();
+        assert_eq!(
+            meta.get(super::super::SCHEMA_KEY)
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            super::super::SCHEMA_VERSION.to_be_bytes()
         );
     }
 
