@@ -9,8 +9,8 @@
 //! changed once written, only deleted after the record points elsewhere, so a reader that
 //! follows the record sees the old result or the new one, never a mix, and never a result its
 //! record does not name. A crash between the write and the swap leaves a complete result
-//! behind a Running record; `requeue_interrupted` finishes that commit instead of computing the
-//! run again.
+//! behind a Running record; start-up recovery (`recover_runs`) finishes that commit instead of
+//! computing the run again.
 //!
 //! Why not one sled transaction over the four trees: each transaction takes sled's global write
 //! lock and writes its IO buffer out, which halved the scheduler's throughput.
