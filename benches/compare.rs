@@ -80,7 +80,6 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use floe::clock::{Clock, SystemClock};
-use floe::dataset::write_events_parquet;
 use floe::engine::ResultCache;
 use floe::engine::cache::CachedResult;
 use floe::engine::time_slice::window_rows;
@@ -88,7 +87,6 @@ use floe::job::Job;
 use floe::job::builtin::{CountDistinct, GroupBy, Top};
 use floe::materialize::{PartitionAttempt, RunOutcome};
 use floe::partition::Window;
-use floe::sample::{SampleSpec, generate};
 use floe::scheduler::SchedulerConfig;
 use floe::server::{ServerConfig, build_state, serve_on};
 use floe::{JobRegistry, Materializer, Pipeline, RunRequest, Store};
@@ -98,7 +96,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{env_usize, median, proc_status_kib, run_in_process, with_commas};
+use common::{env_usize, median, proc_status_kib, run_in_process, with_commas, write_sample_week};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CONTEXT: &str = "bench";
@@ -128,20 +126,6 @@ fn window(from: &str, to: &str) -> Window {
         start: instant(from),
         end: instant(to),
     }
-}
-
-/// The sample events of `rows` rows, written under `data_dir/events` in the pipeline's layout.
-fn write_sample_data(rows: usize, data_dir: &Path) {
-    let start = instant("2024-01-01T00:00:00Z");
-    let hours = 7 * 24;
-    let events = generate(&SampleSpec {
-        seed: 42,
-        start,
-        hours,
-        rows,
-        users: 200_000,
-    });
-    write_events_parquet(&events, &data_dir.join("events"), start, hours).expect("write events");
 }
 
 /// One way of answering a query, for [`measure`].
@@ -1581,7 +1565,7 @@ fn run_size(rows: usize, repeats: usize, answers: &mut Answers) -> SizeReport {
         with_commas(rows),
         data_dir.display()
     );
-    write_sample_data(rows, &data_dir);
+    write_sample_week(rows, &data_dir);
     let rust = run_rust_engines(dir.path(), repeats, answers);
     let python = python_engines(&data_dir, repeats);
     match &python {

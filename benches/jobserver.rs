@@ -17,17 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floe::clock::{Clock, SystemClock};
-use floe::dataset::write_events_parquet;
 
 use floe::job::builtin::{CountDistinct, GroupBy, Top};
 use floe::job::{Job, JobRegistry};
-use floe::sample::{SampleSpec, generate};
 use floe::server::{ServerConfig, build_state, serve_on};
 use polars::prelude::*;
 
 mod common;
 
-use common::{env_usize, median, run_in_process};
+use common::{env_usize, median, run_in_process, write_sample_week};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -117,20 +115,8 @@ fn main() {
     let repeats = env_usize("FLOE_BENCH_REPEATS", 5).max(1);
     let window = Duration::from_millis(env_usize("FLOE_BENCH_WINDOW_MS", 2000) as u64);
     let dir = tempfile::tempdir().expect("tempdir");
-    let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
-        .expect("start")
-        .to_utc();
-    let hours = 7 * 24;
     eprintln!("generating {rows} rows …");
-    let events = generate(&SampleSpec {
-        seed: 42,
-        start,
-        hours,
-        rows,
-        users: 200_000,
-    });
-    write_events_parquet(&events, &dir.path().join("data/events"), start, hours).expect("write");
-    drop(events);
+    write_sample_week(rows, &dir.path().join("data"));
 
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use floe::dataset::write_events_parquet;
 use floe::job::{Job, JobContext, JobInput};
 use floe::partition::{Grain, Window};
 use polars::prelude::{DataFrame, IntoLazy};
@@ -42,6 +43,23 @@ pub(crate) fn with_commas(n: usize) -> String {
 }
 
 /// Runs a built-in job kind over `frame` as its only input, `events`, without the server.
+/// The benches' sample week: `rows` events (seed 42, 200,000 users) from 2024-01-01T00:00Z,
+/// written under `data_dir/events` as the example pipeline reads them.
+pub(crate) fn write_sample_week(rows: usize, data_dir: &std::path::Path) {
+    let start = chrono::DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+        .expect("start")
+        .to_utc();
+    let hours = 7 * 24;
+    let events = floe::sample::generate(&floe::sample::SampleSpec {
+        seed: 42,
+        start,
+        hours,
+        rows,
+        users: 200_000,
+    });
+    write_events_parquet(&events, &data_dir.join("events"), start, hours).expect("write events");
+}
+
 pub(crate) fn run_in_process(job: &dyn Job, frame: &DataFrame) -> DataFrame {
     let inputs: BTreeMap<String, JobInput> = [(
         "events".to_owned(),

@@ -15,7 +15,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::http::{ApiError, Page, ResultFormat, json_response, rows_json, stream_frame};
+use super::http::{
+    ApiError, Page, ResultFormat, json_response, json_with_rows, rows_json, stream_frame,
+};
 use super::metrics::{escape, family};
 use super::sjs::{body_error, job_report, query_params, timestamp};
 use crate::error::error_chain;
@@ -330,11 +332,7 @@ fn frame_response(
     envelope.insert("total".into(), json!(total));
     envelope.insert("offset".into(), json!(page.offset));
     envelope.insert("limit".into(), json!(page.limit));
-    envelope.insert(
-        "rows".into(),
-        serde_json::to_value(&rows).unwrap_or(Value::Null),
-    );
-    Ok(json_response(StatusCode::OK, &Value::Object(envelope)))
+    Ok(json_with_rows(StatusCode::OK, &envelope, "rows", &rows))
 }
 
 fn page_and_format(

@@ -14,7 +14,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::http::{Page, ResultFormat, json_response, rows_json, sjs, sjs_error, stream_frame};
+use super::http::{
+    Page, ResultFormat, json_response, json_with_rows, rows_json, sjs, sjs_error, stream_frame,
+};
 use crate::error::error_chain;
 use crate::jobserver::apps::UploadError;
 use crate::jobserver::context::Context;
@@ -531,11 +533,13 @@ fn sync_answer(live: &LiveJob) -> Response {
                 Ok(rows) => rows,
                 Err(e) => return sjs_error(StatusCode::INTERNAL_SERVER_ERROR, e),
             };
-            let mut body = json!({ "jobId": record.id, "status": "FINISHED", "result": rows });
+            let mut body = Map::new();
+            body.insert("jobId".into(), json!(record.id));
+            body.insert("status".into(), json!("FINISHED"));
             if total > page.limit {
-                body["resultPage"] = page.json(total);
+                body.insert("resultPage".into(), page.json(total));
             }
-            json_response(StatusCode::OK, &body)
+            json_with_rows(StatusCode::OK, &body, "result", &rows)
         }
         (status, _) => json_response(
             StatusCode::OK,
@@ -684,12 +688,8 @@ pub(super) async fn get_job(
         Err(e) => return sjs_error(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     let mut report = job_report(&record, false, record.status);
-    report.insert(
-        "result".into(),
-        serde_json::to_value(&rows).unwrap_or(Value::Null),
-    );
     report.insert("resultPage".into(), page.json(total));
-    json_response(StatusCode::OK, &Value::Object(report))
+    json_with_rows(StatusCode::OK, &report, "result", &rows)
 }
 
 pub(super) async fn get_job_config(
