@@ -47,21 +47,18 @@ fn column_arrow_size(column: &Column) -> usize {
     } else {
         0
     };
-    let views = match series.dtype() {
-        DataType::String => series.str().map_or(0, |strings| {
-            strings
-                .downcast_iter()
-                .map(|array| array.len() * VIEW_BYTES + array.total_buffer_len())
-                .sum()
-        }),
-        DataType::Binary => series.binary().map_or(0, |binary| {
-            binary
-                .downcast_iter()
-                .map(|array| array.len() * VIEW_BYTES + array.total_buffer_len())
-                .sum()
-        }),
+    // A string column is a binary-view column underneath; `as_binary` shares its buffers.
+    let binary = match series.dtype() {
+        DataType::String => series.str().map(StringChunked::as_binary),
+        DataType::Binary => series.binary().cloned(),
         _ => return series.estimated_size(),
     };
+    let views: usize = binary.map_or(0, |binary| {
+        binary
+            .downcast_iter()
+            .map(|array| array.len() * VIEW_BYTES + array.total_buffer_len())
+            .sum()
+    });
     views + validity
 }
 

@@ -584,17 +584,15 @@ fn input_spec(
              source or results block is cut by its own time column"
         ));
     }
-    let app = match string_field(block, "app", &mut problems) {
-        Some(name) => apps.get(name).or_else(|| {
-            problems.push(format!("`{field}.app`: appName {name} not found"));
-            None
-        }),
-        None => request_app.cloned().or_else(|| {
+    let app = match block_app(apps, request_app, field, block, &mut problems) {
+        Ok(Some(app)) => Some(app),
+        Ok(None) => {
             problems.push(format!(
                 "`{field}`: name the `app` whose source or results to read (or give appName)"
             ));
             None
-        }),
+        }
+        Err(()) => None,
     };
     let Some(app) = app else {
         errors.extend(problems);
@@ -646,6 +644,27 @@ fn input_spec(
     })
 }
 
+/// The app an input block names with `app`, else the request's `appName`, if any. `Err` when
+/// the named app does not exist; `problems` then says so.
+fn block_app(
+    apps: &Apps,
+    request_app: Option<&Arc<App>>,
+    field: &str,
+    block: &Map<String, Value>,
+    problems: &mut Vec<String>,
+) -> Result<Option<Arc<App>>, ()> {
+    match string_field(block, "app", problems) {
+        Some(name) => match apps.get(name) {
+            Some(app) => Ok(Some(app)),
+            None => {
+                problems.push(format!("`{field}.app`: appName {name} not found"));
+                Err(())
+            }
+        },
+        None => Ok(request_app.cloned()),
+    }
+}
+
 /// The window of an `{ object, from, to }` block, if it has one. A wrong window adds to
 /// `problems`.
 fn object_window(
@@ -660,15 +679,9 @@ fn object_window(
         .iter()
         .any(|key| block.contains_key(*key));
     // Local times are read in the timezone of the app the block or the request names.
-    let timezone = match string_field(block, "app", problems) {
-        Some(name) => match apps.get(name) {
-            Some(app) => app.pipeline.timezone,
-            None => {
-                problems.push(format!("`{field}.app`: appName {name} not found"));
-                return None;
-            }
-        },
-        None => request_app.map_or(Tz::UTC, |app| app.pipeline.timezone),
+    let timezone = match block_app(apps, request_app, field, block, problems) {
+        Ok(app) => app.map_or(Tz::UTC, |app| app.pipeline.timezone),
+        Err(()) => return None,
     };
     if !windowed {
         if time_column.is_some() {
