@@ -469,10 +469,10 @@ impl Materializer {
         let mut upstream_fingerprints = Vec::new();
         let mut known_upstream = HashMap::new();
         for (up_key, _) in upstream_keys(pipeline, def, window) {
-            match self.store.result_meta(&up_key) {
-                Ok(Some(meta)) => {
-                    known_upstream.insert(up_key, meta.fingerprint.clone());
-                    upstream_fingerprints.push(meta.fingerprint);
+            match self.store.result_fingerprint(&up_key) {
+                Ok(Some(fingerprint)) => {
+                    known_upstream.insert(up_key, fingerprint.clone());
+                    upstream_fingerprints.push(fingerprint);
                 }
                 Ok(None) => {
                     return PartitionAttempt::Failed(format!(
@@ -485,9 +485,9 @@ impl Materializer {
         let upstream: Vec<&str> = upstream_fingerprints.iter().map(String::as_str).collect();
         let fingerprint = run_fingerprint(def, window, &source_files, &upstream);
         if !force {
-            match self.store.result_meta(&key) {
-                Ok(Some(meta)) if meta.fingerprint == fingerprint => {
-                    return match self.store.mark_fresh(&key, self.clock.now()) {
+            match self.store.result_fingerprint(&key) {
+                Ok(Some(stored)) if stored == fingerprint => {
+                    return match self.store.mark_fresh(&key, &fingerprint, self.clock.now()) {
                         Ok(_) => PartitionAttempt::Done(RunOutcome::Fresh),
                         Err(e) => PartitionAttempt::Lost(error_chain(&e)),
                     };

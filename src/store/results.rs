@@ -197,8 +197,17 @@ impl Store {
         });
         match flipped {
             Ok(record) => {
-                // Only now may the previous result go: readers follow the record.
-                self.remove_result(key, &key_bytes, current.result_attempt)?;
+                // Only now may the previous result go: readers follow the record. A run that
+                // never committed has one only if an older Floe stored it under the bare key,
+                // which its meta tells in one read instead of three.
+                let previous = current.ever_committed()
+                    || self
+                        .result_meta
+                        .contains_key(&key_bytes)
+                        .map_err(Store::sled_error("read result meta of", key))?;
+                if previous {
+                    self.remove_result(key, &key_bytes, current.result_attempt)?;
+                }
                 tracing::debug!(run = %key, rows = meta.rows, bytes = meta.bytes, "result committed");
                 Ok(record)
             }
@@ -319,6 +328,33 @@ impl Store {
         }
         raw.map(|raw| decode_json(tree::RESULT_META, key, &raw))
             .transpose()
+    }
+
+    /// The fingerprint of the run's stored result (`None`: it has none), in one or two reads
+    /// instead of `result_meta`'s three. A Succeeded record carries its result's fingerprint
+    /// (every way into Succeeded sets it); a record that never committed can only have a
+    /// result an older Floe stored under the bare key. Other records (a recompute in flight
+    /// over an older result) are answered by the meta.
+    pub fn result_fingerprint(&self, key: &RunKey) -> Result<Option<String>, StoreError> {
+        let Some(record) = self.run(key)? else {
+            return Ok(None);
+        };
+        if record.state == RunState::Succeeded
+            && let Some(fingerprint) = record.fingerprint
+        {
+            return Ok(Some(fingerprint));
+        }
+        if !record.ever_committed() {
+            let raw = self
+                .result_meta
+                .get(key.encode()?)
+                .map_err(Store::sled_error("read result meta of", key))?;
+            return raw
+                .map(|raw| decode_json::<ResultMeta>(tree::RESULT_META, key, &raw))
+                .transpose()
+                .map(|meta| meta.map(|meta| meta.fingerprint));
+        }
+        Ok(self.result_meta(key)?.map(|meta| meta.fingerprint))
     }
 
     /// The result frame's IPC bytes.
@@ -699,6 +735,59 @@ mod tests {
             !store.result_frame.contains_key(&bare).unwrap(),
             "old entries removed"
         );
+    }
+
+    #[test]
+    fn result_fingerprint_names_the_stored_result_not_the_attempt_in_flight() {
+        let (_dir, store) = store();
+        let k = key();
+        let end = t0() + Duration::hours(1);
+        assert_eq!(store.result_fingerprint(&k).unwrap(), None, "no record");
+        store.enqueue_run(&k, end, false, t0()).unwrap();
+        assert_eq!(store.result_fingerprint(&k).unwrap(), None, "never run");
+
+        store.mark_running(&k, end, "fp1", t0()).unwrap();
+        store
+            .commit_success(&k, new_result("fp1", b"ONE", None), t0())
+            .unwrap();
+        assert_eq!(
+            store.result_fingerprint(&k).unwrap().as_deref(),
+            Some("fp1")
+        );
+
+        // A recompute in flight: the record names the new attempt's fingerprint, the stored
+        // result is still the old one.
+        store.enqueue_run(&k, end, true, t0()).unwrap();
+        store.mark_running(&k, end, "fp2", t0()).unwrap();
+        assert_eq!(
+            store.result_fingerprint(&k).unwrap().as_deref(),
+            Some("fp1")
+        );
+        store.mark_failed(&k, "boom", t0()).unwrap();
+        assert_eq!(
+            store.result_fingerprint(&k).unwrap().as_deref(),
+            Some("fp1")
+        );
+
+        // Found fresh again: the record takes the result's fingerprint back.
+        store.enqueue_run(&k, end, false, t0()).unwrap();
+        let fresh = store.mark_fresh(&k, "fp1", t0()).unwrap();
+        assert_eq!(fresh.fingerprint.as_deref(), Some("fp1"));
+        assert_eq!(
+            store.result_fingerprint(&k).unwrap().as_deref(),
+            Some("fp1")
+        );
+    }
+
+    #[test]
+    fn result_fingerprint_finds_a_result_an_older_floe_stored_under_the_bare_key() {
+        let (_dir, store) = store();
+        let k = key();
+        store
+            .mark_running(&k, t0() + Duration::hours(1), "new", t0())
+            .unwrap();
+        write_raw_result(&store, &k.encode().unwrap(), b"OLD");
+        assert_eq!(store.result_fingerprint(&k).unwrap().as_deref(), Some("fp"));
     }
 
     #[test]

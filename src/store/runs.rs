@@ -141,6 +141,12 @@ impl RunRecord {
         }
     }
 
+    /// Whether this Floe committed a result for the run. When not, the run has no result,
+    /// unless an older Floe (which counted no commits) stored one under the bare run key.
+    pub fn ever_committed(&self) -> bool {
+        self.commits > 0 || self.result_attempt.is_some()
+    }
+
     /// Whether the scheduler still has something to do with this run: it is not
     /// Succeeded, not Cancelled, and not a Failed run out of retries.
     pub fn is_active(&self) -> bool {
@@ -528,11 +534,19 @@ impl Store {
     }
 
     /// Pending → Succeeded without a new result: its stored result was found fresh. A run
-    /// already Succeeded stays as it is.
-    pub fn mark_fresh(&self, key: &RunKey, now: DateTime<Utc>) -> Result<RunRecord, StoreError> {
+    /// already Succeeded stays as it is. The record takes the stored result's `fingerprint`,
+    /// so a Succeeded record always names the fingerprint of the result it points to
+    /// (`Store::result_fingerprint` relies on it).
+    pub fn mark_fresh(
+        &self,
+        key: &RunKey,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RunRecord, StoreError> {
         self.update_run(key, |old| match old {
             Some(old) if old.state == RunState::Pending => Ok(RunRecord {
                 state: RunState::Succeeded,
+                fingerprint: Some(fingerprint.to_owned()),
                 finished_at: Some(now),
                 error: None,
                 retry_at: None,
@@ -931,7 +945,7 @@ mod tests {
             let k = key("j", t0() + Duration::hours(i as i64));
             store.enqueue_run(&k, t0(), false, t0()).unwrap();
             if state == RunState::Succeeded {
-                store.mark_fresh(&k, t0()).unwrap();
+                store.mark_fresh(&k, "f", t0()).unwrap();
             } else if state == RunState::Cancelled {
                 store.mark_cancelled(&k, "stop", t0()).unwrap();
             }

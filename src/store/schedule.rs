@@ -85,7 +85,7 @@ impl Store {
         let raw = self
             .schedule_cursors
             .get(&key)
-            .map_err(sled_failed(format!("read schedule cursor {label}")))?;
+            .map_err(sled_failed(format_args!("read schedule cursor {label}")))?;
         raw.map(|raw| decode_json::<Cursor>(tree::SCHEDULE_CURSORS, &label, &raw))
             .transpose()
             .map(|cursor| cursor.map(|c| c.planned_through))
@@ -101,7 +101,7 @@ impl Store {
         let value = encode_json(tree::SCHEDULE_CURSORS, &label, &Cursor { planned_through })?;
         self.schedule_cursors
             .insert(cursor_key(pipeline, job), value)
-            .map_err(sled_failed(format!("write schedule cursor {label}")))?;
+            .map_err(sled_failed(format_args!("write schedule cursor {label}")))?;
         Ok(())
     }
 
@@ -112,7 +112,7 @@ impl Store {
         let value = encode_json(tree::BACKFILLS, &record.id, record)?;
         self.backfills
             .insert(record.id.as_bytes(), value)
-            .map_err(sled_failed(format!("write backfill {}", record.id)))?;
+            .map_err(sled_failed(format_args!("write backfill {}", record.id)))?;
         self.flush()
     }
 
@@ -120,7 +120,7 @@ impl Store {
         let raw = self
             .backfills
             .get(id.as_bytes())
-            .map_err(sled_failed(format!("read backfill {id}")))?;
+            .map_err(sled_failed(format_args!("read backfill {id}")))?;
         raw.map(|raw| decode_json(tree::BACKFILLS, &id, &raw))
             .transpose()
     }
@@ -129,7 +129,7 @@ impl Store {
     pub fn backfills(&self) -> Result<Vec<BackfillRecord>, StoreError> {
         let mut records = Vec::new();
         for entry in self.backfills.iter() {
-            let (key, raw) = entry.map_err(sled_failed("list backfills".to_owned()))?;
+            let (key, raw) = entry.map_err(sled_failed(format_args!("list backfills")))?;
             let id = String::from_utf8_lossy(&key).into_owned();
             records.push(decode_json(tree::BACKFILLS, &id, &raw)?);
         }

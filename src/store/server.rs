@@ -208,7 +208,7 @@ impl Store {
     pub fn binary_versions(&self, app: &str) -> Result<Vec<BinaryMeta>, StoreError> {
         let mut versions = Vec::new();
         for entry in self.binaries.scan_prefix(binary_prefix(app)) {
-            let (_, raw) = entry.map_err(sled_failed(format!("read binary {app}")))?;
+            let (_, raw) = entry.map_err(sled_failed(format_args!("read binary {app}")))?;
             versions.push(decode_json(tree::BINARIES, &app, &raw)?);
         }
         Ok(versions)
@@ -218,7 +218,7 @@ impl Store {
     pub fn binaries_latest(&self) -> Result<BTreeMap<String, BinaryMeta>, StoreError> {
         let mut latest = BTreeMap::new();
         for entry in self.binaries.iter() {
-            let (_, raw) = entry.map_err(sled_failed("list binaries".to_owned()))?;
+            let (_, raw) = entry.map_err(sled_failed(format_args!("list binaries")))?;
             let meta: BinaryMeta = decode_json(tree::BINARIES, &"binaries", &raw)?;
             // Keys sort by (app, version), so the last one seen per app is the latest.
             latest.insert(meta.app.clone(), meta);
@@ -230,7 +230,7 @@ impl Store {
         let raw = self
             .binary_blobs
             .get(sha256.as_bytes())
-            .map_err(sled_failed(format!("read binary blob {sha256}")))?;
+            .map_err(sled_failed(format_args!("read binary blob {sha256}")))?;
         Ok(raw.map(|raw| raw.to_vec()))
     }
 
@@ -240,7 +240,7 @@ impl Store {
         let versions = self.binary_versions(app)?;
         let mut still_used = std::collections::HashSet::new();
         for entry in self.binaries.iter() {
-            let (key, raw) = entry.map_err(sled_failed("list binaries".to_owned()))?;
+            let (key, raw) = entry.map_err(sled_failed(format_args!("list binaries")))?;
             if !key.starts_with(&binary_prefix(app)) {
                 let meta: BinaryMeta = decode_json(tree::BINARIES, &"binaries", &raw)?;
                 still_used.insert(meta.sha256);
@@ -266,21 +266,24 @@ impl Store {
         let encoded = encode_json(tree::CONTEXTS, &definition.name, definition)?;
         self.contexts
             .insert(definition.name.as_bytes(), encoded)
-            .map_err(sled_failed(format!("store context {}", definition.name)))?;
+            .map_err(sled_failed(format_args!(
+                "store context {}",
+                definition.name
+            )))?;
         Ok(())
     }
 
     pub fn delete_context(&self, name: &str) -> Result<(), StoreError> {
         self.contexts
             .remove(name.as_bytes())
-            .map_err(sled_failed(format!("delete context {name}")))?;
+            .map_err(sled_failed(format_args!("delete context {name}")))?;
         Ok(())
     }
 
     pub fn context_definitions(&self) -> Result<Vec<ContextDefinition>, StoreError> {
         let mut definitions = Vec::new();
         for entry in self.contexts.iter() {
-            let (_, raw) = entry.map_err(sled_failed("list contexts".to_owned()))?;
+            let (_, raw) = entry.map_err(sled_failed(format_args!("list contexts")))?;
             definitions.push(decode_json(tree::CONTEXTS, &"contexts", &raw)?);
         }
         Ok(definitions)
@@ -294,13 +297,13 @@ impl Store {
         let id = record.id.as_bytes();
         self.job_configs
             .insert(id, config)
-            .map_err(sled_failed(format!(
+            .map_err(sled_failed(format_args!(
                 "store the config of job {}",
                 record.id
             )))?;
         self.jobs
             .insert(id, encoded)
-            .map_err(sled_failed(format!("record job {}", record.id)))?;
+            .map_err(sled_failed(format_args!("record job {}", record.id)))?;
         Ok(())
     }
 
@@ -326,28 +329,28 @@ impl Store {
             };
             self.job_results
                 .insert(id, stored)
-                .map_err(sled_failed(format!(
+                .map_err(sled_failed(format_args!(
                     "store the result of job {}",
                     record.id
                 )))?;
         }
         self.jobs
             .insert(id, encoded)
-            .map_err(sled_failed(format!("update job {}", record.id)))?;
+            .map_err(sled_failed(format_args!("update job {}", record.id)))?;
         Ok(())
     }
 
     pub fn job_result_exists(&self, id: &str) -> Result<bool, StoreError> {
         self.job_results
             .contains_key(id.as_bytes())
-            .map_err(sled_failed(format!("read the result of job {id}")))
+            .map_err(sled_failed(format_args!("read the result of job {id}")))
     }
 
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
         let raw = self
             .jobs
             .get(id.as_bytes())
-            .map_err(sled_failed(format!("read job {id}")))?;
+            .map_err(sled_failed(format_args!("read job {id}")))?;
         raw.map(|raw| decode_json(tree::JOBS, &id, &raw))
             .transpose()
     }
@@ -356,7 +359,7 @@ impl Store {
         let raw = self
             .job_configs
             .get(id.as_bytes())
-            .map_err(sled_failed(format!("read the config of job {id}")))?;
+            .map_err(sled_failed(format_args!("read the config of job {id}")))?;
         Ok(raw.map(|raw| raw.to_vec()))
     }
 
@@ -365,7 +368,7 @@ impl Store {
         let Some(stored) = self
             .job_results
             .get(id.as_bytes())
-            .map_err(sled_failed(format!("read the result of job {id}")))?
+            .map_err(sled_failed(format_args!("read the result of job {id}")))?
         else {
             return Ok(None);
         };
@@ -412,7 +415,7 @@ impl Store {
             if jobs.len() >= limit {
                 break;
             }
-            let (key, raw) = entry.map_err(sled_failed("list jobs".to_owned()))?;
+            let (key, raw) = entry.map_err(sled_failed(format_args!("list jobs")))?;
             let record: JobRecord = decode_json(tree::JOBS, &String::from_utf8_lossy(&key), &raw)?;
             if keep(&record) {
                 jobs.push(record);
@@ -424,7 +427,7 @@ impl Store {
     /// Every job, oldest first (start-up recovery and retention).
     pub fn jobs_oldest_first(&self) -> impl Iterator<Item = Result<JobRecord, StoreError>> + '_ {
         self.jobs.iter().map(|entry| {
-            let (key, raw) = entry.map_err(sled_failed("list jobs".to_owned()))?;
+            let (key, raw) = entry.map_err(sled_failed(format_args!("list jobs")))?;
             decode_json(tree::JOBS, &String::from_utf8_lossy(&key), &raw)
         })
     }
@@ -433,15 +436,16 @@ impl Store {
     /// leaves only invisible leftovers.
     pub fn delete_job(&self, id: &str) -> Result<(), StoreError> {
         let key = id.as_bytes();
-        let action = || format!("delete job {id}");
-        self.jobs.remove(key).map_err(sled_failed(action()))?;
+        self.jobs
+            .remove(key)
+            .map_err(sled_failed(format_args!("delete job {id}")))?;
         self.job_configs
             .remove(key)
-            .map_err(sled_failed(action()))?;
+            .map_err(sled_failed(format_args!("delete job {id}")))?;
         let removed = self
             .job_results
             .remove(key)
-            .map_err(sled_failed(action()))?;
+            .map_err(sled_failed(format_args!("delete job {id}")))?;
         if removed.is_some_and(|stored| stored.as_ref() == IN_FILE_MARKER)
             && let Some(path) = self.job_result_path(id)
         {
