@@ -34,7 +34,7 @@ use crate::error::error_chain;
 use crate::job::{JobContext, JobInput, JobOutput};
 use crate::partition::{Window, subwindows, windows_within};
 use crate::pipeline::{InputRef, JobDef, Pipeline};
-use crate::store::{NewResult, RunKey, RunState, Store, StoreError};
+use crate::store::{NewResult, RunKey, RunState, SeenRun, Store, StoreError};
 
 /// Which partitions to bring up to date.
 #[derive(Debug, Clone)]
@@ -484,8 +484,13 @@ impl Materializer {
         }
         let upstream: Vec<&str> = upstream_fingerprints.iter().map(String::as_str).collect();
         let fingerprint = run_fingerprint(def, window, &source_files, &upstream);
+        // The run's record, read once and handed on to `mark_running` and the commit.
+        let seen = match self.store.seen_run(&key) {
+            Ok(seen) => seen,
+            Err(e) => return PartitionAttempt::Failed(error_chain(&e)),
+        };
         if !force {
-            match self.store.result_fingerprint(&key) {
+            match self.store.result_fingerprint_of(&key, seen.record()) {
                 Ok(Some(stored)) if stored == fingerprint => {
                     return match self.store.mark_fresh(&key, &fingerprint, self.clock.now()) {
                         Ok(_) => PartitionAttempt::Done(RunOutcome::Fresh),
@@ -496,11 +501,14 @@ impl Materializer {
                 Err(e) => return PartitionAttempt::Failed(error_chain(&e)),
             }
         }
-        let record = match self
-            .store
-            .mark_running(&key, window.end, &fingerprint, self.clock.now())
-        {
-            Ok(record) => record,
+        let (record, seen) = match self.store.mark_running_seen(
+            &key,
+            Some(seen),
+            window.end,
+            &fingerprint,
+            self.clock.now(),
+        ) {
+            Ok(marked) => marked,
             Err(e) => return PartitionAttempt::Lost(error_chain(&e)),
         };
         if stop() {
@@ -512,7 +520,7 @@ impl Materializer {
                 if stop() {
                     return Err(CommitError::Stopped);
                 }
-                self.commit(&key, &fingerprint, output, Some(record.attempts))
+                self.commit(&key, &fingerprint, output, Some((record.attempts, seen)))
             });
         match outcome {
             Ok(rows) => PartitionAttempt::Done(RunOutcome::Computed { rows }),
@@ -587,7 +595,7 @@ impl Materializer {
         key: &RunKey,
         fingerprint: &str,
         output: JobOutput,
-        attempt: Option<u32>,
+        attempt: Option<(u32, SeenRun)>,
     ) -> Result<u64, CommitError> {
         let frame_ipc = encode_ipc(&output.frame)
             .map_err(|e| CommitError::Failed(format!("cannot encode result: {e}")))?;
@@ -605,7 +613,8 @@ impl Materializer {
                 rows,
                 frame_ipc,
                 state_ipc,
-                attempt,
+                attempt: attempt.as_ref().map(|(attempt, _)| *attempt),
+                seen: attempt.map(|(_, seen)| seen),
             },
             self.clock.now(),
         );

@@ -625,7 +625,9 @@ impl Scheduler {
             return Ok(true);
         }
         let store = &self.inner.store;
-        if let Some(record) = store.run(&key)? {
+        // Read once: the same snapshot is what `enqueue_run_seen` swaps from.
+        let seen = store.seen_run(&key)?;
+        if let Some(record) = seen.record() {
             let Some(done_since) = origin.done_since else {
                 // Recurring planning: the run exists already (done, failed for good, or
                 // queued by a backfill that tracks it).
@@ -654,7 +656,7 @@ impl Scheduler {
             }
         }
         if store
-            .enqueue_run(&key, window.end, origin.force, now)?
+            .enqueue_run_seen(&key, Some(seen), window.end, origin.force, now)?
             .is_none()
         {
             // Running under another writer (a job-server materialisation): look again soon.

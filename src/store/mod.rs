@@ -52,7 +52,7 @@ use serde::de::DeserializeOwned;
 pub use error::{BoxedCause, StoreError};
 pub use keys::{KeyError, RunKey};
 pub use results::{NewResult, ResultMeta, StoredResult};
-pub use runs::{RunRecord, RunState};
+pub use runs::{RunRecord, RunState, SeenRun};
 pub use schedule::{BackfillRecord, BackfillState};
 pub use server::{BinaryMeta, ContextDefinition, JobFailure, JobRecord, JobStatus};
 

@@ -15,6 +15,7 @@
 //! Why not one sled transaction over the four trees: each transaction takes sled's global write
 //! lock and writes its IO buffer out, which halved the scheduler's throughput.
 
+use std::cell::Cell;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sled::IVec;
 
 use super::keys::RunKey;
-use super::runs::{RunRecord, RunState};
+use super::runs::{RunRecord, RunState, SeenRun};
 use super::{Store, StoreError, decode_json, encode_json, tree};
 
 /// What a finished run hands to `commit_success`.
@@ -42,6 +43,9 @@ pub struct NewResult {
     /// the commit is refused unless the run is still on that attempt: an attempt the
     /// scheduler gave up on (timed out) and retried must not commit over its successor.
     pub attempt: Option<u32>,
+    /// The run's record as the attempt's `mark_running_seen` left it, so the commit need not
+    /// read it again (`None`: read it).
+    pub seen: Option<SeenRun>,
 }
 
 impl fmt::Debug for NewResult {
@@ -170,10 +174,17 @@ impl Store {
             created_at: now,
         };
         let meta_json = encode_json(tree::RESULT_META, key, &meta)?;
-        let current = self
-            .run(key)?
+        let seen = match result.seen {
+            Some(seen) => seen,
+            None => self.seen_run(key)?,
+        };
+        let current = seen
+            .record()
             .ok_or_else(|| StoreError::RunNotFound { key: key.clone() })?;
-        let attempt = committable_attempt(key, &current, result.attempt)?;
+        let attempt = committable_attempt(key, current, result.attempt)?;
+        // The result the record pointed to when the swap below succeeded: only that one may
+        // be removed after it (the snapshot may be stale, and the swap then reads afresh).
+        let previous = Cell::new((current.ever_committed(), current.result_attempt));
 
         // The result under its attempt, meta last: a stored meta marks a complete result.
         let stored_at = result_key(&key_bytes, Some(attempt));
@@ -190,24 +201,27 @@ impl Store {
         write().map_err(Store::sled_error("write result of run", key))?;
 
         let fingerprint = meta.fingerprint.clone();
-        let flipped = self.update_run(key, |old| {
+        let flipped = self.update_run_seen(key, Some(seen), |old| {
             let old = old.ok_or_else(|| StoreError::RunNotFound { key: key.clone() })?;
             committable_attempt(key, &old, Some(attempt))?;
+            previous.set((old.ever_committed(), old.result_attempt));
             Ok(committed(old, &fingerprint, now, attempt))
         });
         match flipped {
-            Ok(record) => {
+            Ok(swapped) => {
                 // Only now may the previous result go: readers follow the record. A run that
                 // never committed has one only if an older Floe stored it under the bare key,
                 // which its meta tells in one read instead of three.
-                let previous = current.ever_committed()
+                let (ever_committed, previous_attempt) = previous.get();
+                let had_result = ever_committed
                     || self
                         .result_meta
                         .contains_key(&key_bytes)
                         .map_err(Store::sled_error("read result meta of", key))?;
-                if previous {
-                    self.remove_result(key, &key_bytes, current.result_attempt)?;
+                if had_result {
+                    self.remove_result(key, &key_bytes, previous_attempt)?;
                 }
+                let record = swapped.new;
                 tracing::debug!(run = %key, rows = meta.rows, bytes = meta.bytes, "result committed");
                 Ok(record)
             }
@@ -336,13 +350,22 @@ impl Store {
     /// result an older Floe stored under the bare key. Other records (a recompute in flight
     /// over an older result) are answered by the meta.
     pub fn result_fingerprint(&self, key: &RunKey) -> Result<Option<String>, StoreError> {
-        let Some(record) = self.run(key)? else {
+        self.result_fingerprint_of(key, self.run(key)?.as_ref())
+    }
+
+    /// `result_fingerprint` given the run's record as just read.
+    pub fn result_fingerprint_of(
+        &self,
+        key: &RunKey,
+        record: Option<&RunRecord>,
+    ) -> Result<Option<String>, StoreError> {
+        let Some(record) = record else {
             return Ok(None);
         };
         if record.state == RunState::Succeeded
-            && let Some(fingerprint) = record.fingerprint
+            && let Some(fingerprint) = &record.fingerprint
         {
-            return Ok(Some(fingerprint));
+            return Ok(Some(fingerprint.clone()));
         }
         if !record.ever_committed() {
             let raw = self
@@ -421,6 +444,7 @@ mod tests {
             frame_ipc: frame.to_vec(),
             state_ipc: state.map(<[u8]>::to_vec),
             attempt: None,
+            seen: None,
         }
     }
 
@@ -597,6 +621,7 @@ mod tests {
                 state_ipc: state,
                 fingerprint: fp,
                 attempt: None,
+                seen: None,
             }
         };
         store.mark_running(&k, end, "fp0", t0()).unwrap();
@@ -662,6 +687,7 @@ mod tests {
         store.mark_running(&k, end, "fp", t0()).unwrap();
         let late = NewResult {
             attempt: Some(2),
+            seen: None,
             ..new_result("fp", b"LATE", None)
         };
         let err = store.commit_success(&k, late, t0()).unwrap_err();
@@ -681,6 +707,7 @@ mod tests {
         assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 1));
         let on_time = NewResult {
             attempt: Some(3),
+            seen: None,
             ..new_result("fp", b"THIRD", None)
         };
         let record = store.commit_success(&k, on_time, t0()).unwrap();

@@ -158,6 +158,29 @@ impl RunRecord {
     }
 }
 
+/// A run's record as a writer last read or wrote it: the bytes its next compare-and-swap
+/// expects, and their decoding. A writer that has just seen the record hands it on instead of
+/// reading it again (`enqueue_run_seen`, `mark_running_seen`, `NewResult::seen`); a snapshot
+/// gone stale only costs a retry, since the swap fails and the record is read afresh.
+#[derive(Debug, Clone, Default)]
+pub struct SeenRun {
+    raw: Option<sled::IVec>,
+    record: Option<RunRecord>,
+}
+
+impl SeenRun {
+    /// The record (`None`: the run had none).
+    pub fn record(&self) -> Option<&RunRecord> {
+        self.record.as_ref()
+    }
+}
+
+/// What one `update_run_seen` wrote: the new record, and the same as seen.
+pub(super) struct Swapped {
+    pub new: RunRecord,
+    pub seen: SeenRun,
+}
+
 /// An entry of the `active_runs` index: the run's key, then the generation of the activation
 /// that wrote it.
 fn active_index_key(run_key: &[u8], generation: u64) -> Vec<u8> {
@@ -204,6 +227,19 @@ impl Store {
             .transpose()
     }
 
+    /// The run's record with the bytes it was read from, to hand on to the next transition.
+    pub fn seen_run(&self, key: &RunKey) -> Result<SeenRun, StoreError> {
+        let raw = self
+            .runs
+            .get(key.encode()?)
+            .map_err(Store::sled_error("read run", key))?;
+        let record = raw
+            .as_ref()
+            .map(|raw| decode_json(tree::RUNS, key, raw))
+            .transpose()?;
+        Ok(SeenRun { raw, record })
+    }
+
     /// Moves the run to Running (creating it if absent), attempts += 1,
     /// started_at = now, error cleared. A Succeeded run may be re-marked
     /// (recompute); its old result stays readable until the new one commits.
@@ -214,7 +250,21 @@ impl Store {
         fingerprint: &str,
         now: DateTime<Utc>,
     ) -> Result<RunRecord, StoreError> {
-        let record = self.update_run(key, |old| {
+        self.mark_running_seen(key, None, partition_end, fingerprint, now)
+            .map(|(record, _)| record)
+    }
+
+    /// `mark_running` from the record as `seen` (read afresh when `None`); also returns the
+    /// Running record as written, for the attempt's commit (`NewResult::seen`).
+    pub fn mark_running_seen(
+        &self,
+        key: &RunKey,
+        seen: Option<SeenRun>,
+        partition_end: DateTime<Utc>,
+        fingerprint: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(RunRecord, SeenRun), StoreError> {
+        let swapped = self.update_run_seen(key, seen, |old| {
             let base = match old {
                 None => RunRecord {
                     queued_at: None,
@@ -241,8 +291,8 @@ impl Store {
                 ..base
             })
         })?;
-        tracing::debug!(run = %key, attempts = record.attempts, "run marked running");
-        Ok(record)
+        tracing::debug!(run = %key, attempts = swapped.new.attempts, "run marked running");
+        Ok((swapped.new, swapped.seen))
     }
 
     /// Moves a Running, Pending or Failed run to Failed with `error`.
@@ -481,7 +531,19 @@ impl Store {
         force: bool,
         now: DateTime<Utc>,
     ) -> Result<Option<RunRecord>, StoreError> {
-        let outcome = self.update_run(key, |old| match old {
+        self.enqueue_run_seen(key, None, partition_end, force, now)
+    }
+
+    /// `enqueue_run` from the record as `seen` (read afresh when `None`).
+    pub fn enqueue_run_seen(
+        &self,
+        key: &RunKey,
+        seen: Option<SeenRun>,
+        partition_end: DateTime<Utc>,
+        force: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let outcome = self.update_run_seen(key, seen, |old| match old {
             None => Ok(RunRecord {
                 force,
                 ..RunRecord::new_pending(partition_end, now)
@@ -503,7 +565,7 @@ impl Store {
             }),
         });
         match outcome {
-            Ok(record) => Ok(Some(record)),
+            Ok(swapped) => Ok(Some(swapped.new)),
             Err(StoreError::InvalidTransition {
                 from: Some(RunState::Running),
                 ..
@@ -657,16 +719,41 @@ impl Store {
     where
         F: Fn(Option<RunRecord>) -> Result<RunRecord, StoreError>,
     {
+        self.update_run_seen(key, None, f)
+            .map(|swapped| swapped.new)
+    }
+
+    /// `update_run` starting from the record as `seen` instead of reading it (a stale
+    /// snapshot fails the swap, and the loop reads the record afresh).
+    pub(super) fn update_run_seen<F>(
+        &self,
+        key: &RunKey,
+        seen: Option<SeenRun>,
+        f: F,
+    ) -> Result<Swapped, StoreError>
+    where
+        F: Fn(Option<RunRecord>) -> Result<RunRecord, StoreError>,
+    {
         let key_bytes = key.encode()?;
+        let mut seen = seen;
         loop {
-            let old_raw = self
-                .runs
-                .get(&key_bytes)
-                .map_err(Store::sled_error("read run", key))?;
-            let old = old_raw
-                .as_ref()
-                .map(|raw| decode_json(tree::RUNS, key, raw))
-                .transpose()?;
+            let SeenRun {
+                raw: old_raw,
+                record: old,
+            } = match seen.take() {
+                Some(seen) => seen,
+                None => {
+                    let raw = self
+                        .runs
+                        .get(&key_bytes)
+                        .map_err(Store::sled_error("read run", key))?;
+                    let record = raw
+                        .as_ref()
+                        .map(|raw| decode_json(tree::RUNS, key, raw))
+                        .transpose()?;
+                    SeenRun { raw, record }
+                }
+            };
             let was_active = old.as_ref().is_some_and(RunRecord::is_active);
             let old_generation = old.as_ref().and_then(|record| record.index_generation);
             let mut new = f(old)?;
@@ -679,10 +766,10 @@ impl Store {
             } else if !is_active {
                 new.index_generation = None;
             }
-            let value = encode_json(tree::RUNS, key, &new)?;
+            let value = sled::IVec::from(encode_json(tree::RUNS, key, &new)?);
             let swapped = self
                 .runs
-                .compare_and_swap(&key_bytes, old_raw.as_ref(), Some(value))
+                .compare_and_swap(&key_bytes, old_raw.as_ref(), Some(value.clone()))
                 .map_err(Store::sled_error("update run", key))?;
             if swapped.is_ok() {
                 // Entries are keyed by generation, so this removes this activation's entry
@@ -693,7 +780,13 @@ impl Store {
                 {
                     self.unindex(&key_bytes, generation, key)?;
                 }
-                return Ok(new);
+                return Ok(Swapped {
+                    seen: SeenRun {
+                        raw: Some(value),
+                        record: Some(new.clone()),
+                    },
+                    new,
+                });
             }
         }
     }
@@ -956,6 +1049,65 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_snapshot_only_costs_a_retry() {
+        let (_dir, store) = store();
+        let k = key("j", t0());
+        let end = t0() + Duration::hours(1);
+        store.enqueue_run(&k, end, false, t0()).unwrap();
+
+        // Another writer starts the run after this one read it: enqueueing from the stale
+        // snapshot sees the Running record and leaves it alone.
+        let stale = store.seen_run(&k).unwrap();
+        assert_eq!(stale.record().unwrap().state, RunState::Pending);
+        store.mark_running(&k, end, "fp", t0()).unwrap();
+        assert!(
+            store
+                .enqueue_run_seen(&k, Some(stale.clone()), end, false, t0())
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.run(&k).unwrap().unwrap().state, RunState::Running);
+
+        // An attempt whose snapshot went stale (timed out, failed, retried as attempt 2)
+        // cannot commit over its successor, and leaves no result behind.
+        store.mark_failed(&k, "timed out", t0()).unwrap();
+        let (second, seen) = store
+            .mark_running_seen(&k, Some(stale), end, "fp", t0())
+            .unwrap();
+        assert_eq!(second.attempts, 2, "the stale snapshot was re-read");
+        let late = super::super::NewResult {
+            fingerprint: "fp".to_owned(),
+            rows: 1,
+            frame_ipc: b"LATE".to_vec(),
+            state_ipc: None,
+            attempt: Some(1),
+            seen: Some(seen.clone()),
+        };
+        assert!(matches!(
+            store.commit_success(&k, late, t0()),
+            Err(StoreError::StaleAttempt { .. })
+        ));
+        assert_eq!(store.result_meta(&k).unwrap(), None);
+
+        // The current attempt commits from its own snapshot.
+        let on_time = super::super::NewResult {
+            fingerprint: "fp".to_owned(),
+            rows: 1,
+            frame_ipc: b"ON TIME".to_vec(),
+            state_ipc: None,
+            attempt: Some(2),
+            seen: Some(seen),
+        };
+        let done = store.commit_success(&k, on_time, t0()).unwrap();
+        assert_eq!(
+            (done.state, done.result_attempt),
+            (RunState::Succeeded, Some(2))
+        );
+        assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"ON TIME");
+        assert!(indexed(&store).is_empty(), "finished: no index entry");
+    }
+
+    #[test]
     fn recover_runs_requeues_and_lists_the_active_runs_in_one_scan() {
         let (_dir, store) = store();
         let end = t0() + Duration::hours(1);
@@ -1033,6 +1185,7 @@ mod tests {
                     frame_ipc: b"frame".to_vec(),
                     state_ipc: None,
                     attempt: Some(1),
+                    seen: None,
                 },
                 t0(),
             )
