@@ -1,7 +1,7 @@
 //! Floe's persistent store: run states and materialised results in one sled
 //! database, plus the rules for opening a directory safely.
 //!
-//! Layout (schema version 1). Every tree has a fixed name; later schema
+//! Layout (schema version 3). Every tree has a fixed name; later schema
 //! additions (jobs, contexts and binaries for the job server, schedules) are
 //! new trees, so existing ones never change shape without a version bump.
 //!
@@ -9,8 +9,10 @@
 //! |----------------|--------------------------|-----------------------------------|
 //! | `meta`         | `schema_version`         | u32, big-endian                   |
 //! | `runs`         | `RunKey` bytes (`keys`)  | `RunRecord`, JSON                 |
-//! | `result_meta`  | `RunKey` bytes, attempt¹ | `ResultMeta`, JSON (small)        |
-//! | `result_frame` | `RunKey` bytes, attempt¹ | Arrow IPC of the result frame     |
+//! | `result_meta`  | `RunKey` bytes, attempt¹ | `ResultMeta`, JSON; then, for a   |
+//! |                |                          | frame up to 16 KiB, `\n` and its  |
+//! |                |                          | Arrow IPC (schema 3)              |
+//! | `result_frame` | `RunKey` bytes, attempt¹ | Arrow IPC of a larger result frame |
 //! | `result_state` | `RunKey` bytes, attempt¹ | Arrow IPC of the mergeable state  |
 //! | `binaries`     | app, 0, version (u32 BE) | `BinaryMeta`, JSON                |
 //! | `binary_blobs` | sha-256 (hex)            | the uploaded bundle's bytes       |
@@ -62,7 +64,7 @@ pub use server::{BinaryMeta, ContextDefinition, JobFailure, JobRecord, JobStatus
 ///
 /// - 1: the first layout.
 /// - 2: adds the `active_runs` index, which an older Floe would not keep up to date.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// sled's page cache budget. Its default (1 GiB) made a year of hourly runs for 50 jobs hold
 /// 1.7 GiB; the hot part of the store (active runs, recent results) is far smaller, and the
@@ -176,7 +178,7 @@ impl Store {
                 });
             }
             Some(SCHEMA_VERSION) => {}
-            Some(1) => migrate_from = Some(1),
+            Some(older @ (1 | 2)) => migrate_from = Some(older),
             Some(other) => {
                 return Err(layout::corrupt(
                     path,
@@ -205,10 +207,17 @@ impl Store {
             }
         }
         let store = Store::from_db(db, Some(path))?;
-        if migrate_from == Some(1) {
+        if let Some(from) = migrate_from {
             // 1 → 2: index the active runs. The version is written only once the index is
             // whole, so a crash midway builds it again from the start.
-            let indexed = store.rebuild_active_index()?;
+            // 2 → 3: small result frames are stored inline in their meta's entry. Meta values
+            // written before are plain JSON, which schema 3 reads as they are: nothing to
+            // convert, but an older Floe must not open a store with inline frames.
+            let indexed = if from < 2 {
+                store.rebuild_active_index()?
+            } else {
+                0
+            };
             let meta = store
                 .db
                 .open_tree(tree::META)
@@ -216,7 +225,7 @@ impl Store {
             meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())
                 .map_err(sled_err("write the schema version"))?;
             store.flush()?;
-            tracing::info!(path = %path.display(), indexed, "store migrated to schema 2: active runs indexed");
+            tracing::info!(path = %path.display(), from, to = SCHEMA_VERSION, indexed, "store migrated");
         }
         if let layout::Found::Existing { marker_version } = found {
             if marker_version != SCHEMA_VERSION {

@@ -96,6 +96,49 @@ impl fmt::Debug for StoredResult {
     }
 }
 
+/// Result frames up to this size are stored inline in their meta's entry, after the meta's
+/// JSON and a newline, instead of in `result_frame`: one sled write less per commit, which is
+/// most commits (aggregates are small). Larger frames keep their own entry, so freshness
+/// checks that read the meta never load them.
+const INLINE_FRAME_BYTES: usize = 16 * 1024;
+
+/// The `result_meta` value: the meta's JSON, then, for an inline frame, a newline and the
+/// frame's IPC bytes.
+fn meta_value(meta_json: Vec<u8>, inline_frame: Option<&[u8]>) -> Vec<u8> {
+    match inline_frame {
+        None => meta_json,
+        Some(frame) => {
+            let mut value = meta_json;
+            value.reserve(frame.len() + 1);
+            value.push(b'\n');
+            value.extend_from_slice(frame);
+            value
+        }
+    }
+}
+
+/// Decodes a `result_meta` value: the meta, and the frame when it is stored inline.
+fn decode_meta_value(key: &RunKey, raw: &IVec) -> Result<(ResultMeta, Option<IVec>), StoreError> {
+    let decode_error = |source| StoreError::Decode {
+        tree: tree::RESULT_META,
+        key: key.to_string(),
+        source: Box::new(source),
+    };
+    let mut values = serde_json::Deserializer::from_slice(raw).into_iter::<ResultMeta>();
+    let meta = match values.next() {
+        Some(meta) => meta.map_err(decode_error)?,
+        None => return Err(decode_error(serde::de::Error::custom("empty value"))),
+    };
+    let end = values.byte_offset();
+    match raw.get(end..) {
+        None | Some([]) => Ok((meta, None)),
+        Some([b'\n', ..]) => Ok((meta, Some(raw.subslice(end + 1, raw.len() - end - 1)))),
+        Some(_) => Err(decode_error(serde::de::Error::custom(
+            "trailing bytes after the meta that are not an inline frame",
+        ))),
+    }
+}
+
 /// Where a result is stored: the run's key bytes, then the attempt (big-endian) for results
 /// committed by attempt; the bare key for results an older Floe committed.
 fn result_key(run_key: &[u8], attempt: Option<u32>) -> Vec<u8> {
@@ -188,14 +231,18 @@ impl Store {
 
         // The result under its attempt, meta last: a stored meta marks a complete result.
         let stored_at = result_key(&key_bytes, Some(attempt));
+        let inline = result.frame_ipc.len() <= INLINE_FRAME_BYTES;
         let write = || -> Result<(), sled::Error> {
-            self.result_frame
-                .insert(stored_at.as_slice(), result.frame_ipc)?;
+            if !inline {
+                self.result_frame
+                    .insert(stored_at.as_slice(), result.frame_ipc.as_slice())?;
+            }
             if let Some(state) = result.state_ipc {
                 self.result_state.insert(stored_at.as_slice(), state)?;
             }
+            let inline_frame = inline.then_some(result.frame_ipc.as_slice());
             self.result_meta
-                .insert(stored_at.as_slice(), meta_json.as_slice())?;
+                .insert(stored_at.as_slice(), meta_value(meta_json, inline_frame))?;
             Ok(())
         };
         write().map_err(Store::sled_error("write result of run", key))?;
@@ -249,7 +296,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let meta: ResultMeta = decode_json(tree::RESULT_META, key, &raw)?;
+        let (meta, _) = decode_meta_value(key, &raw)?;
         let finished = self.update_run(key, |old| {
             let old = old.ok_or_else(|| StoreError::RunNotFound { key: key.clone() })?;
             committable_attempt(key, &old, Some(attempt))?;
@@ -340,7 +387,7 @@ impl Store {
                 detail: "the run names a result whose meta is not stored",
             });
         }
-        raw.map(|raw| decode_json(tree::RESULT_META, key, &raw))
+        raw.map(|raw| decode_meta_value(key, &raw).map(|(meta, _)| meta))
             .transpose()
     }
 
@@ -373,9 +420,8 @@ impl Store {
                 .get(key.encode()?)
                 .map_err(Store::sled_error("read result meta of", key))?;
             return raw
-                .map(|raw| decode_json::<ResultMeta>(tree::RESULT_META, key, &raw))
-                .transpose()
-                .map(|meta| meta.map(|meta| meta.fingerprint));
+                .map(|raw| decode_meta_value(key, &raw).map(|(meta, _)| meta.fingerprint))
+                .transpose();
         }
         Ok(self.result_meta(key)?.map(|meta| meta.fingerprint))
     }
@@ -399,16 +445,20 @@ impl Store {
                 tree.get(at)
                     .map_err(Store::sled_error("read result of", key))
             };
-            Ok((
-                get(&self.result_meta)?,
-                get(&self.result_frame)?,
-                get(&self.result_state)?,
-            ))
+            let meta = get(&self.result_meta)?
+                .map(|raw| decode_meta_value(key, &raw))
+                .transpose()?;
+            let (meta, frame) = match meta {
+                Some((meta, Some(inline))) => (Some(meta), Some(inline)),
+                Some((meta, None)) => (Some(meta), get(&self.result_frame)?),
+                None => (None, get(&self.result_frame)?),
+            };
+            Ok((meta, frame, get(&self.result_state)?))
         })?;
         match read {
             (None, None, None) => Ok(None),
             (Some(meta), Some(frame_ipc), state_ipc) => Ok(Some(StoredResult {
-                meta: decode_json(tree::RESULT_META, key, &meta)?,
+                meta,
                 frame_ipc,
                 state_ipc,
             })),
@@ -703,8 +753,8 @@ mod tests {
             "{err}"
         );
         assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"FIRST");
-        // Only attempt 1's entries are stored.
-        assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 1));
+        // Only attempt 1's entry is stored (its small frame inline in the meta's).
+        assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 0));
         let on_time = NewResult {
             attempt: Some(3),
             seen: None,
@@ -713,7 +763,7 @@ mod tests {
         let record = store.commit_success(&k, on_time, t0()).unwrap();
         assert_eq!((record.commits, record.result_attempt), (2, Some(3)));
         assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"THIRD");
-        assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 1));
+        assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 0));
     }
 
     #[test]
@@ -815,6 +865,102 @@ mod tests {
             .unwrap();
         write_raw_result(&store, &k.encode().unwrap(), b"OLD");
         assert_eq!(store.result_fingerprint(&k).unwrap().as_deref(), Some("fp"));
+    }
+
+    #[test]
+    fn small_frames_are_stored_inline_and_large_ones_in_their_own_tree() {
+        let (_dir, store) = store();
+        let end = t0() + Duration::hours(1);
+        let small = vec![7u8; INLINE_FRAME_BYTES];
+        let large = vec![9u8; INLINE_FRAME_BYTES + 1];
+        for (hour, frame) in [(0, &small), (1, &large)] {
+            let k = RunKey::new("shop", "orders_hourly", t0() + Duration::hours(hour));
+            store.mark_running(&k, end, "fp", t0()).unwrap();
+            store
+                .commit_success(&k, new_result("fp", frame, Some(b"STATE")), t0())
+                .unwrap();
+            let read = store.result(&k).unwrap().unwrap();
+            assert_eq!(read.frame_ipc, frame.as_slice());
+            assert_eq!(read.state_ipc.unwrap(), b"STATE");
+            assert_eq!(read.meta.fingerprint, "fp");
+            assert_eq!(store.result_meta(&k).unwrap().unwrap(), read.meta);
+            assert_eq!(store.result_fingerprint(&k).unwrap().as_deref(), Some("fp"));
+        }
+        assert_eq!((store.result_meta.len(), store.result_frame.len()), (2, 1));
+
+        // Recomputing the large one as small replaces its frame entry with an inline one.
+        let k = RunKey::new("shop", "orders_hourly", t0() + Duration::hours(1));
+        store.enqueue_run(&k, end, true, t0()).unwrap();
+        store.mark_running(&k, end, "fp2", t0()).unwrap();
+        store
+            .commit_success(&k, new_result("fp2", b"SMALL", None), t0())
+            .unwrap();
+        assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"SMALL");
+        assert_eq!((store.result_meta.len(), store.result_frame.len()), (2, 0));
+    }
+
+    #[test]
+    fn a_schema_2_store_keeps_its_results_readable_and_is_marked_schema_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let k = key();
+        {
+            let store = Store::open(&path).unwrap();
+            store.mark_running(&k, t0(), "fp", t0()).unwrap();
+            // As schema 2 stored a result: meta and frame each in their tree, bare JSON meta.
+            let at = result_key(&k.encode().unwrap(), Some(1));
+            write_raw_result(&store, &at, b"FRAME");
+            store
+                .update_run(&k, |old| Ok(committed(old.unwrap(), "fp", t0(), 1)))
+                .unwrap();
+            let meta = store.db.open_tree(tree::META).unwrap();
+            meta.insert(super::super::SCHEMA_KEY, &2u32.to_be_bytes())
+                .unwrap();
+            super::super::layout::write_marker(&path, 2).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"FRAME");
+        assert_eq!(store.result_fingerprint(&k).unwrap().as_deref(), Some("fp"));
+        let meta = store.db.open_tree(tree::META).unwrap();
+        assert_eq!(
+            meta.get(super::super::SCHEMA_KEY)
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            3u32.to_be_bytes()
+        );
+    }
+
+    #[test]
+    fn a_meta_followed_by_anything_but_an_inline_frame_is_a_decode_error() {
+        let store = Store::open_temporary().unwrap();
+        let k = key();
+        store.mark_running(&k, t0(), "fp", t0()).unwrap();
+        let meta = serde_json::to_vec(&ResultMeta {
+            fingerprint: "fp".to_owned(),
+            rows: 1,
+            bytes: 1,
+            created_at: t0(),
+        })
+        .unwrap();
+        store
+            .result_meta
+            .insert(k.encode().unwrap(), [meta.as_slice(), b"garbage"].concat())
+            .unwrap();
+        let err = store.result_meta(&k).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Decode {
+                    tree: "result_meta",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let chain = crate::error::error_chain(&err);
+        assert!(chain.contains("not an inline frame"), "{chain}");
     }
 
     #[test]
