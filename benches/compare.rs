@@ -65,7 +65,9 @@
 //! in-process, polars) run interleaved (one run of each per round), so load from elsewhere on
 //! the machine hits them alike; Floe materialise runs in its own loop after them, because its
 //! sled writes and flushes go on in the background and slowed the engine that followed it.
-//! Ratios come from the same run. The load average is recorded at the start and the end.
+//! Ratios come from the same run; Floe/polars is the median of the rounds' ratios (each round
+//! times both back to back), not a ratio of two medians. The load average is recorded at the
+//! start and the end.
 //!
 //! A quick run: `FLOE_BENCH_SIZES=200000 FLOE_BENCH_REPEATS=1
 //! FLOE_BENCH_PYTHON_ENGINES=duckdb_files,duckdb_memory cargo bench --bench compare`.
@@ -134,7 +136,19 @@ type Engine<'a> = Box<dyn FnMut() -> Answer + 'a>;
 /// Times several ways of answering one query: one untimed warm-up each, then `repeats` rounds
 /// of one run each, interleaved so that a load spike from elsewhere on the machine hits them
 /// alike. Per engine: the median in ms and the last run's answer.
-fn measure<const N: usize>(repeats: usize, mut engines: [Engine<'_>; N]) -> [(f64, Answer); N] {
+fn measure<const N: usize>(repeats: usize, engines: [Engine<'_>; N]) -> [(f64, Answer); N] {
+    let mut rounds = measure_rounds(repeats, engines);
+    std::array::from_fn(|i| {
+        let (times, answer) = &mut rounds[i];
+        (median(times), std::mem::take(answer))
+    })
+}
+
+/// Each engine's time in every round (ms, in round order), and its last answer.
+fn measure_rounds<const N: usize>(
+    repeats: usize,
+    mut engines: [Engine<'_>; N],
+) -> [(Vec<f64>, Answer); N] {
     let mut answers: Vec<Answer> = engines.iter_mut().map(|run| run()).collect();
     let mut times = vec![Vec::with_capacity(repeats); N];
     for _ in 0..repeats {
@@ -144,7 +158,20 @@ fn measure<const N: usize>(repeats: usize, mut engines: [Engine<'_>; N]) -> [(f6
             times[i].push(started.elapsed().as_secs_f64() * 1e3);
         }
     }
-    std::array::from_fn(|i| (median(&mut times[i]), std::mem::take(&mut answers[i])))
+    std::array::from_fn(|i| {
+        (
+            std::mem::take(&mut times[i]),
+            std::mem::take(&mut answers[i]),
+        )
+    })
+}
+
+/// The median over rounds of `a / b`, each pair timed in the same round: a slow stretch of
+/// the machine (a neighbour's load, writeback) hits both sides of a pair alike, where the
+/// ratio of two medians taken from different rounds carries it.
+fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    let mut ratios: Vec<f64> = a.iter().zip(b).map(|(a, b)| a / b).collect();
+    median(&mut ratios)
 }
 
 fn load_average() -> String {
@@ -848,6 +875,8 @@ struct RustTimes {
     /// included), and polars' query on that slice.
     job_in_process_ms: f64,
     polars_slice_ms: f64,
+    /// Floe REST / polars: the median of the ratios of the rounds (`paired_ratio`).
+    rest_vs_polars: f64,
 }
 
 #[derive(Debug)]
@@ -894,7 +923,7 @@ fn run_rust_engines(dir: &Path, repeats: usize, answers: &mut Answers) -> RustRu
         // Materialising writes to sled and leaves its flush and the kernel's writeback running
         // after it returns, so it is timed in its own loop: interleaved, it slowed whichever
         // engine ran next (the REST job) by up to 20 ms.
-        let [rest, polars, in_process, on_slice] = measure(
+        let [mut rest, mut polars, mut in_process, mut on_slice] = measure_rounds(
             repeats,
             [
                 Box::new(|| {
@@ -915,21 +944,24 @@ fn run_rust_engines(dir: &Path, repeats: usize, answers: &mut Answers) -> RustRu
                 frame_answer(&materialise(&pipeline_runs, &shop, &plan))
             })],
         );
+        // Before `median` sorts the rounds' times in place.
+        let rest_vs_polars = paired_ratio(&rest.0, &polars.0);
         let measured = RustTimes {
-            rest_ms: rest.0,
-            polars_ms: polars.0,
-            job_in_process_ms: in_process.0,
-            polars_slice_ms: on_slice.0,
+            rest_vs_polars,
+            rest_ms: median(&mut rest.0),
+            polars_ms: median(&mut polars.0),
+            job_in_process_ms: median(&mut in_process.0),
+            polars_slice_ms: median(&mut on_slice.0),
             materialise_ms: materialised.0,
         };
         eprintln!("floe: {:4} {measured:?}", query.name);
         times.insert(query.name, measured);
-        for (engine, (_, answer)) in [
-            ("floe_rest", rest),
-            ("polars", polars),
-            ("floe_job_in_process", in_process),
-            ("polars_on_slice", on_slice),
-            ("floe_materialise", materialised),
+        for (engine, answer) in [
+            ("floe_rest", rest.1),
+            ("polars", polars.1),
+            ("floe_job_in_process", in_process.1),
+            ("polars_on_slice", on_slice.1),
+            ("floe_materialise", materialised.1),
         ] {
             answers.add(query.name, engine, answer);
         }
@@ -1327,7 +1359,7 @@ impl SizeReport {
                 ms(self.python_ms("duckdb_memory", query.name)),
                 ms(self.python_ms("spark_warm_files", query.name)),
                 ms(self.python_ms("spark_warm_cached", query.name)),
-                ratio(Some(floe.rest_ms / floe.polars_ms)),
+                ratio(Some(floe.rest_vs_polars)),
                 ratio(duckdb.map(|d| floe.rest_ms / d)),
                 spark.map_or_else(|| "—".into(), |s| format!("{:.0}×", s / floe.rest_ms)),
             );
@@ -1464,10 +1496,7 @@ impl SizeReport {
             let values: Option<Vec<f64>> = queries().iter().map(f).collect();
             values.map(|v| v.into_iter().all(ok))
         };
-        let vs_polars = |q: &Query| {
-            let t = self.floe_ms(q.name);
-            Some(t.rest_ms / t.polars_ms)
-        };
+        let vs_polars = |q: &Query| Some(self.floe_ms(q.name).rest_vs_polars);
         let vs_duckdb = |q: &Query| {
             self.duckdb_best(q.name)
                 .map(|d| self.floe_ms(q.name).rest_ms / d)
@@ -1628,8 +1657,9 @@ fn main() {
          materialise: the pipeline partitions answering the query recomputed from the files \
          (`force`, upstream included) and committed; polars: the same query on the context's \
          DataFrame in-process; DuckDB files/memory and Spark warm files/cached: \
-         benches/compare/engines.py. Ratios use Floe REST. Every engine's answers were checked \
-         equal to polars'."
+         benches/compare/engines.py. Ratios use Floe REST; Floe/polars is the median of the \
+         rounds' ratios (each round times both back to back). Every engine's answers were \
+         checked equal to polars'."
     );
     for report in &reports {
         report.write(&mut out, repeats);
