@@ -98,7 +98,10 @@ use serde_json::Value;
 
 mod common;
 
-use common::{env_usize, median, proc_status_kib, run_in_process, with_commas, write_sample_week};
+use common::{
+    CpuTicks, env_usize, median, proc_status_kib, run_in_process, steal_line, with_commas,
+    write_sample_week,
+};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const CONTEXT: &str = "bench";
@@ -1630,6 +1633,7 @@ fn main() {
     let sizes = sizes();
     let repeats = env_usize("FLOE_BENCH_REPEATS", 5).max(1);
     let load_start = load_average();
+    let cpu_start = CpuTicks::now();
     let started = chrono::Utc::now();
     let mut reports = Vec::new();
     let mut answers = Answers::default();
@@ -1644,11 +1648,12 @@ fn main() {
     );
     let _ = writeln!(
         out,
-        "Run {} on {} cores; load average (1/5/15 min) {} at the start, {} at the end. {}.",
+        "Run {} on {} cores; load average (1/5/15 min) {} at the start, {} at the end; {}. {}.",
         started.format("%Y-%m-%d %H:%M UTC"),
         cores(),
         load_start,
         load_average(),
+        steal_line(cpu_start),
         versions_line(reports.iter().find_map(|r| r.python.as_ref().ok()))
     );
     let _ = writeln!(

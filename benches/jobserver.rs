@@ -27,7 +27,7 @@ use polars::prelude::*;
 
 mod common;
 
-use common::{env_usize, median, run_in_process, write_sample_week};
+use common::{CpuTicks, env_usize, median, run_in_process, steal_line, write_sample_week};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -117,6 +117,7 @@ fn main() {
     let repeats = env_usize("FLOE_BENCH_REPEATS", 5).max(1);
     let window = Duration::from_millis(env_usize("FLOE_BENCH_WINDOW_MS", 2000) as u64);
     let dir = tempfile::tempdir().expect("tempdir");
+    let cpu_start = CpuTicks::now();
     eprintln!("generating {rows} rows …");
     write_sample_week(rows, &dir.path().join("data"));
 
@@ -344,4 +345,6 @@ fn main() {
             );
         }
     });
+    println!();
+    println!("{}", steal_line(cpu_start));
 }

@@ -47,7 +47,7 @@ use polars::prelude::*;
 
 mod common;
 
-use common::{env_usize, median, proc_status_kib, with_commas};
+use common::{CpuTicks, env_usize, median, proc_status_kib, steal_line, with_commas};
 
 /// The result cache budget: `floe serve`'s default (`result_cache_bytes`, 512 MiB).
 fn cache_bytes() -> usize {
@@ -282,6 +282,7 @@ fn main() {
     let restarts = env_usize("FLOE_BENCH_RESTARTS", 5).max(1);
     let timeout = Duration::from_secs(env_usize("FLOE_BENCH_TIMEOUT_S", 3600) as u64);
     let expected_runs = days * 24 * jobs;
+    let cpu_start = CpuTicks::now();
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data_dir = dir.path().join("data");
@@ -501,4 +502,6 @@ fn main() {
         median(&mut restart_peak) / 1024.0,
         median(&mut restart_rss) / 1024.0
     );
+    println!();
+    println!("{}", steal_line(cpu_start));
 }

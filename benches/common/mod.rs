@@ -15,6 +15,57 @@ use polars::prelude::{DataFrame, IntoLazy};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The machine's CPU time so far from `/proc/stat` (clock ticks): all of it, and the part the
+/// hypervisor gave to other guests ("steal"). On a shared VM a busy neighbour slows every
+/// engine alike, and steal is the one figure that shows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuTicks {
+    total: u64,
+    steal: u64,
+}
+
+impl CpuTicks {
+    pub(crate) fn now() -> Option<CpuTicks> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        Some(CpuTicks {
+            total: fields.iter().take(8).sum(),
+            steal: *fields.get(7)?,
+        })
+    }
+
+    /// The share of the CPU time since `self` that went to other guests, as "12.3%".
+    pub(crate) fn steal_since(self) -> String {
+        match CpuTicks::now() {
+            Some(now) if now.total > self.total => format!(
+                "{:.1}%",
+                100.0 * (now.steal - self.steal) as f64 / (now.total - self.total) as f64
+            ),
+            _ => "n/a".to_owned(),
+        }
+    }
+}
+
+/// "CPU stolen by other guests: 12.3%" since `start`, or nothing when it is not known.
+pub(crate) fn steal_line(start: Option<CpuTicks>) -> String {
+    start.map_or_else(
+        || "CPU steal: n/a".to_owned(),
+        |start| {
+            format!(
+                "CPU stolen by the hypervisor for other guests during the run: {}",
+                start.steal_since()
+            )
+        },
+    )
+}
+
 /// A numeric knob from the environment, or its default.
 pub(crate) fn env_usize(key: &str, default: usize) -> usize {
     std::env::var(key)
