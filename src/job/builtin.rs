@@ -49,6 +49,77 @@ fn apply_filter(frame: LazyFrame, filter: &Option<Expr>) -> LazyFrame {
     }
 }
 
+/// `sum(x)` when `expr` is SQL's `SUM(x)` as polars' SQL parser writes it:
+/// `when(null_count(x) < len(x)).then(sum(x)).otherwise(NULL)`, the guard giving a group of
+/// nulls NULL rather than polars' 0. `None` for anything else.
+fn plain_sum_of(expr: &Expr) -> Option<Expr> {
+    let Expr::Ternary {
+        predicate,
+        truthy,
+        falsy,
+    } = expr
+    else {
+        return None;
+    };
+    let Expr::Agg(AggExpr::Sum(summed)) = truthy.as_ref() else {
+        return None;
+    };
+    let summed = summed.as_ref().clone();
+    let guard = summed.clone().null_count().lt(summed.len());
+    (**predicate == guard && **falsy == lit(LiteralValue::untyped_null()))
+        .then(|| truthy.as_ref().clone())
+}
+
+/// Runs a group-by whose aggregations may hold SQL sums, on polars' grouped fast path.
+///
+/// SQL's guarded `sum(x)` costs a second aggregation per group (13% of a 10M-row group-by
+/// here). A group whose plain sum is neither 0 nor NULL cannot be a group of nulls, so `build`
+/// first gets the aggregations with each top-level SQL sum made plain; when every such column
+/// of the answer holds no 0 and no NULL, the answer is exact. Otherwise (a real zero sum, or a
+/// group of nulls) it runs again with the guarded sums. `build` makes the whole plan (group-by,
+/// sort, limit) from the aggregations, so the check sees what is returned: a group of nulls
+/// cut off by a limit would have been cut off as NULL too, since NULLs sort last.
+fn group_by_with_plain_sums(
+    aggregations: Vec<(String, Expr)>,
+    build: impl Fn(Vec<Expr>) -> LazyFrame,
+) -> PolarsResult<DataFrame> {
+    let guarded = || {
+        aggregations
+            .iter()
+            .map(|(name, expr)| expr.clone().alias(name.as_str()))
+            .collect::<Vec<_>>()
+    };
+    let mut plain_columns = Vec::new();
+    let plain: Vec<Expr> = aggregations
+        .iter()
+        .map(|(name, expr)| match plain_sum_of(expr) {
+            Some(sum) => {
+                plain_columns.push(name.as_str());
+                sum.alias(name.as_str())
+            }
+            None => expr.clone().alias(name.as_str()),
+        })
+        .collect();
+    if plain_columns.is_empty() {
+        return build(guarded()).collect();
+    }
+    let answer = build(plain).collect()?;
+    let exact = plain_columns.iter().all(|name| {
+        answer.column(name).is_ok_and(|column| {
+            column.null_count() == 0
+                && column
+                    .as_materialized_series()
+                    .equal(0)
+                    .is_ok_and(|zero| !zero.any())
+        })
+    });
+    if exact {
+        Ok(answer)
+    } else {
+        build(guarded()).collect()
+    }
+}
+
 fn require_single_input(input_names: &[String], kind: &str) -> Result<(), String> {
     if input_names.len() == 1 {
         Ok(())
@@ -216,17 +287,21 @@ impl Job for Top {
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, JobError> {
         let input = ctx.single_input()?;
-        let frame = apply_filter(input.frame.clone(), &self.filter)
-            .group_by([col(self.key.as_str())])
-            .agg([self.metric.clone().alias(self.metric_name.as_str())])
-            .sort(
-                [self.metric_name.as_str(), self.key.as_str()],
-                SortMultipleOptions::default()
-                    .with_order_descending_multi([true, false])
-                    .with_nulls_last(true),
-            )
-            .limit(self.n as IdxSize)
-            .collect()?;
+        let frame = group_by_with_plain_sums(
+            vec![(self.metric_name.clone(), self.metric.clone())],
+            |metric| {
+                apply_filter(input.frame.clone(), &self.filter)
+                    .group_by([col(self.key.as_str())])
+                    .agg(metric)
+                    .sort(
+                        [self.metric_name.as_str(), self.key.as_str()],
+                        SortMultipleOptions::default()
+                            .with_order_descending_multi([true, false])
+                            .with_nulls_last(true),
+                    )
+                    .limit(self.n as IdxSize)
+            },
+        )?;
         Ok(JobOutput::frame(frame))
     }
 }
@@ -296,16 +371,12 @@ impl Job for GroupBy {
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, JobError> {
         let input = ctx.single_input()?;
         let keys: Vec<Expr> = self.keys.iter().map(|key| col(key.as_str())).collect();
-        let aggregations: Vec<Expr> = self
-            .aggregations
-            .iter()
-            .map(|(name, expr)| expr.clone().alias(name.as_str()))
-            .collect();
-        let frame = apply_filter(input.frame.clone(), &self.filter)
-            .group_by(keys)
-            .agg(aggregations)
-            .sort(self.keys.clone(), SortMultipleOptions::default())
-            .collect()?;
+        let frame = group_by_with_plain_sums(self.aggregations.clone(), |aggregations| {
+            apply_filter(input.frame.clone(), &self.filter)
+                .group_by(keys.clone())
+                .agg(aggregations)
+                .sort(self.keys.clone(), SortMultipleOptions::default())
+        })?;
         Ok(JobOutput::frame(frame))
     }
 }
@@ -457,6 +528,72 @@ mod tests {
             inputs: &inputs,
         };
         job.run(&ctx).unwrap()
+    }
+
+    #[test]
+    fn sql_sums_are_recognised_and_nothing_else() {
+        let parsed = |sql: &str| parse_expression("m", sql).unwrap();
+        assert_eq!(
+            plain_sum_of(&parsed("sum(amount)")),
+            Some(col("amount").sum())
+        );
+        assert_eq!(
+            plain_sum_of(&parsed("SUM(amount * 2)")),
+            Some((col("amount") * lit(2)).sum())
+        );
+        for other in ["sum(amount) / 2", "count(*)", "avg(amount)", "max(amount)"] {
+            assert_eq!(plain_sum_of(&parsed(other)), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn plain_sums_keep_sql_answers_for_groups_of_nulls_and_zero_sums() {
+        let frame = df!(
+            "city" => ["a", "a", "b", "c", "c", "d"],
+            "amount" => [Some(1.0f64), Some(2.0), None, Some(5.0), Some(-5.0), Some(4.0)],
+        )
+        .unwrap();
+        let by_city = |aggregations: &[(&str, &str)]| {
+            let aggregations: Vec<(String, String)> = aggregations
+                .iter()
+                .map(|(n, e)| ((*n).to_owned(), (*e).to_owned()))
+                .collect();
+            let job = GroupBy::new(&["city".to_owned()], &aggregations, None).unwrap();
+            run(&job, frame.clone()).frame
+        };
+        // b is a group of nulls (NULL, not 0); c sums to a real 0.
+        let out = by_city(&[("sales", "sum(amount)"), ("n", "count(amount)")]);
+        let expected = df!(
+            "city" => ["a", "b", "c", "d"],
+            "sales" => [Some(3.0f64), None, Some(0.0), Some(4.0)],
+            "n" => [2u32, 0, 2, 1],
+        )
+        .unwrap();
+        assert!(out.equals_missing(&expected), "{out}");
+        // Without such groups the fast path's answer stands.
+        let positive = df!(
+            "city" => ["a", "a", "d"],
+            "amount" => [Some(1.0f64), Some(2.0), Some(4.0)],
+        )
+        .unwrap();
+        let job = GroupBy::new(
+            &["city".to_owned()],
+            &[("sales".to_owned(), "sum(amount)".to_owned())],
+            None,
+        )
+        .unwrap();
+        let out = run(&job, positive).frame;
+        let expected = df!("city" => ["a", "d"], "sales" => [3.0f64, 4.0]).unwrap();
+        assert!(out.equals_missing(&expected), "{out}");
+        // Top: the group of nulls sorts last as NULL.
+        let top = Top::new("city", "sum(amount)", 4, Some("sales"), None).unwrap();
+        let out = run(&top, frame.clone()).frame;
+        let expected = df!(
+            "city" => ["d", "a", "c", "b"],
+            "sales" => [Some(4.0f64), Some(3.0), Some(0.0), None],
+        )
+        .unwrap();
+        assert!(out.equals_missing(&expected), "{out}");
     }
 
     #[test]
