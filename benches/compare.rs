@@ -61,13 +61,14 @@
 //!   the same slice, and polars' query on that slice.
 //!
 //! Method: one warm-up, then the median of `FLOE_BENCH_REPEATS` (default 5) timed runs for
-//! every engine and query. The in-memory Rust engines of a query (Floe REST, the job
+//! every engine and query; the in-memory Rust engines, which take milliseconds, get
+//! `FLOE_BENCH_RUST_REPEATS` (default 21). Those engines of a query (Floe REST, the job
 //! in-process, polars) run interleaved (one run of each per round), so load from elsewhere on
 //! the machine hits them alike; Floe materialise runs in its own loop after them, because its
 //! sled writes and flushes go on in the background and slowed the engine that followed it.
 //! Ratios come from the same run; Floe/polars is the median of the rounds' ratios (each round
 //! times both back to back), not a ratio of two medians. The load average is recorded at the
-//! start and the end.
+//! start and the end, and the CPU time the hypervisor stole for other guests over the run.
 //!
 //! A quick run: `FLOE_BENCH_SIZES=200000 FLOE_BENCH_REPEATS=1
 //! FLOE_BENCH_PYTHON_ENGINES=duckdb_files,duckdb_memory cargo bench --bench compare`.
@@ -145,6 +146,13 @@ fn measure<const N: usize>(repeats: usize, engines: [Engine<'_>; N]) -> [(f64, A
         let (times, answer) = &mut rounds[i];
         (median(times), std::mem::take(answer))
     })
+}
+
+/// Rounds for the in-memory Rust engines (Floe REST, the job in-process, polars): they take
+/// milliseconds, and the same polars query's time moves by ±10% from round to round here, so
+/// they get `FLOE_BENCH_RUST_REPEATS` rounds (default 21), never fewer than the others.
+fn in_memory_rounds(repeats: usize) -> usize {
+    env_usize("FLOE_BENCH_RUST_REPEATS", 21).max(repeats)
 }
 
 /// Each engine's time in every round (ms, in round order), and its last answer.
@@ -927,7 +935,7 @@ fn run_rust_engines(dir: &Path, repeats: usize, answers: &mut Answers) -> RustRu
         // after it returns, so it is timed in its own loop: interleaved, it slowed whichever
         // engine ran next (the REST job) by up to 20 ms.
         let [mut rest, mut polars, mut in_process, mut on_slice] = measure_rounds(
-            repeats,
+            in_memory_rounds(repeats),
             [
                 Box::new(|| {
                     let body = server.sync_job(class, Some(CONTEXT), &config);
@@ -1303,8 +1311,9 @@ impl SizeReport {
         let rows = with_commas(self.rust.rows as usize);
         let _ = writeln!(
             out,
-            "\n## {rows} rows ({:.0} MiB of Arrow), medians of {repeats} after a warm-up\n",
-            mib(self.rust.arrow_bytes as f64)
+            "\n## {rows} rows ({:.0} MiB of Arrow), medians of {repeats} after a warm-up ({} for Floe REST, the job in-process and polars)\n",
+            mib(self.rust.arrow_bytes as f64),
+            in_memory_rounds(repeats)
         );
         let _ = writeln!(
             out,
