@@ -1,7 +1,9 @@
 //! Materialised results of runs: the result frame, the optional mergeable
 //! state frame (both Arrow IPC bytes, opaque here) and a small `ResultMeta`,
 //! each in its own tree under the run's key. The meta is separate so that
-//! freshness checks never load the frames.
+//! freshness checks never load large frames; a frame up to `INLINE_FRAME_BYTES`
+//! follows the meta's JSON in the meta's own entry instead (schema 3), which saves
+//! a sled write on most commits.
 //!
 //! A result is only ever written by `commit_success`, under the run's key plus the attempt
 //! that computed it (frame and state first, meta last), and then the run's record is moved to

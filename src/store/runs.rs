@@ -162,7 +162,7 @@ impl RunRecord {
 /// expects, and their decoding. A writer that has just seen the record hands it on instead of
 /// reading it again (`enqueue_run_seen`, `mark_running_seen`, `NewResult::seen`); a snapshot
 /// gone stale only costs a retry, since the swap fails and the record is read afresh.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SeenRun {
     raw: Option<sled::IVec>,
     record: Option<RunRecord>,
