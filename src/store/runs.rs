@@ -742,17 +742,7 @@ impl Store {
                 record: old,
             } = match seen.take() {
                 Some(seen) => seen,
-                None => {
-                    let raw = self
-                        .runs
-                        .get(&key_bytes)
-                        .map_err(Store::sled_error("read run", key))?;
-                    let record = raw
-                        .as_ref()
-                        .map(|raw| decode_json(tree::RUNS, key, raw))
-                        .transpose()?;
-                    SeenRun { raw, record }
-                }
+                None => self.seen_run(key)?,
             };
             let was_active = old.as_ref().is_some_and(RunRecord::is_active);
             let old_generation = old.as_ref().and_then(|record| record.index_generation);
