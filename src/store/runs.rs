@@ -219,12 +219,7 @@ const INTERRUPTED: &str = "interrupted: floe stopped while this run was running"
 impl Store {
     /// The record of one run, if it exists.
     pub fn run(&self, key: &RunKey) -> Result<Option<RunRecord>, StoreError> {
-        let raw = self
-            .runs
-            .get(key.encode()?)
-            .map_err(Store::sled_error("read run", key))?;
-        raw.map(|raw| decode_json(tree::RUNS, key, &raw))
-            .transpose()
+        Ok(self.seen_run(key)?.record)
     }
 
     /// The run's record with the bytes it was read from, to hand on to the next transition.
