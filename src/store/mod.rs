@@ -454,6 +454,25 @@ fn encode_json<T: Serialize>(
 }
 
 #[cfg(test)]
+impl Store {
+    /// Records `version` as the store's schema (meta tree and marker) and flushes, so that
+    /// reopening it runs the migration from that version. For migration tests.
+    pub(super) fn pretend_schema(&self, path: &Path, version: u32) {
+        let meta = self.db.open_tree(tree::META).unwrap();
+        meta.insert(SCHEMA_KEY, &version.to_be_bytes()).unwrap();
+        layout::write_marker(path, version).unwrap();
+        self.flush().unwrap();
+    }
+
+    /// The schema version the meta tree records.
+    pub(super) fn recorded_schema(&self) -> u32 {
+        let meta = self.db.open_tree(tree::META).unwrap();
+        let raw = meta.get(SCHEMA_KEY).unwrap().unwrap();
+        u32::from_be_bytes(raw.as_ref().try_into().unwrap())
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
     use std::fs;

@@ -915,23 +915,12 @@ mod tests {
             store
                 .update_run(&k, |old| Ok(committed(old.unwrap(), "fp", t0(), 1)))
                 .unwrap();
-            let meta = store.db.open_tree(tree::META).unwrap();
-            meta.insert(super::super::SCHEMA_KEY, &2u32.to_be_bytes())
-                .unwrap();
-            super::super::layout::write_marker(&path, 2).unwrap();
-            store.flush().unwrap();
+            store.pretend_schema(&path, 2);
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"FRAME");
         assert_eq!(store.result_fingerprint(&k).unwrap().as_deref(), Some("fp"));
-        let meta = store.db.open_tree(tree::META).unwrap();
-        assert_eq!(
-            meta.get(super::super::SCHEMA_KEY)
-                .unwrap()
-                .unwrap()
-                .as_ref(),
-            3u32.to_be_bytes()
-        );
+        assert_eq!(store.recorded_schema(), 3);
     }
 
     #[test]

@@ -1247,25 +1247,14 @@ mod tests {
                 .unwrap();
             // What a store written by schema 1 looks like: no index.
             store.active_runs.clear().unwrap();
-            let meta = store.db.open_tree(super::super::tree::META).unwrap();
-            meta.insert(super::super::SCHEMA_KEY, &1u32.to_be_bytes())
-                .unwrap();
-            super::super::layout::write_marker(&path, 1).unwrap();
-            store.flush().unwrap();
+            store.pretend_schema(&path, 1);
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(indexed(&store), ["pending", "running"]);
         let (requeued, active) = store.recover_runs(t0()).unwrap();
         assert_eq!(requeued, 1);
         assert_eq!(active.len(), 2);
-        let meta = store.db.open_tree(super::super::tree::META).unwrap();
-        assert_eq!(
-            meta.get(super::super::SCHEMA_KEY)
-                .unwrap()
-                .unwrap()
-                .as_ref(),
-            super::super::SCHEMA_VERSION.to_be_bytes()
-        );
+        assert_eq!(store.recorded_schema(), super::super::SCHEMA_VERSION);
     }
 
     #[test]
