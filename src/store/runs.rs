@@ -175,10 +175,20 @@ impl SeenRun {
     }
 }
 
-/// What one `update_run_seen` wrote: the new record, and the same as seen.
+/// What one `update_run_seen` wrote: the new record and its bytes.
 pub(super) struct Swapped {
     pub new: RunRecord,
-    pub seen: SeenRun,
+    pub raw: sled::IVec,
+}
+
+impl Swapped {
+    /// The record as written, to hand on to the next transition.
+    fn seen(&self) -> SeenRun {
+        SeenRun {
+            raw: Some(self.raw.clone()),
+            record: Some(self.new.clone()),
+        }
+    }
 }
 
 /// An entry of the `active_runs` index: the run's key, then the generation of the activation
@@ -287,7 +297,8 @@ impl Store {
             })
         })?;
         tracing::debug!(run = %key, attempts = swapped.new.attempts, "run marked running");
-        Ok((swapped.new, swapped.seen))
+        let seen = swapped.seen();
+        Ok((swapped.new, seen))
     }
 
     /// Moves a Running, Pending or Failed run to Failed with `error`.
@@ -765,13 +776,7 @@ impl Store {
                 {
                     self.unindex(&key_bytes, generation, key)?;
                 }
-                return Ok(Swapped {
-                    seen: SeenRun {
-                        raw: Some(value),
-                        record: Some(new.clone()),
-                    },
-                    new,
-                });
+                return Ok(Swapped { new, raw: value });
             }
         }
     }
