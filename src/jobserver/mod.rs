@@ -323,8 +323,9 @@ impl JobServer {
 
     // ---- start-up --------------------------------------------------------------------------
 
-    /// Loads stored apps, registers the pipelines folder's files as apps, recreates stored and
-    /// predefined contexts, and resolves every job a previous process left RUNNING.
+    /// Loads stored apps, registers the pipelines folder's files as apps, and recreates stored
+    /// and predefined contexts. Jobs a previous process left RUNNING are resolved afterwards,
+    /// by [`JobServer::resolve_interrupted_jobs`].
     pub fn recover(
         &self,
         pipeline_files: &[(String, Vec<u8>)],
@@ -358,10 +359,19 @@ impl JobServer {
             self.start_context(name, settings.clone(), None)
                 .map_err(|e| format!("predefined context {name}: {e}"))?;
         }
-        self.resolve_interrupted_jobs().map_err(|e| error_chain(&e))
+        Ok(())
     }
 
-    fn resolve_interrupted_jobs(&self) -> Result<(), StoreError> {
+    /// Resolves every job a previous process left RUNNING: a materialisation runs again, any
+    /// other job ends in ERROR. Call it only once the scheduler has requeued the runs that
+    /// process left Running: that recovery takes every Running run for an interrupted one, so
+    /// a re-run started before it would find its runs requeued under it.
+    pub fn resolve_interrupted_jobs(&self) -> Result<(), String> {
+        self.resolve_interrupted_jobs_in_store()
+            .map_err(|e| error_chain(&e))
+    }
+
+    fn resolve_interrupted_jobs_in_store(&self) -> Result<(), StoreError> {
         let mut interrupted = Vec::new();
         let mut count = 0;
         for record in self.store.jobs_oldest_first() {

@@ -284,6 +284,9 @@ pub fn build_state(
         pipelines,
     )
     .map_err(|e| error_chain(&e))?;
+    // Only now: the scheduler's recovery has requeued the runs left Running by the previous
+    // process, so the runs these re-runs mark Running are not mistaken for interrupted ones.
+    core.resolve_interrupted_jobs()?;
     let openapi = openapi_json()?;
     Ok(AppState {
         core,
