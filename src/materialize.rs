@@ -673,11 +673,7 @@ impl Materializer {
                         .unwrap_or_default();
                     let frame =
                         scan_source_window(source, files, window).map_err(|e| e.to_string())?;
-                    JobInput {
-                        frame,
-                        states: None,
-                        upstream_kind: None,
-                    }
+                    JobInput::of_frame(frame)
                 }
                 InputRef::Job(name) => {
                     let upstream = pipeline
@@ -709,6 +705,7 @@ impl Materializer {
                         frame,
                         states: has_states.then_some(states),
                         upstream_kind: Some(upstream.kind().to_owned()),
+                        cached_rows: None,
                     }
                 }
             };

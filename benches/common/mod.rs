@@ -114,11 +114,7 @@ pub(crate) fn write_sample_week(rows: usize, data_dir: &std::path::Path) {
 pub(crate) fn run_in_process(job: &dyn Job, frame: &DataFrame) -> DataFrame {
     let inputs: BTreeMap<String, JobInput> = [(
         "events".to_owned(),
-        JobInput {
-            frame: frame.clone().lazy(),
-            states: None,
-            upstream_kind: None,
-        },
+        JobInput::of_frame(frame.clone().lazy()),
     )]
     .into_iter()
     .collect();

@@ -1,14 +1,16 @@
 //! The polars side of Floe: reading a source window, encoding results for the store, the
-//! in-memory cache of decoded upstream results, and cutting time windows out of frames held
-//! in memory.
+//! in-memory cache of decoded upstream results, cutting time windows out of frames held in
+//! memory, and the selections (filtered rows) kept beside them.
 //!
 //! Owns: how files become a `LazyFrame` cut to a partition window (with the time filter in a
 //! form polars can push down into the scan), the Arrow IPC encoding of results and the Arrow
-//! size budgets charge, the cache, and windows over in-memory frames.
+//! size budgets charge, the cache, windows over in-memory frames, and selections with the memory
+//! budget they are charged to.
 //! Does not own: which partitions run or when (the materialiser), where bytes live (the store).
 
 pub mod cache;
 pub mod frames;
+pub mod selection;
 pub mod source;
 pub mod time_slice;
 

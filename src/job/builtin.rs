@@ -14,6 +14,7 @@ use polars::prelude::*;
 use polars::sql::{SQLContext, extract_table_identifiers, sql_expr};
 
 use super::{Job, JobContext, JobError, JobOutput};
+use crate::engine::selection::columns_read;
 use crate::pipeline::spec::{CountDistinctSpec, GroupBySpec, SelectSpec, TopSpec};
 
 /// The column a `count_distinct` result holds its count in.
@@ -42,11 +43,19 @@ pub fn short_polars_error(err: &PolarsError) -> String {
     text.lines().next().unwrap_or_default().trim().to_owned()
 }
 
-fn apply_filter(frame: LazyFrame, filter: &Option<Expr>) -> LazyFrame {
-    match filter {
-        Some(predicate) => frame.filter(predicate.clone()),
-        None => frame,
+/// The columns a job reads besides its filter: `columns` plus those `exprs` read; `None`
+/// when an expression may read any column.
+fn columns_read_by<'a>(
+    columns: impl IntoIterator<Item = &'a str>,
+    exprs: impl IntoIterator<Item = &'a Expr>,
+) -> Option<Vec<String>> {
+    let mut read: Vec<String> = columns.into_iter().map(str::to_owned).collect();
+    for name in columns_read(exprs)? {
+        if !read.contains(&name) {
+            read.push(name);
+        }
     }
+    Some(read)
 }
 
 /// `sum(x)` when `expr` is SQL's `SUM(x)` as polars' SQL parser writes it:
@@ -191,12 +200,19 @@ impl Job for CountDistinct {
             (Some(states), Some("count_distinct")) if !states.is_empty() => {
                 let parts: Vec<LazyFrame> =
                     states.iter().map(|state| state.clone().lazy()).collect();
-                concat(parts, UnionArgs::default())?
+                let merged = concat(parts, UnionArgs::default())?;
+                match &self.filter {
+                    Some(filter) => merged.filter(filter.clone()),
+                    None => merged,
+                }
             }
-            _ => input.frame.clone(),
+            _ => input.rows_matching(
+                self.filter.as_ref(),
+                Some(std::slice::from_ref(&self.column)),
+            ),
         };
         if !self.keep_state {
-            let frame = apply_filter(rows, &self.filter)
+            let frame = rows
                 .select([key
                     .drop_nulls()
                     .n_unique()
@@ -205,7 +221,7 @@ impl Job for CountDistinct {
                 .collect()?;
             return Ok(JobOutput::frame(frame));
         }
-        let keys = apply_filter(rows, &self.filter)
+        let keys = rows
             .select([key.clone()])
             .filter(key.is_not_null())
             .unique(None, UniqueKeepStrategy::Any)
@@ -223,6 +239,8 @@ impl Job for CountDistinct {
 #[derive(Debug, Clone)]
 pub struct Top {
     key: String,
+    /// The columns the key and metric read (for `JobInput::rows_matching`).
+    reads: Option<Vec<String>>,
     metric: Expr,
     metric_name: String,
     n: u32,
@@ -252,6 +270,7 @@ impl Top {
         match (metric_expr, filter) {
             (Ok(metric), Ok(filter)) if errors.is_empty() => Ok(Top {
                 key: key.to_owned(),
+                reads: columns_read_by([key], [&metric]),
                 metric,
                 metric_name,
                 n,
@@ -290,7 +309,8 @@ impl Job for Top {
         let frame = group_by_with_plain_sums(
             vec![(self.metric_name.clone(), self.metric.clone())],
             |metric| {
-                apply_filter(input.frame.clone(), &self.filter)
+                input
+                    .rows_matching(self.filter.as_ref(), self.reads.as_deref())
                     .group_by([col(self.key.as_str())])
                     .agg(metric)
                     .sort(
@@ -310,6 +330,8 @@ impl Job for Top {
 #[derive(Debug, Clone)]
 pub struct GroupBy {
     keys: Vec<String>,
+    /// The columns the keys and aggregations read (for `JobInput::rows_matching`).
+    reads: Option<Vec<String>>,
     aggregations: Vec<(String, Expr)>,
     filter: Option<Expr>,
 }
@@ -346,6 +368,10 @@ impl GroupBy {
         if errors.is_empty() {
             Ok(GroupBy {
                 keys: keys.to_vec(),
+                reads: columns_read_by(
+                    keys.iter().map(String::as_str),
+                    parsed.iter().map(|(_, expr)| expr),
+                ),
                 aggregations: parsed,
                 filter,
             })
@@ -372,7 +398,8 @@ impl Job for GroupBy {
         let input = ctx.single_input()?;
         let keys: Vec<Expr> = self.keys.iter().map(|key| col(key.as_str())).collect();
         let frame = group_by_with_plain_sums(self.aggregations.clone(), |aggregations| {
-            apply_filter(input.frame.clone(), &self.filter)
+            input
+                .rows_matching(self.filter.as_ref(), self.reads.as_deref())
                 .group_by(keys.clone())
                 .agg(aggregations)
                 .sort(self.keys.clone(), SortMultipleOptions::default())
@@ -484,7 +511,7 @@ impl Job for Select {
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, JobError> {
         let input = ctx.single_input()?;
-        let filtered = apply_filter(input.frame.clone(), &self.filter);
+        let filtered = input.rows_matching(self.filter.as_ref(), self.columns.as_deref());
         let frame = match &self.columns {
             Some(columns) => {
                 filtered.select(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
@@ -507,16 +534,10 @@ mod tests {
     use crate::partition::{Grain, Window};
 
     fn run(job: &dyn Job, frame: DataFrame) -> JobOutput {
-        let inputs: BTreeMap<String, JobInput> = [(
-            "events".to_owned(),
-            JobInput {
-                frame: frame.lazy(),
-                states: None,
-                upstream_kind: None,
-            },
-        )]
-        .into_iter()
-        .collect();
+        let inputs: BTreeMap<String, JobInput> =
+            [("events".to_owned(), JobInput::of_frame(frame.lazy()))]
+                .into_iter()
+                .collect();
         let ctx = JobContext {
             pipeline: "p",
             job: "j",

@@ -74,6 +74,43 @@ pub struct JobInput {
     pub states: Option<Vec<DataFrame>>,
     /// The kind of the upstream job, `None` for a source.
     pub upstream_kind: Option<String>,
+    /// Where the input's filtered rows may already be kept: a window of a context's named
+    /// object. `None` for scans and upstream results.
+    pub cached_rows: Option<Arc<dyn CachedRows>>,
+}
+
+impl JobInput {
+    /// An input of `frame` alone: no upstream states, no cached rows.
+    pub fn of_frame(frame: LazyFrame) -> Self {
+        JobInput {
+            frame,
+            states: None,
+            upstream_kind: None,
+            cached_rows: None,
+        }
+    }
+
+    /// The input's rows matching `filter` (all of them when `None`), for a job that reads
+    /// only the columns `reads` names (`None`: it may read any). Taken from the input's cached
+    /// rows when they hold them; otherwise `frame` filtered.
+    pub fn rows_matching(&self, filter: Option<&Expr>, reads: Option<&[String]>) -> LazyFrame {
+        let Some(filter) = filter else {
+            return self.frame.clone();
+        };
+        if let (Some(cached), Some(columns)) = (&self.cached_rows, reads)
+            && let Some(rows) = cached.rows_matching(filter, columns)
+        {
+            return rows;
+        }
+        self.frame.clone().filter(filter.clone())
+    }
+}
+
+/// An input whose filtered rows can be kept between jobs (`engine::selection`).
+pub trait CachedRows: Send + Sync + fmt::Debug {
+    /// The input's rows matching `filter` with at least `columns`, the same rows `frame`
+    /// filtered by it would hold; `None` when this filter's rows cannot come from here.
+    fn rows_matching(&self, filter: &Expr, columns: &[String]) -> Option<LazyFrame>;
 }
 
 impl fmt::Debug for JobInput {
@@ -82,6 +119,7 @@ impl fmt::Debug for JobInput {
         f.debug_struct("JobInput")
             .field("states", &self.states.as_ref().map(Vec::len))
             .field("upstream_kind", &self.upstream_kind)
+            .field("cached_rows", &self.cached_rows)
             .finish_non_exhaustive()
     }
 }

@@ -44,6 +44,7 @@ use crate::store::{ContextDefinition, JobFailure, JobRecord, JobStatus, Store, S
 
 use self::apps::{App, Apps};
 use self::context::{Context, ContextSettings, Executor, QueueFull};
+use self::objects::ObjectRows;
 use self::plan::{
     BuiltinPlan, InputSpec, JobPlan, ObjectWindow, PIPELINE_RUN_CLASS, PipelinePlan, PlanError,
     ScanTarget,
@@ -1018,7 +1019,7 @@ impl JobServer {
         let mut inputs = BTreeMap::new();
         for (name, spec) in &plan.inputs {
             Self::checkpoint(live)?;
-            let frame = match spec {
+            let input = match spec {
                 InputSpec::Object {
                     name: object,
                     window,
@@ -1039,9 +1040,23 @@ impl JobServer {
                             class: "floe.NamedObjectNotFound",
                         }
                     })?;
-                    match window {
-                        None => found.frame.as_ref().clone().lazy(),
-                        Some(window) => object_window_rows(&found.frame, object, window)?,
+                    let (frame, window) = match window {
+                        None => (found.frame.as_ref().clone().lazy(), None),
+                        Some(window) => {
+                            let (frame, column) = object_window_rows(&found.frame, object, window)?;
+                            let bounds = Window {
+                                start: window.from,
+                                end: window.to,
+                            };
+                            (frame, Some((column, bounds, window.timezone)))
+                        }
+                    };
+                    JobInput {
+                        cached_rows: Some(Arc::new(ObjectRows {
+                            object: found,
+                            window,
+                        })),
+                        ..JobInput::of_frame(frame)
                     }
                 }
                 InputSpec::Scan {
@@ -1056,7 +1071,7 @@ impl JobServer {
                         end: *to,
                     };
                     match cache_as {
-                        None => self.scan(app, what, &window)?,
+                        None => JobInput::of_frame(self.scan(app, what, &window)?),
                         Some(object) => objects
                             .get_or_create(object, self.clock.now(), || {
                                 let frame = self.scan(app, what, &window).map_err(|e| match e {
@@ -1070,22 +1085,20 @@ impl JobServer {
                                     )
                                 })
                             })
-                            .map_err(ExecError::failed("floe.NamedObjectError"))?
-                            .frame
-                            .as_ref()
-                            .clone()
-                            .lazy(),
+                            .map(|object| JobInput {
+                                frame: object.frame.as_ref().clone().lazy(),
+                                cached_rows: Some(Arc::new(ObjectRows {
+                                    object,
+                                    window: None,
+                                })),
+                                states: None,
+                                upstream_kind: None,
+                            })
+                            .map_err(ExecError::failed("floe.NamedObjectError"))?,
                     }
                 }
             };
-            inputs.insert(
-                name.clone(),
-                JobInput {
-                    frame,
-                    states: None,
-                    upstream_kind: None,
-                },
-            );
+            inputs.insert(name.clone(), input);
         }
         Self::checkpoint(live)?;
         let ctx = JobContext {
@@ -1161,12 +1174,13 @@ impl JobServer {
     }
 }
 
-/// The rows of the named object `name` in `window`: a slice when its time column is sorted.
+/// The rows of the named object `name` in `window` (a slice when its time column is sorted),
+/// and the time column.
 fn object_window_rows(
     frame: &DataFrame,
     name: &str,
     window: &ObjectWindow,
-) -> Result<LazyFrame, ExecError> {
+) -> Result<(LazyFrame, String), ExecError> {
     // `problem` reads on from the object's name: "has no datetime column", ": time column …".
     let failed = |problem: String| ExecError::Failed {
         message: format!("named object `{name}`{problem}"),
@@ -1180,8 +1194,9 @@ fn object_window_rows(
         start: window.from,
         end: window.to,
     };
-    window_rows(frame, &column, &bounds, window.timezone)
-        .map_err(|problem| failed(format!(": {problem}")))
+    let rows = window_rows(frame, &column, &bounds, window.timezone)
+        .map_err(|problem| failed(format!(": {problem}")))?;
+    Ok((rows, column))
 }
 
 /// How a context is named in messages.

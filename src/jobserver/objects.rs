@@ -11,18 +11,24 @@
 //!
 //! Every object counts its Arrow size against the context's memory budget; an object that does
 //! not fit is refused with a message saying how much is free, never silently evicted, because a
-//! later job that expects it would otherwise fail far from the cause.
+//! later job that expects it would otherwise fail far from the cause. Each object also keeps
+//! the selections jobs made of it (`engine::selection`), charged to the same budget; those are
+//! a cache, dropped to make room for an object before it is refused.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
-use polars::prelude::{DataFrame, DataType};
+use chrono_tz::Tz;
+use polars::prelude::{DataFrame, DataType, Expr, IntoLazy, LazyFrame};
 use polars::series::IsSorted;
 use serde::Serialize;
 
 use crate::engine::arrow_size;
-use crate::engine::time_slice::mark_sorted_time_columns;
+use crate::engine::selection::{MemoryBudget, Selections};
+use crate::engine::time_slice::{mark_sorted_time_columns, window_rows};
+use crate::job::CachedRows;
+use crate::partition::Window;
 
 /// One cached frame.
 #[derive(Debug, Clone)]
@@ -30,6 +36,8 @@ pub struct NamedObject {
     pub frame: Arc<DataFrame>,
     pub bytes: u64,
     pub created_at: DateTime<Utc>,
+    /// Rows of `frame` that jobs' filters selected, kept for the next job asking the same.
+    pub selections: Arc<Selections>,
 }
 
 /// What `GET /contexts/{name}` shows of an object.
@@ -44,6 +52,39 @@ pub struct ObjectSummary {
     pub sorted_time_columns: Vec<String>,
     #[serde(rename = "createdAt")]
     pub created_at: DateTime<Utc>,
+    /// Filtered rows of the object kept for later jobs, and their Arrow bytes (charged to the
+    /// context's memory budget besides `bytes`).
+    pub selections: usize,
+    #[serde(rename = "selectionBytes")]
+    pub selection_bytes: u64,
+}
+
+/// A job's input read from a named object: its selections answer the job's filter.
+#[derive(Debug)]
+pub struct ObjectRows {
+    pub object: NamedObject,
+    /// The time column and window the job reads, read as wall-clock time in the zone when
+    /// the column is naive; `None` for the whole object.
+    pub window: Option<(String, Window, Tz)>,
+}
+
+impl CachedRows for ObjectRows {
+    fn rows_matching(&self, filter: &Expr, columns: &[String]) -> Option<LazyFrame> {
+        let mut columns = columns.to_vec();
+        if let Some((time, ..)) = &self.window
+            && !columns.contains(time)
+        {
+            columns.push(time.clone());
+        }
+        let rows = self
+            .object
+            .selections
+            .rows(&self.object.frame, filter, &columns)?;
+        match &self.window {
+            None => Some(rows.lazy()),
+            Some((time, window, timezone)) => window_rows(&rows, time, window, *timezone).ok(),
+        }
+    }
 }
 
 type Slot = Arc<Mutex<Option<NamedObject>>>;
@@ -51,14 +92,13 @@ type Slot = Arc<Mutex<Option<NamedObject>>>;
 /// The named objects of one context.
 #[derive(Debug)]
 pub struct NamedObjects {
-    budget: u64,
+    budget: Arc<MemoryBudget>,
     state: Mutex<ObjectsState>,
 }
 
 #[derive(Debug, Default)]
 struct ObjectsState {
     slots: BTreeMap<String, Slot>,
-    used: u64,
 }
 
 /// Locks recover from poisoning: a panicking job (caught by its worker) must not take the
@@ -70,17 +110,18 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl NamedObjects {
     pub fn new(budget: u64) -> Self {
         NamedObjects {
-            budget,
+            budget: Arc::new(MemoryBudget::new(budget)),
             state: Mutex::new(ObjectsState::default()),
         }
     }
 
     pub fn budget(&self) -> u64 {
-        self.budget
+        self.budget.limit()
     }
 
+    /// Bytes held: the objects and their selections.
     pub fn used(&self) -> u64 {
-        lock(&self.state).used
+        self.budget.used()
     }
 
     fn slot(&self, name: &str) -> Slot {
@@ -105,14 +146,12 @@ impl NamedObjects {
         build: impl FnOnce() -> Result<DataFrame, String>,
     ) -> Result<NamedObject, String> {
         let slot = self.slot(name);
-        let mut value = lock(&slot);
+        let value = lock(&slot);
         if let Some(existing) = value.as_ref() {
             return Ok(existing.clone());
         }
         let frame = build()?;
-        let object = self.admit(name, frame, now, 0)?;
-        *value = Some(object.clone());
-        Ok(object)
+        self.admit(name, frame, now, &slot, value)
     }
 
     /// Stores `frame` as `name`, replacing any previous object of that name.
@@ -123,39 +162,67 @@ impl NamedObjects {
         now: DateTime<Utc>,
     ) -> Result<NamedObject, String> {
         let slot = self.slot(name);
-        let mut value = lock(&slot);
-        let replaced = value.as_ref().map_or(0, |old| old.bytes);
-        let object = self.admit(name, frame, now, replaced)?;
-        *value = Some(object.clone());
-        Ok(object)
+        let value = lock(&slot);
+        self.admit(name, frame, now, &slot, value)
     }
 
-    /// Charges the object to the budget (crediting `replaced` bytes of the object it replaces).
+    /// Stores `frame` in `slot` (whose lock `value` is) and charges it to the budget,
+    /// crediting the object it replaces. When it does not fit, every selection is dropped
+    /// before the object is refused. An object whose name was forgotten while it was built is
+    /// handed back without being stored or charged: nobody else can reach it.
     fn admit(
         &self,
         name: &str,
         frame: DataFrame,
         now: DateTime<Utc>,
-        replaced: u64,
+        slot: &Slot,
+        mut value: MutexGuard<'_, Option<NamedObject>>,
     ) -> Result<NamedObject, String> {
         let frame = mark_sorted_time_columns(frame);
         let bytes = arrow_size(&frame) as u64;
-        let mut state = lock(&self.state);
-        let used_after = state.used - replaced + bytes;
-        if used_after > self.budget {
-            let free = self.budget.saturating_sub(state.used - replaced);
-            return Err(format!(
-                "named object `{name}` needs {bytes} bytes but only {free} of the context's \
-                 memory budget of {} bytes are free; forget an object or raise `memory-budget`",
-                self.budget
-            ));
-        }
-        state.used = used_after;
-        Ok(NamedObject {
+        let object = NamedObject {
+            selections: Arc::new(Selections::new(self.budget.clone(), bytes)),
             frame: Arc::new(frame),
             bytes,
             created_at: now,
-        })
+        };
+        // Under the state lock, so `forget` runs wholly before (the slot is gone) or after.
+        let state = lock(&self.state);
+        if !state
+            .slots
+            .get(name)
+            .is_some_and(|current| Arc::ptr_eq(current, slot))
+        {
+            return Ok(object);
+        }
+        let credit = value.as_ref().map_or(0, |old| old.bytes);
+        let charged = self.budget.try_replace(credit, bytes).or_else(|_| {
+            // Selections are a cache: they make room for an object before it is refused.
+            if let Some(old) = value.as_ref() {
+                old.selections.clear();
+            }
+            for other in state.slots.values() {
+                // Our own slot is held here (skipped); others being built have none yet.
+                if let Ok(other) = other.try_lock()
+                    && let Some(object) = other.as_ref()
+                {
+                    object.selections.clear();
+                }
+            }
+            self.budget.try_replace(credit, bytes)
+        });
+        if let Err(free) = charged {
+            return Err(format!(
+                "named object `{name}` needs {bytes} bytes but only {free} of the context's \
+                 memory budget of {} bytes are free; forget an object or raise `memory-budget`",
+                self.budget.limit()
+            ));
+        }
+        *value = Some(object.clone());
+        // The slot before the state: a `forget` waiting for the state then finds it free.
+        drop(value);
+        drop(state);
+        Ok(object)
     }
 
     /// Drops the object `name`; returns whether it existed.
@@ -164,27 +231,23 @@ impl NamedObjects {
         let Some(slot) = state.slots.remove(name) else {
             return false;
         };
-        // A build may be holding the slot; it finishes into a slot nobody can reach, and its
-        // bytes were never charged, because `admit` runs only after the build and the slot
-        // was removed from the map here under the same state lock.
-        let freed = slot
-            .try_lock()
-            .ok()
-            .and_then(|v| v.as_ref().map(|o| o.bytes));
-        match freed {
-            Some(bytes) => {
-                state.used -= bytes;
-                true
-            }
-            None => true,
+        // A build holding the slot finds it gone when it is stored (`admit`, under the same
+        // state lock) and charges nothing.
+        if let Ok(value) = slot.try_lock()
+            && let Some(object) = value.as_ref()
+        {
+            self.budget.release(object.bytes);
+            object.selections.clear();
         }
+        true
     }
 
     /// Drops everything (the context is going away).
     pub fn clear(&self) {
-        let mut state = lock(&self.state);
-        state.slots.clear();
-        state.used = 0;
+        let names: Vec<String> = lock(&self.state).slots.keys().cloned().collect();
+        for name in names {
+            self.forget(&name);
+        }
     }
 
     pub fn summaries(&self) -> Vec<ObjectSummary> {
@@ -220,6 +283,8 @@ impl NamedObjects {
                         .map(|c| c.name().to_string())
                         .collect(),
                     created_at: object.created_at,
+                    selections: object.selections.usage().0,
+                    selection_bytes: object.selections.usage().1,
                 })
             })
             .collect()
@@ -297,5 +362,68 @@ mod tests {
         objects.put("c", frame(1000), Utc::now()).unwrap();
         let names: Vec<String> = objects.summaries().into_iter().map(|s| s.name).collect();
         assert_eq!(names, ["b", "c"]);
+    }
+
+    #[test]
+    fn an_object_forgotten_while_built_is_handed_back_uncharged() {
+        let objects = Arc::new(NamedObjects::new(1 << 30));
+        let (started, release) = (
+            Arc::new(std::sync::Barrier::new(2)),
+            Arc::new(std::sync::Barrier::new(2)),
+        );
+        let builder = {
+            let (objects, started, release) = (objects.clone(), started.clone(), release.clone());
+            thread::spawn(move || {
+                objects
+                    .get_or_create("x", Utc::now(), || {
+                        started.wait();
+                        release.wait();
+                        Ok(frame(1000))
+                    })
+                    .unwrap()
+                    .frame
+                    .height()
+            })
+        };
+        started.wait();
+        assert!(objects.forget("x"));
+        release.wait();
+        assert_eq!(
+            builder.join().unwrap(),
+            1000,
+            "the job still gets its frame"
+        );
+        assert!(objects.get("x").is_none());
+        assert_eq!(objects.used(), 0);
+    }
+
+    #[test]
+    fn selections_are_charged_and_make_room_for_an_object() {
+        let big = |n: i64| {
+            df!(
+                "x" => (0..n).collect::<Vec<i64>>(),
+                "even" => (0..n).map(|i| i % 10 == 0).collect::<Vec<bool>>(),
+            )
+            .unwrap()
+        };
+        let size = arrow_size(&big(1000)) as u64;
+        let objects = NamedObjects::new(size * 2);
+        let a = objects.put("a", big(1000), Utc::now()).unwrap();
+        let filter = col("even");
+        a.selections
+            .rows(&a.frame, &filter, &["x".to_owned()])
+            .unwrap();
+        let (count, selected) = a.selections.usage();
+        assert_eq!(count, 1);
+        assert_eq!(objects.used(), size + selected);
+        let summary = &objects.summaries()[0];
+        assert_eq!((summary.selections, summary.selection_bytes), (1, selected));
+        // `b` fits only without the selection: it is dropped, and `b` is kept.
+        objects.put("b", big(1000), Utc::now()).unwrap();
+        assert_eq!(a.selections.usage(), (0, 0));
+        assert_eq!(objects.used(), size * 2);
+        assert!(objects.forget("a"));
+        assert!(objects.forget("b"));
+        assert_eq!(objects.used(), 0);
     }
 }

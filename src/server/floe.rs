@@ -485,14 +485,7 @@ pub(super) async fn query(
                         .lazy()
                 }
             };
-            inputs.insert(
-                table.clone(),
-                JobInput {
-                    frame,
-                    states: None,
-                    upstream_kind: None,
-                },
-            );
+            inputs.insert(table.clone(), JobInput::of_frame(frame));
         }
         let ctx = JobContext {
             pipeline: "query",

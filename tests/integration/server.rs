@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use floe::clock::{Clock, ManualClock};
 use floe::job::JobRegistry;
-use floe::sample::{oracle_distinct_registered_users, oracle_sales_per_category};
+use floe::sample::{
+    oracle_distinct_registered_users, oracle_sales_per_category, oracle_top_cities_by_sales,
+};
 use floe::scheduler::Scheduler;
 use floe::server::{AppState, ServerConfig, build_state, routes, serve_on};
 use floe::store::{JobRecord, JobStatus, Store};
@@ -631,6 +633,101 @@ async fn named_objects_are_shared_and_answers_match_the_pipeline() {
     );
     assert!(expected > 0);
     assert_eq!(body["result"][0]["distinct_count"], expected, "{body}");
+    // The object kept the registrations it selected (one selection, with the columns of the
+    // jobs so far); asking again, or over another hour, reads them instead of the whole
+    // object, and the answers stay exact.
+    let (_, context) = server.get("/contexts/warm").await;
+    let kept = &context["namedObjects"][0];
+    assert_eq!(kept["selections"], 1, "{context}");
+    assert!(kept["selectionBytes"].as_u64().unwrap() > 0, "{context}");
+    assert_eq!(
+        context["memory"]["used"].as_u64().unwrap(),
+        kept["bytes"].as_u64().unwrap() + kept["selectionBytes"].as_u64().unwrap(),
+        "{context}"
+    );
+    let at = |hour: u32| utc(2024, 1, 3, 0) + chrono::TimeDelta::hours(i64::from(hour));
+    let window_ms = |from: u32, to: u32| (at(from).timestamp_millis(), at(to).timestamp_millis());
+    for (from, to) in [(10, 11), (0, 24), (23, 24)] {
+        let input = format!(
+            "input {{ object = events, from = \"2024-01-03T{from:02}:00:00Z\", to = \"{}\" }}",
+            (utc(2024, 1, 3, 0) + chrono::TimeDelta::hours(i64::from(to)))
+                .format("%Y-%m-%dT%H:%M:%SZ"),
+        );
+        let (from_ms, to_ms) = window_ms(from, to);
+        let (_, body) = server
+            .post(
+                "/jobs?classPath=count_distinct&context=warm&sync=true",
+                &format!("{input}\ncolumn = user_id\nfilter = \"event = 'register'\""),
+            )
+            .await;
+        assert_eq!(
+            body["result"][0]["distinct_count"],
+            oracle_distinct_registered_users(&world.events, from_ms, to_ms),
+            "{from}-{to}: {body}"
+        );
+        let (_, body) = server
+            .post(
+                "/jobs?classPath=top&context=warm&sync=true",
+                &format!(
+                    "{input}\nkey = city\nmetric = \"sum(amount)\"\nmetric_name = sales\nn = 5\nfilter = \"event = 'purchase'\""
+                ),
+            )
+            .await;
+        let cities: Vec<&str> = body["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| text(&row["city"]))
+            .collect();
+        let expected: Vec<String> = oracle_top_cities_by_sales(&world.events, from_ms, to_ms, 5)
+            .into_iter()
+            .map(|(city, _)| city)
+            .collect();
+        assert_eq!(cities, expected, "{from}-{to}: {body}");
+        let (_, body) = server
+            .post(
+                "/jobs?classPath=group_by&context=warm&sync=true",
+                &format!(
+                    "{input}\nkeys = [category]\naggregations {{ n = \"count(amount)\" }}\nfilter = \"event = 'purchase'\""
+                ),
+            )
+            .await;
+        let counts: Vec<(String, u64)> = body["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (
+                    text(&row["category"]).to_owned(),
+                    row["n"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, u64)> = oracle_sales_per_category(&world.events, from_ms, to_ms)
+            .into_iter()
+            .map(|(category, _, n)| (category, n))
+            .collect();
+        assert_eq!(counts, expected, "{from}-{to}: {body}");
+    }
+    // A filter that depends on the rows it sees (an aggregate) is evaluated on the window.
+    let (from_ms, to_ms) = window_ms(10, 11);
+    let amounts: Vec<(u64, f64)> = (0..world.events.len())
+        .filter(|&i| (from_ms..to_ms).contains(&world.events.ts_ms[i]))
+        .filter_map(|i| Some((world.events.user_id[i], world.events.amount[i]?)))
+        .collect();
+    let mean = amounts.iter().map(|(_, a)| a).sum::<f64>() / amounts.len() as f64;
+    let above: BTreeSet<u64> = amounts
+        .iter()
+        .filter(|(_, amount)| *amount > mean)
+        .map(|(user, _)| *user)
+        .collect();
+    let (_, body) = server
+        .post(
+            "/jobs?classPath=count_distinct&context=warm&sync=true",
+            &format!("{hour}\ncolumn = user_id\nfilter = \"amount > avg(amount)\""),
+        )
+        .await;
+    assert_eq!(body["result"][0]["distinct_count"], above.len(), "{body}");
     // Local times are read in the named app's timezone; a half-open window ends before `to`.
     let (status, body) = server
         .post(
