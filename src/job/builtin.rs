@@ -43,6 +43,19 @@ pub fn short_polars_error(err: &PolarsError) -> String {
     text.lines().next().unwrap_or_default().trim().to_owned()
 }
 
+/// The `keys` that none of `exprs` reads: used only to group by, so they may come
+/// dictionary-encoded (`JobInput::rows_matching`).
+fn keys_only_grouped<'a>(
+    keys: impl IntoIterator<Item = &'a str>,
+    exprs: impl IntoIterator<Item = &'a Expr>,
+) -> Vec<String> {
+    let read = columns_read(exprs).unwrap_or_default();
+    keys.into_iter()
+        .filter(|key| !read.iter().any(|name| name == key))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The columns a job reads besides its filter: `columns` plus those `exprs` read; `None`
 /// when an expression may read any column.
 fn columns_read_by<'a>(
@@ -209,6 +222,7 @@ impl Job for CountDistinct {
             _ => input.rows_matching(
                 self.filter.as_ref(),
                 Some(std::slice::from_ref(&self.column)),
+                &[],
             ),
         };
         if !self.keep_state {
@@ -239,8 +253,10 @@ impl Job for CountDistinct {
 #[derive(Debug, Clone)]
 pub struct Top {
     key: String,
-    /// The columns the key and metric read (for `JobInput::rows_matching`).
+    /// The columns the key and metric read, and the key unless the metric reads it (for
+    /// `JobInput::rows_matching`).
     reads: Option<Vec<String>>,
+    group_keys: Vec<String>,
     metric: Expr,
     metric_name: String,
     n: u32,
@@ -271,6 +287,7 @@ impl Top {
             (Ok(metric), Ok(filter)) if errors.is_empty() => Ok(Top {
                 key: key.to_owned(),
                 reads: columns_read_by([key], [&metric]),
+                group_keys: keys_only_grouped([key], [&metric]),
                 metric,
                 metric_name,
                 n,
@@ -310,7 +327,11 @@ impl Job for Top {
             vec![(self.metric_name.clone(), self.metric.clone())],
             |metric| {
                 input
-                    .rows_matching(self.filter.as_ref(), self.reads.as_deref())
+                    .rows_matching(
+                        self.filter.as_ref(),
+                        self.reads.as_deref(),
+                        &self.group_keys,
+                    )
                     .group_by([col(self.key.as_str())])
                     .agg(metric)
                     .sort(
@@ -330,8 +351,10 @@ impl Job for Top {
 #[derive(Debug, Clone)]
 pub struct GroupBy {
     keys: Vec<String>,
-    /// The columns the keys and aggregations read (for `JobInput::rows_matching`).
+    /// The columns the keys and aggregations read, and the keys no aggregation reads (for
+    /// `JobInput::rows_matching`).
     reads: Option<Vec<String>>,
+    group_keys: Vec<String>,
     aggregations: Vec<(String, Expr)>,
     filter: Option<Expr>,
 }
@@ -372,6 +395,10 @@ impl GroupBy {
                     keys.iter().map(String::as_str),
                     parsed.iter().map(|(_, expr)| expr),
                 ),
+                group_keys: keys_only_grouped(
+                    keys.iter().map(String::as_str),
+                    parsed.iter().map(|(_, expr)| expr),
+                ),
                 aggregations: parsed,
                 filter,
             })
@@ -399,7 +426,11 @@ impl Job for GroupBy {
         let keys: Vec<Expr> = self.keys.iter().map(|key| col(key.as_str())).collect();
         let frame = group_by_with_plain_sums(self.aggregations.clone(), |aggregations| {
             input
-                .rows_matching(self.filter.as_ref(), self.reads.as_deref())
+                .rows_matching(
+                    self.filter.as_ref(),
+                    self.reads.as_deref(),
+                    &self.group_keys,
+                )
                 .group_by(keys.clone())
                 .agg(aggregations)
                 .sort(self.keys.clone(), SortMultipleOptions::default())
@@ -511,7 +542,7 @@ impl Job for Select {
 
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, JobError> {
         let input = ctx.single_input()?;
-        let filtered = input.rows_matching(self.filter.as_ref(), self.columns.as_deref());
+        let filtered = input.rows_matching(self.filter.as_ref(), self.columns.as_deref(), &[]);
         let frame = match &self.columns {
             Some(columns) => {
                 filtered.select(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())

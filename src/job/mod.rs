@@ -91,14 +91,20 @@ impl JobInput {
     }
 
     /// The input's rows matching `filter` (all of them when `None`), for a job that reads
-    /// only the columns `reads` names (`None`: it may read any). Taken from the input's cached
-    /// rows when they hold them; otherwise `frame` filtered.
-    pub fn rows_matching(&self, filter: Option<&Expr>, reads: Option<&[String]>) -> LazyFrame {
+    /// only the columns `reads` names (`None`: it may read any), of which it uses `group_keys`
+    /// only as group-by keys. Taken from the input's cached rows when they hold them;
+    /// otherwise `frame` filtered.
+    pub fn rows_matching(
+        &self,
+        filter: Option<&Expr>,
+        reads: Option<&[String]>,
+        group_keys: &[String],
+    ) -> LazyFrame {
         let Some(filter) = filter else {
             return self.frame.clone();
         };
         if let (Some(cached), Some(columns)) = (&self.cached_rows, reads)
-            && let Some(rows) = cached.rows_matching(filter, columns)
+            && let Some(rows) = cached.rows_matching(filter, columns, group_keys)
         {
             return rows;
         }
@@ -110,7 +116,15 @@ impl JobInput {
 pub trait CachedRows: Send + Sync + fmt::Debug {
     /// The input's rows matching `filter` with at least `columns`, the same rows `frame`
     /// filtered by it would hold; `None` when this filter's rows cannot come from here.
-    fn rows_matching(&self, filter: &Expr, columns: &[String]) -> Option<LazyFrame>;
+    /// Columns among `group_keys` may come dictionary-encoded (a polars categorical, which
+    /// groups and sorts as the strings do); the job's result then goes through
+    /// `engine::selection::decode_strings`.
+    fn rows_matching(
+        &self,
+        filter: &Expr,
+        columns: &[String],
+        group_keys: &[String],
+    ) -> Option<LazyFrame>;
 }
 
 impl fmt::Debug for JobInput {

@@ -33,10 +33,11 @@ use tokio::sync::watch;
 use tracing::{info, info_span, warn};
 
 use crate::clock::Clock;
+use crate::engine::selection::decode_strings;
 use crate::engine::time_slice::{only_datetime_column, window_rows};
 use crate::engine::{resolve_source_files, scan_source_window};
 use crate::error::error_chain;
-use crate::job::{JobContext, JobInput, JobRegistry};
+use crate::job::{JobContext, JobError, JobInput, JobOutput, JobRegistry};
 use crate::materialize::{MaterializeError, Materializer, RunEvent, RunOutcome, RunRequest};
 use crate::partition::{Grain, Window};
 use crate::results::read_job_results;
@@ -1109,10 +1110,16 @@ impl JobServer {
             window: plan::input_span(&plan.inputs),
             inputs: &inputs,
         };
-        let output = plan.job.run(&ctx).map_err(|e| ExecError::Failed {
+        let failed = |e: JobError| ExecError::Failed {
             message: e.to_string(),
             class: "floe.JobFailed",
-        })?;
+        };
+        let output = plan.job.run(&ctx).map_err(failed)?;
+        // Keys grouped from a selection's encoded columns come back as strings, as they were.
+        let output = JobOutput {
+            frame: decode_strings(output.frame).map_err(|e| failed(e.into()))?,
+            state: output.state,
+        };
         Self::checkpoint(live)?;
         if let Some(name) = &plan.publish {
             objects

@@ -25,7 +25,7 @@ use polars::series::IsSorted;
 use serde::Serialize;
 
 use crate::engine::arrow_size;
-use crate::engine::selection::{MemoryBudget, Selections};
+use crate::engine::selection::{MemoryBudget, Selections, decode_all_but};
 use crate::engine::time_slice::{mark_sorted_time_columns, window_rows};
 use crate::job::CachedRows;
 use crate::partition::Window;
@@ -69,7 +69,12 @@ pub struct ObjectRows {
 }
 
 impl CachedRows for ObjectRows {
-    fn rows_matching(&self, filter: &Expr, columns: &[String]) -> Option<LazyFrame> {
+    fn rows_matching(
+        &self,
+        filter: &Expr,
+        columns: &[String],
+        group_keys: &[String],
+    ) -> Option<LazyFrame> {
         let mut columns = columns.to_vec();
         if let Some((time, ..)) = &self.window
             && !columns.contains(time)
@@ -80,10 +85,12 @@ impl CachedRows for ObjectRows {
             .object
             .selections
             .rows(&self.object.frame, filter, &columns)?;
-        match &self.window {
-            None => Some(rows.lazy()),
-            Some((time, window, timezone)) => window_rows(&rows, time, window, *timezone).ok(),
-        }
+        let schema = rows.schema().clone();
+        let rows = match &self.window {
+            None => rows.lazy(),
+            Some((time, window, timezone)) => window_rows(&rows, time, window, *timezone).ok()?,
+        };
+        Some(decode_all_but(rows, &schema, group_keys))
     }
 }
 
