@@ -269,6 +269,7 @@ impl NamedObjects {
             .filter_map(|(name, slot)| {
                 let value = slot.try_lock().ok()?;
                 let object = value.as_ref()?;
+                let (selections, selection_bytes) = object.selections.usage();
                 Some(ObjectSummary {
                     name,
                     rows: object.frame.height(),
@@ -290,8 +291,8 @@ impl NamedObjects {
                         .map(|c| c.name().to_string())
                         .collect(),
                     created_at: object.created_at,
-                    selections: object.selections.usage().0,
-                    selection_bytes: object.selections.usage().1,
+                    selections,
+                    selection_bytes,
                 })
             })
             .collect()
