@@ -28,7 +28,7 @@ pub struct ContextSettings {
     pub worker_threads: usize,
     /// Jobs waiting for a thread before new ones are refused.
     pub queue_length: usize,
-    /// Bytes of named objects the context may hold.
+    /// Bytes of named objects and their selections the context may hold.
     pub memory_budget: u64,
     /// Execution timeout of each job, unless the job's config sets its own.
     pub job_timeout: Option<Duration>,
