@@ -50,6 +50,7 @@ pub mod pipeline;
 pub mod results;
 pub mod sample;
 pub mod scheduler;
+pub mod sql_guard;
 pub mod server;
 pub mod store;
 

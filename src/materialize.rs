@@ -584,9 +584,7 @@ impl Materializer {
             window: *window,
             inputs: &inputs,
         };
-        def.job
-            .run(&ctx)
-            .map_err(|e| CommitError::Failed(e.to_string()))
+        crate::job::run_job(def.job.as_ref(), &ctx).map_err(|e| CommitError::Failed(e.to_string()))
     }
 
     /// Encodes and commits a computed result, then caches it.

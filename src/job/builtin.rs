@@ -11,11 +11,12 @@
 //! or `top` over an upstream `group_by`, which is exact for those aggregates.
 
 use polars::prelude::*;
-use polars::sql::{SQLContext, extract_table_identifiers, sql_expr};
+use polars::sql::{SQLContext, sql_expr};
 
 use super::{Job, JobContext, JobError, JobOutput};
 use crate::engine::selection::columns_read;
 use crate::pipeline::spec::{CountDistinctSpec, GroupBySpec, SelectSpec, TopSpec};
+use crate::sql_guard::{SqlRejection, check_expression, check_query, excerpt, with_sql_stack};
 
 /// The column a `count_distinct` result holds its count in.
 pub const DISTINCT_COUNT_COLUMN: &str = "distinct_count";
@@ -25,9 +26,12 @@ fn parse_expression(field: &str, sql: &str) -> Result<Expr, String> {
     if sql.trim().is_empty() {
         return Err(format!("field `{field}`: expression is empty"));
     }
-    sql_expr(sql).map_err(|err| {
+    check_expression(sql)
+        .map_err(|rejection| format!("field `{field}`: `{}` {rejection}", excerpt(sql)))?;
+    with_sql_stack(|| sql_expr(sql)).map_err(|err| {
         format!(
-            "field `{field}`: cannot parse `{sql}`: {}",
+            "field `{field}`: cannot parse `{}`: {}",
+            excerpt(sql),
             short_polars_error(&err)
         )
     })
@@ -451,15 +455,15 @@ impl Sql {
         if query.trim().is_empty() {
             return Err(vec!["field `sql`: query is empty".to_owned()]);
         }
-        let tables = extract_table_identifiers(query, false, true).map_err(|err| {
-            vec![format!(
-                "field `sql`: cannot parse query: {}",
-                short_polars_error(&err)
-            )]
+        let shape = check_query(query).map_err(|rejection| match rejection {
+            SqlRejection::Syntax(message) => {
+                vec![format!("field `sql`: cannot parse query: {message}")]
+            }
+            other => vec![format!("field `sql`: the query {other}")],
         })?;
         Ok(Sql {
             query: query.to_owned(),
-            tables,
+            tables: shape.tables,
         })
     }
 
@@ -579,7 +583,34 @@ mod tests {
             },
             inputs: &inputs,
         };
-        job.run(&ctx).unwrap()
+        crate::job::run_job(job, &ctx).unwrap()
+    }
+
+    /// The deepest SQL the guard accepts plans and runs on a 2 MiB thread (the size of
+    /// tokio's and the context executors' threads), in every kind that takes SQL.
+    #[test]
+    fn the_deepest_accepted_sql_runs_on_a_small_stack() {
+        let terms = |n: usize| vec!["x = 1"; n].join(" OR ");
+        // n terms count 2n levels: n `=`, n - 1 `OR`, and the whole text.
+        let deepest = crate::sql_guard::MAX_SQL_DEPTH / 2;
+        assert!(crate::sql_guard::check_expression(&terms(deepest)).is_ok());
+        assert!(crate::sql_guard::check_expression(&terms(deepest + 1)).is_err());
+        let frame = df!("x" => [1i64, 2, 1]).unwrap();
+        let thread = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let query = format!("SELECT x FROM events WHERE {}", terms(deepest));
+                let sql = Sql::new(&query).unwrap();
+                let counted = run(&sql, frame.clone()).frame;
+                let filter = terms(deepest);
+                let select = Select::new(None, Some(&filter)).unwrap();
+                let selected = run(&select, frame).frame;
+                (counted, selected.height())
+            })
+            .unwrap();
+        let (counted, selected) = thread.join().expect("no stack overflow");
+        assert_eq!(counted.height(), 2);
+        assert_eq!(selected, 2);
     }
 
     #[test]

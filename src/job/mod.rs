@@ -32,6 +32,12 @@ pub trait Job: Send + Sync + fmt::Debug {
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, JobError>;
 }
 
+/// Runs `job` on `ctx`: the one way Floe calls [`Job::run`], on a stack deep enough for the
+/// deepest SQL the guard lets through (see [`crate::sql_guard::with_sql_stack`]).
+pub fn run_job(job: &dyn Job, ctx: &JobContext<'_>) -> Result<JobOutput, JobError> {
+    crate::sql_guard::with_sql_stack(|| job.run(ctx))
+}
+
 /// What a job gets to work with for one partition.
 #[derive(Debug)]
 pub struct JobContext<'a> {

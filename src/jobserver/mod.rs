@@ -1114,7 +1114,7 @@ impl JobServer {
             message: e.to_string(),
             class: "floe.JobFailed",
         };
-        let output = plan.job.run(&ctx).map_err(failed)?;
+        let output = crate::job::run_job(plan.job.as_ref(), &ctx).map_err(failed)?;
         // Keys grouped from a selection's encoded columns come back as strings, as they were.
         let output = JobOutput {
             frame: decode_strings(output.frame).map_err(|e| failed(e.into()))?,

@@ -11,6 +11,7 @@ pub mod diagnostic;
 pub mod locate;
 pub mod spec;
 pub mod template;
+pub mod yaml_guard;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -220,6 +221,17 @@ pub fn parse_pipeline(
     file: &Path,
     registry: &JobRegistry,
 ) -> Result<Pipeline, PipelineErrors> {
+    let flow_depth = yaml_guard::flow_depth_bound(text);
+    if flow_depth > yaml_guard::MAX_YAML_FLOW_DEPTH {
+        return Err(PipelineErrors(vec![Diagnostic::new(
+            file,
+            format!(
+                "flow collections (`[…]`, `{{…}}`) are nested about {flow_depth} deep; the limit \
+                 is {}",
+                yaml_guard::MAX_YAML_FLOW_DEPTH
+            ),
+        )]));
+    }
     let spec: PipelineSpec = serde_yaml::from_str(text).map_err(|err| {
         let message = strip_location_suffix(&err.to_string());
         let position = locate_duplicate(text, &message)

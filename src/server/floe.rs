@@ -22,7 +22,7 @@ use super::metrics::{escape, family};
 use super::sjs::{body_error, job_report, query_params, timestamp};
 use crate::error::error_chain;
 use crate::job::builtin::Sql;
-use crate::job::{Job, JobContext, JobInput};
+use crate::job::{JobContext, JobInput};
 use crate::jobserver::apps::App;
 use crate::jobserver::plan::PIPELINE_RUN_CLASS;
 use crate::jobserver::{Submission, SubmitError};
@@ -497,7 +497,7 @@ pub(super) async fn query(
             },
             inputs: &inputs,
         };
-        sql.run(&ctx)
+        crate::job::run_job(&sql, &ctx)
             .map(|output| output.frame)
             .map_err(|e| ApiError::bad_request(format!("query failed: {e}")))
     })

@@ -1,0 +1,571 @@
+//! The one gate every SQL text passes before polars sees it: queries (`sql` jobs, `/query`)
+//! and fragments (filters, metrics, aggregations), from pipeline files, uploads and requests.
+//!
+//! Two dangers, both checked here and nowhere else:
+//!
+//! - **Depth.** sqlparser builds a chain of `a OR b OR c …` iteratively, but polars converts,
+//!   optimises, prints and drops the resulting tree recursively: 1,400 `OR`s in a 10 KB request
+//!   overflowed a 2 MiB thread stack and aborted the whole server. [`nesting_bound`] bounds the
+//!   depth of the tree a text can produce from its tokens alone, in one linear pass and before
+//!   anything is parsed, so a deep text is refused without ever building its tree.
+//! - **Reach.** polars' SQL has table functions (`read_csv('/etc/passwd')`, `read_parquet`,
+//!   `read_ipc`, `read_json`) that read any file or URL, and statements that change the SQL
+//!   context. A query may be one `SELECT` whose relations are plain table names (bound by Floe),
+//!   subqueries, joins and `UNNEST`; nothing else. A fragment may not hold a subquery at all
+//!   (polars would run it in a fresh context, table functions included). These rules look at
+//!   the syntax tree, so they hold whatever the job's inputs are called.
+//!
+//! The limits are fixed, not settings: they protect the stacks of the threads SQL runs on, and
+//! no real query comes near them (`docs/security.md`).
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{Expr, Query, SetExpr, Statement, TableFactor, Visit, Visitor};
+use sqlparser::dialect::GenericDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::{Parser, ParserOptions};
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+/// The deepest expression tree a SQL text may produce, counted as [`nesting_bound`] counts.
+/// polars handled 1,000 levels on a 2 MiB stack in our tests and crashed at 1,400; this leaves
+/// a wide margin for the other frames a thread holds.
+pub const MAX_SQL_DEPTH: usize = 256;
+
+/// The most relations (tables, subqueries, `UNNEST`s) one query may name. Each join is a level
+/// of polars' plan, and a cross join multiplies rows: the cap bounds both.
+pub const MAX_SQL_RELATIONS: usize = 32;
+
+/// Free stack a thread must have to plan and run SQL as deep as [`MAX_SQL_DEPTH`], and the size
+/// of the stack lent when it has less. polars needs about 1.5 KiB a level in an optimised build
+/// (a 1,400-level tree overflowed 2 MiB); an unoptimised build needs about 40 KiB a level.
+const SQL_STACK_RED_ZONE: usize = if cfg!(debug_assertions) {
+    16 << 20
+} else {
+    1 << 20
+};
+const SQL_STACK_SIZE: usize = if cfg!(debug_assertions) {
+    32 << 20
+} else {
+    8 << 20
+};
+
+/// Runs `f`, which parses, plans or runs SQL, with at least [`SQL_STACK_RED_ZONE`] of stack:
+/// on the caller's own stack when it has that much free (a 2 MiB thread does, in an
+/// optimised build), otherwise on a stack lent for the call.
+pub fn with_sql_stack<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(SQL_STACK_RED_ZONE, SQL_STACK_SIZE, f)
+}
+
+/// Why a SQL text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqlRejection {
+    #[error(
+        "is nested too deeply: about {bound} levels of operators and parentheses, the limit is \
+         {MAX_SQL_DEPTH} (split long OR/AND chains into IN (…) lists or several jobs)"
+    )]
+    TooDeep { bound: usize },
+    #[error("names {count} relations; the limit is {MAX_SQL_RELATIONS} per query")]
+    TooManyRelations { count: usize },
+    #[error(
+        "calls the table function `{name}`: a query reads only the tables Floe binds (the job's \
+         inputs, named objects, results), never files or URLs"
+    )]
+    TableFunction { name: String },
+    #[error("reads `{what}`, which is not allowed: a query reads only tables Floe binds")]
+    Relation { what: String },
+    #[error(
+        "is a {what} statement: only a single SELECT query is allowed (no DDL, DML, EXPLAIN or \
+         SHOW)"
+    )]
+    Statement { what: String },
+    #[error("holds {count} statements: only one SELECT query is allowed")]
+    Statements { count: usize },
+    #[error(
+        "holds a subquery: a filter or aggregation is one expression over the job's rows, \
+         without SELECT"
+    )]
+    Subquery,
+    #[error("cannot be parsed: {0}")]
+    Syntax(String),
+}
+
+/// What a checked query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryShape {
+    /// The tables the query names (common table expressions excluded), first use first.
+    pub tables: Vec<String>,
+}
+
+fn parser_for(text: &str) -> Result<Parser<'static>, SqlRejection> {
+    // polars' own options, so a text accepted here parses the same way there.
+    Parser::new(&GenericDialect)
+        .with_options(ParserOptions {
+            trailing_commas: true,
+            ..Default::default()
+        })
+        .try_with_sql(text)
+        .map_err(|e| SqlRejection::Syntax(e.to_string()))
+}
+
+/// Checks a whole query (a `sql` job, `/query`): depth, one `SELECT`, plain relations only.
+pub fn check_query(text: &str) -> Result<QueryShape, SqlRejection> {
+    check_depth(text)?;
+    let statements = parser_for(text)?
+        .parse_statements()
+        .map_err(|e| SqlRejection::Syntax(e.to_string()))?;
+    let [statement] = statements.as_slice() else {
+        return Err(SqlRejection::Statements {
+            count: statements.len(),
+        });
+    };
+    let Statement::Query(query) = statement else {
+        return Err(SqlRejection::Statement {
+            what: statement_kind(statement),
+        });
+    };
+    let mut walk = RelationWalk::default();
+    if let ControlFlow::Break(rejection) = query.visit(&mut walk) {
+        return Err(rejection);
+    }
+    let tables = walk
+        .tables
+        .into_iter()
+        .filter(|table| !walk.ctes.contains(table))
+        .collect();
+    Ok(QueryShape { tables })
+}
+
+/// Checks an expression fragment (a filter, a metric, an aggregation): depth, no subquery.
+/// A text sqlparser cannot read is left to polars, whose error names the field.
+pub fn check_expression(text: &str) -> Result<(), SqlRejection> {
+    check_depth(text)?;
+    let Ok(item) = parser_for(text).and_then(|mut parser| {
+        parser
+            .parse_select_item()
+            .map_err(|e| SqlRejection::Syntax(e.to_string()))
+    }) else {
+        return Ok(());
+    };
+    match item.visit(&mut FragmentWalk) {
+        ControlFlow::Break(rejection) => Err(rejection),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The start of `text` for an error message: a refused text may be megabytes long.
+pub fn excerpt(text: &str) -> String {
+    const SHOWN: usize = 80;
+    let text = text.trim();
+    match text.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+fn check_depth(text: &str) -> Result<(), SqlRejection> {
+    match nesting_bound(text) {
+        Some(bound) if bound <= MAX_SQL_DEPTH => Ok(()),
+        Some(bound) => Err(SqlRejection::TooDeep { bound }),
+        // The tokenizer's own error (an unterminated string, say) is the parser's to report.
+        None => Ok(()),
+    }
+}
+
+/// An upper bound on the depth of the syntax tree `text` can parse to, from its tokens alone
+/// (`None` when it does not tokenize). Linear in the text, with no recursion.
+///
+/// Within one group (the text, or what a pair of parentheses, brackets or `CASE … END`
+/// encloses), each comma-separated part is one expression. Its tree can be no deeper than the
+/// operators it holds plus the deepest group inside it, plus one for the group itself: every
+/// operator, and every group opened, is counted as a level. Counting so coarsely over-estimates
+/// (`a + b * c` counts 2) but never under-estimates, which is what a limit needs.
+pub fn nesting_bound(text: &str) -> Option<usize> {
+    #[derive(Default)]
+    struct Group {
+        case: bool,
+        /// Levels of the part being read: operators and groups opened in it.
+        levels: usize,
+        /// The deepest group closed within the part being read.
+        deepest_inner: usize,
+        /// The deepest part read so far.
+        deepest_part: usize,
+    }
+    impl Group {
+        fn end_part(&mut self) {
+            self.deepest_part = self.deepest_part.max(self.levels + self.deepest_inner);
+            self.levels = 0;
+            self.deepest_inner = 0;
+        }
+        fn bound(mut self) -> usize {
+            self.end_part();
+            self.deepest_part + 1
+        }
+    }
+    let tokens = Tokenizer::new(&GenericDialect, text).tokenize().ok()?;
+    let mut groups = vec![Group::default()];
+    for token in &tokens {
+        let in_case = groups.last().is_some_and(|g| g.case);
+        match token {
+            Token::LParen | Token::LBracket | Token::LBrace => open(&mut groups, false),
+            Token::Word(word) if word.keyword == Keyword::CASE => open(&mut groups, true),
+            Token::RParen | Token::RBracket | Token::RBrace => close(&mut groups),
+            Token::Word(word) if word.keyword == Keyword::END && in_case => close(&mut groups),
+            Token::Comma | Token::SemiColon => end_part(&mut groups),
+            Token::Word(word)
+                if in_case
+                    && matches!(word.keyword, Keyword::WHEN | Keyword::THEN | Keyword::ELSE) =>
+            {
+                end_part(&mut groups);
+            }
+            token if is_level(token) => {
+                if let Some(group) = groups.last_mut() {
+                    group.levels += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    fn open(groups: &mut Vec<Group>, case: bool) {
+        if let Some(outer) = groups.last_mut() {
+            outer.levels += 1;
+        }
+        groups.push(Group {
+            case,
+            ..Group::default()
+        });
+    }
+    fn close(groups: &mut Vec<Group>) {
+        if groups.len() > 1
+            && let Some(group) = groups.pop()
+            && let Some(outer) = groups.last_mut()
+        {
+            outer.deepest_inner = outer.deepest_inner.max(group.bound());
+        }
+    }
+    fn end_part(groups: &mut [Group]) {
+        if let Some(group) = groups.last_mut() {
+            group.end_part();
+        }
+    }
+    // Unclosed groups (a syntax error the parser will report) still count.
+    while groups.len() > 1 {
+        close(&mut groups);
+    }
+    groups.pop().map(Group::bound)
+}
+
+/// Whether a token can add a level to the tree: operators and operator keywords. Names,
+/// literals, punctuation and whitespace cannot; anything unknown is counted.
+fn is_level(token: &Token) -> bool {
+    match token {
+        Token::Word(word) => matches!(
+            word.keyword,
+            Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::XOR
+                | Keyword::IS
+                | Keyword::IN
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::SIMILAR
+                | Keyword::REGEXP
+                | Keyword::RLIKE
+                | Keyword::BETWEEN
+                | Keyword::OVERLAPS
+                | Keyword::COLLATE
+                | Keyword::AT
+                | Keyword::DIV
+                | Keyword::ANY
+                | Keyword::ALL
+                | Keyword::SOME
+                | Keyword::EXISTS
+                | Keyword::INTERVAL
+                | Keyword::UNION
+                | Keyword::EXCEPT
+                | Keyword::INTERSECT
+                | Keyword::MINUS
+                | Keyword::JOIN
+        ),
+        Token::EOF
+        | Token::Number(..)
+        | Token::Whitespace(_)
+        | Token::Comma
+        | Token::Period
+        | Token::SemiColon
+        | Token::Colon
+        | Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_)
+        | Token::TripleSingleQuotedString(_)
+        | Token::TripleDoubleQuotedString(_)
+        | Token::DollarQuotedString(_)
+        | Token::NationalStringLiteral(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::UnicodeStringLiteral(_)
+        | Token::HexStringLiteral(_)
+        | Token::SingleQuotedByteStringLiteral(_)
+        | Token::DoubleQuotedByteStringLiteral(_)
+        | Token::TripleSingleQuotedByteStringLiteral(_)
+        | Token::TripleDoubleQuotedByteStringLiteral(_)
+        | Token::SingleQuotedRawStringLiteral(_)
+        | Token::DoubleQuotedRawStringLiteral(_)
+        | Token::TripleSingleQuotedRawStringLiteral(_)
+        | Token::TripleDoubleQuotedRawStringLiteral(_)
+        | Token::QuoteDelimitedStringLiteral(_)
+        | Token::NationalQuoteDelimitedStringLiteral(_)
+        | Token::Placeholder(_) => false,
+        _ => true,
+    }
+}
+
+fn statement_kind(statement: &Statement) -> String {
+    let text = statement.to_string();
+    text.split_whitespace()
+        .next()
+        .unwrap_or("unknown")
+        .to_ascii_uppercase()
+}
+
+/// Collects a query's tables and refuses any relation that is not a plain table name, a
+/// subquery, a join or `UNNEST`.
+#[derive(Default)]
+struct RelationWalk {
+    tables: Vec<String>,
+    ctes: Vec<String>,
+    relations: usize,
+}
+
+impl Visitor for RelationWalk {
+    type Break = SqlRejection;
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<SqlRejection> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.ctes.push(cte.alias.name.value.clone());
+            }
+        }
+        // Set operations and VALUES are plain SELECTs underneath; anything else (a TABLE
+        // statement, an INSERT in a CTE) is refused.
+        check_set_expr(&query.body)
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<SqlRejection> {
+        self.relations += 1;
+        if self.relations > MAX_SQL_RELATIONS {
+            return ControlFlow::Break(SqlRejection::TooManyRelations {
+                count: self.relations,
+            });
+        }
+        match factor {
+            TableFactor::Table { name, args, .. } => {
+                if args.is_some() {
+                    return ControlFlow::Break(SqlRejection::TableFunction {
+                        name: name.to_string(),
+                    });
+                }
+                let table = name
+                    .0
+                    .last()
+                    .and_then(|part| part.as_ident())
+                    .map(|ident| ident.value.clone())
+                    .unwrap_or_else(|| name.to_string());
+                if !self.tables.contains(&table) {
+                    self.tables.push(table);
+                }
+                ControlFlow::Continue(())
+            }
+            TableFactor::Derived { .. }
+            | TableFactor::NestedJoin { .. }
+            | TableFactor::UNNEST { .. } => ControlFlow::Continue(()),
+            TableFactor::TableFunction { expr, .. } => {
+                ControlFlow::Break(SqlRejection::TableFunction {
+                    name: expr.to_string(),
+                })
+            }
+            TableFactor::Function { name, .. } => ControlFlow::Break(SqlRejection::TableFunction {
+                name: name.to_string(),
+            }),
+            other => ControlFlow::Break(SqlRejection::Relation {
+                what: other.to_string().chars().take(60).collect(),
+            }),
+        }
+    }
+}
+
+fn check_set_expr(body: &SetExpr) -> ControlFlow<SqlRejection> {
+    let mut pending = vec![body];
+    while let Some(expr) = pending.pop() {
+        match expr {
+            SetExpr::Select(_) | SetExpr::Query(_) | SetExpr::Values(_) => {}
+            SetExpr::SetOperation { left, right, .. } => {
+                pending.push(left);
+                pending.push(right);
+            }
+            other => {
+                return ControlFlow::Break(SqlRejection::Statement {
+                    what: other
+                        .to_string()
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("unknown")
+                        .to_ascii_uppercase(),
+                });
+            }
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+/// Refuses subqueries (and so every relation) inside an expression fragment.
+struct FragmentWalk;
+
+impl Visitor for FragmentWalk {
+    type Break = SqlRejection;
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<SqlRejection> {
+        match expr {
+            Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. } => {
+                ControlFlow::Break(SqlRejection::Subquery)
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+
+    fn pre_visit_query(&mut self, _query: &Query) -> ControlFlow<SqlRejection> {
+        ControlFlow::Break(SqlRejection::Subquery)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(operator: &str, terms: usize) -> String {
+        vec!["1=1"; terms].join(&format!(" {operator} "))
+    }
+
+    #[test]
+    fn nesting_bound_counts_chains_groups_and_parts() {
+        assert_eq!(nesting_bound("1"), Some(1));
+        // One `=`: a level, plus the group of the whole text.
+        assert_eq!(nesting_bound("a = 1"), Some(2));
+        assert_eq!(nesting_bound(&chain("OR", 3)), Some(1 + 5));
+        // Comma-separated parts are separate trees: the deepest counts, not the sum.
+        assert_eq!(nesting_bound("f(a + b, c + d + e)"), Some(1 + 1 + 2 + 1));
+        assert_eq!(nesting_bound("((((a))))"), Some(9));
+        // CASE branches are parts of the CASE group.
+        assert_eq!(
+            nesting_bound("CASE WHEN a = 1 THEN b + 1 ELSE c END"),
+            Some(1 + 1 + 1 + 1)
+        );
+        // Strings and names are not operators.
+        assert_eq!(nesting_bound("'a OR b' || x.y"), Some(2));
+        // Unclosed groups still count; untokenizable text is the parser's to refuse.
+        assert_eq!(nesting_bound("(((a"), Some(7));
+        assert_eq!(nesting_bound("'unterminated"), None);
+    }
+
+    #[test]
+    fn long_chains_are_refused_before_parsing_and_short_ones_pass() {
+        let deep = format!("SELECT 1 AS x WHERE {}", chain("OR", 1_400));
+        assert!(matches!(
+            check_query(&deep),
+            Err(SqlRejection::TooDeep { .. })
+        ));
+        let message = check_expression(&chain("AND", 5_000))
+            .unwrap_err()
+            .to_string();
+        assert!(message.starts_with("is nested too deeply"), "{message}");
+        assert!(message.contains("the limit is 256"), "{message}");
+        assert!(check_expression(&chain("OR", 100)).is_ok());
+        let unions = vec!["SELECT 1"; 300].join(" UNION ALL ");
+        assert!(matches!(
+            check_query(&unions),
+            Err(SqlRejection::TooDeep { .. })
+        ));
+        // A million-item IN list is flat.
+        let list: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
+        assert!(check_expression(&format!("x IN ({})", list.join(","))).is_ok());
+    }
+
+    #[test]
+    fn table_functions_are_refused_whatever_the_tables_are_called() {
+        for sql in [
+            "SELECT * FROM read_csv('/etc/os-release')",
+            "SELECT * FROM read_parquet('/etc/passwd') AS read_csv",
+            "SELECT * FROM events JOIN read_ipc('x.arrow') r ON true",
+            "SELECT * FROM (SELECT * FROM read_json('/etc/hosts')) t",
+            "WITH read_csv AS (SELECT 1) SELECT * FROM read_csv('/etc/passwd')",
+            "SELECT (SELECT count(*) FROM read_csv('/etc/passwd')) AS n",
+        ] {
+            let err = check_query(sql).unwrap_err();
+            assert!(
+                matches!(err, SqlRejection::TableFunction { .. }),
+                "{sql}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_one_select_is_a_query() {
+        for (sql, kind) in [
+            ("CREATE TABLE t AS SELECT 1", "CREATE"),
+            ("DROP TABLE events", "DROP"),
+            ("EXPLAIN SELECT 1", "EXPLAIN"),
+            ("SHOW TABLES", "SHOW"),
+            ("TRUNCATE events", "TRUNCATE"),
+        ] {
+            assert_eq!(
+                check_query(sql),
+                Err(SqlRejection::Statement { what: kind.into() }),
+                "{sql}"
+            );
+        }
+        assert_eq!(
+            check_query("SELECT 1; SELECT 2"),
+            Err(SqlRejection::Statements { count: 2 })
+        );
+    }
+
+    #[test]
+    fn plain_queries_pass_with_their_tables() {
+        let shape = check_query(
+            "WITH daily AS (SELECT city, sum(amount) AS s FROM purchases GROUP BY city) \
+             SELECT d.city, d.s, c.region FROM daily d JOIN cities c ON d.city = c.city \
+             UNION ALL SELECT 'x', 0, r FROM regions, UNNEST([1, 2]) AS u(r)",
+        )
+        .unwrap();
+        assert_eq!(shape.tables, vec!["purchases", "cities", "regions"]);
+        assert_eq!(
+            check_query("SELECT 1").unwrap().tables,
+            Vec::<String>::new()
+        );
+        let many = (0..40)
+            .map(|i| format!("t{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(
+            check_query(&format!("SELECT 1 FROM {many}")),
+            Err(SqlRejection::TooManyRelations { count: 33 })
+        );
+    }
+
+    #[test]
+    fn fragments_hold_no_subquery() {
+        for sql in [
+            "user_id IN (SELECT column_1 FROM read_csv('/etc/passwd'))",
+            "EXISTS (SELECT 1)",
+            "amount > (SELECT max(amount) FROM events)",
+        ] {
+            assert_eq!(check_expression(sql), Err(SqlRejection::Subquery), "{sql}");
+        }
+        for sql in [
+            "event = 'purchase'",
+            "sum(amount)",
+            "count(*)",
+            "x IN (1, 2)",
+        ] {
+            assert_eq!(check_expression(sql), Ok(()), "{sql}");
+        }
+    }
+}
