@@ -88,6 +88,44 @@ pub enum Command {
     Serve(ServeArgs),
     /// Backfill or restate a range of partitions through the scheduler, with progress and ETA.
     Backfill(BackfillArgs),
+    /// Create, list and revoke the API tokens `floe serve` accepts.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The tokens file [default: `auth.tokens_file` of --config, else tokens.json beside the
+    /// store, i.e. .floe/tokens.json].
+    #[arg(long, env = "FLOE_TOKENS_FILE", global = true)]
+    pub tokens_file: Option<PathBuf>,
+    /// `floe serve`'s YAML config file, to find its tokens file.
+    #[arg(long, env = "FLOE_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print it (the only time it is shown) on stdout.
+    Create {
+        /// What the token may do; each role includes the ones before it.
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+        /// A name to recognise it by (who or what uses it).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime, e.g. 30d, 12h or 1w [default: never expires].
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List the tokens: id, name, role, created, expires, revoked (never secrets or hashes).
+    List,
+    /// Revoke a token by id; a running server refuses it within a second.
+    Revoke {
+        /// The token's id (`floe token list`), the part after `floe_`.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +172,13 @@ pub struct ServeArgs {
     /// Tokio worker threads for HTTP [default: the number of cores].
     #[arg(long, env = "FLOE_HTTP_THREADS")]
     pub http_threads: Option<usize>,
+    /// The tokens file [default: `auth.tokens_file`, else tokens.json beside the store].
+    #[arg(long, env = "FLOE_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+    /// Listen beyond loopback even without authentication (no token exists). Anyone who
+    /// reaches the port can then upload, run and delete pipelines.
+    #[arg(long, env = "FLOE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +295,7 @@ pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
     let paths = cli.paths.or_defaults();
     match cli.command {
         Command::Serve(args) => serve(&cli.paths, &args, registry),
+        Command::Token(args) => token(&cli.paths, args),
         Command::Demo(args) => demo(&paths, args, registry, clock),
         Command::Validate(args) => validate(&paths, args, registry),
         Command::Run(args) => run_pipeline(&paths, args, registry, clock),
@@ -285,6 +331,10 @@ fn serve(paths: &PathArgs, args: &ServeArgs, registry: &JobRegistry) -> Result<(
     if let Some(p) = &paths.store {
         config.store = p.clone();
     }
+    if let Some(file) = &args.tokens_file {
+        config.auth.tokens_file = Some(file.clone());
+    }
+    config.auth.insecure_no_auth = args.insecure_no_auth;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("floe-http");
     if let Some(threads) = args.http_threads {
@@ -296,6 +346,105 @@ fn serve(paths: &PathArgs, args: &ServeArgs, registry: &JobRegistry) -> Result<(
     runtime
         .block_on(crate::server::serve(config, registry.clone()))
         .map_err(failed)
+}
+
+/// `floe token …`: the tokens file `floe serve` would use, changed under its writers' lock.
+fn token(paths: &PathArgs, args: TokenArgs) -> Result<(), CliError> {
+    use crate::auth::TokenStore;
+    use crate::auth::tokens::expiry_after;
+    use crate::server::ServerConfig;
+    let file = match &args.tokens_file {
+        Some(file) => file.clone(),
+        None => {
+            let mut config = match &args.config {
+                Some(file) => ServerConfig::from_file(file).map_err(failed)?,
+                None => ServerConfig::default(),
+            };
+            if let Some(store) = &paths.store {
+                config.store = store.clone();
+            }
+            config.auth.tokens_file_for(&config.store)
+        }
+    };
+    let store = TokenStore::new(&file);
+    let now = SystemClock.now();
+    let time = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    match args.action {
+        TokenAction::Create {
+            role,
+            name,
+            expires,
+        } => {
+            let expires_at = expires
+                .map(|text| expiry_after(&text, now).map_err(|e| failed(format!("--expires: {e}"))))
+                .transpose()?;
+            let issued = store
+                .create(role, &name, expires_at, now)
+                .map_err(failed_with_causes)?;
+            println!("{}", issued.token);
+            eprintln!(
+                "created token {} (role {role}{}{}) in {}; it is shown only this once",
+                issued.record.id,
+                if name.is_empty() {
+                    String::new()
+                } else {
+                    format!(", name {name}")
+                },
+                expires_at.map_or_else(String::new, |at| format!(", expires {}", time(at))),
+                file.display()
+            );
+        }
+        TokenAction::List => {
+            let tokens = store.load().map_err(failed_with_causes)?.tokens;
+            let rows: Vec<[String; 6]> = tokens
+                .iter()
+                .map(|t| {
+                    [
+                        t.id.clone(),
+                        if t.name.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            t.name.clone()
+                        },
+                        t.role.to_string(),
+                        time(t.created_at),
+                        t.expires_at.map_or_else(|| "never".to_owned(), time),
+                        match (t.revoked, t.expires_at) {
+                            (true, _) => t.revoked_at.map_or_else(|| "yes".to_owned(), time),
+                            (false, Some(at)) if at <= now => "no (expired)".to_owned(),
+                            _ => "no".to_owned(),
+                        },
+                    ]
+                })
+                .collect();
+            let header = ["ID", "NAME", "ROLE", "CREATED", "EXPIRES", "REVOKED"].map(str::to_owned);
+            let mut widths = header.clone().map(|h| h.chars().count());
+            for row in &rows {
+                for (width, cell) in widths.iter_mut().zip(row) {
+                    *width = (*width).max(cell.chars().count());
+                }
+            }
+            for row in std::iter::once(&header).chain(&rows) {
+                let line: Vec<String> = row
+                    .iter()
+                    .zip(widths)
+                    .map(|(cell, width)| format!("{cell:<width$}"))
+                    .collect();
+                println!("{}", line.join("  ").trim_end());
+            }
+            if rows.is_empty() {
+                eprintln!("no tokens in {}", file.display());
+            }
+        }
+        TokenAction::Revoke { id } => {
+            let record = store.revoke(&id, now).map_err(failed_with_causes)?;
+            eprintln!(
+                "revoked token {} ({}); a running server refuses it within a second",
+                record.id, record.role
+            );
+        }
+    }
+    Ok(())
 }
 
 fn validate(paths: &Paths, args: ValidateArgs, registry: &JobRegistry) -> Result<(), CliError> {

@@ -37,6 +37,7 @@
 //! - [`sample`] and [`dataset`]: the deterministic sample dataset and its Parquet layout.
 //! - [`cli`]: the `floe` command.
 
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod dataset;
@@ -50,8 +51,8 @@ pub mod pipeline;
 pub mod results;
 pub mod sample;
 pub mod scheduler;
-pub mod sql_guard;
 pub mod server;
+pub mod sql_guard;
 pub mod store;
 
 pub use error::error_chain;

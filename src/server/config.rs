@@ -29,6 +29,38 @@ pub struct ServerConfig {
     /// Contexts started at boot: name → settings.
     pub contexts: BTreeMap<String, BTreeMap<String, Value>>,
     pub scheduler: crate::scheduler::SchedulerConfig,
+    /// Tokens, roles, the audit log and the bind rule (`auth:`; see `server/auth.rs`).
+    pub auth: super::auth::AuthConfig,
+    // The network edge (src/server/listener.rs).
+    /// Connections open at once; beyond it new connections wait in the listen backlog until
+    /// one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send a request head (and a TLS handshake).
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request, and a request body or
+    /// a response may make no progress.
+    pub idle_timeout: Duration,
+    /// HTTPS instead of HTTP when set.
+    pub tls: Option<TlsFiles>,
+    /// Cross-origin requests from browsers; none allowed by default.
+    pub cors: CorsConfig,
+}
+
+/// `tls:` of the configuration: PEM files, read at start-up and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's certificate first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// `cors:` of the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CorsConfig {
+    /// Origins (`https://app.example.com`) whose pages may call the API, compared exactly; `*`
+    /// alone allows every origin. Empty: no CORS headers are sent at all.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +78,12 @@ impl Default for ServerConfig {
             core: CoreSettings::default(),
             contexts: BTreeMap::new(),
             scheduler: crate::scheduler::SchedulerConfig::default(),
+            auth: super::auth::AuthConfig::default(),
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            tls: None,
+            cors: CorsConfig::default(),
         }
     }
 }
@@ -68,6 +106,27 @@ struct ConfigFile {
     context_defaults: Option<BTreeMap<String, Value>>,
     contexts: Option<BTreeMap<String, BTreeMap<String, Value>>>,
     scheduler: Option<SchedulerFile>,
+    auth: Option<super::auth::AuthFile>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<Value>,
+    idle_timeout: Option<Value>,
+    tls: Option<TlsFile>,
+    cors: Option<CorsFile>,
+}
+
+/// `tls:` in the config file; both keys or neither.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// `cors:` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorsFile {
+    allowed_origins: Option<Vec<String>>,
 }
 
 /// `scheduler:` in the config file.
@@ -108,6 +167,36 @@ fn settings(
         .apply_all(given)
         .map_err(|errors| format!("{}: `{key}`: {}", file.display(), errors.join("; ")))?;
     Ok(settings)
+}
+
+/// Checks the allowed origins of `cors.allowed_origins`: `*` alone, or origins as browsers send
+/// them in `Origin` (`scheme://host[:port]`, lowercase, no path), since they are compared
+/// exactly.
+pub fn check_cors_origins(origins: &[String]) -> Result<(), String> {
+    if origins.iter().any(|origin| origin == "*") {
+        return if origins.len() == 1 {
+            Ok(())
+        } else {
+            Err("`*` allows every origin and must be the only entry".to_owned())
+        };
+    }
+    for origin in origins {
+        let host = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"))
+            .unwrap_or_default();
+        let well_formed = !host.is_empty()
+            && !host.contains(['/', '?', '#', '*', '@'])
+            && !host.contains(char::is_whitespace)
+            && origin.to_ascii_lowercase() == *origin;
+        if !well_formed {
+            return Err(format!(
+                "`{origin}` is not an origin such as https://app.example.com or \
+                 http://localhost:3000 (lowercase, no path or trailing slash)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Parses `text` as a bind address, naming `origin` in the error.
@@ -210,6 +299,41 @@ impl ServerConfig {
                 None => {}
             }
         }
+        if let Some(n) = file.max_connections {
+            if n == 0 {
+                return Err(format!(
+                    "{}: `max_connections` must be at least 1",
+                    path.display()
+                ));
+            }
+            config.max_connections = n;
+        }
+        if let Some(v) = &file.header_read_timeout {
+            config.header_read_timeout = duration(path, "header_read_timeout", v)?;
+        }
+        if let Some(v) = &file.idle_timeout {
+            config.idle_timeout = duration(path, "idle_timeout", v)?;
+        }
+        if let Some(tls) = file.tls {
+            config.tls = match (tls.cert, tls.key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (cert, _) => {
+                    let missing = if cert.is_none() { "cert" } else { "key" };
+                    return Err(format!(
+                        "{}: `tls.{missing}` is missing (give both `tls.cert` and `tls.key`)",
+                        path.display()
+                    ));
+                }
+            };
+        }
+        if let Some(origins) = file.cors.and_then(|cors| cors.allowed_origins) {
+            check_cors_origins(&origins)
+                .map_err(|e| format!("{}: `cors.allowed_origins`: {e}", path.display()))?;
+            config.cors.allowed_origins = origins;
+        }
+        if let Some(auth) = file.auth {
+            auth.apply(&mut config.auth, path)?;
+        }
         if let Some(contexts) = file.contexts {
             for (name, given) in &contexts {
                 settings(
@@ -257,5 +381,69 @@ mod tests {
         );
         let err = ServerConfig::from_yaml("sync_timeout: soon\n", path).unwrap_err();
         assert!(err.contains("`sync_timeout`: expected a duration"), "{err}");
+    }
+
+    #[test]
+    fn edge_keys_have_safe_defaults_and_are_checked() {
+        let path = Path::new("floe-server.yaml");
+        let config = ServerConfig::from_yaml("", path).unwrap();
+        assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.tls, None);
+        assert!(config.cors.allowed_origins.is_empty());
+
+        let config = ServerConfig::from_yaml(
+            "max_connections: 8\nheader_read_timeout: 2s\nidle_timeout: 5m\n\
+             tls: {cert: certs/chain.pem, key: certs/key.pem}\n\
+             cors: {allowed_origins: [https://app.example.com, http://localhost:3000]}\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(config.max_connections, 8);
+        assert_eq!(config.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(config.idle_timeout, Duration::from_secs(300));
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles {
+                cert: PathBuf::from("certs/chain.pem"),
+                key: PathBuf::from("certs/key.pem"),
+            })
+        );
+        assert_eq!(config.cors.allowed_origins.len(), 2);
+
+        let err = ServerConfig::from_yaml("tls: {cert: chain.pem}\n", path).unwrap_err();
+        assert_eq!(
+            err,
+            "floe-server.yaml: `tls.key` is missing (give both `tls.cert` and `tls.key`)"
+        );
+        let err = ServerConfig::from_yaml("tls: {key: key.pem}\n", path).unwrap_err();
+        assert!(err.contains("`tls.cert` is missing"), "{err}");
+        let err = ServerConfig::from_yaml("tls: {cert: a, chain: b}\n", path).unwrap_err();
+        assert!(err.contains("unknown field `chain`"), "{err}");
+        let err = ServerConfig::from_yaml("max_connections: 0\n", path).unwrap_err();
+        assert!(
+            err.contains("`max_connections` must be at least 1"),
+            "{err}"
+        );
+        let err = ServerConfig::from_yaml("idle_timeout: 0s\n", path).unwrap_err();
+        assert!(err.contains("`idle_timeout`"), "{err}");
+        let err = ServerConfig::from_yaml(
+            "cors: {allowed_origins: ['*', 'https://a.example']}\n",
+            path,
+        )
+        .unwrap_err();
+        assert!(err.contains("`cors.allowed_origins`: `*`"), "{err}");
+        for bad in [
+            "https://app.example.com/",
+            "app.example.com",
+            "https://App.example.com",
+        ] {
+            let err =
+                ServerConfig::from_yaml(&format!("cors: {{allowed_origins: ['{bad}']}}\n"), path)
+                    .unwrap_err();
+            assert!(err.contains(&format!("`{bad}` is not an origin")), "{err}");
+        }
+        assert!(ServerConfig::from_yaml("cors: {allowed_origins: ['*']}\n", path).is_ok());
     }
 }

@@ -29,6 +29,8 @@ struct RouteStats {
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
     routes: RwLock<BTreeMap<(String, String), Arc<RouteStats>>>,
+    /// Audit log lines dropped (full queue or failed writes); the audit writer counts them.
+    pub audit_dropped: Arc<AtomicU64>,
 }
 
 impl HttpMetrics {
@@ -64,6 +66,16 @@ impl HttpMetrics {
 
     /// Appends the HTTP families to `out`.
     pub fn render(&self, out: &mut String) {
+        family(
+            out,
+            "floe_audit_dropped_total",
+            "counter",
+            "Audit log lines dropped because the writer fell behind or the file refused them.",
+            &[(
+                String::new(),
+                self.audit_dropped.load(Ordering::Relaxed) as f64,
+            )],
+        );
         let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
         out.push_str("# HELP floe_http_requests_total HTTP requests by route and status class.\n");
         out.push_str("# TYPE floe_http_requests_total counter\n");
@@ -155,5 +167,6 @@ mod tests {
         assert!(out.contains(
             "floe_http_request_duration_seconds_count{method=\"GET\",route=\"/jobs/{id}\"} 2\n"
         ));
+        assert!(out.contains("floe_audit_dropped_total 0\n"));
     }
 }

@@ -1,14 +1,17 @@
 //! `floe serve`: the HTTP face of the job server (axum on tokio).
 //!
 //! Owns the routes, their table (so a test can hold them against `api/openapi.yaml`), request
-//! metrics, body limits, and start-up and graceful shutdown. The work itself is in
+//! metrics, body limits, CORS, and start-up and graceful shutdown; the connections themselves
+//! (accept loop, TLS, timeouts, the connection cap) are [`listener`]'s. The work itself is in
 //! [`crate::jobserver`]; handlers parse, call it, and shape answers. Blocking work (polars,
 //! reading large results) runs on blocking threads, never on the async workers.
 
+pub mod auth;
 pub mod config;
 mod floe;
 pub mod hocon;
 mod http;
+mod listener;
 pub mod metrics;
 mod schedule;
 mod sjs;
@@ -20,14 +23,16 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::info;
 
+use crate::auth::Role;
 use crate::clock::{Clock, SystemClock};
 use crate::engine::ResultCache;
 use crate::error::error_chain;
@@ -38,6 +43,10 @@ use crate::scheduler::{self, Scheduler};
 use crate::store::Store;
 
 pub use config::ServerConfig;
+pub use listener::TlsCertificates;
+#[cfg(unix)]
+use listener::reload_on_sighup;
+use listener::{EdgeSettings, serve as serve_edge};
 
 /// The OpenAPI spec, embedded so the binary serves the spec it was built with.
 pub const OPENAPI_YAML: &str = include_str!("../../api/openapi.yaml");
@@ -51,100 +60,192 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub http_metrics: Arc<metrics::HttpMetrics>,
     pub openapi: Arc<Value>,
+    /// Tokens, the role each route needs, the audit log.
+    pub auth: Arc<auth::AuthState>,
 }
 
-/// A route: method, path template, and whether it takes uploads (the larger body limit).
-type RouteEntry = (Method, &'static str, MethodRouter<AppState>, bool);
+/// A route of the table.
+struct RouteEntry {
+    method: Method,
+    path: &'static str,
+    /// The role a token needs for it (when authentication is on; see [`auth`]).
+    role: Role,
+    handler: MethodRouter<AppState>,
+    /// Takes uploads: the larger body limit.
+    upload: bool,
+}
 
 /// One route; the method filter is derived from `method`, so the table cannot list one method
-/// and route another.
-fn route<H, T>(method: Method, path: &'static str, handler: H) -> RouteEntry
+/// and route another, and the role is an argument, so no route lacks one.
+fn route<H, T>(method: Method, path: &'static str, role: Role, handler: H) -> RouteEntry
 where
     H: axum::handler::Handler<T, AppState>,
     T: 'static,
 {
     let filter = MethodFilter::try_from(method.clone())
         .unwrap_or_else(|_| panic!("route table: no method filter for {method}"));
-    (method, path, on(filter, handler), false)
+    RouteEntry {
+        method,
+        path,
+        role,
+        handler: on(filter, handler),
+        upload: false,
+    }
 }
 
 fn route_table() -> Vec<RouteEntry> {
-    let upload = |(method, path, handler, _): RouteEntry| (method, path, handler, true);
+    let upload = |entry: RouteEntry| RouteEntry {
+        upload: true,
+        ..entry
+    };
     vec![
-        route(Method::GET, "/binaries", sjs::list_binaries),
-        route(Method::GET, "/binaries/{app}", sjs::get_binary),
-        upload(route(Method::POST, "/binaries/{app}", sjs::upload_binary)),
-        route(Method::DELETE, "/binaries/{app}", sjs::delete_binary),
-        route(Method::GET, "/contexts", sjs::list_contexts),
-        route(Method::GET, "/contexts/{name}", sjs::get_context),
-        route(Method::POST, "/contexts/{name}", sjs::create_context),
-        route(Method::DELETE, "/contexts/{name}", sjs::delete_context),
-        route(Method::GET, "/jobs", sjs::list_jobs),
-        route(Method::POST, "/jobs", sjs::submit_job),
-        route(Method::GET, "/jobs/{id}", sjs::get_job),
-        route(Method::DELETE, "/jobs/{id}", sjs::kill_job),
-        route(Method::GET, "/jobs/{id}/config", sjs::get_job_config),
-        route(Method::GET, "/pipelines", floe::list_pipelines),
-        route(Method::GET, "/pipelines/{pipeline}", floe::get_pipeline),
-        route(Method::GET, "/pipelines/{pipeline}/runs", floe::list_runs),
-        route(Method::POST, "/pipelines/{pipeline}/runs", floe::start_run),
+        route(Method::GET, "/binaries", Role::Read, sjs::list_binaries),
+        route(Method::GET, "/binaries/{app}", Role::Read, sjs::get_binary),
+        upload(route(
+            Method::POST,
+            "/binaries/{app}",
+            Role::Admin,
+            sjs::upload_binary,
+        )),
+        route(
+            Method::DELETE,
+            "/binaries/{app}",
+            Role::Admin,
+            sjs::delete_binary,
+        ),
+        route(Method::GET, "/contexts", Role::Read, sjs::list_contexts),
+        route(
+            Method::GET,
+            "/contexts/{name}",
+            Role::Read,
+            sjs::get_context,
+        ),
+        route(
+            Method::POST,
+            "/contexts/{name}",
+            Role::Admin,
+            sjs::create_context,
+        ),
+        route(
+            Method::DELETE,
+            "/contexts/{name}",
+            Role::Admin,
+            sjs::delete_context,
+        ),
+        route(Method::GET, "/jobs", Role::Read, sjs::list_jobs),
+        route(Method::POST, "/jobs", Role::Run, sjs::submit_job),
+        route(Method::GET, "/jobs/{id}", Role::Read, sjs::get_job),
+        route(Method::DELETE, "/jobs/{id}", Role::Run, sjs::kill_job),
+        route(
+            Method::GET,
+            "/jobs/{id}/config",
+            Role::Read,
+            sjs::get_job_config,
+        ),
+        route(Method::GET, "/pipelines", Role::Read, floe::list_pipelines),
+        route(
+            Method::GET,
+            "/pipelines/{pipeline}",
+            Role::Read,
+            floe::get_pipeline,
+        ),
+        route(
+            Method::GET,
+            "/pipelines/{pipeline}/runs",
+            Role::Read,
+            floe::list_runs,
+        ),
+        route(
+            Method::POST,
+            "/pipelines/{pipeline}/runs",
+            Role::Run,
+            floe::start_run,
+        ),
         route(
             Method::GET,
             "/pipelines/{pipeline}/schedule",
+            Role::Read,
             schedule::get_schedule,
         ),
         route(
             Method::POST,
             "/pipelines/{pipeline}/pause",
+            Role::Admin,
             schedule::pause_pipeline,
         ),
         route(
             Method::POST,
             "/pipelines/{pipeline}/resume",
+            Role::Admin,
             schedule::resume_pipeline,
         ),
         route(
             Method::GET,
             "/pipelines/{pipeline}/backfills",
+            Role::Read,
             schedule::list_backfills,
         ),
         route(
             Method::POST,
             "/pipelines/{pipeline}/backfills",
+            Role::Run,
             schedule::start_backfill,
         ),
         route(
             Method::POST,
             "/pipelines/{pipeline}/restatements",
+            Role::Admin,
             schedule::start_restatement,
         ),
-        route(Method::GET, "/backfills/{id}", schedule::get_backfill),
+        route(
+            Method::GET,
+            "/backfills/{id}",
+            Role::Read,
+            schedule::get_backfill,
+        ),
         route(
             Method::POST,
             "/backfills/{id}/pause",
+            Role::Run,
             schedule::pause_backfill,
         ),
         route(
             Method::POST,
             "/backfills/{id}/resume",
+            Role::Run,
             schedule::resume_backfill,
         ),
         route(
             Method::POST,
             "/backfills/{id}/cancel",
+            Role::Run,
             schedule::cancel_backfill,
         ),
-        route(Method::GET, "/scheduler", schedule::scheduler_summary),
+        route(
+            Method::GET,
+            "/scheduler",
+            Role::Read,
+            schedule::scheduler_summary,
+        ),
         route(
             Method::GET,
             "/pipelines/{pipeline}/jobs/{job}/results",
+            Role::Read,
             floe::job_results,
         ),
-        route(Method::POST, "/query", floe::query),
-        route(Method::GET, "/healthz", floe::healthz),
-        route(Method::GET, "/readyz", floe::readyz),
-        route(Method::GET, "/metrics", floe::metrics),
-        route(Method::GET, "/openapi.json", floe::openapi),
+        route(Method::POST, "/query", Role::Read, floe::query),
+        route(Method::GET, "/healthz", Role::Read, floe::healthz),
+        route(Method::GET, "/readyz", Role::Read, floe::readyz),
+        route(Method::GET, "/metrics", Role::Read, floe::metrics),
+        route(Method::GET, "/openapi.json", Role::Read, floe::openapi),
+        route(Method::GET, "/tokens", Role::Admin, auth::list_tokens),
+        route(Method::POST, "/tokens", Role::Admin, auth::create_token),
+        route(
+            Method::DELETE,
+            "/tokens/{id}",
+            Role::Admin,
+            auth::revoke_token,
+        ),
     ]
 }
 
@@ -152,7 +253,15 @@ fn route_table() -> Vec<RouteEntry> {
 pub fn routes() -> Vec<(Method, &'static str)> {
     route_table()
         .into_iter()
-        .map(|(method, path, _, _)| (method, path))
+        .map(|entry| (entry.method, entry.path))
+        .collect()
+}
+
+/// Every (method, path) with the role a token needs for it, in the table's order.
+pub fn route_roles() -> Vec<(Method, &'static str, Role)> {
+    route_table()
+        .into_iter()
+        .map(|entry| (entry.method, entry.path, entry.role))
         .collect()
 }
 
@@ -214,7 +323,13 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// The router over `state`.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
-    for (_, path, handler, upload) in route_table() {
+    for RouteEntry {
+        path,
+        handler,
+        upload,
+        ..
+    } in route_table()
+    {
         let limit = if upload {
             state.config.max_upload_bytes
         } else {
@@ -225,6 +340,12 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside the metrics layer, so refusals are counted; after routing, so the route's
+        // template (and with it the role it needs) is known.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -242,6 +363,9 @@ pub fn build_state(
     clock: Arc<dyn Clock>,
     runtime: tokio::runtime::Handle,
 ) -> Result<AppState, String> {
+    // First: a tokens file that does not parse stops the start before the store opens.
+    let http_metrics = Arc::new(metrics::HttpMetrics::default());
+    let auth = auth::AuthState::open(&config, clock.clone(), http_metrics.audit_dropped.clone())?;
     let store = Store::open(&config.store).map_err(|e| error_chain(&e))?;
     let materializer = Materializer::new(
         store,
@@ -292,30 +416,95 @@ pub fn build_state(
         core,
         scheduler,
         config: Arc::new(config),
-        http_metrics: Arc::new(metrics::HttpMetrics::default()),
+        http_metrics,
         openapi: Arc::new(openapi),
+        auth: Arc::new(auth),
     })
 }
 
+/// The CORS layer of `config`, allowing the methods of the route table and the headers
+/// clients send; `None` when no origin is allowed, so no CORS header is ever sent.
+fn cors_layer(config: &config::CorsConfig) -> Result<Option<CorsLayer>, String> {
+    let origins = &config.allowed_origins;
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    config::check_cors_origins(origins).map_err(|e| format!("`cors.allowed_origins`: {e}"))?;
+    let allow_origin = if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|origin| {
+                HeaderValue::from_str(origin)
+                    .map_err(|e| format!("`cors.allowed_origins`: `{origin}`: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(values)
+    };
+    let mut methods: Vec<Method> = Vec::new();
+    for (method, _) in routes() {
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+    }
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods(methods)
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                HeaderName::from_static("x-request-id"),
+            ]),
+    ))
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves, then finishes or records the
-/// in-flight jobs (see [`JobServer::shutdown`]).
+/// in-flight jobs (see [`JobServer::shutdown`]). With `tls` in the configuration it serves
+/// HTTPS, its certificate read once here (see [`serve_on_with_tls`] to keep a handle).
 pub async fn serve_on(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let tls = match &state.config.tls {
+        Some(files) => Some(TlsCertificates::load(&files.cert, &files.key)?),
+        None => None,
+    };
+    serve_on_with_tls(listener, state, tls, shutdown).await
+}
+
+/// [`serve_on`] with TLS certificates the caller loaded, and keeps to reload them
+/// ([`TlsCertificates::reload`]); `None` serves plain HTTP.
+pub async fn serve_on_with_tls(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<TlsCertificates>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
     let core = state.core.clone();
     let scheduler = state.scheduler.clone();
     let grace = state.config.shutdown_grace;
+    let edge = EdgeSettings {
+        max_connections: state.config.max_connections,
+        header_read_timeout: state.config.header_read_timeout,
+        idle_timeout: state.config.idle_timeout,
+        shutdown_grace: grace,
+    };
+    let cors = cors_layer(&state.config.cors)?;
+    let mut app = router(state);
+    if let Some(cors) = cors {
+        // Around the whole router, not inside it: a preflight is answered before routing
+        // (and before the method-not-allowed fallback) looks at it.
+        app = Router::new().fallback_service(app).layer(cors);
+    }
     let driver = scheduler
         .spawn_driver()
         .map_err(|e| format!("cannot start the scheduler: {e}"))?;
     let triggers = scheduler::start_triggers(&scheduler).await;
-    let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+    serve_edge(listener, app, edge, tls, shutdown).await;
     if let Some(mut triggers) = triggers {
         let _ = triggers.shutdown().await;
     }
@@ -332,7 +521,13 @@ pub async fn serve_on(
 
 /// `floe serve`: binds, serves until Ctrl-C or SIGTERM.
 pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), String> {
+    // Before anything opens: never expose a server without authentication by mistake.
+    auth::check_startup(&config, SystemClock.now())?;
     let bind = config.bind;
+    let tls = match &config.tls {
+        Some(files) => Some(TlsCertificates::load(&files.cert, &files.key)?),
+        None => None,
+    };
     let runtime = tokio::runtime::Handle::current();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = tokio::task::spawn_blocking(move || build_state(config, registry, clock, runtime))
@@ -342,9 +537,22 @@ pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), St
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
     let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
-    info!(address = %local, "floe job server listening");
-    eprintln!("floe serve: listening on http://{local}");
-    serve_on(listener, state, shutdown_signal()).await
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(address = %local, scheme, "floe job server listening");
+    eprintln!("floe serve: listening on {scheme}://{local}");
+    // SIGHUP reloads the certificate (the same `reload` the tests call); without TLS, SIGHUP
+    // keeps its default action.
+    #[cfg(unix)]
+    let reloader = match &tls {
+        Some(tls) => Some(reload_on_sighup(tls.clone())?),
+        None => None,
+    };
+    let served = serve_on_with_tls(listener, state, tls, shutdown_signal()).await;
+    #[cfg(unix)]
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    served
 }
 
 async fn shutdown_signal() {

@@ -1223,7 +1223,7 @@ async fn python_sjsclient_drives_contexts_jobs_and_results() {
 }
 
 /// The python with python-sjsclient installed, creating `target/sjsclient-venv` if needed.
-fn sjsclient_python() -> std::path::PathBuf {
+pub(crate) fn sjsclient_python() -> std::path::PathBuf {
     let venv = repo_path("target/sjsclient-venv");
     let python = venv.join("bin/python");
     let ready = venv.join(".floe-ready");

@@ -16,7 +16,9 @@ for _alias in ("MutableMapping", "Mapping", "MutableSequence", "Sequence",
 # Needs `pip install python-sjsclient==0.10.0` and a running `floe serve` with the example app
 # `shop` (pipelines/shop.yaml, sample data from 2024-01-01) registered. Only sjsclient's public
 # API is used. Prints one line per step; exits 0 on success, 1 on the first failed check, 2 on
-# an unexpected error (traceback printed), 3 on a usage error.
+# an unexpected error (traceback printed), 3 on a usage error. With SJS_FLOW_TOKEN set (an admin
+# token of a server with authentication on), every call sends it as HTTP Basic, the way
+# sjsclient's `auth=(user, password)` does: the user name is ignored, the token is the password.
 #
 # sjsclient facts this script relies on (see the sjsclient source):
 # - Every call opens a fresh requests.Session with no timeout; a SIGALRM bounds the whole run.
@@ -51,6 +53,7 @@ FINAL = ("FINISHED", "ERROR", "KILLED")
 SERVER_WAIT = float(os.environ.get("SJS_FLOW_SERVER_WAIT", "30"))
 TOTAL_TIMEOUT = int(os.environ.get("SJS_FLOW_TIMEOUT", "300"))
 JOB_TIMEOUT = float(os.environ.get("SJS_FLOW_JOB_TIMEOUT", "120"))
+TOKEN = os.environ.get("SJS_FLOW_TOKEN")
 
 
 class Failure(Exception):
@@ -106,7 +109,8 @@ def describe_error(job):
 
 
 def flow(url):
-    client = sjs_client.Client(url)  # construction sends nothing
+    # Construction sends nothing.
+    client = sjs_client.Client(url, auth=("floe", TOKEN) if TOKEN else None)
     ok("client", url)
 
     # GET /binaries: sjsclient looks the name up in the JSON object keyed by app name. The

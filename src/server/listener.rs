@@ -1,0 +1,923 @@
+//! The network edge of `floe serve`: Floe's own accept loop in place of `axum::serve`.
+//!
+//! Owns everything between the listening socket and the router: the cap on open connections,
+//! the optional TLS handshake (rustls, with a certificate that can be swapped while serving),
+//! HTTP/1.1 on hyper, the clocks that close slow and idle connections, the peer address handed
+//! to handlers as [`ConnectInfo`], and the drain of open connections at shutdown. It does not
+//! own routing, CORS or body limits (the router in [`super`]), nor the jobs a shutdown waits for
+//! ([`crate::jobserver::JobServer::shutdown`]).
+//!
+//! One task accepts; every connection then runs in a task of its own, which holds one of the
+//! `max_connections` permits until the connection closes. When every permit is taken the loop
+//! stops accepting until one is returned, so new connections wait in the kernel's listen
+//! backlog (and are served once a slot frees) instead of being accepted and dropped.
+//!
+//! Only HTTP/1.1 is spoken (TLS advertises `http/1.1` by ALPN): every client of the job server
+//! speaks it, and HTTP/2's multiplexing would need limits of its own (streams, pings, resets)
+//! that this server has no use for.
+//!
+//! Timeouts, per connection (see [`ConnectionClock`]):
+//! - a new connection must deliver its first request head within `header_read_timeout` of the
+//!   accept (with TLS the handshake is bounded by the same duration, before that);
+//! - between requests, the next head must start within `idle_timeout`, and once its first byte
+//!   arrives it must be complete within `header_read_timeout`;
+//! - while a request is being answered there is no connection deadline (handlers have their
+//!   own: `sync_timeout`, job timeouts), but a client that stops sending the body a handler is
+//!   reading, or stops reading the response, is cut off after `idle_timeout` without progress.
+//!
+//! hyper's own `header_read_timeout` is not used: it also runs while a keep-alive connection
+//! waits for its next request, so it cannot let an idle connection live longer than a slow head.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tracing::{debug, error, info, warn};
+
+/// The first pause after an accept error that is not the peer's doing (such as EMFILE, too
+/// many open files); it doubles on each further error, up to [`ACCEPT_BACKOFF_MAX`]. Retrying
+/// at once would spin a core while the condition lasts.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
+
+/// The longest pause between accept attempts while they keep failing.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The limits of the edge, taken from [`super::ServerConfig`].
+#[derive(Debug, Clone)]
+pub(crate) struct EdgeSettings {
+    /// Connections open at once; see the module documentation for what happens beyond.
+    pub(crate) max_connections: usize,
+    /// How long a request head (and a TLS handshake) may take.
+    pub(crate) header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait for its next request.
+    pub(crate) idle_timeout: Duration,
+    /// How long a shutdown lets open connections finish their requests before closing them.
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// A TLS certificate chain and private key read from PEM files, and the acceptor built from
+/// them. Clones share the acceptor, so [`TlsCertificates::reload`] on any clone changes the
+/// certificate new connections get, without touching the listener or open connections.
+/// `floe serve` reloads on SIGHUP by calling that same function.
+#[derive(Clone)]
+pub struct TlsCertificates {
+    inner: Arc<TlsInner>,
+}
+
+struct TlsInner {
+    cert: PathBuf,
+    key: PathBuf,
+    /// Read once per handshake, written only by a successful reload.
+    acceptor: RwLock<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for TlsCertificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCertificates")
+            .field("cert", &self.inner.cert)
+            .field("key", &self.inner.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsCertificates {
+    /// Reads the PEM certificate chain at `cert` and the PEM private key at `key`. Blocking
+    /// (two small files).
+    pub fn load(cert: &Path, key: &Path) -> Result<TlsCertificates, String> {
+        let config = rustls_config(cert, key)?;
+        Ok(TlsCertificates {
+            inner: Arc::new(TlsInner {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+                acceptor: RwLock::new(TlsAcceptor::from(Arc::new(config))),
+            }),
+        })
+    }
+
+    /// Reads both files again and, if they make a usable certificate, serves it to every new
+    /// connection. On error the previous certificate stays in use. Blocking (two small files).
+    pub fn reload(&self) -> Result<(), String> {
+        let config = rustls_config(&self.inner.cert, &self.inner.key)?;
+        let mut acceptor = self
+            .inner
+            .acceptor
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        *acceptor = TlsAcceptor::from(Arc::new(config));
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        self.inner
+            .acceptor
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`) from PEM
+/// files; errors name the file at fault.
+fn rustls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificate chain {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "cannot read certificate chain {}: no PEM certificate in it",
+            cert.display()
+        ));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, private_key)
+        .map_err(|e| {
+            format!(
+                "the certificate in {} and the key in {} are not usable together: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Reloads `tls` on every SIGHUP until the task is aborted; a failed reload keeps the previous
+/// certificate and is logged.
+#[cfg(unix)]
+pub(crate) fn reload_on_sighup(
+    tls: TlsCertificates,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups =
+        signal(SignalKind::hangup()).map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let certificates = tls.clone();
+            match tokio::task::spawn_blocking(move || certificates.reload()).await {
+                Ok(Ok(())) => info!(cert = %tls.inner.cert.display(), "tls certificate reloaded"),
+                Ok(Err(reason)) => error!(
+                    error = %reason,
+                    "tls reload failed; the previous certificate stays in use"
+                ),
+                Err(e) => {
+                    error!(error = %e, "tls reload failed; the previous certificate stays in use")
+                }
+            }
+        }
+    }))
+}
+
+/// What every connection task shares.
+struct Edge {
+    settings: EdgeSettings,
+    tls: Option<TlsCertificates>,
+    /// The router as a hyper service; cloning it clones the router's `Arc`s.
+    service: TowerToHyperService<Router>,
+    http: http1::Builder,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting (the listening
+/// socket is closed), lets open connections finish the requests they are answering for up to
+/// `shutdown_grace`, and closes whatever is left.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: EdgeSettings,
+    tls: Option<TlsCertificates>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let mut http = http1::Builder::new();
+    // Floe keeps the header and idle clocks itself (see the module documentation), so hyper
+    // gets no timer; its default header timeout is turned off, or it would warn on every
+    // connection that it has no timer to run it on.
+    http.keep_alive(true).header_read_timeout(None);
+    let grace = settings.shutdown_grace;
+    let edge = Arc::new(Edge {
+        settings,
+        tls,
+        service: TowerToHyperService::new(app),
+        http,
+    });
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut backoff: Option<Duration> = None;
+    tokio::pin!(shutdown);
+    loop {
+        // Finished connection tasks are collected here, so the set only holds live ones.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break, // the semaphore is never closed
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) if is_peer_error(&error) => {
+                debug!(%error, "a connection closed before it was accepted");
+                continue;
+            }
+            Err(error) => {
+                let pause = match backoff {
+                    None => {
+                        error!(%error, "cannot accept connections; retrying with backoff");
+                        ACCEPT_BACKOFF_MIN
+                    }
+                    Some(previous) => {
+                        debug!(%error, "accepting still fails");
+                        (previous * 2).min(ACCEPT_BACKOFF_MAX)
+                    }
+                };
+                backoff = Some(pause);
+                drop(permit);
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        if backoff.take().is_some() {
+            info!("accepting connections again");
+        }
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%error, %peer, "cannot set TCP_NODELAY");
+        }
+        // The watcher is taken here, not in the task: a shutdown signalled between the two
+        // would otherwise miss this connection.
+        let watcher = graceful.watcher();
+        connections.spawn(serve_connection(
+            edge.clone(),
+            stream,
+            peer,
+            watcher,
+            permit,
+        ));
+    }
+    drop(listener);
+    let open = graceful.count();
+    info!(
+        connections = open,
+        "stopped accepting; draining open connections"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!(
+            grace_seconds = grace.as_secs_f64(),
+            "connections still open after the shutdown grace are closed"
+        );
+    }
+    connections.shutdown().await;
+}
+
+/// Accept errors caused by one peer (it reset or gave up before the accept): the next accept
+/// can follow at once.
+fn is_peer_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// One connection, from the TLS handshake (if any) to its close. Holds `_permit` throughout.
+async fn serve_connection(
+    edge: Arc<Edge>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: Watcher,
+    _permit: OwnedSemaphorePermit,
+) {
+    let Some(tls) = &edge.tls else {
+        serve_http(&edge, stream, peer, watcher).await;
+        return;
+    };
+    let handshake = tls.acceptor().accept(stream);
+    match tokio::time::timeout(edge.settings.header_read_timeout, handshake).await {
+        Ok(Ok(stream)) => serve_http(&edge, stream, peer, watcher).await,
+        Ok(Err(error)) => debug!(%error, %peer, "tls handshake failed"),
+        Err(_) => debug!(%peer, "tls handshake timed out"),
+    }
+}
+
+/// HTTP/1.1 over `io` until the client closes, a clock of [`ConnectionClock`] runs out, or a
+/// shutdown closes the connection once its request is answered.
+async fn serve_http<S>(edge: &Edge, io: S, peer: SocketAddr, watcher: Watcher)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let clock = Arc::new(ConnectionClock::new());
+    let io = TokioIo::new(ClockedIo {
+        inner: io,
+        clock: clock.clone(),
+    });
+    let service = EdgeService {
+        inner: edge.service.clone(),
+        peer,
+        clock: clock.clone(),
+    };
+    let connection = watcher.watch(edge.http.serve_connection(io, service));
+    tokio::pin!(connection);
+    tokio::select! {
+        result = &mut connection => {
+            if let Err(error) = result {
+                debug!(%error, %peer, "connection ended with an error");
+            }
+        }
+        reason = clock.expired(&edge.settings) => {
+            debug!(%peer, reason, "closing connection");
+        }
+    }
+}
+
+/// Where a connection is in its request cycle, which says how long it may stay silent.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Accepted, no request yet: the first head must be complete within `header_read_timeout`
+    /// of `since`.
+    New { since: Instant },
+    /// Between requests: the next head must start within `idle_timeout` of `since`.
+    Idle { since: Instant },
+    /// The first bytes of a head arrived at `since` (after an idle spell): the rest must
+    /// follow within `header_read_timeout`.
+    ReadingHead { since: Instant },
+    /// `requests` requests are being answered: no deadline but the stalls'.
+    Busy { requests: usize },
+}
+
+/// A connection's phase and stalls, under one lock.
+#[derive(Debug, Clone, Copy)]
+struct ClockState {
+    phase: Phase,
+    /// Since when a handler has been waiting for request body bytes the client does not send.
+    body_stalled_since: Option<Instant>,
+    /// Since when the connection has been waiting to write to a client that does not read.
+    write_stalled_since: Option<Instant>,
+}
+
+/// A connection's phase, moved by its reads and writes, its service calls, and its request
+/// and response bodies, and watched by its task (see [`ConnectionClock::expired`]).
+///
+/// A request being answered has no deadline of its own (handlers have theirs), but a client
+/// that stops sending the body a handler is reading, or stops reading the response, is cut off
+/// after `idle_timeout` of no progress, as an idle connection would be.
+#[derive(Debug)]
+struct ConnectionClock {
+    /// Short critical sections only, never held across an `.await`.
+    state: Mutex<ClockState>,
+    /// Set in `Idle` only, so the reads of a busy connection skip the lock.
+    idle: AtomicBool,
+    /// Wakes the watching task when the phase changes. Stalls do not notify (they start and
+    /// end at every full buffer): a busy connection's watcher looks at them every
+    /// `idle_timeout` instead.
+    changed: Notify,
+}
+
+impl ConnectionClock {
+    fn new() -> ConnectionClock {
+        ConnectionClock {
+            state: Mutex::new(ClockState {
+                phase: Phase::New {
+                    since: Instant::now(),
+                },
+                body_stalled_since: None,
+                write_stalled_since: None,
+            }),
+            idle: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ClockState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes came in: if the connection was idle, they start a request head.
+    fn bytes_read(&self) {
+        if !self.idle.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.state();
+        if let Phase::Idle { .. } = state.phase {
+            state.phase = Phase::ReadingHead {
+                since: Instant::now(),
+            };
+            self.idle.store(false, Ordering::Release);
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    /// A request head is complete and handed to the router; the guard ends the request when
+    /// the response body is dropped (written out, or abandoned).
+    fn request_started(self: &Arc<Self>) -> RequestGuard {
+        let mut state = self.state();
+        state.phase = match state.phase {
+            Phase::Busy { requests } => Phase::Busy {
+                requests: requests + 1,
+            },
+            Phase::New { .. } | Phase::Idle { .. } | Phase::ReadingHead { .. } => {
+                Phase::Busy { requests: 1 }
+            }
+        };
+        self.idle.store(false, Ordering::Release);
+        drop(state);
+        // The watcher may be asleep until the head's deadline, which no longer applies; it
+        // looks at the stalls from now on.
+        self.changed.notify_one();
+        RequestGuard {
+            clock: self.clone(),
+        }
+    }
+
+    fn request_finished(&self) {
+        let mut state = self.state();
+        match state.phase {
+            Phase::Busy { requests } if requests > 1 => {
+                state.phase = Phase::Busy {
+                    requests: requests - 1,
+                };
+            }
+            Phase::Busy { .. } => {
+                state.phase = Phase::Idle {
+                    since: Instant::now(),
+                };
+                self.idle.store(true, Ordering::Release);
+                drop(state);
+                self.changed.notify_one();
+            }
+            Phase::New { .. } | Phase::Idle { .. } | Phase::ReadingHead { .. } => {
+                debug_assert!(false, "a request finished on a connection without one");
+            }
+        }
+    }
+
+    /// A read of the request body found nothing (`stalled`) or made progress (or stopped).
+    fn body_stalled(&self, stalled: bool) {
+        let mut state = self.state();
+        state.body_stalled_since = match (stalled, state.body_stalled_since) {
+            (true, None) => Some(Instant::now()),
+            (true, since) => since,
+            (false, _) => None,
+        };
+    }
+
+    /// A write to the client could not proceed (`stalled`) or made progress.
+    fn write_stalled(&self, stalled: bool) {
+        let mut state = self.state();
+        state.write_stalled_since = match (stalled, state.write_stalled_since) {
+            (true, None) => Some(Instant::now()),
+            (true, since) => since,
+            (false, _) => None,
+        };
+    }
+
+    /// When to look again, and why the connection is closed if nothing has changed by then
+    /// (`None`: it is only a look, to check a busy connection's stalls).
+    fn deadline(&self, settings: &EdgeSettings) -> (Instant, Option<&'static str>) {
+        let state = *self.state();
+        let phase = match state.phase {
+            Phase::New { since } => Some((
+                since + settings.header_read_timeout,
+                "no complete request head within header_read_timeout",
+            )),
+            Phase::ReadingHead { since } => Some((
+                since + settings.header_read_timeout,
+                "request head not complete within header_read_timeout",
+            )),
+            Phase::Idle { since } => Some((since + settings.idle_timeout, "idle for idle_timeout")),
+            Phase::Busy { .. } => None,
+        };
+        let body = state.body_stalled_since.map(|since| {
+            (
+                since + settings.idle_timeout,
+                "request body stalled for idle_timeout",
+            )
+        });
+        let write = state.write_stalled_since.map(|since| {
+            (
+                since + settings.idle_timeout,
+                "client not reading for idle_timeout",
+            )
+        });
+        match [phase, body, write]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+        {
+            Some((at, reason)) => (at, Some(reason)),
+            None => (Instant::now() + settings.idle_timeout, None),
+        }
+    }
+
+    /// Resolves when a deadline passes, with the reason.
+    async fn expired(&self, settings: &EdgeSettings) -> &'static str {
+        loop {
+            let (at, reason) = self.deadline(settings);
+            if let Some(reason) = reason {
+                if Instant::now() >= at {
+                    return reason;
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = self.changed.notified() => {}
+            }
+        }
+    }
+}
+
+/// Ends one request on its connection's clock when dropped.
+#[derive(Debug)]
+struct RequestGuard {
+    clock: Arc<ConnectionClock>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.clock.request_finished();
+    }
+}
+
+/// The connection's IO, telling its clock when bytes arrive.
+struct ClockedIo<S> {
+    inner: S,
+    clock: Arc<ConnectionClock>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClockedIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            if buf.filled().len() > before {
+                this.clock.bytes_read();
+            }
+        }
+        polled
+    }
+}
+
+impl<S> ClockedIo<S> {
+    /// Tells the clock whether a write (or flush) could proceed.
+    fn wrote<T>(&self, polled: Poll<T>) -> Poll<T> {
+        self.clock.write_stalled(polled.is_pending());
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClockedIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.wrote(polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The router as one connection sees it: the peer address goes into each request's
+/// extensions as `ConnectInfo<SocketAddr>`, and each request holds the connection's clock busy
+/// until its response body is dropped.
+#[derive(Clone)]
+struct EdgeService {
+    inner: TowerToHyperService<Router>,
+    peer: SocketAddr,
+    clock: Arc<ConnectionClock>,
+}
+
+type EdgeFuture = Pin<Box<dyn Future<Output = Result<Response<ClockedBody>, Infallible>> + Send>>;
+
+impl Service<Request<Incoming>> for EdgeService {
+    type Response = Response<ClockedBody>;
+    type Error = Infallible;
+    type Future = EdgeFuture;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let guard = self.clock.request_started();
+        let clock = self.clock.clone();
+        let mut request = request.map(|body| ClockedRequestBody { inner: body, clock });
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(response.map(|body| ClockedBody {
+                inner: body,
+                _guard: guard,
+            }))
+        })
+    }
+}
+
+/// A request body that tells the connection's clock when the handler reading it waits for the
+/// client.
+struct ClockedRequestBody {
+    inner: Incoming,
+    clock: Arc<ConnectionClock>,
+}
+
+impl http_body::Body for ClockedRequestBody {
+    type Data = <Incoming as http_body::Body>::Data;
+    type Error = <Incoming as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        this.clock.body_stalled(polled.is_pending());
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ClockedRequestBody {
+    fn drop(&mut self) {
+        // A handler that stops reading does not leave a stall behind.
+        self.clock.body_stalled(false);
+    }
+}
+
+/// A response body that ends its request on the connection's clock when dropped.
+struct ClockedBody {
+    inner: Body,
+    _guard: RequestGuard,
+}
+
+impl http_body::Body for ClockedBody {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(header_read_timeout: Duration, idle_timeout: Duration) -> EdgeSettings {
+        EdgeSettings {
+            max_connections: 1,
+            header_read_timeout,
+            idle_timeout,
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+
+    /// The deadline, which must lie between `before + timeout` and now + `timeout`.
+    fn assert_deadline(
+        clock: &ConnectionClock,
+        settings: &EdgeSettings,
+        before: Instant,
+        timeout: Duration,
+        reason: &str,
+    ) {
+        let (at, why) = clock.deadline(settings);
+        assert!(at >= before + timeout && at <= Instant::now() + timeout);
+        assert_eq!(why, Some(reason));
+    }
+
+    #[test]
+    fn the_clock_tells_a_slow_head_from_an_idle_connection() {
+        let settings = settings(Duration::from_secs(10), Duration::from_secs(60));
+        let before = Instant::now();
+        let clock = Arc::new(ConnectionClock::new());
+        let first_head = "no complete request head within header_read_timeout";
+        assert_deadline(
+            &clock,
+            &settings,
+            before,
+            Duration::from_secs(10),
+            first_head,
+        );
+        // Bytes of the first head do not move the deadline set at the accept.
+        clock.bytes_read();
+        assert_deadline(
+            &clock,
+            &settings,
+            before,
+            Duration::from_secs(10),
+            first_head,
+        );
+
+        // A request being answered has no deadline, and its body bytes change nothing.
+        let guard = clock.request_started();
+        assert_eq!(clock.deadline(&settings).1, None);
+        clock.bytes_read();
+        assert_eq!(clock.deadline(&settings).1, None);
+
+        // Two at once (pipelining): busy until both are done.
+        let second = clock.request_started();
+        drop(guard);
+        assert_eq!(clock.deadline(&settings).1, None);
+
+        // Answered: idle, for idle_timeout.
+        let before = Instant::now();
+        drop(second);
+        let idle = "idle for idle_timeout";
+        assert_deadline(&clock, &settings, before, Duration::from_secs(60), idle);
+
+        // The first byte of the next head starts the header clock.
+        let before = Instant::now();
+        clock.bytes_read();
+        let slow = "request head not complete within header_read_timeout";
+        assert_deadline(&clock, &settings, before, Duration::from_secs(10), slow);
+    }
+
+    #[test]
+    fn a_stalled_body_or_write_gets_idle_timeout() {
+        let settings = settings(Duration::from_secs(10), Duration::from_secs(60));
+        let clock = Arc::new(ConnectionClock::new());
+        let _request = clock.request_started();
+        // Progress clears a stall; a stall keeps its start however often it is seen.
+        clock.body_stalled(true);
+        clock.body_stalled(false);
+        assert_eq!(clock.deadline(&settings).1, None);
+        let before = Instant::now();
+        clock.body_stalled(true);
+        let body = "request body stalled for idle_timeout";
+        assert_deadline(&clock, &settings, before, Duration::from_secs(60), body);
+        std::thread::sleep(Duration::from_millis(5));
+        clock.body_stalled(true);
+        assert_deadline(&clock, &settings, before, Duration::from_secs(60), body);
+        // The earlier of two stalls counts.
+        clock.write_stalled(true);
+        assert_deadline(&clock, &settings, before, Duration::from_secs(60), body);
+        clock.body_stalled(false);
+        let write = "client not reading for idle_timeout";
+        assert_eq!(clock.deadline(&settings).1, Some(write));
+        clock.write_stalled(false);
+        assert_eq!(clock.deadline(&settings).1, None);
+    }
+
+    #[tokio::test]
+    async fn the_watcher_sleeps_through_a_request_and_wakes_when_it_ends() {
+        let settings = settings(Duration::from_secs(10), Duration::from_millis(50));
+        let clock = Arc::new(ConnectionClock::new());
+        let guard = clock.request_started();
+        let watcher = {
+            let clock = clock.clone();
+            let settings = settings.clone();
+            tokio::spawn(async move { clock.expired(&settings).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!watcher.is_finished(), "no deadline while a request runs");
+        drop(guard);
+        let reason = tokio::time::timeout(Duration::from_secs(5), watcher)
+            .await
+            .expect("the idle deadline passes")
+            .unwrap();
+        assert_eq!(reason, "idle for idle_timeout");
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_peer_address_and_shutdown_closes_the_port() {
+        use axum::routing::get;
+        let app = Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            settings(Duration::from_secs(5), Duration::from_secs(5)),
+            None,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let client = stream.local_addr().unwrap();
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut response = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+            .await
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with(&client.to_string()), "{response}");
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops")
+            .unwrap();
+        assert!(TcpStream::connect(address).await.is_err());
+    }
+
+    #[test]
+    fn tls_files_that_do_not_parse_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("cert.pem");
+        let key = dir.path().join("key.pem");
+        let err = TlsCertificates::load(&cert, &key).unwrap_err();
+        assert!(err.starts_with("cannot read certificate chain"), "{err}");
+        assert!(err.contains("cert.pem"), "{err}");
+        std::fs::write(&cert, "not pem\n").unwrap();
+        let err = TlsCertificates::load(&cert, &key).unwrap_err();
+        assert!(err.contains("no PEM certificate"), "{err}");
+    }
+}

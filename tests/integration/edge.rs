@@ -1,0 +1,467 @@
+//! The network edge of `floe serve` over real sockets on 127.0.0.1:0: TLS and reloading its
+//! certificate, the header-read and idle timeouts, the connection cap, and CORS.
+//!
+//! Timeouts are configured in hundreds of milliseconds and every wait is bounded, so a test
+//! that regresses fails in seconds instead of hanging.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use floe::clock::{Clock, ManualClock};
+use floe::job::JobRegistry;
+use floe::server::config::TlsFiles;
+use floe::server::{ServerConfig, TlsCertificates, build_state, serve_on, serve_on_with_tls};
+use reqwest::StatusCode;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::common::utc;
+
+/// A server without pipelines on an ephemeral port. With certificates it serves HTTPS with
+/// them (the test keeps the handle to reload them); without, `serve_on` reads the
+/// configuration, as `floe serve` does.
+struct EdgeServer {
+    address: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    _dir: TempDir,
+}
+
+impl EdgeServer {
+    async fn start(
+        tls: Option<TlsCertificates>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> EdgeServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = ServerConfig {
+            pipelines: dir.path().join("pipelines"),
+            data_dir: dir.path().join("data"),
+            store: dir.path().join("store"),
+            ..ServerConfig::default()
+        };
+        config.shutdown_grace = Duration::from_millis(200);
+        config.scheduler.recurring = false;
+        tweak(&mut config);
+        let runtime = tokio::runtime::Handle::current();
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(utc(2024, 2, 1, 0)));
+        let state = tokio::task::spawn_blocking(move || {
+            build_state(config, JobRegistry::new(), clock, runtime)
+        })
+        .await
+        .unwrap()
+        .expect("server state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let done = match tls {
+            Some(tls) => tokio::spawn(serve_on_with_tls(listener, state, Some(tls), stopped)),
+            None => tokio::spawn(serve_on(listener, state, stopped)),
+        };
+        EdgeServer {
+            address,
+            stop: Some(stop),
+            done: Some(done),
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    async fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.address).await.expect("connect")
+    }
+
+    /// Graceful shutdown, within a bound.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            tokio::time::timeout(Duration::from_secs(10), done)
+                .await
+                .expect("the server stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+/// Sends `GET path` on a keep-alive connection and returns the response's status line.
+async fn get_on(stream: &mut TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: floe\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), read_response(stream))
+        .await
+        .expect("a response within 5s")
+}
+
+/// Reads one response (head and `content-length` body) and returns its status line.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&bytes[..end]).into_owned();
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .unwrap_or_else(|| panic!("no content-length in {head}"));
+            if bytes.len() >= end + 4 + length {
+                return head.lines().next().unwrap_or_default().to_owned();
+            }
+        }
+        let n = stream.read(&mut chunk).await.expect("read a response");
+        assert!(n > 0, "connection closed before a whole response");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Waits at most `limit` for the server to close `stream` (without sending anything) and
+/// returns how long that took.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let mut chunk = [0u8; 1024];
+    match tokio::time::timeout(limit, stream.read(&mut chunk)).await {
+        Err(_) => panic!("the connection is still open after {limit:?}"),
+        Ok(Ok(0) | Err(_)) => started.elapsed(),
+        Ok(Ok(n)) => panic!(
+            "expected a close, got {:?}",
+            String::from_utf8_lossy(&chunk[..n])
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_half_sent_head_is_cut_off_after_header_read_timeout() {
+    let server = EdgeServer::start(None, |c| {
+        c.header_read_timeout = Duration::from_millis(300);
+        c.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+
+    // A new connection that never finishes its head.
+    let mut slow = server.connect().await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(&mut slow, Duration::from_secs(3)).await;
+    assert!(took >= Duration::from_millis(150), "closed after {took:?}");
+
+    // On a keep-alive connection, waiting longer than the header timeout between requests is
+    // fine (that is the idle timeout's business)...
+    let mut kept = server.connect().await;
+    assert_eq!(get_on(&mut kept, "/healthz").await, "HTTP/1.1 200 OK");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(get_on(&mut kept, "/healthz").await, "HTTP/1.1 200 OK");
+    // ...but a head, once started, must be complete within it.
+    kept.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let took = closed_within(&mut kept, Duration::from_secs(3)).await;
+    assert!(took >= Duration::from_millis(150), "closed after {took:?}");
+
+    // A connection that sends nothing at all is closed too.
+    let mut silent = server.connect().await;
+    closed_within(&mut silent, Duration::from_secs(3)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
+    let server = EdgeServer::start(None, |c| {
+        c.header_read_timeout = Duration::from_secs(30);
+        c.idle_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut idle = server.connect().await;
+    assert_eq!(get_on(&mut idle, "/healthz").await, "HTTP/1.1 200 OK");
+    let took = closed_within(&mut idle, Duration::from_secs(3)).await;
+    assert!(took >= Duration::from_millis(150), "closed after {took:?}");
+
+    // Requests within the idle timeout keep the connection.
+    let mut busy = server.connect().await;
+    for _ in 0..4 {
+        assert_eq!(get_on(&mut busy, "/healthz").await, "HTTP/1.1 200 OK");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A request body that stops coming while the handler reads it is cut off the same way.
+    let mut stalled = server.connect().await;
+    stalled
+        .write_all(
+            b"POST /query HTTP/1.1\r\nHost: floe\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"sql\": ",
+        )
+        .await
+        .unwrap();
+    let took = closed_within(&mut stalled, Duration::from_secs(3)).await;
+    assert!(took >= Duration::from_millis(150), "closed after {took:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds_new_connections_until_one_closes() {
+    let server = EdgeServer::start(None, |c| c.max_connections = 4).await;
+    // Four connections, each served once and kept open: every slot is taken.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = server.connect().await;
+        assert_eq!(get_on(&mut stream, "/healthz").await, "HTTP/1.1 200 OK");
+        held.push(stream);
+    }
+
+    // A fifth connects (the kernel's backlog takes it) but is not served while they are held.
+    let mut fifth = server.connect().await;
+    fifth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: floe\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let waited = tokio::time::timeout(Duration::from_millis(500), fifth.read(&mut byte)).await;
+    assert!(
+        waited.is_err(),
+        "the fifth connection was answered: {waited:?}"
+    );
+
+    // Once they close, the same request is served.
+    drop(held);
+    let status = tokio::time::timeout(Duration::from_secs(5), read_response(&mut fifth))
+        .await
+        .expect("served once the slots are free");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let response = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(fifth);
+    server.stop().await;
+}
+
+/// `OPTIONS path` as a browser sends it before a cross-origin POST with a token.
+async fn preflight(client: &reqwest::Client, url: &str, origin: &str) -> reqwest::Response {
+    client
+        .request(reqwest::Method::OPTIONS, url)
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response
+        .headers()
+        .get(name)
+        .map(|value| value.to_str().unwrap())
+}
+
+fn cors_headers(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .keys()
+        .map(|name| name.as_str().to_owned())
+        .filter(|name| name.starts_with("access-control-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn cors_answers_allowed_origins_only_and_is_off_by_default() {
+    let allowed = "https://app.example.com";
+    let server = EdgeServer::start(None, |c| {
+        c.cors.allowed_origins = vec![allowed.to_owned(), "http://localhost:3000".to_owned()];
+    })
+    .await;
+    let client = reqwest::Client::new();
+
+    // A preflight from an allowed origin, on a route, on a path with a parameter, and on no
+    // route at all: all answered before routing.
+    for path in ["/jobs", "/jobs/some-id", "/no/such/route"] {
+        let response = preflight(&client, &server.url(path), allowed).await;
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        assert_eq!(
+            header(&response, "access-control-allow-origin"),
+            Some(allowed)
+        );
+        let methods = header(&response, "access-control-allow-methods").unwrap();
+        for method in ["GET", "POST", "DELETE"] {
+            assert!(methods.contains(method), "{methods}");
+        }
+        let headers = header(&response, "access-control-allow-headers").unwrap();
+        for name in ["authorization", "content-type", "accept", "x-request-id"] {
+            assert!(headers.contains(name), "{headers}");
+        }
+    }
+    // Another origin gets no permission.
+    let response = preflight(&client, &server.url("/jobs"), "https://evil.example").await;
+    assert_eq!(header(&response, "access-control-allow-origin"), None);
+
+    // Simple requests: the allowed origin is named, another is not, and the answer is the same.
+    let response = client
+        .get(server.url("/healthz"))
+        .header("origin", allowed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        Some(allowed)
+    );
+    let response = client
+        .get(server.url("/healthz"))
+        .header("origin", "https://app.example.com.evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "access-control-allow-origin"), None);
+    server.stop().await;
+
+    // No origins configured (the default): no CORS header at all, and OPTIONS is the
+    // method-not-allowed it always was.
+    let server = EdgeServer::start(None, |_| {}).await;
+    let response = preflight(&client, &server.url("/jobs"), allowed).await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(cors_headers(&response), Vec::<String>::new());
+    let response = client
+        .get(server.url("/healthz"))
+        .header("origin", allowed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(cors_headers(&response), Vec::<String>::new());
+    server.stop().await;
+}
+
+/// A fresh self-signed certificate for `localhost`, written as PEM to `cert` and `key`;
+/// returns the certificate's PEM for clients to trust.
+fn write_self_signed(cert: &Path, key: &Path) -> String {
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert_pem = generated.cert.pem();
+    std::fs::write(cert, &cert_pem).unwrap();
+    std::fs::write(key, generated.signing_key.serialize_pem()).unwrap();
+    cert_pem
+}
+
+/// A client that trusts only `cert_pem` and reaches `localhost` at `address`. A new client has
+/// no pooled connection, so each request here makes a handshake.
+fn client_trusting(cert_pem: &str, address: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .resolve("localhost", address)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn https_status(cert_pem: &str, address: SocketAddr) -> Result<StatusCode, reqwest::Error> {
+    let url = format!("https://localhost:{}/healthz", address.port());
+    let response = client_trusting(cert_pem, address).get(url).send().await?;
+    Ok(response.status())
+}
+
+#[tokio::test]
+async fn tls_serves_https_and_reloads_its_certificate_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert: PathBuf = dir.path().join("chain.pem");
+    let key: PathBuf = dir.path().join("key.pem");
+    let first = write_self_signed(&cert, &key);
+    let tls = TlsCertificates::load(&cert, &key).expect("load the certificate");
+    let server = EdgeServer::start(Some(tls.clone()), |c| {
+        c.header_read_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let address = server.address;
+    assert_eq!(https_status(&first, address).await.unwrap(), StatusCode::OK);
+
+    // Plain HTTP to the TLS port is not served.
+    let plain = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .get(server.url("/healthz"))
+        .send()
+        .await;
+    if let Ok(response) = plain {
+        panic!("plain HTTP was answered with {}", response.status());
+    }
+    // A client that never starts its handshake is closed after header_read_timeout.
+    let mut silent = server.connect().await;
+    closed_within(&mut silent, Duration::from_secs(3)).await;
+
+    // New files, then a reload (what SIGHUP does in `floe serve`; a test cannot signal its own
+    // process without reaching every other test in it): new connections get the new
+    // certificate, from the same listener.
+    let second = write_self_signed(&cert, &key);
+    tls.reload().expect("reload");
+    assert_eq!(
+        https_status(&second, address).await.unwrap(),
+        StatusCode::OK
+    );
+    assert!(https_status(&first, address).await.is_err());
+
+    // A failed reload names the file and keeps the certificate in use.
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nbroken\n").unwrap();
+    let err = tls.reload().unwrap_err();
+    assert!(err.contains("key.pem"), "{err}");
+    assert_eq!(
+        https_status(&second, address).await.unwrap(),
+        StatusCode::OK
+    );
+    // So does a key that belongs to another certificate.
+    let other_key = dir.path().join("other-key.pem");
+    let _ = write_self_signed(&dir.path().join("other.pem"), &other_key);
+    std::fs::copy(&other_key, &key).unwrap();
+    let err = tls.reload().unwrap_err();
+    assert!(err.contains("not usable together"), "{err}");
+    assert_eq!(
+        https_status(&second, address).await.unwrap(),
+        StatusCode::OK
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tls_from_the_configuration_and_its_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("chain.pem");
+    let key = dir.path().join("key.pem");
+    let pem = write_self_signed(&cert, &key);
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let server = EdgeServer::start(None, |c| c.tls = Some(files)).await;
+    assert_eq!(
+        https_status(&pem, server.address).await.unwrap(),
+        StatusCode::OK
+    );
+    server.stop().await;
+
+    // Missing files are named.
+    let err = TlsCertificates::load(&dir.path().join("nope.pem"), &key).unwrap_err();
+    assert!(err.contains("nope.pem"), "{err}");
+    let err = TlsCertificates::load(&cert, &dir.path().join("nokey.pem")).unwrap_err();
+    assert!(err.contains("nokey.pem"), "{err}");
+}
