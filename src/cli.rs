@@ -17,6 +17,7 @@ use crate::engine::ResultCache;
 use crate::job::JobRegistry;
 use crate::materialize::{Materializer, RunOutcome, RunReport, RunRequest};
 use crate::partition::{Window, parse_instant, window_containing, windows_within};
+use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{self, Pipeline};
 use crate::results::read_job_results;
 use crate::sample::{SampleSpec, generate};
@@ -52,6 +53,15 @@ pub struct PathArgs {
     /// The sled store holding runs and results [default: .floe/store].
     #[arg(long, global = true, env = "FLOE_STORE")]
     pub store: Option<PathBuf>,
+    /// A folder outside the data dir that pipelines may also read sources in (repeatable;
+    /// `floe serve` gives it to the pipelines of its folder, not to uploads).
+    #[arg(
+        long = "data-root",
+        global = true,
+        env = "FLOE_DATA_ROOTS",
+        value_delimiter = ':'
+    )]
+    pub data_roots: Vec<PathBuf>,
 }
 
 impl PathArgs {
@@ -60,6 +70,7 @@ impl PathArgs {
             pipelines: self.pipelines.clone().unwrap_or_else(|| "pipelines".into()),
             data_dir: self.data_dir.clone().unwrap_or_else(|| "data".into()),
             store: self.store.clone().unwrap_or_else(|| ".floe/store".into()),
+            data_roots: self.data_roots.clone(),
         }
     }
 }
@@ -70,6 +81,32 @@ pub struct Paths {
     pub pipelines: PathBuf,
     pub data_dir: PathBuf,
     pub store: PathBuf,
+    /// Folders besides the data dir that the operator's pipelines may read.
+    pub data_roots: Vec<PathBuf>,
+}
+
+impl Paths {
+    fn roots(&self) -> Arc<DataRoots> {
+        Arc::new(DataRoots::new(&self.data_dir, &self.data_roots))
+    }
+}
+
+/// Checks that every source of `pipelines` reads inside `roots`, and confines them there.
+fn confine(pipelines: Vec<Pipeline>, roots: &Arc<DataRoots>) -> Result<Vec<Pipeline>, CliError> {
+    let mut confined = Vec::with_capacity(pipelines.len());
+    let mut problems = Vec::new();
+    for pipeline in pipelines {
+        let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
+        match pipeline.confine(roots.clone(), &text) {
+            Ok(pipeline) => confined.push(pipeline),
+            Err(pipeline::PipelineErrors(found)) => problems.extend(found),
+        }
+    }
+    if problems.is_empty() {
+        Ok(confined)
+    } else {
+        Err(CliError::Invalid(pipeline::PipelineErrors(problems)))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +368,10 @@ fn serve(paths: &PathArgs, args: &ServeArgs, registry: &JobRegistry) -> Result<(
     if let Some(p) = &paths.store {
         config.store = p.clone();
     }
+    config
+        .core
+        .operator_data_roots
+        .extend(paths.data_roots.iter().cloned());
     if let Some(file) = &args.tokens_file {
         config.auth.tokens_file = Some(file.clone());
     }
@@ -471,7 +512,7 @@ fn validate(paths: &Paths, args: ValidateArgs, registry: &JobRegistry) -> Result
             files.push(target.clone());
         }
     }
-    let pipelines = pipeline::load_files(&files, registry)?;
+    let pipelines = confine(pipeline::load_files(&files, registry)?, &paths.roots())?;
     for pipeline in &pipelines {
         println!(
             "{}: pipeline `{}` is valid ({} sources, {} jobs)",
@@ -485,7 +526,10 @@ fn validate(paths: &Paths, args: ValidateArgs, registry: &JobRegistry) -> Result
 }
 
 fn load_pipeline(paths: &Paths, name: &str, registry: &JobRegistry) -> Result<Pipeline, CliError> {
-    let pipelines = pipeline::load_dir(&paths.pipelines, registry)?;
+    let pipelines = confine(
+        pipeline::load_dir(&paths.pipelines, registry)?,
+        &paths.roots(),
+    )?;
     let known: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
     pipelines
         .into_iter()
@@ -506,7 +550,8 @@ fn open_materializer(paths: &Paths, clock: Arc<dyn Clock>) -> Result<Materialize
         Arc::new(ResultCache::new(DEFAULT_CACHE_BYTES)),
         paths.data_dir.clone(),
         clock,
-    ))
+    )
+    .with_data_roots(paths.roots()))
 }
 
 /// The [from, to) range a selection denotes for `pipeline`. One `--partition` instant selects,
@@ -621,10 +666,13 @@ fn backfill(
     registry: &JobRegistry,
     clock: Arc<dyn Clock>,
 ) -> Result<(), CliError> {
-    let pipelines: Vec<Arc<Pipeline>> = pipeline::load_dir(&paths.pipelines, registry)?
-        .into_iter()
-        .map(Arc::new)
-        .collect();
+    let pipelines: Vec<Arc<Pipeline>> = confine(
+        pipeline::load_dir(&paths.pipelines, registry)?,
+        &paths.roots(),
+    )?
+    .into_iter()
+    .map(Arc::new)
+    .collect();
     let materializer = open_materializer(paths, clock.clone())?;
     let store = materializer.store().clone();
     let workers = args.workers.unwrap_or_else(|| {

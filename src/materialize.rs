@@ -33,8 +33,9 @@ use crate::engine::{
 use crate::error::error_chain;
 use crate::job::{JobContext, JobInput, JobOutput};
 use crate::partition::{Window, subwindows, windows_within};
+use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{InputRef, JobDef, Pipeline};
-use crate::store::{NewResult, RunKey, RunState, SeenRun, Store, StoreError};
+use crate::store::{NewResult, ResultMeta, RunKey, RunState, SeenRun, Store, StoreError};
 
 /// Which partitions to bring up to date.
 #[derive(Debug, Clone)]
@@ -198,8 +199,9 @@ pub enum MaterializeError {
 pub struct Materializer {
     store: Store,
     cache: Arc<ResultCache>,
-    /// Relative source paths resolve against this folder.
-    data_dir: PathBuf,
+    /// Where pipelines without roots of their own read: the data dir and, from the CLI, the
+    /// operator's `--data-root`s.
+    data_roots: Arc<DataRoots>,
     clock: Arc<dyn Clock>,
 }
 
@@ -213,9 +215,20 @@ impl Materializer {
         Materializer {
             store,
             cache,
-            data_dir,
+            data_roots: Arc::new(DataRoots::new(&data_dir, &[])),
             clock,
         }
+    }
+
+    /// The same materialiser, reading within `roots` (which carry the data dir).
+    pub fn with_data_roots(mut self, roots: Arc<DataRoots>) -> Self {
+        self.data_roots = roots;
+        self
+    }
+
+    /// The roots pipelines without their own read within.
+    pub fn data_roots(&self) -> &Arc<DataRoots> {
+        &self.data_roots
     }
 
     pub fn store(&self) -> &Store {
@@ -228,7 +241,7 @@ impl Materializer {
 
     /// The folder relative source paths resolve against.
     pub fn data_dir(&self) -> &std::path::Path {
-        &self.data_dir
+        self.data_roots.base()
     }
 
     /// The run graph for `request`, without running anything.
@@ -439,7 +452,7 @@ impl Materializer {
             .map_err(|e| error_chain(&e))?;
         let rows = self
             .compute(pipeline, def, &run.window, &source_files, &HashMap::new())
-            .and_then(|output| self.commit(key, &fingerprint, output, None))
+            .and_then(|output| self.commit(key, def, &fingerprint, output, None))
             .map_err(CommitError::into_message)?;
         Ok((RunOutcome::Computed { rows }, fingerprint))
     }
@@ -520,7 +533,13 @@ impl Materializer {
                 if stop() {
                     return Err(CommitError::Stopped);
                 }
-                self.commit(&key, &fingerprint, output, Some((record.attempts, seen)))
+                self.commit(
+                    &key,
+                    def,
+                    &fingerprint,
+                    output,
+                    Some((record.attempts, seen)),
+                )
             });
         match outcome {
             Ok(rows) => PartitionAttempt::Done(RunOutcome::Computed { rows }),
@@ -550,7 +569,8 @@ impl Materializer {
                 .sources
                 .get(name)
                 .ok_or_else(|| SourceProblem::Failed(format!("unknown source `{name}`")))?;
-            match resolve_source_files(source, &self.data_dir, window) {
+            let roots = pipeline.data_roots.as_deref().unwrap_or(&self.data_roots);
+            match resolve_source_files(source, roots, window) {
                 Ok(files) => {
                     source_files.insert(name.clone(), files);
                 }
@@ -587,10 +607,11 @@ impl Materializer {
         crate::job::run_job(def.job.as_ref(), &ctx).map_err(|e| CommitError::Failed(e.to_string()))
     }
 
-    /// Encodes and commits a computed result, then caches it.
+    /// Encodes and commits a computed result of `def`, then caches it.
     fn commit(
         &self,
         key: &RunKey,
+        def: &JobDef,
         fingerprint: &str,
         output: JobOutput,
         attempt: Option<(u32, SeenRun)>,
@@ -608,6 +629,7 @@ impl Materializer {
             key,
             NewResult {
                 fingerprint: fingerprint.to_owned(),
+                definition: Some(def.lineage_fingerprint.clone()),
                 rows,
                 frame_ipc,
                 state_ipc,
@@ -719,6 +741,29 @@ impl Materializer {
             .result_meta(key)
             .map_err(|e| error_chain(&e))?
             .ok_or_else(|| format!("no stored result for {key}"))?;
+        self.load_result_of(key, &meta)
+    }
+
+    /// The stored result of `key` if the definition `lineage` (a job's
+    /// [`JobDef::lineage_fingerprint`]) computed it; `None` when another definition did, or one
+    /// that Floe did not record: such a result is stale and must not be served as current.
+    pub fn load_current_result(
+        &self,
+        key: &RunKey,
+        lineage: &str,
+    ) -> Result<Option<CachedResult>, String> {
+        let meta = self
+            .store
+            .result_meta(key)
+            .map_err(|e| error_chain(&e))?
+            .ok_or_else(|| format!("no stored result for {key}"))?;
+        if meta.definition.as_deref() != Some(lineage) {
+            return Ok(None);
+        }
+        self.load_result_of(key, &meta).map(Some)
+    }
+
+    fn load_result_of(&self, key: &RunKey, meta: &ResultMeta) -> Result<CachedResult, String> {
         if let Some(cached) = self.cache.get(key, &meta.fingerprint) {
             return Ok(cached);
         }

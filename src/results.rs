@@ -1,8 +1,11 @@
 //! The read side: materialised results of a job over a time range, as one frame.
 //!
 //! Each partition's result is prefixed with `partition_start` and `partition_end` (UTC-aware
-//! datetimes) so a range read is self-describing. Only succeeded partitions are returned; the
-//! caller learns which partitions of the range are missing from [`JobResults::missing`].
+//! datetimes) so a range read is self-describing. Only succeeded partitions computed by the
+//! job's current definition are returned: the caller learns which partitions of the range are
+//! missing from [`JobResults::missing`], and which hold a result another definition made (an
+//! earlier or replaced version of the pipeline, or of a job upstream) from
+//! [`JobResults::stale`]; those are never served as current.
 
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
@@ -17,6 +20,9 @@ pub struct JobResults {
     pub frame: DataFrame,
     /// Partitions of the range that are inside the pipeline's span but not materialised.
     pub missing: Vec<DateTime<Utc>>,
+    /// Partitions whose stored result another definition computed: left out until a run
+    /// recomputes them.
+    pub stale: Vec<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,7 @@ pub fn read_job_results(
     let to = pipeline.end.map_or(to, |end| to.min(end));
     let mut frames = Vec::new();
     let mut missing = Vec::new();
+    let mut stale = Vec::new();
     let windows = if from < to {
         windows_within(def.grain, pipeline.timezone, from, to)
     } else {
@@ -67,7 +74,13 @@ pub fn read_job_results(
             missing.push(window.start);
             continue;
         }
-        let result = materializer.load_result(&key).map_err(ResultsError::Read)?;
+        let Some(result) = materializer
+            .load_current_result(&key, &def.lineage_fingerprint)
+            .map_err(ResultsError::Read)?
+        else {
+            stale.push(window.start);
+            continue;
+        };
         let height = result.frame.height();
         let utc = DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC));
         let start = Column::new(
@@ -93,5 +106,9 @@ pub fn read_job_results(
             .and_then(LazyFrame::collect)
             .map_err(read_error)?
     };
-    Ok(JobResults { frame, missing })
+    Ok(JobResults {
+        frame,
+        missing,
+        stale,
+    })
 }

@@ -7,7 +7,7 @@
 //! timezone. After the filter, the time column is normalised to UTC-aware so every result Floe
 //! writes carries unambiguous instants.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
 use chrono::{DateTime, Utc};
@@ -16,13 +16,18 @@ use polars::prelude::*;
 
 use crate::partition::Window;
 use crate::pipeline::Source;
+use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::spec::SourceFormat;
 
 /// The identity of an input file as far as freshness goes: a changed size or modification
 /// time means the file changed and results computed from it are stale.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileIdentity {
+    /// The path as the source's glob matched it: what fingerprints hash.
     pub path: PathBuf,
+    /// The same file with symlinks resolved, checked to lie inside the data roots: what is read,
+    /// so a link swapped after the check cannot redirect the read.
+    pub resolved: PathBuf,
     pub size: u64,
     pub modified_ns: i128,
 }
@@ -63,6 +68,11 @@ pub enum SourceError {
         dtype: String,
     },
     #[error("source `{source_name}`: {message}")]
+    OutsideRoots {
+        source_name: String,
+        message: String,
+    },
+    #[error("source `{source_name}`: {message}")]
     Polars {
         source_name: String,
         message: String,
@@ -72,17 +82,13 @@ pub enum SourceError {
 /// The files holding `window` of `source`, sorted, with their identities.
 pub fn resolve_source_files(
     source: &Source,
-    data_dir: &Path,
+    roots: &DataRoots,
     window: &Window,
 ) -> Result<Vec<FileIdentity>, SourceError> {
     let patterns = source.path.expand(window, source.timezone);
     let mut files = Vec::new();
     for pattern in &patterns {
-        let full = if Path::new(pattern).is_absolute() {
-            PathBuf::from(pattern)
-        } else {
-            data_dir.join(pattern)
-        };
+        let full = roots.resolve_pattern(pattern);
         let full_text = full.to_string_lossy().into_owned();
         let matches = glob::glob(&full_text).map_err(|err| SourceError::BadGlob {
             source_name: source.name.clone(),
@@ -103,6 +109,13 @@ pub fn resolve_source_files(
             if !metadata.is_file() {
                 continue;
             }
+            let resolved =
+                roots
+                    .check_file(&path)
+                    .map_err(|message| SourceError::OutsideRoots {
+                        source_name: source.name.clone(),
+                        message,
+                    })?;
             let modified_ns = metadata
                 .modified()
                 .ok()
@@ -110,6 +123,7 @@ pub fn resolve_source_files(
                 .map_or(0, |duration| duration.as_nanos() as i128);
             files.push(FileIdentity {
                 path,
+                resolved,
                 size: metadata.len(),
                 modified_ns,
             });
@@ -146,7 +160,7 @@ pub fn scan_source_window(
     };
     let paths: Vec<PlRefPath> = files
         .iter()
-        .map(|file| PlRefPath::new(file.path.to_string_lossy().into_owned()))
+        .map(|file| PlRefPath::new(file.resolved.to_string_lossy().into_owned()))
         .collect();
     // `Vec<T>: Into<Buffer<T>>`; polars does not re-export its buffer type.
     let mut frame = match source.format {

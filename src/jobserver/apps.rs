@@ -14,7 +14,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use crate::job::JobRegistry;
-use crate::pipeline::{Pipeline, check_identifier, parse_pipeline};
+use crate::pipeline::data_roots::DataRoots;
+use crate::pipeline::{Pipeline, PipelineErrors, check_identifier, parse_pipeline};
 use crate::store::{BinaryMeta, Store, StoreError};
 
 /// One version of an app, validated.
@@ -41,22 +42,44 @@ pub enum UploadError {
     Store(#[from] StoreError),
 }
 
-/// The latest version of every app, in memory, backed by the store.
-#[derive(Debug, Default)]
-pub struct Apps {
-    latest: RwLock<BTreeMap<String, Arc<App>>>,
+/// Where a pipeline came from, which decides the folders it may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Uploaded over HTTP (or stored from an earlier upload): the data roots only.
+    Upload,
+    /// A file of the server's own pipelines folder, put there by the operator: the data roots
+    /// and the operator's roots.
+    Folder,
 }
 
-/// Validates `bytes` as a pipeline for app `name`.
-fn validate(name: &str, bytes: &[u8], registry: &JobRegistry) -> Result<Pipeline, Vec<String>> {
+/// The latest version of every app, in memory, backed by the store.
+#[derive(Debug)]
+pub struct Apps {
+    latest: RwLock<BTreeMap<String, Arc<App>>>,
+    /// The roots uploaded pipelines read within.
+    upload_roots: Arc<DataRoots>,
+    /// The roots pipelines of the pipelines folder read within.
+    folder_roots: Arc<DataRoots>,
+}
+
+/// Validates `bytes` as a pipeline for app `name` that reads within `roots`.
+fn validate(
+    name: &str,
+    bytes: &[u8],
+    registry: &JobRegistry,
+    roots: &Arc<DataRoots>,
+) -> Result<Pipeline, Vec<String>> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         vec![format!(
             "{name}.yaml: the bundle is not UTF-8 text (byte {}); upload the pipeline YAML",
             e.valid_up_to()
         )]
     })?;
+    let messages =
+        |errors: PipelineErrors| errors.0.iter().map(|d| d.to_string()).collect::<Vec<_>>();
     let mut pipeline = parse_pipeline(text, Path::new(&format!("{name}.yaml")), registry)
-        .map_err(|errors| errors.0.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
+        .and_then(|pipeline| pipeline.confine(roots.clone(), text))
+        .map_err(messages)?;
     pipeline.name = name.to_owned();
     Ok(pipeline)
 }
@@ -66,6 +89,21 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Apps {
+    pub fn new(upload_roots: Arc<DataRoots>, folder_roots: Arc<DataRoots>) -> Apps {
+        Apps {
+            latest: RwLock::default(),
+            upload_roots,
+            folder_roots,
+        }
+    }
+
+    fn roots(&self, origin: Origin) -> &Arc<DataRoots> {
+        match origin {
+            Origin::Upload => &self.upload_roots,
+            Origin::Folder => &self.folder_roots,
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<Arc<App>> {
         self.read().get(name).cloned()
     }
@@ -86,23 +124,39 @@ impl Apps {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Validates and stores a new version of `name`. Re-uploading the same bytes as the
-    /// latest version is a no-op that returns it.
+    /// Validates and stores a new version of `name`, reading within the roots of `origin`.
+    /// Re-uploading the same bytes as the latest version stores nothing; it returns that
+    /// version, confined to `origin`'s roots.
     pub fn upload(
         &self,
         store: &Store,
         registry: &JobRegistry,
         name: &str,
         bytes: &[u8],
+        origin: Origin,
         now: DateTime<Utc>,
     ) -> Result<Arc<App>, UploadError> {
         check_identifier(name).map_err(|e| UploadError::BadName(format!("app name: {e}")))?;
-        let pipeline = validate(name, bytes, registry).map_err(UploadError::Invalid)?;
+        let roots = self.roots(origin);
+        let pipeline = validate(name, bytes, registry, roots).map_err(UploadError::Invalid)?;
         let sha = sha256_hex(bytes);
         if let Some(current) = self.get(name)
             && current.meta.sha256 == sha
         {
-            return Ok(current);
+            let same_roots = current
+                .pipeline
+                .data_roots
+                .as_ref()
+                .is_some_and(|current| Arc::ptr_eq(current, roots));
+            if same_roots {
+                return Ok(current);
+            }
+            let app = Arc::new(App {
+                meta: current.meta.clone(),
+                pipeline: Arc::new(pipeline),
+            });
+            self.write().insert(name.to_owned(), app.clone());
+            return Ok(app);
         }
         let meta = store.put_binary(name, bytes, &sha, now)?;
         let app = Arc::new(App {
@@ -113,8 +167,9 @@ impl Apps {
         Ok(app)
     }
 
-    /// Loads the latest stored version of every app. A stored bundle this Floe no longer
-    /// accepts is skipped with a warning rather than stopping the server.
+    /// Loads the latest stored version of every app, as uploads. A stored bundle this Floe no
+    /// longer accepts is skipped with a warning rather than stopping the server (a pipeline of
+    /// the pipelines folder that reads an operator's root is registered again from its file).
     pub fn load_stored(&self, store: &Store, registry: &JobRegistry) -> Result<(), StoreError> {
         let mut loaded = BTreeMap::new();
         for (name, meta) in store.binaries_latest()? {
@@ -122,7 +177,7 @@ impl Apps {
                 tracing::warn!(app = %name, "stored binary has no content; skipped");
                 continue;
             };
-            match validate(&name, &bytes, registry) {
+            match validate(&name, &bytes, registry, &self.upload_roots) {
                 Ok(pipeline) => {
                     loaded.insert(
                         name,

@@ -23,6 +23,7 @@ pub mod plan;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
@@ -43,7 +44,7 @@ use crate::partition::{Grain, Window};
 use crate::results::read_job_results;
 use crate::store::{ContextDefinition, JobFailure, JobRecord, JobStatus, Store, StoreError};
 
-use self::apps::{App, Apps};
+use self::apps::{App, Apps, Origin};
 use self::context::{Context, ContextSettings, Executor, QueueFull};
 use self::objects::ObjectRows;
 use self::plan::{
@@ -63,6 +64,10 @@ pub struct CoreSettings {
     pub adhoc: ContextSettings,
     /// Finished jobs kept; the oldest beyond this are deleted with their configs and results.
     pub job_history: usize,
+    /// Folders besides the data dir every pipeline may read sources in, uploads included.
+    pub data_roots: Vec<PathBuf>,
+    /// Folders only pipelines from the server's own pipelines folder may also read.
+    pub operator_data_roots: Vec<PathBuf>,
 }
 
 impl Default for CoreSettings {
@@ -75,6 +80,8 @@ impl Default for CoreSettings {
                 ..ContextSettings::default()
             },
             job_history: 100_000,
+            data_roots: Vec::new(),
+            operator_data_roots: Vec::new(),
         }
     }
 }
@@ -289,15 +296,22 @@ impl JobServer {
         );
         Arc::new_cyclic(|me| JobServer {
             store: materializer.store().clone(),
-            materializer,
             clock,
             registry,
-            apps: Apps::default(),
+            apps: Apps::new(
+                materializer.data_roots().clone(),
+                Arc::new(
+                    materializer
+                        .data_roots()
+                        .with_extra(&settings.operator_data_roots),
+                ),
+            ),
             contexts: RwLock::new(BTreeMap::new()),
             adhoc,
             settings,
             live: Mutex::new(HashMap::new()),
             pipeline_locks: Mutex::new(HashMap::new()),
+            materializer,
             runtime,
             counters: JobCounters::default(),
             stored_jobs: AtomicUsize::new(0),
@@ -338,7 +352,14 @@ impl JobServer {
             .map_err(|e| error_chain(&e))?;
         for (name, bytes) in pipeline_files {
             self.apps
-                .upload(&self.store, &self.registry, name, bytes, self.clock.now())
+                .upload(
+                    &self.store,
+                    &self.registry,
+                    name,
+                    bytes,
+                    Origin::Folder,
+                    self.clock.now(),
+                )
                 .map_err(|e| match e {
                     apps::UploadError::Invalid(errors) => errors.join("\n"),
                     other => error_chain(&other),
@@ -1140,8 +1161,10 @@ impl JobServer {
                         message: format!("app {} has no source `{name}`", app.name()),
                         class: "floe.SourceError",
                     })?;
-                let files = resolve_source_files(source, self.materializer.data_dir(), window)
-                    .map_err(|e| ExecError::Failed {
+                let roots =
+                    (app.pipeline.data_roots.as_deref()).unwrap_or(self.materializer.data_roots());
+                let files =
+                    resolve_source_files(source, roots, window).map_err(|e| ExecError::Failed {
                         message: e.to_string(),
                         class: "floe.SourceError",
                     })?;
@@ -1162,6 +1185,20 @@ impl JobServer {
                     message: e.to_string(),
                     class: "floe.ResultsError",
                 })?;
+                if let Some(first) = results.stale.first() {
+                    return Err(ExecError::Failed {
+                        message: format!(
+                            "{} partitions of {}/{job} in the range hold results of another \
+                             definition of the pipeline (first: {}); run them again (POST \
+                             /pipelines/{}/runs)",
+                            results.stale.len(),
+                            app.name(),
+                            first.to_rfc3339(),
+                            app.name()
+                        ),
+                        class: "floe.ResultsStale",
+                    });
+                }
                 if let Some(first) = results.missing.first() {
                     return Err(ExecError::Failed {
                         message: format!(

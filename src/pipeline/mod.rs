@@ -7,6 +7,7 @@
 //! field. Nothing here touches data or the store.
 
 pub mod dag;
+pub mod data_roots;
 pub mod diagnostic;
 pub mod locate;
 pub mod spec;
@@ -23,6 +24,7 @@ use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
 pub use dag::JobDag;
+use data_roots::DataRoots;
 pub use diagnostic::{Diagnostic, PipelineErrors};
 use locate::locate;
 use spec::{
@@ -83,9 +85,40 @@ pub struct Pipeline {
     pub jobs: BTreeMap<String, JobDef>,
     pub dag: JobDag,
     pub schedule: PipelineSchedule,
+    /// Where this pipeline may read source files, once [`Pipeline::confine`] has checked its
+    /// paths against them; `None` reads within the materialiser's own roots.
+    pub data_roots: Option<Arc<DataRoots>>,
 }
 
 impl Pipeline {
+    /// Checks every source path against `roots` and, when all lie inside, confines the
+    /// pipeline's reads to them. `text` is the pipeline's YAML, to place each problem.
+    pub fn confine(
+        mut self,
+        roots: Arc<DataRoots>,
+        text: &str,
+    ) -> Result<Pipeline, PipelineErrors> {
+        let problems: Vec<Diagnostic> = self
+            .sources
+            .values()
+            .filter_map(|source| {
+                let problem = roots.check_template(&source.path).err()?;
+                Some(
+                    Diagnostic::new(
+                        &self.file,
+                        format!("source `{}`, field `path`: {problem}", source.name),
+                    )
+                    .at(locate(text, &["sources", &source.name, "path"])),
+                )
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(PipelineErrors(problems));
+        }
+        self.data_roots = Some(roots);
+        Ok(self)
+    }
+
     pub fn job(&self, name: &str) -> Option<&JobDef> {
         self.jobs.get(name)
     }
@@ -141,6 +174,10 @@ pub struct JobDef {
     /// Hash of everything that defines what this job computes: its YAML block, the sources it
     /// reads and the engine version. A stored result made under another hash is stale.
     pub definition_fingerprint: String,
+    /// Hash of this job's definition and, transitively, of every upstream job's: what a
+    /// stored result is stamped with, so the read side can tell a result of this definition
+    /// (with these upstream definitions) from one an earlier or replaced version made.
+    pub lineage_fingerprint: String,
 }
 
 impl JobDef {
@@ -400,6 +437,25 @@ impl Validator<'_> {
         // Read top to bottom, like the file.
         self.problems
             .sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(usize::MAX)));
+        let mut jobs: BTreeMap<String, JobDef> = jobs.into_iter().collect();
+        if let Some(dag) = &dag {
+            for name in dag.topological_order() {
+                let Some(def) = jobs.get(name) else { continue };
+                let mut hasher = Sha256::new();
+                hasher.update(def.definition_fingerprint.as_bytes());
+                for input in &def.inputs {
+                    if let InputRef::Job(upstream) = input
+                        && let Some(upstream) = jobs.get(upstream)
+                    {
+                        hasher.update(upstream.lineage_fingerprint.as_bytes());
+                    }
+                }
+                let lineage = hex::encode(hasher.finalize());
+                if let Some(def) = jobs.get_mut(name) {
+                    def.lineage_fingerprint = lineage;
+                }
+            }
+        }
         match (self.problems.is_empty(), start, dag) {
             (true, Some(start), Some(dag)) => Ok(Pipeline {
                 name: spec.name,
@@ -409,9 +465,10 @@ impl Validator<'_> {
                 start,
                 end,
                 sources,
-                jobs: jobs.into_iter().collect(),
+                jobs,
                 dag,
                 schedule,
+                data_roots: None,
             }),
             _ => Err(PipelineErrors(self.problems)),
         }
@@ -661,6 +718,8 @@ impl Validator<'_> {
                         concurrency: job_spec.concurrency,
                         trigger,
                         definition_fingerprint,
+                        // Filled in once the job graph is known.
+                        lineage_fingerprint: String::new(),
                     },
                 ));
             }

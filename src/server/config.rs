@@ -102,6 +102,8 @@ struct ConfigFile {
     shutdown_grace: Option<Value>,
     result_cache_bytes: Option<Value>,
     job_history: Option<usize>,
+    data_roots: Option<Vec<PathBuf>>,
+    operator_data_roots: Option<Vec<PathBuf>>,
     adhoc: Option<BTreeMap<String, Value>>,
     context_defaults: Option<BTreeMap<String, Value>>,
     contexts: Option<BTreeMap<String, BTreeMap<String, Value>>>,
@@ -272,6 +274,12 @@ impl ServerConfig {
                 ));
             }
             config.core.job_history = n;
+        }
+        if let Some(roots) = file.data_roots {
+            config.core.data_roots = roots;
+        }
+        if let Some(roots) = file.operator_data_roots {
+            config.core.operator_data_roots = roots;
         }
         if let Some(given) = &file.context_defaults {
             config.core.context_defaults = settings(

@@ -387,16 +387,11 @@ pub(super) async fn job_results(
     let mut envelope = Map::new();
     envelope.insert("pipeline".into(), json!(pipeline));
     envelope.insert("job".into(), json!(job));
-    envelope.insert(
-        "missing".into(),
-        json!(
-            results
-                .missing
-                .iter()
-                .map(|m| timestamp(*m))
-                .collect::<Vec<_>>()
-        ),
-    );
+    let instants =
+        |list: &[DateTime<Utc>]| json!(list.iter().map(|m| timestamp(*m)).collect::<Vec<_>>());
+    envelope.insert("missing".into(), instants(&results.missing));
+    // Partitions whose stored result an earlier or replaced definition computed: left out.
+    envelope.insert("stale".into(), instants(&results.stale));
     frame_response(
         results.frame,
         format,

@@ -39,6 +39,7 @@ use crate::error::error_chain;
 use crate::job::JobRegistry;
 use crate::jobserver::JobServer;
 use crate::materialize::Materializer;
+use crate::pipeline::data_roots::DataRoots;
 use crate::scheduler::{self, Scheduler};
 use crate::store::Store;
 
@@ -372,7 +373,11 @@ pub fn build_state(
         Arc::new(ResultCache::new(config.result_cache_bytes)),
         config.data_dir.clone(),
         clock.clone(),
-    );
+    )
+    .with_data_roots(Arc::new(DataRoots::new(
+        &config.data_dir,
+        &config.core.data_roots,
+    )));
     let pipelines = if config.pipelines.is_dir() {
         crate::pipeline::load_dir(&config.pipelines, &registry).map_err(|e| e.to_string())?
     } else {

@@ -18,7 +18,7 @@ use super::http::{
     Page, ResultFormat, json_response, json_with_rows, rows_json, sjs, sjs_error, stream_frame,
 };
 use crate::error::error_chain;
-use crate::jobserver::apps::UploadError;
+use crate::jobserver::apps::{Origin, UploadError};
 use crate::jobserver::context::Context;
 use crate::jobserver::{
     ContextError, KillOutcome, LiveJob, Submission, SubmitError, record_context_label,
@@ -175,6 +175,7 @@ pub(super) async fn upload_binary(
             core.registry(),
             &name,
             &body,
+            Origin::Upload,
             core.clock().now(),
         )
     })

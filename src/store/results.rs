@@ -33,6 +33,9 @@ pub struct NewResult {
     /// Fingerprint the result was computed for; becomes the run's and the
     /// meta's fingerprint, which freshness checks compare against.
     pub fingerprint: String,
+    /// The definition (with its upstream definitions) that computed it, which readers compare
+    /// with the current one; opaque here.
+    pub definition: Option<String>,
     /// Row count of the result frame, so callers can report it without
     /// decoding the frame.
     pub rows: u64,
@@ -74,6 +77,10 @@ pub struct ResultMeta {
     pub bytes: u64,
     /// When the result was committed.
     pub created_at: DateTime<Utc>,
+    /// The definition that computed it (`NewResult::definition`). Results written before Floe
+    /// recorded it have none, and count as made by an unknown definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
 }
 
 /// One result read as a consistent snapshot.
@@ -217,6 +224,7 @@ impl Store {
             rows: result.rows,
             bytes: u64::try_from(stored_len).unwrap_or(u64::MAX),
             created_at: now,
+            definition: result.definition,
         };
         let meta_json = encode_json(tree::RESULT_META, key, &meta)?;
         let seen = match result.seen {
@@ -491,6 +499,7 @@ mod tests {
 
     fn new_result(fp: &str, frame: &[u8], state: Option<&[u8]>) -> NewResult {
         NewResult {
+            definition: None,
             fingerprint: fp.to_owned(),
             rows: 3,
             frame_ipc: frame.to_vec(),
@@ -528,6 +537,7 @@ mod tests {
             rows: 3,
             bytes: 10,
             created_at: done,
+            definition: None,
         };
         assert_eq!(store.result_meta(&k).unwrap(), Some(meta.clone()));
         assert_eq!(store.result_frame(&k).unwrap().unwrap(), b"FRAME");
@@ -668,6 +678,7 @@ mod tests {
             let fp = format!("fp{generation}");
             let state = (generation % 2 == 0).then(|| fp.as_bytes().repeat(1000));
             NewResult {
+                definition: None,
                 rows: u64::from(generation),
                 frame_ipc: fp.as_bytes().repeat(5000),
                 state_ipc: state,
@@ -717,6 +728,7 @@ mod tests {
             rows: 3,
             bytes: frame.len() as u64,
             created_at: t0(),
+            definition: None,
         };
         store.result_frame.insert(at, frame).unwrap();
         let json = serde_json::to_vec(&meta).unwrap();
@@ -738,6 +750,7 @@ mod tests {
         store.mark_failed(&k, "timed out", t0()).unwrap();
         store.mark_running(&k, end, "fp", t0()).unwrap();
         let late = NewResult {
+            definition: None,
             attempt: Some(2),
             seen: None,
             ..new_result("fp", b"LATE", None)
@@ -758,6 +771,7 @@ mod tests {
         // Only attempt 1's entry is stored (its small frame inline in the meta's).
         assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 0));
         let on_time = NewResult {
+            definition: None,
             attempt: Some(3),
             seen: None,
             ..new_result("fp", b"THIRD", None)
@@ -933,6 +947,7 @@ mod tests {
             rows: 1,
             bytes: 1,
             created_at: t0(),
+            definition: None,
         })
         .unwrap();
         store

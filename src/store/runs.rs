@@ -1066,6 +1066,7 @@ mod tests {
             .unwrap();
         assert_eq!(second.attempts, 2, "the stale snapshot was re-read");
         let late = super::super::NewResult {
+            definition: None,
             fingerprint: "fp".to_owned(),
             rows: 1,
             frame_ipc: b"LATE".to_vec(),
@@ -1081,6 +1082,7 @@ mod tests {
 
         // The current attempt commits from its own snapshot.
         let on_time = super::super::NewResult {
+            definition: None,
             fingerprint: "fp".to_owned(),
             rows: 1,
             frame_ipc: b"ON TIME".to_vec(),
@@ -1170,6 +1172,7 @@ mod tests {
             .commit_success(
                 &key("done", t0()),
                 super::super::NewResult {
+                    definition: None,
                     fingerprint: "fp".to_owned(),
                     rows: 1,
                     frame_ipc: b"frame".to_vec(),
