@@ -6,6 +6,8 @@ mod auth;
 mod cli;
 mod crash;
 mod custom_jobs;
+mod edge;
+mod hostile;
 mod server;
 mod shop;
 mod sources;

@@ -1,5 +1,7 @@
 //! Shared fixtures: generated sample data on disk, a temporary store, the example pipeline.
 
+pub(crate) mod server;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -1,0 +1,172 @@
+//! A real `floe serve` on 127.0.0.1:0 over a sample world, for the HTTP tests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use floe::clock::{Clock, ManualClock};
+use floe::job::JobRegistry;
+use floe::scheduler::Scheduler;
+use floe::server::{AppState, ServerConfig, build_state, serve_on};
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::{SampleWorld, repo_path, utc};
+
+/// A running server on an ephemeral port.
+pub(crate) struct TestServer {
+    pub(crate) base: String,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    pub(crate) client: reqwest::Client,
+    /// The server's clock: tests move time by hand, then wake the scheduler.
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) scheduler: Scheduler,
+}
+
+impl TestServer {
+    pub(crate) async fn start(
+        world: &SampleWorld,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        TestServer::start_at(world, utc(2024, 2, 1, 0), tweak).await
+    }
+
+    /// A server whose manual clock starts at `now`.
+    pub(crate) async fn start_at(
+        world: &SampleWorld,
+        now: chrono::DateTime<chrono::Utc>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let mut config = ServerConfig {
+            pipelines: repo_path("pipelines"),
+            data_dir: world.data_dir(),
+            store: world.store_dir(),
+            ..ServerConfig::default()
+        };
+        config.shutdown_grace = Duration::from_millis(200);
+        // Recurring runs would materialise the sample pipeline behind the tests' backs.
+        config.scheduler.recurring = false;
+        tweak(&mut config);
+        let runtime = tokio::runtime::Handle::current();
+        let clock = Arc::new(ManualClock::new(now));
+        let server_clock: Arc<dyn Clock> = clock.clone();
+        let state: AppState = tokio::task::spawn_blocking(move || {
+            build_state(config, JobRegistry::new(), server_clock, runtime)
+        })
+        .await
+        .unwrap()
+        .expect("server state");
+        let scheduler = state.scheduler.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let done = tokio::spawn(serve_on(listener, state, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            base,
+            stop: Some(stop),
+            done: Some(done),
+            client: reqwest::Client::new(),
+            clock,
+            scheduler,
+        }
+    }
+
+    /// Graceful shutdown; returns once the store is flushed and released.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await.unwrap().unwrap();
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub(crate) async fn post(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub(crate) async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.delete(self.url(path)).send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Moves the clock to `now`, lets the scheduler plan and dispatch what is due, and waits
+    /// until every run it started has finished.
+    pub(crate) async fn tick_until_idle(&self, now: chrono::DateTime<chrono::Utc>) {
+        self.clock.set(now);
+        let scheduler = self.scheduler.clone();
+        let idle = tokio::task::spawn_blocking(move || {
+            scheduler.tick(now);
+            scheduler.wait_idle(Duration::from_secs(60))
+        })
+        .await
+        .unwrap();
+        assert!(idle, "the scheduler did not go idle");
+    }
+
+    /// Polls a backfill until it is finished or cancelled.
+    pub(crate) async fn wait_backfill(&self, id: &str) -> Value {
+        for _ in 0..3000 {
+            let (status, backfill) = self.get(&format!("/backfills/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{backfill}");
+            if ["finished", "cancelled"].contains(&text(&backfill["state"])) {
+                return backfill;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("backfill {id} did not finish");
+    }
+
+    /// The runs of one job in [from, to), as the REST API lists them.
+    pub(crate) async fn runs(&self, job: &str, from: &str, to: &str) -> Vec<Value> {
+        let (status, runs) = self
+            .get(&format!(
+                "/pipelines/shop/runs?job={job}&from={from}&to={to}"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{runs}");
+        runs.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Polls a job until it is final.
+    pub(crate) async fn wait_final(&self, id: &str) -> Value {
+        for _ in 0..3000 {
+            let (status, report) = self.get(&format!("/jobs/{id}?limit=1000")).await;
+            assert_eq!(status, StatusCode::OK, "{report}");
+            if ["FINISHED", "ERROR", "KILLED"].contains(&text(&report["status"])) {
+                return report;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("job {id} did not finish");
+    }
+}
+
+/// A JSON string value, or a test failure naming what it was instead.
+pub(crate) fn text(value: &Value) -> &str {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a JSON string, found {value}"))
+}
