@@ -495,6 +495,8 @@ fn validate(paths: &Paths, args: ValidateArgs, registry: &JobRegistry) -> Result
         args.paths
     };
     let mut files = Vec::new();
+    // A folder without pipeline files validates nothing: a problem, not a silent success.
+    let mut empty_folders = Vec::new();
     for target in &targets {
         if target.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(target)
@@ -506,13 +508,27 @@ fn validate(paths: &Paths, args: ValidateArgs, registry: &JobRegistry) -> Result
                         .is_some_and(|ext| ext == "yaml" || ext == "yml")
                 })
                 .collect();
+            if found.is_empty() {
+                empty_folders.push(pipeline::Diagnostic::new(
+                    target,
+                    "the folder holds no pipeline files (*.yaml, *.yml)",
+                ));
+            }
             found.sort();
             files.extend(found);
         } else {
             files.push(target.clone());
         }
     }
-    let pipelines = confine(pipeline::load_files(&files, registry)?, &paths.roots())?;
+    let loaded = pipeline::load_files(&files, registry);
+    if !empty_folders.is_empty() {
+        let mut problems = empty_folders;
+        if let Err(errors) = loaded {
+            problems.extend(errors.0);
+        }
+        return Err(CliError::Invalid(pipeline::PipelineErrors(problems)));
+    }
+    let pipelines = confine(loaded?, &paths.roots())?;
     for pipeline in &pipelines {
         println!(
             "{}: pipeline `{}` is valid ({} sources, {} jobs)",
@@ -835,6 +851,14 @@ fn results(
             results.missing.len(),
             args.job,
             results.missing[0]
+        );
+    }
+    if let Some(first) = results.stale.first() {
+        eprintln!(
+            "note: {} partitions of `{}` in the range hold results of another definition and \
+             are left out until run again (first: {first})",
+            results.stale.len(),
+            args.job,
         );
     }
     let mut frame = results.frame;

@@ -25,6 +25,8 @@
 //!                         ▼
 //!                    results      read side: a job's results over a range
 //!
+//! sql_guard                       every SQL text: depth bound, one SELECT over bound tables
+//!
 //! HTTP ──► server ──► jobserver   spark-jobserver's REST API: apps, contexts with worker
 //!                 │               threads, queues and named objects, jobs that survive restarts
 //!                 └─► scheduler   recurring runs from triggers on the injected clock, catch-up,
@@ -35,6 +37,7 @@
 //!   mapping.
 //! - [`clock`]: time is injected; nothing reads the wall clock directly.
 //! - [`sample`] and [`dataset`]: the deterministic sample dataset and its Parquet layout.
+//! - [`auth`]: API tokens, roles and the audit log; [`server`] checks them per route.
 //! - [`cli`]: the `floe` command.
 
 pub mod auth;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
 use crate::materialize::Materializer;
-use crate::partition::windows_within;
+use crate::partition::{Grain, windows_within};
 use crate::pipeline::Pipeline;
 use crate::store::{RunKey, RunState};
 
@@ -35,6 +35,51 @@ pub enum ResultsError {
 
 pub const PARTITION_START: &str = "partition_start";
 pub const PARTITION_END: &str = "partition_end";
+
+/// At most how many partitions of `job` a read of [from, to) covers (clipped to the
+/// pipeline's span), without listing them: what a request is held to before anything is read.
+/// Counts the shortest window of the grain (23 hours, 28 days), so it never under-counts.
+pub fn partitions_spanned(
+    pipeline: &Pipeline,
+    job: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> u64 {
+    let Some(def) = pipeline.job(job) else {
+        return 0;
+    };
+    let from = from.max(pipeline.start);
+    let to = pipeline.end.map_or(to, |end| to.min(end));
+    if from >= to {
+        return 0;
+    }
+    let shortest_hours: i64 = match def.grain {
+        Grain::Hourly => 1,
+        Grain::Daily => 23,
+        Grain::Weekly => 7 * 24 - 1,
+        Grain::Monthly => 28 * 24 - 1,
+    };
+    let hours = (to - from).num_hours().max(0);
+    u64::try_from(hours / shortest_hours + 2).unwrap_or(u64::MAX)
+}
+
+/// At most how many runs a request over [from, to) plans: the partitions of `jobs` (every job
+/// when `None`) and of the jobs upstream of them, which a run computes first.
+pub fn runs_spanned(
+    pipeline: &Pipeline,
+    jobs: Option<&[String]>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> u64 {
+    let planned: Vec<String> = match jobs {
+        Some(jobs) => pipeline.dag.with_ancestors(jobs).into_iter().collect(),
+        None => pipeline.dag.topological_order().to_vec(),
+    };
+    planned
+        .iter()
+        .map(|job| partitions_spanned(pipeline, job, from, to))
+        .fold(0u64, u64::saturating_add)
+}
 
 /// Results of `job` for the partitions whose window lies inside [from, to).
 pub fn read_job_results(

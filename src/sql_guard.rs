@@ -17,10 +17,19 @@
 //!
 //! The limits are fixed, not settings: they protect the stacks of the threads SQL runs on, and
 //! no real query comes near them (`docs/security.md`).
+//!
+//! A third danger, **size**, is only known once the query is planned over its tables: a join
+//! can produce many times the rows it reads. Its limit, [`max_join_rows`], is a process-wide
+//! setting (`limits.max_join_rows`) kept here beside the other SQL limits; the bound itself is
+//! computed by [`crate::engine::join_bound`] and enforced in `Sql::run`.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlparser::ast::{Expr, Query, SetExpr, Statement, TableFactor, Visit, Visitor};
+use polars::prelude::Duration;
+use sqlparser::ast::{
+    Expr, Query, SetExpr, Statement, TableFactor, Value, ValueWithSpan, Visit, Visitor,
+};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserOptions};
@@ -31,9 +40,41 @@ use sqlparser::tokenizer::{Token, Tokenizer};
 /// a wide margin for the other frames a thread holds.
 pub const MAX_SQL_DEPTH: usize = 256;
 
+/// The most tokens sqlparser may read beyond one pass over a text, as [`parse_work_bound`]
+/// counts them: about 20 ms in a debug build, 2 ms optimised. A text that nests keyword calls
+/// (`CAST(`, `SUBSTR(`, `POSITION(` …) so deeply that its reading could double level after
+/// level is refused before any parser sees it; 30 such levels took sqlparser hours.
+pub const MAX_SQL_PARSE_WORK: usize = 1 << 15;
+
 /// The most relations (tables, subqueries, `UNNEST`s) one query may name. Each join is a level
 /// of polars' plan, and a cross join multiplies rows: the cap bounds both.
 pub const MAX_SQL_RELATIONS: usize = 32;
+
+/// The default of [`max_join_rows`]: 50 million rows.
+///
+/// A join's output is built by one polars kernel that nothing interrupts, so this caps the
+/// memory one kernel can take. Each output row costs the join's two row indices (8 bytes) and
+/// then, when the columns are gathered, 8 to 16 bytes per column (16 for a string view, plus
+/// its bytes when longer than 12); the 5-way cross join that took the server to 13.7 GB made
+/// 60.5M rows, about 230 bytes a row. At that width 50M rows is about 11 GB; a join of 5 to 10
+/// numeric columns is 2 to 5 GB. That fits a 16 GB host running one such query beside its
+/// caches, and no report Floe serves needs more (its results are aggregates: a query that
+/// joins this much should aggregate before joining). Hosts with less memory should lower it.
+pub const DEFAULT_MAX_JOIN_ROWS: u64 = 50_000_000;
+
+/// The process-wide join limit (see [`max_join_rows`]).
+static MAX_JOIN_ROWS: AtomicU64 = AtomicU64::new(DEFAULT_MAX_JOIN_ROWS);
+
+/// The most rows any join of a SQL query may be able to produce (`limits.max_join_rows`); a
+/// query whose join can produce more is refused before it runs. `u64::MAX` turns the check off.
+pub fn max_join_rows() -> u64 {
+    MAX_JOIN_ROWS.load(Ordering::Relaxed)
+}
+
+/// Sets [`max_join_rows`] for the whole process (the server's `limits.max_join_rows`).
+pub fn set_max_join_rows(rows: u64) {
+    MAX_JOIN_ROWS.store(rows, Ordering::Relaxed);
+}
 
 /// Free stack a thread must have to plan and run SQL as deep as [`MAX_SQL_DEPTH`], and the size
 /// of the stack lent when it has less. polars needs about 1.5 KiB a level in an optimised build
@@ -64,6 +105,12 @@ pub enum SqlRejection {
          {MAX_SQL_DEPTH} (split long OR/AND chains into IN (…) lists or several jobs)"
     )]
     TooDeep { bound: usize },
+    #[error(
+        "nests keyword calls (CAST, SUBSTR, CEIL, POSITION, …) too deeply to parse: reading it \
+         could take about {work} more steps than one pass, the limit is {MAX_SQL_PARSE_WORK} \
+         (nest fewer of them, or split the expression)"
+    )]
+    TooCostly { work: usize },
     #[error("names {count} relations; the limit is {MAX_SQL_RELATIONS} per query")]
     TooManyRelations { count: usize },
     #[error(
@@ -87,6 +134,8 @@ pub enum SqlRejection {
     Subquery,
     #[error("cannot be parsed: {0}")]
     Syntax(String),
+    #[error("holds the interval `{text}`, which cannot be read: {problem}")]
+    Interval { text: String, problem: String },
 }
 
 /// What a checked query reads.
@@ -110,6 +159,13 @@ fn parser_for(text: &str) -> Result<Parser<'static>, SqlRejection> {
 /// Checks a whole query (a `sql` job, `/query`): depth, one `SELECT`, plain relations only.
 pub fn check_query(text: &str) -> Result<QueryShape, SqlRejection> {
     check_depth(text)?;
+    check_parse_work(text)?;
+    // sqlparser recurses as deep as the text nests (a debug build overflowed a 2 MiB stack at
+    // 12 nested `JOIN (`), and so do the walk and the drop of its tree: on a stack with room.
+    with_sql_stack(|| query_shape(text))
+}
+
+fn query_shape(text: &str) -> Result<QueryShape, SqlRejection> {
     let statements = parser_for(text)?
         .parse_statements()
         .map_err(|e| SqlRejection::Syntax(e.to_string()))?;
@@ -139,6 +195,11 @@ pub fn check_query(text: &str) -> Result<QueryShape, SqlRejection> {
 /// A text sqlparser cannot read is left to polars, whose error names the field.
 pub fn check_expression(text: &str) -> Result<(), SqlRejection> {
     check_depth(text)?;
+    check_parse_work(text)?;
+    with_sql_stack(|| check_fragment(text))
+}
+
+fn check_fragment(text: &str) -> Result<(), SqlRejection> {
     let Ok(item) = parser_for(text).and_then(|mut parser| {
         parser
             .parse_select_item()
@@ -169,6 +230,116 @@ fn check_depth(text: &str) -> Result<(), SqlRejection> {
         // The tokenizer's own error (an unterminated string, say) is the parser's to report.
         None => Ok(()),
     }
+}
+
+/// The keywords sqlparser 0.62 reads in a form of their own at the start of an expression
+/// (`parse_expr_prefix_by_reserved_word`) or as a data type before a string
+/// (`parse_data_type`), and reads again as a plain call when that form fails. `IN (`, `OVER (`,
+/// `JOIN (` and the like are read once.
+const REREAD_KEYWORDS: &[Keyword] = &[
+    Keyword::ARRAY,
+    Keyword::BOX,
+    Keyword::CASE,
+    Keyword::CAST,
+    Keyword::CEIL,
+    Keyword::CIRCLE,
+    Keyword::CONVERT,
+    Keyword::CURRENT_CATALOG,
+    Keyword::CURRENT_DATE,
+    Keyword::CURRENT_TIME,
+    Keyword::CURRENT_TIMESTAMP,
+    Keyword::CURRENT_USER,
+    Keyword::EXISTS,
+    Keyword::EXTRACT,
+    Keyword::FALSE,
+    Keyword::FLOOR,
+    Keyword::INTERVAL,
+    Keyword::LAMBDA,
+    Keyword::LINE,
+    Keyword::LOCALTIME,
+    Keyword::LOCALTIMESTAMP,
+    Keyword::LOWCARDINALITY,
+    Keyword::LSEG,
+    Keyword::MAP,
+    Keyword::MATCH,
+    Keyword::NESTED,
+    Keyword::NOT,
+    Keyword::NULL,
+    Keyword::NULLABLE,
+    Keyword::OVERLAY,
+    Keyword::PATH,
+    Keyword::POINT,
+    Keyword::POLYGON,
+    Keyword::POSITION,
+    Keyword::PRIOR,
+    Keyword::SAFE_CAST,
+    Keyword::SESSION_USER,
+    Keyword::STRUCT,
+    Keyword::SUBSTR,
+    Keyword::SUBSTRING,
+    Keyword::TABLE,
+    Keyword::TRIM,
+    Keyword::TRUE,
+    Keyword::TRY_CAST,
+    Keyword::TRY_CONVERT,
+    Keyword::TUPLE,
+    Keyword::UNION,
+    Keyword::USER,
+];
+
+fn check_parse_work(text: &str) -> Result<(), SqlRejection> {
+    match parse_work_bound(text) {
+        Some(work) if work > MAX_SQL_PARSE_WORK => Err(SqlRejection::TooCostly { work }),
+        // Within the limit, or a tokenizer error the parser will report.
+        _ => Ok(()),
+    }
+}
+
+/// An upper bound on the tokens sqlparser reads beyond one pass over `text` (`None` when it
+/// does not tokenize). Linear in the text, with no recursion.
+///
+/// sqlparser (0.62, the version polars parses with) reads a keyword that has a form of its own
+/// (`CAST(x AS t)`, `SUBSTR(x FROM 1)`, `CEIL(x TO DAY)`, `CURRENT_DATE`, `NOT (…)`, a type such
+/// as `MAP(…)` before a string, …) by trying that form and, when it fails, reading the same
+/// tokens again as a plain function call. Each such call that encloses an error doubles the
+/// reading of everything it encloses, and `POSITION(` triples it: 20 nested `SUBSTR(` before an
+/// unclosed parenthesis took seconds, 127 would never end. So each token counts the product of
+/// the factors of the calls open around it, less the one pass every token costs. Every
+/// [`REREAD_KEYWORDS`] before `(`, `[` or `{` is counted as such a call, which over-estimates
+/// (a call that parses costs one pass) but never under-estimates.
+pub fn parse_work_bound(text: &str) -> Option<usize> {
+    let tokens = Tokenizer::new(&GenericDialect, text).tokenize().ok()?;
+    // The reading factor outside each open bracket, innermost last.
+    let mut outer = Vec::new();
+    let mut factor: usize = 1;
+    let mut work: usize = 0;
+    let mut keyword_before = Keyword::NoKeyword;
+    for token in &tokens {
+        match token {
+            Token::Whitespace(_) => continue,
+            Token::LParen | Token::LBracket | Token::LBrace => {
+                let call = match keyword_before {
+                    Keyword::POSITION => 3,
+                    keyword if REREAD_KEYWORDS.contains(&keyword) => 2,
+                    _ => 1,
+                };
+                outer.push(factor);
+                factor = factor.saturating_mul(call);
+                work = work.saturating_add(factor - 1);
+            }
+            // The closing bracket is read with what it closes.
+            Token::RParen | Token::RBracket | Token::RBrace => {
+                work = work.saturating_add(factor - 1);
+                factor = outer.pop().unwrap_or(1);
+            }
+            _ => work = work.saturating_add(factor - 1),
+        }
+        keyword_before = match token {
+            Token::Word(word) => word.keyword,
+            _ => Keyword::NoKeyword,
+        };
+    }
+    Some(work)
 }
 
 /// An upper bound on the depth of the syntax tree `text` can parse to, from its tokens alone
@@ -338,6 +509,10 @@ struct RelationWalk {
 impl Visitor for RelationWalk {
     type Break = SqlRejection;
 
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<SqlRejection> {
+        check_interval(expr)
+    }
+
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<SqlRejection> {
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
@@ -416,6 +591,123 @@ fn check_set_expr(body: &SetExpr) -> ControlFlow<SqlRejection> {
     ControlFlow::Continue(())
 }
 
+/// polars-sql reads the string of `INTERVAL '…'` with a parser that panics on what it cannot
+/// read (`INTERVAL 'abc'`, found by `tests/integration/fuzz.rs`) and, in a debug build, on
+/// numbers that overflow; a duration past 64-bit nanoseconds overflows later, where it is used.
+/// Each string polars would parse is read here first by polars' own non-panicking parser, and
+/// refused when it cannot be read or does not fit.
+fn check_interval(expr: &Expr) -> ControlFlow<SqlRejection> {
+    let Expr::Interval(interval) = expr else {
+        return ControlFlow::Continue(());
+    };
+    // polars refuses these itself, before it reads the string.
+    if interval.leading_field.is_some()
+        || interval.last_field.is_some()
+        || interval.leading_precision.is_some()
+        || interval.fractional_seconds_precision.is_some()
+    {
+        return ControlFlow::Continue(());
+    }
+    let Expr::Value(ValueWithSpan {
+        value: Value::SingleQuotedString(text),
+        ..
+    }) = interval.value.as_ref()
+    else {
+        return ControlFlow::Continue(());
+    };
+    if text.contains('-') {
+        return ControlFlow::Continue(());
+    }
+    if !interval_fits(text) {
+        return ControlFlow::Break(SqlRejection::Interval {
+            text: excerpt(text),
+            problem: "its numbers are too large".to_owned(),
+        });
+    }
+    // `interval_fits` keeps polars' multiplications in range; the catch is for anything else.
+    let parsed = std::panic::catch_unwind(|| Duration::try_parse_interval(text));
+    let problem = match parsed {
+        Ok(Ok(duration)) => {
+            const NS_DAY: i128 = 86_400_000_000_000;
+            // A month counted as 31 days: an upper bound of what it can add.
+            let nanoseconds = i128::from(duration.months()) * 31 * NS_DAY
+                + i128::from(duration.weeks()) * 7 * NS_DAY
+                + i128::from(duration.days()) * NS_DAY
+                + i128::from(duration.nanoseconds());
+            if nanoseconds.abs() <= i128::from(i64::MAX) {
+                return ControlFlow::Continue(());
+            }
+            "it is longer than 292 years".to_owned()
+        }
+        Ok(Err(error)) => error
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        Err(_) => "its numbers are too large".to_owned(),
+    };
+    ControlFlow::Break(SqlRejection::Interval {
+        text: excerpt(text),
+        problem,
+    })
+}
+
+/// Whether the number-unit pairs of an interval string, read as polars reads them
+/// (`Duration::try_parse_interval`), stay within 64 bits at every step: polars multiplies
+/// with plain arithmetic, which panics in a debug build and wraps in an optimised one. Reading
+/// stops where polars would stop with an error.
+fn interval_fits(text: &str) -> bool {
+    const LIMIT: i128 = i64::MAX as i128;
+    let text = text.to_ascii_lowercase();
+    let bytes = text.trim_start().as_bytes();
+    let mut pos = usize::from(matches!(bytes.first(), Some(b'+')));
+    // (nanoseconds, days, weeks, months), each summed as polars sums it.
+    let mut totals = [0i128; 4];
+    let skip = |pos: &mut usize, also_comma: bool| {
+        while *pos < bytes.len() && (bytes[*pos] == b' ' || (also_comma && bytes[*pos] == b',')) {
+            *pos += 1;
+        }
+    };
+    skip(&mut pos, false);
+    while pos < bytes.len() && bytes[pos].is_ascii_digit() {
+        let mut n: i128 = 0;
+        while pos < bytes.len() && bytes[pos].is_ascii_digit() {
+            n = n * 10 + i128::from(bytes[pos] - b'0');
+            if n > LIMIT {
+                return false;
+            }
+            pos += 1;
+        }
+        skip(&mut pos, true);
+        let start = pos;
+        while pos < bytes.len() && bytes[pos].is_ascii_alphabetic() {
+            pos += 1;
+        }
+        let (slot, factor): (usize, i128) = match &bytes[start..pos] {
+            b"ns" | b"i" | b"nanosecond" | b"nanoseconds" => (0, 1),
+            b"us" | b"microsecond" | b"microseconds" => (0, 1_000),
+            b"ms" | b"millisecond" | b"milliseconds" => (0, 1_000_000),
+            b"s" | b"sec" | b"secs" | b"second" | b"seconds" => (0, 1_000_000_000),
+            b"m" | b"min" | b"mins" | b"minute" | b"minutes" => (0, 60_000_000_000),
+            b"h" | b"hour" | b"hours" => (0, 3_600_000_000_000),
+            b"d" | b"day" | b"days" => (1, 1),
+            b"w" | b"week" | b"weeks" => (2, 1),
+            b"mo" | b"mon" | b"mons" | b"month" | b"months" => (3, 1),
+            b"q" | b"quarter" | b"quarters" => (3, 3),
+            b"y" | b"year" | b"years" => (3, 12),
+            // polars stops here with an error, before multiplying.
+            _ => return true,
+        };
+        totals[slot] += n * factor;
+        if n * factor > LIMIT || totals[slot] > LIMIT {
+            return false;
+        }
+        skip(&mut pos, true);
+    }
+    true
+}
+
 /// Refuses subqueries (and so every relation) inside an expression fragment.
 struct FragmentWalk;
 
@@ -427,7 +719,7 @@ impl Visitor for FragmentWalk {
             Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. } => {
                 ControlFlow::Break(SqlRejection::Subquery)
             }
-            _ => ControlFlow::Continue(()),
+            _ => check_interval(expr),
         }
     }
 
@@ -486,6 +778,122 @@ mod tests {
         // A million-item IN list is flat.
         let list: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
         assert!(check_expression(&format!("x IN ({})", list.join(","))).is_ok());
+    }
+
+    #[test]
+    fn parse_work_counts_the_rereading_of_keyword_calls() {
+        // Plain calls, parentheses and long flat texts cost one pass.
+        assert_eq!(parse_work_bound("f(g(h(x)))"), Some(0));
+        assert_eq!(parse_work_bound("((((a))))"), Some(0));
+        assert_eq!(parse_work_bound(&chain("OR", 10_000)), Some(0));
+        // `CAST(` doubles what it encloses: `(`, `x`, `AS`, `INT`, `)` read twice.
+        assert_eq!(parse_work_bound("CAST(x AS INT)"), Some(5));
+        // Nested, the factors multiply; POSITION triples.
+        assert_eq!(parse_work_bound("CAST(CAST(x"), Some(1 + 1 + 3 + 3));
+        assert_eq!(parse_work_bound("POSITION(x"), Some(2 + 2));
+        // Brackets after other keywords are read once.
+        assert_eq!(
+            parse_work_bound("x IN (1, 2) OR count(*) OVER (PARTITION BY y) > 1"),
+            Some(0)
+        );
+        // Quoted names are not keywords; untokenizable text is the parser's to refuse.
+        assert_eq!(parse_work_bound("\"cast\"(x)"), Some(0));
+        assert_eq!(parse_work_bound("CAST('unterminated"), None);
+    }
+
+    #[test]
+    fn nested_keyword_calls_are_refused_before_parsing() {
+        // The fuzz find: 127 `substr(` before an unclosed parenthesis never returned.
+        let text = format!("ev{}ent = 'purchase'", "substr(".repeat(127));
+        assert!(matches!(
+            check_expression(&text),
+            Err(SqlRejection::TooCostly { .. })
+        ));
+        for call in [
+            "substr(",
+            "CAST(",
+            "POSITION(",
+            "CEIL(",
+            "CURRENT_DATE(",
+            "NOT (",
+            "MAP(",
+        ] {
+            let text = format!("ev{}ent = 'purchase'", call.repeat(40));
+            let started = std::time::Instant::now();
+            let rejection = check_expression(&text).unwrap_err();
+            assert!(
+                matches!(rejection, SqlRejection::TooCostly { .. }),
+                "{call}: {rejection}"
+            );
+            assert!(
+                rejection.to_string().contains("the limit is 32768"),
+                "{rejection}"
+            );
+            let query = format!("SELECT {text} FROM t");
+            assert!(matches!(
+                check_query(&query),
+                Err(SqlRejection::TooCostly { .. })
+            ));
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
+        // What real SQL nests passes.
+        assert!(
+            check_expression("CAST(SUBSTR(CAST(x AS VARCHAR), 1, CEIL(y)) AS INT) > 3").is_ok()
+        );
+        assert!(
+            check_query(
+                "SELECT category, CAST(floor(sum(amount)) AS BIGINT) AS s FROM t GROUP BY category"
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn intervals_polars_cannot_read_are_refused() {
+        // polars-sql unwraps its interval parser: these panicked inside `sql_expr`.
+        for (text, problem) in [
+            ("INTERVAL 'SELECT 1 day'", "expected leading integer"),
+            ("ts > now() - INTERVAL '1 fortnight'", "fortnight"),
+            ("INTERVAL '3'", "expected a valid unit"),
+            ("INTERVAL '99999999999 weeks'", "longer than 292 years"),
+            // Past 64 bits inside polars' own arithmetic (a debug build panicked).
+            ("INTERVAL '9999999 hours'", "too large"),
+            ("INTERVAL '99999999999999999999 days'", "too large"),
+            ("INTERVAL '9000000000 s 9000000000 s'", "too large"),
+        ] {
+            let rejection = check_expression(text).unwrap_err();
+            assert!(
+                matches!(&rejection, SqlRejection::Interval { problem: p, .. } if p.contains(problem)),
+                "{text}: {rejection}"
+            );
+            let query = format!("SELECT {text} AS x FROM t");
+            assert!(matches!(
+                check_query(&query),
+                Err(SqlRejection::Interval { .. })
+            ));
+        }
+        // What polars reads, and what it refuses by itself, pass.
+        for text in [
+            "ts > now() - INTERVAL '2 days 3 hours'",
+            "INTERVAL '1 year'",
+            "INTERVAL '-1 day'",
+            "INTERVAL '1' DAY",
+        ] {
+            assert_eq!(check_expression(text), Ok(()), "{text}");
+        }
+    }
+
+    #[test]
+    fn deep_parses_have_the_stack_they_need() {
+        // 12 nested `JOIN (` overflowed a 2 MiB thread in a debug build.
+        let text = format!("SELECT 1 FROM {}t", "t JOIN (".repeat(40));
+        let parsed = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || check_query(&text))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(matches!(parsed, Err(SqlRejection::Syntax(_))), "{parsed:?}");
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! Owns: how files become a `LazyFrame` cut to a partition window (with the time filter in a
 //! form polars can push down into the scan), the Arrow IPC encoding of results and the Arrow
 //! size budgets charge, the cache, windows over in-memory frames, and selections with the memory
-//! budget they are charged to.
+//! budget they are charged to; stopping computations (cancellation, the memory limit).
 //! Does not own: which partitions run or when (the materialiser), where bytes live (the store).
 
 pub mod cache;
+pub mod cancel;
 pub mod frames;
+pub mod join_bound;
+pub mod memory;
 pub mod selection;
 pub mod source;
 pub mod time_slice;

@@ -312,18 +312,13 @@ impl Selections {
         }
         wanted.sort();
         wanted.dedup();
-        let mut selected = frame
-            .clone()
-            .lazy()
-            .filter(filter.clone())
-            .select(
-                wanted
-                    .iter()
-                    .map(|name| col(name.as_str()))
-                    .collect::<Vec<_>>(),
-            )
-            .collect()
-            .ok()?;
+        let plan = frame.clone().lazy().filter(filter.clone()).select(
+            wanted
+                .iter()
+                .map(|name| col(name.as_str()))
+                .collect::<Vec<_>>(),
+        );
+        let mut selected = super::cancel::collect(plan).ok()?;
         // One chunk: the kept frame is often one chunk per source file, and the filter keeps
         // those few-thousand-row chunks, which slow every later group-by.
         selected.rechunk_mut_par();

@@ -14,9 +14,13 @@ use polars::prelude::*;
 use polars::sql::{SQLContext, sql_expr};
 
 use super::{Job, JobContext, JobError, JobOutput};
+use crate::engine::cancel::collect;
+use crate::engine::join_bound::largest_join_within;
 use crate::engine::selection::columns_read;
 use crate::pipeline::spec::{CountDistinctSpec, GroupBySpec, SelectSpec, TopSpec};
-use crate::sql_guard::{SqlRejection, check_expression, check_query, excerpt, with_sql_stack};
+use crate::sql_guard::{
+    SqlRejection, check_expression, check_query, excerpt, max_join_rows, with_sql_stack,
+};
 
 /// The column a `count_distinct` result holds its count in.
 pub const DISTINCT_COUNT_COLUMN: &str = "distinct_count";
@@ -127,9 +131,9 @@ fn group_by_with_plain_sums(
         })
         .collect();
     if plain_columns.is_empty() {
-        return build(guarded()).collect();
+        return collect(build(guarded()));
     }
-    let answer = build(plain).collect()?;
+    let answer = collect(build(plain))?;
     let exact = plain_columns.iter().all(|name| {
         answer.column(name).is_ok_and(|column| {
             column.null_count() == 0
@@ -142,7 +146,7 @@ fn group_by_with_plain_sums(
     if exact {
         Ok(answer)
     } else {
-        build(guarded()).collect()
+        collect(build(guarded()))
     }
 }
 
@@ -230,20 +234,20 @@ impl Job for CountDistinct {
             ),
         };
         if !self.keep_state {
-            let frame = rows
-                .select([key
+            let frame = collect(
+                rows.select([key
                     .drop_nulls()
                     .n_unique()
                     .cast(DataType::UInt64)
-                    .alias(DISTINCT_COUNT_COLUMN)])
-                .collect()?;
+                    .alias(DISTINCT_COUNT_COLUMN)]),
+            )?;
             return Ok(JobOutput::frame(frame));
         }
-        let keys = rows
-            .select([key.clone()])
-            .filter(key.is_not_null())
-            .unique(None, UniqueKeepStrategy::Any)
-            .collect()?;
+        let keys = collect(
+            rows.select([key.clone()])
+                .filter(key.is_not_null())
+                .unique(None, UniqueKeepStrategy::Any),
+        )?;
         let count = keys.height() as u64;
         let frame = DataFrame::new(1, vec![Column::new(DISTINCT_COUNT_COLUMN.into(), [count])])?;
         Ok(JobOutput {
@@ -496,7 +500,22 @@ impl Job for Sql {
         for (name, input) in ctx.inputs {
             sql.register(name, input.frame.clone());
         }
-        let frame = sql.execute(&self.query)?.collect()?;
+        let plan = sql.execute(&self.query)?;
+        // One polars join kernel cannot be interrupted: bound every join before running.
+        let limit = max_join_rows();
+        if limit != u64::MAX {
+            let tables: Vec<(&str, &LazyFrame)> = ctx
+                .inputs
+                .iter()
+                .map(|(name, input)| (name.as_str(), &input.frame))
+                .collect();
+            if let Some(refusal) = largest_join_within(&plan, &tables, limit)?
+                .and_then(|estimate| estimate.refusal(limit))
+            {
+                return Err(JobError::Invalid(refusal));
+            }
+        }
+        let frame = collect(plan)?;
         Ok(JobOutput::frame(frame))
     }
 }
@@ -547,13 +566,12 @@ impl Job for Select {
     fn run(&self, ctx: &JobContext<'_>) -> Result<JobOutput, JobError> {
         let input = ctx.single_input()?;
         let filtered = input.rows_matching(self.filter.as_ref(), self.columns.as_deref(), &[]);
-        let frame = match &self.columns {
+        let frame = collect(match &self.columns {
             Some(columns) => {
                 filtered.select(columns.iter().map(|c| col(c.as_str())).collect::<Vec<_>>())
             }
             None => filtered,
-        }
-        .collect()?;
+        })?;
         Ok(JobOutput::frame(frame))
     }
 }
@@ -569,6 +587,11 @@ mod tests {
     use crate::partition::{Grain, Window};
 
     fn run(job: &dyn Job, frame: DataFrame) -> JobOutput {
+        try_run(job, frame).unwrap()
+    }
+
+    /// Runs `job` over `frame` as its input `events`.
+    fn try_run(job: &dyn Job, frame: DataFrame) -> Result<JobOutput, JobError> {
         let inputs: BTreeMap<String, JobInput> =
             [("events".to_owned(), JobInput::of_frame(frame.lazy()))]
                 .into_iter()
@@ -583,7 +606,7 @@ mod tests {
             },
             inputs: &inputs,
         };
-        crate::job::run_job(job, &ctx).unwrap()
+        crate::job::run_job(job, &ctx)
     }
 
     /// The deepest SQL the guard accepts plans and runs on a 2 MiB thread (the size of
@@ -697,5 +720,100 @@ mod tests {
         assert_eq!(without.frame, with_state.frame);
         assert_eq!(with_state.state.map(|s| s.height()), Some(3));
         assert!(without.state.is_none());
+    }
+
+    /// The message of a SQL job refused before running.
+    fn refusal(query: &str, frame: DataFrame) -> String {
+        match try_run(&Sql::new(query).unwrap(), frame) {
+            Err(JobError::Invalid(message)) => message,
+            other => panic!("{query}: not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sql_joins_that_could_explode_are_refused_before_running() {
+        assert_eq!(
+            crate::sql_guard::max_join_rows(),
+            crate::sql_guard::DEFAULT_MAX_JOIN_ROWS
+        );
+        // The hostile query: a 5-way self cross join of 36 rows is 60,466,176 rows.
+        let small = df!("x" => (0..36i64).collect::<Vec<_>>()).unwrap();
+        let ways = |n: usize| {
+            let relations: Vec<String> = (0..n).map(|i| format!("events e{i}")).collect();
+            relations.join(", ")
+        };
+        let message = refusal(&format!("SELECT * FROM {}", ways(5)), small.clone());
+        assert_eq!(
+            message,
+            "the query's cross join of events and events can produce exactly 60466176 rows; \
+             the limit is 50000000 (limits.max_join_rows)"
+        );
+        // Four ways (1,679,616 rows) run.
+        let four = Sql::new(&format!("SELECT count(*) AS n FROM {}", ways(4))).unwrap();
+        let counted = run(&four, small).frame;
+        assert_eq!(
+            counted.column("n").unwrap().u32().unwrap().get(0),
+            Some(1_679_616)
+        );
+        // An equi self-join on a column with two values: 5,001² + 4,999² rows is just over.
+        let keys: Vec<i64> = (0..10_000).map(|i| i64::from(i >= 5_001)).collect();
+        let message = refusal(
+            "SELECT a.k FROM events a JOIN events b ON a.k = b.k",
+            df!("k" => keys).unwrap(),
+        );
+        assert_eq!(
+            message,
+            "the query's inner join of events and events on k = k can produce exactly \
+             50000002 rows; the limit is 50000000 (limits.max_join_rows)"
+        );
+    }
+
+    /// The join bound walks plans and expressions with its own stacks: the deepest SQL the
+    /// guard accepts, with a join, is bounded and runs on a 2 MiB thread.
+    #[test]
+    fn the_deepest_accepted_sql_with_a_join_is_bounded_on_a_small_stack() {
+        let terms = |n: usize| vec!["a.x = 1"; n].join(" OR ");
+        let query = move |n: usize| {
+            format!(
+                "SELECT a.x FROM events a JOIN events b ON a.x = b.x WHERE {}",
+                terms(n)
+            )
+        };
+        let deepest = (1..=crate::sql_guard::MAX_SQL_DEPTH)
+            .rev()
+            .find(|n| Sql::new(&query(*n)).is_ok())
+            .unwrap();
+        assert!(
+            deepest > crate::sql_guard::MAX_SQL_DEPTH / 2 - 4,
+            "{deepest}"
+        );
+        let frame = df!("x" => [1i64, 2, 1]).unwrap();
+        let thread = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                run(&Sql::new(&query(deepest)).unwrap(), frame)
+                    .frame
+                    .height()
+            })
+            .unwrap();
+        assert_eq!(thread.join().expect("no stack overflow"), 4);
+    }
+
+    #[test]
+    fn sql_without_joins_runs_unchecked() {
+        let frame = df!("k" => [1i64, 2, 1], "v" => [1i64, 2, 3]).unwrap();
+        for (query, rows) in [
+            ("SELECT 1 AS one", 1),
+            ("SELECT * FROM events", 3),
+            ("SELECT k, sum(v) AS s FROM events GROUP BY k", 2),
+            (
+                "SELECT * FROM events WHERE v > 1 UNION ALL SELECT * FROM events",
+                5,
+            ),
+            ("SELECT UNNEST([1, 2, 3]) AS x", 3),
+        ] {
+            let sql = Sql::new(query).unwrap();
+            assert_eq!(run(&sql, frame.clone()).frame.height(), rows, "{query}");
+        }
     }
 }

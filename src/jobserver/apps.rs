@@ -5,6 +5,10 @@
 //! registered at start-up the same way, one app per pipeline, named after it, so the YAML
 //! pipelines and uploaded bundles are one namespace. A job holds the `Arc<App>` it started
 //! with, so re-uploading an app never changes a job already running.
+//!
+//! The store keeps the last `limits.binary_versions` versions of each app: an upload deletes
+//! older ones, with their bytes unless a kept version has the same content. A job running on
+//! a deleted version is unaffected, since it holds the parsed pipeline, not the bytes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -60,6 +64,8 @@ pub struct Apps {
     upload_roots: Arc<DataRoots>,
     /// The roots pipelines of the pipelines folder read within.
     folder_roots: Arc<DataRoots>,
+    /// Versions kept per app in the store (`limits.binary_versions`).
+    keep_versions: usize,
 }
 
 /// Validates `bytes` as a pipeline for app `name` that reads within `roots`.
@@ -89,11 +95,16 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl Apps {
-    pub fn new(upload_roots: Arc<DataRoots>, folder_roots: Arc<DataRoots>) -> Apps {
+    pub fn new(
+        upload_roots: Arc<DataRoots>,
+        folder_roots: Arc<DataRoots>,
+        keep_versions: usize,
+    ) -> Apps {
         Apps {
             latest: RwLock::default(),
             upload_roots,
             folder_roots,
+            keep_versions,
         }
     }
 
@@ -124,9 +135,10 @@ impl Apps {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Validates and stores a new version of `name`, reading within the roots of `origin`.
-    /// Re-uploading the same bytes as the latest version stores nothing; it returns that
-    /// version, confined to `origin`'s roots.
+    /// Validates and stores a new version of `name`, reading within the roots of `origin`,
+    /// and deletes the versions beyond the last `keep_versions`. Re-uploading the same bytes
+    /// as the latest version stores nothing; it returns that version, confined to `origin`'s
+    /// roots.
     pub fn upload(
         &self,
         store: &Store,
@@ -158,7 +170,7 @@ impl Apps {
             self.write().insert(name.to_owned(), app.clone());
             return Ok(app);
         }
-        let meta = store.put_binary(name, bytes, &sha, now)?;
+        let meta = store.put_binary(name, bytes, &sha, now, self.keep_versions)?;
         let app = Arc::new(App {
             meta,
             pipeline: Arc::new(pipeline),

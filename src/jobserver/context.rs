@@ -19,7 +19,11 @@ use chrono::{DateTime, Utc};
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::Value;
 
+use super::limits::Limits;
 use super::objects::NamedObjects;
+
+/// The execution timeout of a job when its context does not set one (`job-timeout`).
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The settings a context is created with.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +44,8 @@ impl Default for ContextSettings {
             worker_threads: 2,
             queue_length: 64,
             memory_budget: 2 << 30,
-            job_timeout: None,
+            // Every job stops by default: a forgotten job must not hold a worker forever.
+            job_timeout: Some(DEFAULT_JOB_TIMEOUT),
         }
     }
 }
@@ -80,30 +85,35 @@ impl ContextSettings {
                 ));
             }
         };
-        let positive = |text: &str| -> Result<usize, String> {
-            match text.parse::<usize>() {
-                Ok(n) if n > 0 && n <= 1024 => Ok(n),
-                _ => Err(format!(
-                    "setting `{key}`: expected a whole number from 1 to 1024, found `{text}`"
-                )),
-            }
-        };
+        // Upper bounds are the server's `limits`, checked on the settings as a whole
+        // (`ContextSettings::checked`).
         match key {
             "worker-threads" | "max-jobs" | "max-jobs-per-context" | "num-cpu-cores" => {
-                self.worker_threads = positive(&text)?;
+                self.worker_threads =
+                    text.parse::<usize>()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| {
+                            format!(
+                                "setting `{key}`: expected a whole number from 1, found `{text}`"
+                            )
+                        })?;
             }
             "queue-length" => {
-                self.queue_length = text.parse::<usize>().ok().filter(|&n| n <= 1_000_000).ok_or_else(
-                    || format!("setting `{key}`: expected a whole number from 0 to 1000000, found `{text}`"),
-                )?;
+                self.queue_length = text.parse::<usize>().map_err(|_| {
+                    format!("setting `{key}`: expected a whole number from 0, found `{text}`")
+                })?;
             }
             "memory-budget" | "memory-per-node" => {
                 self.memory_budget =
                     parse_bytes(&text).map_err(|e| format!("setting `{key}`: {e}"))?;
             }
             "job-timeout" => {
-                self.job_timeout =
-                    Some(parse_duration(&text).map_err(|e| format!("setting `{key}`: {e}"))?);
+                self.job_timeout = if text.trim().eq_ignore_ascii_case("off") {
+                    None
+                } else {
+                    Some(parse_duration(&text).map_err(|e| format!("setting `{key}`: {e}"))?)
+                };
             }
             _ if is_spark_setting(key) => {}
             _ => {
@@ -116,7 +126,8 @@ impl ContextSettings {
         Ok(())
     }
 
-    /// Applies every setting of `settings`, collecting all problems.
+    /// Applies every setting of `settings`, collecting all problems. Upper bounds are not
+    /// checked here: see [`ContextSettings::checked`].
     pub fn apply_all(&mut self, settings: &BTreeMap<String, Value>) -> Result<(), Vec<String>> {
         let errors: Vec<String> = settings
             .iter()
@@ -126,6 +137,23 @@ impl ContextSettings {
             Ok(())
         } else {
             Err(errors)
+        }
+    }
+
+    /// `base` with `given` applied, held to the per-context bounds of `limits`: every
+    /// problem, each naming its setting (and the limit's key).
+    pub fn checked(
+        base: &ContextSettings,
+        given: &BTreeMap<String, Value>,
+        limits: &Limits,
+    ) -> Result<ContextSettings, Vec<String>> {
+        let mut settings = base.clone();
+        settings.apply_all(given)?;
+        let problems = limits.check_context_settings(&settings);
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(problems)
         }
     }
 
@@ -259,6 +287,17 @@ impl Executor {
 
     pub fn running(&self) -> usize {
         self.running.load(Ordering::Acquire)
+    }
+
+    /// Worker threads that have not exited yet: all of them while the executor runs, and
+    /// after [`Executor::stop`] those still finishing a job.
+    pub fn live_threads(&self) -> usize {
+        self.workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|worker| !worker.is_finished())
+            .count()
     }
 
     pub fn queued(&self) -> usize {
@@ -465,6 +504,75 @@ mod tests {
             errors[1].starts_with("unknown context setting `workers`"),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn checked_settings_are_held_to_the_limits() {
+        let limits = Limits {
+            max_threads_per_context: 8,
+            max_queue_length: 100,
+            ..Limits::default()
+        };
+        let given = |pairs: &[(&str, &str)]| -> BTreeMap<String, Value> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::from(*v)))
+                .collect()
+        };
+        let base = ContextSettings::default();
+        let settings = ContextSettings::checked(
+            &base,
+            &given(&[("num-cpu-cores", "8"), ("queue-length", "100")]),
+            &limits,
+        )
+        .unwrap();
+        assert_eq!((settings.worker_threads, settings.queue_length), (8, 100));
+        let errors = ContextSettings::checked(
+            &base,
+            &given(&[("max-jobs", "1024"), ("queue-length", "1000000000")]),
+            &limits,
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(
+            errors[0].contains("1024 is above the limit of 8")
+                && errors[0].contains("`limits.max_threads_per_context`"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].contains("`limits.max_queue_length`"),
+            "{errors:?}"
+        );
+        // Parse errors come first and alone: there is nothing to bound yet.
+        let errors = ContextSettings::checked(&base, &given(&[("worker-threads", "0")]), &limits)
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            ["setting `worker-threads`: expected a whole number from 1, found `0`"]
+        );
+    }
+
+    #[test]
+    fn a_stopped_executor_counts_the_threads_still_finishing_a_job() {
+        let executor = Executor::start("retiring", 2, 0);
+        assert_eq!(executor.live_threads(), 2);
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        executor.reserve().unwrap().submit(Box::new(move || {
+            let _ = started_tx.send(());
+            let _ = release_rx.recv();
+        }));
+        started_rx.recv().unwrap();
+        executor.stop();
+        // The idle thread exits at once; the busy one only once its job returns.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while executor.live_threads() > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(executor.live_threads(), 1);
+        release_tx.send(()).unwrap();
+        assert!(executor.join(Duration::from_secs(5)));
+        assert_eq!(executor.live_threads(), 0);
     }
 
     #[test]

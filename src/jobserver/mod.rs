@@ -18,22 +18,26 @@
 
 pub mod apps;
 pub mod context;
+pub mod limits;
 pub mod objects;
 pub mod plan;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use polars::prelude::*;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tracing::{info, info_span, warn};
 
 use crate::clock::Clock;
+use crate::engine::cancel::Cancel;
+use crate::engine::memory::MemoryGuard;
 use crate::engine::selection::decode_strings;
 use crate::engine::time_slice::{only_datetime_column, window_rows};
 use crate::engine::{resolve_source_files, scan_source_window};
@@ -41,11 +45,12 @@ use crate::error::error_chain;
 use crate::job::{JobContext, JobError, JobInput, JobOutput, JobRegistry};
 use crate::materialize::{MaterializeError, Materializer, RunEvent, RunOutcome, RunRequest};
 use crate::partition::{Grain, Window};
-use crate::results::read_job_results;
+use crate::results::{partitions_spanned, read_job_results, runs_spanned};
 use crate::store::{ContextDefinition, JobFailure, JobRecord, JobStatus, Store, StoreError};
 
 use self::apps::{App, Apps, Origin};
 use self::context::{Context, ContextSettings, Executor, QueueFull};
+use self::limits::{Limits, MAX_CONTEXTS, MAX_STORED_JOBS, MAX_WORKER_THREADS};
 use self::objects::ObjectRows;
 use self::plan::{
     BuiltinPlan, InputSpec, JobPlan, ObjectWindow, PIPELINE_RUN_CLASS, PipelinePlan, PlanError,
@@ -64,6 +69,11 @@ pub struct CoreSettings {
     pub adhoc: ContextSettings,
     /// Finished jobs kept; the oldest beyond this are deleted with their configs and results.
     pub job_history: usize,
+    /// How long a finished job is kept at least, whatever `job_history` says, so a client
+    /// polling for its result finds it.
+    pub job_retention: Duration,
+    /// Bounds on threads, contexts, queues, binary versions and stored jobs.
+    pub limits: Limits,
     /// Folders besides the data dir every pipeline may read sources in, uploads included.
     pub data_roots: Vec<PathBuf>,
     /// Folders only pipelines from the server's own pipelines folder may also read.
@@ -80,6 +90,8 @@ impl Default for CoreSettings {
                 ..ContextSettings::default()
             },
             job_history: 100_000,
+            job_retention: Duration::from_secs(3600),
+            limits: Limits::default(),
             data_roots: Vec::new(),
             operator_data_roots: Vec::new(),
         }
@@ -125,6 +137,9 @@ pub struct LiveJob {
     /// The execution timeout, and the timer enforcing it once the job runs.
     timeout: Option<Duration>,
     timer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Stops the job's polars work when it is killed, times out or goes over the server's
+    /// memory limit (built-in classes; a materialisation stops at its safe points instead).
+    cancel: Cancel,
 }
 
 impl fmt::Debug for LiveJob {
@@ -203,6 +218,20 @@ pub enum SubmitError {
     QueueFull { context: String, capacity: usize },
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Too many jobs are stored and none may be deleted yet: every finished one ended less
+    /// than `job_retention` ago.
+    #[error(
+        "the server stores {limit} jobs, its limit (`{MAX_STORED_JOBS}`), and keeps each \
+         finished one for `job_retention` ({}); retry in {}s",
+        humantime::format_duration(*.retention),
+        .retry_after.as_secs()
+    )]
+    TooManyStoredJobs {
+        limit: usize,
+        retention: Duration,
+        /// When the oldest finished job may be deleted (at least a second).
+        retry_after: Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -228,6 +257,9 @@ pub enum ContextError {
     NotFound(String),
     #[error("invalid context settings: {}", .0.join("; "))]
     Settings(Vec<String>),
+    /// Creating the context would exceed `limits.max_contexts` or `limits.max_worker_threads`.
+    #[error("{0}")]
+    Limit(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -240,6 +272,10 @@ pub struct JobCounters {
     pub finished: AtomicU64,
     pub error: AtomicU64,
     pub killed: AtomicU64,
+    /// `/query` computations running now (a stopped query leaves when polars notices).
+    pub queries_running: AtomicU64,
+    /// `/query`s stopped: by their time limit, the memory limit, or the client hanging up.
+    pub queries_stopped: AtomicU64,
 }
 
 /// A job submission, as parsed from the request.
@@ -265,9 +301,19 @@ pub struct JobServer {
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
     pipeline_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     runtime: tokio::runtime::Handle,
+    /// The memory limit ad-hoc jobs and queries are stopped by (`limits.memory`).
+    memory: MemoryGuard,
     pub counters: JobCounters,
+    /// Job records in the store, running ones included (`limits.max_stored_jobs`).
     stored_jobs: AtomicUsize,
+    /// Every stored finished job by (end time, id): the history sweep deletes from the front,
+    /// and the front says at once whether anything may be deleted yet (`job_retention`),
+    /// without reading the store. About 80 bytes a job.
+    finished: Mutex<BTreeSet<(DateTime<Utc>, Box<str>)>>,
     sweeping: AtomicBool,
+    /// Executors of deleted contexts, until their last thread has exited: their threads still
+    /// count against `limits.max_worker_threads`.
+    retiring: Mutex<Vec<Arc<Executor>>>,
     shutting_down: AtomicBool,
     me: Weak<JobServer>,
 }
@@ -289,6 +335,7 @@ impl JobServer {
         settings: CoreSettings,
         runtime: tokio::runtime::Handle,
     ) -> Arc<JobServer> {
+        let settings_memory = settings.limits.memory;
         let adhoc = Executor::start(
             "adhoc",
             settings.adhoc.worker_threads,
@@ -305,6 +352,7 @@ impl JobServer {
                         .data_roots()
                         .with_extra(&settings.operator_data_roots),
                 ),
+                settings.limits.binary_versions,
             ),
             contexts: RwLock::new(BTreeMap::new()),
             adhoc,
@@ -313,9 +361,15 @@ impl JobServer {
             pipeline_locks: Mutex::new(HashMap::new()),
             materializer,
             runtime,
+            memory: match settings_memory {
+                Some(limit) => MemoryGuard::start(limit),
+                None => MemoryGuard::disabled(),
+            },
             counters: JobCounters::default(),
             stored_jobs: AtomicUsize::new(0),
+            finished: Mutex::new(BTreeSet::new()),
             sweeping: AtomicBool::new(false),
+            retiring: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
             me: me.clone(),
         })
@@ -331,6 +385,16 @@ impl JobServer {
 
     pub fn registry(&self) -> &JobRegistry {
         &self.registry
+    }
+
+    /// The server's memory limit, which `/query` tracks its computations with too.
+    pub fn memory(&self) -> &MemoryGuard {
+        &self.memory
+    }
+
+    /// The server-wide limits.
+    pub fn limits(&self) -> &limits::Limits {
+        &self.settings.limits
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -365,6 +429,12 @@ impl JobServer {
                     other => error_chain(&other),
                 })?;
         }
+        // The configuration's contexts first: the limits were checked against them, and
+        // contexts created over REST by an earlier run must not take their places.
+        for (name, settings) in predefined {
+            self.start_context(name, settings.clone(), None)
+                .map_err(|e| format!("predefined context {name}: {e}"))?;
+        }
         let stored = self
             .store
             .context_definitions()
@@ -375,12 +445,8 @@ impl JobServer {
             }
             let (name, settings) = (definition.name.clone(), definition.settings.clone());
             if let Err(e) = self.start_context(&name, settings, Some(definition)) {
-                warn!(error = %e, "stored context not restarted");
+                warn!(context = %name, error = %e, "stored context not restarted");
             }
-        }
-        for (name, settings) in predefined {
-            self.start_context(name, settings.clone(), None)
-                .map_err(|e| format!("predefined context {name}: {e}"))?;
         }
         Ok(())
     }
@@ -397,14 +463,16 @@ impl JobServer {
     fn resolve_interrupted_jobs_in_store(&self) -> Result<(), StoreError> {
         let mut interrupted = Vec::new();
         let mut count = 0;
+        let mut finished = BTreeSet::new();
         for record in self.store.jobs_oldest_first() {
             let mut record = record?;
             count += 1;
             if !record.status.is_final() {
                 interrupted.push(record);
-            } else if record.status == JobStatus::Finished
-                && !self.store.job_result_exists(&record.id)?
-            {
+                continue;
+            }
+            finished.insert(finished_key(&record));
+            if record.status == JobStatus::Finished && !self.store.job_result_exists(&record.id)? {
                 // Writes are ordered so this cannot happen; if a damaged store says
                 // otherwise, the job says so instead of answering "result missing" forever.
                 record.status = JobStatus::Error;
@@ -418,7 +486,8 @@ impl JobServer {
                 warn!(job_id = %record.id, "finished job without a stored result marked ERROR");
             }
         }
-        self.stored_jobs.store(count, Ordering::Relaxed);
+        self.stored_jobs.store(count, Ordering::Release);
+        lock(&self.finished).append(&mut finished);
         for mut record in interrupted {
             if record.rerun_on_restart && self.rerun(&record).is_ok() {
                 info!(job_id = %record.id, "re-running a materialisation interrupted by a restart");
@@ -432,8 +501,10 @@ impl JobServer {
                 stack: String::new(),
             });
             self.store.update_job(&record, None)?;
+            lock(&self.finished).insert(finished_key(&record));
             info!(job_id = %record.id, "job interrupted by a restart marked ERROR");
         }
+        self.maybe_sweep();
         Ok(())
     }
 
@@ -484,8 +555,12 @@ impl JobServer {
         if let Err(e) = crate::pipeline::check_identifier(&name.replace('-', "_")) {
             return Err(ContextError::BadName(name.to_owned(), e));
         }
-        let mut settings = self.settings.context_defaults.clone();
-        settings.apply_all(&given).map_err(ContextError::Settings)?;
+        let settings = ContextSettings::checked(
+            &self.settings.context_defaults,
+            &given,
+            &self.settings.limits,
+        )
+        .map_err(ContextError::Settings)?;
         let mut contexts = self
             .contexts
             .write()
@@ -493,6 +568,8 @@ impl JobServer {
         if contexts.contains_key(name) {
             return Err(ContextError::Exists(name.to_owned()));
         }
+        // Under the write lock, so two creations cannot both take the last places.
+        self.check_room_for_context(&contexts, name, &settings)?;
         let definition = stored.unwrap_or_else(|| ContextDefinition {
             name: name.to_owned(),
             id: uuid::Uuid::now_v7().to_string(),
@@ -510,6 +587,51 @@ impl JobServer {
         contexts.insert(name.to_owned(), context.clone());
         info!(context = name, "context started");
         Ok(context)
+    }
+
+    /// Refuses a new context beyond `limits.max_contexts`, or one whose threads would take the
+    /// server past `limits.max_worker_threads`.
+    fn check_room_for_context(
+        &self,
+        contexts: &BTreeMap<String, Arc<Context>>,
+        name: &str,
+        settings: &ContextSettings,
+    ) -> Result<(), ContextError> {
+        let limits = &self.settings.limits;
+        if contexts.len() >= limits.max_contexts {
+            return Err(ContextError::Limit(format!(
+                "cannot create context {name}: {} contexts exist, the limit (`{MAX_CONTEXTS}`); \
+                 delete one first",
+                contexts.len()
+            )));
+        }
+        let retiring = {
+            let mut retiring = lock(&self.retiring);
+            retiring.retain(|executor| executor.live_threads() > 0);
+            retiring
+                .iter()
+                .map(|executor| executor.live_threads())
+                .sum::<usize>()
+        };
+        let taken = self.settings.adhoc.worker_threads
+            + contexts
+                .values()
+                .map(|context| context.settings.worker_threads)
+                .sum::<usize>()
+            + retiring;
+        if taken + settings.worker_threads > limits.max_worker_threads {
+            let finishing = if retiring > 0 {
+                format!(" ({retiring} of them by deleted contexts still finishing a job)")
+            } else {
+                String::new()
+            };
+            return Err(ContextError::Limit(format!(
+                "cannot create context {name} with {} worker threads: {taken} of the server's \
+                 {} are taken{finishing} (`{MAX_WORKER_THREADS}`)",
+                settings.worker_threads, limits.max_worker_threads
+            )));
+        }
+        Ok(())
     }
 
     pub fn context(&self, name: &str) -> Option<Arc<Context>> {
@@ -547,6 +669,8 @@ impl JobServer {
             .remove(name)
             .ok_or_else(|| ContextError::NotFound(name.to_owned()))?;
         context.stop();
+        // Its threads count against the limit until the last one has returned.
+        lock(&self.retiring).push(context.executor.clone());
         for job in self.live_jobs() {
             if Arc::ptr_eq(&job.context, &context) {
                 self.stop_job(&job, StopReason::ContextDeleted);
@@ -600,6 +724,7 @@ impl JobServer {
         })?;
         let config_timeout =
             plan::job_timeout(&submission.config).map_err(|e| SubmitError::Invalid(vec![e]))?;
+        let plan = self.bound_runs(plan)?;
 
         let now = self.clock.now();
         let id = resume
@@ -669,9 +794,12 @@ impl JobServer {
         if resume.is_some() {
             self.store.update_job(&record, None)?;
         } else {
+            self.take_stored_job_place()?;
             let config = serde_json::to_vec(&submission.config).unwrap_or_else(|_| b"{}".to_vec());
-            self.store.insert_job(&record, &config)?;
-            self.stored_jobs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = self.store.insert_job(&record, &config) {
+                self.stored_jobs.fetch_sub(1, Ordering::AcqRel);
+                return Err(e.into());
+            }
         }
         let live = Arc::new(LiveJob {
             id: id.clone(),
@@ -683,6 +811,7 @@ impl JobServer {
             done: watch::Sender::new(false),
             timeout,
             timer: Mutex::new(None),
+            cancel: Cancel::new(),
         });
         lock(&self.live).insert(id, live.clone());
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
@@ -697,6 +826,29 @@ impl JobServer {
     }
 
     /// Runs on a worker thread.
+    /// Holds a materialisation to what may run: partitions that have ended (the range stops
+    /// at now), at most `limits.max_run_partitions` runs.
+    fn bound_runs(&self, plan: JobPlan) -> Result<JobPlan, SubmitError> {
+        let JobPlan::Pipeline(mut run) = plan else {
+            return Ok(plan);
+        };
+        let now = self.clock.now();
+        run.to = run.to.min(now);
+        if run.from >= run.to {
+            return Err(SubmitError::Invalid(vec![format!(
+                "the range starts at {}, after now ({}): a partition runs once it has ended",
+                run.from.to_rfc3339(),
+                now.to_rfc3339()
+            )]));
+        }
+        let runs = runs_spanned(&run.app.pipeline, run.jobs.as_deref(), run.from, run.to);
+        self.settings
+            .limits
+            .check_run_partitions(runs, "the run")
+            .map_err(|e| SubmitError::Invalid(vec![e]))?;
+        Ok(JobPlan::Pipeline(run))
+    }
+
     fn run_job(&self, live: &Arc<LiveJob>, plan: JobPlan) {
         live.queued.store(false, Ordering::Release);
         if live.stop_reason() != StopReason::None {
@@ -715,11 +867,28 @@ impl JobServer {
             });
             *lock(&live.timer) = Some(timer);
         }
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.execute(live, &plan)));
+        // Built-in classes run cancellably and count against the memory limit; a
+        // materialisation's runs stop at their own safe points and commit or fail as runs.
+        let _tracked = matches!(plan, JobPlan::Builtin(_))
+            .then(|| self.memory.track(&live.cancel, format!("job {}", live.id)));
+        let execute = || match &plan {
+            JobPlan::Builtin(_) => live.cancel.scope(|| self.execute(live, &plan)),
+            JobPlan::Pipeline(_) => self.execute(live, &plan),
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(execute));
         let outcome = match result {
             Ok(Ok(frame)) => Outcome::Finished(frame),
             Ok(Err(ExecError::Stopped)) => return,
+            // Cancelled without a stop request: the memory watchdog stopped it.
+            Ok(Err(ExecError::Failed { .. }))
+                if live.cancel.is_cancelled() && live.stop_reason() == StopReason::None =>
+            {
+                Outcome::Failed(JobFailure {
+                    message: live.cancel.reason().unwrap_or("cancelled").to_owned(),
+                    error_class: "floe.MemoryLimit".to_owned(),
+                    stack: String::new(),
+                })
+            }
             Ok(Err(ExecError::Failed { message, class })) => Outcome::Failed(JobFailure {
                 message,
                 error_class: class.to_owned(),
@@ -775,6 +944,13 @@ impl JobServer {
                 Outcome::Killed("killed by request".to_owned())
             }
         };
+        let why = match &outcome {
+            Outcome::Failed(failure) => failure.message.clone(),
+            Outcome::Killed(message) => message.clone(),
+            Outcome::Finished(_) => String::new(),
+        };
+        // The worker's polars work stops at its next check; the job is final already.
+        live.cancel.cancel(why);
         self.finalize(live, outcome);
     }
 
@@ -822,6 +998,7 @@ impl JobServer {
             let _ = self.store.update_job(&record, None);
         }
         let status = record.status;
+        lock(&self.finished).insert(finished_key(&record));
         drop(record);
         *lock(&live.result) = frame;
         match status {
@@ -861,11 +1038,11 @@ impl JobServer {
         })
     }
 
-    /// Deletes the oldest finished jobs beyond the history limit, off the caller's thread.
+    /// Trims the job history off the caller's thread once it is 10% over `job_history` (so
+    /// the sweep runs in batches, not after every job).
     fn maybe_sweep(&self) {
         let limit = self.settings.job_history;
-        // 10% slack so the sweep runs in batches, not after every job.
-        if self.stored_jobs.load(Ordering::Relaxed) <= limit + limit / 10 + 1
+        if self.stored_jobs.load(Ordering::Acquire) <= limit + limit / 10 + 1
             || self.sweeping.swap(true, Ordering::AcqRel)
         {
             return;
@@ -873,7 +1050,7 @@ impl JobServer {
         let me = self.me.clone();
         self.runtime.spawn_blocking(move || {
             if let Some(server) = me.upgrade() {
-                if let Err(e) = server.sweep(limit) {
+                if let Err(e) = server.sweep(usize::MAX) {
                     warn!(error = %error_chain(&e), "job history sweep failed");
                 }
                 server.sweeping.store(false, Ordering::Release);
@@ -881,28 +1058,91 @@ impl JobServer {
         });
     }
 
-    fn sweep(&self, limit: usize) -> Result<(), StoreError> {
-        let mut excess = self
-            .stored_jobs
-            .load(Ordering::Relaxed)
-            .saturating_sub(limit);
-        let mut victims = Vec::new();
-        for record in self.store.jobs_oldest_first() {
-            if excess == 0 {
+    /// Deletes finished jobs, those that ended first first, while more than `job_history`
+    /// are stored, but never one that ended less than `job_retention` ago: a client may still
+    /// be polling for it. Deletes at most `batch`; returns how many it deleted.
+    fn sweep(&self, batch: usize) -> Result<usize, StoreError> {
+        let retention = TimeDelta::from_std(self.settings.job_retention).unwrap_or(TimeDelta::MAX);
+        let ended_before = self
+            .clock
+            .now()
+            .checked_sub_signed(retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let mut deleted = 0;
+        while deleted < batch {
+            // Choosing a victim and counting it gone happen under one lock, so two sweeps
+            // never take the history below `job_history` together.
+            let victim = {
+                let mut finished = lock(&self.finished);
+                if self.stored_jobs.load(Ordering::Acquire) <= self.settings.job_history {
+                    break;
+                }
+                match finished.first() {
+                    Some((ended, _)) if *ended <= ended_before => finished.pop_first(),
+                    _ => None,
+                }
+            };
+            let Some(victim) = victim else {
                 break;
+            };
+            self.stored_jobs.fetch_sub(1, Ordering::AcqRel);
+            if let Err(e) = self.store.delete_job(&victim.1) {
+                // Still stored: a later sweep tries again.
+                self.stored_jobs.fetch_add(1, Ordering::AcqRel);
+                lock(&self.finished).insert(victim);
+                return Err(e);
             }
-            let record = record?;
-            if record.status.is_final() {
-                victims.push(record.id);
-                excess -= 1;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            info!(deleted, "job history trimmed");
+        }
+        Ok(deleted)
+    }
+
+    /// Counts a new job record against `limits.max_stored_jobs`. At the limit, deletes what
+    /// the history allows (a few jobs here, the rest in the background); when nothing may be
+    /// deleted yet, refuses with the time until the oldest finished job may go.
+    fn take_stored_job_place(&self) -> Result<(), SubmitError> {
+        /// Jobs a refused submission deletes itself before it asks again: enough to make room
+        /// for the next submissions too, few enough to stay quick on the request's thread.
+        const SWEEP_ON_SUBMIT: usize = 16;
+        let limit = self
+            .settings
+            .limits
+            .max_stored_jobs(self.settings.job_history);
+        let take = || {
+            self.stored_jobs
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |stored| {
+                    (stored < limit).then_some(stored + 1)
+                })
+                .is_ok()
+        };
+        if take() {
+            return Ok(());
+        }
+        if self.sweep(SWEEP_ON_SUBMIT)? > 0 {
+            self.maybe_sweep();
+            if take() {
+                return Ok(());
             }
         }
-        for id in &victims {
-            self.store.delete_job(id)?;
-            self.stored_jobs.fetch_sub(1, Ordering::Relaxed);
-        }
-        info!(deleted = victims.len(), "job history trimmed");
-        Ok(())
+        let retention = self.settings.job_retention;
+        let oldest_end = lock(&self.finished).first().map(|(ended, _)| *ended);
+        // With no finished job stored, every stored job is still running, and the first to
+        // end is kept for the whole retention.
+        let now = self.clock.now();
+        let deletable_at = oldest_end
+            .unwrap_or(now)
+            .checked_add_signed(TimeDelta::from_std(retention).unwrap_or(TimeDelta::MAX))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let wait = (deletable_at - now).to_std().unwrap_or_default();
+        let whole_seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Err(SubmitError::TooManyStoredJobs {
+            limit,
+            retention,
+            retry_after: Duration::from_secs(whole_seconds.max(1)),
+        })
     }
 
     /// Refuses new jobs, waits up to `grace` for running ones, then records the rest as
@@ -1100,7 +1340,7 @@ impl JobServer {
                                     ExecError::Failed { message, .. } => message,
                                     ExecError::Stopped => "stopped".to_owned(),
                                 })?;
-                                frame.collect().map_err(|e| {
+                                crate::engine::cancel::collect(frame).map_err(|e| {
                                     format!(
                                         "cannot build named object `{object}`: {}",
                                         crate::job::builtin::short_polars_error(&e)
@@ -1174,6 +1414,13 @@ impl JobServer {
                 })
             }
             ScanTarget::Results(job) => {
+                self.settings
+                    .limits
+                    .check_result_partitions(
+                        partitions_spanned(&app.pipeline, job, window.start, window.end),
+                        &format!("input `results = {job}`"),
+                    )
+                    .map_err(ExecError::failed("floe.LimitExceeded"))?;
                 let results = read_job_results(
                     &self.materializer,
                     &app.pipeline,
@@ -1241,6 +1488,14 @@ fn object_window_rows(
     let rows = window_rows(frame, &column, &bounds, window.timezone)
         .map_err(|problem| failed(format!(": {problem}")))?;
     Ok((rows, column))
+}
+
+/// A finished job's place in the history sweep's order.
+fn finished_key(record: &JobRecord) -> (DateTime<Utc>, Box<str>) {
+    (
+        record.end_time.unwrap_or(record.start_time),
+        record.id.as_str().into(),
+    )
 }
 
 /// How a context is named in messages.

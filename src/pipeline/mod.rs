@@ -243,12 +243,21 @@ pub fn load_files(
 }
 
 pub fn load_file(file: &Path, registry: &JobRegistry) -> Result<Pipeline, PipelineErrors> {
-    let text = std::fs::read_to_string(file).map_err(|err| {
+    let cannot_read = |problem: String| {
         PipelineErrors(vec![Diagnostic::new(
             file,
-            format!("cannot read file: {err}"),
+            format!("cannot read file: {problem}"),
         )])
-    })?;
+    };
+    // A FIFO would block the read forever and a device (`x.yaml -> /dev/zero`) never end it:
+    // only regular files are read (a directory fails the read itself, naming it).
+    let metadata = std::fs::metadata(file).map_err(|err| cannot_read(err.to_string()))?;
+    if !metadata.is_file() && !metadata.is_dir() {
+        return Err(cannot_read(
+            "not a regular file (a FIFO, socket or device)".to_owned(),
+        ));
+    }
+    let text = std::fs::read_to_string(file).map_err(|err| cannot_read(err.to_string()))?;
     parse_pipeline(&text, file, registry)
 }
 

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::jobserver::CoreSettings;
 use crate::jobserver::context::{ContextSettings, parse_bytes, parse_duration};
+use crate::jobserver::limits::{MAX_CONTEXTS, MAX_WORKER_THREADS};
 
 /// Everything `floe serve` needs.
 #[derive(Debug, Clone)]
@@ -102,6 +103,8 @@ struct ConfigFile {
     shutdown_grace: Option<Value>,
     result_cache_bytes: Option<Value>,
     job_history: Option<usize>,
+    job_retention: Option<Value>,
+    limits: Option<LimitsFile>,
     data_roots: Option<Vec<PathBuf>>,
     operator_data_roots: Option<Vec<PathBuf>>,
     adhoc: Option<BTreeMap<String, Value>>,
@@ -129,6 +132,107 @@ struct TlsFile {
 #[serde(deny_unknown_fields)]
 struct CorsFile {
     allowed_origins: Option<Vec<String>>,
+}
+
+/// `limits:` in the config file: bounds on what clients can make the server hold (see
+/// `jobserver::limits::Limits`, where each is documented). Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_threads_per_context: Option<usize>,
+    max_queue_length: Option<usize>,
+    max_contexts: Option<usize>,
+    max_worker_threads: Option<usize>,
+    binary_versions: Option<usize>,
+    max_stored_jobs: Option<usize>,
+    /// Bytes (`16g`), a share of the machine's memory (`75%`), or `off`.
+    memory: Option<Value>,
+    query_timeout: Option<Value>,
+    max_result_partitions: Option<usize>,
+    max_run_partitions: Option<usize>,
+    max_join_rows: Option<u64>,
+}
+
+/// `limits.memory`: bytes, a percentage of the machine's memory, or `off`.
+fn memory_limit(file: &Path, value: &Value) -> Result<Option<u64>, String> {
+    let text = value_text(value);
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if let Some(share) = text.strip_suffix('%') {
+        let share: f64 = share.trim().parse().map_err(|_| {
+            format!(
+                "{}: `limits.memory`: `{text}` is not a percentage",
+                file.display()
+            )
+        })?;
+        if !(1.0..=100.0).contains(&share) {
+            return Err(format!(
+                "{}: `limits.memory`: {share}% must be between 1% and 100%",
+                file.display()
+            ));
+        }
+        let physical = crate::engine::memory::physical_bytes().ok_or_else(|| {
+            format!(
+                "{}: `limits.memory`: the machine's memory cannot be read here; give bytes",
+                file.display()
+            )
+        })?;
+        return Ok(Some((physical as f64 * share / 100.0) as u64));
+    }
+    parse_bytes(text)
+        .map(Some)
+        .map_err(|e| format!("{}: `limits.memory`: {e}", file.display()))
+}
+
+impl LimitsFile {
+    /// Overlays the keys given on `limits`; their values are checked with the whole
+    /// configuration, by [`ServerConfig::check_limits`].
+    fn apply(
+        self,
+        file: &Path,
+        limits: &mut crate::jobserver::limits::Limits,
+    ) -> Result<(), String> {
+        let LimitsFile {
+            max_threads_per_context,
+            max_queue_length,
+            max_contexts,
+            max_worker_threads,
+            binary_versions,
+            max_stored_jobs,
+            memory,
+            query_timeout,
+            max_result_partitions,
+            max_run_partitions,
+            max_join_rows,
+        } = self;
+        if let Some(value) = &memory {
+            limits.memory = memory_limit(file, value)?;
+        }
+        if let Some(value) = &query_timeout {
+            limits.query_timeout = duration(file, "limits.query_timeout", value)?;
+        }
+        if let Some(rows) = max_join_rows {
+            limits.max_join_rows = rows;
+        }
+        let overlay = |value: Option<usize>, field: &mut usize| {
+            if let Some(value) = value {
+                *field = value;
+            }
+        };
+        overlay(max_threads_per_context, &mut limits.max_threads_per_context);
+        overlay(max_queue_length, &mut limits.max_queue_length);
+        overlay(max_contexts, &mut limits.max_contexts);
+        overlay(max_worker_threads, &mut limits.max_worker_threads);
+        overlay(binary_versions, &mut limits.binary_versions);
+        overlay(max_result_partitions, &mut limits.max_result_partitions);
+        overlay(max_run_partitions, &mut limits.max_run_partitions);
+        if max_stored_jobs.is_some() {
+            limits.max_stored_jobs = max_stored_jobs;
+        }
+        Ok(())
+    }
 }
 
 /// `scheduler:` in the config file.
@@ -275,6 +379,12 @@ impl ServerConfig {
             }
             config.core.job_history = n;
         }
+        if let Some(v) = &file.job_retention {
+            config.core.job_retention = duration(path, "job_retention", v)?;
+        }
+        if let Some(limits) = file.limits {
+            limits.apply(path, &mut config.core.limits)?;
+        }
         if let Some(roots) = file.data_roots {
             config.core.data_roots = roots;
         }
@@ -353,7 +463,57 @@ impl ServerConfig {
             }
             config.contexts = contexts;
         }
+        config
+            .check_limits()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
+    }
+
+    /// Checks `limits` and holds the configuration's own contexts to them: `context_defaults`,
+    /// `adhoc` and each of `contexts` to the per-context bounds, and all of them together to
+    /// the number of contexts and of worker threads. A problem names its key and the limit.
+    pub fn check_limits(&self) -> Result<(), String> {
+        let core = &self.core;
+        let limits = &core.limits;
+        limits.check(core.job_history)?;
+        let per_context = |key: &str, settings: &ContextSettings| {
+            let problems = limits.check_context_settings(settings);
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("`{key}`: {}", problems.join("; ")))
+            }
+        };
+        per_context("context_defaults", &core.context_defaults)?;
+        per_context("adhoc", &core.adhoc)?;
+        if core.adhoc.worker_threads > limits.max_worker_threads {
+            return Err(format!(
+                "`adhoc`: setting `worker-threads`: {} is above the limit of {} worker threads \
+                 in all (`{MAX_WORKER_THREADS}`)",
+                core.adhoc.worker_threads, limits.max_worker_threads
+            ));
+        }
+        let mut threads = core.adhoc.worker_threads;
+        for (name, given) in &self.contexts {
+            let settings = ContextSettings::checked(&core.context_defaults, given, limits)
+                .map_err(|problems| format!("`contexts.{name}`: {}", problems.join("; ")))?;
+            threads += settings.worker_threads;
+        }
+        if self.contexts.len() > limits.max_contexts {
+            return Err(format!(
+                "`contexts`: {} contexts are above the limit of {} (`{MAX_CONTEXTS}`)",
+                self.contexts.len(),
+                limits.max_contexts
+            ));
+        }
+        if threads > limits.max_worker_threads {
+            return Err(format!(
+                "`contexts`: they and `adhoc` have {threads} worker threads, above the limit of \
+                 {} (`{MAX_WORKER_THREADS}`)",
+                limits.max_worker_threads
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -389,6 +549,97 @@ mod tests {
         );
         let err = ServerConfig::from_yaml("sync_timeout: soon\n", path).unwrap_err();
         assert!(err.contains("`sync_timeout`: expected a duration"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_safe_defaults_and_hold_the_configured_contexts() {
+        let path = Path::new("floe-server.yaml");
+        let config = ServerConfig::from_yaml("", path).unwrap();
+        let limits = &config.core.limits;
+        assert_eq!(limits.max_threads_per_context, 64);
+        assert_eq!(limits.max_queue_length, 10_000);
+        assert_eq!(limits.max_contexts, 64);
+        assert_eq!(limits.max_worker_threads, 256);
+        assert_eq!(limits.binary_versions, 10);
+        assert_eq!(limits.max_stored_jobs(config.core.job_history), 200_000);
+        assert_eq!(config.core.job_retention, Duration::from_secs(3600));
+
+        let config = ServerConfig::from_yaml(
+            "job_history: 10\njob_retention: 5m\nlimits:\n  max_threads_per_context: 8\n  \
+             max_queue_length: 300\n  max_contexts: 2\n  max_worker_threads: 20\n  \
+             binary_versions: 3\n  max_stored_jobs: 15\n",
+            path,
+        )
+        .unwrap();
+        let limits = &config.core.limits;
+        assert_eq!(
+            (
+                limits.max_threads_per_context,
+                limits.max_queue_length,
+                limits.max_contexts,
+                limits.max_worker_threads,
+                limits.binary_versions,
+            ),
+            (8, 300, 2, 20, 3)
+        );
+        assert_eq!(limits.max_stored_jobs(config.core.job_history), 15);
+        assert_eq!(config.core.job_retention, Duration::from_secs(300));
+        // Without `max_stored_jobs`, twice the history.
+        let config = ServerConfig::from_yaml("job_history: 7\n", path).unwrap();
+        assert_eq!(config.core.limits.max_stored_jobs(7), 14);
+
+        let refused = |yaml: &str| ServerConfig::from_yaml(yaml, path).unwrap_err();
+        assert_eq!(
+            refused(
+                "limits:\n  max_threads_per_context: 8\ncontext_defaults:\n  worker-threads: 16\n"
+            ),
+            "floe-server.yaml: `context_defaults`: setting `worker-threads`: 16 is above the \
+             limit of 8 worker threads per context (`limits.max_threads_per_context`)"
+        );
+        assert_eq!(
+            refused("adhoc:\n  queue-length: 20000\n"),
+            "floe-server.yaml: `adhoc`: setting `queue-length`: 20000 is above the limit of \
+             10000 queued jobs per context (`limits.max_queue_length`)"
+        );
+        assert_eq!(
+            refused("contexts:\n  big:\n    num-cpu-cores: 1024\n"),
+            "floe-server.yaml: `contexts.big`: setting `worker-threads`: 1024 is above the \
+             limit of 64 worker threads per context (`limits.max_threads_per_context`)"
+        );
+        // The built-in defaults count too: 2 threads per context by default.
+        assert_eq!(
+            refused("limits:\n  max_threads_per_context: 1\n"),
+            "floe-server.yaml: `context_defaults`: setting `worker-threads`: 2 is above the \
+             limit of 1 worker threads per context (`limits.max_threads_per_context`)"
+        );
+        assert_eq!(
+            refused("limits:\n  max_contexts: 1\ncontexts:\n  a: {}\n  b: {}\n"),
+            "floe-server.yaml: `contexts`: 2 contexts are above the limit of 1 \
+             (`limits.max_contexts`)"
+        );
+        // 4 ad-hoc threads plus 2 × 64.
+        assert_eq!(
+            refused(
+                "limits:\n  max_worker_threads: 100\ncontexts:\n  a: {worker-threads: 64}\n  \
+                 b: {worker-threads: 64}\n"
+            ),
+            "floe-server.yaml: `contexts`: they and `adhoc` have 132 worker threads, above the \
+             limit of 100 (`limits.max_worker_threads`)"
+        );
+        assert!(refused("limits:\n  max_worker_threads: 3\n").starts_with(
+            "floe-server.yaml: `adhoc`: setting `worker-threads`: 4 is above the limit of 3"
+        ));
+        assert_eq!(
+            refused("job_history: 10\nlimits:\n  max_stored_jobs: 10\n"),
+            "floe-server.yaml: `limits.max_stored_jobs` (10) must be greater than \
+             `job_history` (10)"
+        );
+        assert_eq!(
+            refused("limits:\n  binary_versions: 0\n"),
+            "floe-server.yaml: `limits.binary_versions` must be at least 1"
+        );
+        assert!(refused("limits:\n  max_threads: 8\n").contains("unknown field `max_threads`"),);
+        assert!(refused("job_retention: never\n").contains("`job_retention`: expected a duration"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -20,14 +21,17 @@ use super::http::{
 };
 use super::metrics::{escape, family};
 use super::sjs::{body_error, job_report, query_params, timestamp};
+use crate::engine::cancel::Cancel;
 use crate::error::error_chain;
 use crate::job::builtin::Sql;
 use crate::job::{JobContext, JobInput};
+use crate::jobserver::JobServer;
 use crate::jobserver::apps::App;
+use crate::jobserver::context::Context;
 use crate::jobserver::plan::PIPELINE_RUN_CLASS;
 use crate::jobserver::{Submission, SubmitError};
 use crate::partition::{Grain, Window, parse_instant};
-use crate::results::read_job_results;
+use crate::results::{partitions_spanned, read_job_results};
 use crate::store::{JobStatus, RunState};
 
 pub(super) fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, ApiError> {
@@ -88,6 +92,9 @@ fn pipeline_summary(app: &App) -> Value {
     let p = &app.pipeline;
     json!({
         "name": app.name(),
+        // The pipeline takes its app's name (see `jobserver::apps`); both are given, as
+        // the API documents both.
+        "app": app.name(),
         "version": app.meta.version,
         "description": p.description,
         "timezone": p.timezone.name(),
@@ -165,6 +172,9 @@ pub(super) async fn list_runs(
     let from = instant_param(&params, "from", &app)?.unwrap_or(DateTime::UNIX_EPOCH);
     let to = instant_param(&params, "to", &app)?.unwrap_or(DateTime::<Utc>::MAX_UTC);
     let limit = usize_param(&params, "limit")?.unwrap_or(1000);
+    if limit == 0 {
+        return Err(ApiError::bad_request("`limit` must be at least 1"));
+    }
     let job = params.get("job").cloned();
     if let Some(job) = &job
         && app.pipeline.job(job).is_none()
@@ -253,7 +263,14 @@ fn submit_error(e: SubmitError) -> ApiError {
         ),
         e @ SubmitError::QueueFull { .. } => {
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
+                .with_retry_after(1)
         }
+        SubmitError::TooManyStoredJobs { retry_after, .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_stored_jobs",
+            e.to_string(),
+        )
+        .with_retry_after(retry_after.as_secs()),
         SubmitError::ShuttingDown => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
@@ -339,8 +356,7 @@ fn page_and_format(
     params: &BTreeMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<(Page, ResultFormat), ApiError> {
-    let format = ResultFormat::negotiate(params.get("format").map(String::as_str), headers)
-        .map_err(|e| ApiError::new(StatusCode::NOT_ACCEPTABLE, "not_acceptable", e))?;
+    let format = ResultFormat::negotiate(params.get("format").map(String::as_str), headers)?;
     let page = Page::new(
         usize_param(params, "offset")?,
         usize_param(params, "limit")?,
@@ -365,17 +381,29 @@ pub(super) async fn job_results(
     let params = params(&uri)?;
     let (page, format) = page_and_format(&params, &headers)?;
     let from = instant_param(&params, "from", &app)?.unwrap_or(app.pipeline.start);
-    let to = match instant_param(&params, "to", &app)? {
-        Some(to) => to,
-        None => state.core.clock().now(),
-    };
+    // Partitions that have not ended yet have no result: the range stops at now.
+    let now = state.core.clock().now();
+    let to = instant_param(&params, "to", &app)?.unwrap_or(now).min(now);
     if from >= to {
+        let now_note = if to == now {
+            " (now: a partition that has not ended has no result)"
+        } else {
+            ""
+        };
         return Err(ApiError::bad_request(format!(
-            "`from` ({}) must be before `to` ({})",
+            "`from` ({}) must be before `to` ({}){now_note}",
             timestamp(from),
             timestamp(to)
         )));
     }
+    state
+        .core
+        .limits()
+        .check_result_partitions(
+            partitions_spanned(&app.pipeline, &job, from, to),
+            "the range",
+        )
+        .map_err(ApiError::bad_request)?;
     let core = state.core.clone();
     let job_name = job.clone();
     let results = tokio::task::spawn_blocking(move || {
@@ -430,8 +458,7 @@ pub(super) async fn query(
     let body = json_body(body)?;
     let request: QueryRequest = serde_json::from_value(Value::Object(body))
         .map_err(|e| ApiError::bad_request(format!("query request: {e}")))?;
-    let format = ResultFormat::negotiate(request.format.as_deref(), &headers)
-        .map_err(|e| ApiError::new(StatusCode::NOT_ACCEPTABLE, "not_acceptable", e))?;
+    let format = ResultFormat::negotiate(request.format.as_deref(), &headers)?;
     let page = Page::new(request.offset, request.limit).map_err(ApiError::bad_request)?;
     let sql = Sql::new(&request.sql).map_err(|e| ApiError::bad_request(e.join("; ")))?;
     let context = match &request.context {
@@ -445,60 +472,120 @@ pub(super) async fn query(
     };
     let core = state.core.clone();
     let now = core.clock().now();
-    let frame = tokio::task::spawn_blocking(move || -> Result<DataFrame, ApiError> {
-        let mut inputs = BTreeMap::new();
-        for table in sql.tables() {
-            let object = context.as_ref().and_then(|c| c.objects.get(table));
-            let frame = match object {
-                Some(object) => object.frame.as_ref().clone().lazy(),
-                None => {
-                    let (pipeline, job) = table.split_once(TABLE_SEPARATOR).ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "unknown table `{table}`: name a named object of the context, or a \
-                             job's results as <pipeline>{TABLE_SEPARATOR}<job>"
-                        ))
-                    })?;
-                    let app = core.apps.get(pipeline).ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "table `{table}`: pipeline `{pipeline}` not found"
-                        ))
-                    })?;
-                    let tz = app.pipeline.timezone;
-                    let parse = |text: &Option<String>, key: &str| {
-                        text.as_deref()
-                            .map(|t| {
-                                parse_instant(t, tz)
-                                    .map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")))
-                            })
-                            .transpose()
-                    };
-                    let from = parse(&request.from, "from")?.unwrap_or(app.pipeline.start);
-                    let to = parse(&request.to, "to")?.unwrap_or(now);
-                    read_job_results(core.materializer(), &app.pipeline, job, from, to)
-                        .map_err(|e| ApiError::bad_request(format!("table `{table}`: {e}")))?
-                        .frame
-                        .lazy()
-                }
-            };
-            inputs.insert(table.clone(), JobInput::of_frame(frame));
+    // The query stops when it runs too long, when the server is over its memory limit, or
+    // when the client hangs up (axum drops this future, and the guard with it).
+    let cancel = Cancel::new();
+    let _tracked = core.memory().track(&cancel, "a /query");
+    let hung_up = cancel.on_drop("the client went away before the query finished");
+    let time_limit = core.limits().query_timeout;
+    let scope = cancel.clone();
+    let work = tokio::task::spawn_blocking(move || -> Result<DataFrame, ApiError> {
+        let counters = &core.counters;
+        counters.queries_running.fetch_add(1, Ordering::Relaxed);
+        let frame = scope.scope(|| query_frame(&core, &sql, context.as_ref(), &request, now));
+        counters.queries_running.fetch_sub(1, Ordering::Relaxed);
+        if scope.is_cancelled() {
+            counters.queries_stopped.fetch_add(1, Ordering::Relaxed);
         }
-        let ctx = JobContext {
-            pipeline: "query",
-            job: "query",
-            grain: Grain::Hourly,
-            window: Window {
-                start: DateTime::UNIX_EPOCH,
-                end: now,
-            },
-            inputs: &inputs,
-        };
-        crate::job::run_job(&sql, &ctx)
-            .map(|output| output.frame)
-            .map_err(|e| ApiError::bad_request(format!("query failed: {e}")))
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+        frame
+    });
+    let joined = match tokio::time::timeout(time_limit, work).await {
+        Ok(joined) => joined,
+        Err(_) => {
+            let message = format!(
+                "the query ran past its time limit of {} and was stopped (limits.query_timeout)",
+                humantime::format_duration(time_limit)
+            );
+            cancel.cancel(message.clone());
+            hung_up.disarm();
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "query_timeout",
+                message,
+            ));
+        }
+    };
+    hung_up.disarm();
+    let frame = joined.map_err(|e| ApiError::internal(e.to_string()))?;
+    let frame = match frame {
+        Err(_) if cancel.is_cancelled() => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "memory_limit",
+                cancel
+                    .reason()
+                    .unwrap_or("the query was stopped")
+                    .to_owned(),
+            ));
+        }
+        other => other?,
+    };
     frame_response(frame, format, page, "query", Map::new())
+}
+
+/// Binds the tables `sql` reads (named objects of `context`, else pipeline results) and runs it.
+fn query_frame(
+    core: &JobServer,
+    sql: &Sql,
+    context: Option<&Arc<Context>>,
+    request: &QueryRequest,
+    now: DateTime<Utc>,
+) -> Result<DataFrame, ApiError> {
+    let mut inputs = BTreeMap::new();
+    for table in sql.tables() {
+        let object = context.as_ref().and_then(|c| c.objects.get(table));
+        let frame = match object {
+            Some(object) => object.frame.as_ref().clone().lazy(),
+            None => {
+                let (pipeline, job) = table.split_once(TABLE_SEPARATOR).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "unknown table `{table}`: name a named object of the context, or a \
+                             job's results as <pipeline>{TABLE_SEPARATOR}<job>"
+                    ))
+                })?;
+                let app = core.apps.get(pipeline).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "table `{table}`: pipeline `{pipeline}` not found"
+                    ))
+                })?;
+                let tz = app.pipeline.timezone;
+                let parse = |text: &Option<String>, key: &str| {
+                    text.as_deref()
+                        .map(|t| {
+                            parse_instant(t, tz)
+                                .map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")))
+                        })
+                        .transpose()
+                };
+                let from = parse(&request.from, "from")?.unwrap_or(app.pipeline.start);
+                let to = parse(&request.to, "to")?.unwrap_or(now).min(now);
+                core.limits()
+                    .check_result_partitions(
+                        partitions_spanned(&app.pipeline, job, from, to),
+                        &format!("table `{table}`"),
+                    )
+                    .map_err(ApiError::bad_request)?;
+                read_job_results(core.materializer(), &app.pipeline, job, from, to)
+                    .map_err(|e| ApiError::bad_request(format!("table `{table}`: {e}")))?
+                    .frame
+                    .lazy()
+            }
+        };
+        inputs.insert(table.clone(), JobInput::of_frame(frame));
+    }
+    let ctx = JobContext {
+        pipeline: "query",
+        job: "query",
+        grain: Grain::Hourly,
+        window: Window {
+            start: DateTime::UNIX_EPOCH,
+            end: now,
+        },
+        inputs: &inputs,
+    };
+    crate::job::run_job(sql, &ctx)
+        .map(|output| output.frame)
+        .map_err(|e| ApiError::bad_request(format!("query failed: {e}")))
 }
 
 // ---- operations --------------------------------------------------------------------------
@@ -542,6 +629,20 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             ("status=\"KILLED\"".to_owned(), load(&counters.killed)),
             ("status=\"rejected\"".to_owned(), load(&counters.rejected)),
         ],
+    );
+    family(
+        &mut out,
+        "floe_queries_running",
+        "gauge",
+        "/query computations running now.",
+        &[(String::new(), load(&counters.queries_running))],
+    );
+    family(
+        &mut out,
+        "floe_queries_stopped_total",
+        "counter",
+        "/query computations stopped by their time limit, the memory limit or the client hanging up.",
+        &[(String::new(), load(&counters.queries_stopped))],
     );
     family(
         &mut out,

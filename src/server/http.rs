@@ -48,6 +48,8 @@ pub(super) struct ApiError {
     pub(super) status: StatusCode,
     pub(super) code: &'static str,
     pub(super) message: String,
+    /// Seconds for `Retry-After`, on refusals that pass (429, 503).
+    pub(super) retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -56,6 +58,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The same error with a `Retry-After` of `seconds`.
+    pub(super) fn with_retry_after(self, seconds: u64) -> Self {
+        ApiError {
+            retry_after: Some(seconds),
+            ..self
         }
     }
 
@@ -74,10 +85,51 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        json_response(
+        let mut response = json_response(
             self.status,
             &json!({ "error": { "code": self.code, "message": self.message } }),
-        )
+        );
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Why no result format was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum FormatError {
+    /// `format=` names no format Floe writes: a bad parameter.
+    #[error("{0}")]
+    Unknown(String),
+    /// `Accept` lists no media type Floe produces.
+    #[error("{0}")]
+    NotAcceptable(String),
+}
+
+impl FormatError {
+    /// 400 for a bad `format=`, 406 for an `Accept` Floe cannot satisfy.
+    pub(super) fn status(&self) -> StatusCode {
+        match self {
+            FormatError::Unknown(_) => StatusCode::BAD_REQUEST,
+            FormatError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+        }
+    }
+
+    /// The code of Floe's error envelope.
+    pub(super) fn code(&self) -> &'static str {
+        match self {
+            FormatError::Unknown(_) => "bad_request",
+            FormatError::NotAcceptable(_) => "not_acceptable",
+        }
+    }
+}
+
+impl From<FormatError> for ApiError {
+    fn from(error: FormatError) -> ApiError {
+        ApiError::new(error.status(), error.code(), error.to_string())
     }
 }
 
@@ -121,10 +173,12 @@ impl ResultFormat {
     pub(super) fn negotiate(
         format: Option<&str>,
         headers: &HeaderMap,
-    ) -> Result<ResultFormat, String> {
+    ) -> Result<ResultFormat, FormatError> {
         if let Some(name) = format {
             return ResultFormat::from_name(name).ok_or_else(|| {
-                format!("unknown format `{name}` (expected json, csv, arrow or parquet)")
+                FormatError::Unknown(format!(
+                    "unknown format `{name}` (expected json, csv, arrow or parquet)"
+                ))
             });
         }
         let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
@@ -149,10 +203,10 @@ impl ResultFormat {
             .iter()
             .find_map(|(_, _, media)| ResultFormat::from_media_type(media))
             .ok_or_else(|| {
-                format!(
+                FormatError::NotAcceptable(format!(
                     "cannot produce any of `{accept}` (available: application/json, text/csv, \
                      {ARROW_STREAM}, {PARQUET})"
-                )
+                ))
             })
     }
 
@@ -364,12 +418,16 @@ mod tests {
             ResultFormat::negotiate(None, &accept("*/*")),
             Ok(ResultFormat::Json)
         );
+        let refused = ResultFormat::negotiate(None, &accept("image/png")).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::NOT_ACCEPTABLE);
         assert!(
-            ResultFormat::negotiate(None, &accept("image/png"))
-                .unwrap_err()
+            refused
+                .to_string()
                 .starts_with("cannot produce any of `image/png`")
         );
-        assert!(ResultFormat::negotiate(Some("xml"), &none).is_err());
+        let unknown = ResultFormat::negotiate(Some("xml"), &none).unwrap_err();
+        assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+        assert!(unknown.to_string().starts_with("unknown format `xml`"));
     }
 
     #[test]

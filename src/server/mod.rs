@@ -364,6 +364,12 @@ pub fn build_state(
     clock: Arc<dyn Clock>,
     runtime: tokio::runtime::Handle,
 ) -> Result<AppState, String> {
+    // A configuration built in code has not been through `ServerConfig::from_yaml`'s checks.
+    config
+        .check_limits()
+        .map_err(|e| format!("configuration: {e}"))?;
+    // The join limit is read where SQL runs, deep in the job kinds: one setting per process.
+    crate::sql_guard::set_max_join_rows(config.core.limits.max_join_rows);
     // First: a tokens file that does not parse stops the start before the store opens.
     let http_metrics = Arc::new(metrics::HttpMetrics::default());
     let auth = auth::AuthState::open(&config, clock.clone(), http_metrics.audit_dropped.clone())?;

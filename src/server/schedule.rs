@@ -14,6 +14,7 @@ use super::floe::{app_or_404, json_body};
 use super::http::{ApiError, json_response};
 use crate::error::error_chain;
 use crate::partition::parse_instant;
+use crate::results::runs_spanned;
 use crate::scheduler::{BackfillRequest, BackfillStatus, SchedulerError};
 
 fn scheduler_error(e: SchedulerError) -> ApiError {
@@ -158,6 +159,16 @@ fn backfill_request(
             "unknown field `{unknown}` (expected jobs, from, to, force)"
         )));
     }
+    let what = if jobs_required {
+        "the restatement"
+    } else {
+        "the backfill"
+    };
+    state
+        .core
+        .limits()
+        .check_run_partitions(runs_spanned(&app.pipeline, jobs.as_deref(), from, to), what)
+        .map_err(ApiError::bad_request)?;
     Ok(BackfillRequest {
         pipeline: pipeline.to_owned(),
         jobs,

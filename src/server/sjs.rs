@@ -434,6 +434,14 @@ fn submit_error(error: SubmitError) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "the server is shutting down",
         ),
+        SubmitError::TooManyStoredJobs { retry_after, .. } => {
+            let mut response = sjs_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs()),
+            );
+            response
+        }
         SubmitError::Store(e) => internal(&e),
     }
 }
@@ -620,7 +628,7 @@ pub(super) async fn get_job(
     };
     let format = match ResultFormat::negotiate(params.get("format").map(String::as_str), &headers) {
         Ok(format) => format,
-        Err(e) => return sjs_error(StatusCode::NOT_ACCEPTABLE, e),
+        Err(e) => return sjs_error(e.status(), e.to_string()),
     };
     let number = |key: &str| -> Result<Option<usize>, String> {
         params

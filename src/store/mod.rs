@@ -56,7 +56,9 @@ pub use keys::{KeyError, RunKey};
 pub use results::{NewResult, ResultMeta, StoredResult};
 pub use runs::{RunRecord, RunState, SeenRun};
 pub use schedule::{BackfillRecord, BackfillState};
-pub use server::{BinaryMeta, ContextDefinition, JobFailure, JobRecord, JobStatus};
+pub use server::{
+    BinaryBlobUsage, BinaryMeta, ContextDefinition, JobFailure, JobRecord, JobStatus,
+};
 
 /// Version of the layout above. Bump it (and add a migration in `Store::open`)
 /// whenever an existing tree changes how it is keyed or encoded; adding a
@@ -120,6 +122,9 @@ pub struct Store {
     /// Job server trees; see `server`.
     binaries: sled::Tree,
     binary_blobs: sled::Tree,
+    /// Serialises writes to `binaries` and `binary_blobs`: whether a blob is still used is
+    /// read outside the transaction that deletes it, so no other binary write may run between.
+    binary_writes: Arc<std::sync::Mutex<()>>,
     contexts: sled::Tree,
     jobs: sled::Tree,
     job_configs: sled::Tree,
@@ -303,6 +308,7 @@ impl Store {
             result_state: open(tree::RESULT_STATE)?,
             binaries: open(tree::BINARIES)?,
             binary_blobs: open(tree::BINARY_BLOBS)?,
+            binary_writes: Arc::default(),
             contexts: open(tree::CONTEXTS)?,
             jobs: open(tree::JOBS)?,
             job_configs: open(tree::JOB_CONFIGS)?,

@@ -19,7 +19,7 @@
 //! temporary name, synced and renamed before the marker and the record, so the order above
 //! still holds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -140,6 +140,13 @@ pub struct BinaryMeta {
     pub size: u64,
 }
 
+/// What the stored bundles take: distinct blobs (identical uploads share one) and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BinaryBlobUsage {
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
 /// A context that outlives restarts: its name, id and settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContextDefinition {
@@ -177,31 +184,87 @@ fn tx_error(
 impl Store {
     // ---- binaries ------------------------------------------------------------------------
 
-    /// Stores `bytes` as the next version of `app` and returns its metadata.
+    /// Stores `bytes` as the next version of `app` and returns its metadata. Only the last
+    /// `keep_versions` versions (this one included; at least one) stay: older ones are deleted
+    /// in the same transaction, with their blobs unless a kept version of any app shares them.
     pub fn put_binary(
         &self,
         app: &str,
         bytes: &[u8],
         sha256: &str,
         now: DateTime<Utc>,
+        keep_versions: usize,
     ) -> Result<BinaryMeta, StoreError> {
-        let latest = self.binary_versions(app)?.pop();
+        let _serialised = self
+            .binary_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let versions = self.binary_versions(app)?;
         let meta = BinaryMeta {
             app: app.to_owned(),
-            version: latest.map_or(1, |m| m.version.saturating_add(1)),
+            version: versions.last().map_or(1, |m| m.version.saturating_add(1)),
             upload_time: now,
             sha256: sha256.to_owned(),
             size: bytes.len() as u64,
         };
+        let older_kept = keep_versions.max(1) - 1;
+        let pruned = &versions[..versions.len().saturating_sub(older_kept)];
+        let pruned_keys: HashSet<Vec<u8>> = pruned
+            .iter()
+            .map(|old| binary_key(app, old.version))
+            .collect();
+        let mut still_used = self.blobs_in_use(|key| pruned_keys.contains(key))?;
+        still_used.insert(meta.sha256.clone());
         let encoded = encode_json(tree::BINARIES, &app, &meta)?;
         (&self.binaries, &self.binary_blobs)
             .transaction(|(binaries, blobs)| {
                 blobs.insert(sha256.as_bytes(), bytes)?;
                 binaries.insert(binary_key(app, meta.version), encoded.as_slice())?;
+                for old in pruned {
+                    binaries.remove(binary_key(app, old.version))?;
+                    if !still_used.contains(&old.sha256) {
+                        blobs.remove(old.sha256.as_bytes())?;
+                    }
+                }
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             })
             .map_err(tx_error(format!("store binary {app}")))?;
+        if let (Some(first), Some(last)) = (pruned.first(), pruned.last()) {
+            tracing::info!(
+                app,
+                from = first.version,
+                to = last.version,
+                "old binary versions deleted"
+            );
+        }
         Ok(meta)
+    }
+
+    /// The blobs referenced by a version other than those whose key `dropping` accepts.
+    fn blobs_in_use(
+        &self,
+        dropping: impl Fn(&[u8]) -> bool,
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut in_use = HashSet::new();
+        for entry in self.binaries.iter() {
+            let (key, raw) = entry.map_err(sled_failed(format_args!("list binaries")))?;
+            if !dropping(&key) {
+                let meta: BinaryMeta = decode_json(tree::BINARIES, &"binaries", &raw)?;
+                in_use.insert(meta.sha256);
+            }
+        }
+        Ok(in_use)
+    }
+
+    /// How many bundle blobs are stored and their bytes (reads every blob).
+    pub fn binary_blob_usage(&self) -> Result<BinaryBlobUsage, StoreError> {
+        let mut usage = BinaryBlobUsage::default();
+        for entry in self.binary_blobs.iter() {
+            let (_, bytes) = entry.map_err(sled_failed(format_args!("list binary blobs")))?;
+            usage.blobs += 1;
+            usage.bytes += bytes.len() as u64;
+        }
+        Ok(usage)
     }
 
     /// Every version of `app`, oldest first.
@@ -237,15 +300,13 @@ impl Store {
     /// Deletes every version of `app`, and each blob no other app's version still uses.
     /// Returns how many versions were deleted.
     pub fn delete_binary(&self, app: &str) -> Result<usize, StoreError> {
+        let _serialised = self
+            .binary_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let versions = self.binary_versions(app)?;
-        let mut still_used = std::collections::HashSet::new();
-        for entry in self.binaries.iter() {
-            let (key, raw) = entry.map_err(sled_failed(format_args!("list binaries")))?;
-            if !key.starts_with(&binary_prefix(app)) {
-                let meta: BinaryMeta = decode_json(tree::BINARIES, &"binaries", &raw)?;
-                still_used.insert(meta.sha256);
-            }
-        }
+        let prefix = binary_prefix(app);
+        let still_used = self.blobs_in_use(|key| key.starts_with(&prefix))?;
         (&self.binaries, &self.binary_blobs)
             .transaction(|(binaries, blobs)| {
                 for meta in &versions {
@@ -513,13 +574,13 @@ mod tests {
     fn binaries_are_versioned_and_blobs_shared_until_unused() {
         let store = Store::open_temporary().unwrap();
         let now = Utc::now();
-        let v1 = store.put_binary("shop", b"one", "aa", now).unwrap();
-        let v2 = store.put_binary("shop", b"two", "bb", now).unwrap();
-        store.put_binary("copy", b"one", "aa", now).unwrap();
+        let v1 = store.put_binary("shop", b"one", "aa", now, 10).unwrap();
+        let v2 = store.put_binary("shop", b"two", "bb", now, 10).unwrap();
+        store.put_binary("copy", b"one", "aa", now, 10).unwrap();
         assert_eq!((v1.version, v2.version), (1, 2));
         assert_eq!(store.binaries_latest().unwrap()["shop"].version, 2);
         // `shop1` must not be mistaken for a version of `shop`.
-        store.put_binary("shop1", b"x", "cc", now).unwrap();
+        store.put_binary("shop1", b"x", "cc", now, 10).unwrap();
         assert_eq!(store.binary_versions("shop").unwrap().len(), 2);
 
         assert_eq!(store.delete_binary("shop").unwrap(), 2);
@@ -529,6 +590,89 @@ mod tests {
             Some(&b"one"[..])
         );
         assert_eq!(store.binary_blob("bb").unwrap(), None);
+    }
+
+    #[test]
+    fn uploads_keep_the_last_versions_and_free_the_blobs_no_kept_version_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        let now = Utc::now();
+        let bundle = |tag: u8| vec![tag; 64 << 10];
+        let versions = |app: &str| -> Vec<(u32, String)> {
+            store
+                .binary_versions(app)
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.version, m.sha256))
+                .collect()
+        };
+        // v1 and v3 share a blob; keep 3 versions.
+        for (tag, sha) in [(1, "a"), (2, "b"), (1, "a")] {
+            store.put_binary("shop", &bundle(tag), sha, now, 3).unwrap();
+        }
+        assert_eq!(store.binary_blob_usage().unwrap().blobs, 2);
+        store.put_binary("shop", &bundle(3), "c", now, 3).unwrap();
+        // v1 went, but its blob stays for v3.
+        assert_eq!(
+            versions("shop"),
+            [
+                (2, "b".to_owned()),
+                (3, "a".to_owned()),
+                (4, "c".to_owned())
+            ]
+        );
+        assert_eq!(
+            store.binary_blob("a").unwrap().as_deref(),
+            Some(&bundle(1)[..])
+        );
+        assert_eq!(
+            store.binary_blob_usage().unwrap(),
+            BinaryBlobUsage {
+                blobs: 3,
+                bytes: 3 * (64 << 10)
+            }
+        );
+        // Another app's kept version holds a blob as well.
+        store.put_binary("copy", &bundle(2), "b", now, 3).unwrap();
+        store.put_binary("shop", &bundle(4), "d", now, 3).unwrap();
+        assert_eq!(
+            versions("shop"),
+            [
+                (3, "a".to_owned()),
+                (4, "c".to_owned()),
+                (5, "d".to_owned())
+            ]
+        );
+        assert!(store.binary_blob("b").unwrap().is_some());
+        store.put_binary("shop", &bundle(5), "e", now, 3).unwrap();
+        assert_eq!(store.binary_blob("a").unwrap(), None);
+        assert_eq!(
+            store.binary_blob_usage().unwrap(),
+            BinaryBlobUsage {
+                blobs: 4,
+                bytes: 4 * (64 << 10)
+            }
+        );
+        // Keeping one version keeps only the newest.
+        store.put_binary("shop", &bundle(6), "f", now, 1).unwrap();
+        assert_eq!(versions("shop"), [(7, "f".to_owned())]);
+        assert_eq!(store.binary_blob_usage().unwrap().blobs, 2);
+
+        // Deleting frees every blob no other app uses, and survives a reopen.
+        assert_eq!(store.delete_binary("shop").unwrap(), 1);
+        assert_eq!(store.delete_binary("copy").unwrap(), 1);
+        assert_eq!(
+            store.binary_blob_usage().unwrap(),
+            BinaryBlobUsage::default()
+        );
+        store.flush().unwrap();
+        drop(store);
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        assert_eq!(
+            store.binary_blob_usage().unwrap(),
+            BinaryBlobUsage::default()
+        );
+        assert!(store.binaries_latest().unwrap().is_empty());
     }
 
     #[test]

@@ -10,15 +10,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use floe::auth::{Role, TokenStore};
-use floe::clock::{Clock, SystemClock};
-use floe::job::JobRegistry;
+use floe::clock::SystemClock;
+use floe::server::ServerConfig;
 use floe::server::auth::{Exposure, check_bind, check_startup};
-use floe::server::{ServerConfig, build_state, serve_on};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 
+use crate::common::server::{Serving, test_config};
 use crate::common::{SampleWorld, repo_path};
 
 const CHALLENGE: &str = r#"Bearer realm="floe", Basic realm="floe""#;
@@ -27,8 +26,7 @@ const CHALLENGE: &str = r#"Bearer realm="floe", Basic realm="floe""#;
 struct AuthServer {
     base: String,
     dir: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    serving: Serving,
     client: reqwest::Client,
 }
 
@@ -41,44 +39,22 @@ struct Answer {
 
 impl AuthServer {
     async fn start(dir: &Path) -> AuthServer {
-        let mut config = ServerConfig {
-            pipelines: repo_path("pipelines"),
-            data_dir: dir.join("data"),
-            store: dir.join("store"),
-            ..ServerConfig::default()
-        };
-        config.shutdown_grace = Duration::from_millis(200);
-        config.scheduler.recurring = false;
-        let runtime = tokio::runtime::Handle::current();
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let state = tokio::task::spawn_blocking(move || {
-            build_state(config, JobRegistry::new(), clock, runtime)
-        })
-        .await
-        .unwrap()
-        .expect("server state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(serve_on(listener, state, async {
-            let _ = stopped.await;
-        }));
+        let config = test_config(
+            &repo_path("pipelines"),
+            &dir.join("data"),
+            &dir.join("store"),
+        );
+        let serving = Serving::start(config, Arc::new(SystemClock), None).await;
         AuthServer {
-            base,
+            base: serving.base(),
             dir: dir.to_owned(),
-            stop: Some(stop),
-            done: Some(done),
+            serving,
             client: reqwest::Client::new(),
         }
     }
 
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(done) = self.done.take() {
-            done.await.unwrap().unwrap();
-        }
+    async fn stop(self) {
+        self.serving.stop().await;
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {

@@ -9,17 +9,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use floe::clock::{Clock, ManualClock};
-use floe::job::JobRegistry;
+use floe::clock::ManualClock;
 use floe::server::config::TlsFiles;
-use floe::server::{ServerConfig, TlsCertificates, build_state, serve_on, serve_on_with_tls};
+use floe::server::{ServerConfig, TlsCertificates};
 use reqwest::StatusCode;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::common::server::{Serving, test_config};
 use crate::common::utc;
 
 /// A server without pipelines on an ephemeral port. With certificates it serves HTTPS with
@@ -27,8 +26,7 @@ use crate::common::utc;
 /// configuration, as `floe serve` does.
 struct EdgeServer {
     address: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    serving: Serving,
     _dir: TempDir,
 }
 
@@ -38,37 +36,17 @@ impl EdgeServer {
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> EdgeServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = ServerConfig {
-            pipelines: dir.path().join("pipelines"),
-            data_dir: dir.path().join("data"),
-            store: dir.path().join("store"),
-            ..ServerConfig::default()
-        };
-        config.shutdown_grace = Duration::from_millis(200);
-        config.scheduler.recurring = false;
+        let mut config = test_config(
+            &dir.path().join("pipelines"),
+            &dir.path().join("data"),
+            &dir.path().join("store"),
+        );
         tweak(&mut config);
-        let runtime = tokio::runtime::Handle::current();
-        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(utc(2024, 2, 1, 0)));
-        let state = tokio::task::spawn_blocking(move || {
-            build_state(config, JobRegistry::new(), clock, runtime)
-        })
-        .await
-        .unwrap()
-        .expect("server state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let stopped = async {
-            let _ = stopped.await;
-        };
-        let done = match tls {
-            Some(tls) => tokio::spawn(serve_on_with_tls(listener, state, Some(tls), stopped)),
-            None => tokio::spawn(serve_on(listener, state, stopped)),
-        };
+        let clock = Arc::new(ManualClock::new(utc(2024, 2, 1, 0)));
+        let serving = Serving::start(config, clock, tls).await;
         EdgeServer {
-            address,
-            stop: Some(stop),
-            done: Some(done),
+            address: serving.address,
+            serving,
             _dir: dir,
         }
     }
@@ -82,17 +60,10 @@ impl EdgeServer {
     }
 
     /// Graceful shutdown, within a bound.
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(done) = self.done.take() {
-            tokio::time::timeout(Duration::from_secs(10), done)
-                .await
-                .expect("the server stops")
-                .unwrap()
-                .unwrap();
-        }
+    async fn stop(self) {
+        tokio::time::timeout(Duration::from_secs(10), self.serving.stop())
+            .await
+            .expect("the server stops");
     }
 }
 

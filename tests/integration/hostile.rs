@@ -356,3 +356,307 @@ async fn results_are_served_only_for_the_definition_that_made_them() {
     assert_ne!(purchases["rows"], clicks["rows"]);
     server.stop().await;
 }
+
+/// A server whose context `warm` holds the sample week as the named object `events`.
+async fn server_with_events(
+    world: &SampleWorld,
+    tweak: impl FnOnce(&mut floe::server::ServerConfig),
+) -> TestServer {
+    let server = TestServer::start(world, tweak).await;
+    server.post("/contexts/warm", "").await;
+    let (status, report) = server
+        .post(
+            "/jobs?classPath=count_distinct&context=warm&sync=true&timeout=60",
+            r#"input { object = events, source = events, app = shop, from = "2024-01-01", to = "2024-01-08" }
+               column = user_id"#,
+        )
+        .await;
+    assert_eq!(
+        (status, &report["status"]),
+        (StatusCode::OK, &json!("FINISHED")),
+        "{report}"
+    );
+    server
+}
+
+/// A query of `branches` group-bys run one after another: seconds of work in a debug build,
+/// with a point between branches where polars notices a stop.
+fn slow_query(branches: usize) -> String {
+    let branch = |i: usize| {
+        format!(
+            "SELECT CAST(user_id % {m} AS BIGINT) AS k, CAST(count(*) AS BIGINT) AS n, \
+             sum(amount) AS s, max(ts) AS t FROM events GROUP BY user_id % {m}",
+            m = 97 + i
+        )
+    };
+    let sql = (0..branches)
+        .map(branch)
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    json!({ "sql": format!("SELECT sum(n) AS rows FROM ({sql}) t"), "context": "warm" }).to_string()
+}
+
+async fn metric(server: &TestServer, name: &str) -> f64 {
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+}
+
+async fn wait_for_no_running_query(server: &TestServer) -> Duration {
+    let started = Instant::now();
+    while metric(server, "floe_queries_running").await > 0.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the query never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn a_query_stops_at_its_time_limit_and_when_its_client_hangs_up() {
+    let world = SampleWorld::new(200_000, 7);
+    let server = server_with_events(&world, |c| {
+        c.core.limits.query_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // The time limit: a 400 naming it, and the computation gone soon after.
+    let started = Instant::now();
+    let (status, answer) = server.post("/query", &slow_query(30)).await;
+    let answered = started.elapsed();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["code"], "query_timeout", "{answer}");
+    let message = text(&answer["error"]["message"]);
+    assert!(message.contains("time limit of 300ms"), "{message}");
+    assert!(message.contains("limits.query_timeout"), "{message}");
+    assert!(answered < Duration::from_secs(5), "{answered:?}");
+    wait_for_no_running_query(&server).await;
+    assert_eq!(metric(&server, "floe_queries_stopped_total").await, 1.0);
+    server.stop().await;
+
+    // Hanging up cancels the query. (polars notices at its next check, between plan branches
+    // that run one after the other; this query's union runs its branches at once, so it ends
+    // with its last branch, and its answer is dropped.)
+    let server = server_with_events(&world, |_| {}).await;
+    let body = slow_query(30);
+    let request = format!(
+        "POST /query HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let address = server.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    while metric(&server, "floe_queries_running").await < 1.0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stream);
+    wait_for_no_running_query(&server).await;
+    assert_eq!(metric(&server, "floe_queries_stopped_total").await, 1.0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn over_the_memory_limit_the_newest_query_or_job_is_stopped() {
+    let world = SampleWorld::new(40_000, 2);
+    // A limit the server is always over: whatever is tracked (ad-hoc jobs, queries) is stopped
+    // at the watchdog's next look, and the server goes on serving. Materialisations are not
+    // tracked, so the results the queries read are made first.
+    let server = TestServer::start(&world, |c| c.core.limits.memory = Some(1)).await;
+    let (status, report) = server
+        .post(
+            "/jobs?appName=shop&classPath=purchases_hourly&sync=true&timeout=60",
+            r#"from = "2024-01-01", to = "2024-01-03""#,
+        )
+        .await;
+    assert_eq!(
+        (status, &report["status"]),
+        (StatusCode::OK, &json!("FINISHED")),
+        "{report}"
+    );
+    // Seconds of work in a debug build: a cross join of the purchases with 3,000 of them.
+    let sql = "SELECT count(*) AS n FROM shop__purchases_hourly a, \
+               (SELECT amount FROM shop__purchases_hourly LIMIT 3000) b WHERE a.amount < b.amount";
+    let query = json!({ "sql": sql, "from": "2024-01-01", "to": "2024-01-03" }).to_string();
+    let (status, answer) = server.post("/query", &query).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["code"], "memory_limit", "{answer}");
+    assert!(
+        text(&answer["error"]["message"]).contains("memory limit of 1 B was exceeded"),
+        "{answer}"
+    );
+    // The watchdog waits half a second after a stop before it looks again.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let config = format!(
+        "inputs {{ shop__purchases_hourly {{ results = purchases_hourly, app = shop, \
+         from = \"2024-01-01\", to = \"2024-01-03\" }} }}\nquery = \"{sql}\""
+    );
+    let (status, report) = server
+        .post("/jobs?classPath=sql&sync=true&timeout=60", &config)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["status"], "ERROR", "{report}");
+    assert_eq!(
+        report["result"]["errorClass"], "floe.MemoryLimit",
+        "{report}"
+    );
+    still_serving(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ranges_are_capped_and_stop_at_now() {
+    let world = world();
+    let server = TestServer::start(&world, |c| {
+        c.core.limits.max_result_partitions = 100;
+        c.core.limits.max_run_partitions = 500;
+    })
+    .await;
+    // A century of hourly results: refused before anything is read.
+    let (status, answer) = server
+        .get("/pipelines/shop/jobs/purchases_hourly/results?from=2024-01-01&to=2124-01-01")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let message = text(&answer["error"]["message"]);
+    assert!(
+        message.contains("limits.max_result_partitions"),
+        "{message}"
+    );
+    // A daily job over the same century stops at now (the clock is 2024-02-01): 31 days.
+    let (status, answer) = server
+        .get("/pipelines/shop/jobs/sales_per_category_daily/results?from=2024-01-01&to=2124-01-01")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["missing"].as_array().unwrap().len(), 31, "{answer}");
+    // Ten future years of runs: refused, and nothing is recorded.
+    let (status, answer) = server
+        .post(
+            "/jobs?appName=shop&classPath=floe.PipelineRun",
+            r#"from = "2030-01-01", to = "2040-01-01""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer.to_string().contains("after now"), "{answer}");
+    let (_, runs) = server.get("/pipelines/shop/runs?from=2029-01-01").await;
+    assert_eq!(runs, json!([]));
+    // A month of every job plans more than 500 runs; a week of one daily job does not.
+    let (status, answer) = server
+        .post(
+            "/pipelines/shop/runs",
+            r#"{"from": "2024-01-01", "to": "2024-02-01"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer.to_string().contains("limits.max_run_partitions"),
+        "{answer}"
+    );
+    for route in ["/pipelines/shop/backfills", "/pipelines/shop/restatements"] {
+        let (status, answer) = server
+            .post(
+                route,
+                r#"{"jobs": ["purchases_hourly"], "from": "2024-01-01", "to": "2124-01-01"}"#,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{route}: {answer}");
+        assert!(
+            answer.to_string().contains("limits.max_run_partitions"),
+            "{answer}"
+        );
+    }
+    let (status, answer) = server
+        .post(
+            "/pipelines/shop/runs",
+            r#"{"jobs": ["sales_per_category_daily"], "from": "2024-01-01", "to": "2024-01-08"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    server.stop().await;
+}
+
+/// Found by `fuzz.rs`: nested keyword calls sqlparser reads twice per level when they fail
+/// (`substr(` × 127 before an unclosed parenthesis never finished parsing), nested `JOIN (`
+/// that overflowed a 2 MiB stack in a debug build, and interval strings polars-sql panics on
+/// (a 500). Refused at once everywhere SQL enters; the server keeps serving.
+#[tokio::test]
+async fn sql_that_hung_overflowed_or_panicked_the_parsers_is_refused_at_once() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let reread = format!("ev{}ent = 'purchase'", "substr(".repeat(127));
+    let started = Instant::now();
+    let body = json!({ "sql": format!("SELECT {reread} FROM shop__purchases_hourly") });
+    let (status, answer) = server.post("/query", &body.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let message = text(&answer["error"]["message"]);
+    assert!(message.contains("nests keyword calls"), "{message}");
+    assert!(message.contains("the limit is 32768"), "{message}");
+    // A filter of a built-in job, and an uploaded pipeline's filter.
+    let filter = format!(
+        "input {{ source = events, app = shop, from = \"2024-01-01\", to = \"2024-01-01T01:00:00Z\" }}\n\
+         column = user_id\nfilter = \"{reread}\""
+    );
+    let (status, answer) = server
+        .post("/jobs?classPath=count_distinct&sync=true", &filter)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer.to_string().contains("nests keyword calls"),
+        "{answer}"
+    );
+    let (status, answer) = upload(
+        &server,
+        "probe",
+        &pipeline_yaml("events/*.csv", &reread.replace('\'', "''")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        text(&answer["result"]).contains("nests keyword calls"),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Deep `JOIN (` on the handler's own thread: a syntax error, not an abort.
+    let joins = format!("SELECT 1 FROM {}t", "t JOIN (".repeat(40));
+    let (status, answer) = server
+        .post("/query", &json!({ "sql": joins }).to_string())
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    // `INTERVAL 'SELECT 1 day'` panicked inside polars-sql: a 500 from /query.
+    let body = json!({ "sql": "SELECT INTERVAL 'SELECT 1 day' AS x" });
+    let (status, answer) = server.post("/query", &body.to_string()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let message = text(&answer["error"]["message"]);
+    assert!(message.contains("cannot be read"), "{message}");
+    let (status, answer) = upload(
+        &server,
+        "probe",
+        &pipeline_yaml("events/*.csv", "ts > now() - INTERVAL ''1 fortnight''"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(text(&answer["result"]).contains("fortnight"), "{answer}");
+    // Nesting real SQL uses still runs.
+    let body = json!({
+        "sql": "SELECT CAST(floor(CEIL(2.5) + SUBSTR('12345', 2, 3)::INT) AS BIGINT) AS s",
+    });
+    let (status, answer) = server.post("/query", &body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["rows"], json!([{ "s": 237 }]), "{answer}");
+    still_serving(&server).await;
+    server.stop().await;
+}

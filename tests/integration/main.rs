@@ -2,12 +2,16 @@
 
 mod common;
 
+mod api_conformance;
 mod auth;
 mod cli;
 mod crash;
 mod custom_jobs;
 mod edge;
+mod fuzz;
 mod hostile;
+mod hostile_cli;
+mod limits;
 mod server;
 mod shop;
 mod sources;

@@ -1,23 +1,103 @@
-//! A real `floe serve` on 127.0.0.1:0 over a sample world, for the HTTP tests.
+//! A real `floe serve` on 127.0.0.1:0, for the HTTP tests: [`Serving`] starts and stops one
+//! from a configuration; [`TestServer`] is one over a sample world with a manual clock.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use floe::clock::{Clock, ManualClock};
 use floe::job::JobRegistry;
 use floe::scheduler::Scheduler;
-use floe::server::{AppState, ServerConfig, build_state, serve_on};
+use floe::server::{
+    AppState, ServerConfig, TlsCertificates, build_state, serve_on, serve_on_with_tls,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{SampleWorld, repo_path, utc};
 
-/// A running server on an ephemeral port.
-pub(crate) struct TestServer {
-    pub(crate) base: String,
+/// A test server's configuration: `pipelines`, and the data and the store in `dir`, with a
+/// short shutdown grace and no recurring runs (they would materialise the pipelines behind the
+/// tests' backs).
+pub(crate) fn test_config(pipelines: &Path, data_dir: &Path, store: &Path) -> ServerConfig {
+    let mut config = ServerConfig {
+        pipelines: pipelines.to_path_buf(),
+        data_dir: data_dir.to_path_buf(),
+        store: store.to_path_buf(),
+        ..ServerConfig::default()
+    };
+    config.shutdown_grace = Duration::from_millis(200);
+    config.scheduler.recurring = false;
+    config
+}
+
+/// A server started from a configuration on an ephemeral port, until [`Serving::stop`].
+pub(crate) struct Serving {
+    pub(crate) address: SocketAddr,
+    pub(crate) state: AppState,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Serving {
+    /// Builds the state on a blocking thread (it opens the store) and serves it, over HTTPS
+    /// with `tls` when given (else as the configuration says, as `floe serve` does).
+    pub(crate) async fn start(
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+        tls: Option<TlsCertificates>,
+    ) -> Serving {
+        let runtime = tokio::runtime::Handle::current();
+        let state: AppState = tokio::task::spawn_blocking(move || {
+            build_state(config, JobRegistry::new(), clock, runtime)
+        })
+        .await
+        .unwrap()
+        .expect("server state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let done = match tls {
+            Some(tls) => tokio::spawn(serve_on_with_tls(
+                listener,
+                state.clone(),
+                Some(tls),
+                stopped,
+            )),
+            None => tokio::spawn(serve_on(listener, state.clone(), stopped)),
+        };
+        Serving {
+            address,
+            state,
+            stop: Some(stop),
+            done: Some(done),
+        }
+    }
+
+    pub(crate) fn base(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Graceful shutdown; returns once the store is flushed and released.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            done.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A running server over a sample world, with a manual clock.
+pub(crate) struct TestServer {
+    pub(crate) base: String,
+    serving: Serving,
     pub(crate) client: reqwest::Client,
     /// The server's clock: tests move time by hand, then wake the scheduler.
     pub(crate) clock: Arc<ManualClock>,
@@ -38,50 +118,26 @@ impl TestServer {
         now: chrono::DateTime<chrono::Utc>,
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
-        let mut config = ServerConfig {
-            pipelines: repo_path("pipelines"),
-            data_dir: world.data_dir(),
-            store: world.store_dir(),
-            ..ServerConfig::default()
-        };
-        config.shutdown_grace = Duration::from_millis(200);
-        // Recurring runs would materialise the sample pipeline behind the tests' backs.
-        config.scheduler.recurring = false;
+        let mut config = test_config(
+            &repo_path("pipelines"),
+            &world.data_dir(),
+            &world.store_dir(),
+        );
         tweak(&mut config);
-        let runtime = tokio::runtime::Handle::current();
         let clock = Arc::new(ManualClock::new(now));
-        let server_clock: Arc<dyn Clock> = clock.clone();
-        let state: AppState = tokio::task::spawn_blocking(move || {
-            build_state(config, JobRegistry::new(), server_clock, runtime)
-        })
-        .await
-        .unwrap()
-        .expect("server state");
-        let scheduler = state.scheduler.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let done = tokio::spawn(serve_on(listener, state, async {
-            let _ = stopped.await;
-        }));
+        let serving = Serving::start(config, clock.clone(), None).await;
         TestServer {
-            base,
-            stop: Some(stop),
-            done: Some(done),
+            base: serving.base(),
+            scheduler: serving.state.scheduler.clone(),
+            serving,
             client: reqwest::Client::new(),
             clock,
-            scheduler,
         }
     }
 
     /// Graceful shutdown; returns once the store is flushed and released.
-    pub(crate) async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(done) = self.done.take() {
-            done.await.unwrap().unwrap();
-        }
+    pub(crate) async fn stop(self) {
+        self.serving.stop().await;
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

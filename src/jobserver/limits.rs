@@ -1,0 +1,236 @@
+//! Server-wide bounds on what clients can make the server hold: OS threads, contexts, queued
+//! jobs, stored binaries and stored jobs, memory, query time, and the partitions one request
+//! may read or run (`limits:` in the configuration file).
+//!
+//! Each bound is checked where the resource is taken, and a refusal names the limit's key
+//! (`limits.max_contexts` …) so an operator knows what to raise. The configuration's own
+//! contexts (`context_defaults`, `adhoc`, `contexts`) are held to the same bounds at start-up
+//! ([`Limits::check_context_settings`]).
+
+use super::context::ContextSettings;
+
+/// The keys of the `limits:` block, as messages name them.
+pub const MAX_THREADS_PER_CONTEXT: &str = "limits.max_threads_per_context";
+pub const MAX_QUEUE_LENGTH: &str = "limits.max_queue_length";
+pub const MAX_CONTEXTS: &str = "limits.max_contexts";
+pub const MAX_WORKER_THREADS: &str = "limits.max_worker_threads";
+pub const BINARY_VERSIONS: &str = "limits.binary_versions";
+pub const MAX_STORED_JOBS: &str = "limits.max_stored_jobs";
+pub const MEMORY: &str = "limits.memory";
+pub const QUERY_TIMEOUT: &str = "limits.query_timeout";
+pub const MAX_RESULT_PARTITIONS: &str = "limits.max_result_partitions";
+pub const MAX_RUN_PARTITIONS: &str = "limits.max_run_partitions";
+pub const MAX_JOIN_ROWS: &str = "limits.max_join_rows";
+
+/// The share of the machine's memory the server may hold by default.
+const DEFAULT_MEMORY_SHARE: f64 = 0.8;
+
+/// The bounds; every one has a default safe to expose to untrusted clients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// `worker-threads` one context may have: each is an OS thread, started when the context
+    /// is created.
+    pub max_threads_per_context: usize,
+    /// `queue-length` one context may have: queued jobs hold their plan and config in memory.
+    pub max_queue_length: usize,
+    /// Contexts at once, the predefined ones included (ad-hoc jobs do not count).
+    pub max_contexts: usize,
+    /// Worker threads over every context plus the ad-hoc executor, counting the threads of
+    /// deleted contexts that are still finishing a computation.
+    pub max_worker_threads: usize,
+    /// Versions kept per app; an upload beyond it deletes the oldest version and its bytes.
+    pub binary_versions: usize,
+    /// Job records stored at once (running ones included) before `POST /jobs` answers 503;
+    /// `None` means twice `job_history`. See [`Limits::max_stored_jobs`].
+    pub max_stored_jobs: Option<usize>,
+    /// Resident memory of the server, in bytes, over which the newest ad-hoc job or query is
+    /// stopped (`crate::engine::memory`); `None` turns the watchdog off. Default: 80% of the
+    /// machine's memory.
+    pub memory: Option<u64>,
+    /// How long a `/query` may compute before it is stopped and answered 408-style with 503.
+    pub query_timeout: std::time::Duration,
+    /// Partitions one results read (`GET …/results`, a `/query` table, an `input { results }`)
+    /// may span; more is refused before anything is read.
+    pub max_result_partitions: usize,
+    /// Runs one request may plan (`floe.PipelineRun`, `POST /pipelines/{p}/runs`, a pipeline
+    /// job, a backfill or a restatement), summed over its jobs.
+    pub max_run_partitions: usize,
+    /// Rows one join of a SQL query may produce (`crate::sql_guard::max_join_rows`).
+    pub max_join_rows: u64,
+}
+
+/// 80% of the machine's memory, or `None` where it cannot be read.
+pub fn default_memory_limit() -> Option<u64> {
+    crate::engine::memory::physical_bytes()
+        .map(|bytes| (bytes as f64 * DEFAULT_MEMORY_SHARE) as u64)
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_threads_per_context: 64,
+            max_queue_length: 10_000,
+            max_contexts: 64,
+            max_worker_threads: 256,
+            binary_versions: 10,
+            max_stored_jobs: None,
+            memory: default_memory_limit(),
+            query_timeout: std::time::Duration::from_secs(30),
+            max_result_partitions: 10_000,
+            max_run_partitions: 20_000,
+            max_join_rows: crate::sql_guard::DEFAULT_MAX_JOIN_ROWS,
+        }
+    }
+}
+
+impl Limits {
+    /// Refuses a read of `partitions` partitions over the limit, naming it.
+    pub fn check_result_partitions(&self, partitions: u64, what: &str) -> Result<(), String> {
+        if partitions > self.max_result_partitions as u64 {
+            return Err(format!(
+                "{what} spans {partitions} partitions; the limit is {} per request \
+                 (`{MAX_RESULT_PARTITIONS}`): narrow `from`/`to`",
+                self.max_result_partitions
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a request planning `runs` runs over the limit, naming it.
+    pub fn check_run_partitions(&self, runs: u64, what: &str) -> Result<(), String> {
+        if runs > self.max_run_partitions as u64 {
+            return Err(format!(
+                "{what} would plan {runs} runs; the limit is {} per request \
+                 (`{MAX_RUN_PARTITIONS}`): narrow `from`/`to` or the jobs, or split it",
+                self.max_run_partitions
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stored-jobs bound for a history of `job_history` jobs.
+    pub fn max_stored_jobs(&self, job_history: usize) -> usize {
+        self.max_stored_jobs
+            .unwrap_or_else(|| job_history.saturating_mul(2))
+    }
+
+    /// Every setting of `settings` above a per-context bound, each naming the setting and the
+    /// limit's key.
+    pub fn check_context_settings(&self, settings: &ContextSettings) -> Vec<String> {
+        let mut problems = Vec::new();
+        if settings.worker_threads > self.max_threads_per_context {
+            problems.push(format!(
+                "setting `worker-threads`: {} is above the limit of {} worker threads per \
+                 context (`{MAX_THREADS_PER_CONTEXT}`)",
+                settings.worker_threads, self.max_threads_per_context
+            ));
+        }
+        if settings.queue_length > self.max_queue_length {
+            problems.push(format!(
+                "setting `queue-length`: {} is above the limit of {} queued jobs per context \
+                 (`{MAX_QUEUE_LENGTH}`)",
+                settings.queue_length, self.max_queue_length
+            ));
+        }
+        problems
+    }
+
+    /// Checks the bounds themselves against the job history they must leave room for.
+    pub fn check(&self, job_history: usize) -> Result<(), String> {
+        if self.max_threads_per_context == 0 {
+            return Err(format!("`{MAX_THREADS_PER_CONTEXT}` must be at least 1"));
+        }
+        if self.max_worker_threads == 0 {
+            return Err(format!("`{MAX_WORKER_THREADS}` must be at least 1"));
+        }
+        if self.binary_versions == 0 {
+            return Err(format!("`{BINARY_VERSIONS}` must be at least 1"));
+        }
+        for (value, key) in [
+            (self.max_result_partitions, MAX_RESULT_PARTITIONS),
+            (self.max_run_partitions, MAX_RUN_PARTITIONS),
+        ] {
+            if value == 0 {
+                return Err(format!("`{key}` must be at least 1"));
+            }
+        }
+        if self.max_join_rows == 0 {
+            return Err(format!("`{MAX_JOIN_ROWS}` must be at least 1"));
+        }
+        if self.query_timeout.is_zero() {
+            return Err(format!("`{QUERY_TIMEOUT}` must be longer than 0s"));
+        }
+        if self.memory == Some(0) {
+            return Err(format!("`{MEMORY}` must be more than 0 bytes (or `off`)"));
+        }
+        let max_stored_jobs = self.max_stored_jobs(job_history);
+        if max_stored_jobs <= job_history {
+            // The sweep keeps `job_history` jobs: a bound at or below it would refuse every
+            // job for good once reached.
+            return Err(format!(
+                "`{MAX_STORED_JOBS}` ({max_stored_jobs}) must be greater than `job_history` \
+                 ({job_history})"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_context_bounds_name_the_setting_and_the_limit() {
+        let limits = Limits::default();
+        assert!(
+            limits
+                .check_context_settings(&ContextSettings::default())
+                .is_empty()
+        );
+        let greedy = ContextSettings {
+            worker_threads: 1024,
+            queue_length: 10_001,
+            ..ContextSettings::default()
+        };
+        assert_eq!(
+            limits.check_context_settings(&greedy),
+            [
+                "setting `worker-threads`: 1024 is above the limit of 64 worker threads per \
+                 context (`limits.max_threads_per_context`)",
+                "setting `queue-length`: 10001 is above the limit of 10000 queued jobs per \
+                 context (`limits.max_queue_length`)",
+            ]
+        );
+        let at_the_bounds = ContextSettings {
+            worker_threads: 64,
+            queue_length: 10_000,
+            ..ContextSettings::default()
+        };
+        assert!(limits.check_context_settings(&at_the_bounds).is_empty());
+    }
+
+    #[test]
+    fn stored_jobs_default_to_twice_the_history_and_must_exceed_it() {
+        let limits = Limits::default();
+        assert_eq!(limits.max_stored_jobs(100_000), 200_000);
+        assert!(limits.check(100_000).is_ok());
+        let tight = Limits {
+            max_stored_jobs: Some(10),
+            ..Limits::default()
+        };
+        assert_eq!(tight.max_stored_jobs(5), 10);
+        assert_eq!(
+            tight.check(10).unwrap_err(),
+            "`limits.max_stored_jobs` (10) must be greater than `job_history` (10)"
+        );
+        let none_kept = Limits {
+            binary_versions: 0,
+            ..Limits::default()
+        };
+        assert_eq!(
+            none_kept.check(10).unwrap_err(),
+            "`limits.binary_versions` must be at least 1"
+        );
+    }
+}
