@@ -3,7 +3,10 @@
 //! Q1–Q3 run first, the trivial-job load last (see `main`).
 //!
 //! 1. Round trip of a trivial sync job (`SELECT 1` through `POST /jobs?sync=true`) on a warm
-//!    context over loopback, at 1, 16 and 64 concurrent keep-alive clients: p50, p99, jobs/s.
+//!    context over loopback, at 1, 16 and 64 concurrent keep-alive clients: p50, p99, jobs/s;
+//!    against a server without tokens and, round by round in the same run, against a second
+//!    server with authentication on (a `run` token sent as `Authorization: Bearer`), so the
+//!    token check's cost is the median of the rounds' p50 differences.
 //! 2. Q1–Q3 as sync jobs on a context holding the sample events as a named object, against the
 //!    same queries written directly in polars on the same in-memory frame, in the same process:
 //!    the ratio is Floe's whole overhead (HTTP, planning, queueing, result storage, JSON).
@@ -50,13 +53,16 @@ struct LoadResult {
     jobs_per_s: f64,
 }
 
-/// `clients` keep-alive connections, each posting the trivial job back to back for `window`.
-async fn load(base: &str, clients: usize, window: Duration) -> LoadResult {
+/// `clients` keep-alive connections, each posting the trivial job back to back for `window`,
+/// with `token` as a bearer token when given.
+async fn load(base: &str, token: Option<&str>, clients: usize, window: Duration) -> LoadResult {
     let url = format!("{base}/jobs?classPath=sql&context=bench&sync=true");
+    let authorization = token.map(|token| format!("Bearer {token}"));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let url = url.clone();
+        let authorization = authorization.clone();
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::builder()
                 .pool_max_idle_per_host(1)
@@ -65,12 +71,11 @@ async fn load(base: &str, clients: usize, window: Duration) -> LoadResult {
             let mut latencies = Vec::new();
             while started.elapsed() < window {
                 let sent = Instant::now();
-                let response = client
-                    .post(&url)
-                    .body(r#"query = "SELECT 1 AS one""#)
-                    .send()
-                    .await
-                    .expect("request");
+                let mut request = client.post(&url).body(r#"query = "SELECT 1 AS one""#);
+                if let Some(authorization) = &authorization {
+                    request = request.header("authorization", authorization);
+                }
+                let response = request.send().await.expect("request");
                 assert_eq!(response.status(), 200, "trivial job refused");
                 let body = response.bytes().await.expect("body");
                 assert!(body.ends_with(br#""result":[{"one":1}]}"#), "{body:?}");
@@ -143,6 +148,38 @@ fn main() {
     let core = state.core.clone();
     server_runtime.spawn(serve_on(listener, state, std::future::pending()));
 
+    // A second server, with authentication on: the trivial job's baseline without a token
+    // check is the first server, measured round by round beside it.
+    let tokens_file = dir.path().join("tokens.json");
+    let tokens = floe::auth::tokens::TokenStore::new(&tokens_file);
+    let issue = |role, name| {
+        tokens
+            .create(role, name, None, chrono::Utc::now())
+            .expect("token")
+            .token
+    };
+    let admin = issue(floe::auth::Role::Admin, "bench-admin");
+    let token = issue(floe::auth::Role::Run, "bench");
+    let mut auth_config = ServerConfig {
+        pipelines: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
+        data_dir: dir.path().join("data"),
+        store: dir.path().join("store-auth"),
+        ..ServerConfig::default()
+    };
+    auth_config.auth.tokens_file = Some(tokens_file);
+    let auth_state = build_state(
+        auth_config,
+        JobRegistry::new(),
+        Arc::new(SystemClock),
+        server_runtime.handle().clone(),
+    )
+    .expect("state with auth");
+    let auth_listener = server_runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let auth_base = format!("http://{}", auth_listener.local_addr().expect("addr"));
+    server_runtime.spawn(serve_on(auth_listener, auth_state, std::future::pending()));
+
     let client_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -157,6 +194,15 @@ fn main() {
             .await
             .expect("context");
         assert_eq!(created.status(), 200);
+        let create = |token: String| {
+            client
+                .post(format!("{auth_base}/contexts/bench?worker-threads=2&queue-length=256"))
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+        };
+        // Contexts need `admin`; the trivial jobs then run with a `run` token.
+        assert_eq!(create(token.clone()).await.expect("context").status(), 403);
+        assert_eq!(create(admin).await.expect("context").status(), 200);
 
         // Load the whole week into the context once, as a named object.
         let loaded = Instant::now();
@@ -321,9 +367,13 @@ fn main() {
         // the store flushes that hundreds of thousands of trivial jobs leave behind.
         println!();
         println!("## Trivial sync job (SELECT 1), warm context, loopback");
-        println!("| clients | p50 ms | p99 ms | jobs/s |");
-        println!("|---|---|---|---|");
-        load(&base, 4, Duration::from_millis(500)).await; // warm-up
+        println!(
+            "| clients | p50 ms | p99 ms | jobs/s | with a token: p50 ms | p99 ms | jobs/s | \
+             token check, median of the rounds' p50 differences ms |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        load(&base, None, 4, Duration::from_millis(500)).await; // warm-up
+        load(&auth_base, Some(&token), 4, Duration::from_millis(500)).await;
         let levels: &[usize] = if std::env::var_os("FLOE_BENCH_SKIP_TRIVIAL").is_some() {
             &[]
         } else {
@@ -331,17 +381,28 @@ fn main() {
         };
         for &clients in levels {
             let (mut p50, mut p99, mut rate) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut auth_p50, mut auth_p99, mut auth_rate) = (Vec::new(), Vec::new(), Vec::new());
+            let mut differences = Vec::new();
             for _ in 0..repeats {
-                let result = load(&base, clients, window).await;
-                p50.push(result.p50_ms);
-                p99.push(result.p99_ms);
-                rate.push(result.jobs_per_s);
+                let open = load(&base, None, clients, window).await;
+                let checked = load(&auth_base, Some(&token), clients, window).await;
+                differences.push(checked.p50_ms - open.p50_ms);
+                p50.push(open.p50_ms);
+                p99.push(open.p99_ms);
+                rate.push(open.jobs_per_s);
+                auth_p50.push(checked.p50_ms);
+                auth_p99.push(checked.p99_ms);
+                auth_rate.push(checked.jobs_per_s);
             }
             println!(
-                "| {clients} | {:.3} | {:.3} | {:.0} |",
+                "| {clients} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:+.3} |",
                 median(&mut p50),
                 median(&mut p99),
-                median(&mut rate)
+                median(&mut rate),
+                median(&mut auth_p50),
+                median(&mut auth_p99),
+                median(&mut auth_rate),
+                median(&mut differences)
             );
         }
     });
