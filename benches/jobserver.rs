@@ -150,7 +150,8 @@ fn main() {
 
     // A second server, with authentication on: the trivial job's baseline without a token
     // check is the first server, measured round by round beside it.
-    let tokens_file = dir.path().join("tokens.json");
+    // Apart from the first server's files: its tokens file is `tokens.json` beside its store.
+    let tokens_file = dir.path().join("auth/tokens.json");
     let tokens = floe::auth::tokens::TokenStore::new(&tokens_file);
     let issue = |role, name| {
         tokens
@@ -163,7 +164,7 @@ fn main() {
     let mut auth_config = ServerConfig {
         pipelines: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines"),
         data_dir: dir.path().join("data"),
-        store: dir.path().join("store-auth"),
+        store: dir.path().join("auth/store"),
         ..ServerConfig::default()
     };
     auth_config.auth.tokens_file = Some(tokens_file);

@@ -164,10 +164,16 @@ pub fn scan_source_window(
         .collect();
     // `Vec<T>: Into<Buffer<T>>`; polars does not re-export its buffer type.
     let mut frame = match source.format {
-        SourceFormat::Parquet => {
-            LazyFrame::scan_parquet_files(paths.into(), ScanArgsParquet::default())
-        }
+        // The paths are files already matched and checked: polars must not glob them again.
+        SourceFormat::Parquet => LazyFrame::scan_parquet_files(
+            paths.into(),
+            ScanArgsParquet {
+                glob: false,
+                ..ScanArgsParquet::default()
+            },
+        ),
         SourceFormat::Csv => LazyCsvReader::new_paths(paths.into())
+            .with_glob(false)
             .with_try_parse_dates(true)
             .finish(),
         SourceFormat::Ndjson => LazyJsonLineReader::new_paths(paths.into()).finish(),

@@ -25,6 +25,25 @@ use super::objects::NamedObjects;
 /// The execution timeout of a job when its context does not set one (`job-timeout`).
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The longest `job-timeout` a context or a job may set: a week. A job is not meant to hold
+/// a worker thread for longer, and `99999999d` must not pass for "no timeout" (only an
+/// admin's `job-timeout = off` on a context means that).
+pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A `job-timeout` value (`30s`, `5m`, `2h`, a number of seconds), at most [`MAX_JOB_TIMEOUT`].
+/// The error reads on from the setting's name.
+pub fn parse_job_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout > MAX_JOB_TIMEOUT {
+        return Err(format!(
+            "`{}` is longer than the longest execution timeout, {} (7 days)",
+            text.trim(),
+            humantime::format_duration(MAX_JOB_TIMEOUT)
+        ));
+    }
+    Ok(timeout)
+}
+
 /// The settings a context is created with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextSettings {
@@ -34,7 +53,8 @@ pub struct ContextSettings {
     pub queue_length: usize,
     /// Bytes of named objects and their selections the context may hold.
     pub memory_budget: u64,
-    /// Execution timeout of each job, unless the job's config sets its own.
+    /// Execution timeout of each job; a job's config may set a shorter one, never a longer
+    /// one. `None` (`off`): jobs keep their own, if any.
     pub job_timeout: Option<Duration>,
 }
 
@@ -112,7 +132,7 @@ impl ContextSettings {
                 self.job_timeout = if text.trim().eq_ignore_ascii_case("off") {
                     None
                 } else {
-                    Some(parse_duration(&text).map_err(|e| format!("setting `{key}`: {e}"))?)
+                    Some(parse_job_timeout(&text).map_err(|e| format!("setting `{key}`: {e}"))?)
                 };
             }
             _ if is_spark_setting(key) => {}
@@ -468,6 +488,29 @@ mod tests {
         assert_eq!(parse_duration("2.5").unwrap(), Duration::from_millis(2500));
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn job_timeouts_are_at_most_a_week() {
+        assert_eq!(parse_job_timeout("7d").unwrap(), MAX_JOB_TIMEOUT);
+        assert_eq!(parse_job_timeout("604800").unwrap(), MAX_JOB_TIMEOUT);
+        assert_eq!(
+            parse_job_timeout("99999999d").unwrap_err(),
+            "`99999999d` is longer than the longest execution timeout, 7days (7 days)"
+        );
+        assert!(parse_job_timeout("604801").is_err());
+        let mut settings = ContextSettings::default();
+        assert_eq!(
+            settings
+                .apply("job-timeout", &Value::from("8d"))
+                .unwrap_err(),
+            "setting `job-timeout`: `8d` is longer than the longest execution timeout, 7days \
+             (7 days)"
+        );
+        settings.apply("job-timeout", &Value::from("off")).unwrap();
+        assert_eq!(settings.job_timeout, None);
+        settings.apply("job-timeout", &Value::from("2s")).unwrap();
+        assert_eq!(settings.job_timeout, Some(Duration::from_secs(2)));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Server-wide bounds on what clients can make the server hold: OS threads, contexts, queued
-//! jobs, stored binaries and stored jobs, memory, query time, and the partitions one request
-//! may read or run (`limits:` in the configuration file).
+//! jobs, stored binaries, stored jobs and the bytes of their results, backfills, memory, query
+//! time, and the partitions one request may read or run (`limits:` in the configuration file).
 //!
 //! Each bound is checked where the resource is taken, and a refusal names the limit's key
 //! (`limits.max_contexts` …) so an operator knows what to raise. The configuration's own
@@ -21,6 +21,11 @@ pub const QUERY_TIMEOUT: &str = "limits.query_timeout";
 pub const MAX_RESULT_PARTITIONS: &str = "limits.max_result_partitions";
 pub const MAX_RUN_PARTITIONS: &str = "limits.max_run_partitions";
 pub const MAX_JOIN_ROWS: &str = "limits.max_join_rows";
+pub const MAX_RESULT_BYTES: &str = "limits.max_result_bytes";
+pub const MAX_JOB_RESULTS_BYTES: &str = "limits.max_job_results_bytes";
+pub const MAX_ACTIVE_BACKFILLS: &str = "limits.max_active_backfills";
+pub const BACKFILL_HISTORY: &str = "limits.backfill_history";
+pub const MAX_CONCURRENT_QUERIES: &str = "limits.max_concurrent_queries";
 
 /// The share of the machine's memory the server may hold by default.
 const DEFAULT_MEMORY_SHARE: f64 = 0.8;
@@ -57,6 +62,42 @@ pub struct Limits {
     pub max_run_partitions: usize,
     /// Rows one join of a SQL query may produce (`crate::sql_guard::max_join_rows`).
     pub max_join_rows: u64,
+    /// Arrow bytes (`crate::engine::arrow_size`) of one job's result: a larger result is not
+    /// stored, and its job ends ERROR. `job_history` bounds how many results are kept, not
+    /// their size: one `lpad(city, 2500, 'x')` wrote 503 MB.
+    pub max_result_bytes: u64,
+    /// Bytes of every stored job result together (sled values and `job-results/` files).
+    /// A result that would take the total over it first makes the sweep delete finished
+    /// jobs older than `job_retention`; if that is not enough its job ends ERROR.
+    pub max_job_results_bytes: u64,
+    /// Backfills and restatements not finished (running or paused) at once, server-wide:
+    /// each holds its planned runs in the scheduler's memory.
+    pub max_active_backfills: usize,
+    /// Finished and cancelled backfill records kept (the newest); older ones are deleted
+    /// when a backfill or restatement starts.
+    pub backfill_history: usize,
+    /// `/query` computations at once, a stopped one counting until polars lets go of it;
+    /// beyond it `/query` answers 429.
+    pub max_concurrent_queries: usize,
+}
+
+/// `1234 bytes`, or with a binary unit beyond a KiB: `268435456 bytes (256 MiB)`.
+pub fn byte_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = None;
+    for name in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = Some(name);
+    }
+    match unit {
+        None => format!("{bytes} bytes"),
+        Some(unit) if value.fract() == 0.0 => format!("{bytes} bytes ({value} {unit})"),
+        Some(unit) => format!("{bytes} bytes ({value:.1} {unit})"),
+    }
 }
 
 /// 80% of the machine's memory, or `None` where it cannot be read.
@@ -79,6 +120,11 @@ impl Default for Limits {
             max_result_partitions: 10_000,
             max_run_partitions: 20_000,
             max_join_rows: crate::sql_guard::DEFAULT_MAX_JOIN_ROWS,
+            max_result_bytes: 256 << 20,
+            max_job_results_bytes: 8 << 30,
+            max_active_backfills: 16,
+            backfill_history: 1_000,
+            max_concurrent_queries: 16,
         }
     }
 }
@@ -103,6 +149,20 @@ impl Limits {
                 "{what} would plan {runs} runs; the limit is {} per request \
                  (`{MAX_RUN_PARTITIONS}`): narrow `from`/`to` or the jobs, or split it",
                 self.max_run_partitions
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a job result of `bytes` Arrow bytes over `limits.max_result_bytes`, naming both.
+    pub fn check_result_bytes(&self, bytes: u64) -> Result<(), String> {
+        if bytes > self.max_result_bytes {
+            return Err(format!(
+                "the job's result is {} of Arrow, above the limit of {} per job result \
+                 (`{MAX_RESULT_BYTES}`); it was not stored: ask for fewer rows or columns (a \
+                 narrower range, a filter, an aggregate, a `limit`)",
+                byte_size(bytes),
+                byte_size(self.max_result_bytes)
             ));
         }
         Ok(())
@@ -149,6 +209,7 @@ impl Limits {
         for (value, key) in [
             (self.max_result_partitions, MAX_RESULT_PARTITIONS),
             (self.max_run_partitions, MAX_RUN_PARTITIONS),
+            (self.max_concurrent_queries, MAX_CONCURRENT_QUERIES),
         ] {
             if value == 0 {
                 return Err(format!("`{key}` must be at least 1"));
@@ -156,6 +217,19 @@ impl Limits {
         }
         if self.max_join_rows == 0 {
             return Err(format!("`{MAX_JOIN_ROWS}` must be at least 1"));
+        }
+        if self.max_active_backfills == 0 {
+            return Err(format!("`{MAX_ACTIVE_BACKFILLS}` must be at least 1"));
+        }
+        if self.max_result_bytes == 0 {
+            return Err(format!("`{MAX_RESULT_BYTES}` must be at least 1 byte"));
+        }
+        if self.max_job_results_bytes < self.max_result_bytes {
+            // One result of the largest size allowed must fit in the total.
+            return Err(format!(
+                "`{MAX_JOB_RESULTS_BYTES}` ({}) must be at least `{MAX_RESULT_BYTES}` ({})",
+                self.max_job_results_bytes, self.max_result_bytes
+            ));
         }
         if self.query_timeout.is_zero() {
             return Err(format!("`{QUERY_TIMEOUT}` must be longer than 0s"));
@@ -208,6 +282,58 @@ mod tests {
             ..ContextSettings::default()
         };
         assert!(limits.check_context_settings(&at_the_bounds).is_empty());
+    }
+
+    #[test]
+    fn result_bytes_and_backfills_have_safe_defaults_and_are_checked() {
+        let limits = Limits::default();
+        assert_eq!(limits.max_result_bytes, 256 << 20);
+        assert_eq!(limits.max_job_results_bytes, 8 << 30);
+        assert_eq!(limits.max_active_backfills, 16);
+        assert_eq!(limits.backfill_history, 1_000);
+        assert!(limits.check_result_bytes(256 << 20).is_ok());
+        assert_eq!(
+            limits.check_result_bytes(503_200_000).unwrap_err(),
+            "the job's result is 503200000 bytes (479.9 MiB) of Arrow, above the limit of \
+             268435456 bytes (256 MiB) per job result (`limits.max_result_bytes`); it was not \
+             stored: ask for fewer rows or columns (a narrower range, a filter, an aggregate, \
+             a `limit`)"
+        );
+        assert_eq!(byte_size(1023), "1023 bytes");
+        assert_eq!(byte_size(8 << 30), "8589934592 bytes (8 GiB)");
+        let refused = |limits: Limits| limits.check(10).unwrap_err();
+        assert_eq!(
+            refused(Limits {
+                max_result_bytes: 2 << 30,
+                max_job_results_bytes: 1 << 30,
+                ..Limits::default()
+            }),
+            "`limits.max_job_results_bytes` (1073741824) must be at least \
+             `limits.max_result_bytes` (2147483648)"
+        );
+        assert_eq!(
+            refused(Limits {
+                max_active_backfills: 0,
+                ..Limits::default()
+            }),
+            "`limits.max_active_backfills` must be at least 1"
+        );
+        assert_eq!(
+            refused(Limits {
+                max_result_bytes: 0,
+                ..Limits::default()
+            }),
+            "`limits.max_result_bytes` must be at least 1 byte"
+        );
+        // Keeping no finished backfill record is a choice, not a mistake.
+        assert!(
+            Limits {
+                backfill_history: 0,
+                ..Limits::default()
+            }
+            .check(10)
+            .is_ok()
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod limits;
 pub mod objects;
 pub mod plan;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -40,7 +40,7 @@ use crate::engine::cancel::Cancel;
 use crate::engine::memory::MemoryGuard;
 use crate::engine::selection::decode_strings;
 use crate::engine::time_slice::{only_datetime_column, window_rows};
-use crate::engine::{resolve_source_files, scan_source_window};
+use crate::engine::{arrow_size, resolve_source_files, scan_source_window};
 use crate::error::error_chain;
 use crate::job::{JobContext, JobError, JobInput, JobOutput, JobRegistry};
 use crate::materialize::{MaterializeError, Materializer, RunEvent, RunOutcome, RunRequest};
@@ -50,8 +50,10 @@ use crate::store::{ContextDefinition, JobFailure, JobRecord, JobStatus, Store, S
 
 use self::apps::{App, Apps, Origin};
 use self::context::{Context, ContextSettings, Executor, QueueFull};
-use self::limits::{Limits, MAX_CONTEXTS, MAX_STORED_JOBS, MAX_WORKER_THREADS};
-use self::objects::ObjectRows;
+use self::limits::{
+    Limits, MAX_CONTEXTS, MAX_JOB_RESULTS_BYTES, MAX_STORED_JOBS, MAX_WORKER_THREADS, byte_size,
+};
+use self::objects::{ObjectDefinition, ObjectError, ObjectOrigin, ObjectRows};
 use self::plan::{
     BuiltinPlan, InputSpec, JobPlan, ObjectWindow, PIPELINE_RUN_CLASS, PipelinePlan, PlanError,
     ScanTarget,
@@ -303,13 +305,19 @@ pub struct JobServer {
     runtime: tokio::runtime::Handle,
     /// The memory limit ad-hoc jobs and queries are stopped by (`limits.memory`).
     memory: MemoryGuard,
+    /// Places for `/query` computations (`limits.max_concurrent_queries`).
+    queries: Arc<tokio::sync::Semaphore>,
     pub counters: JobCounters,
     /// Job records in the store, running ones included (`limits.max_stored_jobs`).
     stored_jobs: AtomicUsize,
-    /// Every stored finished job by (end time, id): the history sweep deletes from the front,
-    /// and the front says at once whether anything may be deleted yet (`job_retention`),
-    /// without reading the store. About 80 bytes a job.
-    finished: Mutex<BTreeSet<(DateTime<Utc>, Box<str>)>>,
+    /// Every stored finished job by (end time, id), with the bytes its stored result takes
+    /// (0 without one): the history sweep deletes from the front, and the front says at once
+    /// whether anything may be deleted yet (`job_retention`), without reading the store.
+    /// About 90 bytes a job.
+    finished: Mutex<FinishedJobs>,
+    /// Bytes of every stored job result (`limits.max_job_results_bytes`): the sum of the
+    /// bytes in `finished`, plus results being stored right now.
+    result_bytes: AtomicU64,
     sweeping: AtomicBool,
     /// Executors of deleted contexts, until their last thread has exited: their threads still
     /// count against `limits.max_worker_threads`.
@@ -336,6 +344,7 @@ impl JobServer {
         runtime: tokio::runtime::Handle,
     ) -> Arc<JobServer> {
         let settings_memory = settings.limits.memory;
+        let query_places = settings.limits.max_concurrent_queries;
         let adhoc = Executor::start(
             "adhoc",
             settings.adhoc.worker_threads,
@@ -361,13 +370,15 @@ impl JobServer {
             pipeline_locks: Mutex::new(HashMap::new()),
             materializer,
             runtime,
+            queries: Arc::new(tokio::sync::Semaphore::new(query_places)),
             memory: match settings_memory {
                 Some(limit) => MemoryGuard::start(limit),
                 None => MemoryGuard::disabled(),
             },
             counters: JobCounters::default(),
             stored_jobs: AtomicUsize::new(0),
-            finished: Mutex::new(BTreeSet::new()),
+            finished: Mutex::new(FinishedJobs::new()),
+            result_bytes: AtomicU64::new(0),
             sweeping: AtomicBool::new(false),
             retiring: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
@@ -390,6 +401,12 @@ impl JobServer {
     /// The server's memory limit, which `/query` tracks its computations with too.
     pub fn memory(&self) -> &MemoryGuard {
         &self.memory
+    }
+
+    /// A place for one `/query` computation, held until it ends; `None` when
+    /// `limits.max_concurrent_queries` are taken.
+    pub fn query_place(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.queries.clone().try_acquire_owned().ok()
     }
 
     /// The server-wide limits.
@@ -463,7 +480,8 @@ impl JobServer {
     fn resolve_interrupted_jobs_in_store(&self) -> Result<(), StoreError> {
         let mut interrupted = Vec::new();
         let mut count = 0;
-        let mut finished = BTreeSet::new();
+        let mut finished = FinishedJobs::new();
+        let mut result_bytes = 0u64;
         for record in self.store.jobs_oldest_first() {
             let mut record = record?;
             count += 1;
@@ -471,12 +489,33 @@ impl JobServer {
                 interrupted.push(record);
                 continue;
             }
-            finished.insert(finished_key(&record));
-            if record.status == JobStatus::Finished && !self.store.job_result_exists(&record.id)? {
+            // Records written before Floe kept the size have their stored result measured
+            // once (a sled value's length, a file's), and keep it from now on.
+            let stored_bytes = if record.status != JobStatus::Finished {
+                record.result_bytes
+            } else if record.result_bytes.is_some() {
+                if self.store.job_result_exists(&record.id)? {
+                    record.result_bytes
+                } else {
+                    None
+                }
+            } else {
+                let measured = self.store.job_result_bytes(&record.id)?;
+                if measured.is_some() {
+                    record.result_bytes = measured;
+                    self.store.update_job(&record, None)?;
+                }
+                measured
+            };
+            let bytes = stored_bytes.unwrap_or(0);
+            result_bytes = result_bytes.saturating_add(bytes);
+            finished.insert(finished_key(&record), bytes);
+            if record.status == JobStatus::Finished && stored_bytes.is_none() {
                 // Writes are ordered so this cannot happen; if a damaged store says
                 // otherwise, the job says so instead of answering "result missing" forever.
                 record.status = JobStatus::Error;
                 record.result_rows = None;
+                record.result_bytes = None;
                 record.failure = Some(JobFailure {
                     message: "the job's stored result was lost".to_owned(),
                     error_class: "floe.ResultLost".to_owned(),
@@ -487,6 +526,7 @@ impl JobServer {
             }
         }
         self.stored_jobs.store(count, Ordering::Release);
+        self.result_bytes.store(result_bytes, Ordering::Release);
         lock(&self.finished).append(&mut finished);
         for mut record in interrupted {
             if record.rerun_on_restart && self.rerun(&record).is_ok() {
@@ -501,7 +541,7 @@ impl JobServer {
                 stack: String::new(),
             });
             self.store.update_job(&record, None)?;
-            lock(&self.finished).insert(finished_key(&record));
+            lock(&self.finished).insert(finished_key(&record), 0);
             info!(job_id = %record.id, "job interrupted by a restart marked ERROR");
         }
         self.maybe_sweep();
@@ -761,7 +801,9 @@ impl JobServer {
                     capacity,
                 }
             })?;
-        let timeout = config_timeout.or(context.settings.job_timeout);
+        // A job may shorten its context's execution timeout, never lengthen it: the context's
+        // is the admin's bound on how long a worker thread is held.
+        let timeout = plan::effective_job_timeout(context.settings.job_timeout, config_timeout);
         let (app, app_version) = match &plan {
             JobPlan::Pipeline(p) => (Some(p.app.name().to_owned()), Some(p.app.meta.version)),
             JobPlan::Builtin(_) => (
@@ -789,6 +831,7 @@ impl JobServer {
             end_time: None,
             failure: None,
             result_rows: None,
+            result_bytes: None,
             rerun_on_restart: matches!(plan, JobPlan::Pipeline(_)),
         };
         if resume.is_some() {
@@ -962,12 +1005,22 @@ impl JobServer {
         }
         record.end_time = Some(self.clock.now());
         let mut frame = None;
+        // Bytes of the result stored for this job, counted in `result_bytes` from now on.
+        let mut stored_bytes = 0;
         match outcome {
-            Outcome::Finished(result) => {
-                record.status = JobStatus::Finished;
-                record.result_rows = Some(result.height() as u64);
-                frame = Some(result);
-            }
+            Outcome::Finished(result) => match self.store_result(&live.id, &result) {
+                Ok(bytes) => {
+                    record.status = JobStatus::Finished;
+                    record.result_rows = Some(result.height() as u64);
+                    record.result_bytes = Some(bytes);
+                    stored_bytes = bytes;
+                    frame = Some(result);
+                }
+                Err(failure) => {
+                    record.status = JobStatus::Error;
+                    record.failure = Some(failure);
+                }
+            },
             Outcome::Failed(failure) => {
                 record.status = JobStatus::Error;
                 record.failure = Some(failure);
@@ -981,24 +1034,22 @@ impl JobServer {
                 });
             }
         }
-        if let Err(e) = self.store.update_job(&record, frame.as_ref()) {
+        if let Err(e) = self.store.update_job(&record, None) {
             warn!(job_id = %live.id, error = %error_chain(&e), "cannot store the job's final state");
             record.status = JobStatus::Error;
             record.result_rows = None;
-            let error_class = match e {
-                StoreError::EncodeJobResult { .. } => "floe.ResultEncoding",
-                _ => "floe.StoreError",
-            };
             record.failure = Some(JobFailure {
                 message: format!("cannot store the result: {}", error_chain(&e)),
-                error_class: error_class.to_owned(),
+                error_class: "floe.StoreError".to_owned(),
                 stack: String::new(),
             });
             frame = None;
+            // A result already stored stays counted (`result_bytes` of the record) until the
+            // job is deleted with it.
             let _ = self.store.update_job(&record, None);
         }
         let status = record.status;
-        lock(&self.finished).insert(finished_key(&record));
+        lock(&self.finished).insert(finished_key(&record), stored_bytes);
         drop(record);
         *lock(&live.result) = frame;
         match status {
@@ -1016,6 +1067,159 @@ impl JobServer {
         lock(&self.live).remove(&live.id);
         live.done.send_replace(true);
         self.maybe_sweep();
+    }
+
+    /// Stores a finished job's result within `limits.max_result_bytes` and
+    /// `limits.max_job_results_bytes`; returns the bytes it takes, or the failure the job ends
+    /// with instead (nothing stored).
+    fn store_result(&self, id: &str, result: &DataFrame) -> Result<u64, JobFailure> {
+        let failure = |message: String, class: &str| JobFailure {
+            message,
+            error_class: class.to_owned(),
+            stack: String::new(),
+        };
+        let limits = &self.settings.limits;
+        limits
+            .check_result_bytes(arrow_size(result) as u64)
+            .map_err(|message| failure(message, "floe.ResultTooLarge"))?;
+        let mut reserved = None;
+        let mut refused = None;
+        let stored = self.store.put_job_result(id, result, |bytes| {
+            if self.reserve_result_bytes(bytes) {
+                reserved = Some(bytes);
+                true
+            } else {
+                refused = Some(bytes);
+                false
+            }
+        });
+        match stored {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => {
+                let bytes = refused.unwrap_or_default();
+                Err(failure(
+                    format!(
+                        "the job's result takes {} but stored job results take {} of the {} \
+                         allowed (`{MAX_JOB_RESULTS_BYTES}`), and no finished job that ended \
+                         `job_retention` ({}) ago can make room; it was not stored: retry \
+                         later, or ask for a smaller result",
+                        byte_size(bytes),
+                        byte_size(self.result_bytes.load(Ordering::Acquire)),
+                        byte_size(limits.max_job_results_bytes),
+                        humantime::format_duration(self.settings.job_retention)
+                    ),
+                    "floe.JobResultsFull",
+                ))
+            }
+            Err(e) => {
+                if let Some(bytes) = reserved {
+                    self.result_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                }
+                warn!(job_id = %id, error = %error_chain(&e), "cannot store the job's result");
+                let error_class = match e {
+                    StoreError::EncodeJobResult { .. } => "floe.ResultEncoding",
+                    _ => "floe.StoreError",
+                };
+                Err(failure(
+                    format!("cannot store the result: {}", error_chain(&e)),
+                    error_class,
+                ))
+            }
+        }
+    }
+
+    /// Counts `bytes` of a new result against `limits.max_job_results_bytes`. Over it, first
+    /// deletes finished jobs older than `job_retention` that free enough (oldest first);
+    /// returns whether the bytes were counted.
+    fn reserve_result_bytes(&self, bytes: u64) -> bool {
+        let limit = self.settings.limits.max_job_results_bytes;
+        let take = || {
+            self.result_bytes
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |total| {
+                    total.checked_add(bytes).filter(|after| *after <= limit)
+                })
+                .is_ok()
+        };
+        if take() {
+            return true;
+        }
+        if let Err(e) = self.sweep_for_result_bytes(bytes) {
+            warn!(error = %error_chain(&e), "job results sweep failed");
+        }
+        take()
+    }
+
+    /// Deletes finished jobs with a stored result, those that ended first first, but none that
+    /// ended less than `job_retention` ago, until `needed` more bytes fit under
+    /// `limits.max_job_results_bytes`. Deletes nothing when those jobs cannot free enough: a
+    /// result that will be refused anyway must not cost the history. Returns how many it
+    /// deleted.
+    fn sweep_for_result_bytes(&self, needed: u64) -> Result<usize, StoreError> {
+        let limit = self.settings.limits.max_job_results_bytes;
+        let ended_before = self.retention_cutoff();
+        let victims: Vec<(FinishedKey, u64)> = {
+            // Choosing the victims and counting them gone happen under one lock, as in
+            // `sweep`.
+            let mut finished = lock(&self.finished);
+            let total = self.result_bytes.load(Ordering::Acquire);
+            let excess = total.saturating_add(needed).saturating_sub(limit);
+            let mut freed = 0u64;
+            let mut chosen = Vec::new();
+            for ((ended, id), bytes) in finished.iter() {
+                if freed >= excess || *ended > ended_before {
+                    break;
+                }
+                if *bytes > 0 {
+                    chosen.push((*ended, id.clone()));
+                    freed += bytes;
+                }
+            }
+            if freed < excess {
+                return Ok(0);
+            }
+            let victims: Vec<_> = chosen
+                .into_iter()
+                .filter_map(|key| finished.remove_entry(&key))
+                .collect();
+            self.stored_jobs.fetch_sub(victims.len(), Ordering::AcqRel);
+            self.result_bytes.fetch_sub(freed, Ordering::AcqRel);
+            victims
+        };
+        let mut deleted = 0;
+        let mut failed = None;
+        for (key, bytes) in victims {
+            if failed.is_some() {
+                // Still stored: counted again, for a later sweep.
+                self.stored_jobs.fetch_add(1, Ordering::AcqRel);
+                self.result_bytes.fetch_add(bytes, Ordering::AcqRel);
+                lock(&self.finished).insert(key, bytes);
+                continue;
+            }
+            if let Err(e) = self.store.delete_job(&key.1) {
+                self.stored_jobs.fetch_add(1, Ordering::AcqRel);
+                self.result_bytes.fetch_add(bytes, Ordering::AcqRel);
+                lock(&self.finished).insert(key, bytes);
+                failed = Some(e);
+                continue;
+            }
+            deleted += 1;
+        }
+        if deleted > 0 {
+            info!(deleted, "jobs deleted to make room for a job result");
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(deleted),
+        }
+    }
+
+    /// Finished jobs that ended at or before this instant may be deleted (`job_retention`).
+    fn retention_cutoff(&self) -> DateTime<Utc> {
+        let retention = TimeDelta::from_std(self.settings.job_retention).unwrap_or(TimeDelta::MAX);
+        self.clock
+            .now()
+            .checked_sub_signed(retention)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// Kills a job (`DELETE /jobs/{id}`).
@@ -1062,12 +1266,7 @@ impl JobServer {
     /// are stored, but never one that ended less than `job_retention` ago: a client may still
     /// be polling for it. Deletes at most `batch`; returns how many it deleted.
     fn sweep(&self, batch: usize) -> Result<usize, StoreError> {
-        let retention = TimeDelta::from_std(self.settings.job_retention).unwrap_or(TimeDelta::MAX);
-        let ended_before = self
-            .clock
-            .now()
-            .checked_sub_signed(retention)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let ended_before = self.retention_cutoff();
         let mut deleted = 0;
         while deleted < batch {
             // Choosing a victim and counting it gone happen under one lock, so two sweeps
@@ -1077,19 +1276,21 @@ impl JobServer {
                 if self.stored_jobs.load(Ordering::Acquire) <= self.settings.job_history {
                     break;
                 }
-                match finished.first() {
-                    Some((ended, _)) if *ended <= ended_before => finished.pop_first(),
+                match finished.first_key_value() {
+                    Some(((ended, _), _)) if *ended <= ended_before => finished.pop_first(),
                     _ => None,
                 }
             };
-            let Some(victim) = victim else {
+            let Some((victim, bytes)) = victim else {
                 break;
             };
             self.stored_jobs.fetch_sub(1, Ordering::AcqRel);
+            self.result_bytes.fetch_sub(bytes, Ordering::AcqRel);
             if let Err(e) = self.store.delete_job(&victim.1) {
                 // Still stored: a later sweep tries again.
                 self.stored_jobs.fetch_add(1, Ordering::AcqRel);
-                lock(&self.finished).insert(victim);
+                self.result_bytes.fetch_add(bytes, Ordering::AcqRel);
+                lock(&self.finished).insert(victim, bytes);
                 return Err(e);
             }
             deleted += 1;
@@ -1128,7 +1329,9 @@ impl JobServer {
             }
         }
         let retention = self.settings.job_retention;
-        let oldest_end = lock(&self.finished).first().map(|(ended, _)| *ended);
+        let oldest_end = lock(&self.finished)
+            .first_key_value()
+            .map(|((ended, _), _)| *ended);
         // With no finished job stored, every stored job is still running, and the first to
         // end is kept for the whole retention.
         let now = self.clock.now();
@@ -1335,18 +1538,24 @@ impl JobServer {
                     match cache_as {
                         None => JobInput::of_frame(self.scan(app, what, &window)?),
                         Some(object) => objects
-                            .get_or_create(object, self.clock.now(), || {
-                                let frame = self.scan(app, what, &window).map_err(|e| match e {
-                                    ExecError::Failed { message, .. } => message,
-                                    ExecError::Stopped => "stopped".to_owned(),
-                                })?;
-                                crate::engine::cancel::collect(frame).map_err(|e| {
-                                    format!(
-                                        "cannot build named object `{object}`: {}",
-                                        crate::job::builtin::short_polars_error(&e)
-                                    )
-                                })
-                            })
+                            .get_or_create(
+                                object,
+                                &object_definition(app, what, &window),
+                                self.clock.now(),
+                                || {
+                                    let frame =
+                                        self.scan(app, what, &window).map_err(|e| match e {
+                                            ExecError::Failed { message, .. } => message,
+                                            ExecError::Stopped => "stopped".to_owned(),
+                                        })?;
+                                    crate::engine::cancel::collect(frame).map_err(|e| {
+                                        format!(
+                                            "cannot build named object `{object}`: {}",
+                                            crate::job::builtin::short_polars_error(&e)
+                                        )
+                                    })
+                                },
+                            )
                             .map(|object| JobInput {
                                 frame: object.frame.as_ref().clone().lazy(),
                                 cached_rows: Some(Arc::new(ObjectRows {
@@ -1356,7 +1565,19 @@ impl JobServer {
                                 states: None,
                                 upstream_kind: None,
                             })
-                            .map_err(ExecError::failed("floe.NamedObjectError"))?,
+                            .map_err(|e| match e {
+                                ObjectError::Conflict(message) => ExecError::Failed {
+                                    message: format!(
+                                        "context {}: {message}",
+                                        context_label(&live.context)
+                                    ),
+                                    class: "floe.NamedObjectConflict",
+                                },
+                                ObjectError::Failed(message) => ExecError::Failed {
+                                    message,
+                                    class: "floe.NamedObjectError",
+                                },
+                            })?,
                     }
                 }
             };
@@ -1383,8 +1604,16 @@ impl JobServer {
         };
         Self::checkpoint(live)?;
         if let Some(name) = &plan.publish {
+            // A result too large to store fails the job: it must not publish it first.
+            self.settings
+                .limits
+                .check_result_bytes(arrow_size(&output.frame) as u64)
+                .map_err(ExecError::failed("floe.ResultTooLarge"))?;
+            let origin = ObjectOrigin::Published {
+                job_id: live.id.clone(),
+            };
             objects
-                .put(name, output.frame.clone(), self.clock.now())
+                .put(name, output.frame.clone(), self.clock.now(), origin)
                 .map_err(ExecError::failed("floe.NamedObjectError"))?;
         }
         Ok(output.frame)
@@ -1490,8 +1719,30 @@ fn object_window_rows(
     Ok((rows, column))
 }
 
+/// What a get-or-create input builds its named object from.
+fn object_definition(app: &App, what: &ScanTarget, window: &Window) -> ObjectDefinition {
+    let (kind, name) = match what {
+        ScanTarget::Source(name) => ("source", name),
+        ScanTarget::Results(name) => ("results", name),
+    };
+    ObjectDefinition {
+        app: app.name().to_owned(),
+        app_version: app.meta.version,
+        kind,
+        name: name.clone(),
+        from: window.start,
+        to: window.end,
+    }
+}
+
+/// A finished job's place in the history sweep's order: (end time, id).
+type FinishedKey = (DateTime<Utc>, Box<str>);
+
+/// Every stored finished job by (end time, id), with the bytes of its stored result.
+type FinishedJobs = BTreeMap<FinishedKey, u64>;
+
 /// A finished job's place in the history sweep's order.
-fn finished_key(record: &JobRecord) -> (DateTime<Utc>, Box<str>) {
+fn finished_key(record: &JobRecord) -> FinishedKey {
     (
         record.end_time.unwrap_or(record.start_time),
         record.id.as_str().into(),

@@ -9,6 +9,12 @@
 //! polars' sorted flag, so a job asking for a window of the object gets a zero-copy slice
 //! found by binary search (`engine::time_slice`) instead of a scan of every row.
 //!
+//! An object built by `get_or_create` remembers its definition (the app and version, the source
+//! or results, the range): a later `get_or_create` of the same name with another definition is
+//! refused, naming both, instead of handing back rows that are not the ones it asked for (an
+//! input naming app `evil` and one day must not get app `shop`'s week). `put` (a job's
+//! `publish`) replaces whatever the name held, as it always did.
+//!
 //! Every object counts its Arrow size against the context's memory budget; an object that does
 //! not fit is refused with a message saying how much is free, never silently evicted, because a
 //! later job that expects it would otherwise fail far from the cause. Each object also keeps
@@ -16,6 +22,7 @@
 //! a cache, dropped to make room for an object before it is refused.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
@@ -38,6 +45,67 @@ pub struct NamedObject {
     pub created_at: DateTime<Utc>,
     /// Rows of `frame` that jobs' filters selected, kept for the next job asking the same.
     pub selections: Arc<Selections>,
+    /// What made it: a later get-or-create must ask for the same definition.
+    pub origin: ObjectOrigin,
+}
+
+/// What a get-or-create input builds an object from: `{ object, source | results, app, from,
+/// to }`. Two inputs with equal definitions want the same rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectDefinition {
+    pub app: String,
+    /// The app's version: another upload may read other files or compute other results.
+    pub app_version: u32,
+    /// `source` or `results`.
+    pub kind: &'static str,
+    /// The source's or the job's name.
+    pub name: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl fmt::Display for ObjectDefinition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} `{}` of app {} (version {}) from {} to {}",
+            self.kind,
+            self.name,
+            self.app,
+            self.app_version,
+            self.from.to_rfc3339(),
+            self.to.to_rfc3339()
+        )
+    }
+}
+
+/// How a named object came to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectOrigin {
+    /// Built by a get-or-create input.
+    Built(ObjectDefinition),
+    /// Kept by a job's `publish`.
+    Published { job_id: String },
+}
+
+impl fmt::Display for ObjectOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectOrigin::Built(definition) => write!(f, "built from {definition}"),
+            ObjectOrigin::Published { job_id } => write!(f, "published by job {job_id}"),
+        }
+    }
+}
+
+/// Why `get_or_create` gave no object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    /// The name holds an object of another definition.
+    #[error("{0}")]
+    Conflict(String),
+    /// Building it failed, or it does not fit the budget.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// What `GET /contexts/{name}` shows of an object.
@@ -144,21 +212,33 @@ impl NamedObjects {
         lock(&slot).clone()
     }
 
-    /// The object `name`, building it with `build` if it does not exist yet. Concurrent
-    /// callers for the same name wait for the first one's build.
+    /// The object `name` built from `definition`, building it with `build` if it does not
+    /// exist yet. Concurrent callers for the same name wait for the first one's build. An
+    /// object of that name with another origin is a [`ObjectError::Conflict`] naming both.
     pub fn get_or_create(
         &self,
         name: &str,
+        definition: &ObjectDefinition,
         now: DateTime<Utc>,
         build: impl FnOnce() -> Result<DataFrame, String>,
-    ) -> Result<NamedObject, String> {
+    ) -> Result<NamedObject, ObjectError> {
         let slot = self.slot(name);
         let value = lock(&slot);
         if let Some(existing) = value.as_ref() {
-            return Ok(existing.clone());
+            return match &existing.origin {
+                ObjectOrigin::Built(built) if built == definition => Ok(existing.clone()),
+                other => Err(ObjectError::Conflict(format!(
+                    "named object `{name}` holds other rows than this input asks for: it was \
+                     {other}, and this input asks for {definition}; give this input another \
+                     `object` name, or drop `{name}` by deleting the context and creating it \
+                     again"
+                ))),
+            };
         }
-        let frame = build()?;
-        self.admit(name, frame, now, &slot, value)
+        let frame = build().map_err(ObjectError::Failed)?;
+        let origin = ObjectOrigin::Built(definition.clone());
+        self.admit(name, frame, now, origin, &slot, value)
+            .map_err(ObjectError::Failed)
     }
 
     /// Stores `frame` as `name`, replacing any previous object of that name.
@@ -167,10 +247,11 @@ impl NamedObjects {
         name: &str,
         frame: DataFrame,
         now: DateTime<Utc>,
+        origin: ObjectOrigin,
     ) -> Result<NamedObject, String> {
         let slot = self.slot(name);
         let value = lock(&slot);
-        self.admit(name, frame, now, &slot, value)
+        self.admit(name, frame, now, origin, &slot, value)
     }
 
     /// Stores `frame` in `slot` (whose lock `value` is) and charges it to the budget,
@@ -182,6 +263,7 @@ impl NamedObjects {
         name: &str,
         frame: DataFrame,
         now: DateTime<Utc>,
+        origin: ObjectOrigin,
         slot: &Slot,
         mut value: MutexGuard<'_, Option<NamedObject>>,
     ) -> Result<NamedObject, String> {
@@ -192,6 +274,7 @@ impl NamedObjects {
             frame: Arc::new(frame),
             bytes,
             created_at: now,
+            origin,
         };
         // Under the state lock, so `forget` runs wholly before (the slot is gone) or after.
         let state = lock(&self.state);
@@ -313,6 +396,82 @@ mod tests {
         df!("x" => (0..n).collect::<Vec<i64>>()).unwrap()
     }
 
+    fn definition(source: &str) -> ObjectDefinition {
+        ObjectDefinition {
+            app: "shop".to_owned(),
+            app_version: 1,
+            kind: "source",
+            name: source.to_owned(),
+            from: "2024-01-01T00:00:00Z".parse().unwrap(),
+            to: "2024-01-08T00:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn published() -> ObjectOrigin {
+        ObjectOrigin::Published {
+            job_id: "j1".to_owned(),
+        }
+    }
+
+    #[test]
+    fn get_or_create_refuses_another_definition_of_the_same_name() {
+        let objects = NamedObjects::new(1 << 30);
+        let week = definition("events");
+        objects
+            .get_or_create("events", &week, Utc::now(), || Ok(frame(7)))
+            .unwrap();
+        // The same definition gets the object without building it again.
+        let again = objects
+            .get_or_create("events", &week, Utc::now(), || panic!("built twice"))
+            .unwrap();
+        assert_eq!(again.frame.height(), 7);
+        // Another app, another range, another version: each is refused, naming both.
+        let others = [
+            ObjectDefinition {
+                app: "evil".to_owned(),
+                to: "2024-01-02T00:00:00Z".parse().unwrap(),
+                ..week.clone()
+            },
+            ObjectDefinition {
+                app_version: 2,
+                ..week.clone()
+            },
+            ObjectDefinition {
+                kind: "results",
+                ..week.clone()
+            },
+        ];
+        for other in others {
+            let err = objects
+                .get_or_create("events", &other, Utc::now(), || panic!("must not build"))
+                .unwrap_err();
+            let ObjectError::Conflict(message) = err else {
+                panic!("expected a conflict, got {err:?}");
+            };
+            assert!(message.contains(&format!("built from {week}")), "{message}");
+            assert!(message.contains(&format!("asks for {other}")), "{message}");
+            assert!(message.contains("another `object` name"), "{message}");
+        }
+        assert_eq!(
+            definition("events").to_string(),
+            "source `events` of app shop (version 1) from 2024-01-01T00:00:00+00:00 to \
+             2024-01-08T00:00:00+00:00"
+        );
+        // A published object is not a built one: a get-or-create of its name is refused too,
+        // and a publish replaces whatever the name held, as before.
+        objects
+            .put("events", frame(3), Utc::now(), published())
+            .unwrap();
+        let err = objects
+            .get_or_create("events", &week, Utc::now(), || panic!("must not build"))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("it was published by job j1"),
+            "{err}"
+        );
+        assert_eq!(objects.get("events").unwrap().frame.height(), 3);
+    }
+
     #[test]
     fn concurrent_get_or_create_builds_once() {
         let objects = Arc::new(NamedObjects::new(1 << 30));
@@ -323,7 +482,7 @@ mod tests {
                 let builds = builds.clone();
                 thread::spawn(move || {
                     objects
-                        .get_or_create("events", Utc::now(), || {
+                        .get_or_create("events", &definition("events"), Utc::now(), || {
                             builds.fetch_add(1, Ordering::SeqCst);
                             thread::sleep(Duration::from_millis(50));
                             Ok(frame(1000))
@@ -344,12 +503,12 @@ mod tests {
     fn failed_build_leaves_the_slot_empty_for_the_next_try() {
         let objects = NamedObjects::new(1 << 30);
         let err = objects
-            .get_or_create("x", Utc::now(), || Err("boom".to_owned()))
+            .get_or_create("x", &definition("x"), Utc::now(), || Err("boom".to_owned()))
             .unwrap_err();
-        assert_eq!(err, "boom");
+        assert_eq!(err, ObjectError::Failed("boom".to_owned()));
         assert!(objects.get("x").is_none());
         objects
-            .get_or_create("x", Utc::now(), || Ok(frame(3)))
+            .get_or_create("x", &definition("x"), Utc::now(), || Ok(frame(3)))
             .unwrap();
         assert_eq!(objects.get("x").unwrap().frame.height(), 3);
     }
@@ -358,16 +517,26 @@ mod tests {
     fn budget_is_enforced_and_credited_on_replace_and_forget() {
         let size = arrow_size(&frame(1000)) as u64;
         let objects = NamedObjects::new(size * 2);
-        objects.put("a", frame(1000), Utc::now()).unwrap();
-        objects.put("b", frame(1000), Utc::now()).unwrap();
-        let err = objects.put("c", frame(1000), Utc::now()).unwrap_err();
+        objects
+            .put("a", frame(1000), Utc::now(), published())
+            .unwrap();
+        objects
+            .put("b", frame(1000), Utc::now(), published())
+            .unwrap();
+        let err = objects
+            .put("c", frame(1000), Utc::now(), published())
+            .unwrap_err();
         assert!(err.contains("named object `c` needs"), "{err}");
         // Replacing `a` with an equal-sized frame fits: its old bytes are credited.
-        objects.put("a", frame(1000), Utc::now()).unwrap();
+        objects
+            .put("a", frame(1000), Utc::now(), published())
+            .unwrap();
         assert_eq!(objects.used(), size * 2);
         assert!(objects.forget("a"));
         assert_eq!(objects.used(), size);
-        objects.put("c", frame(1000), Utc::now()).unwrap();
+        objects
+            .put("c", frame(1000), Utc::now(), published())
+            .unwrap();
         let names: Vec<String> = objects.summaries().into_iter().map(|s| s.name).collect();
         assert_eq!(names, ["b", "c"]);
     }
@@ -383,7 +552,7 @@ mod tests {
             let (objects, started, release) = (objects.clone(), started.clone(), release.clone());
             thread::spawn(move || {
                 objects
-                    .get_or_create("x", Utc::now(), || {
+                    .get_or_create("x", &definition("x"), Utc::now(), || {
                         started.wait();
                         release.wait();
                         Ok(frame(1000))
@@ -416,7 +585,9 @@ mod tests {
         };
         let size = arrow_size(&big(1000)) as u64;
         let objects = NamedObjects::new(size * 2);
-        let a = objects.put("a", big(1000), Utc::now()).unwrap();
+        let a = objects
+            .put("a", big(1000), Utc::now(), published())
+            .unwrap();
         let filter = col("even");
         a.selections
             .rows(&a.frame, &filter, &["x".to_owned()])
@@ -427,7 +598,9 @@ mod tests {
         let summary = &objects.summaries()[0];
         assert_eq!((summary.selections, summary.selection_bytes), (1, selected));
         // `b` fits only without the selection: it is dropped, and `b` is kept.
-        objects.put("b", big(1000), Utc::now()).unwrap();
+        objects
+            .put("b", big(1000), Utc::now(), published())
+            .unwrap();
         assert_eq!(a.selections.usage(), (0, 0));
         assert_eq!(objects.used(), size * 2);
         assert!(objects.forget("a"));

@@ -14,7 +14,7 @@ use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
 use super::apps::{App, Apps};
-use super::context::parse_duration;
+use super::context::parse_job_timeout;
 use crate::job::Job;
 use crate::job::builtin::{CountDistinct, GroupBy, Select, Sql, Top};
 use crate::partition::{Window, parse_instant, window_containing};
@@ -121,19 +121,47 @@ pub fn builtin_class(class_path: &str) -> Option<&'static str> {
     })
 }
 
-/// The execution timeout a config asks for, if any.
+/// The execution timeout a config asks for, if any (at most a week).
 pub fn job_timeout(config: &Map<String, Value>) -> Result<Option<Duration>, String> {
     match config.get("job-timeout") {
         None => Ok(None),
-        Some(Value::Number(n)) => parse_duration(&n.to_string())
+        Some(Value::Number(n)) => parse_job_timeout(&n.to_string())
             .map(Some)
             .map_err(|e| format!("`job-timeout`: {e}")),
-        Some(Value::String(s)) => parse_duration(s)
+        Some(Value::String(s)) => parse_job_timeout(s)
             .map(Some)
             .map_err(|e| format!("`job-timeout`: {e}")),
         Some(other) => Err(format!(
             "`job-timeout`: expected a duration such as `30s`, found {other}"
         )),
+    }
+}
+
+/// The execution timeout a job runs under: its context's, which its own `job-timeout` may
+/// shorten but not lengthen (the context's is the admin's bound); its own when the context
+/// sets none.
+pub fn effective_job_timeout(context: Option<Duration>, job: Option<Duration>) -> Option<Duration> {
+    match (context, job) {
+        (Some(context), Some(job)) => Some(context.min(job)),
+        (context, job) => context.or(job),
+    }
+}
+
+/// What separates a pipeline from a job in the name of a results table of `/query`
+/// (`shop__sales_per_category_daily`); the `/query` handler splits table names on it
+/// (`TABLE_SEPARATOR` in `server/floe.rs`). Named objects may not contain it, so a table
+/// name with it always means results and an object can never shadow them.
+pub const RESULTS_TABLE_SEPARATOR: &str = "__";
+
+/// Refuses a named object's name that holds [`RESULTS_TABLE_SEPARATOR`]; `field` is the
+/// config key that gave it.
+fn check_object_name(field: &str, name: &str, errors: &mut Vec<String>) {
+    if name.contains(RESULTS_TABLE_SEPARATOR) {
+        errors.push(format!(
+            "`{field}`: named object `{name}` contains `{RESULTS_TABLE_SEPARATOR}`, which is \
+             reserved for pipeline results (`<pipeline>{RESULTS_TABLE_SEPARATOR}<job>` in \
+             /query); choose a name without it"
+        ));
     }
 }
 
@@ -428,10 +456,11 @@ fn plan_builtin(
         (None, None) => {}
     }
     let publish = string_field(config, "publish", &mut errors).map(str::to_owned);
-    if let Some(name) = &publish
-        && let Err(e) = crate::pipeline::check_identifier(name)
-    {
-        errors.push(format!("`publish`: {e}"));
+    if let Some(name) = &publish {
+        if let Err(e) = crate::pipeline::check_identifier(name) {
+            errors.push(format!("`publish`: {e}"));
+        }
+        check_object_name("publish", name, &mut errors);
     }
 
     let params: Map<String, Value> = config
@@ -516,6 +545,12 @@ fn input_spec(
 ) -> Option<InputSpec> {
     let block = match value {
         Value::String(name) => {
+            let mut problems = Vec::new();
+            check_object_name(field, name, &mut problems);
+            if !problems.is_empty() {
+                errors.extend(problems);
+                return None;
+            }
             return Some(InputSpec::Object {
                 name: name.clone(),
                 window: None,
@@ -551,6 +586,9 @@ fn input_spec(
         }
     }
     let object = string_field(block, "object", &mut problems).map(str::to_owned);
+    if let Some(name) = &object {
+        check_object_name(&format!("{field}.object"), name, &mut problems);
+    }
     let source = string_field(block, "source", &mut problems).map(str::to_owned);
     let results = string_field(block, "results", &mut problems).map(str::to_owned);
     let what = match (source, results) {
@@ -726,4 +764,105 @@ pub fn input_span(inputs: &[(String, InputSpec)]) -> Window {
             },
             |(start, end)| Window { start, end },
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::pipeline::data_roots::DataRoots;
+
+    fn config(hocon_like: &[(&str, Value)]) -> Map<String, Value> {
+        hocon_like
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone()))
+            .collect()
+    }
+
+    fn invalid(apps: &Apps, config: &Map<String, Value>) -> Vec<String> {
+        match plan(apps, None, "sql", config) {
+            Err(PlanError::Invalid(errors)) => errors,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_job_may_shorten_its_contexts_timeout_but_not_lengthen_it() {
+        let secs = Duration::from_secs;
+        assert_eq!(
+            effective_job_timeout(Some(secs(2)), Some(secs(3600))),
+            Some(secs(2))
+        );
+        assert_eq!(
+            effective_job_timeout(Some(secs(3600)), Some(secs(2))),
+            Some(secs(2))
+        );
+        assert_eq!(effective_job_timeout(Some(secs(2)), None), Some(secs(2)));
+        assert_eq!(effective_job_timeout(None, Some(secs(5))), Some(secs(5)));
+        assert_eq!(effective_job_timeout(None, None), None);
+        let asked = |value: Value| job_timeout(&config(&[("job-timeout", value)]));
+        assert_eq!(asked(Value::from("1h")).unwrap(), Some(secs(3600)));
+        assert_eq!(
+            asked(Value::from("99999999d")).unwrap_err(),
+            "`job-timeout`: `99999999d` is longer than the longest execution timeout, 7days \
+             (7 days)"
+        );
+        assert!(asked(Value::from(999_999_999)).is_err());
+    }
+
+    #[test]
+    fn names_with_the_results_separator_are_reserved_for_results() {
+        let roots = Arc::new(DataRoots::new(Path::new("data"), &[]));
+        let apps = Apps::new(roots.clone(), roots, 1);
+        let query = ("query", Value::from("select * from t"));
+        let errors = invalid(
+            &apps,
+            &config(&[
+                query.clone(),
+                ("input", Value::from("t")),
+                ("publish", Value::from("shop__sales_per_category_daily")),
+            ]),
+        );
+        assert_eq!(
+            errors,
+            [
+                "`publish`: named object `shop__sales_per_category_daily` contains `__`, which is \
+              reserved for pipeline results (`<pipeline>__<job>` in /query); choose a name \
+              without it"
+            ]
+        );
+        let errors = invalid(
+            &apps,
+            &config(&[
+                query.clone(),
+                (
+                    "inputs",
+                    serde_json::json!({"t": "shop__x", "u": {"object": "a__b"}}),
+                ),
+            ]),
+        );
+        // (and the query's `t` is then not among the inputs)
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("`inputs.t`: named object `shop__x` contains `__`"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("`inputs.u.object`: named object `a__b` contains `__`"),
+            "{errors:?}"
+        );
+        // One underscore, or a table name of the job's own, is fine.
+        let planned = plan(
+            &apps,
+            None,
+            "sql",
+            &config(&[
+                query,
+                ("inputs", serde_json::json!({"t": "top_cities"})),
+                ("publish", Value::from("shop_sales")),
+            ]),
+        );
+        assert!(planned.is_ok(), "{planned:?}");
+    }
 }

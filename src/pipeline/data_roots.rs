@@ -121,6 +121,10 @@ impl DataRoots {
     }
 
     /// The file `path` (a glob match) resolved through symlinks, if it lies inside a root.
+    ///
+    /// A resolved path holding a glob character is refused too: polars expands the paths it is
+    /// given as globs again (always, for NDJSON), so a file named `*` beside a link could make
+    /// it read what the link points to. The message never names where a link leads.
     pub fn check_file(&self, path: &Path) -> Result<PathBuf, String> {
         let resolved = std::fs::canonicalize(path)
             .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
@@ -129,16 +133,24 @@ impl DataRoots {
             // A root created after start-up: resolve it now.
             None => std::fs::canonicalize(given).is_ok_and(|root| resolved.starts_with(root)),
         });
-        if inside {
-            Ok(resolved)
-        } else {
-            Err(format!(
-                "{} resolves to {}, outside the data roots ({})",
+        if !inside {
+            return Err(format!(
+                "{} leads outside the data roots ({}); a source reads only inside them",
                 path.display(),
-                resolved.display(),
                 self.describe()
-            ))
+            ));
         }
+        if resolved
+            .to_string_lossy()
+            .contains(['*', '?', '[', ']', '{', '}'])
+        {
+            return Err(format!(
+                "{} has a glob character (`*`, `?`, `[`, `]`, `{{`, `}}`) in its resolved path; \
+                 Floe does not read such files: rename them",
+                path.display()
+            ));
+        }
+        Ok(resolved)
     }
 }
 
@@ -198,8 +210,16 @@ mod tests {
         assert!(roots.check_file(&data.join("events/ok.csv")).is_ok());
         for path in [data.join("leak.csv"), data.join("events/link/secret.csv")] {
             let err = roots.check_file(&path).unwrap_err();
-            assert!(err.contains("outside the data roots"), "{err}");
+            assert!(err.contains("leads outside the data roots"), "{err}");
+            assert!(
+                !err.contains("outside/secret.csv"),
+                "names where the link leads: {err}"
+            );
         }
+        // A glob character in a name: polars would expand it again.
+        std::fs::write(data.join("events/*"), "a\n1\n").unwrap();
+        let err = roots.check_file(&data.join("events/*")).unwrap_err();
+        assert!(err.contains("glob character"), "{err}");
         // A root that is itself a symlink still works.
         let alias = dir.path().join("alias");
         std::os::unix::fs::symlink(&data, &alias).unwrap();

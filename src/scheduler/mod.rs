@@ -43,6 +43,7 @@ use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::error::error_chain;
+use crate::jobserver::limits::MAX_ACTIVE_BACKFILLS;
 use crate::materialize::{Materializer, PartitionAttempt, RunOutcome, RunRequest, upstream_keys};
 use crate::partition::{Window, window_containing, windows_within};
 use crate::pipeline::{InputRef, JobDef, Pipeline};
@@ -98,6 +99,33 @@ pub enum SchedulerError {
         state: &'static str,
         action: &'static str,
     },
+    #[error(
+        "{active} backfills and restatements are running or paused, the limit \
+         (`{MAX_ACTIVE_BACKFILLS}`); wait for one to finish, or cancel one \
+         (POST /backfills/{{id}}/cancel)"
+    )]
+    TooManyActiveBackfills { active: usize },
+}
+
+/// Bounds on backfills and restatements (`limits.max_active_backfills`,
+/// `limits.backfill_history`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackfillLimits {
+    /// Backfills and restatements not finished (running or paused) at once, server-wide: each
+    /// holds its planned runs in memory.
+    pub max_active: usize,
+    /// Finished and cancelled backfill records kept, the newest; older ones are deleted (from
+    /// the store and from memory) when a backfill or restatement starts.
+    pub history: usize,
+}
+
+impl Default for BackfillLimits {
+    fn default() -> Self {
+        BackfillLimits {
+            max_active: 16,
+            history: 1_000,
+        }
+    }
 }
 
 /// Most runs one backfill may plan (a year of hourly partitions of 500 jobs).
@@ -1238,9 +1266,22 @@ impl Scheduler {
     // ---- backfills and restatements --------------------------------------------------
 
     /// Starts a backfill: every partition of the chosen jobs (and their upstream jobs) in
-    /// the range, skipping fresh ones unless forced. Returns its id.
+    /// the range, skipping fresh ones unless forced. Returns its id. Held to the default
+    /// [`BackfillLimits`]; `floe serve` gives its own with [`Scheduler::start_backfill_within`].
     pub fn backfill(&self, request: &BackfillRequest) -> Result<BackfillStatus, SchedulerError> {
-        self.start_backfill(request, false)
+        self.start_backfill(request, false, BackfillLimits::default())
+    }
+
+    /// Starts a backfill (or, with `restate`, a restatement) held to `limits`: refused while
+    /// `limits.max_active` are not finished; finished records beyond `limits.history` are
+    /// deleted first.
+    pub fn start_backfill_within(
+        &self,
+        request: &BackfillRequest,
+        restate: bool,
+        limits: BackfillLimits,
+    ) -> Result<BackfillStatus, SchedulerError> {
+        self.start_backfill(request, restate, limits)
     }
 
     /// Starts a restatement: the chosen jobs' partitions in the range and, by cascade, every
@@ -1248,13 +1289,14 @@ impl Scheduler {
     /// new result replaces the old one with one swap of its run record: a reader sees one or
     /// the other.
     pub fn restate(&self, request: &BackfillRequest) -> Result<BackfillStatus, SchedulerError> {
-        self.start_backfill(request, true)
+        self.start_backfill(request, true, BackfillLimits::default())
     }
 
     fn start_backfill(
         &self,
         request: &BackfillRequest,
         restate: bool,
+        limits: BackfillLimits,
     ) -> Result<BackfillStatus, SchedulerError> {
         let pipeline = self.pipeline(&request.pipeline)?;
         if request.from >= request.to {
@@ -1303,13 +1345,74 @@ impl Scheduler {
             created_at: now,
             finished_at: None,
         };
+        // Counted and registered under one lock, so concurrent requests cannot all take the
+        // last place; `plan_backfill` registers it again with its runs.
+        {
+            let mut state = lock(&self.inner.state);
+            let active = state
+                .backfills
+                .values()
+                .filter(|live| live.record.state.is_live())
+                .count();
+            if active >= limits.max_active {
+                return Err(SchedulerError::TooManyActiveBackfills { active });
+            }
+            state.backfills.insert(
+                Arc::from(record.id.as_str()),
+                LiveBackfill {
+                    record: record.clone(),
+                    progress: Progress::default(),
+                    parked: Vec::new(),
+                    planning: true,
+                },
+            );
+        }
         // The request is durable before any of its runs is queued: after a crash it is
         // re-planned from this record.
-        self.inner.store.put_backfill(&record)?;
+        let stored = self
+            .prune_backfill_history(limits.history)
+            .and_then(|()| (self.inner.store.put_backfill(&record)).map_err(SchedulerError::from));
+        if let Err(error) = stored {
+            lock(&self.inner.state).backfills.remove(record.id.as_str());
+            return Err(error);
+        }
         info!(backfill = %record.id, pipeline = %record.pipeline, from = %record.from, to = %record.to, restate, "backfill started");
         let id = self.plan_backfill(&pipeline, record)?;
         self.wake();
         self.backfill_status(&id)
+    }
+
+    /// Deletes the oldest finished and cancelled backfill records beyond the `keep` newest,
+    /// from the store and from memory.
+    fn prune_backfill_history(&self, keep: usize) -> Result<(), SchedulerError> {
+        let records = self.inner.store.backfills()?;
+        let done: Vec<String> = records
+            .into_iter()
+            .filter(|record| !record.state.is_live())
+            .map(|record| record.id)
+            .collect();
+        let excess = done.len().saturating_sub(keep);
+        if excess == 0 {
+            return Ok(());
+        }
+        let pruned = &done[..excess];
+        self.inner.store.delete_backfills(pruned)?;
+        let mut state = lock(&self.inner.state);
+        for id in pruned {
+            if state
+                .backfills
+                .get(id.as_str())
+                .is_some_and(|live| !live.record.state.is_live())
+            {
+                state.backfills.remove(id.as_str());
+            }
+        }
+        info!(
+            deleted = excess,
+            kept = keep,
+            "old backfill records deleted"
+        );
+        Ok(())
     }
 
     /// Enqueues a backfill's runs and registers its progress.
@@ -1593,6 +1696,27 @@ impl Scheduler {
             .backfill(id)?
             .ok_or_else(|| SchedulerError::UnknownBackfill(id.to_owned()))?;
         Ok(self.finished_status(record))
+    }
+
+    /// The newest backfills of a pipeline (or all), newest first, at most `limit`.
+    pub fn backfills_newest(
+        &self,
+        pipeline: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BackfillStatus>, SchedulerError> {
+        let records = self.inner.store.backfills_newest(limit, |record| {
+            pipeline.is_none_or(|p| record.pipeline == p)
+        })?;
+        Ok(records
+            .into_iter()
+            .map(|record| {
+                let live = lock(&self.inner.state)
+                    .backfills
+                    .get(record.id.as_str())
+                    .map(|live| status_of(&live.record, &live.progress));
+                live.unwrap_or_else(|| self.finished_status(record))
+            })
+            .collect())
     }
 
     /// Every backfill of a pipeline (or all), oldest first.

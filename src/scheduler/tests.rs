@@ -646,3 +646,101 @@ fn retry_delays_double_cap_and_jitter() {
     assert_eq!(retry_delay(base, 1, 1.0), Duration::from_secs(12));
     assert_eq!(retry_delay(base, 1, -1.0), Duration::from_secs(8));
 }
+
+#[test]
+fn active_backfills_are_bounded_and_old_records_are_pruned_and_listed_newest_first() {
+    // No source files and an hour's wait: every backfill stays running until cancelled.
+    let h = harness(HOURLY_DAILY, utc(2024, 2, 1, 0), 1);
+    let limits = BackfillLimits {
+        max_active: 2,
+        history: 2,
+    };
+    let request = |day: u32| BackfillRequest {
+        pipeline: "shop".into(),
+        jobs: Some(vec!["users_hourly".into()]),
+        from: utc(2024, 1, day, 0),
+        to: utc(2024, 1, day, 1),
+        force: false,
+    };
+    let start = |day: u32| {
+        h.scheduler
+            .start_backfill_within(&request(day), false, limits)
+    };
+    let first = start(1).unwrap();
+    // A restatement counts as well.
+    let restatement = h
+        .scheduler
+        .start_backfill_within(&request(2), true, limits)
+        .unwrap();
+    let refused = start(3).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            SchedulerError::TooManyActiveBackfills { active: 2 }
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .starts_with("2 backfills and restatements are running or paused, the limit (`limits.max_active_backfills`)"),
+        "{refused}"
+    );
+    // A paused one is not finished: still refused. A cancelled one makes room.
+    h.scheduler.pause_backfill(&first.id).unwrap();
+    assert!(start(3).is_err());
+    h.scheduler.cancel_backfill(&first.id).unwrap();
+    let mut ended = vec![first.id.clone()];
+    for day in 3..=6 {
+        let started = start(day).unwrap();
+        h.scheduler.cancel_backfill(&started.id).unwrap();
+        ended.push(started.id);
+    }
+    // Each start kept the 2 newest ended records: the two oldest are gone from the store and
+    // from memory; the running restatement is kept whatever its age.
+    for gone in &ended[..2] {
+        assert!(
+            matches!(
+                h.scheduler.backfill_status(gone),
+                Err(SchedulerError::UnknownBackfill(_))
+            ),
+            "{gone}"
+        );
+        assert!(h.store.backfill(gone).unwrap().is_none());
+    }
+    let ids = |statuses: Vec<BackfillStatus>| -> Vec<String> {
+        statuses.into_iter().map(|s| s.id).collect()
+    };
+    let mut stored: Vec<String> = ids(h.scheduler.backfills(None).unwrap());
+    stored.sort();
+    let mut expected = vec![
+        restatement.id.clone(),
+        ended[2].clone(),
+        ended[3].clone(),
+        ended[4].clone(),
+    ];
+    expected.sort();
+    assert_eq!(stored, expected);
+    assert_eq!(lock(&h.scheduler.inner.state).backfills.len(), 4);
+    // Listed newest first, bounded.
+    assert_eq!(
+        ids(h.scheduler.backfills_newest(Some("shop"), 2).unwrap()),
+        [ended[4].clone(), ended[3].clone()]
+    );
+    assert_eq!(
+        ids(h.scheduler.backfills_newest(Some("shop"), 10).unwrap()),
+        [
+            ended[4].clone(),
+            ended[3].clone(),
+            ended[2].clone(),
+            restatement.id.clone()
+        ]
+    );
+    assert!(
+        h.scheduler
+            .backfills_newest(Some("other"), 10)
+            .unwrap()
+            .is_empty()
+    );
+    h.scheduler.cancel_backfill(&restatement.id).unwrap();
+}

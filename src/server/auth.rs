@@ -23,7 +23,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -32,7 +32,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::http::{ApiError, json_response, sjs_error};
+use super::http::{ApiError, json_response};
 use super::sjs::timestamp;
 use super::{AppState, ServerConfig};
 use crate::auth::tokens::{RELOAD_INTERVAL, check_name, expiry_after, parse_token};
@@ -41,9 +41,17 @@ use crate::auth::{
 };
 use crate::clock::Clock;
 use crate::error::error_chain;
+use crate::jobserver::context::parse_bytes;
 
 /// Routes anyone may read by default: probes, scrapes and the API description.
 pub const DEFAULT_OPEN_ROUTES: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
+
+/// The default of `auth.audit_log_max_bytes`: 64 MiB, so about 128 MiB of audit log at most.
+pub const DEFAULT_AUDIT_LOG_MAX_BYTES: u64 = 64 << 20;
+
+/// The smallest `auth.audit_log_max_bytes`: a few lines, so that rotating is not a rename per
+/// line.
+pub const MIN_AUDIT_LOG_MAX_BYTES: u64 = 4 << 10;
 
 /// The challenge of every 401: both schemes Floe accepts.
 const CHALLENGE: &str = r#"Bearer realm="floe", Basic realm="floe""#;
@@ -61,6 +69,9 @@ pub struct AuthConfig {
     pub tokens_file: Option<PathBuf>,
     /// `None`: `audit.log` beside the store folder.
     pub audit_log: Option<PathBuf>,
+    /// Size past which the audit log is renamed to `<file>.1` (replacing an older one) and a new
+    /// file started: the log takes at most about twice this on disk.
+    pub audit_log_max_bytes: u64,
     /// Paths whose `read` routes need no token. Routes needing `run` or `admin` always do.
     pub open_routes: Vec<String>,
     /// Start on a non-loopback address without authentication. A flag and an environment
@@ -74,6 +85,7 @@ impl Default for AuthConfig {
             required: false,
             tokens_file: None,
             audit_log: None,
+            audit_log_max_bytes: DEFAULT_AUDIT_LOG_MAX_BYTES,
             open_routes: DEFAULT_OPEN_ROUTES
                 .iter()
                 .map(|p| (*p).to_owned())
@@ -112,6 +124,8 @@ pub(super) struct AuthFile {
     required: Option<bool>,
     tokens_file: Option<PathBuf>,
     audit_log: Option<PathBuf>,
+    /// Bytes (`64MiB`, `1g`, a number).
+    audit_log_max_bytes: Option<serde_json::Value>,
     open_routes: Option<Vec<String>>,
 }
 
@@ -126,6 +140,21 @@ impl AuthFile {
         }
         if let Some(path) = self.audit_log {
             auth.audit_log = Some(path);
+        }
+        if let Some(value) = self.audit_log_max_bytes {
+            let text = match &value {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let bytes = parse_bytes(&text)
+                .map_err(|e| format!("{}: `auth.audit_log_max_bytes`: {e}", file.display()))?;
+            if bytes < MIN_AUDIT_LOG_MAX_BYTES {
+                return Err(format!(
+                    "{}: `auth.audit_log_max_bytes`: {bytes} bytes is below the minimum of 4KiB",
+                    file.display()
+                ));
+            }
+            auth.audit_log_max_bytes = bytes;
         }
         if let Some(open) = self.open_routes {
             let routes = super::routes();
@@ -169,6 +198,7 @@ impl AuthState {
         let audit = AuditLog::open(
             &auth.audit_log_for(&config.store),
             crate::auth::audit::QUEUE_CAPACITY,
+            auth.audit_log_max_bytes.max(MIN_AUDIT_LOG_MAX_BYTES),
             audit_dropped,
         )
         .map_err(|e| error_chain(&e))?;
@@ -275,7 +305,7 @@ fn credential(headers: &HeaderMap) -> Credential<'_> {
     }
 }
 
-fn is_sjs_route(path: &str) -> bool {
+pub(super) fn is_sjs_route(path: &str) -> bool {
     SJS_PREFIXES.iter().any(|prefix| {
         path.strip_prefix(prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
@@ -284,16 +314,12 @@ fn is_sjs_route(path: &str) -> bool {
 
 /// A 401 or 403 in the envelope of the route's family.
 fn refusal_response(status: StatusCode, path: &str, message: String) -> Response {
-    let mut response = if is_sjs_route(path) {
-        sjs_error(status, message)
+    let code = if status == StatusCode::FORBIDDEN {
+        "forbidden"
     } else {
-        let code = if status == StatusCode::FORBIDDEN {
-            "forbidden"
-        } else {
-            "unauthorized"
-        };
-        ApiError::new(status, code, message).into_response()
+        "unauthorized"
     };
+    let mut response = super::family_error(is_sjs_route(path), status, code, message);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -346,11 +372,13 @@ pub(super) async fn authenticate(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.to_string());
+    // Anyone can send a 64 KiB path and be refused: the log keeps its first bytes only.
     let target = if mutating || refusal.is_some() {
-        request
-            .uri()
+        let uri = request.uri();
+        let target = uri
             .path_and_query()
-            .map_or_else(|| request.uri().path().to_owned(), ToString::to_string)
+            .map_or_else(|| uri.path(), |target| target.as_str());
+        crate::auth::audit::shorten(target, crate::auth::audit::MAX_LOGGED_TARGET).into_owned()
     } else {
         String::new()
     };
@@ -367,7 +395,7 @@ pub(super) async fn authenticate(
     if mutating || status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         auth.audit.record(&AuditEntry {
             time: timestamp(now),
-            method: method.to_string(),
+            method: super::metrics::method_label(method.as_str()).to_owned(),
             path: target,
             status: status.as_u16(),
             token_id: identity
@@ -730,6 +758,19 @@ mod tests {
             "{err}"
         );
         assert!(serde_yaml::from_str::<AuthFile>("insecure_no_auth: true\n").is_err());
+        assert_eq!(auth.audit_log_max_bytes, 64 << 20);
+        let block: AuthFile = serde_yaml::from_str("audit_log_max_bytes: 1MiB\n").unwrap();
+        block.apply(&mut auth, file).unwrap();
+        assert_eq!(auth.audit_log_max_bytes, 1 << 20);
+        let block: AuthFile = serde_yaml::from_str("audit_log_max_bytes: 100\n").unwrap();
+        let err = block.apply(&mut auth, file).unwrap_err();
+        assert!(
+            err.contains("`auth.audit_log_max_bytes`: 100 bytes is below the minimum of 4KiB"),
+            "{err}"
+        );
+        let block: AuthFile = serde_yaml::from_str("audit_log_max_bytes: lots\n").unwrap();
+        let err = block.apply(&mut auth, file).unwrap_err();
+        assert!(err.contains("`auth.audit_log_max_bytes`"), "{err}");
         assert_eq!(
             AuthConfig::default().tokens_file_for(Path::new(".floe/store")),
             PathBuf::from(".floe/tokens.json")

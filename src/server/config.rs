@@ -36,11 +36,18 @@ pub struct ServerConfig {
     /// Connections open at once; beyond it new connections wait in the listen backlog until
     /// one closes.
     pub max_connections: usize,
+    /// Connections open at once from one IP address (loopback included); beyond it new ones
+    /// from that address are closed at once, so one client cannot take every slot. Counts as
+    /// `max_connections` when above it (a value above it in the file is refused).
+    pub max_connections_per_client: usize,
     /// How long a client may take to send a request head (and a TLS handshake).
     pub header_read_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request, and a request body or
     /// a response may make no progress.
     pub idle_timeout: Duration,
+    /// How long a request body may take to arrive in full, from the end of its head, however
+    /// steadily it trickles in; then the request answers 408 and the connection is closed.
+    pub body_read_timeout: Duration,
     /// HTTPS instead of HTTP when set.
     pub tls: Option<TlsFiles>,
     /// Cross-origin requests from browsers; none allowed by default.
@@ -64,6 +71,10 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
 }
 
+/// The default of `max_connections_per_client`: well above the clients one host runs (the
+/// benchmark's 64 on loopback, a proxy's pool), well below `max_connections`' 1,024.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -81,8 +92,10 @@ impl Default for ServerConfig {
             scheduler: crate::scheduler::SchedulerConfig::default(),
             auth: super::auth::AuthConfig::default(),
             max_connections: 1024,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(30),
             tls: None,
             cors: CorsConfig::default(),
         }
@@ -113,8 +126,10 @@ struct ConfigFile {
     scheduler: Option<SchedulerFile>,
     auth: Option<super::auth::AuthFile>,
     max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
     header_read_timeout: Option<Value>,
     idle_timeout: Option<Value>,
+    body_read_timeout: Option<Value>,
     tls: Option<TlsFile>,
     cors: Option<CorsFile>,
 }
@@ -151,6 +166,13 @@ struct LimitsFile {
     max_result_partitions: Option<usize>,
     max_run_partitions: Option<usize>,
     max_join_rows: Option<u64>,
+    max_concurrent_queries: Option<usize>,
+    /// Bytes (`256m`) of one job's result.
+    max_result_bytes: Option<Value>,
+    /// Bytes (`8g`) of every stored job result.
+    max_job_results_bytes: Option<Value>,
+    max_active_backfills: Option<usize>,
+    backfill_history: Option<usize>,
 }
 
 /// `limits.memory`: bytes, a percentage of the machine's memory, or `off`.
@@ -206,7 +228,19 @@ impl LimitsFile {
             max_result_partitions,
             max_run_partitions,
             max_join_rows,
+            max_concurrent_queries,
+            max_result_bytes,
+            max_job_results_bytes,
+            max_active_backfills,
+            backfill_history,
         } = self;
+        if let Some(value) = &max_result_bytes {
+            limits.max_result_bytes = size(file, "limits.max_result_bytes", value)? as u64;
+        }
+        if let Some(value) = &max_job_results_bytes {
+            limits.max_job_results_bytes =
+                size(file, "limits.max_job_results_bytes", value)? as u64;
+        }
         if let Some(value) = &memory {
             limits.memory = memory_limit(file, value)?;
         }
@@ -228,6 +262,9 @@ impl LimitsFile {
         overlay(binary_versions, &mut limits.binary_versions);
         overlay(max_result_partitions, &mut limits.max_result_partitions);
         overlay(max_run_partitions, &mut limits.max_run_partitions);
+        overlay(max_concurrent_queries, &mut limits.max_concurrent_queries);
+        overlay(max_active_backfills, &mut limits.max_active_backfills);
+        overlay(backfill_history, &mut limits.backfill_history);
         if max_stored_jobs.is_some() {
             limits.max_stored_jobs = max_stored_jobs;
         }
@@ -426,11 +463,25 @@ impl ServerConfig {
             }
             config.max_connections = n;
         }
+        if let Some(n) = file.max_connections_per_client {
+            if n == 0 || n > config.max_connections {
+                return Err(format!(
+                    "{}: `max_connections_per_client` ({n}) must be between 1 and \
+                     `max_connections` ({})",
+                    path.display(),
+                    config.max_connections
+                ));
+            }
+            config.max_connections_per_client = n;
+        }
         if let Some(v) = &file.header_read_timeout {
             config.header_read_timeout = duration(path, "header_read_timeout", v)?;
         }
         if let Some(v) = &file.idle_timeout {
             config.idle_timeout = duration(path, "idle_timeout", v)?;
+        }
+        if let Some(v) = &file.body_read_timeout {
+            config.body_read_timeout = duration(path, "body_read_timeout", v)?;
         }
         if let Some(tls) = file.tls {
             config.tls = match (tls.cert, tls.key) {
@@ -469,10 +520,24 @@ impl ServerConfig {
         Ok(config)
     }
 
+    /// `max_connections_per_client` as the edge applies it: never above `max_connections` (so
+    /// the default follows a smaller `max_connections`).
+    pub fn effective_max_connections_per_client(&self) -> usize {
+        self.max_connections_per_client.min(self.max_connections)
+    }
+
     /// Checks `limits` and holds the configuration's own contexts to them: `context_defaults`,
     /// `adhoc` and each of `contexts` to the per-context bounds, and all of them together to
     /// the number of contexts and of worker threads. A problem names its key and the limit.
     pub fn check_limits(&self) -> Result<(), String> {
+        if self.max_connections == 0 || self.max_connections_per_client == 0 {
+            return Err(
+                "`max_connections` and `max_connections_per_client` must be at least 1".to_owned(),
+            );
+        }
+        if self.body_read_timeout.is_zero() {
+            return Err("`body_read_timeout` must be longer than 0s".to_owned());
+        }
         let core = &self.core;
         let limits = &core.limits;
         limits.check(core.job_history)?;
@@ -643,25 +708,83 @@ mod tests {
     }
 
     #[test]
+    fn result_bytes_and_backfill_limits_are_read_and_checked() {
+        let path = Path::new("floe-server.yaml");
+        let config = ServerConfig::from_yaml(
+            "limits:\n  max_result_bytes: 64m\n  max_job_results_bytes: 1g\n  \
+             max_active_backfills: 4\n  backfill_history: 50\n",
+            path,
+        )
+        .unwrap();
+        let limits = &config.core.limits;
+        assert_eq!(limits.max_result_bytes, 64 << 20);
+        assert_eq!(limits.max_job_results_bytes, 1 << 30);
+        assert_eq!(
+            (limits.max_active_backfills, limits.backfill_history),
+            (4, 50)
+        );
+        let refused = |yaml: &str| ServerConfig::from_yaml(yaml, path).unwrap_err();
+        assert_eq!(
+            refused("limits:\n  max_result_bytes: 2g\n  max_job_results_bytes: 1g\n"),
+            "floe-server.yaml: `limits.max_job_results_bytes` (1073741824) must be at least \
+             `limits.max_result_bytes` (2147483648)"
+        );
+        assert!(
+            refused("limits:\n  max_result_bytes: lots\n")
+                .starts_with("floe-server.yaml: `limits.max_result_bytes`: "),
+        );
+        assert_eq!(
+            refused("limits:\n  max_active_backfills: 0\n"),
+            "floe-server.yaml: `limits.max_active_backfills` must be at least 1"
+        );
+        assert!(
+            refused("context_defaults:\n  job-timeout: 30d\n")
+                .contains("setting `job-timeout`: `30d` is longer than the longest execution"),
+        );
+    }
+
+    #[test]
     fn edge_keys_have_safe_defaults_and_are_checked() {
         let path = Path::new("floe-server.yaml");
         let config = ServerConfig::from_yaml("", path).unwrap();
         assert_eq!(config.max_connections, 1024);
+        assert_eq!(config.max_connections_per_client, 256);
         assert_eq!(config.header_read_timeout, Duration::from_secs(10));
         assert_eq!(config.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.body_read_timeout, Duration::from_secs(30));
         assert_eq!(config.tls, None);
         assert!(config.cors.allowed_origins.is_empty());
 
         let config = ServerConfig::from_yaml(
-            "max_connections: 8\nheader_read_timeout: 2s\nidle_timeout: 5m\n\
+            "max_connections: 8\nmax_connections_per_client: 3\nheader_read_timeout: 2s\n\
+             idle_timeout: 5m\nbody_read_timeout: 45s\n\
              tls: {cert: certs/chain.pem, key: certs/key.pem}\n\
              cors: {allowed_origins: [https://app.example.com, http://localhost:3000]}\n",
             path,
         )
         .unwrap();
         assert_eq!(config.max_connections, 8);
+        assert_eq!(config.max_connections_per_client, 3);
+        assert_eq!(config.effective_max_connections_per_client(), 3);
         assert_eq!(config.header_read_timeout, Duration::from_secs(2));
         assert_eq!(config.idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.body_read_timeout, Duration::from_secs(45));
+        // The default follows a smaller `max_connections`; a value above it is refused.
+        let smaller = ServerConfig::from_yaml("max_connections: 100\n", path).unwrap();
+        assert_eq!(smaller.effective_max_connections_per_client(), 100);
+        for yaml in [
+            "max_connections: 100\nmax_connections_per_client: 101\n",
+            "max_connections_per_client: 2000\n",
+            "max_connections_per_client: 0\n",
+        ] {
+            let err = ServerConfig::from_yaml(yaml, path).unwrap_err();
+            assert!(
+                err.contains("`max_connections_per_client`") && err.contains("must be between 1"),
+                "{yaml}: {err}"
+            );
+        }
+        let err = ServerConfig::from_yaml("body_read_timeout: 0s\n", path).unwrap_err();
+        assert!(err.contains("`body_read_timeout`"), "{err}");
         assert_eq!(
             config.tls,
             Some(TlsFiles {

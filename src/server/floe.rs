@@ -25,10 +25,10 @@ use crate::engine::cancel::Cancel;
 use crate::error::error_chain;
 use crate::job::builtin::Sql;
 use crate::job::{JobContext, JobInput};
-use crate::jobserver::JobServer;
 use crate::jobserver::apps::App;
 use crate::jobserver::context::Context;
 use crate::jobserver::plan::PIPELINE_RUN_CLASS;
+use crate::jobserver::{JobCounters, JobServer};
 use crate::jobserver::{Submission, SubmitError};
 use crate::partition::{Grain, Window, parse_instant};
 use crate::results::{partitions_spanned, read_job_results};
@@ -471,6 +471,20 @@ pub(super) async fn query(
         None => None,
     };
     let core = state.core.clone();
+    // The place is held by the computation, not the request: a query stopped for its time limit
+    // or a hang-up keeps it until polars lets go.
+    let place = core.query_place().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_queries",
+            format!(
+                "{} queries are computing, the limit (limits.max_concurrent_queries); retry \
+                 shortly",
+                core.limits().max_concurrent_queries
+            ),
+        )
+        .with_retry_after(1)
+    })?;
     let now = core.clock().now();
     // The query stops when it runs too long, when the server is over its memory limit, or
     // when the client hangs up (axum drops this future, and the guard with it).
@@ -480,14 +494,33 @@ pub(super) async fn query(
     let time_limit = core.limits().query_timeout;
     let scope = cancel.clone();
     let work = tokio::task::spawn_blocking(move || -> Result<DataFrame, ApiError> {
-        let counters = &core.counters;
-        counters.queries_running.fetch_add(1, Ordering::Relaxed);
-        let frame = scope.scope(|| query_frame(&core, &sql, context.as_ref(), &request, now));
-        counters.queries_running.fetch_sub(1, Ordering::Relaxed);
-        if scope.is_cancelled() {
-            counters.queries_stopped.fetch_add(1, Ordering::Relaxed);
+        /// Counts the query as running until dropped, a panic included.
+        struct Running<'a>(&'a JobCounters, &'a Cancel);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                self.0.queries_running.fetch_sub(1, Ordering::Relaxed);
+                if self.1.is_cancelled() {
+                    self.0.queries_stopped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
-        frame
+        let _place = place;
+        core.counters
+            .queries_running
+            .fetch_add(1, Ordering::Relaxed);
+        let _running = Running(&core.counters, &scope);
+        // A panic inside polars (it unwraps in places) is this query's failure, answered
+        // without internals; the details go to the log.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            scope.scope(|| query_frame(&core, &sql, context.as_ref(), &request, now))
+        }))
+        .unwrap_or_else(|panic| {
+            let what = crate::error::panic_message(panic.as_ref());
+            tracing::error!(panic = %what, "a /query panicked inside polars");
+            Err(ApiError::internal(
+                "the query failed inside the SQL engine; the server log has the details",
+            ))
+        })
     });
     let joined = match tokio::time::timeout(time_limit, work).await {
         Ok(joined) => joined,

@@ -16,13 +16,27 @@
 //!
 //! Substitutions (`${...}`, `${?...}`) and `include` are rejected with an error naming them:
 //! resolving them needs an environment and a filesystem that a posted config must not reach.
-//! Every error carries the 1-based line and column of the offending character.
+//! Every error carries the 1-based line and column of the offending character, and repeats
+//! at most [`ECHO_CHARS`] characters of any token it names (a key, a number), so a 3 MB key
+//! makes a short error, not a 6 MB one.
 
 use serde_json::{Map, Number, Value};
 
 /// Deep enough for any real config, shallow enough that the recursive descent (and dropping the
 /// resulting `Value`) cannot exhaust a thread's stack.
 const MAX_DEPTH: usize = 128;
+
+/// The most characters of one token an error message repeats.
+const ECHO_CHARS: usize = 80;
+
+/// `token` as an error message repeats it: whole up to [`ECHO_CHARS`] characters, else its
+/// first ones and `…`.
+fn echo(token: &str) -> String {
+    match token.char_indices().nth(ECHO_CHARS) {
+        None => token.to_owned(),
+        Some((end, _)) => format!("{}…", &token[..end]),
+    }
+}
 
 /// A parse error at a 1-based line and column (columns count characters, not bytes).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -348,7 +362,7 @@ impl Parser {
     }
 
     /// Parses one `key = value` (or `key : value`, `key += value`, `key { ... }`) into `map`;
-    /// returns the key as written, for messages.
+    /// returns the key as messages show it (see [`echo`]).
     fn field(
         &mut self,
         map: &mut Map<String, Value>,
@@ -357,7 +371,7 @@ impl Parser {
     ) -> Result<String, HoconError> {
         let key_start = self.pos;
         let path = self.key(expected_key)?;
-        let name = path.join(".");
+        let name = echo(&path.join("."));
         // The path's own segments become nested objects, so they count towards the depth.
         if depth + path.len() - 1 > MAX_DEPTH {
             return Err(self.error_at(
@@ -539,7 +553,9 @@ impl Parser {
                 Token::Quoted(text) => Ok(Value::String(text)),
                 Token::Number(text) => serde_json::from_str::<Number>(&text)
                     .map(Value::Number)
-                    .map_err(|_| self.error_at(start, format!("number `{text}` is out of range"))),
+                    .map_err(|_| {
+                        self.error_at(start, format!("number `{}` is out of range", echo(&text)))
+                    }),
                 Token::Unquoted(text) => Ok(match text.as_str() {
                     "true" => Value::Bool(true),
                     "false" => Value::Bool(false),
@@ -1092,6 +1108,36 @@ keys = [category, city]"#;
         for (text, expected) in cases {
             assert_eq!(err(text), expected, "input: {text:?}");
         }
+    }
+
+    #[test]
+    fn errors_repeat_at_most_a_short_piece_of_a_token() {
+        let key = "k".repeat(3 << 20);
+        let shown = format!("`{}…`", "k".repeat(ECHO_CHARS));
+        let digits = "9".repeat(1 << 20);
+        for text in [
+            key.clone(),
+            format!("{key} = 1 2}}"),
+            format!("{key} = 1\n{key} += 2"),
+            format!("{}b = 1", "a.".repeat(100_000)),
+            format!("a = {digits}e999999"),
+        ] {
+            let message = err(&text);
+            assert!(
+                message.len() < 300,
+                "{} bytes: {}…",
+                message.len(),
+                &message[..300]
+            );
+            assert!(message.contains('…'), "{message}");
+        }
+        assert!(err(&key).contains(&shown), "{}", err(&key));
+        // Short tokens are repeated whole.
+        assert_eq!(
+            err("abc = 1 2}"),
+            "line 1, column 10: expected `,` or newline after the value of `abc`, found `}`"
+        );
+        assert_eq!(echo(&"é".repeat(81)), format!("{}…", "é".repeat(80)));
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! stops accepting until one is returned, so new connections wait in the kernel's listen
 //! backlog (and are served once a slot frees) instead of being accepted and dropped.
 //!
+//! Within that, one client address holds at most `max_connections_per_client` connections
+//! ([`ClientConnections`]): a connection beyond it is closed as soon as it is accepted (not
+//! held, or one client could fill the backlog for everyone), and the refusal is logged at most
+//! once a minute per address. Loopback is an address like any other.
+//!
 //! Only HTTP/1.1 is spoken (TLS advertises `http/1.1` by ALPN): every client of the job server
 //! speaks it, and HTTP/2's multiplexing would need limits of its own (streams, pings, resets)
 //! that this server has no use for.
@@ -23,15 +28,21 @@
 //!   arrives it must be complete within `header_read_timeout`;
 //! - while a request is being answered there is no connection deadline (handlers have their
 //!   own: `sync_timeout`, job timeouts), but a client that stops sending the body a handler is
-//!   reading, or stops reading the response, is cut off after `idle_timeout` without progress.
+//!   reading, or stops reading the response, is cut off after `idle_timeout` without progress;
+//! - a request body must be complete within `body_read_timeout` of the end of its head,
+//!   however steadily it trickles in (see [`ClockedRequestBody`]): the handler reading it then
+//!   gets an error, the request is answered 408 by the router (see [`BodyDeadline`]) and the
+//!   connection is closed after that answer; if the answer cannot be written within
+//!   [`BODY_TIMEOUT_ANSWER_GRACE`], the connection is closed without one.
 //!
 //! hyper's own `header_read_timeout` is not used: it also runs while a keep-alive connection
 //! waits for its next request, so it cannot let an idle connection live longer than a slow head.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +65,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -69,15 +80,30 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// The longest pause between accept attempts while they keep failing.
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// How often, at most, the refusal of one client's connections beyond
+/// `max_connections_per_client` is logged: a client that keeps reconnecting must not flood the
+/// log.
+const CLIENT_REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How long after `body_read_timeout` a connection whose body timed out may still take to
+/// write its 408 before it is closed without one (the handler may not be reading the body, or
+/// the client may not be reading the answer).
+const BODY_TIMEOUT_ANSWER_GRACE: Duration = Duration::from_secs(1);
+
 /// The limits of the edge, taken from [`super::ServerConfig`].
 #[derive(Debug, Clone)]
 pub(crate) struct EdgeSettings {
     /// Connections open at once; see the module documentation for what happens beyond.
     pub(crate) max_connections: usize,
+    /// Connections open at once from one IP address; further ones are closed when accepted.
+    pub(crate) max_connections_per_client: usize,
     /// How long a request head (and a TLS handshake) may take.
     pub(crate) header_read_timeout: Duration,
     /// How long a keep-alive connection may wait for its next request.
     pub(crate) idle_timeout: Duration,
+    /// How long a request body may take to arrive in full, from the end of its head: progress
+    /// alone (a byte now and then) does not keep a request alive past it.
+    pub(crate) body_read_timeout: Duration,
     /// How long a shutdown lets open connections finish their requests before closing them.
     pub(crate) shutdown_grace: Duration,
 }
@@ -200,6 +226,105 @@ pub(crate) fn reload_on_sighup(
     }))
 }
 
+/// Open connections by client address, for `max_connections_per_client`.
+///
+/// The map holds only addresses with an open connection, so it never outgrows
+/// `max_connections` entries; the refusal log times hold only addresses refused within the last
+/// [`CLIENT_REFUSAL_LOG_INTERVAL`], each of which holds `limit` connections, so they are
+/// bounded too.
+#[derive(Debug)]
+struct ClientConnections {
+    limit: usize,
+    /// Short critical sections only (a map lookup), never held across an `.await`.
+    state: Mutex<ClientState>,
+}
+
+#[derive(Debug, Default)]
+struct ClientState {
+    open: HashMap<IpAddr, usize>,
+    /// When a refusal was last logged for each address.
+    refusal_logged: HashMap<IpAddr, Instant>,
+}
+
+/// A connection's place in its client's count, given back when dropped.
+#[derive(Debug)]
+struct ClientSlot {
+    clients: Arc<ClientConnections>,
+    ip: IpAddr,
+}
+
+impl ClientConnections {
+    fn new(limit: usize) -> ClientConnections {
+        ClientConnections {
+            limit: limit.max(1),
+            state: Mutex::new(ClientState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ClientState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for one more connection from `ip`, or `None` when it already holds `limit`
+    /// (logged at most once per [`CLIENT_REFUSAL_LOG_INTERVAL`] per address).
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d; count it as a.b.c.d.
+        let ip = ip.to_canonical();
+        let now = Instant::now();
+        let mut state = self.state();
+        let open = state.open.entry(ip).or_insert(0);
+        if *open < self.limit {
+            *open += 1;
+            return Some(ClientSlot {
+                clients: self.clone(),
+                ip,
+            });
+        }
+        let log = match state.refusal_logged.get(&ip) {
+            Some(at) => now.duration_since(*at) >= CLIENT_REFUSAL_LOG_INTERVAL,
+            None => true,
+        };
+        if log {
+            state
+                .refusal_logged
+                .retain(|_, at| now.duration_since(*at) < CLIENT_REFUSAL_LOG_INTERVAL);
+            state.refusal_logged.insert(ip, now);
+        }
+        drop(state);
+        if log {
+            warn!(
+                client = %ip,
+                limit = self.limit,
+                "closing new connections from a client that holds max_connections_per_client \
+                 connections (logged at most once a minute per client)"
+            );
+        }
+        None
+    }
+
+    /// Open connections from `ip` (for tests).
+    #[cfg(test)]
+    fn open(&self, ip: IpAddr) -> usize {
+        self.state()
+            .open
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut state = self.clients.state();
+        if let Some(open) = state.open.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                state.open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// What every connection task shares.
 struct Edge {
     settings: EdgeSettings,
@@ -220,6 +345,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_connections.max(1)));
+    let clients = Arc::new(ClientConnections::new(settings.max_connections_per_client));
     let mut http = http1::Builder::new();
     // Floe keeps the header and idle clocks itself (see the module documentation), so hyper
     // gets no timer; its default header timeout is turned off, or it would warn on every
@@ -281,6 +407,13 @@ pub(crate) async fn serve(
         if backoff.take().is_some() {
             info!("accepting connections again");
         }
+        let Some(slot) = clients.admit(peer.ip()) else {
+            // Closed at once, and its permit given back: held, it would take a slot (or a
+            // place in the backlog) another client could use.
+            drop(stream);
+            drop(permit);
+            continue;
+        };
         if let Err(error) = stream.set_nodelay(true) {
             debug!(%error, %peer, "cannot set TCP_NODELAY");
         }
@@ -292,7 +425,7 @@ pub(crate) async fn serve(
             stream,
             peer,
             watcher,
-            permit,
+            (permit, slot),
         ));
     }
     drop(listener);
@@ -324,13 +457,14 @@ fn is_peer_error(error: &io::Error) -> bool {
     )
 }
 
-/// One connection, from the TLS handshake (if any) to its close. Holds `_permit` throughout.
+/// One connection, from the TLS handshake (if any) to its close. Holds its global permit and
+/// its client's slot throughout.
 async fn serve_connection(
     edge: Arc<Edge>,
     stream: TcpStream,
     peer: SocketAddr,
     watcher: Watcher,
-    _permit: OwnedSemaphorePermit,
+    _slots: (OwnedSemaphorePermit, ClientSlot),
 ) {
     let Some(tls) = &edge.tls else {
         serve_http(&edge, stream, peer, watcher).await;
@@ -359,6 +493,7 @@ where
         inner: edge.service.clone(),
         peer,
         clock: clock.clone(),
+        body_read_timeout: edge.settings.body_read_timeout,
     };
     let connection = watcher.watch(edge.http.serve_connection(io, service));
     tokio::pin!(connection);
@@ -385,7 +520,8 @@ enum Phase {
     /// The first bytes of a head arrived at `since` (after an idle spell): the rest must
     /// follow within `header_read_timeout`.
     ReadingHead { since: Instant },
-    /// `requests` requests are being answered: no deadline but the stalls'.
+    /// `requests` requests are being answered: no deadline but the stalls' and the request
+    /// body's.
     Busy { requests: usize },
 }
 
@@ -397,6 +533,9 @@ struct ClockState {
     body_stalled_since: Option<Instant>,
     /// Since when the connection has been waiting to write to a client that does not read.
     write_stalled_since: Option<Instant>,
+    /// When the body of the request being read must be complete (`body_read_timeout` after
+    /// its head); `None` once it is, or when the request has none.
+    body_deadline: Option<Instant>,
 }
 
 /// A connection's phase, moved by its reads and writes, its service calls, and its request
@@ -426,6 +565,7 @@ impl ConnectionClock {
                 },
                 body_stalled_since: None,
                 write_stalled_since: None,
+                body_deadline: None,
             }),
             idle: AtomicBool::new(false),
             changed: Notify::new(),
@@ -453,9 +593,11 @@ impl ConnectionClock {
     }
 
     /// A request head is complete and handed to the router; the guard ends the request when
-    /// the response body is dropped (written out, or abandoned).
-    fn request_started(self: &Arc<Self>) -> RequestGuard {
+    /// the response body is dropped (written out, or abandoned). `body_deadline`: when its
+    /// body must be complete, if it has one.
+    fn request_started(self: &Arc<Self>, body_deadline: Option<Instant>) -> RequestGuard {
         let mut state = self.state();
+        state.body_deadline = body_deadline;
         state.phase = match state.phase {
             Phase::Busy { requests } => Phase::Busy {
                 requests: requests + 1,
@@ -506,6 +648,11 @@ impl ConnectionClock {
         };
     }
 
+    /// The request body is complete, missed its deadline, or is no longer read.
+    fn body_finished(&self) {
+        self.state().body_deadline = None;
+    }
+
     /// A write to the client could not proceed (`stalled`) or made progress.
     fn write_stalled(&self, stalled: bool) {
         let mut state = self.state();
@@ -544,7 +691,15 @@ impl ConnectionClock {
                 "client not reading for idle_timeout",
             )
         });
-        match [phase, body, write]
+        // The request body's own timer answers 408 at the deadline; this closes the connection
+        // if that answer is not out a little later.
+        let body_deadline = state.body_deadline.map(|at| {
+            (
+                at + BODY_TIMEOUT_ANSWER_GRACE,
+                "request body not complete within body_read_timeout",
+            )
+        });
+        match [phase, body, write, body_deadline]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
@@ -652,13 +807,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ClockedIo<S> {
 }
 
 /// The router as one connection sees it: the peer address goes into each request's
-/// extensions as `ConnectInfo<SocketAddr>`, and each request holds the connection's clock busy
-/// until its response body is dropped.
+/// extensions as `ConnectInfo<SocketAddr>`, a request with a body gets its [`BodyDeadline`],
+/// and each request holds the connection's clock busy until its response body is dropped.
 #[derive(Clone)]
 struct EdgeService {
     inner: TowerToHyperService<Router>,
     peer: SocketAddr,
     clock: Arc<ConnectionClock>,
+    body_read_timeout: Duration,
 }
 
 type EdgeFuture = Pin<Box<dyn Future<Output = Result<Response<ClockedBody>, Infallible>> + Send>>;
@@ -669,10 +825,29 @@ impl Service<Request<Incoming>> for EdgeService {
     type Future = EdgeFuture;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let guard = self.clock.request_started();
+        // The head is complete: the body's clock starts now.
+        let deadline = (!http_body::Body::is_end_stream(request.body())).then(|| BodyDeadline {
+            at: Instant::now() + self.body_read_timeout,
+            timeout: self.body_read_timeout,
+            missed: Arc::default(),
+        });
+        let guard = self
+            .clock
+            .request_started(deadline.as_ref().map(|deadline| deadline.at));
         let clock = self.clock.clone();
-        let mut request = request.map(|body| ClockedRequestBody { inner: body, clock });
+        let timer = deadline
+            .clone()
+            .map(|deadline| (Box::pin(tokio::time::sleep_until(deadline.at)), deadline));
+        let mut request = request.map(|body| ClockedRequestBody {
+            inner: body,
+            clock,
+            deadline: timer,
+            missed: None,
+        });
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        if let Some(deadline) = deadline {
+            request.extensions_mut().insert(deadline);
+        }
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
@@ -684,29 +859,92 @@ impl Service<Request<Incoming>> for EdgeService {
     }
 }
 
+/// The `body_read_timeout` of a request with a body, in its extensions. The router answers 408
+/// when [`BodyDeadline::missed`] says the body did not arrive in time (the handler reading it
+/// got an error), whatever the handler answered to that error.
+#[derive(Debug, Clone)]
+pub(crate) struct BodyDeadline {
+    at: Instant,
+    timeout: Duration,
+    missed: Arc<AtomicBool>,
+}
+
+impl BodyDeadline {
+    /// The body was not complete by its deadline.
+    pub(crate) fn missed(&self) -> bool {
+        self.missed.load(Ordering::Acquire)
+    }
+
+    /// The `body_read_timeout` it was held to.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// The error a request body yields at its deadline.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the request body did not arrive in full within body_read_timeout ({} s)", .0.as_secs_f64())]
+struct BodyTimedOut(Duration);
+
 /// A request body that tells the connection's clock when the handler reading it waits for the
-/// client.
+/// client, and that fails once `body_read_timeout` has passed without it being complete, so a
+/// body trickling in a byte at a time cannot hold a connection (and its handler) for ever.
 struct ClockedRequestBody {
     inner: Incoming,
     clock: Arc<ConnectionClock>,
+    /// Until the body is complete: the timer of its deadline, and the flag to set when it
+    /// passes.
+    deadline: Option<(Pin<Box<Sleep>>, BodyDeadline)>,
+    /// Set once the deadline has passed: every later read fails the same way.
+    missed: Option<BodyTimedOut>,
+}
+
+impl ClockedRequestBody {
+    /// The body is complete (or broken, or no longer read): its deadline no longer applies.
+    fn finished(&mut self) {
+        if self.deadline.take().is_some() {
+            self.clock.body_finished();
+        }
+    }
 }
 
 impl http_body::Body for ClockedRequestBody {
     type Data = <Incoming as http_body::Body>::Data;
-    type Error = <Incoming as http_body::Body>::Error;
+    type Error = axum::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
+        if let Some(missed) = &this.missed {
+            return Poll::Ready(Some(Err(missed.clone().into())));
+        }
+        if let Some((timer, deadline)) = &mut this.deadline {
+            if timer.as_mut().poll(cx).is_ready() {
+                deadline.missed.store(true, Ordering::Release);
+                let missed = BodyTimedOut(deadline.timeout);
+                this.missed = Some(missed.clone());
+                this.clock.body_stalled(false);
+                this.finished();
+                return Poll::Ready(Some(Err(missed.into())));
+            }
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         this.clock.body_stalled(polled.is_pending());
-        polled
+        let complete = match &polled {
+            Poll::Pending => false,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(None | Some(Err(_))) => true,
+        };
+        if complete {
+            this.finished();
+        }
+        polled.map(|frame| frame.map(|result| result.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.missed.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -716,8 +954,10 @@ impl http_body::Body for ClockedRequestBody {
 
 impl Drop for ClockedRequestBody {
     fn drop(&mut self) {
-        // A handler that stops reading does not leave a stall behind.
+        // A handler that stops reading leaves neither a stall nor a deadline behind (hyper
+        // closes the connection after the answer rather than read the rest).
         self.clock.body_stalled(false);
+        self.finished();
     }
 }
 
@@ -754,8 +994,10 @@ mod tests {
     fn settings(header_read_timeout: Duration, idle_timeout: Duration) -> EdgeSettings {
         EdgeSettings {
             max_connections: 1,
+            max_connections_per_client: 1,
             header_read_timeout,
             idle_timeout,
+            body_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(1),
         }
     }
@@ -797,13 +1039,13 @@ mod tests {
         );
 
         // A request being answered has no deadline, and its body bytes change nothing.
-        let guard = clock.request_started();
+        let guard = clock.request_started(None);
         assert_eq!(clock.deadline(&settings).1, None);
         clock.bytes_read();
         assert_eq!(clock.deadline(&settings).1, None);
 
         // Two at once (pipelining): busy until both are done.
-        let second = clock.request_started();
+        let second = clock.request_started(None);
         drop(guard);
         assert_eq!(clock.deadline(&settings).1, None);
 
@@ -824,7 +1066,7 @@ mod tests {
     fn a_stalled_body_or_write_gets_idle_timeout() {
         let settings = settings(Duration::from_secs(10), Duration::from_secs(60));
         let clock = Arc::new(ConnectionClock::new());
-        let _request = clock.request_started();
+        let _request = clock.request_started(None);
         // Progress clears a stall; a stall keeps its start however often it is seen.
         clock.body_stalled(true);
         clock.body_stalled(false);
@@ -846,11 +1088,69 @@ mod tests {
         assert_eq!(clock.deadline(&settings).1, None);
     }
 
+    #[test]
+    fn a_body_has_a_deadline_until_it_is_complete() {
+        let short_idle = settings(Duration::from_secs(10), Duration::from_secs(5));
+        let settings = settings(Duration::from_secs(10), Duration::from_secs(60));
+        let clock = Arc::new(ConnectionClock::new());
+        let before = Instant::now();
+        let _request = clock.request_started(Some(before + Duration::from_secs(30)));
+        // Before the idle stall's look, and whatever bytes arrive.
+        clock.body_stalled(true);
+        clock.body_stalled(false);
+        let (at, why) = clock.deadline(&settings);
+        assert_eq!(
+            at,
+            before + Duration::from_secs(30) + BODY_TIMEOUT_ANSWER_GRACE
+        );
+        assert_eq!(
+            why,
+            Some("request body not complete within body_read_timeout")
+        );
+        // A stall that would end sooner comes first.
+        clock.body_stalled(true);
+        assert_eq!(
+            clock.deadline(&short_idle).1,
+            Some("request body stalled for idle_timeout")
+        );
+        clock.body_stalled(false);
+        clock.body_finished();
+        assert_eq!(clock.deadline(&settings).1, None);
+    }
+
+    #[test]
+    fn one_client_holds_at_most_its_share_of_connections() {
+        let clients = Arc::new(ClientConnections::new(2));
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let other: IpAddr = "10.0.0.7".parse().unwrap();
+        let first = clients.admit(loopback).expect("first");
+        let second = clients
+            .admit(mapped)
+            .expect("second, the same client over IPv6");
+        assert!(clients.admit(loopback).is_none(), "a third is refused");
+        assert!(clients.admit(mapped).is_none(), "and again (logged once)");
+        let elsewhere = clients
+            .admit(other)
+            .expect("another client is not affected");
+        assert_eq!(clients.open(loopback), 2);
+        drop(first);
+        assert_eq!(clients.open(loopback), 1);
+        let third = clients.admit(loopback).expect("a slot is free again");
+        drop((second, third, elsewhere));
+        assert_eq!(clients.open(loopback), 0);
+        assert!(
+            clients.state().open.is_empty(),
+            "no entry outlives its connections"
+        );
+        assert_eq!(clients.state().refusal_logged.len(), 1);
+    }
+
     #[tokio::test]
     async fn the_watcher_sleeps_through_a_request_and_wakes_when_it_ends() {
         let settings = settings(Duration::from_secs(10), Duration::from_millis(50));
         let clock = Arc::new(ConnectionClock::new());
-        let guard = clock.request_started();
+        let guard = clock.request_started(None);
         let watcher = {
             let clock = clock.clone();
             let settings = settings.clone();

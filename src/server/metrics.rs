@@ -4,6 +4,11 @@
 //! a request takes a read lock and a few relaxed atomic adds, so metrics cost nothing that
 //! shows up next to a sub-millisecond job. Job, queue and cache figures are read from their
 //! owners when `/metrics` is scraped instead of being copied here.
+//!
+//! Every label is bounded, since anyone (without a token) can send requests: the method is one
+//! of [`METHODS`] or `other`, the route a template of the route table or `unmatched`, the
+//! status a class (`1xx`…`5xx`). So the series are at most methods × routes × classes, however
+//! many distinct methods, paths or statuses requests carry.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -25,17 +30,32 @@ struct RouteStats {
     sum_micros: AtomicU64,
 }
 
-/// HTTP metrics by (method, route template).
+/// The methods counted under their own name; any other is `other`.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// The label of `method`: itself when it is one of [`METHODS`], else `other` (HTTP lets a
+/// client invent any method token, of any length).
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|known| **known == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// HTTP metrics by (method label, route template).
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    routes: RwLock<BTreeMap<(String, String), Arc<RouteStats>>>,
+    routes: RwLock<BTreeMap<(&'static str, String), Arc<RouteStats>>>,
     /// Audit log lines dropped (full queue or failed writes); the audit writer counts them.
     pub audit_dropped: Arc<AtomicU64>,
 }
 
 impl HttpMetrics {
+    /// Counts one request. `method` is labelled by [`method_label`]; `route` must be a route
+    /// template or `unmatched`, never a path a client chose; `status` counts by class.
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let key = (method.to_owned(), route.to_owned());
+        let key = (method_label(method), route.to_owned());
         let stats = {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
             routes.get(&key).cloned()
@@ -153,8 +173,20 @@ mod tests {
         let metrics = HttpMetrics::default();
         metrics.record("GET", "/jobs/{id}", 200, Duration::from_micros(300));
         metrics.record("GET", "/jobs/{id}", 404, Duration::from_millis(3));
+        // Invented methods share one label; statuses out of range count as their class's edge.
+        metrics.record("BREW", "unmatched", 999, Duration::from_millis(1));
+        metrics.record("PROPFIND", "unmatched", 42, Duration::from_millis(1));
         let mut out = String::new();
         metrics.render(&mut out);
+        assert!(out.contains(
+            "floe_http_requests_total{method=\"other\",route=\"unmatched\",status=\"5xx\"} 1"
+        ));
+        assert!(out.contains(
+            "floe_http_requests_total{method=\"other\",route=\"unmatched\",status=\"1xx\"} 1"
+        ));
+        assert!(!out.contains("BREW") && !out.contains("PROPFIND"), "{out}");
+        assert_eq!(method_label("DELETE"), "DELETE");
+        assert_eq!(method_label("get"), "other");
         assert!(out.contains(
             "floe_http_requests_total{method=\"GET\",route=\"/jobs/{id}\",status=\"2xx\"} 1"
         ));

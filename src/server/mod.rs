@@ -25,7 +25,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -47,7 +47,7 @@ pub use config::ServerConfig;
 pub use listener::TlsCertificates;
 #[cfg(unix)]
 use listener::reload_on_sighup;
-use listener::{EdgeSettings, serve as serve_edge};
+use listener::{BodyDeadline, EdgeSettings, serve as serve_edge};
 
 /// The OpenAPI spec, embedded so the binary serves the spec it was built with.
 pub const OPENAPI_YAML: &str = include_str!("../../api/openapi.yaml");
@@ -271,16 +271,18 @@ pub fn openapi_json() -> Result<Value, String> {
     serde_yaml::from_str(OPENAPI_YAML).map_err(|e| format!("api/openapi.yaml: {e}"))
 }
 
+/// Counts the request under labels anyone can send but no one can multiply: the method from a
+/// fixed set (else `other`), the route's template (else `unmatched`), the status class.
 async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = metrics::method_label(request.method().as_str());
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     state.http_metrics.record(
-        method.as_str(),
+        method,
         &route,
         response.status().as_u16(),
         started.elapsed(),
@@ -288,14 +290,100 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// The JSON answer for a request no route takes.
+/// How much of a client's method or path an error message repeats.
+const ECHO_BYTES: usize = 512;
+
+/// An error in the envelope of its route family: spark-jobserver's
+/// `{"status": "ERROR", "result": …}` on `/binaries`, `/contexts` and `/jobs` (`sjs_route`,
+/// see [`auth::is_sjs_route`]), Floe's `{"error": {"code", "message"}}` elsewhere.
+fn family_error(
+    sjs_route: bool,
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+) -> Response {
+    if sjs_route {
+        http::sjs_error(status, message)
+    } else {
+        http::ApiError::new(status, code, message).into_response()
+    }
+}
+
+/// Errors the router makes itself, in the route family's JSON envelope like every other
+/// answer: axum's extractor rejections (a path parameter that is not UTF-8 once decoded, …),
+/// which it answers in plain text, and the 408 of a body that missed `body_read_timeout`
+/// ([`listener::BodyDeadline`]), whatever the handler made of its failed read. Innermost, so
+/// the metrics and the audit log see the status sent.
+async fn uniform_errors(request: Request, next: Next) -> Response {
+    let body_deadline = request.extensions().get::<BodyDeadline>().cloned();
+    let sjs_route = auth::is_sjs_route(request.uri().path());
+    let response = next.run(request).await;
+    if let Some(deadline) = body_deadline.filter(BodyDeadline::missed) {
+        let mut answer = family_error(
+            sjs_route,
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive in full within {} s (`body_read_timeout`); \
+                 the connection is closed",
+                deadline.timeout().as_secs_f64()
+            ),
+        );
+        answer
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return answer;
+    }
+    let plain_text = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/plain"));
+    if !(response.status().is_client_error() && plain_text) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // A rejection's text is a line; a longer body is not buffered (the reason phrase stands in).
+    let text = axum::body::to_bytes(body, 16 << 10)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_else(|_| {
+            parts
+                .status
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_owned()
+        });
+    let code = match parts.status {
+        StatusCode::PAYLOAD_TOO_LARGE => "bad_body",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        _ => "bad_request",
+    };
+    let mut answer = family_error(
+        sjs_route,
+        parts.status,
+        code,
+        crate::auth::audit::shorten(text.trim(), ECHO_BYTES).into_owned(),
+    );
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
+/// The JSON answer for a request no route takes. Echoes at most [`ECHO_BYTES`] of the
+/// method and of the path.
 fn unrouted(status: StatusCode, request: &Request, problem: &str) -> Response {
+    use crate::auth::audit::shorten;
     http::sjs_error(
         status,
         format!(
             "{} {} {problem} (see /openapi.json)",
-            request.method(),
-            request.uri().path()
+            shorten(request.method().as_str(), ECHO_BYTES),
+            shorten(request.uri().path(), ECHO_BYTES)
         ),
     )
 }
@@ -341,6 +429,7 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(uniform_errors))
         // Inside the metrics layer, so refusals are counted; after routing, so the route's
         // template (and with it the role it needs) is known.
         .layer(middleware::from_fn_with_state(
@@ -500,8 +589,10 @@ pub async fn serve_on_with_tls(
     let grace = state.config.shutdown_grace;
     let edge = EdgeSettings {
         max_connections: state.config.max_connections,
+        max_connections_per_client: state.config.effective_max_connections_per_client(),
         header_read_timeout: state.config.header_read_timeout,
         idle_timeout: state.config.idle_timeout,
+        body_read_timeout: state.config.body_read_timeout,
         shutdown_grace: grace,
     };
     let cors = cors_layer(&state.config.cors)?;

@@ -4,18 +4,26 @@
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::floe::{app_or_404, json_body};
+use super::floe::{app_or_404, json_body, params};
 use super::http::{ApiError, json_response};
 use crate::error::error_chain;
 use crate::partition::parse_instant;
 use crate::results::runs_spanned;
-use crate::scheduler::{BackfillRequest, BackfillStatus, SchedulerError};
+use crate::scheduler::{BackfillLimits, BackfillRequest, BackfillStatus, SchedulerError};
+
+/// Backfills `GET /pipelines/{p}/backfills` lists without `limit`, and the most it lists.
+const DEFAULT_BACKFILL_PAGE: usize = 100;
+const MAX_BACKFILL_PAGE: usize = 1_000;
+
+/// Seconds a client refused for too many active backfills is asked to wait: backfills run
+/// for minutes, so sooner would only be refused again.
+const BACKFILL_RETRY_AFTER: u64 = 60;
 
 fn scheduler_error(e: SchedulerError) -> ApiError {
     match e {
@@ -28,6 +36,12 @@ fn scheduler_error(e: SchedulerError) -> ApiError {
         SchedulerError::BackfillState { .. } => {
             ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
         }
+        SchedulerError::TooManyActiveBackfills { .. } => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_backfills",
+            e.to_string(),
+        )
+        .with_retry_after(BACKFILL_RETRY_AFTER),
         SchedulerError::Store(e) => ApiError::internal(error_chain(&e)),
         SchedulerError::Thread(_) => ApiError::internal(error_chain(&e)),
     }
@@ -193,7 +207,8 @@ pub(super) async fn start_backfill(
 ) -> Result<Response, ApiError> {
     let request = backfill_request(&state, &pipeline, json_body(body)?, false)?;
     let scheduler = state.scheduler.clone();
-    let status = blocking(move || scheduler.backfill(&request)).await?;
+    let limits = backfill_limits(&state);
+    let status = blocking(move || scheduler.start_backfill_within(&request, false, limits)).await?;
     Ok(accepted(&status))
 }
 
@@ -204,17 +219,48 @@ pub(super) async fn start_restatement(
 ) -> Result<Response, ApiError> {
     let request = backfill_request(&state, &pipeline, json_body(body)?, true)?;
     let scheduler = state.scheduler.clone();
-    let status = blocking(move || scheduler.restate(&request)).await?;
+    let limits = backfill_limits(&state);
+    let status = blocking(move || scheduler.start_backfill_within(&request, true, limits)).await?;
     Ok(accepted(&status))
 }
 
+/// `limits.max_active_backfills` and `limits.backfill_history`.
+fn backfill_limits(state: &AppState) -> BackfillLimits {
+    let limits = state.core.limits();
+    BackfillLimits {
+        max_active: limits.max_active_backfills,
+        history: limits.backfill_history,
+    }
+}
+
+/// `GET /pipelines/{p}/backfills?limit=`: the newest first, `limit` of them (100 by default,
+/// at most 1,000).
 pub(super) async fn list_backfills(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
     app_or_404(&state, &pipeline)?;
+    let params = params(&uri)?;
+    let limit = match params.get("limit") {
+        None => DEFAULT_BACKFILL_PAGE,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|limit| (1..=MAX_BACKFILL_PAGE).contains(limit))
+            .ok_or_else(|| {
+                // A client's text is echoed only in part: the query string may be long.
+                let mut shown: String = text.chars().take(24).collect();
+                if shown.len() < text.len() {
+                    shown.push('…');
+                }
+                ApiError::bad_request(format!(
+                    "`limit` must be a whole number from 1 to {MAX_BACKFILL_PAGE}, found `{shown}`"
+                ))
+            })?,
+    };
     let scheduler = state.scheduler.clone();
-    let list = blocking(move || scheduler.backfills(Some(&pipeline))).await?;
+    let list = blocking(move || scheduler.backfills_newest(Some(&pipeline), limit)).await?;
     Ok(json_response(
         StatusCode::OK,
         &Value::Array(list.iter().map(status_json).collect()),

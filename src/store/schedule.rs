@@ -125,6 +125,38 @@ impl Store {
             .transpose()
     }
 
+    /// The newest backfills first, at most `limit` of those `keep` accepts.
+    pub fn backfills_newest(
+        &self,
+        limit: usize,
+        mut keep: impl FnMut(&BackfillRecord) -> bool,
+    ) -> Result<Vec<BackfillRecord>, StoreError> {
+        let mut records = Vec::new();
+        for entry in self.backfills.iter().rev() {
+            if records.len() >= limit {
+                break;
+            }
+            let (key, raw) = entry.map_err(sled_failed(format_args!("list backfills")))?;
+            let id = String::from_utf8_lossy(&key).into_owned();
+            let record: BackfillRecord = decode_json(tree::BACKFILLS, &id, &raw)?;
+            if keep(&record) {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Deletes the records of backfills `ids` (finished ones the history no longer keeps).
+    pub fn delete_backfills(&self, ids: &[String]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for id in ids {
+            batch.remove(id.as_bytes());
+        }
+        self.backfills
+            .apply_batch(batch)
+            .map_err(sled_failed(format_args!("delete {} backfills", ids.len())))
+    }
+
     /// Every backfill, oldest first (ids are time-ordered UUIDv7s).
     pub fn backfills(&self) -> Result<Vec<BackfillRecord>, StoreError> {
         let mut records = Vec::new();
@@ -166,6 +198,33 @@ mod tests {
         };
         store.put_backfill(&record).unwrap();
         assert_eq!(store.backfill("b1").unwrap(), Some(record.clone()));
-        assert_eq!(store.backfills().unwrap(), vec![record]);
+        assert_eq!(store.backfills().unwrap(), vec![record.clone()]);
+
+        // Newest first, filtered and bounded; deleted records are gone.
+        for (id, pipeline) in [("b2", "other"), ("b3", "shop"), ("b4", "shop")] {
+            store
+                .put_backfill(&BackfillRecord {
+                    id: id.into(),
+                    pipeline: pipeline.into(),
+                    ..record.clone()
+                })
+                .unwrap();
+        }
+        let ids = |records: Vec<BackfillRecord>| -> Vec<String> {
+            records.into_iter().map(|r| r.id).collect()
+        };
+        assert_eq!(
+            ids(store.backfills_newest(2, |r| r.pipeline == "shop").unwrap()),
+            ["b4", "b3"]
+        );
+        assert_eq!(
+            ids(store.backfills_newest(10, |_| true).unwrap()),
+            ["b4", "b3", "b2", "b1"]
+        );
+        store
+            .delete_backfills(&["b1".to_owned(), "b3".to_owned()])
+            .unwrap();
+        assert_eq!(ids(store.backfills().unwrap()), ["b2", "b4"]);
+        assert_eq!(store.backfill("b3").unwrap(), None);
     }
 }

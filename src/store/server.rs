@@ -18,6 +18,12 @@
 //! buffers); the file costs one pass over the data and no copy. The file is written under a
 //! temporary name, synced and renamed before the marker and the record, so the order above
 //! still holds.
+//!
+//! [`Store::put_job_result`] measures what a result takes on disk (the encoded value, or the
+//! file's length) before it commits it, and lets the caller refuse it then: the job server
+//! holds job results to `limits.max_job_results_bytes` that way, and records the bytes in
+//! [`JobRecord::result_bytes`] (a field older records lack; [`Store::job_result_bytes`]
+//! measures theirs).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -125,6 +131,11 @@ pub struct JobRecord {
     pub failure: Option<JobFailure>,
     /// Rows of the stored result, once `FINISHED`.
     pub result_rows: Option<u64>,
+    /// Bytes the stored result takes (its sled value, or its file under `job-results/`),
+    /// counted against `limits.max_job_results_bytes`. `None` without a result, and in
+    /// records written before Floe kept it: start-up then measures the stored result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_bytes: Option<u64>,
     /// Re-run after a restart instead of failing: materialisations are idempotent.
     pub rerun_on_restart: bool,
 }
@@ -375,36 +386,91 @@ impl Store {
         record: &JobRecord,
         result: Option<&DataFrame>,
     ) -> Result<(), StoreError> {
-        let encoded = encode_json(tree::JOBS, &record.id, record)?;
-        let id = record.id.as_bytes();
         if let Some(result) = result {
-            let stored = match self.job_result_path(&record.id) {
-                Some(path) if arrow_size(result) > JOB_RESULT_FILE_BYTES => {
-                    write_result_file(&record.id, &path, result)?;
-                    IN_FILE_MARKER.to_vec()
-                }
-                _ => encode_ipc(result).map_err(|e| StoreError::EncodeJobResult {
-                    id: record.id.clone(),
-                    source: Box::new(e),
-                })?,
-            };
-            self.job_results
-                .insert(id, stored)
-                .map_err(sled_failed(format_args!(
-                    "store the result of job {}",
-                    record.id
-                )))?;
+            self.put_job_result(&record.id, result, |_| true)?;
         }
+        let encoded = encode_json(tree::JOBS, &record.id, record)?;
         self.jobs
-            .insert(id, encoded)
+            .insert(record.id.as_bytes(), encoded)
             .map_err(sled_failed(format_args!("update job {}", record.id)))?;
         Ok(())
+    }
+
+    /// Stores the result of job `id` (before its `FINISHED` record, which the caller writes
+    /// next with [`Store::update_job`]), if `admit` accepts the bytes it takes: the encoded
+    /// value sled would hold, or the length of the file, known once it is written under its
+    /// temporary name. A refused result leaves nothing behind. Returns the bytes stored, or
+    /// `None` when `admit` refused them.
+    pub fn put_job_result(
+        &self,
+        id: &str,
+        result: &DataFrame,
+        admit: impl FnOnce(u64) -> bool,
+    ) -> Result<Option<u64>, StoreError> {
+        match self.job_result_path(id) {
+            Some(path) if arrow_size(result) > JOB_RESULT_FILE_BYTES => {
+                let (partial, bytes) = write_partial_result_file(id, &path, result)?;
+                if !admit(bytes) {
+                    remove_result_file(id, &partial);
+                    return Ok(None);
+                }
+                std::fs::rename(&partial, &path).map_err(|e| {
+                    remove_result_file(id, &partial);
+                    StoreError::JobResultFile {
+                        id: id.to_owned(),
+                        action: "write",
+                        path: path.clone(),
+                        source: Box::new(e),
+                    }
+                })?;
+                if let Err(e) = self.job_results.insert(id.as_bytes(), IN_FILE_MARKER) {
+                    remove_result_file(id, &path);
+                    return Err(sled_failed(format_args!("store the result of job {id}"))(e));
+                }
+                Ok(Some(bytes))
+            }
+            _ => {
+                let encoded = encode_ipc(result).map_err(|e| StoreError::EncodeJobResult {
+                    id: id.to_owned(),
+                    source: Box::new(e),
+                })?;
+                let bytes = encoded.len() as u64;
+                if !admit(bytes) {
+                    return Ok(None);
+                }
+                self.job_results
+                    .insert(id.as_bytes(), encoded)
+                    .map_err(sled_failed(format_args!("store the result of job {id}")))?;
+                Ok(Some(bytes))
+            }
+        }
     }
 
     pub fn job_result_exists(&self, id: &str) -> Result<bool, StoreError> {
         self.job_results
             .contains_key(id.as_bytes())
             .map_err(sled_failed(format_args!("read the result of job {id}")))
+    }
+
+    /// The bytes the stored result of job `id` takes: its sled value, or the length of its
+    /// file (0 when the file is gone); `None` when there is no result. For records written
+    /// before [`JobRecord::result_bytes`] existed.
+    pub fn job_result_bytes(&self, id: &str) -> Result<Option<u64>, StoreError> {
+        let Some(stored) = self
+            .job_results
+            .get(id.as_bytes())
+            .map_err(sled_failed(format_args!("read the result of job {id}")))?
+        else {
+            return Ok(None);
+        };
+        if stored.as_ref() != IN_FILE_MARKER {
+            return Ok(Some(stored.len() as u64));
+        }
+        let bytes = self
+            .job_result_path(id)
+            .and_then(|path| std::fs::metadata(path).ok())
+            .map_or(0, |metadata| metadata.len());
+        Ok(Some(bytes))
     }
 
     pub fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -519,9 +585,14 @@ impl Store {
     }
 }
 
-/// Writes `frame` as an Arrow IPC file at `path`: under a temporary name, synced, then
-/// renamed, so the final name only ever holds a whole result.
-fn write_result_file(id: &str, path: &Path, frame: &DataFrame) -> Result<(), StoreError> {
+/// Writes `frame` as an Arrow IPC file under a temporary name beside `path`, synced; returns
+/// that name and the file's length. Renaming it to `path` then makes the final name only ever
+/// hold a whole result.
+fn write_partial_result_file(
+    id: &str,
+    path: &Path,
+    frame: &DataFrame,
+) -> Result<(PathBuf, u64), StoreError> {
     let failed = |source: BoxedCause| StoreError::JobResultFile {
         id: id.to_owned(),
         action: "write",
@@ -532,18 +603,38 @@ fn write_result_file(id: &str, path: &Path, frame: &DataFrame) -> Result<(), Sto
         std::fs::create_dir_all(dir).map_err(|e| failed(Box::new(e)))?;
     }
     let partial = path.with_extension("arrow.partial");
-    let file = File::create(&partial).map_err(|e| failed(Box::new(e)))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    IpcWriter::new(&mut writer)
-        .finish(&mut frame.clone())
-        .map_err(|e| failed(Box::new(e)))?;
-    writer.flush().map_err(|e| failed(Box::new(e)))?;
-    let file = writer
-        .into_inner()
-        .map_err(|e| failed(Box::new(e.into_error())))?;
-    file.sync_all().map_err(|e| failed(Box::new(e)))?;
-    std::fs::rename(&partial, path).map_err(|e| failed(Box::new(e)))?;
-    Ok(())
+    let written = (|| {
+        let file = File::create(&partial).map_err(|e| failed(Box::new(e)))?;
+        let mut writer = BufWriter::with_capacity(1 << 20, file);
+        IpcWriter::new(&mut writer)
+            .finish(&mut frame.clone())
+            .map_err(|e| failed(Box::new(e)))?;
+        writer.flush().map_err(|e| failed(Box::new(e)))?;
+        let file = writer
+            .into_inner()
+            .map_err(|e| failed(Box::new(e.into_error())))?;
+        file.sync_all().map_err(|e| failed(Box::new(e)))?;
+        file.metadata()
+            .map(|metadata| metadata.len())
+            .map_err(|e| failed(Box::new(e)))
+    })();
+    match written {
+        Ok(bytes) => Ok((partial, bytes)),
+        Err(e) => {
+            // A half-written file (a full disk, say) must not stay behind unaccounted.
+            remove_result_file(id, &partial);
+            Err(e)
+        }
+    }
+}
+
+/// Removes a result file that is not (or no longer) referenced; failing only costs disk space.
+fn remove_result_file(id: &str, path: &Path) {
+    if let Err(error) = std::fs::remove_file(path)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(job_id = id, path = %path.display(), %error, "cannot remove a job's result file");
+    }
 }
 
 #[cfg(test)]
@@ -566,6 +657,7 @@ mod tests {
             end_time: None,
             failure: None,
             result_rows: None,
+            result_bytes: None,
             rerun_on_restart: false,
         }
     }
@@ -756,6 +848,67 @@ mod tests {
         store.delete_job("big").unwrap();
         assert!(!file.exists());
         assert_eq!(store.job_result("big").unwrap(), None);
+    }
+
+    #[test]
+    fn a_result_is_stored_only_when_its_bytes_are_admitted_and_they_are_measured() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = Store::open(&root).unwrap();
+        let rows = JOB_RESULT_FILE_BYTES / 8 + 1000;
+        let large = df!("x" => (0..rows as i64).collect::<Vec<_>>()).unwrap();
+        let small = df!("x" => [1i64, 2, 3]).unwrap();
+        let files = || -> Vec<String> {
+            match std::fs::read_dir(root.join(JOB_RESULTS_DIR)) {
+                Ok(entries) => entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        };
+        for (id, result) in [("big", &large), ("small", &small)] {
+            store
+                .insert_job(&record(id, JobStatus::Running), b"{}")
+                .unwrap();
+            // Refused: nothing is stored, not even a partial file.
+            let mut offered = 0;
+            let stored = store
+                .put_job_result(id, result, |bytes| {
+                    offered = bytes;
+                    false
+                })
+                .unwrap();
+            assert_eq!(stored, None);
+            assert!(offered > 0);
+            assert!(!store.job_result_exists(id).unwrap());
+            assert_eq!(store.job_result_bytes(id).unwrap(), None);
+            assert!(
+                !files().iter().any(|file| file.starts_with(id)),
+                "{:?}",
+                files()
+            );
+            // Admitted: the bytes offered are the bytes stored, and measured again the same.
+            let stored = store.put_job_result(id, result, |_| true).unwrap();
+            assert_eq!(stored, Some(offered));
+            assert_eq!(store.job_result_bytes(id).unwrap(), Some(offered));
+            assert_eq!(&store.job_result(id).unwrap().unwrap(), result);
+        }
+        let file_len = std::fs::metadata(root.join(JOB_RESULTS_DIR).join("big.arrow"))
+            .unwrap()
+            .len();
+        assert_eq!(store.job_result_bytes("big").unwrap(), Some(file_len));
+        assert!(file_len > JOB_RESULT_FILE_BYTES as u64);
+        assert_eq!(files(), ["big.arrow"]);
+
+        // `result_bytes` round-trips, and a record written before it existed still reads.
+        let mut finished = record("small", JobStatus::Finished);
+        finished.result_bytes = Some(42);
+        store.update_job(&finished, None).unwrap();
+        assert_eq!(store.job("small").unwrap().unwrap().result_bytes, Some(42));
+        let mut old = serde_json::to_value(record("old", JobStatus::Finished)).unwrap();
+        old.as_object_mut().unwrap().remove("result_bytes");
+        let old: JobRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old.result_bytes, None);
     }
 
     #[test]

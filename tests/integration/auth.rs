@@ -39,11 +39,17 @@ struct Answer {
 
 impl AuthServer {
     async fn start(dir: &Path) -> AuthServer {
-        let config = test_config(
+        AuthServer::start_with(dir, |_| {}).await
+    }
+
+    /// [`AuthServer::start`] with a configuration changed by `tweak`.
+    async fn start_with(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> AuthServer {
+        let mut config = test_config(
             &repo_path("pipelines"),
             &dir.join("data"),
             &dir.join("store"),
         );
+        tweak(&mut config);
         let serving = Serving::start(config, Arc::new(SystemClock), None).await;
         AuthServer {
             base: serving.base(),
@@ -525,6 +531,79 @@ async fn mutating_and_refused_requests_are_audited_without_secrets() {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{file}");
         }
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_refusals_cannot_fill_the_disk_through_the_audit_log() {
+    let dir = TempDir::new().unwrap();
+    let _ = token(dir.path(), Role::Admin, "ops");
+    let max: u64 = 8 << 10;
+    let server = AuthServer::start_with(dir.path(), |c| c.auth.audit_log_max_bytes = max).await;
+
+    // A 60 KB path and query is refused; its line keeps the first 512 bytes and the length.
+    let long = format!("/jobs/{}?q={}", "a".repeat(30_000), "b".repeat(30_000));
+    let answer = server.call(Method::GET, &long, None, "").await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    // An invented method is logged as `other`.
+    let junk = Method::from_bytes("JUNK".repeat(500).as_bytes()).unwrap();
+    let answer = server.call(junk, "/jobs", None, "").await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let lines = server.wait_audit(2).await;
+    let path = text(&lines[0]["path"]);
+    assert!(path.starts_with("/jobs/aaaa"), "{path}");
+    assert!(
+        path.ends_with(&format!("… ({} bytes)", long.len())),
+        "{path}"
+    );
+    assert!(path.len() < 600, "{} bytes", path.len());
+    assert_eq!(lines[1]["method"], "other");
+    assert_eq!(lines[1]["path"], "/jobs");
+
+    // Many more: the log rotates to audit.log.1 and both stay under the size.
+    for _ in 0..60 {
+        let answer = server.call(Method::DELETE, &long, None, "").await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    let answer = server.call(Method::GET, "/jobs/last", None, "").await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    // Lines are written in order: once the last is in, so are the others.
+    let log = dir.path().join("audit.log");
+    let rotated = dir.path().join("audit.log.1");
+    let mut found = false;
+    for _ in 0..500 {
+        if std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("\"/jobs/last\"")
+        {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(found, "the last line never reached the audit log");
+    let mut lines = 0;
+    for file in [&log, &rotated] {
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(
+            text.len() as u64 <= max,
+            "{} is {} bytes",
+            file.display(),
+            text.len()
+        );
+        for line in text.lines() {
+            let line: Value = serde_json::from_str(line).expect("whole JSON lines");
+            assert_eq!(line["status"], 401);
+            lines += 1;
+        }
+    }
+    assert!(lines >= 10, "{lines} lines kept");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&log).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
     server.stop().await;
 }

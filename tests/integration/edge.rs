@@ -1,5 +1,7 @@
 //! The network edge of `floe serve` over real sockets on 127.0.0.1:0: TLS and reloading its
-//! certificate, the header-read and idle timeouts, the connection cap, and CORS.
+//! certificate, the header-read, idle and body timeouts, the connection caps (in all and per
+//! client), CORS, and what anonymous clients can make the server keep or repeat (metrics
+//! labels, error messages).
 //!
 //! Timeouts are configured in hundreds of milliseconds and every wait is bounded, so a test
 //! that regresses fails in seconds instead of hanging.
@@ -215,6 +217,243 @@ async fn the_connection_cap_holds_new_connections_until_one_closes() {
     let response = reqwest::get(server.url("/healthz")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     drop(fifth);
+    server.stop().await;
+}
+
+/// Sends `GET path` and returns the status line, or `None` when the server closes the
+/// connection instead of answering.
+async fn try_get(stream: &mut TcpStream, path: &str) -> Option<String> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: floe\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !bytes.windows(2).any(|w| w == b"\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("an answer or a close within 5s");
+        match read {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    Some(text.lines().next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_body_trickling_in_is_cut_at_body_read_timeout() {
+    // Progress keeps the idle clock happy (a byte every 100 ms, idle_timeout 30 s): only the
+    // body's own deadline can end this.
+    let server = EdgeServer::start(None, |c| {
+        c.body_read_timeout = Duration::from_millis(600);
+        c.idle_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let stream = server.connect().await;
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(
+            b"POST /query HTTP/1.1\r\nHost: floe\r\ncontent-type: application/json\r\n\
+              content-length: 4000000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if writer.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer))
+        .await
+        .expect("the connection is cut within 5s, not kept alive by the trickle");
+    let took = started.elapsed();
+    trickle.abort();
+    assert!(took >= Duration::from_millis(500), "cut after {took:?}");
+    // The 408 is sent, then the connection closed (a reset may overtake the answer; then
+    // there is none, but never another one).
+    let answer = String::from_utf8_lossy(&answer);
+    if read.is_ok() || !answer.is_empty() {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+        assert!(answer.contains("\"request_timeout\""), "{answer}");
+        assert!(answer.contains("body_read_timeout"), "{answer}");
+    }
+
+    // spark-jobserver's routes answer it in their envelope.
+    let mut slow = server.connect().await;
+    slow.write_all(
+        b"POST /jobs?appName=a&classPath=b HTTP/1.1\r\nHost: floe\r\n\
+          content-length: 100\r\n\r\nx",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer))
+        .await
+        .expect("cut within 5s");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"status\":\"ERROR\""), "{answer}");
+
+    // A body that arrives in time is served as before.
+    let response = reqwest::Client::new()
+        .post(server.url("/query"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_ne!(body["error"]["code"], "request_timeout", "{body}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_client_holds_at_most_max_connections_per_client() {
+    let server = EdgeServer::start(None, |c| c.max_connections_per_client = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = server.connect().await;
+        assert_eq!(get_on(&mut stream, "/healthz").await, "HTTP/1.1 200 OK");
+        held.push(stream);
+    }
+
+    // A fourth from the same address (loopback is not exempt) is closed at once, not held.
+    let mut fourth = server.connect().await;
+    let started = Instant::now();
+    assert_eq!(try_get(&mut fourth, "/healthz").await, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // The three are still served.
+    for stream in &mut held {
+        assert_eq!(get_on(stream, "/healthz").await, "HTTP/1.1 200 OK");
+    }
+
+    // Once one closes (the server notices within moments), a new connection is served.
+    drop(held.pop());
+    let mut served = None;
+    for _ in 0..100 {
+        let mut stream = server.connect().await;
+        served = try_get(&mut stream, "/healthz").await;
+        if served.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served.as_deref(), Some("HTTP/1.1 200 OK"));
+    drop(held);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let server = EdgeServer::start(None, |_| {}).await;
+    let client = reqwest::Client::new();
+    for i in 0..100 {
+        let name = format!("JUNK{i}{}", "X".repeat(2_000));
+        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        let response = client
+            .request(method, server.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        // The answer repeats only the start of the method.
+        assert!(response.text().await.unwrap().len() < 1_000);
+    }
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.len() < 64 << 10,
+        "/metrics is {} bytes",
+        metrics.len()
+    );
+    assert!(!metrics.contains("JUNK"), "a method reached the labels");
+    let other: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("floe_http_requests_total{method=\"other\""))
+        .collect();
+    assert_eq!(other.len(), 1, "{other:#?}");
+    assert!(other[0].ends_with(",status=\"4xx\"} 100"), "{}", other[0]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn path_parameters_that_do_not_decode_answer_in_the_family_envelope() {
+    let server = EdgeServer::start(None, |_| {}).await;
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str| {
+        let request = client.request(method, server.url(path));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let kind = response
+                .headers()
+                .get("content-type")
+                .map(|value| value.to_str().unwrap().to_owned());
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, kind, body)
+        }
+    };
+    for (method, path) in [
+        (reqwest::Method::GET, "/jobs/%FF"),
+        (reqwest::Method::DELETE, "/jobs/%FF"),
+        (reqwest::Method::GET, "/binaries/%C3"),
+        (reqwest::Method::GET, "/contexts/%FF%FE"),
+    ] {
+        let (status, kind, body) = send(method.clone(), path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(kind.as_deref(), Some("application/json"), "{method} {path}");
+        assert_eq!(body["status"], "ERROR", "{method} {path}: {body}");
+        let message = body["result"].as_str().unwrap();
+        assert!(message.contains("UTF-8"), "{message}");
+    }
+    for (method, path) in [
+        (reqwest::Method::GET, "/pipelines/%FF"),
+        (reqwest::Method::GET, "/pipelines/%FF/jobs/x/results"),
+        (reqwest::Method::POST, "/backfills/%FF/pause"),
+        (reqwest::Method::DELETE, "/tokens/%FF"),
+    ] {
+        let (status, kind, body) = send(method.clone(), path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(kind.as_deref(), Some("application/json"), "{method} {path}");
+        assert_eq!(
+            body["error"]["code"], "bad_request",
+            "{method} {path}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("UTF-8"), "{message}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_hocon_key_makes_a_short_error() {
+    let server = EdgeServer::start(None, |_| {}).await;
+    let key = "k".repeat(3 << 20);
+    let response = reqwest::Client::new()
+        .post(server.url("/jobs?appName=shop&classPath=q"))
+        .body(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = response.text().await.unwrap();
+    assert!(body.len() < 1_000, "{} bytes", body.len());
+    assert!(body.contains("after key `kkkk"), "{body}");
+    assert!(body.contains('…'), "{body}");
     server.stop().await;
 }
 

@@ -206,6 +206,29 @@ async fn uploaded_pipelines_read_only_inside_the_data_roots() {
         let message = report["result"]["message"].to_string();
         assert!(message.contains("outside the data roots"), "{message}");
         assert!(!message.contains("42"), "{message}");
+        let target = outside.path().display().to_string();
+        assert!(
+            !message.contains(&target),
+            "names where the link leads: {message}"
+        );
+
+        // A file named `*` beside a link: polars globs the paths it is given again, so the
+        // matched `*` would read the link's target too.
+        let evil = world.data_dir().join("evil");
+        std::fs::create_dir_all(&evil).unwrap();
+        std::fs::write(evil.join("*"), "ts,v\n2024-01-01T00:10:00,1\n").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.csv"), evil.join("leak")).unwrap();
+        let (status, answer) = upload(&server, "probe", &pipeline_yaml("evil/[*]", "v > 0")).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        let (_, report) = server
+            .post(
+                "/jobs?appName=probe&classPath=rows&sync=true",
+                r#"partition = "2024-01-01T00:00:00Z""#,
+            )
+            .await;
+        assert_eq!(report["status"], "ERROR", "{report}");
+        assert!(report.to_string().contains("glob character"), "{report}");
+        assert!(!report.to_string().contains("42"), "{report}");
     }
     still_serving(&server).await;
     server.stop().await;
@@ -658,5 +681,59 @@ async fn sql_that_hung_overflowed_or_panicked_the_parsers_is_refused_at_once() {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["rows"], json!([{ "s": 237 }]), "{answer}");
     still_serving(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sql_that_would_pin_a_core_or_grow_without_bound_is_refused() {
+    let world = SampleWorld::new(20_000, 1);
+    let server = server_with_events(&world, |c| c.core.limits.max_concurrent_queries = 1).await;
+    let query = |sql: String| json!({ "sql": sql, "context": "warm" }).to_string();
+    let branches = vec!["WHEN amount = 0 THEN 0"; 3000].join(" ");
+    for (sql, expected) in [
+        // Planning a 3,000-branch CASE took a minute and 3.8 GB.
+        (
+            format!("SELECT CASE {branches} ELSE 0 END AS c FROM events LIMIT 5"),
+            "nested too deeply",
+        ),
+        // Padding to 2^63 characters grew the server 200 MB a second.
+        (
+            "SELECT rpad(city, 9223372036854775807, 'x') AS x FROM events LIMIT 1".to_owned(),
+            "RPAD pads to",
+        ),
+        // polars unwraps the regex: the request's thread panicked (a 500 with internals).
+        (
+            "SELECT columns('(') FROM events".to_owned(),
+            "not a valid regular expression",
+        ),
+    ] {
+        let (status, answer) = server.post("/query", &query(sql)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        let message = text(&answer["error"]["message"]);
+        assert!(message.contains(expected), "{message}");
+    }
+    // One query computing at a time: a second is refused with 429, not queued behind it.
+    let slow = slow_query(30);
+    let first = {
+        let client = server.client.clone();
+        let url = server.url("/query");
+        tokio::spawn(async move { client.post(url).body(slow).send().await.unwrap().status() })
+    };
+    while metric(&server, "floe_queries_running").await < 1.0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, answer) = server
+        .post("/query", &query("SELECT 1 AS one".to_owned()))
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert!(
+        answer.to_string().contains("limits.max_concurrent_queries"),
+        "{answer}"
+    );
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    let (status, answer) = server
+        .post("/query", &query("SELECT 1 AS one".to_owned()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     server.stop().await;
 }

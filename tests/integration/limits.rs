@@ -415,3 +415,419 @@ async fn the_history_sweep_deletes_the_oldest_jobs_once_retention_has_passed() {
     }
     server.stop().await;
 }
+
+/// The Arrow result files of the store (results over 8 MiB), ignoring nothing: a partial
+/// file left behind would show here.
+fn result_files(world: &SampleWorld) -> Vec<String> {
+    match std::fs::read_dir(world.store_dir().join("job-results")) {
+        Ok(entries) => {
+            let mut names: Vec<String> = entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A sync `sql` job in context `warm` padding each event's city to 250 bytes in `columns`
+/// columns: `rows` rows of 266 bytes of Arrow a column (all 20,000 of the week without
+/// `rows`).
+async fn padded_job(server: &TestServer, rows: Option<usize>, columns: usize) -> Value {
+    let limit = rows.map_or(String::new(), |rows| format!(" limit {rows}"));
+    let padded: Vec<String> = (0..columns)
+        .map(|c| format!("lpad(city, 250, 'x') as p{c}"))
+        .collect();
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=sql&context=warm&sync=true&timeout=60",
+            &format!(
+                "input {{ source = events, app = shop, from = \"2024-01-01\", to = \"2024-01-08\" }}\n\
+                 query = \"select {} from events{limit}\"",
+                padded.join(", ")
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+/// The error class and message of a sync answer (which must be an error).
+fn error_of(body: &Value) -> (&str, &str) {
+    assert_eq!(
+        body["status"], "ERROR",
+        "job {} did not fail",
+        body["jobId"]
+    );
+    (
+        text(&body["result"]["errorClass"]),
+        text(&body["result"]["message"]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_results_are_bounded_in_bytes_each_and_in_all() {
+    let world = world();
+    // 5,000 rows of 10 padded columns are about 12.7 MiB of Arrow, stored as a file: two fit
+    // in 30 MiB.
+    let bounded = |c: &mut ServerConfig| {
+        c.core.limits.max_result_bytes = 16 << 20;
+        c.core.limits.max_job_results_bytes = 30 << 20;
+    };
+    let server = TestServer::start(&world, bounded).await;
+    assert_eq!(server.post("/contexts/warm", "").await.0, StatusCode::OK);
+
+    // The whole week in 4 columns, 20 MiB: not stored, and the job says why, naming the limit.
+    let body = padded_job(&server, None, 4).await;
+    let (class, message) = error_of(&body);
+    assert_eq!(class, "floe.ResultTooLarge");
+    assert!(
+        message.contains(
+            "above the limit of 16777216 bytes (16 MiB) per job result (`limits.max_result_bytes`)"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.starts_with("the job's result is 2128") && message.contains("(20.3 MiB) of Arrow"),
+        "{message}"
+    );
+    let too_large = text(&body["jobId"]).to_owned();
+    assert!(
+        result_files(&world).is_empty(),
+        "{:?}",
+        result_files(&world)
+    );
+
+    // Two results fit in the total; the third would take it over, with nothing old enough
+    // to delete: its job ends ERROR naming the limit, and no file is left behind.
+    let first = padded_job(&server, Some(5_000), 10).await;
+    assert_eq!(
+        first["status"], "FINISHED",
+        "{}",
+        first["result"]["message"]
+    );
+    let first = text(&first["jobId"]).to_owned();
+    let second = padded_job(&server, Some(5_000), 10).await;
+    assert_eq!(
+        second["status"], "FINISHED",
+        "{}",
+        second["result"]["message"]
+    );
+    let second = text(&second["jobId"]).to_owned();
+    assert_eq!(result_files(&world).len(), 2, "{:?}", result_files(&world));
+    let body = padded_job(&server, Some(5_000), 10).await;
+    let (class, message) = error_of(&body);
+    assert_eq!(class, "floe.JobResultsFull");
+    assert!(
+        message.contains("of the 31457280 bytes (30 MiB) allowed (`limits.max_job_results_bytes`)")
+            && message.contains("`job_retention` (1h)"),
+        "{message}"
+    );
+    assert_eq!(result_files(&world).len(), 2, "{:?}", result_files(&world));
+    // Small results still fit.
+    quick_job(&server).await;
+
+    // An hour on, the oldest result goes to make room (a job without a result is kept).
+    server.clock.advance(TimeDelta::hours(1));
+    let third = padded_job(&server, Some(5_000), 10).await;
+    assert_eq!(
+        third["status"], "FINISHED",
+        "{}",
+        third["result"]["message"]
+    );
+    let third = text(&third["jobId"]).to_owned();
+    assert_eq!(job_status(&server, &first).await, StatusCode::NOT_FOUND);
+    assert_eq!(job_status(&server, &second).await, StatusCode::OK);
+    assert_eq!(job_status(&server, &too_large).await, StatusCode::OK);
+    assert_eq!(result_files(&world).len(), 2, "{:?}", result_files(&world));
+    server.stop().await;
+
+    // Records written before Floe kept the size: start-up measures their results instead.
+    {
+        let store = Store::open(&world.store_dir()).unwrap();
+        let mut forgotten = 0;
+        for record in store.jobs_newest(100, |_| true).unwrap() {
+            if record.result_bytes.is_some() {
+                let mut old = record.clone();
+                old.result_bytes = None;
+                store.update_job(&old, None).unwrap();
+                forgotten += 1;
+            }
+        }
+        assert!(forgotten >= 2, "{forgotten}");
+        store.flush().unwrap();
+    }
+    // After a restart the stored results are counted again: the next result needs the
+    // oldest one (an hour old by now) deleted, or it would not fit. (Context `warm` is
+    // recreated from the store.)
+    let server = TestServer::start_at(&world, utc(2024, 2, 1, 1), bounded).await;
+    let body = padded_job(&server, Some(5_000), 10).await;
+    assert_eq!(body["status"], "FINISHED", "{}", body["result"]["message"]);
+    assert_eq!(job_status(&server, &second).await, StatusCode::NOT_FOUND);
+    assert_eq!(job_status(&server, &third).await, StatusCode::OK);
+    server.stop().await;
+    let store = Store::open(&world.store_dir()).unwrap();
+    let third = store.job(&third).unwrap().unwrap();
+    let file = world
+        .store_dir()
+        .join("job-results")
+        .join(format!("{}.arrow", third.id));
+    assert_eq!(
+        third.result_bytes,
+        Some(std::fs::metadata(file).unwrap().len()),
+        "start-up records the measured size"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_may_shorten_its_contexts_timeout_but_never_lengthen_it() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let (status, body) = server.post("/contexts/strict?job-timeout=0.5s", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The job asks for an hour; the admin's half second wins.
+    let (status, started) = server
+        .post(
+            "/jobs?appName=shop&classPath=floe.PipelineRun&context=strict",
+            &format!("{LONG_RUN}\njob-timeout = 1h"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    let done = server.wait_final(text(&started["jobId"])).await;
+    assert_eq!(done["status"], "ERROR", "{done}");
+    assert_eq!(done["result"]["errorClass"], "floe.JobTimeout");
+    assert_eq!(
+        done["result"]["message"],
+        "job timed out after 500ms (its execution timeout)"
+    );
+
+    // No timeout beyond a week, in a job or a context.
+    let (status, body) = server
+        .post(
+            QUICK_JOB,
+            &format!("{QUICK_CONFIG}\njob-timeout = \"99999999d\""),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["status"], "VALIDATION FAILED");
+    assert_eq!(
+        body["result"]["errors"],
+        json!([
+            "`job-timeout`: `99999999d` is longer than the longest execution timeout, 7days \
+             (7 days)"
+        ])
+    );
+    let (status, body) = server.post("/contexts/lax?job-timeout=8d", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        text(&body["result"])
+            .contains("setting `job-timeout`: `8d` is longer than the longest execution timeout"),
+        "{body}"
+    );
+    // A week is allowed, and so is a shorter timeout than the context's.
+    let (status, body) = server
+        .post(QUICK_JOB, &format!("{QUICK_CONFIG}\njob-timeout = 7d"))
+        .await;
+    assert_eq!(
+        (status, &body["status"]),
+        (StatusCode::OK, &json!("FINISHED")),
+        "{body}"
+    );
+    server.stop().await;
+}
+
+const LONG_RUN: &str = r#"from = "2024-01-01", to = "2024-01-08", force = true"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_object_is_never_another_definitions_and_never_shadows_results() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    assert_eq!(server.post("/contexts/warm", "").await.0, StatusCode::OK);
+    let shop = std::fs::read_to_string(repo_path("pipelines/shop.yaml")).unwrap();
+    let response = server
+        .client
+        .post(server.url("/binaries/evil"))
+        .header("content-type", "application/x-yaml")
+        .body(shop)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+
+    let count =
+        |input: &str| format!("inputs {{ t = {input} }}\nquery = \"select count(*) as n from t\"");
+    let week = r#"{ object = events, source = events, app = shop, from = "2024-01-01", to = "2024-01-08" }"#;
+    let (status, body) = server
+        .post("/jobs?classPath=sql&context=warm&sync=true", &count(week))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!([{"n": 20_000}]), "{body}");
+
+    // Another app's day under the same name: refused, naming both definitions.
+    let evil = r#"{ object = events, source = events, app = evil, from = "2024-01-01", to = "2024-01-02" }"#;
+    let (status, body) = server
+        .post("/jobs?classPath=sql&context=warm&sync=true", &count(evil))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (class, message) = error_of(&body);
+    assert_eq!(class, "floe.NamedObjectConflict");
+    assert!(
+        message.starts_with(
+            "context warm: named object `events` holds other rows than this input asks for"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "it was built from source `events` of app shop (version 1) from \
+             2024-01-01T00:00:00+00:00 to 2024-01-08T00:00:00+00:00"
+        ) && message.contains(
+            "this input asks for source `events` of app evil (version 1) from \
+             2024-01-01T00:00:00+00:00 to 2024-01-02T00:00:00+00:00"
+        ) && message.contains("another `object` name"),
+        "{message}"
+    );
+    // The same definition still gets the object; another name gets its own rows.
+    let (_, body) = server
+        .post("/jobs?classPath=sql&context=warm&sync=true", &count(week))
+        .await;
+    assert_eq!(body["result"], json!([{"n": 20_000}]), "{body}");
+    let evil_day = evil.replace("object = events", "object = evil_events");
+    let (_, body) = server
+        .post(
+            "/jobs?classPath=sql&context=warm&sync=true",
+            &count(&evil_day),
+        )
+        .await;
+    assert_eq!(body["status"], "FINISHED", "{body}");
+    let day_rows = body["result"][0]["n"].as_u64().unwrap();
+    assert!(day_rows > 0 && day_rows < 20_000, "{body}");
+
+    // Names with `__` are results' in /query: no object may take one.
+    for config in [
+        format!("{}\npublish = shop__sales_per_category_daily", count(week)),
+        count(
+            r#"{ object = shop__events, source = events, app = shop, from = "2024-01-01", to = "2024-01-02" }"#,
+        ),
+        count("shop__sales_per_category_daily"),
+    ] {
+        let (status, body) = server
+            .post("/jobs?classPath=sql&context=warm&sync=true", &config)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["status"], "VALIDATION FAILED");
+        let errors = body["result"]["errors"].to_string();
+        assert!(
+            errors.contains("contains `__`, which is reserved for pipeline results"),
+            "{body}"
+        );
+    }
+    let (_, context) = server.get("/contexts/warm").await;
+    let names: Vec<&str> = context["namedObjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| text(&o["name"]))
+        .collect();
+    assert_eq!(names, ["events", "evil_events"], "{context}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_backfills_are_bounded_and_their_history_is_pruned_and_paged() {
+    let world = world();
+    let server = TestServer::start(&world, |c| {
+        c.core.limits.max_active_backfills = 2;
+        c.core.limits.backfill_history = 3;
+    })
+    .await;
+    // Paused, the pipeline dispatches nothing: every backfill stays running until cancelled.
+    assert_eq!(
+        server.post("/pipelines/shop/pause", "").await.0,
+        StatusCode::OK
+    );
+    let day = |d: u32| {
+        format!(
+            r#"{{"from": "2024-01-{d:02}", "to": "2024-01-{:02}", "force": true}}"#,
+            d + 1
+        )
+    };
+    let start = |d: u32| {
+        let server = &server;
+        let body = day(d);
+        async move { server.post("/pipelines/shop/backfills", &body).await }
+    };
+    let (status, first) = start(1).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let (status, second) = start(2).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{second}");
+    let expected = "2 backfills and restatements are running or paused, the limit \
+                    (`limits.max_active_backfills`); wait for one to finish, or cancel one \
+                    (POST /backfills/{id}/cancel)";
+    let (status, retry_after, body) =
+        post_with_retry_after(&server, "/pipelines/shop/backfills", &day(3)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("60"));
+    assert_eq!(body["error"]["code"], "too_many_backfills");
+    assert_eq!(body["error"]["message"], expected);
+    let restatement = r#"{"jobs": ["purchases_hourly"], "from": "2024-01-03", "to": "2024-01-04"}"#;
+    let (status, body) = server
+        .post("/pipelines/shop/restatements", restatement)
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["message"], expected);
+
+    // Cancelling one makes room; each start keeps the 3 newest ended records.
+    let cancel = |id: String| {
+        let server = &server;
+        async move {
+            let (status, body) = server.post(&format!("/backfills/{id}/cancel"), "").await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    };
+    cancel(text(&first["id"]).to_owned()).await;
+    let mut ended = vec![text(&first["id"]).to_owned()];
+    for d in 3..=7 {
+        let (status, body) = start(d).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let id = text(&body["id"]).to_owned();
+        cancel(id.clone()).await;
+        ended.push(id);
+    }
+    // Six ended: the last start deleted all but the three newest before it, then ended too.
+    for gone in &ended[..2] {
+        assert_eq!(
+            server.get(&format!("/backfills/{gone}")).await.0,
+            StatusCode::NOT_FOUND,
+            "{gone}"
+        );
+    }
+    let (status, listed) = server.get("/pipelines/shop/backfills").await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let ids = |listed: &Value| -> Vec<String> {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| text(&b["id"]).to_owned())
+            .collect()
+    };
+    let mut newest_first: Vec<String> = ended[2..].iter().rev().cloned().collect();
+    newest_first.push(text(&second["id"]).to_owned());
+    assert_eq!(ids(&listed), newest_first);
+    let (status, page) = server.get("/pipelines/shop/backfills?limit=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(ids(&page), newest_first[..2]);
+    for bad in ["0", "1001", "many"] {
+        let (status, body) = server
+            .get(&format!("/pipelines/shop/backfills?limit={bad}"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            body["error"]["message"],
+            format!("`limit` must be a whole number from 1 to 1000, found `{bad}`")
+        );
+    }
+    server.stop().await;
+}

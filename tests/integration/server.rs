@@ -860,6 +860,7 @@ async fn restart_resolves_interrupted_jobs_and_keeps_history() {
             end_time: None,
             failure: None,
             result_rows: None,
+            result_bytes: None,
             rerun_on_restart: rerun,
         };
         store

@@ -26,14 +26,18 @@
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use polars::prelude::Duration;
-use sqlparser::ast::{
-    Expr, Query, SetExpr, Statement, TableFactor, Value, ValueWithSpan, Visit, Visitor,
-};
+use sqlparser::ast::{Expr, Query, SetExpr, Statement, TableFactor, Visit, Visitor};
 use sqlparser::dialect::GenericDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserOptions};
 use sqlparser::tokenizer::{Token, Tokenizer};
+
+mod expressions;
+
+use expressions::check_expr;
+pub use expressions::{
+    MAX_CONCAT_ARGUMENTS, MAX_GROWTH_LITERAL, MAX_PAD_LENGTH, MAX_STRING_LITERAL,
+};
 
 /// The deepest expression tree a SQL text may produce, counted as [`nesting_bound`] counts.
 /// polars handled 1,000 levels on a 2 MiB stack in our tests and crashed at 1,400; this leaves
@@ -136,6 +140,10 @@ pub enum SqlRejection {
     Syntax(String),
     #[error("holds the interval `{text}`, which cannot be read: {problem}")]
     Interval { text: String, problem: String },
+    #[error("could grow its rows without bound: {0}")]
+    Growth(String),
+    #[error("holds COLUMNS('{pattern}'), which is not a valid regular expression: {problem}")]
+    Pattern { pattern: String, problem: String },
 }
 
 /// What a checked query reads.
@@ -360,6 +368,8 @@ pub fn nesting_bound(text: &str) -> Option<usize> {
         deepest_inner: usize,
         /// The deepest part read so far.
         deepest_part: usize,
+        /// Branches of a CASE: polars nests each WHEN inside the previous one's otherwise.
+        branches: usize,
     }
     impl Group {
         fn end_part(&mut self) {
@@ -369,7 +379,7 @@ pub fn nesting_bound(text: &str) -> Option<usize> {
         }
         fn bound(mut self) -> usize {
             self.end_part();
-            self.deepest_part + 1
+            self.deepest_part + self.branches + 1
         }
     }
     let tokens = Tokenizer::new(&GenericDialect, text).tokenize().ok()?;
@@ -387,6 +397,11 @@ pub fn nesting_bound(text: &str) -> Option<usize> {
                     && matches!(word.keyword, Keyword::WHEN | Keyword::THEN | Keyword::ELSE) =>
             {
                 end_part(&mut groups);
+                if word.keyword == Keyword::WHEN
+                    && let Some(group) = groups.last_mut()
+                {
+                    group.branches += 1;
+                }
             }
             token if is_level(token) => {
                 if let Some(group) = groups.last_mut() {
@@ -510,7 +525,7 @@ impl Visitor for RelationWalk {
     type Break = SqlRejection;
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<SqlRejection> {
-        check_interval(expr)
+        check_expr(expr)
     }
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<SqlRejection> {
@@ -591,123 +606,6 @@ fn check_set_expr(body: &SetExpr) -> ControlFlow<SqlRejection> {
     ControlFlow::Continue(())
 }
 
-/// polars-sql reads the string of `INTERVAL '…'` with a parser that panics on what it cannot
-/// read (`INTERVAL 'abc'`, found by `tests/integration/fuzz.rs`) and, in a debug build, on
-/// numbers that overflow; a duration past 64-bit nanoseconds overflows later, where it is used.
-/// Each string polars would parse is read here first by polars' own non-panicking parser, and
-/// refused when it cannot be read or does not fit.
-fn check_interval(expr: &Expr) -> ControlFlow<SqlRejection> {
-    let Expr::Interval(interval) = expr else {
-        return ControlFlow::Continue(());
-    };
-    // polars refuses these itself, before it reads the string.
-    if interval.leading_field.is_some()
-        || interval.last_field.is_some()
-        || interval.leading_precision.is_some()
-        || interval.fractional_seconds_precision.is_some()
-    {
-        return ControlFlow::Continue(());
-    }
-    let Expr::Value(ValueWithSpan {
-        value: Value::SingleQuotedString(text),
-        ..
-    }) = interval.value.as_ref()
-    else {
-        return ControlFlow::Continue(());
-    };
-    if text.contains('-') {
-        return ControlFlow::Continue(());
-    }
-    if !interval_fits(text) {
-        return ControlFlow::Break(SqlRejection::Interval {
-            text: excerpt(text),
-            problem: "its numbers are too large".to_owned(),
-        });
-    }
-    // `interval_fits` keeps polars' multiplications in range; the catch is for anything else.
-    let parsed = std::panic::catch_unwind(|| Duration::try_parse_interval(text));
-    let problem = match parsed {
-        Ok(Ok(duration)) => {
-            const NS_DAY: i128 = 86_400_000_000_000;
-            // A month counted as 31 days: an upper bound of what it can add.
-            let nanoseconds = i128::from(duration.months()) * 31 * NS_DAY
-                + i128::from(duration.weeks()) * 7 * NS_DAY
-                + i128::from(duration.days()) * NS_DAY
-                + i128::from(duration.nanoseconds());
-            if nanoseconds.abs() <= i128::from(i64::MAX) {
-                return ControlFlow::Continue(());
-            }
-            "it is longer than 292 years".to_owned()
-        }
-        Ok(Err(error)) => error
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-        Err(_) => "its numbers are too large".to_owned(),
-    };
-    ControlFlow::Break(SqlRejection::Interval {
-        text: excerpt(text),
-        problem,
-    })
-}
-
-/// Whether the number-unit pairs of an interval string, read as polars reads them
-/// (`Duration::try_parse_interval`), stay within 64 bits at every step: polars multiplies
-/// with plain arithmetic, which panics in a debug build and wraps in an optimised one. Reading
-/// stops where polars would stop with an error.
-fn interval_fits(text: &str) -> bool {
-    const LIMIT: i128 = i64::MAX as i128;
-    let text = text.to_ascii_lowercase();
-    let bytes = text.trim_start().as_bytes();
-    let mut pos = usize::from(matches!(bytes.first(), Some(b'+')));
-    // (nanoseconds, days, weeks, months), each summed as polars sums it.
-    let mut totals = [0i128; 4];
-    let skip = |pos: &mut usize, also_comma: bool| {
-        while *pos < bytes.len() && (bytes[*pos] == b' ' || (also_comma && bytes[*pos] == b',')) {
-            *pos += 1;
-        }
-    };
-    skip(&mut pos, false);
-    while pos < bytes.len() && bytes[pos].is_ascii_digit() {
-        let mut n: i128 = 0;
-        while pos < bytes.len() && bytes[pos].is_ascii_digit() {
-            n = n * 10 + i128::from(bytes[pos] - b'0');
-            if n > LIMIT {
-                return false;
-            }
-            pos += 1;
-        }
-        skip(&mut pos, true);
-        let start = pos;
-        while pos < bytes.len() && bytes[pos].is_ascii_alphabetic() {
-            pos += 1;
-        }
-        let (slot, factor): (usize, i128) = match &bytes[start..pos] {
-            b"ns" | b"i" | b"nanosecond" | b"nanoseconds" => (0, 1),
-            b"us" | b"microsecond" | b"microseconds" => (0, 1_000),
-            b"ms" | b"millisecond" | b"milliseconds" => (0, 1_000_000),
-            b"s" | b"sec" | b"secs" | b"second" | b"seconds" => (0, 1_000_000_000),
-            b"m" | b"min" | b"mins" | b"minute" | b"minutes" => (0, 60_000_000_000),
-            b"h" | b"hour" | b"hours" => (0, 3_600_000_000_000),
-            b"d" | b"day" | b"days" => (1, 1),
-            b"w" | b"week" | b"weeks" => (2, 1),
-            b"mo" | b"mon" | b"mons" | b"month" | b"months" => (3, 1),
-            b"q" | b"quarter" | b"quarters" => (3, 3),
-            b"y" | b"year" | b"years" => (3, 12),
-            // polars stops here with an error, before multiplying.
-            _ => return true,
-        };
-        totals[slot] += n * factor;
-        if n * factor > LIMIT || totals[slot] > LIMIT {
-            return false;
-        }
-        skip(&mut pos, true);
-    }
-    true
-}
-
 /// Refuses subqueries (and so every relation) inside an expression fragment.
 struct FragmentWalk;
 
@@ -719,7 +617,7 @@ impl Visitor for FragmentWalk {
             Expr::Subquery(_) | Expr::InSubquery { .. } | Expr::Exists { .. } => {
                 ControlFlow::Break(SqlRejection::Subquery)
             }
-            _ => check_interval(expr),
+            _ => check_expr(expr),
         }
     }
 
@@ -745,11 +643,23 @@ mod tests {
         // Comma-separated parts are separate trees: the deepest counts, not the sum.
         assert_eq!(nesting_bound("f(a + b, c + d + e)"), Some(1 + 1 + 2 + 1));
         assert_eq!(nesting_bound("((((a))))"), Some(9));
-        // CASE branches are parts of the CASE group.
+        // CASE branches are parts of the CASE group, and each WHEN a level: polars nests
+        // every branch inside the previous one's otherwise.
         assert_eq!(
             nesting_bound("CASE WHEN a = 1 THEN b + 1 ELSE c END"),
-            Some(1 + 1 + 1 + 1)
+            Some(1 + 1 + 1 + 1 + 1)
         );
+        let branches = |n: usize| {
+            format!(
+                "CASE {} ELSE 0 END",
+                vec!["WHEN amount = 0 THEN 0"; n].join(" ")
+            )
+        };
+        assert!(check_expression(&branches(100)).is_ok());
+        assert!(matches!(
+            check_expression(&branches(3000)),
+            Err(SqlRejection::TooDeep { .. })
+        ));
         // Strings and names are not operators.
         assert_eq!(nesting_bound("'a OR b' || x.y"), Some(2));
         // Unclosed groups still count; untokenizable text is the parser's to refuse.
@@ -912,6 +822,54 @@ mod tests {
                 "{sql}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn calls_that_grow_rows_without_bound_are_refused() {
+        for (sql, expected) in [
+            (
+                "rpad(city, 9223372036854775807, 'x')",
+                "RPAD pads to 9223372036854775807",
+            ),
+            ("lpad(city, 4294967296, 'x')", "LPAD pads to 4294967296"),
+            (
+                "lpad(city, n, 'x')",
+                "LPAD needs its length as a whole number",
+            ),
+        ] {
+            let message = check_expression(sql).unwrap_err().to_string();
+            assert!(message.contains(expected), "{sql}: {message}");
+        }
+        let replacement = format!("replace(city, 'a', '{}')", "x".repeat(300));
+        let message = check_expression(&replacement).unwrap_err().to_string();
+        assert!(
+            message.contains("REPLACE with a replacement of 300 bytes"),
+            "{message}"
+        );
+        let many = vec!["city"; 65].join(", ");
+        assert!(check_expression(&format!("concat({many})")).is_err());
+        let long = "x".repeat(MAX_STRING_LITERAL + 1);
+        assert!(check_query(&format!("SELECT '{long}' || city FROM events")).is_err());
+        for sql in [
+            "lpad(code, 8, '0')",
+            "replace(city, ' ', '_')",
+            "concat(a, '-', b)",
+        ] {
+            assert_eq!(check_expression(sql), Ok(()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn columns_patterns_must_compile() {
+        for pattern in ["(", "[", "a{99999999}"] {
+            let sql = format!("SELECT columns('{pattern}') FROM events");
+            assert!(
+                matches!(check_query(&sql), Err(SqlRejection::Pattern { .. })),
+                "{sql}"
+            );
+        }
+        assert!(check_query("SELECT columns('^amount.*$') FROM events").is_ok());
+        assert!(check_query("SELECT columns(*) FROM events").is_ok());
     }
 
     #[test]
