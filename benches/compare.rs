@@ -610,6 +610,11 @@ impl InProcessServer {
             },
             ..ServerConfig::default()
         };
+        // The `select` loader stores the whole table as its job's result, on purpose: above
+        // the default per-result limit.
+        let mut config = config;
+        config.core.limits.max_result_bytes = LARGE_RESULTS.0;
+        config.core.limits.max_job_results_bytes = LARGE_RESULTS.1;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let state = build_state(config, JobRegistry::new(), clock, server.handle().clone())
             .expect("server state");
@@ -684,6 +689,10 @@ impl InProcessServer {
         }
     }
 }
+
+/// `limits.max_result_bytes` and `limits.max_job_results_bytes` for the servers here: a
+/// `select` of the whole table (840 MiB of Arrow at 10M rows) is stored as a job result.
+const LARGE_RESULTS: (u64, u64) = (4 << 30, 16 << 30);
 
 /// The whole week of the `events` source as the named object `events` of the context.
 const EVENTS_OBJECT: &str = r#"input { object = events, source = events, app = shop, from = "2024-01-01", to = "2024-01-08" }"#;
@@ -1117,8 +1126,20 @@ struct ServeChild {
 
 impl ServeChild {
     fn start(dir: &Path, store: &Path) -> Self {
+        // As in the in-process server: the `select` loader's result is the whole table.
+        let config = dir.join("serve-limits.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "limits:\n  max_result_bytes: {}\n  max_job_results_bytes: {}\n",
+                LARGE_RESULTS.0, LARGE_RESULTS.1
+            ),
+        )
+        .expect("write the server's config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--pipelines"])
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--bind", "127.0.0.1:0", "--pipelines"])
             .arg(Path::new(REPO).join("pipelines"))
             .arg("--data-dir")
             .arg(dir.join("data"))

@@ -7,8 +7,8 @@
 //! thread pool, so bytes cannot be attributed to the request that caused them in-process (the
 //! worker processes of a later release can). The watchdog cancels one computation, then waits a
 //! cool-down for its memory to be returned before it looks again. A computation is stopped at
-//! its next plan node boundary ([`super::cancel`]); what one polars kernel allocates in one go
-//! is bounded statically instead (the SQL join limit).
+//! its next safe point ([`super::cancel`]: between plans and stages, not inside one polars
+//! plan); what one plan allocates is bounded statically instead (the SQL join limit).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};

@@ -18,6 +18,7 @@
 
 pub mod apps;
 pub mod context;
+pub mod deadlines;
 pub mod limits;
 pub mod objects;
 pub mod plan;
@@ -27,7 +28,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use polars::prelude::*;
@@ -50,6 +51,7 @@ use crate::store::{ContextDefinition, JobFailure, JobRecord, JobStatus, Store, S
 
 use self::apps::{App, Apps, Origin};
 use self::context::{Context, ContextSettings, Executor, QueueFull};
+use self::deadlines::{DeadlineKey, Deadlines};
 use self::limits::{
     Limits, MAX_CONTEXTS, MAX_JOB_RESULTS_BYTES, MAX_STORED_JOBS, MAX_WORKER_THREADS, byte_size,
 };
@@ -136,9 +138,9 @@ pub struct LiveJob {
     queued: AtomicBool,
     result: Mutex<Option<DataFrame>>,
     done: watch::Sender<bool>,
-    /// The execution timeout, and the timer enforcing it once the job runs.
+    /// The execution timeout, and its deadline in [`JobServer::timeouts`] once the job runs.
     timeout: Option<Duration>,
-    timer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    deadline: Mutex<Option<DeadlineKey>>,
     /// Stops the job's polars work when it is killed, times out or goes over the server's
     /// memory limit (built-in classes; a materialisation stops at its safe points instead).
     cancel: Cancel,
@@ -323,6 +325,9 @@ pub struct JobServer {
     /// count against `limits.max_worker_threads`.
     retiring: Mutex<Vec<Arc<Executor>>>,
     shutting_down: AtomicBool,
+    /// The execution timeouts of running jobs; `None` when its thread could not start (jobs
+    /// then run without one, and the start-up logged why).
+    timeouts: Option<Deadlines<Weak<LiveJob>>>,
     me: Weak<JobServer>,
 }
 
@@ -350,7 +355,7 @@ impl JobServer {
             settings.adhoc.worker_threads,
             settings.adhoc.queue_length,
         );
-        Arc::new_cyclic(|me| JobServer {
+        Arc::new_cyclic(|me: &Weak<JobServer>| JobServer {
             store: materializer.store().clone(),
             clock,
             registry,
@@ -382,6 +387,18 @@ impl JobServer {
             sweeping: AtomicBool::new(false),
             retiring: Mutex::new(Vec::new()),
             shutting_down: AtomicBool::new(false),
+            timeouts: {
+                let me = me.clone();
+                Deadlines::start("floe-job-timeouts", move |job: Weak<LiveJob>| {
+                    if let (Some(server), Some(job)) = (me.upgrade(), job.upgrade()) {
+                        server.stop_job(&job, StopReason::TimedOut);
+                    }
+                })
+                .inspect_err(|e| {
+                    tracing::error!(error = %e, "cannot start the job timeout thread; jobs run without execution timeouts")
+                })
+                .ok()
+            },
             me: me.clone(),
         })
     }
@@ -853,7 +870,7 @@ impl JobServer {
             result: Mutex::new(None),
             done: watch::Sender::new(false),
             timeout,
-            timer: Mutex::new(None),
+            deadline: Mutex::new(None),
             cancel: Cancel::new(),
         });
         lock(&self.live).insert(id, live.clone());
@@ -899,16 +916,13 @@ impl JobServer {
         }
         let span = info_span!("job", job_id = %live.id, class = %lock(&live.record).class_path);
         let _entered = span.enter();
-        if let Some(timeout) = live.timeout {
-            let me = self.me.clone();
-            let job = live.clone();
-            let timer = self.runtime.spawn(async move {
-                tokio::time::sleep(timeout).await;
-                if let Some(server) = me.upgrade() {
-                    server.stop_job(&job, StopReason::TimedOut);
-                }
-            });
-            *lock(&live.timer) = Some(timer);
+        if let (Some(timeout), Some(timeouts)) = (live.timeout, &self.timeouts) {
+            let key = timeouts.insert(Instant::now() + timeout, Arc::downgrade(live));
+            *lock(&live.deadline) = Some(key);
+            // A stop that came first finalised the job without seeing the deadline.
+            if live.stop_reason() != StopReason::None {
+                timeouts.remove(key);
+            }
         }
         // Built-in classes run cancellably and count against the memory limit; a
         // materialisation's runs stop at their own safe points and commit or fail as runs.
@@ -1058,8 +1072,8 @@ impl JobServer {
             _ => &self.counters.error,
         }
         .fetch_add(1, Ordering::Relaxed);
-        if let Some(timer) = lock(&live.timer).take() {
-            timer.abort();
+        if let (Some(key), Some(timeouts)) = (lock(&live.deadline).take(), &self.timeouts) {
+            timeouts.remove(key);
         }
         if live.context.adhoc {
             live.context.objects.clear();

@@ -484,7 +484,7 @@ async fn serve_http<S>(edge: &Edge, io: S, peer: SocketAddr, watcher: Watcher)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let clock = Arc::new(ConnectionClock::new());
+    let clock = Arc::new(ConnectionClock::new(edge.settings.clone()));
     let io = TokioIo::new(ClockedIo {
         inner: io,
         clock: clock.clone(),
@@ -503,7 +503,7 @@ where
                 debug!(%error, %peer, "connection ended with an error");
             }
         }
-        reason = clock.expired(&edge.settings) => {
+        reason = clock.expired() => {
             debug!(%peer, reason, "closing connection");
         }
     }
@@ -536,6 +536,9 @@ struct ClockState {
     /// When the body of the request being read must be complete (`body_read_timeout` after
     /// its head); `None` once it is, or when the request has none.
     body_deadline: Option<Instant>,
+    /// When the watching task next looks, if it is waiting: a change that brings a deadline
+    /// before it wakes the task, any other change waits for that look.
+    watcher_looks_at: Option<Instant>,
 }
 
 /// A connection's phase, moved by its reads and writes, its service calls, and its request
@@ -544,21 +547,28 @@ struct ClockState {
 /// A request being answered has no deadline of its own (handlers have theirs), but a client
 /// that stops sending the body a handler is reading, or stops reading the response, is cut off
 /// after `idle_timeout` of no progress, as an idle connection would be.
+///
+/// The watching task sleeps until the earliest deadline (an idle connection: at most
+/// `header_read_timeout`) and is woken only by a change that needs a look sooner than that
+/// (mostly the first request of a connection): requests that start and end on a keep-alive
+/// connection move its deadlines later, so they cost the watcher nothing.
 #[derive(Debug)]
 struct ConnectionClock {
+    settings: EdgeSettings,
     /// Short critical sections only, never held across an `.await`.
     state: Mutex<ClockState>,
     /// Set in `Idle` only, so the reads of a busy connection skip the lock.
     idle: AtomicBool,
-    /// Wakes the watching task when the phase changes. Stalls do not notify (they start and
-    /// end at every full buffer): a busy connection's watcher looks at them every
-    /// `idle_timeout` instead.
+    /// Wakes the watching task when a deadline comes before its next look. Stalls do not
+    /// notify (they start and end at every full buffer): a busy connection's watcher looks at
+    /// them every `idle_timeout` instead.
     changed: Notify,
 }
 
 impl ConnectionClock {
-    fn new() -> ConnectionClock {
+    fn new(settings: EdgeSettings) -> ConnectionClock {
         ConnectionClock {
+            settings,
             state: Mutex::new(ClockState {
                 phase: Phase::New {
                     since: Instant::now(),
@@ -566,9 +576,22 @@ impl ConnectionClock {
                 body_stalled_since: None,
                 write_stalled_since: None,
                 body_deadline: None,
+                watcher_looks_at: None,
             }),
             idle: AtomicBool::new(false),
             changed: Notify::new(),
+        }
+    }
+
+    /// Wakes the watcher if `deadline` comes before its next look. (A watcher between two
+    /// looks finds the permit `notify_one` leaves.)
+    fn wake_watcher_before(&self, state: std::sync::MutexGuard<'_, ClockState>, deadline: Instant) {
+        let sooner = state
+            .watcher_looks_at
+            .is_none_or(|looks_at| deadline < looks_at);
+        drop(state);
+        if sooner {
+            self.changed.notify_one();
         }
     }
 
@@ -583,12 +606,10 @@ impl ConnectionClock {
         }
         let mut state = self.state();
         if let Phase::Idle { .. } = state.phase {
-            state.phase = Phase::ReadingHead {
-                since: Instant::now(),
-            };
+            let since = Instant::now();
+            state.phase = Phase::ReadingHead { since };
             self.idle.store(false, Ordering::Release);
-            drop(state);
-            self.changed.notify_one();
+            self.wake_watcher_before(state, since + self.settings.header_read_timeout);
         }
     }
 
@@ -607,10 +628,16 @@ impl ConnectionClock {
             }
         };
         self.idle.store(false, Ordering::Release);
-        drop(state);
-        // The watcher may be asleep until the head's deadline, which no longer applies; it
-        // looks at the stalls from now on.
-        self.changed.notify_one();
+        // The head's deadline no longer applies, and the watcher must look at the stalls
+        // within `idle_timeout`, or at the body's deadline if that is sooner. It usually
+        // already does (it looks at least every `header_read_timeout` and `idle_timeout`
+        // while idle); not on a new connection whose head deadline is further away.
+        let now = Instant::now();
+        let stall_look = now + self.settings.idle_timeout;
+        let look = body_deadline.map_or(stall_look, |at| {
+            stall_look.min(at + BODY_TIMEOUT_ANSWER_GRACE)
+        });
+        self.wake_watcher_before(state, look);
         RequestGuard {
             clock: self.clone(),
         }
@@ -625,12 +652,17 @@ impl ConnectionClock {
                 };
             }
             Phase::Busy { .. } => {
-                state.phase = Phase::Idle {
-                    since: Instant::now(),
-                };
+                let since = Instant::now();
+                state.phase = Phase::Idle { since };
                 self.idle.store(true, Ordering::Release);
-                drop(state);
-                self.changed.notify_one();
+                // Usually later than the watcher's next look (made at the end of the previous
+                // request, or while busy), so it sleeps on; not after a first request answered
+                // sooner than `header_read_timeout`, with a shorter `idle_timeout`.
+                let look = self
+                    .settings
+                    .idle_timeout
+                    .min(self.settings.header_read_timeout);
+                self.wake_watcher_before(state, since + look);
             }
             Phase::New { .. } | Phase::Idle { .. } | Phase::ReadingHead { .. } => {
                 debug_assert!(false, "a request finished on a connection without one");
@@ -665,7 +697,8 @@ impl ConnectionClock {
 
     /// When to look again, and why the connection is closed if nothing has changed by then
     /// (`None`: it is only a look, to check a busy connection's stalls).
-    fn deadline(&self, settings: &EdgeSettings) -> (Instant, Option<&'static str>) {
+    fn deadline(&self) -> (Instant, Option<&'static str>) {
+        let settings = &self.settings;
         let state = *self.state();
         let phase = match state.phase {
             Phase::New { since } => Some((
@@ -699,29 +732,41 @@ impl ConnectionClock {
                 "request body not complete within body_read_timeout",
             )
         });
-        match [phase, body, write, body_deadline]
+        let now = Instant::now();
+        let (at, reason) = match [phase, body, write, body_deadline]
             .into_iter()
             .flatten()
             .min_by_key(|(at, _)| *at)
         {
             Some((at, reason)) => (at, Some(reason)),
-            None => (Instant::now() + settings.idle_timeout, None),
+            None => (now + settings.idle_timeout, None),
+        };
+        // An idle connection is looked at every `header_read_timeout`, so a head that starts
+        // in the spell is held to its deadline without its first bytes waking the watcher.
+        let look = now + settings.header_read_timeout;
+        if matches!(state.phase, Phase::Idle { .. }) && look < at {
+            return (look, None);
         }
+        (at, reason)
     }
 
     /// Resolves when a deadline passes, with the reason.
-    async fn expired(&self, settings: &EdgeSettings) -> &'static str {
+    async fn expired(&self) -> &'static str {
         loop {
-            let (at, reason) = self.deadline(settings);
+            let (at, reason) = self.deadline();
             if let Some(reason) = reason {
                 if Instant::now() >= at {
                     return reason;
                 }
             }
+            // A change after `deadline` read the state either sees this look and wakes the
+            // watcher if it needs to, or saw none and left a permit.
+            self.state().watcher_looks_at = Some(at);
             tokio::select! {
                 () = tokio::time::sleep_until(at) => {}
                 () = self.changed.notified() => {}
             }
+            self.state().watcher_looks_at = None;
         }
     }
 }
@@ -1003,14 +1048,8 @@ mod tests {
     }
 
     /// The deadline, which must lie between `before + timeout` and now + `timeout`.
-    fn assert_deadline(
-        clock: &ConnectionClock,
-        settings: &EdgeSettings,
-        before: Instant,
-        timeout: Duration,
-        reason: &str,
-    ) {
-        let (at, why) = clock.deadline(settings);
+    fn assert_deadline(clock: &ConnectionClock, before: Instant, timeout: Duration, reason: &str) {
+        let (at, why) = clock.deadline();
         assert!(at >= before + timeout && at <= Instant::now() + timeout);
         assert_eq!(why, Some(reason));
     }
@@ -1019,86 +1058,84 @@ mod tests {
     fn the_clock_tells_a_slow_head_from_an_idle_connection() {
         let settings = settings(Duration::from_secs(10), Duration::from_secs(60));
         let before = Instant::now();
-        let clock = Arc::new(ConnectionClock::new());
+        let clock = Arc::new(ConnectionClock::new(settings.clone()));
         let first_head = "no complete request head within header_read_timeout";
-        assert_deadline(
-            &clock,
-            &settings,
-            before,
-            Duration::from_secs(10),
-            first_head,
-        );
+        assert_deadline(&clock, before, Duration::from_secs(10), first_head);
         // Bytes of the first head do not move the deadline set at the accept.
         clock.bytes_read();
-        assert_deadline(
-            &clock,
-            &settings,
-            before,
-            Duration::from_secs(10),
-            first_head,
-        );
+        assert_deadline(&clock, before, Duration::from_secs(10), first_head);
 
         // A request being answered has no deadline, and its body bytes change nothing.
         let guard = clock.request_started(None);
-        assert_eq!(clock.deadline(&settings).1, None);
+        assert_eq!(clock.deadline().1, None);
         clock.bytes_read();
-        assert_eq!(clock.deadline(&settings).1, None);
+        assert_eq!(clock.deadline().1, None);
 
         // Two at once (pipelining): busy until both are done.
         let second = clock.request_started(None);
         drop(guard);
-        assert_eq!(clock.deadline(&settings).1, None);
+        assert_eq!(clock.deadline().1, None);
 
-        // Answered: idle, for idle_timeout.
+        // Answered: idle, for idle_timeout, looked at every header_read_timeout meanwhile.
         let before = Instant::now();
         drop(second);
-        let idle = "idle for idle_timeout";
-        assert_deadline(&clock, &settings, before, Duration::from_secs(60), idle);
+        let (at, why) = clock.deadline();
+        assert!(
+            at >= before + Duration::from_secs(10)
+                && at <= Instant::now() + Duration::from_secs(10)
+        );
+        assert_eq!(why, None);
+        let short_idle = Arc::new(ConnectionClock::new(self::settings(
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+        )));
+        drop(short_idle.request_started(None));
+        assert_eq!(short_idle.deadline().1, Some("idle for idle_timeout"));
 
         // The first byte of the next head starts the header clock.
         let before = Instant::now();
         clock.bytes_read();
         let slow = "request head not complete within header_read_timeout";
-        assert_deadline(&clock, &settings, before, Duration::from_secs(10), slow);
+        assert_deadline(&clock, before, Duration::from_secs(10), slow);
     }
 
     #[test]
     fn a_stalled_body_or_write_gets_idle_timeout() {
         let settings = settings(Duration::from_secs(10), Duration::from_secs(60));
-        let clock = Arc::new(ConnectionClock::new());
+        let clock = Arc::new(ConnectionClock::new(settings.clone()));
         let _request = clock.request_started(None);
         // Progress clears a stall; a stall keeps its start however often it is seen.
         clock.body_stalled(true);
         clock.body_stalled(false);
-        assert_eq!(clock.deadline(&settings).1, None);
+        assert_eq!(clock.deadline().1, None);
         let before = Instant::now();
         clock.body_stalled(true);
         let body = "request body stalled for idle_timeout";
-        assert_deadline(&clock, &settings, before, Duration::from_secs(60), body);
+        assert_deadline(&clock, before, Duration::from_secs(60), body);
         std::thread::sleep(Duration::from_millis(5));
         clock.body_stalled(true);
-        assert_deadline(&clock, &settings, before, Duration::from_secs(60), body);
+        assert_deadline(&clock, before, Duration::from_secs(60), body);
         // The earlier of two stalls counts.
         clock.write_stalled(true);
-        assert_deadline(&clock, &settings, before, Duration::from_secs(60), body);
+        assert_deadline(&clock, before, Duration::from_secs(60), body);
         clock.body_stalled(false);
         let write = "client not reading for idle_timeout";
-        assert_eq!(clock.deadline(&settings).1, Some(write));
+        assert_eq!(clock.deadline().1, Some(write));
         clock.write_stalled(false);
-        assert_eq!(clock.deadline(&settings).1, None);
+        assert_eq!(clock.deadline().1, None);
     }
 
     #[test]
     fn a_body_has_a_deadline_until_it_is_complete() {
         let short_idle = settings(Duration::from_secs(10), Duration::from_secs(5));
         let settings = settings(Duration::from_secs(10), Duration::from_secs(60));
-        let clock = Arc::new(ConnectionClock::new());
+        let clock = Arc::new(ConnectionClock::new(settings.clone()));
         let before = Instant::now();
         let _request = clock.request_started(Some(before + Duration::from_secs(30)));
         // Before the idle stall's look, and whatever bytes arrive.
         clock.body_stalled(true);
         clock.body_stalled(false);
-        let (at, why) = clock.deadline(&settings);
+        let (at, why) = clock.deadline();
         assert_eq!(
             at,
             before + Duration::from_secs(30) + BODY_TIMEOUT_ANSWER_GRACE
@@ -1108,14 +1145,18 @@ mod tests {
             Some("request body not complete within body_read_timeout")
         );
         // A stall that would end sooner comes first.
-        clock.body_stalled(true);
+        let short_idle_clock = Arc::new(ConnectionClock::new(short_idle));
+        let _short_request =
+            short_idle_clock.request_started(Some(before + Duration::from_secs(30)));
+        short_idle_clock.body_stalled(true);
         assert_eq!(
-            clock.deadline(&short_idle).1,
+            short_idle_clock.deadline().1,
             Some("request body stalled for idle_timeout")
         );
+        clock.body_stalled(true);
         clock.body_stalled(false);
         clock.body_finished();
-        assert_eq!(clock.deadline(&settings).1, None);
+        assert_eq!(clock.deadline().1, None);
     }
 
     #[test]
@@ -1149,12 +1190,11 @@ mod tests {
     #[tokio::test]
     async fn the_watcher_sleeps_through_a_request_and_wakes_when_it_ends() {
         let settings = settings(Duration::from_secs(10), Duration::from_millis(50));
-        let clock = Arc::new(ConnectionClock::new());
+        let clock = Arc::new(ConnectionClock::new(settings.clone()));
         let guard = clock.request_started(None);
         let watcher = {
             let clock = clock.clone();
-            let settings = settings.clone();
-            tokio::spawn(async move { clock.expired(&settings).await })
+            tokio::spawn(async move { clock.expired().await })
         };
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!watcher.is_finished(), "no deadline while a request runs");
@@ -1164,6 +1204,48 @@ mod tests {
             .expect("the idle deadline passes")
             .unwrap();
         assert_eq!(reason, "idle for idle_timeout");
+    }
+
+    #[tokio::test]
+    async fn a_stall_in_the_first_request_is_seen_before_the_head_deadline() {
+        // The watcher of a new connection sleeps until the head's deadline, an hour away.
+        let settings = settings(Duration::from_secs(3600), Duration::from_millis(50));
+        let clock = Arc::new(ConnectionClock::new(settings));
+        let watcher = {
+            let clock = clock.clone();
+            tokio::spawn(async move { clock.expired().await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _request = clock.request_started(None);
+        clock.body_stalled(true);
+        let reason = tokio::time::timeout(Duration::from_secs(5), watcher)
+            .await
+            .expect("the stall is looked at within idle_timeout")
+            .unwrap();
+        assert_eq!(reason, "request body stalled for idle_timeout");
+    }
+
+    #[tokio::test]
+    async fn a_head_started_while_idle_is_held_to_header_read_timeout() {
+        // The idle deadline is an hour away; the head's is 50 ms after its first byte.
+        let settings = settings(Duration::from_millis(50), Duration::from_secs(3600));
+        let clock = Arc::new(ConnectionClock::new(settings));
+        drop(clock.request_started(None));
+        let watcher = {
+            let clock = clock.clone();
+            tokio::spawn(async move { clock.expired().await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!watcher.is_finished(), "idle, with an hour to go");
+        clock.bytes_read();
+        let reason = tokio::time::timeout(Duration::from_secs(5), watcher)
+            .await
+            .expect("the watcher sees the head's deadline")
+            .unwrap();
+        assert_eq!(
+            reason,
+            "request head not complete within header_read_timeout"
+        );
     }
 
     #[tokio::test]
