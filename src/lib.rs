@@ -27,8 +27,9 @@
 //!
 //! sql_guard                       every SQL text: depth bound, one SELECT over bound tables
 //!
-//! HTTP ──► server ──► jobserver   spark-jobserver's REST API: apps, contexts with worker
+//! HTTP ──► server ──► jobserver   spark-jobserver's REST API: contexts with worker
 //!                 │               threads, queues and named objects, jobs that survive restarts
+//!                 ├─► catalog     every pipeline version (apps); tells the scheduler of changes
 //!                 └─► scheduler   recurring runs from triggers on the injected clock, catch-up,
 //!                                 retries, source waits, backfills and restatements
 //! ```
@@ -41,6 +42,7 @@
 //! - [`cli`]: the `floe` command.
 
 pub mod auth;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod dataset;

@@ -16,7 +16,6 @@
 //! [`JobServer::recover`]: materialisations are re-run under the same id (they are
 //! idempotent), anything else ends ERROR "server restarted before the job finished".
 
-pub mod apps;
 pub mod context;
 pub mod deadlines;
 pub mod limits;
@@ -49,7 +48,6 @@ use crate::partition::{Grain, Window};
 use crate::results::{partitions_spanned, read_job_results, runs_spanned};
 use crate::store::{ContextDefinition, JobFailure, JobRecord, JobStatus, Store, StoreError};
 
-use self::apps::{App, Apps, Origin};
 use self::context::{Context, ContextSettings, Executor, QueueFull};
 use self::deadlines::{DeadlineKey, Deadlines};
 use self::limits::{
@@ -60,6 +58,7 @@ use self::plan::{
     BuiltinPlan, InputSpec, JobPlan, ObjectWindow, PIPELINE_RUN_CLASS, PipelinePlan, PlanError,
     ScanTarget,
 };
+use crate::catalog::{self, App, Catalog, Origin};
 
 /// The name spark-jobserver reports for an ad-hoc context.
 pub const ADHOC_CONTEXT: &str = "<<ad-hoc>>";
@@ -298,7 +297,7 @@ pub struct JobServer {
     materializer: Materializer,
     clock: Arc<dyn Clock>,
     registry: JobRegistry,
-    pub apps: Apps,
+    pub catalog: Arc<Catalog>,
     contexts: RwLock<BTreeMap<String, Arc<Context>>>,
     adhoc: Arc<Executor>,
     settings: CoreSettings,
@@ -359,7 +358,7 @@ impl JobServer {
             store: materializer.store().clone(),
             clock,
             registry,
-            apps: Apps::new(
+            catalog: Arc::new(Catalog::new(
                 materializer.data_roots().clone(),
                 Arc::new(
                     materializer
@@ -367,7 +366,7 @@ impl JobServer {
                         .with_extra(&settings.operator_data_roots),
                 ),
                 settings.limits.binary_versions,
-            ),
+            )),
             contexts: RwLock::new(BTreeMap::new()),
             adhoc,
             settings,
@@ -445,11 +444,11 @@ impl JobServer {
         pipeline_files: &[(String, Vec<u8>)],
         predefined: &BTreeMap<String, BTreeMap<String, Value>>,
     ) -> Result<(), String> {
-        self.apps
+        self.catalog
             .load_stored(&self.store, &self.registry)
             .map_err(|e| error_chain(&e))?;
         for (name, bytes) in pipeline_files {
-            self.apps
+            self.catalog
                 .upload(
                     &self.store,
                     &self.registry,
@@ -459,7 +458,7 @@ impl JobServer {
                     self.clock.now(),
                 )
                 .map_err(|e| match e {
-                    apps::UploadError::Invalid(errors) => errors.join("\n"),
+                    catalog::UploadError::Invalid(errors) => errors.join("\n"),
                     other => error_chain(&other),
                 })?;
         }
@@ -770,7 +769,7 @@ impl JobServer {
             return Err(SubmitError::ShuttingDown);
         }
         let plan = plan::plan(
-            &self.apps,
+            &self.catalog,
             submission.app.as_deref(),
             &submission.class_path,
             &submission.config,
@@ -828,7 +827,7 @@ impl JobServer {
                 submission
                     .app
                     .as_deref()
-                    .and_then(|a| self.apps.get(a))
+                    .and_then(|a| self.catalog.get(a))
                     .map(|a| a.meta.version),
             ),
         };

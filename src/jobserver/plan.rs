@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
-use super::apps::{App, Apps};
 use super::context::parse_job_timeout;
+use crate::catalog::{App, Catalog};
 use crate::job::Job;
 use crate::job::builtin::{CountDistinct, GroupBy, Select, Sql, Top};
 use crate::partition::{Window, parse_instant, window_containing};
@@ -167,14 +167,15 @@ fn check_object_name(field: &str, name: &str, errors: &mut Vec<String>) {
 
 /// Plans a job. `app` is the request's `appName`, if any.
 pub fn plan(
-    apps: &Apps,
+    catalog: &Catalog,
     app: Option<&str>,
     class_path: &str,
     config: &Map<String, Value>,
 ) -> Result<JobPlan, PlanError> {
     let app = match app {
         Some(name) => Some(
-            apps.get(name)
+            catalog
+                .get(name)
                 .ok_or_else(|| PlanError::NotFound(format!("appName {name} not found")))?,
         ),
         None => None,
@@ -193,7 +194,7 @@ pub fn plan(
             })?;
             plan_pipeline_run(app, config).map(JobPlan::Pipeline)
         }
-        Some(class) => plan_builtin(apps, app.as_ref(), class, config).map(JobPlan::Builtin),
+        Some(class) => plan_builtin(catalog, app.as_ref(), class, config).map(JobPlan::Builtin),
         None => {
             let hint = match &app {
                 Some(app) => format!(
@@ -202,7 +203,7 @@ pub fn plan(
                     app.pipeline.dag.topological_order().join(", ")
                 ),
                 None => {
-                    let owners: Vec<String> = apps
+                    let owners: Vec<String> = catalog
                         .all()
                         .iter()
                         .filter(|a| a.pipeline.job(class_path).is_some())
@@ -424,7 +425,7 @@ pub fn plan_pipeline_run(
 const INPUT_KEYS: &[&str] = &["input", "inputs", "publish"];
 
 fn plan_builtin(
-    apps: &Apps,
+    catalog: &Catalog,
     app: Option<&Arc<App>>,
     class: &'static str,
     config: &Map<String, Value>,
@@ -434,7 +435,7 @@ fn plan_builtin(
     match (config.get("input"), config.get("inputs")) {
         (Some(_), Some(_)) => errors.push("give either `input` or `inputs`, not both".to_owned()),
         (Some(input), None) => {
-            if let Some(spec) = input_spec(apps, app, "input", input, &mut errors) {
+            if let Some(spec) = input_spec(catalog, app, "input", input, &mut errors) {
                 inputs.push((default_input_name(&spec), spec));
             }
         }
@@ -444,7 +445,7 @@ fn plan_builtin(
                     errors.push(format!("`inputs.{name}`: {e}"));
                 }
                 if let Some(spec) =
-                    input_spec(apps, app, &format!("inputs.{name}"), input, &mut errors)
+                    input_spec(catalog, app, &format!("inputs.{name}"), input, &mut errors)
                 {
                     inputs.push((name.clone(), spec));
                 }
@@ -537,7 +538,7 @@ fn default_input_name(spec: &InputSpec) -> String {
 }
 
 fn input_spec(
-    apps: &Apps,
+    catalog: &Catalog,
     request_app: Option<&Arc<App>>,
     field: &str,
     value: &Value,
@@ -609,7 +610,14 @@ fn input_spec(
     };
     let time_column = string_field(block, "time_column", &mut problems).map(str::to_owned);
     let Some(what) = what else {
-        let window = object_window(apps, request_app, field, block, time_column, &mut problems);
+        let window = object_window(
+            catalog,
+            request_app,
+            field,
+            block,
+            time_column,
+            &mut problems,
+        );
         errors.extend(problems);
         return match object {
             Some(name) if errors.is_empty() => Some(InputSpec::Object { name, window }),
@@ -622,7 +630,7 @@ fn input_spec(
              source or results block is cut by its own time column"
         ));
     }
-    let app = match block_app(apps, request_app, field, block, &mut problems) {
+    let app = match block_app(catalog, request_app, field, block, &mut problems) {
         Ok(Some(app)) => Some(app),
         Ok(None) => {
             problems.push(format!(
@@ -685,14 +693,14 @@ fn input_spec(
 /// The app an input block names with `app`, else the request's `appName`, if any. `Err` when
 /// the named app does not exist; `problems` then says so.
 fn block_app(
-    apps: &Apps,
+    catalog: &Catalog,
     request_app: Option<&Arc<App>>,
     field: &str,
     block: &Map<String, Value>,
     problems: &mut Vec<String>,
 ) -> Result<Option<Arc<App>>, ()> {
     match string_field(block, "app", problems) {
-        Some(name) => match apps.get(name) {
+        Some(name) => match catalog.get(name) {
             Some(app) => Ok(Some(app)),
             None => {
                 problems.push(format!("`{field}.app`: appName {name} not found"));
@@ -706,7 +714,7 @@ fn block_app(
 /// The window of an `{ object, from, to }` block, if it has one. A wrong window adds to
 /// `problems`.
 fn object_window(
-    apps: &Apps,
+    catalog: &Catalog,
     request_app: Option<&Arc<App>>,
     field: &str,
     block: &Map<String, Value>,
@@ -717,7 +725,7 @@ fn object_window(
         .iter()
         .any(|key| block.contains_key(*key));
     // Local times are read in the timezone of the app the block or the request names.
-    let timezone = match block_app(apps, request_app, field, block, problems) {
+    let timezone = match block_app(catalog, request_app, field, block, problems) {
         Ok(app) => app.map_or(Tz::UTC, |app| app.pipeline.timezone),
         Err(()) => return None,
     };
@@ -780,8 +788,8 @@ mod tests {
             .collect()
     }
 
-    fn invalid(apps: &Apps, config: &Map<String, Value>) -> Vec<String> {
-        match plan(apps, None, "sql", config) {
+    fn invalid(catalog: &Catalog, config: &Map<String, Value>) -> Vec<String> {
+        match plan(catalog, None, "sql", config) {
             Err(PlanError::Invalid(errors)) => errors,
             other => panic!("expected a validation error, got {other:?}"),
         }
@@ -814,10 +822,10 @@ mod tests {
     #[test]
     fn names_with_the_results_separator_are_reserved_for_results() {
         let roots = Arc::new(DataRoots::new(Path::new("data"), &[]));
-        let apps = Apps::new(roots.clone(), roots, 1);
+        let catalog = Catalog::new(roots.clone(), roots, 1);
         let query = ("query", Value::from("select * from t"));
         let errors = invalid(
-            &apps,
+            &catalog,
             &config(&[
                 query.clone(),
                 ("input", Value::from("t")),
@@ -833,7 +841,7 @@ mod tests {
             ]
         );
         let errors = invalid(
-            &apps,
+            &catalog,
             &config(&[
                 query.clone(),
                 (
@@ -854,7 +862,7 @@ mod tests {
         );
         // One underscore, or a table name of the job's own, is fine.
         let planned = plan(
-            &apps,
+            &catalog,
             None,
             "sql",
             &config(&[

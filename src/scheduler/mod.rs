@@ -41,6 +41,7 @@ use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use crate::catalog::{CatalogChange, CatalogListener};
 use crate::clock::Clock;
 use crate::error::error_chain;
 use crate::jobserver::limits::MAX_ACTIVE_BACKFILLS;
@@ -379,6 +380,19 @@ pub fn retry_delay(base: Duration, failures: u32, jitter: f64) -> Duration {
     Duration::from_secs_f64((capped * 0.2f64.mul_add(jitter.clamp(-1.0, 1.0), 1.0)).max(0.0))
 }
 
+/// The scheduler follows the catalog: a new version of a pipeline is planned with from now
+/// on, a deleted one is forgotten ([`Scheduler::remove_pipeline`]).
+impl CatalogListener for Scheduler {
+    fn catalog_changed(&self, change: &CatalogChange) {
+        match change {
+            CatalogChange::Put(app) => self.set_pipeline(app.pipeline.clone()),
+            CatalogChange::Removed(name) => {
+                self.remove_pipeline(name);
+            }
+        }
+    }
+}
+
 impl Scheduler {
     /// A scheduler over `pipelines`, recovering whatever a previous process left in the
     /// store: runs left Running are re-queued, active runs are tracked again and live
@@ -442,6 +456,88 @@ impl Scheduler {
             .pipelines
             .insert(pipeline.name.clone(), pipeline);
         self.wake();
+    }
+
+    /// Forgets a deleted pipeline: no new runs are planned for it, its waiting runs (queued,
+    /// delayed, waiting for files or upstreams, its backfills' included) are cancelled in the
+    /// store, and its running or paused backfills end `cancelled`. A run computing now
+    /// finishes and commits as usual; stored results stay until the runs' records are
+    /// deleted. Returns how many waiting runs it cancelled.
+    pub fn remove_pipeline(&self, name: &str) -> usize {
+        let now = self.inner.clock.now();
+        let reason = format!("pipeline {name} was deleted");
+        let mut state = lock(&self.inner.state);
+        if state.pipelines.remove(name).is_none() {
+            return 0;
+        }
+        state.paused_pipelines.remove(name);
+        let backfills: Vec<Arc<str>> = state
+            .backfills
+            .iter()
+            .filter(|(_, live)| {
+                live.record.pipeline == name
+                    && matches!(
+                        live.record.state,
+                        BackfillState::Running | BackfillState::Paused
+                    )
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in backfills {
+            let Some(live) = state.backfills.get_mut(&id) else {
+                continue;
+            };
+            let mut record = live.record.clone();
+            record.state = BackfillState::Cancelled;
+            record.finished_at = Some(now);
+            if let Err(error) = self.inner.store.put_backfill(&record) {
+                warn!(backfill = %id, error = %error_chain(&error), "cannot record the backfill as cancelled");
+            }
+            live.record = record;
+            live.parked.clear();
+        }
+        let cancelled =
+            self.cancel_waiting(&mut state, |key, _| key.pipeline == name, &reason, now);
+        drop(state);
+        info!(
+            pipeline = name,
+            cancelled, "pipeline removed from the scheduler"
+        );
+        self.wake();
+        cancelled
+    }
+
+    /// Cancels the tracked runs `which` selects that are not computing: each is marked
+    /// cancelled in the store with `reason` and forgotten here (also when the store has no
+    /// record to mark, so nothing waits for a run that will never be dispatched), and counted
+    /// in its backfill's progress. Returns how many it cancelled.
+    fn cancel_waiting(
+        &self,
+        state: &mut State,
+        which: impl Fn(&RunKey, &Tracked) -> bool,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> usize {
+        let waiting: Vec<RunKey> = state
+            .runs
+            .iter()
+            .filter(|(key, tracked)| {
+                !matches!(tracked.phase, Phase::Running(_)) && which(key, tracked)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for run in &waiting {
+            if let Err(error) = self.inner.store.mark_cancelled(run, reason, now) {
+                debug!(run = %run, error = %error_chain(&error), "no waiting run record to cancel");
+            }
+            if let Some(tracked) = state.runs.remove(run)
+                && let Some(id) = tracked.backfill
+                && let Some(live) = state.backfills.get_mut(&id)
+            {
+                live.progress.cancelled += 1;
+            }
+        }
+        waiting.len()
     }
 
     /// Stops or restarts a pipeline's recurring runs and the dispatch of its queued runs.
@@ -1648,31 +1744,12 @@ impl Scheduler {
                     }
                 }
                 BackfillState::Cancelled => {
-                    let queued: Vec<RunKey> = state
-                        .runs
-                        .iter()
-                        .filter(|(_, t)| {
-                            t.backfill.as_ref() == Some(&key)
-                                && !matches!(t.phase, Phase::Running(_))
-                        })
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    let mut cancelled = 0;
-                    for run in queued {
-                        if let Err(error) = self.inner.store.mark_cancelled(
-                            &run,
-                            &format!("backfill {key} was cancelled"),
-                            now,
-                        ) {
-                            warn!(run = %run, error = %error_chain(&error), "cannot cancel run");
-                            continue;
-                        }
-                        state.runs.remove(&run);
-                        cancelled += 1;
-                    }
-                    if let Some(live) = state.backfills.get_mut(&key) {
-                        live.progress.cancelled += cancelled;
-                    }
+                    self.cancel_waiting(
+                        &mut state,
+                        |_, tracked| tracked.backfill.as_ref() == Some(&key),
+                        &format!("backfill {key} was cancelled"),
+                        now,
+                    );
                 }
                 BackfillState::Finished => {}
             }

@@ -21,11 +21,11 @@ use super::http::{
 };
 use super::metrics::{escape, family};
 use super::sjs::{body_error, job_report, query_params, timestamp};
+use crate::catalog::App;
 use crate::engine::cancel::Cancel;
 use crate::error::error_chain;
 use crate::job::builtin::Sql;
 use crate::job::{JobContext, JobInput};
-use crate::jobserver::apps::App;
 use crate::jobserver::context::Context;
 use crate::jobserver::plan::PIPELINE_RUN_CLASS;
 use crate::jobserver::{JobCounters, JobServer};
@@ -35,12 +35,12 @@ use crate::results::{partitions_spanned, read_job_results};
 use crate::store::{JobStatus, RunState};
 
 pub(super) fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, ApiError> {
-    state.core.apps.get(pipeline).ok_or_else(|| {
+    state.core.catalog.get(pipeline).ok_or_else(|| {
         ApiError::not_found(format!(
             "pipeline `{pipeline}` not found (pipelines: {})",
             state
                 .core
-                .apps
+                .catalog
                 .all()
                 .iter()
                 .map(|a| a.name().to_owned())
@@ -107,7 +107,7 @@ fn pipeline_summary(app: &App) -> Value {
 pub(super) async fn list_pipelines(State(state): State<AppState>) -> Response {
     let list: Vec<Value> = state
         .core
-        .apps
+        .catalog
         .all()
         .iter()
         .map(|app| pipeline_summary(app))
@@ -576,7 +576,7 @@ fn query_frame(
                              job's results as <pipeline>{TABLE_SEPARATOR}<job>"
                     ))
                 })?;
-                let app = core.apps.get(pipeline).ok_or_else(|| {
+                let app = core.catalog.get(pipeline).ok_or_else(|| {
                     ApiError::bad_request(format!(
                         "table `{table}`: pipeline `{pipeline}` not found"
                     ))

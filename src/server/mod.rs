@@ -495,7 +495,7 @@ pub fn build_state(
     );
     core.recover(&files, &config.contexts)?;
     let pipelines = core
-        .apps
+        .catalog
         .all()
         .into_iter()
         .map(|app| app.pipeline.clone())
@@ -508,6 +508,8 @@ pub fn build_state(
         pipelines,
     )
     .map_err(|e| error_chain(&e))?;
+    // From now on every upload, replacement and deletion reaches the scheduler.
+    core.catalog.subscribe(Arc::new(scheduler.clone()));
     // Only now: the scheduler's recovery has requeued the runs left Running by the previous
     // process, so the runs these re-runs mark Running are not mistaken for interrupted ones.
     core.resolve_interrupted_jobs()?;

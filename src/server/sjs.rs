@@ -17,8 +17,8 @@ use super::AppState;
 use super::http::{
     Page, ResultFormat, json_response, json_with_rows, rows_json, sjs, sjs_error, stream_frame,
 };
+use crate::catalog::{Origin, UploadError};
 use crate::error::error_chain;
-use crate::jobserver::apps::{Origin, UploadError};
 use crate::jobserver::context::Context;
 use crate::jobserver::{
     ContextError, KillOutcome, LiveJob, Submission, SubmitError, record_context_label,
@@ -90,7 +90,7 @@ const UPLOAD_TYPES: &[&str] = &[
 
 pub(super) async fn list_binaries(State(state): State<AppState>) -> Response {
     let mut apps = Map::new();
-    for app in state.core.apps.all() {
+    for app in state.core.catalog.all() {
         apps.insert(
             app.name().to_owned(),
             json!({
@@ -105,7 +105,7 @@ pub(super) async fn list_binaries(State(state): State<AppState>) -> Response {
 }
 
 pub(super) async fn get_binary(State(state): State<AppState>, Path(app): Path<String>) -> Response {
-    let Some(found) = state.core.apps.get(&app) else {
+    let Some(found) = state.core.catalog.get(&app) else {
         return sjs_error(
             StatusCode::NOT_FOUND,
             format!("Can't find binary with name {app}"),
@@ -170,7 +170,7 @@ pub(super) async fn upload_binary(
     let core = state.core.clone();
     let name = app.clone();
     let uploaded = tokio::task::spawn_blocking(move || {
-        core.apps.upload(
+        core.catalog.upload(
             core.store(),
             core.registry(),
             &name,
@@ -181,15 +181,13 @@ pub(super) async fn upload_binary(
     })
     .await;
     match uploaded {
-        Ok(Ok(uploaded)) => {
-            // The new version's triggers and settings take over for recurring runs.
-            state.scheduler.set_pipeline(uploaded.pipeline.clone());
-            sjs(
-                StatusCode::CREATED,
-                "SUCCESS",
-                format!("Binary {app} uploaded as version {}", uploaded.meta.version),
-            )
-        }
+        // The catalog has told the scheduler: the new version's triggers and settings take
+        // over for recurring runs.
+        Ok(Ok(uploaded)) => sjs(
+            StatusCode::CREATED,
+            "SUCCESS",
+            format!("Binary {app} uploaded as version {}", uploaded.meta.version),
+        ),
         Ok(Err(UploadError::Invalid(errors))) => json_response(
             StatusCode::BAD_REQUEST,
             &json!({
@@ -217,7 +215,7 @@ pub(super) async fn delete_binary(
     }
     let core = state.core.clone();
     let name = app.clone();
-    match tokio::task::spawn_blocking(move || core.apps.delete(core.store(), &name)).await {
+    match tokio::task::spawn_blocking(move || core.catalog.delete(core.store(), &name)).await {
         Ok(Ok(true)) => sjs(StatusCode::OK, "SUCCESS", format!("Binary {app} deleted")),
         Ok(Ok(false)) => sjs_error(
             StatusCode::NOT_FOUND,

@@ -4,6 +4,7 @@ mod common;
 
 mod api_conformance;
 mod auth;
+mod catalog;
 mod cli;
 mod crash;
 mod custom_jobs;

@@ -1,4 +1,5 @@
-//! Apps: spark-jobserver's "binaries", which in Floe are pipeline bundles (one YAML pipeline).
+//! The catalog: every pipeline the server knows, as apps (spark-jobserver's "binaries", which
+//! in Floe are pipeline bundles: one YAML pipeline each), and the one place they change.
 //!
 //! An upload is validated before anything is stored (400 with every problem, each naming its
 //! line and field); a valid upload becomes the app's next version. The pipelines folder is
@@ -6,13 +7,17 @@
 //! pipelines and uploaded bundles are one namespace. A job holds the `Arc<App>` it started
 //! with, so re-uploading an app never changes a job already running.
 //!
+//! Every change (a new version, a deletion) is published, in the order it happened, to the
+//! [`CatalogListener`]s subscribed (the scheduler): an upload, a replacement or a deletion
+//! takes effect everywhere before the request that made it is answered.
+//!
 //! The store keeps the last `limits.binary_versions` versions of each app: an upload deletes
 //! older ones, with their bytes unless a kept version has the same content. A job running on
 //! a deleted version is unaffected, since it holds the parsed pipeline, not the bytes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -56,10 +61,28 @@ pub enum Origin {
     Folder,
 }
 
+/// A change of the catalog, as its listeners see it.
+#[derive(Debug, Clone)]
+pub enum CatalogChange {
+    /// A new version of an app (an upload, a file of the pipelines folder, the stored version
+    /// loaded at start), or the current one when a listener subscribes.
+    Put(Arc<App>),
+    /// The app was deleted.
+    Removed(String),
+}
+
+/// Told of every change of the catalog, in order. Called with the catalog's change lock held:
+/// it must not change the catalog itself.
+pub trait CatalogListener: Send + Sync {
+    fn catalog_changed(&self, change: &CatalogChange);
+}
+
 /// The latest version of every app, in memory, backed by the store.
-#[derive(Debug)]
-pub struct Apps {
+pub struct Catalog {
     latest: RwLock<BTreeMap<String, Arc<App>>>,
+    /// The listeners; the lock also serialises each change with its publication, so every
+    /// listener sees the changes in the order the map went through them.
+    changing: Mutex<Vec<Arc<dyn CatalogListener>>>,
     /// The roots uploaded pipelines read within.
     upload_roots: Arc<DataRoots>,
     /// The roots pipelines of the pipelines folder read within.
@@ -94,17 +117,56 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-impl Apps {
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("apps", &self.read().len())
+            .field("keep_versions", &self.keep_versions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
     pub fn new(
         upload_roots: Arc<DataRoots>,
         folder_roots: Arc<DataRoots>,
         keep_versions: usize,
-    ) -> Apps {
-        Apps {
+    ) -> Catalog {
+        Catalog {
             latest: RwLock::default(),
+            changing: Mutex::new(Vec::new()),
             upload_roots,
             folder_roots,
             keep_versions,
+        }
+    }
+
+    /// Subscribes `listener` to every later change, after telling it of every app there is
+    /// now (as [`CatalogChange::Put`]), so it misses nothing in between.
+    pub fn subscribe(&self, listener: Arc<dyn CatalogListener>) {
+        let mut listeners = self.listeners();
+        for app in self.all() {
+            listener.catalog_changed(&CatalogChange::Put(app));
+        }
+        listeners.push(listener);
+    }
+
+    fn listeners(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn CatalogListener>>> {
+        self.changing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `change` to the map and tells the listeners.
+    fn publish(&self, listeners: &[Arc<dyn CatalogListener>], change: CatalogChange) {
+        match &change {
+            CatalogChange::Put(app) => {
+                self.write().insert(app.name().to_owned(), app.clone());
+            }
+            CatalogChange::Removed(name) => {
+                self.write().remove(name);
+            }
+        }
+        for listener in listeners {
+            listener.catalog_changed(&change);
         }
     }
 
@@ -152,6 +214,7 @@ impl Apps {
         let roots = self.roots(origin);
         let pipeline = validate(name, bytes, registry, roots).map_err(UploadError::Invalid)?;
         let sha = sha256_hex(bytes);
+        let listeners = self.listeners();
         if let Some(current) = self.get(name)
             && current.meta.sha256 == sha
         {
@@ -167,7 +230,7 @@ impl Apps {
                 meta: current.meta.clone(),
                 pipeline: Arc::new(pipeline),
             });
-            self.write().insert(name.to_owned(), app.clone());
+            self.publish(&listeners, CatalogChange::Put(app.clone()));
             return Ok(app);
         }
         let meta = store.put_binary(name, bytes, &sha, now, self.keep_versions)?;
@@ -175,13 +238,14 @@ impl Apps {
             meta,
             pipeline: Arc::new(pipeline),
         });
-        self.write().insert(name.to_owned(), app.clone());
+        self.publish(&listeners, CatalogChange::Put(app.clone()));
         Ok(app)
     }
 
-    /// Loads the latest stored version of every app, as uploads. A stored bundle this Floe no
-    /// longer accepts is skipped with a warning rather than stopping the server (a pipeline of
-    /// the pipelines folder that reads an operator's root is registered again from its file).
+    /// Loads the latest stored version of every app, as uploads, in place of what the catalog
+    /// held. A stored bundle this Floe no longer accepts is skipped with a warning rather than
+    /// stopping the server (a pipeline of the pipelines folder that reads an operator's root
+    /// is registered again from its file).
     pub fn load_stored(&self, store: &Store, registry: &JobRegistry) -> Result<(), StoreError> {
         let mut loaded = BTreeMap::new();
         for (name, meta) in store.binaries_latest()? {
@@ -204,14 +268,31 @@ impl Apps {
                 }
             }
         }
-        *self.write() = loaded;
+        let listeners = self.listeners();
+        let gone: Vec<String> = self
+            .read()
+            .keys()
+            .filter(|name| !loaded.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.publish(&listeners, CatalogChange::Removed(name));
+        }
+        for app in loaded.into_values() {
+            self.publish(&listeners, CatalogChange::Put(app));
+        }
         Ok(())
     }
 
-    /// Removes `name` from the store and memory; returns whether it existed.
+    /// Removes `name` from the store and memory, and tells the listeners; returns whether it
+    /// existed.
     pub fn delete(&self, store: &Store, name: &str) -> Result<bool, StoreError> {
+        let listeners = self.listeners();
         let deleted = store.delete_binary(name)?;
-        let existed = self.write().remove(name).is_some();
+        let existed = self.get(name).is_some();
+        if existed {
+            self.publish(&listeners, CatalogChange::Removed(name.to_owned()));
+        }
         Ok(deleted > 0 || existed)
     }
 
@@ -221,5 +302,78 @@ impl Apps {
             Some(app) => store.binary_blob(&app.meta.sha256),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records every change it is told of, as `put <name> v<version>` or `removed <name>`.
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl CatalogListener for Recorder {
+        fn catalog_changed(&self, change: &CatalogChange) {
+            let line = match change {
+                CatalogChange::Put(app) => format!("put {} v{}", app.name(), app.meta.version),
+                CatalogChange::Removed(name) => format!("removed {name}"),
+            };
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    fn pipeline_yaml(description: &str) -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/shop.yaml"))
+            .unwrap()
+            .replace("rolled up hourly", description)
+    }
+
+    #[test]
+    fn listeners_get_what_is_there_then_every_change_in_order() {
+        let store = Store::open_temporary().unwrap();
+        let registry = JobRegistry::new();
+        let roots = Arc::new(DataRoots::new(Path::new("data"), &[]));
+        let catalog = Catalog::new(roots.clone(), roots, 2);
+        let now = Utc::now();
+        let upload = |name: &str, yaml: &str| {
+            catalog
+                .upload(
+                    &store,
+                    &registry,
+                    name,
+                    yaml.as_bytes(),
+                    Origin::Upload,
+                    now,
+                )
+                .unwrap()
+        };
+        upload("a", &pipeline_yaml("one"));
+        let recorder = Arc::new(Recorder::default());
+        catalog.subscribe(recorder.clone());
+        upload("b", &pipeline_yaml("one"));
+        upload("a", &pipeline_yaml("two"));
+        // The same bytes again are no change.
+        upload("a", &pipeline_yaml("two"));
+        // A refused upload is none either.
+        assert!(matches!(
+            catalog.upload(&store, &registry, "a", b"jobs: [", Origin::Upload, now),
+            Err(UploadError::Invalid(_))
+        ));
+        assert!(catalog.delete(&store, "b").unwrap());
+        assert!(!catalog.delete(&store, "b").unwrap());
+        catalog.load_stored(&store, &registry).unwrap();
+        assert_eq!(
+            *recorder.0.lock().unwrap(),
+            [
+                "put a v1",
+                "put b v1",
+                "put a v2",
+                "removed b",
+                // Loaded from the store: what is there.
+                "put a v2",
+            ]
+        );
+        assert!(catalog.get("b").is_none());
     }
 }
