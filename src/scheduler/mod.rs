@@ -217,8 +217,10 @@ struct Tracked {
     phase: Phase,
     /// Upstream runs not yet succeeded.
     unmet: u32,
-    /// Of those, the ones that failed for good.
-    failed_upstream: u32,
+    /// Of those, the ones that failed for good (or are upstream_failed themselves): by key,
+    /// since only one of these succeeding (re-run) clears its part of the block, not any
+    /// upstream's success.
+    failed_upstreams: Vec<RunKey>,
     force: bool,
     backfill: Option<Arc<str>>,
     /// Consecutive failed attempts since enqueued.
@@ -822,14 +824,12 @@ impl Scheduler {
         backfill: Option<&Arc<str>>,
     ) {
         let mut unmet = 0;
-        let mut failed_upstream = 0;
-        let mut failed_name = None;
+        let mut failed_upstreams = Vec::new();
         for (up_key, _) in upstream_keys(pipeline, def, &window) {
             let waiting = match state.runs.get(&up_key) {
                 Some(up) => {
                     if up.phase == Phase::UpstreamFailed {
-                        failed_upstream += 1;
-                        failed_name.get_or_insert_with(|| up_key.clone());
+                        failed_upstreams.push(up_key.clone());
                     }
                     true
                 }
@@ -839,8 +839,7 @@ impl Scheduler {
                         if matches!(record.state, RunState::Failed | RunState::Cancelled)
                             && !record.is_active()
                         {
-                            failed_upstream += 1;
-                            failed_name.get_or_insert_with(|| up_key.clone());
+                            failed_upstreams.push(up_key.clone());
                         }
                         true
                     }
@@ -860,7 +859,8 @@ impl Scheduler {
                     .push(key.clone());
             }
         }
-        let phase = if failed_upstream > 0 {
+        let failed_name = failed_upstreams.first().cloned();
+        let phase = if !failed_upstreams.is_empty() {
             Phase::UpstreamFailed
         } else if unmet == 0 {
             Phase::Ready
@@ -878,7 +878,7 @@ impl Scheduler {
                 window,
                 phase,
                 unmet,
-                failed_upstream,
+                failed_upstreams,
                 force,
                 backfill: backfill.cloned(),
                 failures: 0,
@@ -1178,14 +1178,17 @@ impl Scheduler {
                 continue;
             };
             down.unmet = down.unmet.saturating_sub(1);
-            if down.phase == Phase::UpstreamFailed {
-                down.failed_upstream = down.failed_upstream.saturating_sub(1);
-                if down.failed_upstream == 0 {
-                    if let Err(error) = self.inner.store.mark_unblocked(&dependent) {
-                        warn!(run = %dependent, error = %error_chain(&error), "cannot unblock run");
-                    }
-                    down.phase = Phase::Waiting;
+            let was_failed = down.failed_upstreams.len();
+            down.failed_upstreams.retain(|failed| failed != key);
+            // Unblocked only when the last of its failed upstreams has now succeeded.
+            if down.phase == Phase::UpstreamFailed
+                && down.failed_upstreams.len() < was_failed
+                && down.failed_upstreams.is_empty()
+            {
+                if let Err(error) = self.inner.store.mark_unblocked(&dependent) {
+                    warn!(run = %dependent, error = %error_chain(&error), "cannot unblock run");
                 }
+                down.phase = Phase::Waiting;
             }
             if down.phase == Phase::Waiting && down.unmet == 0 {
                 down.phase = Phase::Ready;
@@ -1254,7 +1257,9 @@ impl Scheduler {
                 let Some(down) = state.runs.get_mut(&dependent) else {
                     continue;
                 };
-                down.failed_upstream += 1;
+                if !down.failed_upstreams.contains(&upstream) {
+                    down.failed_upstreams.push(upstream.clone());
+                }
                 if down.phase == Phase::UpstreamFailed {
                     continue;
                 }

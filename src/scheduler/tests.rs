@@ -286,6 +286,65 @@ fn catch_up_plans_only_the_latest_partitions_and_their_upstream_runs() {
     assert_eq!(h.state("users_hourly", utc(2024, 1, 1, 5)), None);
 }
 
+#[test]
+fn a_run_stays_upstream_failed_while_its_other_upstreams_succeed() {
+    let h = harness(HOURLY_DAILY, utc(2024, 1, 1, 0), 2);
+    for hour in 0..24 {
+        h.write_hour(utc(2024, 1, 1, hour), &["a"]);
+    }
+    // Hour 05 is corrupt (no `user` column): its run fails for good (no retries).
+    std::fs::write(
+        h.data.join("events/date=2024-01-01/05.csv"),
+        "ts,who\n2024-01-01 05:00:00,a\n",
+    )
+    .unwrap();
+    h.advance_to(utc(2024, 1, 1, 23));
+    assert_eq!(
+        h.state("users_hourly", utc(2024, 1, 1, 5)),
+        Some(RunState::Failed)
+    );
+    // The daily run is planned while hour 23 is still to run; that hour succeeding must not
+    // unblock it: its failed upstream is hour 05.
+    h.advance_to(utc(2024, 1, 2, 0));
+    assert_eq!(
+        h.state("users_hourly", utc(2024, 1, 1, 23)),
+        Some(RunState::Succeeded)
+    );
+    let daily = h.run("users_daily", utc(2024, 1, 1, 0)).unwrap();
+    assert_eq!(daily.state, RunState::UpstreamFailed, "{daily:?}");
+    assert!(
+        daily
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("users_hourly"),
+        "{daily:?}"
+    );
+    assert_eq!(h.scheduler.summary().upstream_failed, 1);
+    assert_eq!(h.scheduler.summary().waiting, 0);
+
+    // Fixed and re-run: the daily run goes by itself.
+    h.write_hour(utc(2024, 1, 1, 5), &["b"]);
+    h.scheduler
+        .backfill(&BackfillRequest {
+            pipeline: "shop".into(),
+            jobs: Some(vec!["users_hourly".into()]),
+            from: utc(2024, 1, 1, 5),
+            to: utc(2024, 1, 1, 6),
+            force: false,
+        })
+        .unwrap();
+    h.settle();
+    assert_eq!(
+        h.state("users_daily", utc(2024, 1, 1, 0)),
+        Some(RunState::Succeeded)
+    );
+    assert_eq!(
+        h.result_value("users_daily", utc(2024, 1, 1, 0), "distinct_count"),
+        2
+    );
+}
+
 const FLAKY: &str = "version: 1
 name: flaky
 start: 2024-01-01T00:00:00Z
