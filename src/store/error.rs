@@ -52,8 +52,19 @@ pub enum StoreError {
         source: BoxedCause,
     },
 
+    /// Another process (a running `floe serve`, another `floe run`) holds the
+    /// store; sled allows one at a time.
+    #[error(
+        "the store at {path} is in use by another Floe process (a running `floe serve`?): \
+         stop it first, or give this command another store with `--store`"
+    )]
+    InUse {
+        /// The store directory.
+        path: PathBuf,
+    },
+
     /// A filesystem operation on the store directory failed (permissions,
-    /// disk full, or sled's lock held by another process).
+    /// disk full).
     #[error("i/o error on store at {path}")]
     Io {
         /// The file or directory the operation was on.

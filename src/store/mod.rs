@@ -363,9 +363,13 @@ fn open_sled(path: &Path, config: &sled::Config) -> Result<sled::Db, StoreError>
     loop {
         match open_sled_once(path, config) {
             Err(StoreError::Io { ref source, .. })
-                if source.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
+                if source.to_string().contains("could not acquire lock") =>
             {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::InUse {
+                        path: path.to_path_buf(),
+                    });
+                }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             other => return other,
@@ -852,11 +856,16 @@ mod tests {
     }
 
     #[test]
-    fn store_in_use_is_an_io_error_not_corruption() {
+    fn a_store_in_use_is_named_as_such_not_as_corruption() {
         let dir = tempfile::tempdir().unwrap();
         let _first = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).unwrap_err();
-        assert!(matches!(err, StoreError::Io { .. }), "{err}");
+        assert!(matches!(err, StoreError::InUse { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("is in use by another Floe process") && message.contains("--store"),
+            "{message}"
+        );
     }
 
     #[test]

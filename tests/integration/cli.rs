@@ -8,6 +8,20 @@ fn floe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_floe"))
 }
 
+/// `floe <args>` over the sample pipelines, `world`'s data and its store.
+fn floe_on(world: &SampleWorld, args: &[&str]) -> Command {
+    let mut command = floe();
+    command
+        .args(args)
+        .arg("--pipelines")
+        .arg(repo_path("pipelines"))
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .arg("--store")
+        .arg(world.store_dir());
+    command
+}
+
 #[test]
 fn validate_accepts_the_examples_and_names_the_problem_in_broken_files() {
     let output = floe()
@@ -41,18 +55,7 @@ fn validate_accepts_the_examples_and_names_the_problem_in_broken_files() {
 #[test]
 fn run_then_results_as_csv_and_json() {
     let world = SampleWorld::new(4_000, 1);
-    let floe_on_world = |args: &[&str]| {
-        floe()
-            .args(args)
-            .arg("--pipelines")
-            .arg(repo_path("pipelines"))
-            .arg("--data-dir")
-            .arg(world.data_dir())
-            .arg("--store")
-            .arg(world.store_dir())
-            .output()
-            .expect("run floe")
-    };
+    let floe_on_world = |args: &[&str]| floe_on(&world, args).output().expect("run floe");
     let run = [
         "run",
         "--pipeline",
@@ -120,5 +123,45 @@ fn run_then_results_as_csv_and_json() {
     assert!(
         parsed.as_array().is_some_and(|rows| !rows.is_empty()),
         "{parsed}"
+    );
+}
+
+#[test]
+fn logs_to_a_pipe_are_plain_and_a_store_in_use_is_named() {
+    let world = SampleWorld::new(2_000, 1);
+    let run = |world: &SampleWorld| {
+        floe_on(
+            world,
+            &[
+                "run",
+                "--pipeline",
+                "shop",
+                "--job",
+                "purchases_hourly",
+                "--partition",
+                "2024-01-01T00:00",
+            ],
+        )
+        .env("FLOE_LOG", "info")
+        .output()
+        .expect("run floe")
+    };
+    let output = run(&world);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("INFO"), "info lines are logged: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes in a pipe: {stderr:?}"
+    );
+
+    // Another process (here: this test) holds the store.
+    let _held = floe::store::Store::open(&world.store_dir()).expect("open the store");
+    let output = run(&world);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("is in use by another Floe process") && !stderr.contains("WouldBlock"),
+        "{stderr}"
     );
 }
