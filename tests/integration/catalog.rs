@@ -20,15 +20,9 @@ async fn upload(server: &TestServer, app: &str, yaml: &str) {
 }
 
 async fn start_backfill(server: &TestServer, pipeline: &str, body: Value) -> (StatusCode, Value) {
-    let response = server
-        .client
-        .post(server.url(&format!("/pipelines/{pipeline}/backfills")))
-        .json(&body)
-        .send()
+    server
+        .post_json(&format!("/pipelines/{pipeline}/backfills"), &body)
         .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -162,6 +162,18 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     pub(crate) async fn delete(&self, path: &str) -> (StatusCode, Value) {
         let response = self.client.delete(self.url(path)).send().await.unwrap();
         let status = response.status();
