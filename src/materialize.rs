@@ -64,6 +64,15 @@ pub struct RunPlan {
     pub runs: Vec<PlannedRun>,
 }
 
+/// Why one run of [`Materializer::run_until`] did not end fresh or computed.
+enum OneRunError {
+    /// It failed here (its sources, its computation, its commit): recorded as Failed.
+    Failed(String),
+    /// Another executor (the scheduler, a backfill) is computing it right now: its outcome
+    /// stands, and this request records nothing over it.
+    HeldElsewhere(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunOutcome {
     /// The stored result was fresh; nothing was computed.
@@ -363,6 +372,12 @@ impl Materializer {
                 (Some(&upstream), _) => {
                     let upstream = &plan.runs[upstream];
                     let name = format!("{}@{}", upstream.job, upstream.window.start.to_rfc3339());
+                    self.record_unstarted(
+                        &key,
+                        run.window.end,
+                        RunState::UpstreamFailed,
+                        &format!("upstream run {name} failed"),
+                    );
                     (RunOutcome::UpstreamFailed { upstream: name }, None)
                 }
                 (None, Some(def)) => {
@@ -380,13 +395,24 @@ impl Materializer {
                         request.force,
                     ) {
                         Ok((outcome, fingerprint)) => (outcome, Some(fingerprint)),
-                        Err(error) => {
+                        Err(OneRunError::Failed(error)) => {
                             warn!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, %error, "run failed");
-                            if let Err(store_error) =
-                                self.store.mark_failed(&key, &error, self.clock.now())
-                            {
-                                warn!(%store_error, "could not record the failure");
+                            match self.store.mark_failed(&key, &error, self.clock.now()) {
+                                Err(StoreError::RunNotFound { .. }) => self.record_unstarted(
+                                    &key,
+                                    run.window.end,
+                                    RunState::Failed,
+                                    &error,
+                                ),
+                                Err(store_error) => {
+                                    warn!(run = %key, error = %error_chain(&store_error), "could not record the failure");
+                                }
+                                Ok(_) => {}
                             }
+                            (RunOutcome::Failed { error }, None)
+                        }
+                        Err(OneRunError::HeldElsewhere(error)) => {
+                            info!(run = %key, "computed by another executor now; left to it");
                             (RunOutcome::Failed { error }, None)
                         }
                     }
@@ -423,7 +449,23 @@ impl Materializer {
         Ok(report)
     }
 
-    /// Brings one run up to date; returns its outcome and fingerprint, or an error message.
+    /// [`Store::record_unstarted`], logging a store that refuses.
+    fn record_unstarted(
+        &self,
+        key: &RunKey,
+        partition_end: DateTime<Utc>,
+        state: RunState,
+        error: &str,
+    ) {
+        if let Err(store_error) =
+            self.store
+                .record_unstarted(key, partition_end, state, error, self.clock.now())
+        {
+            warn!(run = %key, error = %error_chain(&store_error), "could not record the run's outcome");
+        }
+    }
+
+    /// Brings one run up to date; returns its outcome and fingerprint, or why not.
     fn materialize_one(
         &self,
         pipeline: &Pipeline,
@@ -432,16 +474,16 @@ impl Materializer {
         key: &RunKey,
         upstream_fingerprints: &[&str],
         force: bool,
-    ) -> Result<(RunOutcome, String), String> {
+    ) -> Result<(RunOutcome, String), OneRunError> {
         // Source files are resolved first: their identities are part of the fingerprint.
         let source_files = self
             .source_files(pipeline, def, &run.window, false)
-            .map_err(SourceProblem::into_message)?;
+            .map_err(|problem| OneRunError::Failed(problem.into_message()))?;
         let fingerprint = run_fingerprint(def, &run.window, &source_files, upstream_fingerprints);
         if !force
             && self
                 .is_fresh(key, &fingerprint)
-                .map_err(|e| error_chain(&e))?
+                .map_err(|e| OneRunError::Failed(error_chain(&e)))?
         {
             debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, "fresh, skipped");
             return Ok((RunOutcome::Fresh, fingerprint));
@@ -449,11 +491,20 @@ impl Materializer {
         let now = self.clock.now();
         self.store
             .mark_running(key, run.window.end, &fingerprint, now)
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| match e {
+                StoreError::InvalidTransition {
+                    from: Some(RunState::Running),
+                    ..
+                } => OneRunError::HeldElsewhere(format!(
+                    "run {key} is being computed by another executor (the scheduler or a \
+                     backfill); its outcome stands"
+                )),
+                e => OneRunError::Failed(error_chain(&e)),
+            })?;
         let rows = self
             .compute(pipeline, def, &run.window, &source_files, &HashMap::new())
             .and_then(|output| self.commit(key, def, &fingerprint, output, None))
-            .map_err(CommitError::into_message)?;
+            .map_err(|e| OneRunError::Failed(e.into_message()))?;
         Ok((RunOutcome::Computed { rows }, fingerprint))
     }
 

@@ -580,6 +580,31 @@ impl Store {
         }
     }
 
+    /// Records a run that ended without starting here (`Failed`: its sources could not be
+    /// read; `UpstreamFailed`: an upstream run failed) when the store has no record of it
+    /// yet, so `floe run` leaves every outcome in the store as the scheduler does. An existing
+    /// record is left as it is: another executor may own it. Returns the record as stored.
+    pub fn record_unstarted(
+        &self,
+        key: &RunKey,
+        partition_end: DateTime<Utc>,
+        state: RunState,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<RunRecord, StoreError> {
+        debug_assert!(matches!(state, RunState::Failed | RunState::UpstreamFailed));
+        self.update_run(key, |old| match old {
+            Some(old) => Ok(old),
+            None => Ok(RunRecord {
+                state,
+                finished_at: Some(now),
+                error: Some(error.to_owned()),
+                failures: u32::from(state == RunState::Failed),
+                ..RunRecord::new_pending(partition_end, now)
+            }),
+        })
+    }
+
     /// Pending → UpstreamFailed, naming the upstream run that failed. Other states are left
     /// as they are (the run may have been cancelled or started meanwhile).
     pub fn mark_upstream_failed(

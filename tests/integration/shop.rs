@@ -313,3 +313,71 @@ fn a_missing_source_partition_fails_that_run_and_blocks_its_downstream() {
     assert_eq!(report.upstream_failed, 1);
     assert_eq!(report.computed, 23);
 }
+
+#[test]
+fn every_outcome_of_a_manual_run_is_recorded_and_a_run_computed_elsewhere_is_left_alone() {
+    use floe::store::{RunKey, RunState};
+    let world = SampleWorld::new(2_000, 1);
+    // Hour 00 has no file: its run fails before it starts, and the daily run cannot run.
+    std::fs::remove_dir_all(world.data_dir().join("events/date=2024-01-01/hour=00")).unwrap();
+    let materializer = world.materializer();
+    let pipeline = shop_pipeline();
+    let request = RunRequest {
+        jobs: Some(vec!["sales_per_category_daily".into()]),
+        from: utc(2024, 1, 1, 0),
+        to: utc(2024, 1, 2, 0),
+        force: false,
+    };
+    let report = materializer
+        .run_until(&pipeline, &request, &|| false, |_| {})
+        .unwrap();
+    assert_eq!(
+        (report.failed.len(), report.upstream_failed, report.computed),
+        (1, 1, 23)
+    );
+    let store = materializer.store();
+    let hour = |h| RunKey::new("shop", "purchases_hourly", utc(2024, 1, 1, h));
+    let first = store.run(&hour(0)).unwrap().expect("the failure is recorded");
+    assert_eq!(first.state, RunState::Failed, "{first:?}");
+    assert!(first.error.is_some_and(|e| !e.is_empty()));
+    let daily = store
+        .run(&RunKey::new(
+            "shop",
+            "sales_per_category_daily",
+            utc(2024, 1, 1, 0),
+        ))
+        .unwrap()
+        .expect("the blocked run is recorded");
+    assert_eq!(daily.state, RunState::UpstreamFailed, "{daily:?}");
+    assert!(
+        daily
+            .error
+            .is_some_and(|e| e.contains("purchases_hourly@2024-01-01T00:00:00")),
+    );
+
+    // Another executor is computing hour 05: a forced manual run reports it and leaves the
+    // record as that executor wrote it.
+    let elsewhere = store
+        .mark_running(&hour(5), utc(2024, 1, 1, 6), "elsewhere", utc(2024, 2, 1, 0))
+        .unwrap();
+    let report = materializer
+        .run_until(
+            &pipeline,
+            &RunRequest {
+                jobs: Some(vec!["purchases_hourly".into()]),
+                from: utc(2024, 1, 1, 5),
+                to: utc(2024, 1, 1, 6),
+                force: true,
+            },
+            &|| false,
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(report.failed.len(), 1);
+    assert!(
+        report.failed[0].1.contains("being computed by another executor"),
+        "{:?}",
+        report.failed
+    );
+    assert_eq!(store.run(&hour(5)).unwrap().unwrap(), elsewhere);
+}
