@@ -300,6 +300,64 @@ struct State {
     driver_wake_needed: bool,
     /// For retry jitter.
     rng: Jitter,
+    /// Keeps a run of failures (a catch-up over months without files) from flooding the log.
+    failure_log: FailureLog,
+}
+
+/// How many failures of one job are logged at WARN per minute; the rest are counted and
+/// summed up in one line when the minute is over.
+const LOUD_FAILURES_PER_MINUTE: u32 = 3;
+
+/// Failures logged and held back per (pipeline, job), per minute of the scheduler's clock.
+#[derive(Default)]
+struct FailureLog {
+    jobs: HashMap<(String, String), FailureMinute>,
+}
+
+struct FailureMinute {
+    started: DateTime<Utc>,
+    logged: u32,
+    held_back: u32,
+}
+
+impl FailureLog {
+    /// Whether this failure of `key`'s job is logged at WARN (the others go to DEBUG).
+    fn should_log(&mut self, key: &RunKey, now: DateTime<Utc>) -> bool {
+        self.summarise(now);
+        let minute = self
+            .jobs
+            .entry((key.pipeline.clone(), key.job.clone()))
+            .or_insert(FailureMinute {
+                started: now,
+                logged: 0,
+                held_back: 0,
+            });
+        if minute.logged < LOUD_FAILURES_PER_MINUTE {
+            minute.logged += 1;
+            true
+        } else {
+            minute.held_back += 1;
+            false
+        }
+    }
+
+    /// Ends the minutes that are over, with a WARN line for each that held failures back.
+    fn summarise(&mut self, now: DateTime<Utc>) {
+        self.jobs.retain(|(pipeline, job), minute| {
+            if now - minute.started < TimeDelta::minutes(1) {
+                return true;
+            }
+            if minute.held_back > 0 {
+                warn!(
+                    pipeline = %pipeline,
+                    job = %job,
+                    failures = minute.held_back,
+                    "more runs of the job failed in the last minute (each at debug level)"
+                );
+            }
+            false
+        });
+    }
 }
 
 impl State {
@@ -647,6 +705,7 @@ impl Scheduler {
             }
         }
         let mut state = lock(&self.inner.state);
+        state.failure_log.summarise(now);
         self.settle_timeouts(&mut state, now);
         Self::release_delayed(&mut state, now);
         self.dispatch(&mut state);
@@ -1138,8 +1197,9 @@ impl Scheduler {
         }
         match outcome {
             PartitionAttempt::Done(outcome) => {
-                if let RunOutcome::Computed { rows } = outcome {
-                    debug!(run = %key, rows, "run succeeded");
+                match outcome {
+                    RunOutcome::Computed { rows } => info!(run = %key, rows, "run succeeded"),
+                    _ => debug!(run = %key, "run fresh: its stored result stands"),
                 }
                 self.succeeded(&mut state, &key);
             }
@@ -1230,13 +1290,22 @@ impl Scheduler {
         {
             warn!(run = %key, error = %error_chain(&store_error), "cannot record the failure");
         }
+        let loud = state.failure_log.should_log(key, now);
         match retry_at {
             Some(at) => {
-                warn!(run = %key, %error, retry_at = %at, "run failed; will retry");
+                if loud {
+                    warn!(run = %key, %error, retry_at = %at, "run failed; will retry");
+                } else {
+                    debug!(run = %key, %error, retry_at = %at, "run failed; will retry");
+                }
                 Self::delay(state, key, at);
             }
             None => {
-                warn!(run = %key, %error, "run failed for good");
+                if loud {
+                    warn!(run = %key, %error, "run failed for good");
+                } else {
+                    debug!(run = %key, %error, "run failed for good");
+                }
                 let tracked = state.runs.remove(key);
                 if let Some(id) = tracked.and_then(|t| t.backfill) {
                     self.count_backfill(state, &id, |p| p.failed += 1);
@@ -1289,25 +1358,47 @@ impl Scheduler {
             .get(&key.pipeline)
             .and_then(|p| p.sources.get(source))
             .map_or(Duration::ZERO, |s| s.wait);
+        let delay = state
+            .pipelines
+            .get(&key.pipeline)
+            .and_then(|p| p.job(&key.job))
+            .map_or(TimeDelta::zero(), |def| {
+                def.trigger.delay.max(TimeDelta::zero())
+            });
         let Some(tracked) = state.runs.get_mut(key) else {
             return;
         };
+        let first_look = tracked.waiting_since.is_none();
         let since = *tracked.waiting_since.get_or_insert(now);
         let window = tracked.window;
-        if now - since >= to_delta(wait) {
+        // A window's files are due within `wait` of its end (plus the job's delay): a run
+        // that looks later (a backfill of the past, a catch-up, a busy queue) and finds none
+        // fails at once, since none will come by waiting.
+        let deadline = window.end + delay + to_delta(wait);
+        if now >= deadline {
             let error = format!(
-                "source `{source}` has no files for [{}, {}) after waiting {}",
+                "source `{source}` has no files for [{}, {}); they were due by {} ({} after \
+                 the window's end{})",
                 window.start.to_rfc3339(),
                 window.end.to_rfc3339(),
-                humantime::format_duration(wait)
+                deadline.to_rfc3339(),
+                humantime::format_duration(wait),
+                if delay > TimeDelta::zero() {
+                    " and the job's delay"
+                } else {
+                    ""
+                }
             );
             // Waiting again would only repeat the wait; a backfill re-tries it on demand.
             self.failed(state, key, &error, false, now);
             return;
         }
+        if first_look {
+            info!(run = %key, source, until = %deadline.to_rfc3339(), "waiting for source files");
+        }
         // Look again at a twentieth of the wait, between 5 seconds and 5 minutes.
         let step = (wait / 20).clamp(Duration::from_secs(5), Duration::from_secs(300));
-        let recheck = (now + to_delta(step)).min(since + to_delta(wait));
+        let recheck = (now + to_delta(step)).min(deadline);
         let reason = format!("waiting for files of source `{source}`");
         if let Err(error) = self.inner.store.mark_waiting(key, &reason, since, recheck) {
             warn!(run = %key, error = %error_chain(&error), "cannot record the wait");

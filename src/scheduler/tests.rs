@@ -486,6 +486,45 @@ fn a_partition_waits_for_its_source_files_within_a_bound() {
 }
 
 #[test]
+fn a_partition_long_past_its_wait_fails_at_once_when_its_files_are_missing() {
+    // A month after the window: the files were due within the source's hour of wait.
+    let h = harness(HOURLY_DAILY, utc(2024, 2, 1, 0), 1);
+    h.scheduler
+        .backfill(&BackfillRequest {
+            pipeline: "shop".into(),
+            jobs: Some(vec!["users_hourly".into()]),
+            from: utc(2024, 1, 1, 0),
+            to: utc(2024, 1, 1, 1),
+            force: false,
+        })
+        .unwrap();
+    h.settle();
+    let failed = h.run("users_hourly", utc(2024, 1, 1, 0)).unwrap();
+    assert_eq!(failed.state, RunState::Failed, "{failed:?}");
+    let error = failed.error.unwrap();
+    assert!(
+        error.contains("has no files") && error.contains("due by 2024-01-01T02:00:00+00:00"),
+        "{error}"
+    );
+    assert_eq!(h.clock.now(), utc(2024, 2, 1, 0), "nothing waited");
+}
+
+#[test]
+fn failures_of_one_job_are_logged_a_few_a_minute() {
+    let mut log = FailureLog::default();
+    let key = |job: &str| RunKey::new("p", job, utc(2024, 1, 1, 0));
+    let t0 = utc(2024, 1, 1, 0);
+    let loud: Vec<bool> = (0..5).map(|_| log.should_log(&key("a"), t0)).collect();
+    assert_eq!(loud, [true, true, true, false, false]);
+    // Another job has its own budget; a new minute starts a new one.
+    assert!(log.should_log(&key("b"), t0));
+    assert!(!log.should_log(&key("a"), t0 + TimeDelta::seconds(59)));
+    assert!(log.should_log(&key("a"), t0 + TimeDelta::seconds(60)));
+    log.summarise(t0 + TimeDelta::minutes(3));
+    assert!(log.jobs.is_empty());
+}
+
+#[test]
 fn a_run_past_its_timeout_fails_and_its_late_result_is_discarded() {
     let yaml = FLAKY
         .replace(
@@ -708,8 +747,10 @@ fn retry_delays_double_cap_and_jitter() {
 
 #[test]
 fn active_backfills_are_bounded_and_old_records_are_pruned_and_listed_newest_first() {
-    // No source files and an hour's wait: every backfill stays running until cancelled.
-    let h = harness(HOURLY_DAILY, utc(2024, 2, 1, 0), 1);
+    // No source files, and files due for two months after each window: every backfill
+    // stays running until cancelled.
+    let yaml = HOURLY_DAILY.replace("wait: 1h", "wait: 60d");
+    let h = harness(&yaml, utc(2024, 2, 1, 0), 1);
     let limits = BackfillLimits {
         max_active: 2,
         history: 2,

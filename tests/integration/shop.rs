@@ -337,7 +337,10 @@ fn every_outcome_of_a_manual_run_is_recorded_and_a_run_computed_elsewhere_is_lef
     );
     let store = materializer.store();
     let hour = |h| RunKey::new("shop", "purchases_hourly", utc(2024, 1, 1, h));
-    let first = store.run(&hour(0)).unwrap().expect("the failure is recorded");
+    let first = store
+        .run(&hour(0))
+        .unwrap()
+        .expect("the failure is recorded");
     assert_eq!(first.state, RunState::Failed, "{first:?}");
     assert!(first.error.is_some_and(|e| !e.is_empty()));
     let daily = store
@@ -358,7 +361,12 @@ fn every_outcome_of_a_manual_run_is_recorded_and_a_run_computed_elsewhere_is_lef
     // Another executor is computing hour 05: a forced manual run reports it and leaves the
     // record as that executor wrote it.
     let elsewhere = store
-        .mark_running(&hour(5), utc(2024, 1, 1, 6), "elsewhere", utc(2024, 2, 1, 0))
+        .mark_running(
+            &hour(5),
+            utc(2024, 1, 1, 6),
+            "elsewhere",
+            utc(2024, 2, 1, 0),
+        )
         .unwrap();
     let report = materializer
         .run_until(
@@ -375,7 +383,9 @@ fn every_outcome_of_a_manual_run_is_recorded_and_a_run_computed_elsewhere_is_lef
         .unwrap();
     assert_eq!(report.failed.len(), 1);
     assert!(
-        report.failed[0].1.contains("being computed by another executor"),
+        report.failed[0]
+            .1
+            .contains("being computed by another executor"),
         "{:?}",
         report.failed
     );
