@@ -736,6 +736,9 @@ impl Scheduler {
     ) -> Result<Option<DateTime<Utc>>, SchedulerError> {
         let store = &self.inner.store;
         let mut next: Option<DateTime<Utc>> = None;
+        // Each job's missed windows, oldest first, and how many of the latest the catch-up
+        // policy keeps.
+        let mut missed: Vec<(&JobDef, Vec<Window>, usize)> = Vec::new();
         for def in pipeline.jobs_in_order() {
             let trigger = &def.trigger;
             // No wake-up for windows that close after the pipeline's end.
@@ -754,30 +757,42 @@ impl Scheduler {
                 continue;
             }
             let windows = windows_within(def.grain, pipeline.timezone, from, through);
-            let Some(last) = windows.last().copied() else {
+            if windows.is_empty() {
                 continue;
-            };
+            }
             let keep = pipeline
                 .schedule
                 .catch_up
                 .keep(windows.len(), pipeline.schedule.max_catch_up);
-            if keep < windows.len() {
+            missed.push((def, windows, keep));
+        }
+        let horizon = catch_up_horizon(&missed);
+        for (def, windows, keep) in &missed {
+            let kept = &windows[windows.len() - keep..];
+            let planned: Vec<Window> = kept
+                .iter()
+                .filter(|window| horizon.is_none_or(|horizon| window.start >= horizon))
+                .copied()
+                .collect();
+            if planned.len() < windows.len() {
                 info!(
                     pipeline = %pipeline.name,
                     job = %def.name,
                     missed = windows.len(),
-                    planned = keep,
+                    planned = planned.len(),
+                    horizon = %horizon.map(|h| h.to_rfc3339()).unwrap_or_default(),
                     "catch-up: only the latest missed partitions are planned; backfill the rest"
                 );
             }
             {
                 let mut state = lock(&self.inner.state);
-                for window in &windows[windows.len() - keep..] {
+                for window in &planned {
                     self.enqueue(&mut state, pipeline, def, *window, &Origin::RECURRING, now)?;
                 }
                 self.dispatch(&mut state);
             }
             // After the runs: a crash in between re-plans them, and planning is idempotent.
+            let last = windows[windows.len() - 1];
             store.set_schedule_cursor(&pipeline.name, &def.name, last.end)?;
         }
         Ok(next)
@@ -2097,6 +2112,24 @@ fn push_ready(state: &mut State, key: RunKey) {
         .entry((key.pipeline.clone(), key.job.clone()))
         .or_default()
         .push_back(key);
+}
+
+/// The earliest instant a catch-up plans from, when the policy cut some job's missed windows:
+/// the latest of the cut jobs' first kept window starts. Every job's catch-up (its own runs
+/// and the upstream runs they read, which lie in the same span) then stays within each cut
+/// job's cap: a daily or weekly job behind by months does not bring in thousands of hourly
+/// runs the hourly job's cap left out. `None` when the policy cut nothing.
+fn catch_up_horizon(missed: &[(&JobDef, Vec<Window>, usize)]) -> Option<DateTime<Utc>> {
+    missed
+        .iter()
+        .filter(|(_, windows, keep)| *keep < windows.len())
+        .map(|(_, windows, keep)| {
+            windows
+                .get(windows.len() - keep)
+                // Keeping none: nothing of that job's span is caught up.
+                .map_or(DateTime::<Utc>::MAX_UTC, |first_kept| first_kept.start)
+        })
+        .max()
 }
 
 fn status_of(record: &BackfillRecord, progress: &Progress) -> BackfillStatus {

@@ -265,25 +265,32 @@ fn recurring_runs_follow_the_clock_and_a_daily_run_waits_for_its_hours() {
 }
 
 #[test]
-fn catch_up_plans_only_the_latest_partitions_and_their_upstream_runs() {
-    let yaml = HOURLY_DAILY.replace("jobs:\n", "schedule:\n  catchup: 2\njobs:\n");
+fn catch_up_keeps_every_job_within_the_cap_upstream_runs_included() {
+    let yaml = HOURLY_DAILY.replace("jobs:\n", "schedule:\n  catchup: 30\njobs:\n");
     let h = harness(&yaml, utc(2024, 1, 1, 0), 2);
     for day in 1..=4 {
         for hour in 0..24 {
             h.write_hour(utc(2024, 1, day, hour), &["a"]);
         }
     }
-    // Down for four days: two hourly runs (the latest) and two daily runs are planned; the
-    // daily runs bring in their 48 hourly upstream runs.
+    // Down for four days: 96 hourly windows missed, 30 kept (from Jan 3, 18:00). The daily
+    // job missed 4, within its cap, but its days before that point would bring in hourly
+    // runs the hourly cap left out: only Jan 4 is planned, reading hourly runs already kept.
     h.advance_to(utc(2024, 1, 5, 0));
-    assert_eq!(h.count("users_daily", RunState::Succeeded), 2);
+    assert_eq!(h.count("users_hourly", RunState::Succeeded), 30);
+    assert_eq!(h.state("users_hourly", utc(2024, 1, 3, 17)), None);
     assert_eq!(
-        h.state("users_daily", utc(2024, 1, 3, 0)),
+        h.state("users_hourly", utc(2024, 1, 3, 18)),
         Some(RunState::Succeeded)
     );
-    assert_eq!(h.state("users_daily", utc(2024, 1, 2, 0)), None);
-    assert_eq!(h.count("users_hourly", RunState::Succeeded), 48);
-    assert_eq!(h.state("users_hourly", utc(2024, 1, 1, 5)), None);
+    assert_eq!(h.count("users_daily", RunState::Succeeded), 1);
+    assert_eq!(
+        h.state("users_daily", utc(2024, 1, 4, 0)),
+        Some(RunState::Succeeded)
+    );
+    assert_eq!(h.state("users_daily", utc(2024, 1, 3, 0)), None);
+    // Nothing else waits: the rest is for a backfill.
+    assert_eq!(h.store.runs_of_pipeline("shop").unwrap().len(), 31);
 }
 
 #[test]
