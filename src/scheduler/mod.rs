@@ -510,11 +510,30 @@ impl Scheduler {
     }
 
     /// Adds or replaces a pipeline (a new app version). Runs already tracked keep going
-    /// with the definition they were planned under until they finish.
+    /// with the definition they were planned under until they finish. A version with
+    /// `schedule.enabled: false` also cancels the recurring runs still waiting (a backfill's
+    /// runs, and the runs they wait on, stay: they were asked for explicitly).
     pub fn set_pipeline(&self, pipeline: Arc<Pipeline>) {
-        lock(&self.inner.state)
-            .pipelines
-            .insert(pipeline.name.clone(), pipeline);
+        let now = self.inner.clock.now();
+        let name = pipeline.name.clone();
+        let enabled = pipeline.schedule.enabled;
+        let mut state = lock(&self.inner.state);
+        state.pipelines.insert(name.clone(), pipeline);
+        if !enabled {
+            let needed = needed_by_backfills(&state);
+            let cancelled = self.cancel_waiting(
+                &mut state,
+                |key, tracked| {
+                    key.pipeline == name && tracked.backfill.is_none() && !needed.contains(key)
+                },
+                &format!("pipeline {name} was disabled"),
+                now,
+            );
+            if cancelled > 0 {
+                info!(pipeline = %name, cancelled, "pipeline disabled: its waiting recurring runs are cancelled");
+            }
+        }
+        drop(state);
         self.wake();
     }
 
@@ -2112,6 +2131,28 @@ fn push_ready(state: &mut State, key: RunKey) {
         .entry((key.pipeline.clone(), key.job.clone()))
         .or_default()
         .push_back(key);
+}
+
+/// The tracked runs a backfill's run waits on, directly or through others: cancelling one
+/// would leave the backfill waiting for ever.
+fn needed_by_backfills(state: &State) -> HashSet<RunKey> {
+    let mut needed: HashSet<RunKey> = state
+        .runs
+        .iter()
+        .filter(|(_, tracked)| tracked.backfill.is_some())
+        .map(|(key, _)| key.clone())
+        .collect();
+    loop {
+        let before = needed.len();
+        for (upstream, dependents) in &state.dependents {
+            if !needed.contains(upstream) && dependents.iter().any(|d| needed.contains(d)) {
+                needed.insert(upstream.clone());
+            }
+        }
+        if needed.len() == before {
+            return needed;
+        }
+    }
 }
 
 /// The earliest instant a catch-up plans from, when the policy cut some job's missed windows:

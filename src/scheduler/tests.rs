@@ -532,6 +532,65 @@ fn failures_of_one_job_are_logged_a_few_a_minute() {
 }
 
 #[test]
+fn disabling_a_pipeline_cancels_its_waiting_recurring_runs() {
+    let h = harness(HOURLY_DAILY, utc(2024, 1, 1, 0), 1);
+    // No files: hour 00 waits for them.
+    h.advance_to(utc(2024, 1, 1, 1));
+    assert_eq!(
+        h.state("users_hourly", utc(2024, 1, 1, 0)),
+        Some(RunState::Pending)
+    );
+    let disabled = HOURLY_DAILY.replace("jobs:\n", "schedule:\n  enabled: false\njobs:\n");
+    let pipeline = crate::pipeline::parse_pipeline(
+        &disabled,
+        Path::new("t.yaml"),
+        &registry(&h.failing, &h.attempts),
+    )
+    .unwrap();
+    h.scheduler.set_pipeline(Arc::new(pipeline));
+    let cancelled = h.run("users_hourly", utc(2024, 1, 1, 0)).unwrap();
+    assert_eq!(cancelled.state, RunState::Cancelled, "{cancelled:?}");
+    assert!(cancelled.error.unwrap().contains("was disabled"));
+    // And nothing new is planned.
+    h.advance_to(utc(2024, 1, 1, 5));
+    assert_eq!(h.state("users_hourly", utc(2024, 1, 1, 3)), None);
+    assert_eq!(
+        h.scheduler.summary().waiting + h.scheduler.summary().delayed,
+        0
+    );
+}
+
+#[test]
+fn the_runs_a_backfill_waits_on_are_found_through_recurring_ones() {
+    let key = |job: &str| RunKey::new("p", job, utc(2024, 1, 1, 0));
+    let tracked = |backfill: Option<&str>| Tracked {
+        window: crate::partition::Window {
+            start: utc(2024, 1, 1, 0),
+            end: utc(2024, 1, 1, 1),
+        },
+        phase: Phase::Waiting,
+        unmet: 1,
+        failed_upstreams: Vec::new(),
+        force: false,
+        backfill: backfill.map(Arc::from),
+        failures: 0,
+        waiting_since: None,
+    };
+    let mut state = State::default();
+    // a ← b ← c (c a backfill's run, a and b recurring), and d on its own.
+    state.runs.insert(key("a"), tracked(None));
+    state.runs.insert(key("b"), tracked(None));
+    state.runs.insert(key("c"), tracked(Some("bf")));
+    state.runs.insert(key("d"), tracked(None));
+    state.dependents.insert(key("a"), vec![key("b")]);
+    state.dependents.insert(key("b"), vec![key("c")]);
+    let needed = needed_by_backfills(&state);
+    let mut names: Vec<&str> = needed.iter().map(|k| k.job.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "b", "c"]);
+}
+
+#[test]
 fn a_run_past_its_timeout_fails_and_its_late_result_is_discarded() {
     let yaml = FLAKY
         .replace(
