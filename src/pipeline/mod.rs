@@ -12,6 +12,7 @@ pub mod diagnostic;
 pub mod locate;
 pub mod spec;
 pub mod template;
+pub mod trigger;
 pub mod yaml_guard;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,7 +37,7 @@ pub use template::PathTemplate;
 use crate::job::builtin::{CountDistinct, GroupBy, Select, Sql, Top};
 use crate::job::{Job, JobRegistry};
 use crate::partition::{Grain, parse_instant, parse_timezone};
-use crate::scheduler::trigger::{CatchUp, CronSchedule, PipelineSchedule, Trigger};
+use self::trigger::{CatchUp, CronSchedule, PipelineSchedule, Trigger};
 
 /// Bumped when a built-in kind changes what it computes, so stored results made by an older
 /// engine are recomputed instead of trusted.

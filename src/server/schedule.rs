@@ -71,8 +71,8 @@ pub(super) async fn get_schedule(
     let jobs = blocking(move || scheduler.schedule_of(&name)).await?;
     let settings = &app.pipeline.schedule;
     let catch_up = match settings.catch_up {
-        crate::scheduler::trigger::CatchUp::All => json!("all"),
-        crate::scheduler::trigger::CatchUp::Latest(n) => json!(n),
+        crate::pipeline::trigger::CatchUp::All => json!("all"),
+        crate::pipeline::trigger::CatchUp::Latest(n) => json!(n),
     };
     Ok(json_response(
         StatusCode::OK,
