@@ -48,6 +48,7 @@ pub mod clock;
 pub mod dataset;
 pub mod engine;
 pub mod error;
+pub mod frames;
 pub mod job;
 pub mod jobserver;
 pub mod materialize;

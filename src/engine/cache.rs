@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use polars::prelude::DataFrame;
 
-use super::frames::arrow_size;
+use crate::frames::arrow_size;
 use crate::store::RunKey;
 
 /// What an entry costs beyond its frames' buffers: the key, the fingerprint, the frame and

@@ -10,7 +10,6 @@
 
 pub mod cache;
 pub mod cancel;
-pub mod frames;
 pub mod join_bound;
 pub mod memory;
 pub mod selection;
@@ -18,5 +17,5 @@ pub mod source;
 pub mod time_slice;
 
 pub use cache::ResultCache;
-pub use frames::{arrow_size, decode_ipc, encode_ipc};
+pub use crate::frames::{arrow_size, decode_ipc, encode_ipc};
 pub use source::{FileIdentity, SourceError, resolve_source_files, scan_source_window};

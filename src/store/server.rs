@@ -39,7 +39,7 @@ use sled::transaction::ConflictableTransactionError;
 use polars::prelude::{DataFrame, IpcReader, IpcWriter, SerReader, SerWriter};
 
 use super::{BoxedCause, Store, StoreError, decode_json, encode_json, sled_failed, tree};
-use crate::engine::{arrow_size, decode_ipc, encode_ipc};
+use crate::frames::{arrow_size, decode_ipc, encode_ipc};
 
 /// Results with more Arrow bytes than this are kept in their own file rather than in sled.
 pub(crate) const JOB_RESULT_FILE_BYTES: usize = 8 << 20;

@@ -1,5 +1,6 @@
 //! DataFrame ⇄ Arrow IPC bytes, the form results take in the store, and the Arrow memory a
-//! frame holds, the measure every memory budget in Floe charges.
+//! frame holds, the measure every memory budget in Floe charges. A leaf (polars only): the
+//! store encodes with it without depending on the engine.
 //!
 //! IPC (the Arrow file format) keeps every dtype, including timezone-aware datetimes, and
 //! decodes without parsing, so a downstream job reads an upstream partition at memory speed.
