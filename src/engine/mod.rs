@@ -16,6 +16,6 @@ pub mod selection;
 pub mod source;
 pub mod time_slice;
 
-pub use cache::ResultCache;
 pub use crate::frames::{arrow_size, decode_ipc, encode_ipc};
+pub use cache::ResultCache;
 pub use source::{FileIdentity, SourceError, resolve_source_files, scan_source_window};

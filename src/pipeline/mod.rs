@@ -34,10 +34,10 @@ use spec::{
 };
 pub use template::PathTemplate;
 
+use self::trigger::{CatchUp, CronSchedule, PipelineSchedule, Trigger};
 use crate::job::builtin::{CountDistinct, GroupBy, Select, Sql, Top};
 use crate::job::{Job, JobRegistry};
 use crate::partition::{Grain, parse_instant, parse_timezone};
-use self::trigger::{CatchUp, CronSchedule, PipelineSchedule, Trigger};
 
 /// Bumped when a built-in kind changes what it computes, so stored results made by an older
 /// engine are recomputed instead of trusted.

@@ -25,7 +25,6 @@
 //! clock's instant and returns when it next has something to do; tests call it directly and
 //! never sleep, `floe serve` runs it on a driver thread woken by tokio-cron-scheduler.
 
-
 #[cfg(test)]
 mod tests;
 

@@ -13,6 +13,7 @@ pub mod hocon;
 mod http;
 mod listener;
 pub mod metrics;
+mod request_id;
 mod schedule;
 mod sjs;
 
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -443,6 +444,8 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
+        // Outermost: every answer gets an id, a panic's included, and no 500 shows internals.
+        .layer(middleware::from_fn(request_id::request_ids))
         .with_state(state)
 }
 
@@ -558,8 +561,9 @@ fn cors_layer(config: &config::CorsConfig) -> Result<Option<CorsLayer>, String> 
                 header::AUTHORIZATION,
                 header::CONTENT_TYPE,
                 header::ACCEPT,
-                HeaderName::from_static("x-request-id"),
-            ]),
+                request_id::REQUEST_ID,
+            ])
+            .expose_headers([request_id::REQUEST_ID]),
     ))
 }
 
