@@ -254,6 +254,9 @@ struct Progress {
     cancelled: usize,
     /// When counting (re)started and how many were done then, for the ETA.
     since: Option<(Instant, usize)>,
+    /// When the last run ended since then: the ETA's rate is taken up to it, so time spent
+    /// only waiting (for retries, files) does not make the estimate climb.
+    last_done: Option<Instant>,
 }
 
 impl Progress {
@@ -1474,6 +1477,7 @@ impl Scheduler {
             return;
         };
         count(&mut live.progress);
+        live.progress.last_done = Some(Instant::now());
         if !live.planning
             && live.progress.done() >= live.progress.total
             && live.record.state.is_live()
@@ -1706,6 +1710,7 @@ impl Scheduler {
         if let Some(live) = state.backfills.get_mut(&id) {
             live.planning = false;
             live.progress.since = Some((Instant::now(), live.progress.done()));
+            live.progress.last_done = None;
         }
         self.count_backfill(&mut state, &id, |_| {});
         self.dispatch(&mut state);
@@ -2171,14 +2176,21 @@ fn catch_up_horizon(missed: &[(&JobDef, Vec<Window>, usize)]) -> Option<DateTime
         .max()
 }
 
+/// Seconds until a running backfill's `remaining` runs are done, at the rate its runs ended
+/// since it (re)started, measured up to the last that ended: the estimate changes when runs
+/// end, not while the backfill only waits (for retries, for files).
+fn eta_seconds(progress: &Progress, remaining: usize) -> Option<f64> {
+    let (since, done_then) = progress.since?;
+    let done = progress.done().saturating_sub(done_then);
+    let last = progress.last_done.filter(|last| *last >= since)?;
+    (done > 0).then(|| remaining as f64 * (last - since).as_secs_f64() / done as f64)
+}
+
 fn status_of(record: &BackfillRecord, progress: &Progress) -> BackfillStatus {
     let remaining = progress.total.saturating_sub(progress.done());
-    let eta_seconds = progress.since.and_then(|(since, done_then)| {
-        let done = progress.done().saturating_sub(done_then);
-        let elapsed = since.elapsed().as_secs_f64();
-        (done > 0 && record.state == BackfillState::Running)
-            .then(|| remaining as f64 * elapsed / done as f64)
-    });
+    let eta_seconds = (record.state == BackfillState::Running)
+        .then(|| eta_seconds(progress, remaining))
+        .flatten();
     BackfillStatus {
         id: record.id.clone(),
         pipeline: record.pipeline.clone(),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use polars::prelude::*;
@@ -588,6 +588,28 @@ fn the_runs_a_backfill_waits_on_are_found_through_recurring_ones() {
     let mut names: Vec<&str> = needed.iter().map(|k| k.job.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["a", "b", "c"]);
+}
+
+#[test]
+fn a_backfill_eta_holds_while_it_only_waits() {
+    let since = Instant::now();
+    let progress = Progress {
+        total: 10,
+        succeeded: 3,
+        failed: 1,
+        cancelled: 0,
+        since: Some((since, 0)),
+        last_done: Some(since + Duration::from_secs(8)),
+    };
+    // 4 runs ended in 8 s: 6 more take 12 s, however long it has waited since.
+    assert_eq!(eta_seconds(&progress, 6), Some(12.0));
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(eta_seconds(&progress, 6), Some(12.0));
+    let nothing_yet = Progress {
+        since: Some((since, 0)),
+        ..Progress::default()
+    };
+    assert_eq!(eta_seconds(&nothing_yet, 10), None);
 }
 
 #[test]
