@@ -3,8 +3,9 @@
 //!
 //! An upload is validated before anything is stored (400 with every problem, each naming its
 //! line and field); a valid upload becomes the app's next version. The pipelines folder is
-//! registered at start-up the same way, one app per pipeline, named after it, so the YAML
-//! pipelines and uploaded bundles are one namespace. A job holds the `Arc<App>` it started
+//! registered at start-up as apps too, one per pipeline, named after it, each file read and
+//! parsed once (its stored version is not parsed again), so the YAML pipelines and uploaded
+//! bundles are one namespace. A job holds the `Arc<App>` it started
 //! with, so re-uploading an app never changes a job already running.
 //!
 //! Every change (a new version, a deletion) is published, in the order it happened, to the
@@ -49,16 +50,6 @@ pub enum UploadError {
     Invalid(Vec<String>),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Where a pipeline came from, which decides the folders it may read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Uploaded over HTTP (or stored from an earlier upload): the data roots only.
-    Upload,
-    /// A file of the server's own pipelines folder, put there by the operator: the data roots
-    /// and the operator's roots.
-    Folder,
 }
 
 /// A change of the catalog, as its listeners see it.
@@ -170,13 +161,6 @@ impl Catalog {
         }
     }
 
-    fn roots(&self, origin: Origin) -> &Arc<DataRoots> {
-        match origin {
-            Origin::Upload => &self.upload_roots,
-            Origin::Folder => &self.folder_roots,
-        }
-    }
-
     pub fn get(&self, name: &str) -> Option<Arc<App>> {
         self.read().get(name).cloned()
     }
@@ -197,25 +181,58 @@ impl Catalog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Validates and stores a new version of `name`, reading within the roots of `origin`,
-    /// and deletes the versions beyond the last `keep_versions`. Re-uploading the same bytes
-    /// as the latest version stores nothing; it returns that version, confined to `origin`'s
-    /// roots.
+    /// Validates an upload (HTTP) as a new version of `name`, reading within the data roots
+    /// only (an upload never gets the operator's roots), stores it, and deletes the versions
+    /// beyond the last `keep_versions`. Re-uploading the same bytes as the latest version
+    /// stores nothing; it returns that version, confined to the upload roots.
     pub fn upload(
         &self,
         store: &Store,
         registry: &JobRegistry,
         name: &str,
         bytes: &[u8],
-        origin: Origin,
         now: DateTime<Utc>,
     ) -> Result<Arc<App>, UploadError> {
         check_identifier(name).map_err(|e| UploadError::BadName(format!("app name: {e}")))?;
-        let roots = self.roots(origin);
+        let roots = &self.upload_roots;
         let pipeline = validate(name, bytes, registry, roots).map_err(UploadError::Invalid)?;
+        Ok(self.install(store, bytes, pipeline, roots, now)?)
+    }
+
+    /// Registers the pipelines of the server's pipelines folder, each parsed once (by
+    /// [`crate::pipeline::load_dir_with_texts`]) from `text`, as apps named after them, reading
+    /// within the folder roots. Errors name the file and the problem.
+    pub fn register_folder(
+        &self,
+        store: &Store,
+        pipelines: Vec<(Pipeline, String)>,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        for (pipeline, text) in pipelines {
+            let pipeline = pipeline
+                .confine(self.folder_roots.clone(), &text)
+                .map_err(|errors| errors.to_string())?;
+            self.install(store, text.as_bytes(), pipeline, &self.folder_roots, now)
+                .map_err(|e| crate::error::error_chain(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `pipeline` (validated, confined to `roots`, parsed from `bytes`) the latest
+    /// version of its name: stored as a new version unless the latest has the same bytes, and
+    /// published.
+    fn install(
+        &self,
+        store: &Store,
+        bytes: &[u8],
+        pipeline: Pipeline,
+        roots: &Arc<DataRoots>,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<App>, StoreError> {
+        let name = pipeline.name.clone();
         let sha = sha256_hex(bytes);
         let listeners = self.listeners();
-        if let Some(current) = self.get(name)
+        if let Some(current) = self.get(&name)
             && current.meta.sha256 == sha
         {
             let same_roots = current
@@ -233,7 +250,7 @@ impl Catalog {
             self.publish(&listeners, CatalogChange::Put(app.clone()));
             return Ok(app);
         }
-        let meta = store.put_binary(name, bytes, &sha, now, self.keep_versions)?;
+        let meta = store.put_binary(&name, bytes, &sha, now, self.keep_versions)?;
         let app = Arc::new(App {
             meta,
             pipeline: Arc::new(pipeline),
@@ -243,12 +260,20 @@ impl Catalog {
     }
 
     /// Loads the latest stored version of every app, as uploads, in place of what the catalog
-    /// held. A stored bundle this Floe no longer accepts is skipped with a warning rather than
-    /// stopping the server (a pipeline of the pipelines folder that reads an operator's root
-    /// is registered again from its file).
-    pub fn load_stored(&self, store: &Store, registry: &JobRegistry) -> Result<(), StoreError> {
+    /// held, except those named in `skip` (the pipelines folder registers them from their
+    /// files next: parsing the stored version too would be for nothing). A stored bundle this
+    /// Floe no longer accepts is skipped with a warning rather than stopping the server.
+    pub fn load_stored(
+        &self,
+        store: &Store,
+        registry: &JobRegistry,
+        skip: &std::collections::BTreeSet<String>,
+    ) -> Result<(), StoreError> {
         let mut loaded = BTreeMap::new();
         for (name, meta) in store.binaries_latest()? {
+            if skip.contains(&name) {
+                continue;
+            }
             let Some(bytes) = store.binary_blob(&meta.sha256)? else {
                 tracing::warn!(app = %name, "stored binary has no content; skipped");
                 continue;
@@ -338,14 +363,7 @@ mod tests {
         let now = Utc::now();
         let upload = |name: &str, yaml: &str| {
             catalog
-                .upload(
-                    &store,
-                    &registry,
-                    name,
-                    yaml.as_bytes(),
-                    Origin::Upload,
-                    now,
-                )
+                .upload(&store, &registry, name, yaml.as_bytes(), now)
                 .unwrap()
         };
         upload("a", &pipeline_yaml("one"));
@@ -357,12 +375,14 @@ mod tests {
         upload("a", &pipeline_yaml("two"));
         // A refused upload is none either.
         assert!(matches!(
-            catalog.upload(&store, &registry, "a", b"jobs: [", Origin::Upload, now),
+            catalog.upload(&store, &registry, "a", b"jobs: [", now),
             Err(UploadError::Invalid(_))
         ));
         assert!(catalog.delete(&store, "b").unwrap());
         assert!(!catalog.delete(&store, "b").unwrap());
-        catalog.load_stored(&store, &registry).unwrap();
+        catalog
+            .load_stored(&store, &registry, &Default::default())
+            .unwrap();
         assert_eq!(
             *recorder.0.lock().unwrap(),
             [

@@ -58,7 +58,7 @@ use self::plan::{
     BuiltinPlan, InputSpec, JobPlan, ObjectWindow, PIPELINE_RUN_CLASS, PipelinePlan, PlanError,
     ScanTarget,
 };
-use crate::catalog::{self, App, Catalog, Origin};
+use crate::catalog::{App, Catalog};
 
 /// The name spark-jobserver reports for an ad-hoc context.
 pub const ADHOC_CONTEXT: &str = "<<ad-hoc>>";
@@ -441,27 +441,18 @@ impl JobServer {
     /// by [`JobServer::resolve_interrupted_jobs`].
     pub fn recover(
         &self,
-        pipeline_files: &[(String, Vec<u8>)],
+        folder: Vec<(crate::pipeline::Pipeline, String)>,
         predefined: &BTreeMap<String, BTreeMap<String, Value>>,
     ) -> Result<(), String> {
+        let from_folder = folder
+            .iter()
+            .map(|(pipeline, _)| pipeline.name.clone())
+            .collect();
         self.catalog
-            .load_stored(&self.store, &self.registry)
+            .load_stored(&self.store, &self.registry, &from_folder)
             .map_err(|e| error_chain(&e))?;
-        for (name, bytes) in pipeline_files {
-            self.catalog
-                .upload(
-                    &self.store,
-                    &self.registry,
-                    name,
-                    bytes,
-                    Origin::Folder,
-                    self.clock.now(),
-                )
-                .map_err(|e| match e {
-                    catalog::UploadError::Invalid(errors) => errors.join("\n"),
-                    other => error_chain(&other),
-                })?;
-        }
+        self.catalog
+            .register_folder(&self.store, folder, self.clock.now())?;
         // The configuration's contexts first: the limits were checked against them, and
         // contexts created over REST by an earlier run must not take their places.
         for (name, settings) in predefined {

@@ -190,6 +190,18 @@ impl JobDef {
 /// Loads every `*.yaml`/`*.yml` file of a folder, in file-name order. Pipeline names must be
 /// unique across the folder.
 pub fn load_dir(dir: &Path, registry: &JobRegistry) -> Result<Vec<Pipeline>, PipelineErrors> {
+    Ok(load_dir_with_texts(dir, registry)?
+        .into_iter()
+        .map(|(pipeline, _)| pipeline)
+        .collect())
+}
+
+/// [`load_dir`], each pipeline with the text it was parsed from (what the server's catalog
+/// stores, so it never reads or parses a file twice).
+pub fn load_dir_with_texts(
+    dir: &Path,
+    registry: &JobRegistry,
+) -> Result<Vec<(Pipeline, String)>, PipelineErrors> {
     let entries = std::fs::read_dir(dir).map_err(|err| {
         PipelineErrors(vec![Diagnostic::new(
             dir,
@@ -207,7 +219,7 @@ pub fn load_dir(dir: &Path, registry: &JobRegistry) -> Result<Vec<Pipeline>, Pip
         })
         .collect();
     files.sort();
-    load_files(&files, registry)
+    load_files_with_texts(&files, registry)
 }
 
 /// Loads several pipeline files; reports the problems of all of them together.
@@ -215,12 +227,24 @@ pub fn load_files(
     files: &[PathBuf],
     registry: &JobRegistry,
 ) -> Result<Vec<Pipeline>, PipelineErrors> {
-    let mut pipelines: Vec<Pipeline> = Vec::new();
+    Ok(load_files_with_texts(files, registry)?
+        .into_iter()
+        .map(|(pipeline, _)| pipeline)
+        .collect())
+}
+
+fn load_files_with_texts(
+    files: &[PathBuf],
+    registry: &JobRegistry,
+) -> Result<Vec<(Pipeline, String)>, PipelineErrors> {
+    let mut pipelines: Vec<(Pipeline, String)> = Vec::new();
     let mut problems = Vec::new();
     for file in files {
-        match load_file(file, registry) {
-            Ok(pipeline) => {
-                if let Some(other) = pipelines.iter().find(|p| p.name == pipeline.name) {
+        match read_pipeline_file(file)
+            .and_then(|text| parse_pipeline(&text, file, registry).map(|p| (p, text)))
+        {
+            Ok((pipeline, text)) => {
+                if let Some((other, _)) = pipelines.iter().find(|(p, _)| p.name == pipeline.name) {
                     problems.push(Diagnostic::new(
                         file,
                         format!(
@@ -230,7 +254,7 @@ pub fn load_files(
                         ),
                     ));
                 } else {
-                    pipelines.push(pipeline);
+                    pipelines.push((pipeline, text));
                 }
             }
             Err(PipelineErrors(found)) => problems.extend(found),
@@ -244,6 +268,12 @@ pub fn load_files(
 }
 
 pub fn load_file(file: &Path, registry: &JobRegistry) -> Result<Pipeline, PipelineErrors> {
+    let text = read_pipeline_file(file)?;
+    parse_pipeline(&text, file, registry)
+}
+
+/// The text of a pipeline file: regular files only.
+fn read_pipeline_file(file: &Path) -> Result<String, PipelineErrors> {
     let cannot_read = |problem: String| {
         PipelineErrors(vec![Diagnostic::new(
             file,
@@ -258,8 +288,7 @@ pub fn load_file(file: &Path, registry: &JobRegistry) -> Result<Pipeline, Pipeli
             "not a regular file (a FIFO, socket or device)".to_owned(),
         ));
     }
-    let text = std::fs::read_to_string(file).map_err(|err| cannot_read(err.to_string()))?;
-    parse_pipeline(&text, file, registry)
+    std::fs::read_to_string(file).map_err(|err| cannot_read(err.to_string()))
 }
 
 /// Parses and validates one pipeline from its text; `file` is only used in messages.

@@ -476,18 +476,14 @@ pub fn build_state(
         &config.data_dir,
         &config.core.data_roots,
     )));
-    let pipelines = if config.pipelines.is_dir() {
-        crate::pipeline::load_dir(&config.pipelines, &registry).map_err(|e| e.to_string())?
+    // Each file read and parsed once, here; the catalog stores the text it was parsed from.
+    let folder = if config.pipelines.is_dir() {
+        crate::pipeline::load_dir_with_texts(&config.pipelines, &registry)
+            .map_err(|e| e.to_string())?
     } else {
         tracing::warn!(folder = %config.pipelines.display(), "pipeline folder not found; starting without pipelines");
         Vec::new()
     };
-    let mut files = Vec::new();
-    for pipeline in pipelines {
-        let bytes = std::fs::read(&pipeline.file)
-            .map_err(|e| format!("cannot read {}: {e}", pipeline.file.display()))?;
-        files.push((pipeline.name.clone(), bytes));
-    }
     let store = materializer.store().clone();
     let core = JobServer::new(
         materializer.clone(),
@@ -496,7 +492,7 @@ pub fn build_state(
         config.core.clone(),
         runtime,
     );
-    core.recover(&files, &config.contexts)?;
+    core.recover(folder, &config.contexts)?;
     let pipelines = core
         .catalog
         .all()

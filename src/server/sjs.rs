@@ -17,7 +17,7 @@ use super::AppState;
 use super::http::{
     Page, ResultFormat, json_response, json_with_rows, rows_json, sjs, sjs_error, stream_frame,
 };
-use crate::catalog::{Origin, UploadError};
+use crate::catalog::UploadError;
 use crate::error::error_chain;
 use crate::jobserver::context::Context;
 use crate::jobserver::{
@@ -175,7 +175,6 @@ pub(super) async fn upload_binary(
             core.registry(),
             &name,
             &body,
-            Origin::Upload,
             core.clock().now(),
         )
     })

@@ -133,3 +133,37 @@ fn an_unknown_class_or_bad_config_is_a_validation_error() {
         "custom.yaml:15:7: job `big`, field `rust.config.threshold`: a number is required"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_parses_each_pipeline_file_once_at_start() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let world = SampleWorld::new(1_000, 1);
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(folder.path().join("custom.yaml"), PIPELINE).unwrap();
+    // The class is built once per parse of the pipeline.
+    let built = Arc::new(AtomicUsize::new(0));
+    let mut registry = JobRegistry::new();
+    let counter = built.clone();
+    registry.register("big_spenders", move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(Arc::new(BigSpenders { threshold: 100.0 }) as Arc<dyn Job>)
+    });
+    let mut config = floe::server::ServerConfig {
+        pipelines: folder.path().to_path_buf(),
+        data_dir: world.data_dir(),
+        store: world.store_dir(),
+        ..floe::server::ServerConfig::default()
+    };
+    config.scheduler.recurring = false;
+    let runtime = tokio::runtime::Handle::current();
+    let clock = Arc::new(floe::clock::ManualClock::new(utc(2024, 2, 1, 0)));
+    let state = tokio::task::spawn_blocking(move || {
+        floe::server::build_state(config, registry, clock, runtime)
+    })
+    .await
+    .unwrap()
+    .expect("the server starts");
+    assert_eq!(built.load(Ordering::SeqCst), 1, "custom.yaml was parsed once");
+    assert!(state.core.catalog.get("custom").is_some());
+}
