@@ -1,4 +1,5 @@
-//! Error presentation shared by the command line and the run reports.
+//! Error presentation shared by the command line, the run reports and the job kinds (a leaf:
+//! every layer may use it).
 //!
 //! Library errors keep their causes in `source()` instead of repeating them in their own
 //! message (so each layer says only what it knows); a user needs the whole chain.
@@ -18,6 +19,12 @@ pub fn error_chain(err: &(dyn Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// polars errors carry a multi-line backtrace hint; the first line is the message.
+pub fn short_polars_error(err: &polars::prelude::PolarsError) -> String {
+    let text = err.to_string();
+    text.lines().next().unwrap_or_default().trim().to_owned()
 }
 
 /// The message a caught panic carries (`panic!` with a literal or a formatted string).

@@ -156,7 +156,7 @@ pub fn scan_source_window(
 ) -> Result<LazyFrame, SourceError> {
     let polars_error = |err: PolarsError| SourceError::Polars {
         source_name: source.name.clone(),
-        message: crate::job::builtin::short_polars_error(&err),
+        message: crate::error::short_polars_error(&err),
     };
     let paths: Vec<PlRefPath> = files
         .iter()

@@ -45,11 +45,7 @@ fn parse_optional_filter(sql: Option<&str>) -> Result<Option<Expr>, String> {
     sql.map(|sql| parse_expression("filter", sql)).transpose()
 }
 
-/// polars errors carry a multi-line backtrace hint; the first line is the message.
-pub fn short_polars_error(err: &PolarsError) -> String {
-    let text = err.to_string();
-    text.lines().next().unwrap_or_default().trim().to_owned()
-}
+pub use crate::error::short_polars_error;
 
 /// The `keys` that none of `exprs` reads: used only to group by, so they may come
 /// dictionary-encoded (`JobInput::rows_matching`).
