@@ -164,6 +164,10 @@ async fn the_server_parses_each_pipeline_file_once_at_start() {
     .await
     .unwrap()
     .expect("the server starts");
-    assert_eq!(built.load(Ordering::SeqCst), 1, "custom.yaml was parsed once");
+    assert_eq!(
+        built.load(Ordering::SeqCst),
+        1,
+        "custom.yaml was parsed once"
+    );
     assert!(state.core.catalog.get("custom").is_some());
 }
