@@ -92,7 +92,7 @@ fn pipeline_summary(app: &App) -> Value {
     let p = &app.pipeline;
     json!({
         "name": app.name(),
-        // The pipeline takes its app's name (see `jobserver::apps`); both are given, as
+        // The pipeline takes its app's name (see `crate::catalog`); both are given, as
         // the API documents both.
         "app": app.name(),
         "version": app.meta.version,
