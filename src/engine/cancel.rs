@@ -111,8 +111,7 @@ impl Cancel {
         )
     }
 
-    /// An error saying why, once cancelled.
-    pub fn check(&self) -> PolarsResult<()> {
+    fn check(&self) -> PolarsResult<()> {
         if self.is_cancelled() {
             Err(self.error())
         } else {

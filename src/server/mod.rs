@@ -367,12 +367,18 @@ async fn uniform_errors(request: Request, next: Next) -> Response {
         code,
         crate::auth::audit::shorten(text.trim(), ECHO_BYTES).into_owned(),
     );
-    for (name, value) in &parts.headers {
+    keep_headers(&parts.headers, &mut answer);
+    answer
+}
+
+/// Copies the headers of an answer being replaced (`Retry-After`, `Connection`, …) onto its
+/// replacement, except those that describe the old body.
+fn keep_headers(from: &axum::http::HeaderMap, to: &mut Response) {
+    for (name, value) in from {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            answer.headers_mut().insert(name.clone(), value.clone());
+            to.headers_mut().insert(name.clone(), value.clone());
         }
     }
-    answer
 }
 
 /// The JSON answer for a request no route takes. Echoes at most [`ECHO_BYTES`] of the

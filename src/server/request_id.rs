@@ -12,7 +12,7 @@
 //! as they are, logged at WARN.
 
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
@@ -66,11 +66,7 @@ pub(super) async fn request_ids(request: Request, next: Next) -> Response {
             "internal",
             format!("internal error; the server's log has the details under request id {id}"),
         );
-        for (name, value) in &parts.headers {
-            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-                response.headers_mut().insert(name.clone(), value.clone());
-            }
-        }
+        super::keep_headers(&parts.headers, &mut response);
     } else if status.is_server_error() {
         span.in_scope(|| tracing::warn!(status = status.as_u16(), "answered with a server error"));
     }

@@ -446,6 +446,13 @@ impl Store {
         }
     }
 
+    /// The sled value of job `id`'s result: the Arrow IPC bytes, or [`IN_FILE_MARKER`].
+    fn stored_job_result(&self, id: &str) -> Result<Option<sled::IVec>, StoreError> {
+        self.job_results
+            .get(id.as_bytes())
+            .map_err(sled_failed(format_args!("read the result of job {id}")))
+    }
+
     pub fn job_result_exists(&self, id: &str) -> Result<bool, StoreError> {
         self.job_results
             .contains_key(id.as_bytes())
@@ -456,11 +463,7 @@ impl Store {
     /// file (0 when the file is gone); `None` when there is no result. For records written
     /// before [`JobRecord::result_bytes`] existed.
     pub fn job_result_bytes(&self, id: &str) -> Result<Option<u64>, StoreError> {
-        let Some(stored) = self
-            .job_results
-            .get(id.as_bytes())
-            .map_err(sled_failed(format_args!("read the result of job {id}")))?
-        else {
+        let Some(stored) = self.stored_job_result(id)? else {
             return Ok(None);
         };
         if stored.as_ref() != IN_FILE_MARKER {
@@ -492,11 +495,7 @@ impl Store {
 
     /// A finished job's stored result.
     pub fn job_result(&self, id: &str) -> Result<Option<DataFrame>, StoreError> {
-        let Some(stored) = self
-            .job_results
-            .get(id.as_bytes())
-            .map_err(sled_failed(format_args!("read the result of job {id}")))?
-        else {
+        let Some(stored) = self.stored_job_result(id)? else {
             return Ok(None);
         };
         let unreadable = |path: PathBuf, source: BoxedCause| StoreError::JobResultFile {
