@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
@@ -32,7 +32,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::http::{ApiError, json_response};
+use super::error::{Envelope, ErrorCode, HttpError};
+use super::http::json_response;
 use super::sjs::timestamp;
 use super::{AppState, ServerConfig};
 use crate::auth::tokens::{RELOAD_INTERVAL, check_name, expiry_after, parse_token};
@@ -54,7 +55,7 @@ pub const DEFAULT_AUDIT_LOG_MAX_BYTES: u64 = 64 << 20;
 pub const MIN_AUDIT_LOG_MAX_BYTES: u64 = 4 << 10;
 
 /// The challenge of every 401: both schemes Floe accepts.
-const CHALLENGE: &str = r#"Bearer realm="floe", Basic realm="floe""#;
+pub(super) const CHALLENGE: &str = r#"Bearer realm="floe", Basic realm="floe""#;
 
 /// Routes whose errors are spark-jobserver's `{"status": "ERROR", "result": …}`.
 const SJS_PREFIXES: [&str; 3] = ["/binaries", "/contexts", "/jobs"];
@@ -312,21 +313,14 @@ pub(super) fn is_sjs_route(path: &str) -> bool {
     })
 }
 
-/// A 401 or 403 in the envelope of the route's family.
+/// A 401 (with its challenge) or 403 in the envelope of the route's family.
 fn refusal_response(status: StatusCode, path: &str, message: String) -> Response {
     let code = if status == StatusCode::FORBIDDEN {
-        "forbidden"
+        ErrorCode::Forbidden
     } else {
-        "unauthorized"
+        ErrorCode::Unauthorized
     };
-    let mut response = super::family_error(is_sjs_route(path), status, code, message);
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(CHALLENGE),
-        );
-    }
-    response
+    HttpError::new(code, message).render(Envelope::of_path(path))
 }
 
 /// The middleware: authenticates, authorises, and writes the audit line of mutating and
@@ -523,26 +517,26 @@ fn token_json(record: &TokenRecord) -> Value {
     })
 }
 
-fn store_error(e: AuthError) -> ApiError {
+fn store_error(e: AuthError) -> HttpError {
     match e {
-        AuthError::UnknownToken(_) => ApiError::not_found(e.to_string()),
-        AuthError::Invalid(_) => ApiError::bad_request(e.to_string()),
-        _ => ApiError::internal(error_chain(&e)),
+        AuthError::UnknownToken(_) => HttpError::not_found(e.to_string()),
+        AuthError::Invalid(_) => HttpError::bad_request(e.to_string()),
+        _ => HttpError::internal_error(&e),
     }
 }
 
 /// Runs token file work (locks, reads, fsyncs) off the async workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, HttpError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::internal(format!("token work failed: {e}")))?
+        .map_err(|e| HttpError::internal(format!("token work failed: {e}")))?
         .map_err(store_error)
 }
 
 /// `GET /tokens`: every token, without secrets or hashes.
-pub(super) async fn list_tokens(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(super) async fn list_tokens(State(state): State<AppState>) -> Result<Response, HttpError> {
     let store = state.auth.store.clone();
     let file = blocking(move || store.load()).await?;
     Ok(json_response(
@@ -555,33 +549,33 @@ pub(super) async fn list_tokens(State(state): State<AppState>) -> Result<Respons
 pub(super) async fn create_token(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let body = super::floe::json_body(body)?;
     if let Some(key) = body
         .keys()
         .find(|k| !["role", "name", "expires"].contains(&k.as_str()))
     {
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "unknown field `{key}` (expected role, name, expires)"
         )));
     }
     let text = |key: &str| match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(ApiError::bad_request(format!(
+        Some(other) => Err(HttpError::bad_request(format!(
             "`{key}` must be a string, found {other}"
         ))),
     };
     let role: Role = text("role")?
-        .ok_or_else(|| ApiError::bad_request("`role` is required (read, run or admin)"))?
+        .ok_or_else(|| HttpError::bad_request("`role` is required (read, run or admin)"))?
         .parse()
-        .map_err(ApiError::bad_request)?;
+        .map_err(HttpError::bad_request)?;
     let name = text("name")?.unwrap_or_default();
-    check_name(&name).map_err(ApiError::bad_request)?;
+    check_name(&name).map_err(HttpError::bad_request)?;
     let now = state.auth.clock.now();
     let expires_at = text("expires")?
         .map(|t| {
-            expiry_after(&t, now).map_err(|e| ApiError::bad_request(format!("`expires`: {e}")))
+            expiry_after(&t, now).map_err(|e| HttpError::bad_request(format!("`expires`: {e}")))
         })
         .transpose()?;
     let auth = state.clone();
@@ -601,7 +595,7 @@ pub(super) async fn create_token(
 pub(super) async fn revoke_token(
     State(state): State<AppState>,
     axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let now = state.auth.clock.now();
     let auth = state.clone();
     let record = blocking(move || {
@@ -616,6 +610,8 @@ pub(super) async fn revoke_token(
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     fn header(value: &str) -> HeaderMap {

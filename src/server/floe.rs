@@ -1,5 +1,6 @@
 //! Floe's own routes: pipelines with their runs and results, SQL queries over results and named
-//! objects, and the operations routes. Errors here are `{"error": {"code", "message"}}`.
+//! objects, and the operations routes. Errors here are
+//! [`HttpError`]s in Floe's envelope, `{"error": {"code", "message"}}`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,27 +17,25 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
-use super::http::{
-    ApiError, Page, ResultFormat, json_response, json_with_rows, rows_json, stream_frame,
-};
+use super::error::{ErrorCode, HttpError};
+use super::http::{Page, ResultFormat, json_response, json_with_rows, rows_json, stream_frame};
 use super::metrics::{escape, family};
 use super::sjs::{body_error, job_report, query_params, timestamp};
 use crate::catalog::App;
 use crate::engine::cancel::Cancel;
-use crate::error::error_chain;
 use crate::job::builtin::Sql;
 use crate::job::{JobContext, JobInput};
+use crate::jobserver::Submission;
 use crate::jobserver::context::Context;
 use crate::jobserver::plan::PIPELINE_RUN_CLASS;
 use crate::jobserver::{JobCounters, JobServer};
-use crate::jobserver::{Submission, SubmitError};
 use crate::partition::{Grain, Window, parse_instant};
 use crate::results::{partitions_spanned, read_job_results};
 use crate::store::{JobStatus, RunState};
 
-pub(super) fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, ApiError> {
+pub(super) fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, HttpError> {
     state.core.catalog.get(pipeline).ok_or_else(|| {
-        ApiError::not_found(format!(
+        HttpError::not_found(format!(
             "pipeline `{pipeline}` not found (pipelines: {})",
             state
                 .core
@@ -50,30 +49,30 @@ pub(super) fn app_or_404(state: &AppState, pipeline: &str) -> Result<Arc<App>, A
     })
 }
 
-pub(super) fn params(uri: &Uri) -> Result<BTreeMap<String, String>, ApiError> {
-    query_params(uri).map_err(ApiError::bad_request)
+pub(super) fn params(uri: &Uri) -> Result<BTreeMap<String, String>, HttpError> {
+    query_params(uri)
 }
 
 pub(super) fn instant_param(
     params: &BTreeMap<String, String>,
     key: &str,
     app: &App,
-) -> Result<Option<DateTime<Utc>>, ApiError> {
+) -> Result<Option<DateTime<Utc>>, HttpError> {
     params
         .get(key)
         .map(|text| {
             parse_instant(text, app.pipeline.timezone)
-                .map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")))
+                .map_err(|e| HttpError::bad_request(format!("`{key}`: {e}")))
         })
         .transpose()
 }
 
-fn usize_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<usize>, ApiError> {
+fn usize_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<usize>, HttpError> {
     params
         .get(key)
         .map(|v| {
             v.parse::<usize>().map_err(|_| {
-                ApiError::bad_request(format!("`{key}` must be a whole number, found `{v}`"))
+                HttpError::bad_request(format!("`{key}` must be a whole number, found `{v}`"))
             })
         })
         .transpose()
@@ -118,7 +117,7 @@ pub(super) async fn list_pipelines(State(state): State<AppState>) -> Response {
 pub(super) async fn get_pipeline(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let app = app_or_404(&state, &pipeline)?;
     let p = &app.pipeline;
     let mut body = pipeline_summary(&app);
@@ -166,20 +165,20 @@ pub(super) async fn list_runs(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
     uri: Uri,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let app = app_or_404(&state, &pipeline)?;
     let params = params(&uri)?;
     let from = instant_param(&params, "from", &app)?.unwrap_or(DateTime::UNIX_EPOCH);
     let to = instant_param(&params, "to", &app)?.unwrap_or(DateTime::<Utc>::MAX_UTC);
     let limit = usize_param(&params, "limit")?.unwrap_or(1000);
     if limit == 0 {
-        return Err(ApiError::bad_request("`limit` must be at least 1"));
+        return Err(HttpError::bad_request("`limit` must be at least 1"));
     }
     let job = params.get("job").cloned();
     if let Some(job) = &job
         && app.pipeline.job(job).is_none()
     {
-        return Err(ApiError::not_found(format!(
+        return Err(HttpError::not_found(format!(
             "pipeline `{pipeline}` has no job `{job}`"
         )));
     }
@@ -197,7 +196,7 @@ pub(super) async fn list_runs(
             .into_iter()
             .find(|state| state.as_str() == s)
             .ok_or_else(|| {
-                ApiError::bad_request(format!(
+                HttpError::bad_request(format!(
                     "unknown run status `{s}` (expected pending, running, succeeded, failed, \
                      upstream_failed or cancelled)"
                 ))
@@ -240,60 +239,22 @@ pub(super) async fn list_runs(
         Ok::<_, crate::store::StoreError>(runs)
     })
     .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::internal(error_chain(&e)))?;
+    .map_err(|e| HttpError::internal(e.to_string()))?
+    .map_err(|e| HttpError::internal_error(&e))?;
     Ok(json_response(StatusCode::OK, &Value::Array(runs)))
-}
-
-fn submit_error(e: SubmitError) -> ApiError {
-    match e {
-        SubmitError::NotFound(m) => ApiError::not_found(m),
-        SubmitError::Invalid(errors) => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            errors.join("; "),
-        ),
-        SubmitError::ContextNotFound(name) => {
-            ApiError::not_found(format!("context {name} not found"))
-        }
-        SubmitError::ContextStopping => ApiError::new(
-            StatusCode::CONFLICT,
-            "context_stopping",
-            "Context stop in progress",
-        ),
-        e @ SubmitError::QueueFull { .. } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", e.to_string())
-                .with_retry_after(1)
-        }
-        SubmitError::TooManyStoredJobs { retry_after, .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_stored_jobs",
-            e.to_string(),
-        )
-        .with_retry_after(retry_after.as_secs()),
-        SubmitError::ShuttingDown => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the server is shutting down",
-        ),
-        SubmitError::Store(e) => ApiError::internal(error_chain(&e)),
-    }
 }
 
 pub(super) fn json_body(
     body: Result<Bytes, BytesRejection>,
-) -> Result<Map<String, Value>, ApiError> {
-    let body = body.map_err(|rejection| {
-        let (status, message) = body_error(&rejection);
-        ApiError::new(status, "bad_body", message)
-    })?;
+) -> Result<Map<String, Value>, HttpError> {
+    let body = body.map_err(|rejection| body_error(&rejection))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request(format!(
+        Ok(_) => Err(HttpError::bad_request("the body must be a JSON object")),
+        Err(e) => Err(HttpError::bad_request(format!(
             "the body is not valid JSON: {e}"
         ))),
     }
@@ -303,14 +264,14 @@ pub(super) async fn start_run(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     app_or_404(&state, &pipeline)?;
     let mut config = json_body(body)?;
     let context = match config.remove("context") {
         None | Some(Value::Null) => None,
         Some(Value::String(name)) => Some(name),
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(HttpError::bad_request(format!(
                 "`context`: expected a context name, found {other}"
             )));
         }
@@ -321,7 +282,7 @@ pub(super) async fn start_run(
         context,
         config,
     };
-    let live = state.core.submit(submission).map_err(submit_error)?;
+    let live = state.core.submit(submission)?;
     let record = live.record();
     let mut response = json_response(
         StatusCode::ACCEPTED,
@@ -340,12 +301,12 @@ fn frame_response(
     page: Page,
     stem: &str,
     mut envelope: Map<String, Value>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     if format != ResultFormat::Json {
         return Ok(stream_frame(frame, format, stem));
     }
     let total = frame.height();
-    let rows = rows_json(&page.slice(&frame)).map_err(ApiError::internal)?;
+    let rows = rows_json(&page.slice(&frame))?;
     envelope.insert("total".into(), json!(total));
     envelope.insert("offset".into(), json!(page.offset));
     envelope.insert("limit".into(), json!(page.limit));
@@ -355,13 +316,12 @@ fn frame_response(
 fn page_and_format(
     params: &BTreeMap<String, String>,
     headers: &HeaderMap,
-) -> Result<(Page, ResultFormat), ApiError> {
+) -> Result<(Page, ResultFormat), HttpError> {
     let format = ResultFormat::negotiate(params.get("format").map(String::as_str), headers)?;
     let page = Page::new(
         usize_param(params, "offset")?,
         usize_param(params, "limit")?,
-    )
-    .map_err(ApiError::bad_request)?;
+    )?;
     Ok((page, format))
 }
 
@@ -370,10 +330,10 @@ pub(super) async fn job_results(
     Path((pipeline, job)): Path<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let app = app_or_404(&state, &pipeline)?;
     if app.pipeline.job(&job).is_none() {
-        return Err(ApiError::not_found(format!(
+        return Err(HttpError::not_found(format!(
             "pipeline `{pipeline}` has no job `{job}` (jobs: {})",
             app.pipeline.dag.topological_order().join(", ")
         )));
@@ -390,7 +350,7 @@ pub(super) async fn job_results(
         } else {
             ""
         };
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "`from` ({}) must be before `to` ({}){now_note}",
             timestamp(from),
             timestamp(to)
@@ -403,15 +363,15 @@ pub(super) async fn job_results(
             partitions_spanned(&app.pipeline, &job, from, to),
             "the range",
         )
-        .map_err(ApiError::bad_request)?;
+        .map_err(HttpError::bad_request)?;
     let core = state.core.clone();
     let job_name = job.clone();
     let results = tokio::task::spawn_blocking(move || {
         read_job_results(core.materializer(), &app.pipeline, &job_name, from, to)
     })
     .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    .map_err(|e| HttpError::internal(e.to_string()))?
+    .map_err(|e| HttpError::internal(e.to_string()))?;
     let mut envelope = Map::new();
     envelope.insert("pipeline".into(), json!(pipeline));
     envelope.insert("job".into(), json!(job));
@@ -454,19 +414,19 @@ pub(super) async fn query(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let body = json_body(body)?;
     let request: QueryRequest = serde_json::from_value(Value::Object(body))
-        .map_err(|e| ApiError::bad_request(format!("query request: {e}")))?;
+        .map_err(|e| HttpError::bad_request(format!("query request: {e}")))?;
     let format = ResultFormat::negotiate(request.format.as_deref(), &headers)?;
-    let page = Page::new(request.offset, request.limit).map_err(ApiError::bad_request)?;
-    let sql = Sql::new(&request.sql).map_err(|e| ApiError::bad_request(e.join("; ")))?;
+    let page = Page::new(request.offset, request.limit)?;
+    let sql = Sql::new(&request.sql).map_err(|e| HttpError::bad_request(e.join("; ")))?;
     let context = match &request.context {
         Some(name) => Some(
             state
                 .core
                 .context(name)
-                .ok_or_else(|| ApiError::not_found(format!("context {name} not found")))?,
+                .ok_or_else(|| HttpError::not_found(format!("context {name} not found")))?,
         ),
         None => None,
     };
@@ -474,9 +434,8 @@ pub(super) async fn query(
     // The place is held by the computation, not the request: a query stopped for its time limit
     // or a hang-up keeps it until polars lets go.
     let place = core.query_place().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_queries",
+        HttpError::new(
+            ErrorCode::TooManyQueries,
             format!(
                 "{} queries are computing, the limit (limits.max_concurrent_queries); retry \
                  shortly",
@@ -493,7 +452,7 @@ pub(super) async fn query(
     let hung_up = cancel.on_drop("the client went away before the query finished");
     let time_limit = core.limits().query_timeout;
     let scope = cancel.clone();
-    let work = tokio::task::spawn_blocking(move || -> Result<DataFrame, ApiError> {
+    let work = tokio::task::spawn_blocking(move || -> Result<DataFrame, HttpError> {
         /// Counts the query as running until dropped, a panic included.
         struct Running<'a>(&'a JobCounters, &'a Cancel);
         impl Drop for Running<'_> {
@@ -517,7 +476,7 @@ pub(super) async fn query(
         .unwrap_or_else(|panic| {
             let what = crate::error::panic_message(panic.as_ref());
             tracing::error!(panic = %what, "a /query panicked inside polars");
-            Err(ApiError::internal(
+            Err(HttpError::internal(
                 "the query failed inside the SQL engine; the server log has the details",
             ))
         })
@@ -531,20 +490,15 @@ pub(super) async fn query(
             );
             cancel.cancel(message.clone());
             hung_up.disarm();
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "query_timeout",
-                message,
-            ));
+            return Err(HttpError::new(ErrorCode::QueryTimeout, message));
         }
     };
     hung_up.disarm();
-    let frame = joined.map_err(|e| ApiError::internal(e.to_string()))?;
+    let frame = joined.map_err(|e| HttpError::internal(e.to_string()))?;
     let frame = match frame {
         Err(_) if cancel.is_cancelled() => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "memory_limit",
+            return Err(HttpError::new(
+                ErrorCode::MemoryLimit,
                 cancel
                     .reason()
                     .unwrap_or("the query was stopped")
@@ -563,7 +517,7 @@ fn query_frame(
     context: Option<&Arc<Context>>,
     request: &QueryRequest,
     now: DateTime<Utc>,
-) -> Result<DataFrame, ApiError> {
+) -> Result<DataFrame, HttpError> {
     let mut inputs = BTreeMap::new();
     for table in sql.tables() {
         let object = context.as_ref().and_then(|c| c.objects.get(table));
@@ -571,13 +525,13 @@ fn query_frame(
             Some(object) => object.frame.as_ref().clone().lazy(),
             None => {
                 let (pipeline, job) = table.split_once(TABLE_SEPARATOR).ok_or_else(|| {
-                    ApiError::bad_request(format!(
+                    HttpError::bad_request(format!(
                         "unknown table `{table}`: name a named object of the context, or a \
                              job's results as <pipeline>{TABLE_SEPARATOR}<job>"
                     ))
                 })?;
                 let app = core.catalog.get(pipeline).ok_or_else(|| {
-                    ApiError::bad_request(format!(
+                    HttpError::bad_request(format!(
                         "table `{table}`: pipeline `{pipeline}` not found"
                     ))
                 })?;
@@ -586,7 +540,7 @@ fn query_frame(
                     text.as_deref()
                         .map(|t| {
                             parse_instant(t, tz)
-                                .map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")))
+                                .map_err(|e| HttpError::bad_request(format!("`{key}`: {e}")))
                         })
                         .transpose()
                 };
@@ -597,9 +551,9 @@ fn query_frame(
                         partitions_spanned(&app.pipeline, job, from, to),
                         &format!("table `{table}`"),
                     )
-                    .map_err(ApiError::bad_request)?;
+                    .map_err(HttpError::bad_request)?;
                 read_job_results(core.materializer(), &app.pipeline, job, from, to)
-                    .map_err(|e| ApiError::bad_request(format!("table `{table}`: {e}")))?
+                    .map_err(|e| HttpError::bad_request(format!("table `{table}`: {e}")))?
                     .frame
                     .lazy()
             }
@@ -618,7 +572,7 @@ fn query_frame(
     };
     crate::job::run_job(sql, &ctx)
         .map(|output| output.frame)
-        .map_err(|e| ApiError::bad_request(format!("query failed: {e}")))
+        .map_err(|e| HttpError::bad_request(format!("query failed: {e}")))
 }
 
 // ---- operations --------------------------------------------------------------------------

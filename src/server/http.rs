@@ -1,6 +1,6 @@
-//! Response building shared by every route: spark-jobserver's `{status, result}` envelope, Floe's
-//! `{error: {code, message}}`, result formats chosen by `Accept` or `format=`, and streaming of
-//! large results off the async workers.
+//! Response building shared by every route: JSON answers, spark-jobserver's `{status, result}`
+//! envelope for successes (errors are [`super::error::HttpError`]), result formats chosen by
+//! `Accept` or `format=`, and streaming of large results off the async workers.
 //!
 //! Results are written by polars' own writers on a blocking thread into a channel that feeds
 //! the response body, so a large CSV or Parquet download never sits whole in memory twice and
@@ -17,6 +17,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
+
+use super::error::{ErrorCode, HttpError};
 
 /// A JSON response with `status`.
 pub(super) fn json_response(status: StatusCode, body: &impl Serialize) -> Response {
@@ -37,67 +39,6 @@ pub(super) fn sjs(status: StatusCode, label: &str, result: impl Into<Value>) -> 
     json_response(status, &json!({ "status": label, "result": result.into() }))
 }
 
-/// spark-jobserver's error envelope: `{"status": "ERROR", "result": message}`.
-pub(super) fn sjs_error(status: StatusCode, message: impl Into<String>) -> Response {
-    sjs(status, "ERROR", message.into())
-}
-
-/// Floe's error for its own routes: `{"error": {"code", "message"}}`.
-#[derive(Debug)]
-pub(super) struct ApiError {
-    pub(super) status: StatusCode,
-    pub(super) code: &'static str,
-    pub(super) message: String,
-    /// Seconds for `Retry-After`, on refusals that pass (429, 503).
-    pub(super) retry_after: Option<u64>,
-}
-
-impl ApiError {
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-        }
-    }
-
-    /// The same error with a `Retry-After` of `seconds`.
-    pub(super) fn with_retry_after(self, seconds: u64) -> Self {
-        ApiError {
-            retry_after: Some(seconds),
-            ..self
-        }
-    }
-
-    pub(super) fn bad_request(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
-    }
-
-    pub(super) fn not_found(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
-    }
-
-    pub(super) fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = json_response(
-            self.status,
-            &json!({ "error": { "code": self.code, "message": self.message } }),
-        );
-        if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
 /// Why no result format was chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(super) enum FormatError {
@@ -109,27 +50,14 @@ pub(super) enum FormatError {
     NotAcceptable(String),
 }
 
-impl FormatError {
+impl From<FormatError> for HttpError {
     /// 400 for a bad `format=`, 406 for an `Accept` Floe cannot satisfy.
-    pub(super) fn status(&self) -> StatusCode {
-        match self {
-            FormatError::Unknown(_) => StatusCode::BAD_REQUEST,
-            FormatError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-        }
-    }
-
-    /// The code of Floe's error envelope.
-    pub(super) fn code(&self) -> &'static str {
-        match self {
-            FormatError::Unknown(_) => "bad_request",
-            FormatError::NotAcceptable(_) => "not_acceptable",
-        }
-    }
-}
-
-impl From<FormatError> for ApiError {
-    fn from(error: FormatError) -> ApiError {
-        ApiError::new(error.status(), error.code(), error.to_string())
+    fn from(error: FormatError) -> HttpError {
+        let code = match error {
+            FormatError::Unknown(_) => ErrorCode::BadRequest,
+            FormatError::NotAcceptable(_) => ErrorCode::NotAcceptable,
+        };
+        HttpError::new(code, error.to_string())
     }
 }
 
@@ -221,18 +149,20 @@ impl ResultFormat {
 }
 
 /// The rows of `frame` as a JSON array of objects, ready to embed without re-parsing.
-pub(super) fn rows_json(frame: &DataFrame) -> Result<Box<RawValue>, String> {
+pub(super) fn rows_json(frame: &DataFrame) -> Result<Box<RawValue>, HttpError> {
     let mut frame = frame.clone();
     let mut buffer = Vec::with_capacity(64 + frame.height() * 32);
     JsonWriter::new(&mut buffer)
         .with_json_format(JsonFormat::Json)
         .finish(&mut frame)
-        .map_err(|e| format!("cannot write the result as JSON: {e}"))?;
+        .map_err(|e| HttpError::internal(format!("cannot write the result as JSON: {e}")))?;
     if buffer.is_empty() {
         buffer.extend_from_slice(b"[]");
     }
-    let text = String::from_utf8(buffer).map_err(|e| format!("result JSON is not UTF-8: {e}"))?;
-    RawValue::from_string(text).map_err(|e| format!("result JSON is invalid: {e}"))
+    let text = String::from_utf8(buffer)
+        .map_err(|e| HttpError::internal(format!("result JSON is not UTF-8: {e}")))?;
+    RawValue::from_string(text)
+        .map_err(|e| HttpError::internal(format!("result JSON is invalid: {e}")))
 }
 
 /// `fields` plus `key` → the already-encoded JSON `rows`, as one JSON object. Putting `rows`
@@ -365,13 +295,13 @@ pub(super) const DEFAULT_PAGE: usize = 1000;
 pub(super) const MAX_PAGE: usize = 100_000;
 
 impl Page {
-    pub(super) fn new(offset: Option<usize>, limit: Option<usize>) -> Result<Page, String> {
+    pub(super) fn new(offset: Option<usize>, limit: Option<usize>) -> Result<Page, HttpError> {
         let limit = limit.unwrap_or(DEFAULT_PAGE);
         if limit == 0 || limit > MAX_PAGE {
-            return Err(format!(
+            return Err(HttpError::bad_request(format!(
                 "`limit` must be between 1 and {MAX_PAGE} rows per page, found {limit}; \
                  download whole results as CSV, Arrow or Parquet"
-            ));
+            )));
         }
         Ok(Page {
             offset: offset.unwrap_or(0),
@@ -419,14 +349,14 @@ mod tests {
             Ok(ResultFormat::Json)
         );
         let refused = ResultFormat::negotiate(None, &accept("image/png")).unwrap_err();
-        assert_eq!(refused.status(), StatusCode::NOT_ACCEPTABLE);
+        assert!(matches!(refused, FormatError::NotAcceptable(_)));
         assert!(
             refused
                 .to_string()
                 .starts_with("cannot produce any of `image/png`")
         );
         let unknown = ResultFormat::negotiate(Some("xml"), &none).unwrap_err();
-        assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+        assert!(matches!(unknown, FormatError::Unknown(_)));
         assert!(unknown.to_string().starts_with("unknown format `xml`"));
     }
 

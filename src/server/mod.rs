@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+mod error;
 mod floe;
 pub mod hocon;
 mod http;
@@ -24,7 +25,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
@@ -45,8 +46,9 @@ use crate::scheduler::{self, Scheduler};
 use crate::store::Store;
 
 pub use config::ServerConfig;
-pub use listener::TlsCertificates;
 #[cfg(unix)]
+use error::{Envelope, ErrorCode, HttpError, RenderedError};
+pub use listener::TlsCertificates;
 use listener::reload_on_sighup;
 use listener::{BodyDeadline, EdgeSettings, serve as serve_edge};
 
@@ -294,22 +296,6 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
 /// How much of a client's method or path an error message repeats.
 const ECHO_BYTES: usize = 512;
 
-/// An error in the envelope of its route family: spark-jobserver's
-/// `{"status": "ERROR", "result": …}` on `/binaries`, `/contexts` and `/jobs` (`sjs_route`,
-/// see [`auth::is_sjs_route`]), Floe's `{"error": {"code", "message"}}` elsewhere.
-fn family_error(
-    sjs_route: bool,
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-) -> Response {
-    if sjs_route {
-        http::sjs_error(status, message)
-    } else {
-        http::ApiError::new(status, code, message).into_response()
-    }
-}
-
 /// Errors the router makes itself, in the route family's JSON envelope like every other
 /// answer: axum's extractor rejections (a path parameter that is not UTF-8 once decoded, …),
 /// which it answers in plain text, and the 408 of a body that missed `body_read_timeout`
@@ -317,22 +303,30 @@ fn family_error(
 /// the metrics and the audit log see the status sent.
 async fn uniform_errors(request: Request, next: Next) -> Response {
     let body_deadline = request.extensions().get::<BodyDeadline>().cloned();
-    let sjs_route = auth::is_sjs_route(request.uri().path());
+    let envelope = Envelope::of_path(request.uri().path());
     let response = next.run(request).await;
     if let Some(deadline) = body_deadline.filter(BodyDeadline::missed) {
-        let mut answer = family_error(
-            sjs_route,
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+        return HttpError::new(
+            ErrorCode::RequestTimeout,
             format!(
                 "the request body did not arrive in full within {} s (`body_read_timeout`); \
                  the connection is closed",
                 deadline.timeout().as_secs_f64()
             ),
-        );
+        )
+        .closing()
+        .render(envelope);
+    }
+    if let Some(RenderedError(error)) = response.extensions().get::<RenderedError>() {
+        // Rendered in Floe's envelope by the handler; spark-jobserver's routes answer in theirs.
+        if envelope == Envelope::Floe {
+            return response;
+        }
+        let mut answer = error.render(envelope);
         answer
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            .extensions_mut()
+            .insert(RenderedError(Arc::clone(error)));
+        keep_headers(response.headers(), &mut answer);
         return answer;
     }
     let plain_text = response
@@ -355,18 +349,11 @@ async fn uniform_errors(request: Request, next: Next) -> Response {
                 .unwrap_or("bad request")
                 .to_owned()
         });
-    let code = match parts.status {
-        StatusCode::PAYLOAD_TOO_LARGE => "bad_body",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
-        _ => "bad_request",
-    };
-    let mut answer = family_error(
-        sjs_route,
+    let mut answer = HttpError::from_status(
         parts.status,
-        code,
-        crate::auth::audit::shorten(text.trim(), ECHO_BYTES).into_owned(),
-    );
+        crate::auth::audit::shorten(text.trim(), ECHO_BYTES),
+    )
+    .render(envelope);
     keep_headers(&parts.headers, &mut answer);
     answer
 }
@@ -383,10 +370,10 @@ fn keep_headers(from: &axum::http::HeaderMap, to: &mut Response) {
 
 /// The JSON answer for a request no route takes. Echoes at most [`ECHO_BYTES`] of the
 /// method and of the path.
-fn unrouted(status: StatusCode, request: &Request, problem: &str) -> Response {
+fn unrouted(code: ErrorCode, request: &Request, problem: &str) -> HttpError {
     use crate::auth::audit::shorten;
-    http::sjs_error(
-        status,
+    HttpError::new(
+        code,
         format!(
             "{} {} {problem} (see /openapi.json)",
             shorten(request.method().as_str(), ECHO_BYTES),
@@ -395,25 +382,23 @@ fn unrouted(status: StatusCode, request: &Request, problem: &str) -> Response {
     )
 }
 
-async fn not_found(request: Request) -> Response {
-    unrouted(StatusCode::NOT_FOUND, &request, "has no route")
+async fn not_found(request: Request) -> HttpError {
+    unrouted(ErrorCode::NotFound, &request, "has no route")
 }
 
-async fn method_not_allowed(request: Request) -> Response {
+async fn method_not_allowed(request: Request) -> HttpError {
     unrouted(
-        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
         &request,
         "is not allowed on this path",
     )
 }
 
+/// A handler's panic: a 500 whose details the request-id middleware logs and hides.
 fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let what = crate::error::panic_message(panic.as_ref());
     tracing::error!(panic = %what, "a request handler panicked");
-    http::sjs_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("internal error: {what}"),
-    )
+    HttpError::internal(format!("a request handler panicked: {what}")).into_response()
 }
 
 /// The router over `state`.

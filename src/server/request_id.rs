@@ -17,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use super::error::{Envelope, HttpError, RenderedError};
 use crate::auth::audit::shorten;
 
 /// The header a request id is read from and written to.
@@ -44,10 +45,10 @@ pub(super) async fn request_ids(request: Request, next: Next) -> Response {
         .and_then(|value| value.to_str().ok())
         .filter(|id| acceptable(id))
         .map_or_else(|| uuid::Uuid::now_v7().simple().to_string(), str::to_owned);
-    let sjs_route = super::auth::is_sjs_route(request.uri().path());
+    let envelope = Envelope::of_path(request.uri().path());
     let span = tracing::info_span!(
         "request",
-        id = %id,
+        request_id = %id,
         method = %request.method(),
         path = %shorten(request.uri().path(), 256),
     );
@@ -55,17 +56,19 @@ pub(super) async fn request_ids(request: Request, next: Next) -> Response {
     let status = response.status();
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         let (parts, body) = response.into_parts();
-        let detail = axum::body::to_bytes(body, LOGGED_DETAIL_BYTES)
-            .await
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_else(|_| "(a body longer than the log keeps)".to_owned());
+        let detail = match parts.extensions.get::<RenderedError>() {
+            Some(RenderedError(error)) => error.message().to_owned(),
+            // A 500 made outside Floe's handlers (a layer, a library): its body is the detail.
+            None => axum::body::to_bytes(body, LOGGED_DETAIL_BYTES)
+                .await
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_else(|_| "(a body longer than the log keeps)".to_owned()),
+        };
         span.in_scope(|| tracing::error!(status = status.as_u16(), %detail, "internal error"));
-        response = super::family_error(
-            sjs_route,
-            status,
-            "internal",
-            format!("internal error; the server's log has the details under request id {id}"),
-        );
+        response = HttpError::internal(format!(
+            "internal error; the server's log has the details under request id {id}"
+        ))
+        .render(envelope);
         super::keep_headers(&parts.headers, &mut response);
     } else if status.is_server_error() {
         span.in_scope(|| tracing::warn!(status = status.as_u16(), "answered with a server error"));
@@ -105,6 +108,18 @@ mod tests {
                     "never"
                 }),
             )
+            .route(
+                "/store-failed",
+                get(|| async {
+                    HttpError::internal("sled failed to read /srv/floe/store/secret: i/o error")
+                }),
+            )
+            .route(
+                "/jobs/{id}",
+                get(|| async {
+                    HttpError::internal("sled failed to read /srv/floe/store/secret: i/o error")
+                }),
+            )
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(
                 super::super::panic_response,
             ))
@@ -132,7 +147,7 @@ mod tests {
             .unwrap();
         assert_ne!(replaced.headers()["x-request-id"], "not an id");
 
-        for path in ["/broken", "/panics"] {
+        for path in ["/broken", "/panics", "/store-failed"] {
             let answer = client.get(format!("{base}{path}")).send().await.unwrap();
             assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
             let id = answer.headers()["x-request-id"]
@@ -145,6 +160,20 @@ mod tests {
             assert!(!message.contains("secret"), "{body}");
             assert_eq!(body["error"]["code"], "internal");
         }
+        // On spark-jobserver's routes, in its envelope.
+        let answer = client.get(format!("{base}/jobs/1")).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let id = answer.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["status"], "ERROR", "{body}");
+        let message = body["result"].as_str().unwrap();
+        assert!(
+            message.contains(&id) && !message.contains("secret"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::error::{ErrorCode, HttpError};
 use super::floe::{app_or_404, json_body, params};
-use super::http::{ApiError, json_response};
-use crate::error::error_chain;
+use super::http::json_response;
 use crate::partition::parse_instant;
 use crate::results::runs_spanned;
 use crate::scheduler::{BackfillLimits, BackfillRequest, BackfillStatus, SchedulerError};
@@ -25,35 +25,31 @@ const MAX_BACKFILL_PAGE: usize = 1_000;
 /// for minutes, so sooner would only be refused again.
 const BACKFILL_RETRY_AFTER: u64 = 60;
 
-fn scheduler_error(e: SchedulerError) -> ApiError {
+fn scheduler_error(e: SchedulerError) -> HttpError {
     match e {
         SchedulerError::UnknownPipeline(_)
         | SchedulerError::UnknownJob { .. }
-        | SchedulerError::UnknownBackfill(_) => ApiError::not_found(e.to_string()),
+        | SchedulerError::UnknownBackfill(_) => HttpError::not_found(e.to_string()),
         SchedulerError::EmptyRange { .. } | SchedulerError::TooLarge { .. } => {
-            ApiError::bad_request(e.to_string())
+            HttpError::bad_request(e.to_string())
         }
-        SchedulerError::BackfillState { .. } => {
-            ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+        SchedulerError::BackfillState { .. } => HttpError::new(ErrorCode::Conflict, e.to_string()),
+        SchedulerError::TooManyActiveBackfills { .. } => {
+            HttpError::new(ErrorCode::TooManyBackfills, e.to_string())
+                .with_retry_after(BACKFILL_RETRY_AFTER)
         }
-        SchedulerError::TooManyActiveBackfills { .. } => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_backfills",
-            e.to_string(),
-        )
-        .with_retry_after(BACKFILL_RETRY_AFTER),
-        SchedulerError::Store(e) => ApiError::internal(error_chain(&e)),
-        SchedulerError::Thread(_) => ApiError::internal(error_chain(&e)),
+        SchedulerError::Store(e) => HttpError::internal_error(&e),
+        SchedulerError::Thread(_) => HttpError::internal_error(&e),
     }
 }
 
 /// Runs blocking scheduler work (it touches the store) off the async workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, SchedulerError> + Send + 'static,
-) -> Result<T, ApiError> {
+) -> Result<T, HttpError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| HttpError::internal(e.to_string()))?
         .map_err(scheduler_error)
 }
 
@@ -64,7 +60,7 @@ fn status_json(status: &BackfillStatus) -> Value {
 pub(super) async fn get_schedule(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let app = app_or_404(&state, &pipeline)?;
     let scheduler = state.scheduler.clone();
     let name = pipeline.clone();
@@ -88,7 +84,11 @@ pub(super) async fn get_schedule(
     ))
 }
 
-async fn set_paused(state: AppState, pipeline: String, paused: bool) -> Result<Response, ApiError> {
+async fn set_paused(
+    state: AppState,
+    pipeline: String,
+    paused: bool,
+) -> Result<Response, HttpError> {
     app_or_404(&state, &pipeline)?;
     state
         .scheduler
@@ -103,14 +103,14 @@ async fn set_paused(state: AppState, pipeline: String, paused: bool) -> Result<R
 pub(super) async fn pause_pipeline(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     set_paused(state, pipeline, true).await
 }
 
 pub(super) async fn resume_pipeline(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     set_paused(state, pipeline, false).await
 }
 
@@ -121,24 +121,24 @@ fn backfill_request(
     pipeline: &str,
     mut body: Map<String, Value>,
     jobs_required: bool,
-) -> Result<BackfillRequest, ApiError> {
+) -> Result<BackfillRequest, HttpError> {
     let app = app_or_404(state, pipeline)?;
     let tz = app.pipeline.timezone;
     let instant = |body: &mut Map<String, Value>, key: &str| match body.remove(key) {
         Some(Value::String(text)) => {
-            parse_instant(&text, tz).map_err(|e| ApiError::bad_request(format!("`{key}`: {e}")))
+            parse_instant(&text, tz).map_err(|e| HttpError::bad_request(format!("`{key}`: {e}")))
         }
-        Some(other) => Err(ApiError::bad_request(format!(
+        Some(other) => Err(HttpError::bad_request(format!(
             "`{key}`: expected an instant such as 2024-01-01T00:00:00Z, found {other}"
         ))),
-        None => Err(ApiError::bad_request(format!("`{key}` is required"))),
+        None => Err(HttpError::bad_request(format!("`{key}` is required"))),
     };
     let from = instant(&mut body, "from")?;
     let to = instant(&mut body, "to")?;
     let jobs = match body.remove("jobs") {
         None | Some(Value::Null) if !jobs_required => None,
         None | Some(Value::Null) => {
-            return Err(ApiError::bad_request(
+            return Err(HttpError::bad_request(
                 "`jobs` is required: name the jobs whose partitions are restated",
             ));
         }
@@ -147,14 +147,14 @@ fn backfill_request(
                 .into_iter()
                 .map(|item| match item {
                     Value::String(job) => Ok(job),
-                    other => Err(ApiError::bad_request(format!(
+                    other => Err(HttpError::bad_request(format!(
                         "`jobs`: expected job names, found {other}"
                     ))),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         ),
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(HttpError::bad_request(format!(
                 "`jobs`: expected a list of job names, found {other}"
             )));
         }
@@ -163,13 +163,13 @@ fn backfill_request(
         None | Some(Value::Null) => false,
         Some(Value::Bool(force)) => force,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(HttpError::bad_request(format!(
                 "`force`: expected true or false, found {other}"
             )));
         }
     };
     if let Some(unknown) = body.keys().next() {
-        return Err(ApiError::bad_request(format!(
+        return Err(HttpError::bad_request(format!(
             "unknown field `{unknown}` (expected jobs, from, to, force)"
         )));
     }
@@ -182,7 +182,7 @@ fn backfill_request(
         .core
         .limits()
         .check_run_partitions(runs_spanned(&app.pipeline, jobs.as_deref(), from, to), what)
-        .map_err(ApiError::bad_request)?;
+        .map_err(HttpError::bad_request)?;
     Ok(BackfillRequest {
         pipeline: pipeline.to_owned(),
         jobs,
@@ -204,7 +204,7 @@ pub(super) async fn start_backfill(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let request = backfill_request(&state, &pipeline, json_body(body)?, false)?;
     let scheduler = state.scheduler.clone();
     let limits = backfill_limits(&state);
@@ -216,7 +216,7 @@ pub(super) async fn start_restatement(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let request = backfill_request(&state, &pipeline, json_body(body)?, true)?;
     let scheduler = state.scheduler.clone();
     let limits = backfill_limits(&state);
@@ -239,7 +239,7 @@ pub(super) async fn list_backfills(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,
     uri: Uri,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     app_or_404(&state, &pipeline)?;
     let params = params(&uri)?;
     let limit = match params.get("limit") {
@@ -254,7 +254,7 @@ pub(super) async fn list_backfills(
                 if shown.len() < text.len() {
                     shown.push('…');
                 }
-                ApiError::bad_request(format!(
+                HttpError::bad_request(format!(
                     "`limit` must be a whole number from 1 to {MAX_BACKFILL_PAGE}, found `{shown}`"
                 ))
             })?,
@@ -270,7 +270,7 @@ pub(super) async fn list_backfills(
 pub(super) async fn get_backfill(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let scheduler = state.scheduler.clone();
     let status = blocking(move || scheduler.backfill_status(&id)).await?;
     Ok(json_response(StatusCode::OK, &status_json(&status)))
@@ -279,7 +279,7 @@ pub(super) async fn get_backfill(
 pub(super) async fn pause_backfill(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let scheduler = state.scheduler.clone();
     let status = blocking(move || scheduler.pause_backfill(&id)).await?;
     Ok(json_response(StatusCode::OK, &status_json(&status)))
@@ -288,7 +288,7 @@ pub(super) async fn pause_backfill(
 pub(super) async fn resume_backfill(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let scheduler = state.scheduler.clone();
     let status = blocking(move || scheduler.resume_backfill(&id)).await?;
     Ok(json_response(StatusCode::OK, &status_json(&status)))
@@ -297,7 +297,7 @@ pub(super) async fn resume_backfill(
 pub(super) async fn cancel_backfill(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, HttpError> {
     let scheduler = state.scheduler.clone();
     let status = blocking(move || scheduler.cancel_backfill(&id)).await?;
     Ok(json_response(StatusCode::OK, &status_json(&status)))

@@ -14,24 +14,22 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::error::{ErrorCode, HttpError, HttpResult};
 use super::http::{
-    Page, ResultFormat, json_response, json_with_rows, rows_json, sjs, sjs_error, stream_frame,
+    Page, ResultFormat, json_response, json_with_rows, rows_json, sjs, stream_frame,
 };
 use crate::catalog::UploadError;
-use crate::error::error_chain;
 use crate::jobserver::context::Context;
-use crate::jobserver::{
-    ContextError, KillOutcome, LiveJob, Submission, SubmitError, record_context_label,
-};
+use crate::jobserver::{ContextError, KillOutcome, LiveJob, Submission, record_context_label};
 use crate::store::{JobFailure, JobRecord, JobStatus};
 
-/// Query parameters as a map; a malformed query string is a 400 in the SJS envelope.
-pub(super) fn query_params(uri: &Uri) -> Result<BTreeMap<String, String>, String> {
+/// Query parameters as a map; a malformed query string is a 400.
+pub(super) fn query_params(uri: &Uri) -> Result<BTreeMap<String, String>, HttpError> {
     match uri.query() {
         None => Ok(BTreeMap::new()),
         Some(query) => serde_urlencoded::from_str::<Vec<(String, String)>>(query)
             .map(|pairs| pairs.into_iter().collect())
-            .map_err(|e| format!("bad query string: {e}")),
+            .map_err(|e| HttpError::bad_request(format!("bad query string: {e}"))),
     }
 }
 
@@ -40,31 +38,18 @@ pub(super) fn timestamp(t: DateTime<Utc>) -> String {
 }
 
 /// A body that could not be read: too large (413) or broken (400).
-pub(super) fn body_error(rejection: &BytesRejection) -> (StatusCode, String) {
-    let status = rejection.status();
-    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "request body is larger than the server's limit".to_owned()
+pub(super) fn body_error(rejection: &BytesRejection) -> HttpError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        HttpError::new(
+            ErrorCode::PayloadTooLarge,
+            "request body is larger than the server's limit",
+        )
     } else {
-        format!("cannot read the request body: {rejection}")
-    };
-    (status, message)
-}
-
-/// A body that could not be read, in the SJS envelope.
-fn rejected(rejection: &BytesRejection) -> Response {
-    let (status, message) = body_error(rejection);
-    sjs_error(status, message)
-}
-
-fn internal(e: &(dyn std::error::Error + 'static)) -> Response {
-    sjs_error(StatusCode::INTERNAL_SERVER_ERROR, error_chain(e))
-}
-
-fn blocking_failed(e: tokio::task::JoinError) -> Response {
-    sjs_error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("internal task failed: {e}"),
-    )
+        HttpError::new(
+            ErrorCode::BadBody,
+            format!("cannot read the request body: {rejection}"),
+        )
+    }
 }
 
 // ---- binaries ----------------------------------------------------------------------------
@@ -104,21 +89,21 @@ pub(super) async fn list_binaries(State(state): State<AppState>) -> Response {
     json_response(StatusCode::OK, &Value::Object(apps))
 }
 
-pub(super) async fn get_binary(State(state): State<AppState>, Path(app): Path<String>) -> Response {
+fn no_such_binary(app: &str) -> HttpError {
+    HttpError::not_found(format!("Can't find binary with name {app}"))
+}
+
+pub(super) async fn get_binary(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+) -> HttpResult {
     let Some(found) = state.core.catalog.get(&app) else {
-        return sjs_error(
-            StatusCode::NOT_FOUND,
-            format!("Can't find binary with name {app}"),
-        );
+        return Err(no_such_binary(&app));
     };
     let store = state.core.store().clone();
     let name = app.clone();
-    let versions = match tokio::task::spawn_blocking(move || store.binary_versions(&name)).await {
-        Ok(Ok(versions)) => versions,
-        Ok(Err(e)) => return internal(&e),
-        Err(e) => return blocking_failed(e),
-    };
-    json_response(
+    let versions = tokio::task::spawn_blocking(move || store.binary_versions(&name)).await??;
+    Ok(json_response(
         StatusCode::OK,
         &json!({
             "app-name": app,
@@ -135,7 +120,7 @@ pub(super) async fn get_binary(State(state): State<AppState>, Path(app): Path<St
                 "size": v.size,
             })).collect::<Vec<_>>(),
         }),
-    )
+    ))
 }
 
 pub(super) async fn upload_binary(
@@ -143,11 +128,8 @@ pub(super) async fn upload_binary(
     Path(app): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return rejected(&rejection),
-    };
+) -> HttpResult {
+    let body = body.map_err(|rejection| body_error(&rejection))?;
     if let Some(content_type) = headers.get(header::CONTENT_TYPE) {
         let media = content_type
             .to_str()
@@ -158,13 +140,13 @@ pub(super) async fn upload_binary(
             .trim()
             .to_ascii_lowercase();
         if !UPLOAD_TYPES.contains(&media.as_str()) {
-            return sjs_error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            return Err(HttpError::new(
+                ErrorCode::UnsupportedMediaType,
                 format!(
                     "unsupported content type `{media}`: upload the pipeline YAML as one of {}",
                     UPLOAD_TYPES.join(", ")
                 ),
-            );
+            ));
         }
     }
     let core = state.core.clone();
@@ -178,50 +160,46 @@ pub(super) async fn upload_binary(
             core.clock().now(),
         )
     })
-    .await;
+    .await?;
     match uploaded {
         // The catalog has told the scheduler: the new version's triggers and settings take
         // over for recurring runs.
-        Ok(Ok(uploaded)) => sjs(
+        Ok(uploaded) => Ok(sjs(
             StatusCode::CREATED,
             "SUCCESS",
             format!("Binary {app} uploaded as version {}", uploaded.meta.version),
-        ),
-        Ok(Err(UploadError::Invalid(errors))) => json_response(
-            StatusCode::BAD_REQUEST,
-            &json!({
-                "status": "ERROR",
-                "result": format!("Binary is not of the right format: {}", errors.join("\n")),
-                "errors": errors,
-            }),
-        ),
-        Ok(Err(UploadError::BadName(message))) => sjs_error(StatusCode::BAD_REQUEST, message),
-        Ok(Err(UploadError::Store(e))) => internal(&e),
-        Err(e) => blocking_failed(e),
+        )),
+        Err(UploadError::Invalid(errors)) => Err(HttpError::new(
+            ErrorCode::InvalidPipeline,
+            format!("Binary is not of the right format: {}", errors.join("\n")),
+        )
+        .with_errors(errors)),
+        Err(UploadError::BadName(message)) => Err(HttpError::bad_request(message)),
+        Err(UploadError::Store(e)) => Err(e.into()),
     }
 }
 
 pub(super) async fn delete_binary(
     State(state): State<AppState>,
     Path(app): Path<String>,
-) -> Response {
+) -> HttpResult {
     let users = state.core.jobs_using_app(&app);
     if !users.is_empty() {
-        return sjs_error(
-            StatusCode::FORBIDDEN,
+        return Err(HttpError::new(
+            ErrorCode::InUse,
             format!("Binary is in use by job(s): {}", users.join(", ")),
-        );
+        ));
     }
     let core = state.core.clone();
     let name = app.clone();
-    match tokio::task::spawn_blocking(move || core.catalog.delete(core.store(), &name)).await {
-        Ok(Ok(true)) => sjs(StatusCode::OK, "SUCCESS", format!("Binary {app} deleted")),
-        Ok(Ok(false)) => sjs_error(
-            StatusCode::NOT_FOUND,
-            format!("Can't find binary with name {app}"),
-        ),
-        Ok(Err(e)) => internal(&e),
-        Err(e) => blocking_failed(e),
+    if tokio::task::spawn_blocking(move || core.catalog.delete(core.store(), &name)).await?? {
+        Ok(sjs(
+            StatusCode::OK,
+            "SUCCESS",
+            format!("Binary {app} deleted"),
+        ))
+    } else {
+        Err(no_such_binary(&app))
     }
 }
 
@@ -248,34 +226,39 @@ pub(super) fn context_json(context: &Context) -> Value {
 pub(super) async fn get_context(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Response {
+) -> HttpResult {
     match state.core.context(&name) {
-        Some(context) => json_response(StatusCode::OK, &context_json(&context)),
-        None => sjs_error(
-            StatusCode::NOT_FOUND,
-            format!("can't find context with name {name}"),
-        ),
+        Some(context) => Ok(json_response(StatusCode::OK, &context_json(&context))),
+        None => Err(HttpError::not_found(format!(
+            "can't find context with name {name}"
+        ))),
     }
 }
 
 /// Parses a config body as HOCON (JSON included), whatever its content type: that is what
 /// spark-jobserver does, and `curl -d` labels HOCON as a form.
 /// A blank body is an empty config.
-pub(super) fn parse_config(body: &[u8]) -> Result<Map<String, Value>, String> {
+pub(super) fn parse_config(body: &[u8]) -> Result<Map<String, Value>, ConfigError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    let text = std::str::from_utf8(body).map_err(|e| format!("the body is not UTF-8: {e}"))?;
-    match super::hocon::parse(text).map_err(|e| e.to_string())? {
+    let text = std::str::from_utf8(body).map_err(ConfigError::NotUtf8)?;
+    match super::hocon::parse(text)? {
         Value::Object(map) => Ok(map),
-        other => Err(format!(
-            "expected an object of settings, found {}",
-            match other {
-                Value::Array(_) => "an array",
-                _ => "a single value",
-            }
-        )),
+        Value::Array(_) => Err(ConfigError::NotAnObject("an array")),
+        _ => Err(ConfigError::NotAnObject("a single value")),
     }
+}
+
+/// Why a config body was refused.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConfigError {
+    #[error("the body is not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    #[error(transparent)]
+    Hocon(#[from] super::hocon::HoconError),
+    #[error("expected an object of settings, found {0}")]
+    NotAnObject(&'static str),
 }
 
 pub(super) async fn create_context(
@@ -283,28 +266,16 @@ pub(super) async fn create_context(
     Path(name): Path<String>,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let params = match query_params(&uri) {
-        Ok(params) => params,
-        Err(message) => return sjs_error(StatusCode::BAD_REQUEST, message),
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return rejected(&rejection),
-    };
+) -> HttpResult {
+    let params = query_params(&uri)?;
+    let body = body.map_err(|rejection| body_error(&rejection))?;
     let mut settings: BTreeMap<String, Value> = params
         .into_iter()
         .map(|(k, v)| (k, Value::String(v)))
         .collect();
-    let config = match parse_config(&body) {
-        Ok(config) => config,
-        Err(e) => {
-            return sjs_error(
-                StatusCode::BAD_REQUEST,
-                format!("CONTEXT INIT ERROR: cannot parse config: {e}"),
-            );
-        }
-    };
+    let config = parse_config(&body).map_err(|e| {
+        HttpError::bad_request(format!("CONTEXT INIT ERROR: cannot parse config: {e}"))
+    })?;
     // Settings may sit at the top level or under spark-jobserver's blocks.
     let nested = config
         .get("spark")
@@ -315,27 +286,25 @@ pub(super) async fn create_context(
     settings.extend(nested.unwrap_or(config));
     let core = state.core.clone();
     let context_name = name.clone();
-    match tokio::task::spawn_blocking(move || core.create_context(&context_name, settings)).await {
-        Ok(Ok(_)) => sjs(StatusCode::OK, "SUCCESS", "Context initialized"),
-        Ok(Err(ContextError::Store(e))) => internal(&e),
-        Ok(Err(e)) => sjs_error(StatusCode::BAD_REQUEST, e.to_string()),
-        Err(e) => blocking_failed(e),
+    match tokio::task::spawn_blocking(move || core.create_context(&context_name, settings)).await? {
+        Ok(_) => Ok(sjs(StatusCode::OK, "SUCCESS", "Context initialized")),
+        Err(ContextError::Store(e)) => Err(e.into()),
+        Err(e) => Err(HttpError::bad_request(e.to_string())),
     }
 }
 
 pub(super) async fn delete_context(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Response {
+) -> HttpResult {
     let core = state.core.clone();
     let context_name = name.clone();
-    match tokio::task::spawn_blocking(move || core.delete_context(&context_name)).await {
-        Ok(Ok(())) => sjs(StatusCode::OK, "SUCCESS", "Context stopped"),
-        Ok(Err(ContextError::NotFound(_))) => {
-            sjs_error(StatusCode::NOT_FOUND, format!("context {name} not found"))
+    match tokio::task::spawn_blocking(move || core.delete_context(&context_name)).await? {
+        Ok(()) => Ok(sjs(StatusCode::OK, "SUCCESS", "Context stopped")),
+        Err(ContextError::NotFound(_)) => {
+            Err(HttpError::not_found(format!("context {name} not found")))
         }
-        Ok(Err(e)) => internal(&e),
-        Err(e) => blocking_failed(e),
+        Err(e) => Err(HttpError::internal_error(&e)),
     }
 }
 
@@ -388,58 +357,14 @@ fn location(id: &str) -> [(header::HeaderName, HeaderValue); 1] {
     )]
 }
 
-fn param_bool(params: &BTreeMap<String, String>, key: &str) -> Result<bool, String> {
+fn param_bool(params: &BTreeMap<String, String>, key: &str) -> Result<bool, HttpError> {
     match params.get(key).map(|v| v.trim().to_ascii_lowercase()) {
         None => Ok(false),
         Some(v) if v == "true" || v == "1" || v == "yes" => Ok(true),
         Some(v) if v == "false" || v == "0" || v == "no" || v.is_empty() => Ok(false),
-        Some(v) => Err(format!("`{key}` must be true or false, found `{v}`")),
-    }
-}
-
-fn submit_error(error: SubmitError) -> Response {
-    match error {
-        SubmitError::NotFound(message) => sjs_error(StatusCode::NOT_FOUND, message),
-        SubmitError::Invalid(errors) => json_response(
-            StatusCode::BAD_REQUEST,
-            &json!({
-                "status": "VALIDATION FAILED",
-                "result": {
-                    "message": errors.join("; "),
-                    "errorClass": "floe.ValidationFailed",
-                    "stack": "",
-                    "errors": errors,
-                }
-            }),
-        ),
-        SubmitError::ContextNotFound(name) => {
-            sjs_error(StatusCode::NOT_FOUND, format!("context {name} not found"))
-        }
-        SubmitError::ContextStopping => sjs_error(StatusCode::CONFLICT, "Context stop in progress"),
-        e @ SubmitError::QueueFull { .. } => {
-            let mut response = sjs(
-                StatusCode::TOO_MANY_REQUESTS,
-                "NO SLOTS AVAILABLE",
-                e.to_string(),
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
-        SubmitError::ShuttingDown => sjs_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down",
-        ),
-        SubmitError::TooManyStoredJobs { retry_after, .. } => {
-            let mut response = sjs_error(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(retry_after.as_secs()),
-            );
-            response
-        }
-        SubmitError::Store(e) => internal(&e),
+        Some(v) => Err(HttpError::bad_request(format!(
+            "`{key}` must be true or false, found `{v}`"
+        ))),
     }
 }
 
@@ -447,44 +372,31 @@ pub(super) async fn submit_job(
     State(state): State<AppState>,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let params = match query_params(&uri) {
-        Ok(params) => params,
-        Err(message) => return sjs_error(StatusCode::BAD_REQUEST, message),
-    };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return rejected(&rejection),
-    };
-    let config = match parse_config(&body) {
-        Ok(config) => config,
-        Err(e) => return sjs_error(StatusCode::BAD_REQUEST, format!("Cannot parse config: {e}")),
-    };
+) -> HttpResult {
+    let params = query_params(&uri)?;
+    let body = body.map_err(|rejection| body_error(&rejection))?;
+    let config = parse_config(&body)
+        .map_err(|e| HttpError::bad_request(format!("Cannot parse config: {e}")))?;
     let string_in = |keys: &[&str]| -> Option<String> {
         keys.iter()
             .find_map(|k| params.get(*k).filter(|v| !v.is_empty()).cloned())
     };
     let app = string_in(&["appName", "cp"]);
     let Some(class_path) = string_in(&["classPath", "mainClass"]) else {
-        return sjs_error(
-            StatusCode::BAD_REQUEST,
+        return Err(HttpError::bad_request(
             "Cannot parse config: classPath is missing: give `classPath` (a job of the app's \
              pipeline, or a built-in class such as sql) and, for pipeline jobs, `appName`",
-        );
+        ));
     };
-    let sync = match param_bool(&params, "sync") {
-        Ok(sync) => sync,
-        Err(e) => return sjs_error(StatusCode::BAD_REQUEST, e),
-    };
+    let sync = param_bool(&params, "sync")?;
     let wait = match params.get("timeout") {
         None => state.config.sync_timeout,
         Some(text) => match text.trim().parse::<f64>() {
             Ok(secs) if (0.0..=86_400.0).contains(&secs) => Duration::from_secs_f64(secs),
             _ => {
-                return sjs_error(
-                    StatusCode::BAD_REQUEST,
-                    format!("`timeout` must be a number of seconds up to 86400, found `{text}`"),
-                );
+                return Err(HttpError::bad_request(format!(
+                    "`timeout` must be a number of seconds up to 86400, found `{text}`"
+                )));
             }
         },
     };
@@ -494,13 +406,10 @@ pub(super) async fn submit_job(
         context: params.get("context").filter(|c| !c.is_empty()).cloned(),
         config,
     };
-    let live = match state.core.submit(submission) {
-        Ok(live) => live,
-        Err(e) => return submit_error(e),
-    };
+    let live = state.core.submit(submission)?;
     if !sync {
         let record = live.record();
-        return (
+        return Ok((
             StatusCode::ACCEPTED,
             location(&live.id),
             json_response(
@@ -508,11 +417,11 @@ pub(super) async fn submit_job(
                 &Value::Object(job_report(&record, live.is_queued(), JobStatus::Started)),
             ),
         )
-            .into_response();
+            .into_response());
     }
     if !live.wait(wait).await {
         let record = live.record();
-        return (
+        return Ok((
             StatusCode::ACCEPTED,
             location(&live.id),
             json_response(
@@ -520,13 +429,13 @@ pub(super) async fn submit_job(
                 &Value::Object(job_report(&record, live.is_queued(), record.status)),
             ),
         )
-            .into_response();
+            .into_response());
     }
     sync_answer(&live)
 }
 
 /// The answer of a sync job that has finished.
-fn sync_answer(live: &LiveJob) -> Response {
+fn sync_answer(live: &LiveJob) -> HttpResult {
     let record = live.record();
     match (record.status, live.result()) {
         (JobStatus::Finished, Some(frame)) => {
@@ -535,42 +444,35 @@ fn sync_answer(live: &LiveJob) -> Response {
                 limit: super::http::MAX_PAGE,
             };
             let total = frame.height();
-            let rows = match rows_json(&page.slice(&frame)) {
-                Ok(rows) => rows,
-                Err(e) => return sjs_error(StatusCode::INTERNAL_SERVER_ERROR, e),
-            };
+            let rows = rows_json(&page.slice(&frame))?;
             let mut body = Map::new();
             body.insert("jobId".into(), json!(record.id));
             body.insert("status".into(), json!("FINISHED"));
             if total > page.limit {
                 body.insert("resultPage".into(), page.json(total));
             }
-            json_with_rows(StatusCode::OK, &body, "result", &rows)
+            Ok(json_with_rows(StatusCode::OK, &body, "result", &rows))
         }
-        (status, _) => json_response(
+        (status, _) => Ok(json_response(
             StatusCode::OK,
             &json!({
                 "jobId": record.id,
                 "status": status.as_str(),
                 "result": failure_json(record.failure.as_ref()),
             }),
-        ),
+        )),
     }
 }
 
-pub(super) async fn list_jobs(State(state): State<AppState>, uri: Uri) -> Response {
-    let params = match query_params(&uri) {
-        Ok(params) => params,
-        Err(message) => return sjs_error(StatusCode::BAD_REQUEST, message),
-    };
+pub(super) async fn list_jobs(State(state): State<AppState>, uri: Uri) -> HttpResult {
+    let params = query_params(&uri)?;
     let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
         None => 50,
         Some(Ok(n)) if n > 0 => n.min(10_000),
         Some(_) => {
-            return sjs_error(
-                StatusCode::BAD_REQUEST,
+            return Err(HttpError::bad_request(
                 "`limit` must be a positive whole number",
-            );
+            ));
         }
     };
     let status = match params.get("status") {
@@ -578,12 +480,9 @@ pub(super) async fn list_jobs(State(state): State<AppState>, uri: Uri) -> Respon
         Some(text) => match JobStatus::parse(text) {
             Some(status) => Some(status),
             None => {
-                return sjs_error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown status `{text}` (expected RUNNING, FINISHED, ERROR or KILLED)"
-                    ),
-                );
+                return Err(HttpError::bad_request(format!(
+                    "unknown status `{text}` (expected RUNNING, FINISHED, ERROR or KILLED)"
+                )));
             }
         },
     };
@@ -601,16 +500,12 @@ pub(super) async fn list_jobs(State(state): State<AppState>, uri: Uri) -> Respon
                     .collect::<Vec<_>>()
             })
     })
-    .await;
-    match listed {
-        Ok(Ok(reports)) => json_response(StatusCode::OK, &Value::Array(reports)),
-        Ok(Err(e)) => internal(&e),
-        Err(e) => blocking_failed(e),
-    }
+    .await??;
+    Ok(json_response(StatusCode::OK, &Value::Array(listed)))
 }
 
-fn no_such_job(id: &str) -> Response {
-    sjs_error(StatusCode::NOT_FOUND, format!("No such job ID {id}"))
+fn no_such_job(id: &str) -> HttpError {
+    HttpError::not_found(format!("No such job ID {id}"))
 }
 
 pub(super) async fn get_job(
@@ -618,115 +513,92 @@ pub(super) async fn get_job(
     Path(id): Path<String>,
     uri: Uri,
     headers: HeaderMap,
-) -> Response {
-    let params = match query_params(&uri) {
-        Ok(params) => params,
-        Err(message) => return sjs_error(StatusCode::BAD_REQUEST, message),
-    };
-    let format = match ResultFormat::negotiate(params.get("format").map(String::as_str), &headers) {
-        Ok(format) => format,
-        Err(e) => return sjs_error(e.status(), e.to_string()),
-    };
-    let number = |key: &str| -> Result<Option<usize>, String> {
+) -> HttpResult {
+    let params = query_params(&uri)?;
+    let format = ResultFormat::negotiate(params.get("format").map(String::as_str), &headers)?;
+    let number = |key: &str| -> Result<Option<usize>, HttpError> {
         params
             .get(key)
             .map(|v| {
-                v.parse::<usize>()
-                    .map_err(|_| format!("`{key}` must be a whole number, found `{v}`"))
+                v.parse::<usize>().map_err(|_| {
+                    HttpError::bad_request(format!("`{key}` must be a whole number, found `{v}`"))
+                })
             })
             .transpose()
     };
-    let page = match number("offset")
-        .and_then(|offset| Ok((offset, number("limit")?)))
-        .and_then(|(offset, limit)| Page::new(offset, limit))
-    {
-        Ok(page) => page,
-        Err(e) => return sjs_error(StatusCode::BAD_REQUEST, e),
-    };
+    let page = Page::new(number("offset")?, number("limit")?)?;
     let (record, queued, in_memory) = match state.core.live_job(&id) {
         Some(live) => (live.record(), live.is_queued(), live.result()),
-        None => match state.core.store().job(&id) {
-            Ok(Some(record)) => (record, false, None),
-            Ok(None) => return no_such_job(&id),
-            Err(e) => return internal(&e),
+        None => match state.core.store().job(&id)? {
+            Some(record) => (record, false, None),
+            None => return Err(no_such_job(&id)),
         },
     };
     if record.status != JobStatus::Finished {
         if format != ResultFormat::Json {
-            return sjs_error(
-                StatusCode::CONFLICT,
-                format!(
-                    "job {id} is {}; only a FINISHED job has a result to download",
-                    record.status
-                ),
-            );
+            return Err(HttpError::conflict(format!(
+                "job {id} is {}; only a FINISHED job has a result to download",
+                record.status
+            )));
         }
-        return json_response(
+        return Ok(json_response(
             StatusCode::OK,
             &Value::Object(job_report(&record, queued, record.status)),
-        );
+        ));
     }
     let frame = match in_memory {
         Some(frame) => frame,
         None => {
             let store = state.core.store().clone();
             let job_id = id.clone();
-            let loaded = tokio::task::spawn_blocking(move || {
-                store
-                    .job_result(&job_id)
-                    .map_err(|e| format!("the stored result is unreadable: {}", error_chain(&e)))?
-                    .ok_or_else(|| format!("job {job_id} is FINISHED but its result is missing"))
+            tokio::task::spawn_blocking(move || {
+                store.job_result(&job_id)?.ok_or_else(|| {
+                    HttpError::internal(format!(
+                        "job {job_id} is FINISHED but its result is missing"
+                    ))
+                })
             })
-            .await;
-            match loaded {
-                Ok(Ok(frame)) => frame,
-                Ok(Err(e)) => return sjs_error(StatusCode::INTERNAL_SERVER_ERROR, e),
-                Err(e) => return blocking_failed(e),
-            }
+            .await??
         }
     };
     if format != ResultFormat::Json {
-        return stream_frame(frame, format, &format!("job-{id}"));
+        return Ok(stream_frame(frame, format, &format!("job-{id}")));
     }
     let total = frame.height();
-    let rows = match rows_json(&page.slice(&frame)) {
-        Ok(rows) => rows,
-        Err(e) => return sjs_error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
+    let rows = rows_json(&page.slice(&frame))?;
     let mut report = job_report(&record, false, record.status);
     report.insert("resultPage".into(), page.json(total));
-    json_with_rows(StatusCode::OK, &report, "result", &rows)
+    Ok(json_with_rows(StatusCode::OK, &report, "result", &rows))
 }
 
 pub(super) async fn get_job_config(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Response {
-    match state.core.store().job_config(&id) {
-        Ok(Some(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
-            Ok(config) => json_response(StatusCode::OK, &config),
-            Err(e) => sjs_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("stored config of job {id} is unreadable: {e}"),
-            ),
-        },
-        Ok(None) => no_such_job(&id),
-        Err(e) => internal(&e),
-    }
+) -> HttpResult {
+    let bytes = state
+        .core
+        .store()
+        .job_config(&id)?
+        .ok_or_else(|| no_such_job(&id))?;
+    let config = serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+        HttpError::internal(format!("stored config of job {id} is unreadable: {e}"))
+    })?;
+    Ok(json_response(StatusCode::OK, &config))
 }
 
-pub(super) async fn kill_job(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.core.kill(&id) {
-        Ok(KillOutcome::Killed) => json_response(StatusCode::OK, &json!({ "status": "KILLED" })),
-        Ok(KillOutcome::AlreadyFailed(failure)) => json_response(
+pub(super) async fn kill_job(State(state): State<AppState>, Path(id): Path<String>) -> HttpResult {
+    match state.core.kill(&id)? {
+        KillOutcome::Killed => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "status": "KILLED" }),
+        )),
+        KillOutcome::AlreadyFailed(failure) => Ok(json_response(
             StatusCode::OK,
             &json!({ "status": "ERROR", "ERROR": failure_json(failure.as_ref()) }),
-        ),
-        Ok(KillOutcome::NotRunning) => sjs_error(
-            StatusCode::NOT_FOUND,
-            format!("No running job with ID {id}"),
-        ),
-        Ok(KillOutcome::NotFound) => no_such_job(&id),
-        Err(e) => internal(&e),
+        )),
+        KillOutcome::NotRunning => {
+            Err(HttpError::not_found(format!("No running job with ID {id}")))
+        }
+        KillOutcome::NotFound => Err(no_such_job(&id)),
     }
 }

@@ -165,3 +165,57 @@ fn logs_to_a_pipe_are_plain_and_a_store_in_use_is_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_and_a_bad_format_is_refused() {
+    let world = SampleWorld::new(2_000, 1);
+    let run = |format: &str| {
+        floe_on(
+            &world,
+            &[
+                "run",
+                "--pipeline",
+                "shop",
+                "--job",
+                "purchases_hourly",
+                "--partition",
+                "2024-01-01T00:00",
+            ],
+        )
+        .env("FLOE_LOG", "info")
+        .env("FLOE_LOG_FORMAT", format)
+        .output()
+        .expect("run floe")
+    };
+    let output = run("json");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // The command's own summary goes to stderr too; every log line is a JSON object.
+    let (lines, other): (Vec<&str>, Vec<&str>) =
+        stderr.lines().partition(|line| line.starts_with('{'));
+    assert!(!lines.is_empty(), "info lines are logged: {stderr}");
+    assert!(
+        other.iter().all(|line| !line.contains(" INFO ")),
+        "a text log line among JSON ones: {stderr}"
+    );
+    for line in &lines {
+        let event: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        assert!(
+            event["level"].is_string() && event["fields"].is_object(),
+            "{line}"
+        );
+    }
+    assert!(
+        lines.iter().any(|line| line.contains("\"INFO\"")),
+        "{stderr}"
+    );
+
+    let output = run("xml");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("FLOE_LOG_FORMAT must be `text` or `json`, not `xml`"),
+        "{stderr}"
+    );
+}

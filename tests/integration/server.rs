@@ -1000,9 +1000,13 @@ async fn operations_routes_and_json_errors_for_unknown_routes() {
     let (status, spec) = server.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(spec["openapi"], "3.1.0");
+    // A path no route takes answers in its family's envelope: Floe's outside the job server's.
     let (status, body) = server.get("/nowhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body["status"], "ERROR");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let (status, body) = server.get("/jobs/a/b/c").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["status"], "ERROR", "{body}");
     let response = server.client.put(server.url("/jobs")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     let body: Value = response.json().await.unwrap();
