@@ -786,7 +786,7 @@ fn materialise(
     assert!(report.is_success() && report.fresh == 0, "{report:?}");
     let results = keys
         .iter()
-        .map(|key| materializer.load_result(key).expect("result"))
+        .map(|key| materializer.results().load(key).expect("result"))
         .collect();
     (plan.combine)(results).expect("combine")
 }
@@ -808,7 +808,7 @@ fn recompute_partition(
         job: job.to_owned(),
         partition_start: window.start,
     };
-    materializer.load_result(&key).expect("result").frame
+    materializer.results().load(&key).expect("result").frame
 }
 
 /// `sales_per_category_daily` read straight from the `events` source, as a one-job pipeline.

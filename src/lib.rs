@@ -49,6 +49,7 @@ pub mod dataset;
 pub mod engine;
 pub mod error;
 pub mod frames;
+pub mod inputs;
 pub mod job;
 pub mod jobserver;
 pub mod materialize;

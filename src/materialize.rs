@@ -20,22 +20,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use polars::prelude::*;
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
 use crate::engine::cache::CachedResult;
 use crate::engine::{
-    FileIdentity, ResultCache, SourceError, decode_ipc, encode_ipc, resolve_source_files,
-    scan_source_window,
+    Engine, FileIdentity, PolarsEngine, ResolvedPlan, ResultCache, SourceError, encode_ipc,
 };
 use crate::error::error_chain;
-use crate::job::{JobContext, JobInput, JobOutput};
-use crate::partition::{Window, subwindows, windows_within};
+use crate::inputs::{InputError, InputResolver, upstream_keys, upstream_windows};
+use crate::job::JobOutput;
+use crate::partition::{Window, windows_within};
 use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{InputRef, JobDef, Pipeline};
-use crate::store::{NewResult, ResultMeta, RunKey, RunState, SeenRun, Store, StoreError};
+use crate::results::StoredResults;
+use crate::store::{NewResult, RunKey, RunState, SeenRun, Store, StoreError};
 
 /// Which partitions to bring up to date.
 #[derive(Debug, Clone)]
@@ -208,10 +208,17 @@ pub enum MaterializeError {
 pub struct Materializer {
     store: Store,
     cache: Arc<ResultCache>,
-    /// Where pipelines without roots of their own read: the data dir and, from the CLI, the
-    /// operator's `--data-root`s.
-    data_roots: Arc<DataRoots>,
+    /// What each run reads (sources within the data roots, upstream partitions).
+    inputs: InputResolver,
+    /// What computes each run.
+    engine: Arc<dyn Engine>,
     clock: Arc<dyn Clock>,
+}
+
+impl AsRef<StoredResults> for Materializer {
+    fn as_ref(&self) -> &StoredResults {
+        self.inputs.stored_results()
+    }
 }
 
 impl Materializer {
@@ -221,23 +228,49 @@ impl Materializer {
         data_dir: PathBuf,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let inputs = InputResolver::new(
+            StoredResults::new(store.clone(), cache.clone()),
+            Arc::new(DataRoots::new(&data_dir, &[])),
+        );
         Materializer {
             store,
             cache,
-            data_roots: Arc::new(DataRoots::new(&data_dir, &[])),
+            inputs,
+            engine: Arc::new(PolarsEngine),
             clock,
         }
     }
 
     /// The same materialiser, reading within `roots` (which carry the data dir).
     pub fn with_data_roots(mut self, roots: Arc<DataRoots>) -> Self {
-        self.data_roots = roots;
+        self.inputs = self.inputs.with_data_roots(roots);
+        self
+    }
+
+    /// The same materialiser, computing runs on `engine`.
+    pub fn with_engine(mut self, engine: Arc<dyn Engine>) -> Self {
+        self.engine = engine;
         self
     }
 
     /// The roots pipelines without their own read within.
     pub fn data_roots(&self) -> &Arc<DataRoots> {
-        &self.data_roots
+        self.inputs.data_roots()
+    }
+
+    /// The resolver of job inputs this materialiser reads through.
+    pub fn inputs(&self) -> &InputResolver {
+        &self.inputs
+    }
+
+    /// The engine that computes runs.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// Stored results, read through the cache.
+    pub fn results(&self) -> &StoredResults {
+        self.inputs.stored_results()
     }
 
     pub fn store(&self) -> &Store {
@@ -250,7 +283,7 @@ impl Materializer {
 
     /// The folder relative source paths resolve against.
     pub fn data_dir(&self) -> &std::path::Path {
-        self.data_roots.base()
+        self.inputs.data_roots().base()
     }
 
     /// The run graph for `request`, without running anything.
@@ -616,16 +649,17 @@ impl Materializer {
             let InputRef::Source(name) = input else {
                 continue;
             };
-            let source = pipeline
-                .sources
-                .get(name)
-                .ok_or_else(|| SourceProblem::Failed(format!("unknown source `{name}`")))?;
-            let roots = pipeline.data_roots.as_deref().unwrap_or(&self.data_roots);
-            match resolve_source_files(source, roots, window) {
+            match self.inputs.source_files(pipeline, name, window) {
                 Ok(files) => {
                     source_files.insert(name.clone(), files);
                 }
-                Err(SourceError::NoFiles { .. }) if wait_for_files && !source.wait.is_zero() => {
+                Err(InputError::Source(SourceError::NoFiles { .. }))
+                    if wait_for_files
+                        && pipeline
+                            .sources
+                            .get(name)
+                            .is_some_and(|source| !source.wait.is_zero()) =>
+                {
                     return Err(SourceProblem::NotReady(name.clone()));
                 }
                 Err(error) => return Err(SourceProblem::Failed(error.to_string())),
@@ -646,16 +680,20 @@ impl Materializer {
         known_upstream: &HashMap<RunKey, String>,
     ) -> Result<JobOutput, CommitError> {
         let inputs = self
-            .job_inputs(pipeline, def, window, source_files, known_upstream)
-            .map_err(CommitError::Failed)?;
-        let ctx = JobContext {
+            .inputs
+            .partition_inputs(pipeline, def, window, source_files, known_upstream)
+            .map_err(|e| CommitError::Failed(e.to_string()))?;
+        let plan = ResolvedPlan {
             pipeline: &pipeline.name,
             job: &def.name,
+            kind: def.job.as_ref(),
             grain: def.grain,
             window: *window,
-            inputs: &inputs,
+            inputs,
         };
-        crate::job::run_job(def.job.as_ref(), &ctx).map_err(|e| CommitError::Failed(e.to_string()))
+        self.engine
+            .execute(plan)
+            .map_err(|e| CommitError::Failed(e.to_string()))
     }
 
     /// Encodes and commits a computed result of `def`, then caches it.
@@ -721,158 +759,6 @@ impl Materializer {
             .result_meta(key)?
             .is_some_and(|meta| meta.fingerprint == fingerprint))
     }
-
-    fn job_inputs(
-        &self,
-        pipeline: &Pipeline,
-        def: &JobDef,
-        window: &Window,
-        source_files: &BTreeMap<String, Vec<FileIdentity>>,
-        known_upstream: &HashMap<RunKey, String>,
-    ) -> Result<BTreeMap<String, JobInput>, String> {
-        let mut inputs = BTreeMap::new();
-        for input in &def.inputs {
-            let job_input = match input {
-                InputRef::Source(name) => {
-                    let source = pipeline
-                        .sources
-                        .get(name)
-                        .ok_or_else(|| format!("unknown source `{name}`"))?;
-                    let files = source_files
-                        .get(name)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default();
-                    let frame =
-                        scan_source_window(source, files, window).map_err(|e| e.to_string())?;
-                    JobInput::of_frame(frame)
-                }
-                InputRef::Job(name) => {
-                    let upstream = pipeline
-                        .job(name)
-                        .ok_or_else(|| format!("unknown job `{name}`"))?;
-                    let windows = upstream_windows(pipeline, upstream, def, window);
-                    let mut frames = Vec::with_capacity(windows.len());
-                    let mut states = Vec::new();
-                    for window in windows {
-                        let key = RunKey {
-                            pipeline: pipeline.name.clone(),
-                            job: name.clone(),
-                            partition_start: window.start,
-                        };
-                        let cached = known_upstream
-                            .get(&key)
-                            .and_then(|fingerprint| self.cache.get(&key, fingerprint));
-                        let result = match cached {
-                            Some(result) => result,
-                            None => self.load_result(&key)?,
-                        };
-                        frames.push(result.frame.lazy());
-                        states.extend(result.state);
-                    }
-                    let frame = concat(frames, UnionArgs::default())
-                        .map_err(|e| format!("cannot combine `{name}` partitions: {e}"))?;
-                    let has_states = !states.is_empty();
-                    JobInput {
-                        frame,
-                        states: has_states.then_some(states),
-                        upstream_kind: Some(upstream.kind().to_owned()),
-                        cached_rows: None,
-                    }
-                }
-            };
-            inputs.insert(input.name().to_owned(), job_input);
-        }
-        Ok(inputs)
-    }
-
-    /// A stored result, from the cache when it holds the current fingerprint.
-    pub fn load_result(&self, key: &RunKey) -> Result<CachedResult, String> {
-        let meta = self
-            .store
-            .result_meta(key)
-            .map_err(|e| error_chain(&e))?
-            .ok_or_else(|| format!("no stored result for {key}"))?;
-        self.load_result_of(key, &meta)
-    }
-
-    /// The stored result of `key` if the definition `lineage` (a job's
-    /// [`JobDef::lineage_fingerprint`]) computed it; `None` when another definition did, or one
-    /// that Floe did not record: such a result is stale and must not be served as current.
-    pub fn load_current_result(
-        &self,
-        key: &RunKey,
-        lineage: &str,
-    ) -> Result<Option<CachedResult>, String> {
-        let meta = self
-            .store
-            .result_meta(key)
-            .map_err(|e| error_chain(&e))?
-            .ok_or_else(|| format!("no stored result for {key}"))?;
-        if meta.definition.as_deref() != Some(lineage) {
-            return Ok(None);
-        }
-        self.load_result_of(key, &meta).map(Some)
-    }
-
-    fn load_result_of(&self, key: &RunKey, meta: &ResultMeta) -> Result<CachedResult, String> {
-        if let Some(cached) = self.cache.get(key, &meta.fingerprint) {
-            return Ok(cached);
-        }
-        // One read transaction: the bytes and the fingerprint they are cached under must
-        // belong to the same result even if the run is being recomputed meanwhile.
-        let stored = self
-            .store
-            .result(key)
-            .map_err(|e| error_chain(&e))?
-            .ok_or_else(|| format!("no stored result for {key}"))?;
-        let frame = decode_ipc(&stored.frame_ipc)
-            .map_err(|e| format!("stored result of {key} is unreadable: {e}"))?;
-        let state = match &stored.state_ipc {
-            Some(bytes) => Some(
-                decode_ipc(bytes)
-                    .map_err(|e| format!("stored state of {key} is unreadable: {e}"))?,
-            ),
-            None => None,
-        };
-        let result = CachedResult { frame, state };
-        self.cache
-            .insert(key.clone(), stored.meta.fingerprint, result.clone());
-        Ok(result)
-    }
-}
-
-/// The partitions of `upstream` that a run of `def` over `window` reads: the same window for
-/// the same grain, otherwise the finer windows that tile it (validation guarantees nesting).
-fn upstream_windows(
-    pipeline: &Pipeline,
-    upstream: &JobDef,
-    def: &JobDef,
-    window: &Window,
-) -> Vec<Window> {
-    if upstream.grain == def.grain {
-        vec![*window]
-    } else {
-        subwindows(upstream.grain, pipeline.timezone, window)
-    }
-}
-
-/// Every upstream run a run of `def` over `window` reads, with its window.
-pub(crate) fn upstream_keys(
-    pipeline: &Pipeline,
-    def: &JobDef,
-    window: &Window,
-) -> Vec<(RunKey, Window)> {
-    let mut keys = Vec::new();
-    for input in &def.inputs {
-        if let InputRef::Job(name) = input
-            && let Some(upstream) = pipeline.job(name)
-        {
-            for up in upstream_windows(pipeline, upstream, def, window) {
-                keys.push((RunKey::new(&pipeline.name, name, up.start), up));
-            }
-        }
-    }
-    keys
 }
 
 /// Builds the run graph by walking from target runs to the upstream runs they read.

@@ -1,4 +1,5 @@
-//! The read side: materialised results of a job over a time range, as one frame.
+//! The read side: stored results of single partitions ([`StoredResults`], through the cache of
+//! decoded results), and materialised results of a job over a time range, as one frame.
 //!
 //! Each partition's result is prefixed with `partition_start` and `partition_end` (UTC-aware
 //! datetimes) so a range read is self-describing. Only succeeded partitions computed by the
@@ -7,13 +8,108 @@
 //! earlier or replaced version of the pipeline, or of a job upstream) from
 //! [`JobResults::stale`]; those are never served as current.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
-use crate::materialize::Materializer;
+use crate::engine::cache::{CachedResult, ResultCache};
+use crate::frames::decode_ipc;
 use crate::partition::{Grain, windows_within};
 use crate::pipeline::Pipeline;
-use crate::store::{RunKey, RunState};
+use crate::store::{ResultMeta, RunKey, RunState, Store, StoreError};
+
+/// The stored results of partitions, read through the cache of decoded results.
+#[derive(Debug, Clone)]
+pub struct StoredResults {
+    store: Store,
+    cache: Arc<ResultCache>,
+}
+
+impl AsRef<StoredResults> for StoredResults {
+    fn as_ref(&self) -> &StoredResults {
+        self
+    }
+}
+
+impl StoredResults {
+    pub fn new(store: Store, cache: Arc<ResultCache>) -> StoredResults {
+        StoredResults { store, cache }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn cache(&self) -> &Arc<ResultCache> {
+        &self.cache
+    }
+
+    /// The stored result of `key`, from the cache when it holds the current fingerprint.
+    pub fn load(&self, key: &RunKey) -> Result<CachedResult, ResultsError> {
+        let meta = self
+            .store
+            .result_meta(key)?
+            .ok_or_else(|| ResultsError::NoResult(key.clone()))?;
+        self.load_of(key, &meta)
+    }
+
+    /// The stored result of `key`, from the cache when it holds `fingerprint`.
+    pub fn load_fingerprinted(
+        &self,
+        key: &RunKey,
+        fingerprint: Option<&str>,
+    ) -> Result<CachedResult, ResultsError> {
+        match fingerprint.and_then(|fingerprint| self.cache.get(key, fingerprint)) {
+            Some(cached) => Ok(cached),
+            None => self.load(key),
+        }
+    }
+
+    /// The stored result of `key` if the definition `lineage` (a job's
+    /// [`crate::pipeline::JobDef::lineage_fingerprint`]) computed it; `None` when another
+    /// definition did, or one that Floe did not record: such a result is stale and must not be
+    /// served as current.
+    pub fn load_current(
+        &self,
+        key: &RunKey,
+        lineage: &str,
+    ) -> Result<Option<CachedResult>, ResultsError> {
+        let meta = self
+            .store
+            .result_meta(key)?
+            .ok_or_else(|| ResultsError::NoResult(key.clone()))?;
+        if meta.definition.as_deref() != Some(lineage) {
+            return Ok(None);
+        }
+        self.load_of(key, &meta).map(Some)
+    }
+
+    fn load_of(&self, key: &RunKey, meta: &ResultMeta) -> Result<CachedResult, ResultsError> {
+        if let Some(cached) = self.cache.get(key, &meta.fingerprint) {
+            return Ok(cached);
+        }
+        // One read transaction: the bytes and the fingerprint they are cached under must
+        // belong to the same result even if the run is being recomputed meanwhile.
+        let stored = self
+            .store
+            .result(key)?
+            .ok_or_else(|| ResultsError::NoResult(key.clone()))?;
+        let unreadable = |what: &'static str| {
+            let key = key.clone();
+            move |error| ResultsError::Unreadable { key, what, error }
+        };
+        let frame = decode_ipc(&stored.frame_ipc).map_err(unreadable("result"))?;
+        let state = match &stored.state_ipc {
+            Some(bytes) => Some(decode_ipc(bytes).map_err(unreadable("state"))?),
+            None => None,
+        };
+        let result = CachedResult { frame, state };
+        self.cache
+            .insert(key.clone(), stored.meta.fingerprint, result.clone());
+        Ok(result)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct JobResults {
@@ -29,8 +125,18 @@ pub struct JobResults {
 pub enum ResultsError {
     #[error("pipeline `{pipeline}` has no job `{job}`")]
     UnknownJob { pipeline: String, job: String },
+    #[error("no stored result for {0}")]
+    NoResult(RunKey),
+    #[error("stored {what} of {key} is unreadable: {error}")]
+    Unreadable {
+        key: RunKey,
+        what: &'static str,
+        error: PolarsError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{0}")]
-    Read(String),
+    Polars(#[from] PolarsError),
 }
 
 pub const PARTITION_START: &str = "partition_start";
@@ -83,7 +189,7 @@ pub fn runs_spanned(
 
 /// Results of `job` for the partitions whose window lies inside [from, to).
 pub fn read_job_results(
-    materializer: &Materializer,
+    results: &impl AsRef<StoredResults>,
     pipeline: &Pipeline,
     job: &str,
     from: DateTime<Utc>,
@@ -103,26 +209,22 @@ pub fn read_job_results(
     } else {
         Vec::new()
     };
-    let read_error = |e: PolarsError| ResultsError::Read(e.to_string());
+    let results = results.as_ref();
     for window in windows {
         let key = RunKey {
             pipeline: pipeline.name.clone(),
             job: job.to_owned(),
             partition_start: window.start,
         };
-        let succeeded = materializer
+        let succeeded = results
             .store()
-            .run(&key)
-            .map_err(|e| ResultsError::Read(crate::error::error_chain(&e)))?
+            .run(&key)?
             .is_some_and(|run| run.state == RunState::Succeeded);
         if !succeeded {
             missing.push(window.start);
             continue;
         }
-        let Some(result) = materializer
-            .load_current_result(&key, &def.lineage_fingerprint)
-            .map_err(ResultsError::Read)?
-        else {
+        let Some(result) = results.load_current(&key, &def.lineage_fingerprint)? else {
             stale.push(window.start);
             continue;
         };
@@ -132,24 +234,20 @@ pub fn read_job_results(
             PARTITION_START.into(),
             vec![window.start.timestamp_millis(); height],
         )
-        .cast(&utc)
-        .map_err(read_error)?;
+        .cast(&utc)?;
         let end = Column::new(
             PARTITION_END.into(),
             vec![window.end.timestamp_millis(); height],
         )
-        .cast(&utc)
-        .map_err(read_error)?;
+        .cast(&utc)?;
         let mut columns = vec![start, end];
         columns.extend(result.frame.columns().iter().cloned());
-        frames.push(DataFrame::new(height, columns).map_err(read_error)?.lazy());
+        frames.push(DataFrame::new(height, columns)?.lazy());
     }
     let frame = if frames.is_empty() {
         DataFrame::empty()
     } else {
-        concat(frames, UnionArgs::default())
-            .and_then(LazyFrame::collect)
-            .map_err(read_error)?
+        concat(frames, UnionArgs::default()).and_then(LazyFrame::collect)?
     };
     Ok(JobResults {
         frame,

@@ -40,9 +40,12 @@ use crate::engine::cancel::Cancel;
 use crate::engine::memory::MemoryGuard;
 use crate::engine::selection::decode_strings;
 use crate::engine::time_slice::{only_datetime_column, window_rows};
-use crate::engine::{arrow_size, resolve_source_files, scan_source_window};
+use crate::engine::{
+    EngineError, PolarsEngine, ResolvedInput, ResolvedPlan, SourceError, arrow_size,
+};
 use crate::error::error_chain;
-use crate::job::{JobContext, JobError, JobInput, JobOutput, JobRegistry};
+use crate::inputs::{Gaps, InputError};
+use crate::job::{JobError, JobInput, JobOutput, JobRegistry};
 use crate::materialize::{MaterializeError, Materializer, RunEvent, RunOutcome, RunRequest};
 use crate::partition::{Grain, Window};
 use crate::results::{partitions_spanned, read_job_results, runs_spanned};
@@ -1520,13 +1523,13 @@ impl JobServer {
                             (frame, Some((column, bounds, window.timezone)))
                         }
                     };
-                    JobInput {
+                    ResolvedInput::rows(JobInput {
                         cached_rows: Some(Arc::new(ObjectRows {
                             object: found,
                             window,
                         })),
                         ..JobInput::of_frame(frame)
-                    }
+                    })
                 }
                 InputSpec::Scan {
                     app,
@@ -1540,15 +1543,19 @@ impl JobServer {
                         end: *to,
                     };
                     match cache_as {
-                        None => JobInput::of_frame(self.scan(app, what, &window)?),
+                        None => self.scan(app, what, &window)?,
                         Some(object) => objects
                             .get_or_create(
                                 object,
                                 &object_definition(app, what, &window),
                                 self.clock.now(),
                                 || {
-                                    let frame =
-                                        self.scan(app, what, &window).map_err(|e| match e {
+                                    let frame = self
+                                        .scan(app, what, &window)
+                                        .and_then(|input| {
+                                            PolarsEngine::frame(input).map_err(source_failed)
+                                        })
+                                        .map_err(|e| match e {
                                             ExecError::Failed { message, .. } => message,
                                             ExecError::Stopped => "stopped".to_owned(),
                                         })?;
@@ -1560,14 +1567,16 @@ impl JobServer {
                                     })
                                 },
                             )
-                            .map(|object| JobInput {
-                                frame: object.frame.as_ref().clone().lazy(),
-                                cached_rows: Some(Arc::new(ObjectRows {
-                                    object,
-                                    window: None,
-                                })),
-                                states: None,
-                                upstream_kind: None,
+                            .map(|object| {
+                                ResolvedInput::rows(JobInput {
+                                    frame: object.frame.as_ref().clone().lazy(),
+                                    cached_rows: Some(Arc::new(ObjectRows {
+                                        object,
+                                        window: None,
+                                    })),
+                                    states: None,
+                                    upstream_kind: None,
+                                })
                             })
                             .map_err(|e| match e {
                                 ObjectError::Conflict(message) => ExecError::Failed {
@@ -1588,19 +1597,27 @@ impl JobServer {
             inputs.insert(name.clone(), input);
         }
         Self::checkpoint(live)?;
-        let ctx = JobContext {
+        let resolved = ResolvedPlan {
             pipeline: ADHOC_CONTEXT,
             job: plan.class,
+            kind: plan.job.as_ref(),
             // Built-in classes do not look at the grain; an ad-hoc run has none of its own.
             grain: Grain::Hourly,
             window: plan::input_span(&plan.inputs),
-            inputs: &inputs,
+            inputs,
         };
         let failed = |e: JobError| ExecError::Failed {
             message: e.to_string(),
             class: "floe.JobFailed",
         };
-        let output = crate::job::run_job(plan.job.as_ref(), &ctx).map_err(failed)?;
+        let output = self
+            .materializer
+            .engine()
+            .execute(resolved)
+            .map_err(|e| match e {
+                EngineError::Source(e) => source_failed(e),
+                EngineError::Job(e) => failed(e),
+            })?;
         // Keys grouped from a selection's encoded columns come back as strings, as they were.
         let output = JobOutput {
             frame: decode_strings(output.frame).map_err(|e| failed(e.into()))?,
@@ -1623,29 +1640,16 @@ impl JobServer {
         Ok(output.frame)
     }
 
-    fn scan(&self, app: &App, what: &ScanTarget, window: &Window) -> Result<LazyFrame, ExecError> {
-        match what {
-            ScanTarget::Source(name) => {
-                let source = app
-                    .pipeline
-                    .sources
-                    .get(name)
-                    .ok_or_else(|| ExecError::Failed {
-                        message: format!("app {} has no source `{name}`", app.name()),
-                        class: "floe.SourceError",
-                    })?;
-                let roots =
-                    (app.pipeline.data_roots.as_deref()).unwrap_or(self.materializer.data_roots());
-                let files =
-                    resolve_source_files(source, roots, window).map_err(|e| ExecError::Failed {
-                        message: e.to_string(),
-                        class: "floe.SourceError",
-                    })?;
-                scan_source_window(source, &files, window).map_err(|e| ExecError::Failed {
-                    message: e.to_string(),
-                    class: "floe.SourceError",
-                })
-            }
+    /// An ad-hoc job's scan of an app's source or of a job's results, resolved.
+    fn scan<'a>(
+        &self,
+        app: &'a App,
+        what: &ScanTarget,
+        window: &Window,
+    ) -> Result<ResolvedInput<'a>, ExecError> {
+        let inputs = self.materializer.inputs();
+        let resolved = match what {
+            ScanTarget::Source(name) => inputs.source(&app.pipeline, name, window),
             ScanTarget::Results(job) => {
                 self.settings
                     .limits
@@ -1654,47 +1658,31 @@ impl JobServer {
                         &format!("input `results = {job}`"),
                     )
                     .map_err(ExecError::failed("floe.LimitExceeded"))?;
-                let results = read_job_results(
-                    &self.materializer,
-                    &app.pipeline,
-                    job,
-                    window.start,
-                    window.end,
-                )
-                .map_err(|e| ExecError::Failed {
-                    message: e.to_string(),
-                    class: "floe.ResultsError",
-                })?;
-                if let Some(first) = results.stale.first() {
-                    return Err(ExecError::Failed {
-                        message: format!(
-                            "{} partitions of {}/{job} in the range hold results of another \
-                             definition of the pipeline (first: {}); run them again (POST \
-                             /pipelines/{}/runs)",
-                            results.stale.len(),
-                            app.name(),
-                            first.to_rfc3339(),
-                            app.name()
-                        ),
-                        class: "floe.ResultsStale",
-                    });
-                }
-                if let Some(first) = results.missing.first() {
-                    return Err(ExecError::Failed {
-                        message: format!(
-                            "{} partitions of {}/{job} in the range are not materialised (first: \
-                             {}); run them first (POST /pipelines/{}/runs)",
-                            results.missing.len(),
-                            app.name(),
-                            first.to_rfc3339(),
-                            app.name()
-                        ),
-                        class: "floe.ResultsMissing",
-                    });
-                }
-                Ok(results.frame.lazy())
+                inputs.results(&app.pipeline, job, window, Gaps::Refuse)
             }
-        }
+        };
+        resolved.map_err(|e| {
+            let class = match &e {
+                InputError::UnknownSource { .. } | InputError::Source(_) => "floe.SourceError",
+                InputError::Stale { .. } => "floe.ResultsStale",
+                InputError::Missing { .. } => "floe.ResultsMissing",
+                InputError::UnknownJob { .. }
+                | InputError::Results(_)
+                | InputError::Combine { .. } => "floe.ResultsError",
+            };
+            ExecError::Failed {
+                message: e.to_string(),
+                class,
+            }
+        })
+    }
+}
+
+/// A source that could not be read, as a job's failure.
+fn source_failed(e: SourceError) -> ExecError {
+    ExecError::Failed {
+        message: e.to_string(),
+        class: "floe.SourceError",
     }
 }
 

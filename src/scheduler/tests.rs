@@ -185,7 +185,8 @@ impl Harness {
             .scheduler
             .inner
             .materializer
-            .load_result(&key)
+            .results()
+            .load(&key)
             .unwrap()
             .frame;
         frame

@@ -23,8 +23,10 @@ use super::metrics::{escape, family};
 use super::sjs::{body_error, job_report, query_params, timestamp};
 use crate::catalog::App;
 use crate::engine::cancel::Cancel;
+use crate::engine::{ResolvedInput, ResolvedPlan};
+use crate::inputs::Gaps;
+use crate::job::JobInput;
 use crate::job::builtin::Sql;
-use crate::job::{JobContext, JobInput};
 use crate::jobserver::Submission;
 use crate::jobserver::context::Context;
 use crate::jobserver::plan::PIPELINE_RUN_CLASS;
@@ -521,8 +523,10 @@ fn query_frame(
     let mut inputs = BTreeMap::new();
     for table in sql.tables() {
         let object = context.as_ref().and_then(|c| c.objects.get(table));
-        let frame = match object {
-            Some(object) => object.frame.as_ref().clone().lazy(),
+        let input = match object {
+            Some(object) => {
+                ResolvedInput::rows(JobInput::of_frame(object.frame.as_ref().clone().lazy()))
+            }
             None => {
                 let (pipeline, job) = table.split_once(TABLE_SEPARATOR).ok_or_else(|| {
                     HttpError::bad_request(format!(
@@ -552,25 +556,33 @@ fn query_frame(
                         &format!("table `{table}`"),
                     )
                     .map_err(HttpError::bad_request)?;
-                read_job_results(core.materializer(), &app.pipeline, job, from, to)
+                // The rows that are there: a query reads what is materialised and current.
+                let window = Window {
+                    start: from,
+                    end: to,
+                };
+                core.materializer()
+                    .inputs()
+                    .results(&app.pipeline, job, &window, Gaps::Skip)
                     .map_err(|e| HttpError::bad_request(format!("table `{table}`: {e}")))?
-                    .frame
-                    .lazy()
             }
         };
-        inputs.insert(table.clone(), JobInput::of_frame(frame));
+        inputs.insert(table.clone(), input);
     }
-    let ctx = JobContext {
+    let plan = ResolvedPlan {
         pipeline: "query",
         job: "query",
+        kind: sql,
         grain: Grain::Hourly,
         window: Window {
             start: DateTime::UNIX_EPOCH,
             end: now,
         },
-        inputs: &inputs,
+        inputs,
     };
-    crate::job::run_job(sql, &ctx)
+    core.materializer()
+        .engine()
+        .execute(plan)
         .map(|output| output.frame)
         .map_err(|e| HttpError::bad_request(format!("query failed: {e}")))
 }

@@ -12,6 +12,7 @@ mod edge;
 mod fuzz;
 mod hostile;
 mod hostile_cli;
+mod inputs;
 mod limits;
 mod server;
 mod shop;

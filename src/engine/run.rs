@@ -1,0 +1,142 @@
+//! The engine boundary: a job with its resolved inputs goes in ([`ResolvedPlan`]), the job's
+//! output (Arrow-compatible frames) comes out. [`Engine`] is what every caller that computes a
+//! job talks to — a partition run of the scheduler, an ad-hoc job of the job server, a `/query`
+//! — so a second engine plugs in here without touching them.
+//!
+//! Inputs arrive resolved by [`crate::inputs`]: source files already listed for the window
+//! (the engine reads them, so an engine on a cluster can read them where they are), and rows
+//! already in memory (upstream partitions, named objects, results over a range), which an
+//! engine elsewhere would ship as Arrow.
+//!
+//! [`PolarsEngine`] is the engine of this process: it scans files with polars, cut to the
+//! window with a filter polars pushes into the scan, and runs the job's polars plan.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use polars::prelude::LazyFrame;
+
+use super::source::{FileIdentity, SourceError, scan_source_window};
+use crate::job::{Job, JobContext, JobError, JobInput, JobOutput};
+use crate::partition::{Grain, Window};
+use crate::pipeline::Source;
+
+/// One input of a job, resolved.
+pub enum ResolvedInput<'a> {
+    /// The rows of `source` in `window`, read from `files` (listed for that window).
+    Files {
+        source: &'a Source,
+        files: Vec<FileIdentity>,
+        window: Window,
+    },
+    /// Rows already in memory: upstream partitions (with their partial states), a named
+    /// object or a window of it, materialised results over a range.
+    Rows(Box<JobInput>),
+}
+
+impl ResolvedInput<'_> {
+    /// Rows already in memory.
+    pub fn rows(input: JobInput) -> Self {
+        ResolvedInput::Rows(Box::new(input))
+    }
+}
+
+impl fmt::Debug for ResolvedInput<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolvedInput::Files { source, files, .. } => f
+                .debug_struct("Files")
+                .field("source", &source.name)
+                .field("files", &files.len())
+                .finish(),
+            ResolvedInput::Rows(_) => f.write_str("Rows"),
+        }
+    }
+}
+
+/// A job ready to run: what it is, where it sits, and its inputs by name.
+pub struct ResolvedPlan<'a> {
+    /// The pipeline (or `query`, or the ad-hoc context) the job belongs to, for messages.
+    pub pipeline: &'a str,
+    pub job: &'a str,
+    pub kind: &'a dyn Job,
+    pub grain: Grain,
+    pub window: Window,
+    pub inputs: BTreeMap<String, ResolvedInput<'a>>,
+}
+
+impl fmt::Debug for ResolvedPlan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolvedPlan")
+            .field("pipeline", &self.pipeline)
+            .field("job", &self.job)
+            .field("grain", &self.grain)
+            .field("window", &self.window)
+            .field("inputs", &self.inputs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an engine could not compute a job.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Job(#[from] JobError),
+}
+
+/// What computes jobs.
+pub trait Engine: Send + Sync + fmt::Debug {
+    /// The engine's name, as recorded with what it computed.
+    fn name(&self) -> &'static str;
+
+    /// Computes `plan`.
+    fn execute(&self, plan: ResolvedPlan<'_>) -> Result<JobOutput, EngineError>;
+}
+
+/// The polars engine, in this process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolarsEngine;
+
+impl PolarsEngine {
+    /// `input` as a polars input: files become a scan cut to the window.
+    pub fn input(input: ResolvedInput<'_>) -> Result<JobInput, SourceError> {
+        match input {
+            ResolvedInput::Files {
+                source,
+                files,
+                window,
+            } => Ok(JobInput::of_frame(scan_source_window(
+                source, &files, &window,
+            )?)),
+            ResolvedInput::Rows(input) => Ok(*input),
+        }
+    }
+
+    /// The rows of `input` as a lazy frame.
+    pub fn frame(input: ResolvedInput<'_>) -> Result<LazyFrame, SourceError> {
+        PolarsEngine::input(input).map(|input| input.frame)
+    }
+}
+
+impl Engine for PolarsEngine {
+    fn name(&self) -> &'static str {
+        "polars"
+    }
+
+    fn execute(&self, plan: ResolvedPlan<'_>) -> Result<JobOutput, EngineError> {
+        let mut inputs = BTreeMap::new();
+        for (name, input) in plan.inputs {
+            inputs.insert(name, PolarsEngine::input(input)?);
+        }
+        let ctx = JobContext {
+            pipeline: plan.pipeline,
+            job: plan.job,
+            grain: plan.grain,
+            window: plan.window,
+            inputs: &inputs,
+        };
+        Ok(crate::job::run_job(plan.kind, &ctx)?)
+    }
+}
