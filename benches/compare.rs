@@ -18,8 +18,8 @@
 //!   `events` (loaded once by a sync job whose input creates it), and each query as a sync
 //!   job (`count_distinct`, `top`, `group_by`) over it. A windowed query's input is
 //!   `{ object = events, from, to }`: the object's `ts` is sorted, so the window is a
-//!   zero-copy slice found by binary search (`floe::engine::time_slice`). The object keeps
-//!   the rows each filter selects (`floe::engine::selection`), so after the warm-up a query
+//!   zero-copy slice found by binary search (`floe::frames::time_slice`). The object keeps
+//!   the rows each filter selects (`floe::frames::selection`), so after the warm-up a query
 //!   reads its filter's selection, as a dashboard's repeated question does; the warm-up's
 //!   time is reported as the first ask. Timed: the HTTP round trip, JSON answer parsed.
 //! - **Floe materialise**: the example pipeline (pipelines/shop.yaml) brought up to date by
@@ -85,13 +85,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use floe::clock::{Clock, SystemClock};
-use floe::engine::ResultCache;
-use floe::engine::cache::CachedResult;
-use floe::engine::time_slice::window_rows;
+use floe::frames::time_slice::window_rows;
 use floe::job::Job;
 use floe::job::builtin::{CountDistinct, GroupBy, Top};
 use floe::materialize::{PartitionAttempt, RunOutcome};
 use floe::partition::Window;
+use floe::results::ResultCache;
+use floe::results::cache::CachedResult;
 use floe::scheduler::SchedulerConfig;
 use floe::server::{ServerConfig, build_state, serve_on};
 use floe::{JobRegistry, Materializer, Pipeline, RunRequest, Store};
@@ -897,7 +897,7 @@ fn cache_gain(dir: &Path, shop: &Pipeline, store: &Store, repeats: usize) -> Cac
 struct RustTimes {
     rest_ms: f64,
     /// Floe REST's warm-up: the first time the query is asked, when the object may have no
-    /// selection for its filter yet (`floe::engine::selection`).
+    /// selection for its filter yet (`floe::frames::selection`).
     rest_first_ms: f64,
     materialise_ms: f64,
     polars_ms: f64,

@@ -37,10 +37,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use floe::clock::{Clock, SystemClock};
-use floe::engine::ResultCache;
 use floe::job::{Job, JobContext, JobError, JobOutput, JobRegistry};
 use floe::materialize::Materializer;
 use floe::pipeline::Pipeline;
+use floe::results::ResultCache;
 use floe::scheduler::{BackfillRequest, Scheduler, SchedulerConfig};
 use floe::store::Store;
 use polars::prelude::*;

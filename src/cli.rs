@@ -13,12 +13,12 @@ use polars::prelude::*;
 
 use crate::clock::{Clock, SystemClock};
 use crate::dataset::write_events_parquet;
-use crate::engine::ResultCache;
 use crate::job::JobRegistry;
 use crate::materialize::{Materializer, RunOutcome, RunReport, RunRequest};
 use crate::partition::{Window, parse_instant, window_containing, windows_within};
 use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{self, Pipeline};
+use crate::results::ResultCache;
 use crate::results::read_job_results;
 use crate::sample::{SampleSpec, generate};
 use crate::scheduler::{BackfillRequest, BackfillStatus, Scheduler, SchedulerConfig};

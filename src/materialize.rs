@@ -24,17 +24,16 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
-use crate::engine::cache::CachedResult;
-use crate::engine::{
-    Engine, FileIdentity, PolarsEngine, ResolvedPlan, ResultCache, SourceError, encode_ipc,
-};
+use crate::engine::{Engine, FileIdentity, PolarsEngine, ResolvedPlan, SourceError};
 use crate::error::error_chain;
+use crate::frames::encode_ipc;
 use crate::inputs::{InputError, InputResolver, upstream_keys, upstream_windows};
 use crate::job::JobOutput;
 use crate::partition::{Window, windows_within};
 use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{InputRef, JobDef, Pipeline};
-use crate::results::StoredResults;
+use crate::results::cache::CachedResult;
+use crate::results::{ResultCache, StoredResults};
 use crate::store::{NewResult, RunKey, RunState, SeenRun, Store, StoreError};
 
 /// Which partitions to bring up to date.

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use polars::prelude::*;
 
+use crate::frames::time_slice::physical_bound;
 use crate::partition::Window;
 use crate::pipeline::Source;
 use crate::pipeline::data_roots::DataRoots;
@@ -240,25 +241,4 @@ fn bound_literal(
 ) -> Expr {
     lit(physical_bound(instant, unit, zone, source_tz))
         .cast(DataType::Datetime(unit, zone.cloned()))
-}
-
-/// An instant as the physical value of a datetime column of `unit` and `zone`. A naive column
-/// holds wall-clock time in `naive_tz`, so the bound is the same instant's wall-clock reading
-/// there.
-pub fn physical_bound(
-    instant: DateTime<Utc>,
-    unit: TimeUnit,
-    zone: Option<&TimeZone>,
-    naive_tz: Tz,
-) -> i64 {
-    let epoch_units = |wall: i64, nanos: i64| match unit {
-        TimeUnit::Milliseconds => wall * 1_000 + nanos / 1_000_000,
-        TimeUnit::Microseconds => wall * 1_000_000 + nanos / 1_000,
-        TimeUnit::Nanoseconds => wall * 1_000_000_000 + nanos,
-    };
-    let wall = match zone {
-        Some(_) => instant.naive_utc().and_utc(),
-        None => instant.with_timezone(&naive_tz).naive_local().and_utc(),
-    };
-    epoch_units(wall.timestamp(), i64::from(wall.timestamp_subsec_nanos()))
 }

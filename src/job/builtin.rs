@@ -13,11 +13,11 @@
 use polars::prelude::*;
 use polars::sql::{SQLContext, sql_expr};
 
+use super::spec::{CountDistinctSpec, GroupBySpec, SelectSpec, TopSpec};
 use super::{Job, JobContext, JobError, JobOutput};
-use crate::engine::cancel::collect;
-use crate::engine::join_bound::largest_join_within;
-use crate::engine::selection::columns_read;
-use crate::pipeline::spec::{CountDistinctSpec, GroupBySpec, SelectSpec, TopSpec};
+use crate::frames::cancel::collect;
+use crate::frames::join_bound::largest_join_within;
+use crate::frames::selection::columns_read;
 use crate::sql_guard::{
     SqlRejection, check_expression, check_query, excerpt, max_join_rows, with_sql_stack,
 };

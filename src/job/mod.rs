@@ -10,6 +10,7 @@
 //! Does not own: where inputs come from (the materialiser) or where results go (the store).
 
 pub mod builtin;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::fmt;

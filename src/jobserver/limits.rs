@@ -49,7 +49,7 @@ pub struct Limits {
     /// `None` means twice `job_history`. See [`Limits::max_stored_jobs`].
     pub max_stored_jobs: Option<usize>,
     /// Resident memory of the server, in bytes, over which the newest ad-hoc job or query is
-    /// stopped (`crate::engine::memory`); `None` turns the watchdog off. Default: 80% of the
+    /// stopped (`crate::frames::memory`); `None` turns the watchdog off. Default: 80% of the
     /// machine's memory.
     pub memory: Option<u64>,
     /// How long a `/query` may compute before it is stopped and answered 408-style with 503.
@@ -102,7 +102,7 @@ pub fn byte_size(bytes: u64) -> String {
 
 /// 80% of the machine's memory, or `None` where it cannot be read.
 pub fn default_memory_limit() -> Option<u64> {
-    crate::engine::memory::physical_bytes()
+    crate::frames::memory::physical_bytes()
         .map(|bytes| (bytes as f64 * DEFAULT_MEMORY_SHARE) as u64)
 }
 

@@ -36,14 +36,13 @@ use tokio::sync::watch;
 use tracing::{info, info_span, warn};
 
 use crate::clock::Clock;
-use crate::engine::cancel::Cancel;
-use crate::engine::memory::MemoryGuard;
-use crate::engine::selection::decode_strings;
-use crate::engine::time_slice::{only_datetime_column, window_rows};
-use crate::engine::{
-    EngineError, PolarsEngine, ResolvedInput, ResolvedPlan, SourceError, arrow_size,
-};
+use crate::engine::{EngineError, PolarsEngine, ResolvedInput, ResolvedPlan, SourceError};
 use crate::error::error_chain;
+use crate::frames::arrow_size;
+use crate::frames::cancel::Cancel;
+use crate::frames::memory::MemoryGuard;
+use crate::frames::selection::decode_strings;
+use crate::frames::time_slice::{only_datetime_column, window_rows};
 use crate::inputs::{Gaps, InputError};
 use crate::job::{JobError, JobInput, JobOutput, JobRegistry};
 use crate::materialize::{MaterializeError, Materializer, RunEvent, RunOutcome, RunRequest};
@@ -1559,7 +1558,7 @@ impl JobServer {
                                             ExecError::Failed { message, .. } => message,
                                             ExecError::Stopped => "stopped".to_owned(),
                                         })?;
-                                    crate::engine::cancel::collect(frame).map_err(|e| {
+                                    crate::frames::cancel::collect(frame).map_err(|e| {
                                         format!(
                                             "cannot build named object `{object}`: {}",
                                             crate::job::builtin::short_polars_error(&e)

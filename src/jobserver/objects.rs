@@ -31,9 +31,9 @@ use polars::prelude::{DataFrame, DataType, Expr, IntoLazy, LazyFrame};
 use polars::series::IsSorted;
 use serde::Serialize;
 
-use crate::engine::arrow_size;
-use crate::engine::selection::{MemoryBudget, Selections, decode_all_but};
-use crate::engine::time_slice::{mark_sorted_time_columns, window_rows};
+use crate::frames::arrow_size;
+use crate::frames::selection::{MemoryBudget, Selections, decode_all_but};
+use crate::frames::time_slice::{mark_sorted_time_columns, window_rows};
 use crate::job::CachedRows;
 use crate::partition::Window;
 

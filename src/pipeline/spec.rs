@@ -5,12 +5,10 @@
 //! grains and timezones) hold by construction. Every struct rejects unknown keys so a typo
 //! (`filtre:`) is an error with a line and column instead of a silently ignored setting.
 
-use std::collections::HashSet;
-use std::fmt;
-use std::marker::PhantomData;
-
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+
+// The blocks of the built-in job kinds belong to the kinds; a pipeline file embeds them.
+pub use crate::job::spec::{CountDistinctSpec, GroupBySpec, SelectSpec, TopSpec, UniqueMap};
 
 /// The file format version this build reads. A pipeline declares it as `version: 1`.
 pub const SPEC_VERSION: u32 = 1;
@@ -167,39 +165,6 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CountDistinctSpec {
-    pub column: String,
-    /// SQL boolean expression over the input's columns.
-    #[serde(default)]
-    pub filter: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TopSpec {
-    pub key: String,
-    /// SQL aggregate expression ranking the keys, e.g. `sum(amount)`.
-    pub metric: String,
-    pub n: u32,
-    /// Name of the metric column in the result (default `value`).
-    #[serde(default)]
-    pub metric_name: Option<String>,
-    #[serde(default)]
-    pub filter: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupBySpec {
-    pub keys: Vec<String>,
-    /// Output column → SQL aggregate expression, e.g. `sales: sum(amount)`.
-    pub aggregations: UniqueMap<String>,
-    #[serde(default)]
-    pub filter: Option<String>,
-}
-
 /// `sql: "SELECT …"` or `sql: { query: "SELECT …" }`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -223,17 +188,6 @@ impl SqlSpec {
     }
 }
 
-/// Stages a window of a source: keeps some columns and rows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SelectSpec {
-    /// Columns to keep (all when absent).
-    #[serde(default)]
-    pub columns: Option<Vec<String>>,
-    #[serde(default)]
-    pub filter: Option<String>,
-}
-
 /// A job implemented in Rust and registered with the [`crate::job::JobRegistry`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,65 +197,4 @@ pub struct RustSpec {
     /// Free-form settings handed to the job's factory.
     #[serde(default)]
     pub config: serde_yaml::Value,
-}
-
-/// A YAML mapping that keeps declaration order and rejects duplicate keys.
-///
-/// serde's own map impls keep the last duplicate silently; a pipeline with two jobs of the same
-/// name is a mistake the user must hear about, with the line it happened on.
-#[derive(Debug, Clone, Serialize)]
-pub struct UniqueMap<V>(pub Vec<(String, V)>);
-
-impl<V> Default for UniqueMap<V> {
-    fn default() -> Self {
-        UniqueMap(Vec::new())
-    }
-}
-
-impl<V> UniqueMap<V> {
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
-        self.0.iter().map(|(key, value)| (key, value))
-    }
-    pub fn get(&self, key: &str) -> Option<&V> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-    }
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl<'de, V: Deserialize<'de>> Deserialize<'de> for UniqueMap<V> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct UniqueMapVisitor<V>(PhantomData<V>);
-
-        impl<'de, V: Deserialize<'de>> Visitor<'de> for UniqueMapVisitor<V> {
-            type Value = UniqueMap<V>;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a mapping of names to definitions")
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(UniqueMap(Vec::new()))
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
-                let mut seen = HashSet::new();
-                let mut entries = Vec::new();
-                while let Some(key) = access.next_key::<String>()? {
-                    if !seen.insert(key.clone()) {
-                        return Err(de::Error::custom(format!("duplicate name `{key}`")));
-                    }
-                    let value = access.next_value::<V>()?;
-                    entries.push((key, value));
-                }
-                Ok(UniqueMap(entries))
-            }
-        }
-
-        deserializer.deserialize_map(UniqueMapVisitor(PhantomData))
-    }
 }

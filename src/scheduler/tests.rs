@@ -11,8 +11,8 @@ use polars::prelude::*;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::engine::ResultCache;
 use crate::job::{Job, JobContext, JobError, JobOutput, JobRegistry};
+use crate::results::ResultCache;
 use crate::store::RunRecord;
 
 fn utc(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {

@@ -195,7 +195,7 @@ fn memory_limit(file: &Path, value: &Value) -> Result<Option<u64>, String> {
                 file.display()
             ));
         }
-        let physical = crate::engine::memory::physical_bytes().ok_or_else(|| {
+        let physical = crate::frames::memory::physical_bytes().ok_or_else(|| {
             format!(
                 "{}: `limits.memory`: the machine's memory cannot be read here; give bytes",
                 file.display()

@@ -22,8 +22,8 @@ use super::http::{Page, ResultFormat, json_response, json_with_rows, rows_json, 
 use super::metrics::{escape, family};
 use super::sjs::{body_error, job_report, query_params, timestamp};
 use crate::catalog::App;
-use crate::engine::cancel::Cancel;
 use crate::engine::{ResolvedInput, ResolvedPlan};
+use crate::frames::cancel::Cancel;
 use crate::inputs::Gaps;
 use crate::job::JobInput;
 use crate::job::builtin::Sql;

@@ -36,12 +36,12 @@ use tracing::info;
 
 use crate::auth::Role;
 use crate::clock::{Clock, SystemClock};
-use crate::engine::ResultCache;
 use crate::error::error_chain;
 use crate::job::JobRegistry;
 use crate::jobserver::JobServer;
 use crate::materialize::Materializer;
 use crate::pipeline::data_roots::DataRoots;
+use crate::results::ResultCache;
 use crate::scheduler::{self, Scheduler};
 use crate::store::Store;
 

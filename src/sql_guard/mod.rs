@@ -21,7 +21,7 @@
 //! A third danger, **size**, is only known once the query is planned over its tables: a join
 //! can produce many times the rows it reads. Its limit, [`max_join_rows`], is a process-wide
 //! setting (`limits.max_join_rows`) kept here beside the other SQL limits; the bound itself is
-//! computed by [`crate::engine::join_bound`] and enforced in `Sql::run`.
+//! computed by [`crate::frames::join_bound`] and enforced in `Sql::run`.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};

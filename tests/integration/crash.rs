@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use floe::Materializer;
 use floe::clock::{Clock, ManualClock};
-use floe::engine::ResultCache;
 use floe::materialize::RunRequest;
+use floe::results::ResultCache;
 use floe::results::read_job_results;
 use floe::store::{RunKey, RunState, Store};
 use polars::prelude::*;

@@ -60,7 +60,7 @@ fn naive_local_timestamps_are_windowed_by_instant_and_written_as_utc() {
     let store = floe::Store::open(&dir.path().join("store")).expect("store");
     let materializer = Materializer::new(
         store,
-        std::sync::Arc::new(floe::engine::ResultCache::new(16 << 20)),
+        std::sync::Arc::new(floe::results::ResultCache::new(16 << 20)),
         data,
         std::sync::Arc::new(floe::clock::ManualClock::new(utc(2024, 2, 1, 0))),
     );

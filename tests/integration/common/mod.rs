@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use floe::clock::{Clock, ManualClock};
 use floe::dataset::write_events_parquet;
-use floe::engine::ResultCache;
+use floe::results::ResultCache;
 use floe::sample::{EventColumns, SampleSpec, generate};
 use floe::{JobRegistry, Materializer, Pipeline, Store};
 use tempfile::TempDir;

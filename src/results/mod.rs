@@ -1,4 +1,5 @@
-//! The read side: stored results of single partitions ([`StoredResults`], through the cache of
+//! The read side: the in-memory cache of decoded results ([`ResultCache`]), stored results of
+//! single partitions ([`StoredResults`], through the cache of
 //! decoded results), and materialised results of a job over a time range, as one frame.
 //!
 //! Each partition's result is prefixed with `partition_start` and `partition_end` (UTC-aware
@@ -8,16 +9,18 @@
 //! earlier or replaced version of the pipeline, or of a job upstream) from
 //! [`JobResults::stale`]; those are never served as current.
 
+pub mod cache;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
-use crate::engine::cache::{CachedResult, ResultCache};
 use crate::frames::decode_ipc;
 use crate::partition::{Grain, windows_within};
 use crate::pipeline::Pipeline;
 use crate::store::{ResultMeta, RunKey, RunState, Store, StoreError};
+pub use cache::{CachedResult, ResultCache};
 
 /// The stored results of partitions, read through the cache of decoded results.
 #[derive(Debug, Clone)]

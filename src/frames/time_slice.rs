@@ -11,11 +11,11 @@
 //! every datetime column in one pass and sets polars' sorted flag on those in ascending order
 //! without nulls, which is what [`window_rows`] then looks at.
 
+use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use polars::prelude::*;
 use polars::series::IsSorted;
 
-use super::source::physical_bound;
 use crate::partition::Window;
 
 /// `frame` with polars' sorted flag set on every datetime column whose values ascend
@@ -150,6 +150,27 @@ pub fn only_datetime_column(frame: &DataFrame) -> Result<String, String> {
             several.join(", ")
         )),
     }
+}
+
+/// An instant as the physical value of a datetime column of `unit` and `zone`. A naive column
+/// holds wall-clock time in `naive_tz`, so the bound is the same instant's wall-clock reading
+/// there.
+pub fn physical_bound(
+    instant: DateTime<Utc>,
+    unit: TimeUnit,
+    zone: Option<&TimeZone>,
+    naive_tz: Tz,
+) -> i64 {
+    let epoch_units = |wall: i64, nanos: i64| match unit {
+        TimeUnit::Milliseconds => wall * 1_000 + nanos / 1_000_000,
+        TimeUnit::Microseconds => wall * 1_000_000 + nanos / 1_000,
+        TimeUnit::Nanoseconds => wall * 1_000_000_000 + nanos,
+    };
+    let wall = match zone {
+        Some(_) => instant.naive_utc().and_utc(),
+        None => instant.with_timezone(&naive_tz).naive_local().and_utc(),
+    };
+    epoch_units(wall.timestamp(), i64::from(wall.timestamp_subsec_nanos()))
 }
 
 #[cfg(test)]
