@@ -35,10 +35,13 @@
 //! 500 ms by default) or `Store::flush`; a crash loses at most that window,
 //! and the transactions keep what survives consistent.
 
+mod active_runs;
 mod error;
 mod keys;
 mod layout;
+mod lifecycle;
 mod results;
+mod run_transitions;
 mod runs;
 mod schedule;
 mod server;
@@ -53,12 +56,11 @@ use serde::de::DeserializeOwned;
 
 pub use error::{BoxedCause, StoreError};
 pub use keys::{KeyError, RunKey};
+pub use lifecycle::{JobStatus, RunState};
 pub use results::{NewResult, ResultMeta, StoredResult};
-pub use runs::{RunRecord, RunState, SeenRun};
+pub use runs::{RunRecord, SeenRun};
 pub use schedule::{BackfillRecord, BackfillState};
-pub use server::{
-    BinaryBlobUsage, BinaryMeta, ContextDefinition, JobFailure, JobRecord, JobStatus,
-};
+pub use server::{BinaryBlobUsage, BinaryMeta, ContextDefinition, JobFailure, JobRecord};
 
 /// Version of the layout above. Bump it (and add a migration in `Store::open`)
 /// whenever an existing tree changes how it is keyed or encoded; adding a

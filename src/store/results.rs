@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use sled::IVec;
 
 use super::keys::RunKey;
-use super::runs::{RunRecord, RunState, SeenRun};
+use super::lifecycle::{RunChange, RunState};
+use super::runs::{RunRecord, SeenRun};
 use super::{Store, StoreError, decode_json, encode_json, tree};
 
 /// What a finished run hands to `commit_success`.
@@ -159,19 +160,14 @@ fn result_key(run_key: &[u8], attempt: Option<u32>) -> Vec<u8> {
 }
 
 /// The attempt a Running record may commit for: its current one, and it must match the
-/// attempt that computed the result when that is known.
+/// attempt that computed the result when that is known. Any other record refuses the commit
+/// (`RunChange::Commit`).
 fn committable_attempt(
     key: &RunKey,
     record: &RunRecord,
     attempt: Option<u32>,
 ) -> Result<u32, StoreError> {
-    if record.state != RunState::Running {
-        return Err(StoreError::InvalidTransition {
-            key: key.clone(),
-            from: Some(record.state),
-            to: RunState::Succeeded,
-        });
-    }
+    RunChange::Commit.decide(key, Some(record))?;
     match attempt {
         Some(attempt) if attempt != record.attempts => Err(StoreError::StaleAttempt {
             key: key.clone(),

@@ -26,7 +26,6 @@
 //! measures theirs).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -38,6 +37,7 @@ use sled::transaction::ConflictableTransactionError;
 
 use polars::prelude::{DataFrame, IpcReader, IpcWriter, SerReader, SerWriter};
 
+use super::lifecycle::JobStatus;
 use super::{BoxedCause, Store, StoreError, decode_json, encode_json, sled_failed, tree};
 use crate::frames::{arrow_size, decode_ipc, encode_ipc};
 
@@ -50,59 +50,6 @@ const IN_FILE_MARKER: &[u8] = b"floe:job-result-file";
 
 /// The folder, beside sled's files, of results kept in their own files.
 const JOB_RESULTS_DIR: &str = "job-results";
-
-/// A job's state, named as spark-jobserver names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum JobStatus {
-    /// Accepted; only ever reported in the answer to an async `POST /jobs`.
-    Started,
-    /// Queued or computing.
-    Running,
-    Finished,
-    Error,
-    Killed,
-}
-
-impl JobStatus {
-    pub const ALL: [JobStatus; 5] = [
-        JobStatus::Started,
-        JobStatus::Running,
-        JobStatus::Finished,
-        JobStatus::Error,
-        JobStatus::Killed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Started => "STARTED",
-            JobStatus::Running => "RUNNING",
-            JobStatus::Finished => "FINISHED",
-            JobStatus::Error => "ERROR",
-            JobStatus::Killed => "KILLED",
-        }
-    }
-
-    /// Case-insensitive, as spark-jobserver's `status=` filter.
-    pub fn parse(text: &str) -> Option<JobStatus> {
-        JobStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str().eq_ignore_ascii_case(text))
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Finished | JobStatus::Error | JobStatus::Killed
-        )
-    }
-}
-
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why a job ended in `ERROR` (or `KILLED`), in spark-jobserver's `{message, errorClass, stack}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,37 +310,89 @@ impl Store {
 
     // ---- jobs ----------------------------------------------------------------------------
 
-    /// Records a new job: its config first, so a visible job always has one.
+    /// Records a new job: its config first, so a visible job always has one. The record must
+    /// be one a job may start with (`lifecycle`: STARTED or RUNNING), or one its stored record
+    /// may become.
     pub fn insert_job(&self, record: &JobRecord, config: &[u8]) -> Result<(), StoreError> {
         let encoded = encode_json(tree::JOBS, &record.id, record)?;
-        let id = record.id.as_bytes();
+        self.check_job_transition(record)?;
         self.job_configs
-            .insert(id, config)
+            .insert(record.id.as_bytes(), config)
             .map_err(sled_failed(format_args!(
                 "store the config of job {}",
                 record.id
             )))?;
-        self.jobs
-            .insert(id, encoded)
-            .map_err(sled_failed(format_args!("record job {}", record.id)))?;
-        Ok(())
+        self.swap_job_record(record, encoded, "record")
     }
 
     /// Writes a job's new record, after its result when it has one, so a `FINISHED` record
-    /// always has its result.
+    /// always has its result. The stored status must be allowed to become the new one
+    /// (`lifecycle`): otherwise the write is an `InvalidJobTransition` and nothing, the result
+    /// included, is written.
     pub fn update_job(
         &self,
         record: &JobRecord,
         result: Option<&DataFrame>,
     ) -> Result<(), StoreError> {
+        let encoded = encode_json(tree::JOBS, &record.id, record)?;
         if let Some(result) = result {
+            // Checked before the result is written, so a refused update leaves no result
+            // behind; the swap below checks again against the record it replaces.
+            self.check_job_transition(record)?;
             self.put_job_result(&record.id, result, |_| true)?;
         }
-        let encoded = encode_json(tree::JOBS, &record.id, record)?;
-        self.jobs
-            .insert(record.id.as_bytes(), encoded)
-            .map_err(sled_failed(format_args!("update job {}", record.id)))?;
-        Ok(())
+        self.swap_job_record(record, encoded, "update")
+    }
+
+    /// `Ok` if the stored record of `record`'s job may become `record` (`lifecycle`).
+    fn check_job_transition(&self, record: &JobRecord) -> Result<(), StoreError> {
+        let (_, from) = self.stored_job_status(&record.id)?;
+        JobStatus::check_transition(&record.id, from, record.status)
+    }
+
+    /// The stored bytes of job `id`'s record and its status, decoding only the status.
+    fn stored_job_status(
+        &self,
+        id: &str,
+    ) -> Result<(Option<sled::IVec>, Option<JobStatus>), StoreError> {
+        /// The one field of a `JobRecord` a transition check needs.
+        #[derive(Deserialize)]
+        struct StoredStatus {
+            status: JobStatus,
+        }
+        let raw = self
+            .jobs
+            .get(id.as_bytes())
+            .map_err(sled_failed(format_args!("read job {id}")))?;
+        let status = match &raw {
+            Some(raw) => Some(decode_json::<StoredStatus>(tree::JOBS, &id, raw)?.status),
+            None => None,
+        };
+        Ok((raw, status))
+    }
+
+    /// Replaces job `record`'s stored record with `encoded` (its JSON) if the stored status
+    /// may become `record.status`: a compare-and-swap, so the check holds for the very record
+    /// replaced even if another writer got in between (the loop then checks again).
+    fn swap_job_record(
+        &self,
+        record: &JobRecord,
+        encoded: Vec<u8>,
+        action: &str,
+    ) -> Result<(), StoreError> {
+        let id = &record.id;
+        let encoded = sled::IVec::from(encoded);
+        loop {
+            let (raw, from) = self.stored_job_status(id)?;
+            JobStatus::check_transition(id, from, record.status)?;
+            let swapped = self
+                .jobs
+                .compare_and_swap(id.as_bytes(), raw, Some(encoded.clone()))
+                .map_err(sled_failed(format_args!("{action} job {id}")))?;
+            if swapped.is_ok() {
+                return Ok(());
+            }
+        }
     }
 
     /// Stores the result of job `id` (before its `FINISHED` record, which the caller writes
@@ -908,12 +907,5 @@ mod tests {
         old.as_object_mut().unwrap().remove("result_bytes");
         let old: JobRecord = serde_json::from_value(old).unwrap();
         assert_eq!(old.result_bytes, None);
-    }
-
-    #[test]
-    fn status_parses_case_insensitively() {
-        assert_eq!(JobStatus::parse("running"), Some(JobStatus::Running));
-        assert_eq!(JobStatus::parse("KILLED"), Some(JobStatus::Killed));
-        assert_eq!(JobStatus::parse("done"), None);
     }
 }
