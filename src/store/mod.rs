@@ -36,7 +36,12 @@
 //! and the transactions keep what survives consistent.
 
 mod active_runs;
+/// The store interface's conformance suite, for every backend's tests (compiled for this
+/// crate's tests, and for others with the `store-conformance` feature).
+#[cfg(any(test, feature = "store-conformance"))]
+pub mod conformance;
 mod error;
+mod interface;
 mod keys;
 mod layout;
 mod lifecycle;
@@ -55,6 +60,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use error::{BoxedCause, StoreError};
+pub use interface::{JobStore, ResultStore, RunList, RunStore, ScheduleStore, StoreBackend};
 pub use keys::{KeyError, RunKey};
 pub use lifecycle::{JobStatus, RunState};
 pub use results::{NewResult, ResultMeta, StoredResult};
