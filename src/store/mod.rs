@@ -1,6 +1,15 @@
 //! Floe's persistent store: run states and materialised results in one sled
 //! database, plus the rules for opening a directory safely.
 //!
+//! What a store must do is declared as traits in `interface` ([`RunStore`], [`ResultStore`],
+//! [`JobStore`], [`ScheduleStore`], [`StoreBackend`]) and checked by the suite in
+//! `conformance`; [`Store`] is the sled implementation. The states of runs and jobs and the
+//! transitions allowed between them live in `lifecycle`, which every record write consults.
+//! Runs are split by responsibility: `runs` (the record, reads, the compare-and-swap),
+//! `run_transitions` (the writers), `active_runs` (the index of unfinished runs, recovery).
+//! The job server's trees are in `jobs` (job records, configs, results) and `server`
+//! (binaries, contexts); the scheduler's in `schedule`.
+//!
 //! Layout (schema version 3). Every tree has a fixed name; later schema
 //! additions (jobs, contexts and binaries for the job server, schedules) are
 //! new trees, so existing ones never change shape without a version bump.
@@ -42,6 +51,7 @@ mod active_runs;
 pub mod conformance;
 mod error;
 mod interface;
+mod jobs;
 mod keys;
 mod layout;
 mod lifecycle;
@@ -61,12 +71,13 @@ use serde::de::DeserializeOwned;
 
 pub use error::{BoxedCause, StoreError};
 pub use interface::{JobStore, ResultStore, RunList, RunStore, ScheduleStore, StoreBackend};
+pub use jobs::{JobFailure, JobRecord};
 pub use keys::{KeyError, RunKey};
 pub use lifecycle::{JobStatus, RunState};
 pub use results::{NewResult, ResultMeta, StoredResult};
 pub use runs::{RunRecord, SeenRun};
 pub use schedule::{BackfillRecord, BackfillState};
-pub use server::{BinaryBlobUsage, BinaryMeta, ContextDefinition, JobFailure, JobRecord};
+pub use server::{BinaryBlobUsage, BinaryMeta, ContextDefinition};
 
 /// Version of the layout above. Bump it (and add a migration in `Store::open`)
 /// whenever an existing tree changes how it is keyed or encoded; adding a
