@@ -55,6 +55,7 @@ mod jobs;
 mod keys;
 mod layout;
 mod lifecycle;
+mod result_reads;
 mod results;
 mod run_transitions;
 mod runs;
