@@ -1,6 +1,8 @@
-//! The writers of the `runs` tree: each store operation that moves a run (start, fail,
-//! enqueue, commit's siblings) asks `lifecycle::RunChange::decide` what to do from the
-//! record's current state, then builds the new record and swaps it in with `update_run`.
+//! The writers of the `runs` tree: each store operation that moves a run asks
+//! `lifecycle::RunChange::decide` what to do from the record's current state (move it along an
+//! allowed transition, leave it as it is, or refuse), then builds the new record and swaps it in
+//! with `update_run`. The commit (Running → Succeeded with a result) is in `results`, the
+//! requeue of runs a crash left Running in `active_runs`.
 //!
 //! ```text
 //!   (absent) ──mark_running──▶ Running ──commit_success──▶ Succeeded
@@ -10,11 +12,14 @@
 //!   Pending  ──mark_failed───▶ Failed       (failed before starting, e.g. upstream)
 //!   any but Running ─enqueue─▶ Pending      (the scheduler plans it: due, backfill, restate)
 //!   Pending  ──mark_upstream_failed─▶ UpstreamFailed ─enqueue / upstream succeeds─▶ Pending
-//!   Pending | Failed | UpstreamFailed ─mark_cancelled─▶ Cancelled
+//!   Pending | Failed awaiting a retry | UpstreamFailed ─mark_cancelled─▶ Cancelled
+//!   Pending  ──mark_fresh────▶ Succeeded    (its stored result is fresh)
 //! ```
-//! Everything else is `InvalidTransition` (or `RunNotFound` when there is
-//! no record to move): Running → Running, and finishing a run that is not
-//! Running, mean two writers are working on the same run.
+//! Refusals are `InvalidTransition` (or `RunNotFound` when there is no record to move):
+//! Running → Running, and finishing a run that is not Running, mean two writers are working on
+//! the same run. Operations that only apply to some states (`mark_upstream_failed`,
+//! `mark_unblocked`, `mark_cancelled`, `mark_waiting`, `record_unstarted`) leave the others as
+//! they are: another writer got there first.
 
 use chrono::{DateTime, Utc};
 
