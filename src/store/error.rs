@@ -7,7 +7,7 @@ use std::error::Error as StdError;
 use std::path::PathBuf;
 
 use super::keys::{KeyError, RunKey};
-use super::runs::RunState;
+use super::lifecycle::{JobStatus, RunState};
 
 /// A boxed cause, for failures that come from more than one library (sled,
 /// serde_json, this module's own on-disk checks).
@@ -124,6 +124,18 @@ pub enum StoreError {
         from: Option<RunState>,
         /// The state that was asked for.
         to: RunState,
+    },
+
+    /// The job's record may not move from its stored status to this one (see `lifecycle`);
+    /// the stored record is left as it was.
+    #[error("job {id} cannot go from {} to {to}", from.map_or("absent", JobStatus::as_str))]
+    InvalidJobTransition {
+        /// The job.
+        id: String,
+        /// Its stored status when the write was attempted (`None`: no record).
+        from: Option<JobStatus>,
+        /// The status that was asked for.
+        to: JobStatus,
     },
 
     /// A result computed by an attempt that is no longer the run's current one (it timed out
