@@ -21,7 +21,7 @@ use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{self, Pipeline};
 use crate::results::read_job_results;
 use crate::sample::{SampleSpec, generate};
-use crate::scheduler::{BackfillRequest, BackfillStatus, Scheduler, SchedulerConfig};
+use crate::scheduler::{BackfillRequest, BackfillStatus, Scheduler, SchedulerConfig, run_alone};
 use crate::store::{RunKey, RunRecord, RunState, Store};
 
 /// Default budget of the in-memory result cache.
@@ -604,7 +604,7 @@ fn run_pipeline(
     registry: &JobRegistry,
     clock: Arc<dyn Clock>,
 ) -> Result<(), CliError> {
-    let pipeline = load_pipeline(paths, &args.pipeline, registry)?;
+    let pipeline = Arc::new(load_pipeline(paths, &args.pipeline, registry)?);
     let (from, to) = selection_range(&pipeline, &args.jobs, &args.selection)?;
     let materializer = open_materializer(paths, clock)?;
     let request = RunRequest {
@@ -624,9 +624,11 @@ fn run_pipeline(
     }
 }
 
+/// Runs `request` on a scheduler of this process's own (see [`run_alone`]), which records
+/// every outcome in the store as `floe serve` does, with a progress bar, then a summary.
 fn materialize_with_progress(
     materializer: &Materializer,
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     request: &RunRequest,
 ) -> Result<RunReport, CliError> {
     let planned = materializer
@@ -642,8 +644,12 @@ fn materialize_with_progress(
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let report = materializer
-        .run(pipeline, request, |event| {
+    let report = run_alone(
+        materializer.clone(),
+        pipeline.clone(),
+        request,
+        default_workers(),
+        &mut |event| {
             bar.inc(1);
             bar.set_message(format!(
                 "{} {}",
@@ -653,8 +659,9 @@ fn materialize_with_progress(
             if let RunOutcome::Failed { error } = &event.outcome {
                 bar.println(format!("failed: {}: {error}", event.key));
             }
-        })
-        .map_err(failed_with_causes)?;
+        },
+    )
+    .map_err(failed_with_causes)?;
     bar.finish_and_clear();
     eprintln!(
         "pipeline `{}`: {} runs planned, {} computed, {} fresh (skipped), {} failed, {} waiting on failed upstream runs, in {:.2}s",
@@ -670,6 +677,11 @@ fn materialize_with_progress(
         eprintln!("  failed: {key}: {error}");
     }
     Ok(report)
+}
+
+/// Runs computing at once when the command line does not say: one per core.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// `floe backfill`: starts a backfill (or restatement) on a scheduler of its own and follows
@@ -691,12 +703,10 @@ fn backfill(
     .collect();
     let materializer = open_materializer(paths, clock.clone())?;
     let store = materializer.store().clone();
-    let workers = args.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
-    });
     let config = SchedulerConfig {
         recurring: false,
-        workers: workers.max(1),
+        workers: args.workers.unwrap_or_else(default_workers).max(1),
+        resume: true,
     };
     // Starting the scheduler resumes whatever backfills a previous process left unfinished.
     let scheduler = Scheduler::start(store, materializer, clock, config, pipelines.clone())
@@ -930,7 +940,7 @@ fn demo(
             paths.data_dir.join("events").display()
         );
     }
-    let pipeline = load_pipeline(paths, "shop", registry)?;
+    let pipeline = Arc::new(load_pipeline(paths, "shop", registry)?);
     eprintln!(
         "pipeline `shop` is valid: {} jobs in order {}",
         pipeline.jobs.len(),

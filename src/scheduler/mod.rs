@@ -3,7 +3,10 @@
 //! It owns
 //! - **planning**: each job's trigger (`trigger`) says which windows are due at an instant;
 //!   due windows since the job's persisted cursor become Pending runs, within the
-//!   pipeline's catch-up policy and hard cap. Backfills and restatements enqueue ranges.
+//!   pipeline's catch-up policy and hard cap. Backfills and restatements enqueue ranges;
+//!   manual runs (`floe run`, `POST /pipelines/{p}/runs`, pipeline jobs) enqueue a range and
+//!   wait for each run's outcome, joining the runs already tracked (`manual.rs`). It is the
+//!   one executor of partition runs, whoever asks.
 //! - **readiness**: a run is ready when every upstream partition it reads has succeeded
 //!   (a daily run waits for its 23, 24 or 25 hourly runs). Each tracked run counts its unmet
 //!   upstream runs; a success decrements its dependents' counts, so finding ready work never
@@ -26,6 +29,9 @@
 //! never sleep, `floe serve` runs it on a driver thread woken by tokio-cron-scheduler.
 
 mod backfills;
+mod manual;
+#[cfg(test)]
+mod manual_tests;
 mod planning;
 mod recovery;
 mod run_loop;
@@ -33,6 +39,7 @@ mod run_loop;
 mod tests;
 mod triggers;
 
+pub use self::manual::{ManualRunError, run_alone};
 use self::run_loop::push_ready;
 pub use self::triggers::start_triggers;
 
@@ -53,8 +60,9 @@ use tracing::{debug, info, warn};
 use crate::catalog::{CatalogChange, CatalogListener};
 use crate::clock::Clock;
 use crate::error::error_chain;
-use crate::jobserver::limits::MAX_ACTIVE_BACKFILLS;
-use crate::materialize::{Materializer, PartitionAttempt, RunOutcome, RunRequest, upstream_keys};
+use crate::materialize::{
+    Materializer, PartitionAttempt, RunEvent, RunOutcome, RunReport, RunRequest, upstream_keys,
+};
 use crate::partition::{Window, window_containing, windows_within};
 use crate::pipeline::{InputRef, JobDef, Pipeline};
 use crate::store::{BackfillRecord, BackfillState, RunKey, RunState, Store, StoreError};
@@ -66,6 +74,10 @@ pub struct SchedulerConfig {
     pub recurring: bool,
     /// Worker threads: the most runs computing at once, across pipelines.
     pub workers: usize,
+    /// At start, take up the runs and backfills a previous process left unfinished
+    /// (`floe serve`, `floe backfill`). The scheduler of one `floe run` leaves them to the
+    /// next of those; runs a crash left Running are put back in the queue either way.
+    pub resume: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -73,9 +85,13 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             recurring: true,
             workers: 2,
+            resume: true,
         }
     }
 }
+
+/// The setting that bounds the backfills and restatements not finished at once.
+pub const MAX_ACTIVE_BACKFILLS: &str = "limits.max_active_backfills";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -115,6 +131,26 @@ pub enum SchedulerError {
          (POST /backfills/{{id}}/cancel)"
     )]
     TooManyActiveBackfills { active: usize },
+}
+
+/// A plan the materialiser refuses is a request the scheduler refuses.
+impl From<crate::materialize::MaterializeError> for SchedulerError {
+    fn from(error: crate::materialize::MaterializeError) -> Self {
+        use crate::materialize::MaterializeError;
+        match error {
+            MaterializeError::Store(error) => SchedulerError::Store(error),
+            MaterializeError::UnknownJob {
+                pipeline,
+                job,
+                known,
+            } => SchedulerError::UnknownJob {
+                pipeline,
+                job,
+                known,
+            },
+            MaterializeError::EmptyRange { from, to } => SchedulerError::EmptyRange { from, to },
+        }
+    }
 }
 
 /// Bounds on backfills and restatements (`limits.max_active_backfills`,
@@ -236,6 +272,10 @@ struct Tracked {
     failures: u32,
     /// When the run began waiting for source files.
     waiting_since: Option<DateTime<Utc>>,
+    /// The manual runs waiting for this run's outcome (see `manual.rs`).
+    manual_runs: Vec<Arc<str>>,
+    /// How long its last attempt took, reported to manual runs with its outcome.
+    last_attempt_ms: f64,
 }
 
 /// An attempt handed to a worker.
@@ -251,6 +291,7 @@ struct Work {
 /// A run computing on a worker.
 struct InFlight {
     key: RunKey,
+    started: Instant,
     deadline: Option<DateTime<Utc>>,
     stop: Arc<AtomicBool>,
     /// Whether the scheduler already settled it (timed out); the worker's answer is ignored.
@@ -300,6 +341,8 @@ struct State {
     running_pipeline: Counts,
     running_job: HashMap<(String, String), usize>,
     backfills: HashMap<Arc<str>, LiveBackfill>,
+    /// Manual runs waiting for their runs' outcomes, by id.
+    manual_runs: HashMap<Arc<str>, manual::ManualRun>,
     next_token: u64,
     stopping: bool,
     /// When the driver thread's current sleep ends (set by [`Scheduler::tick`]); `None` when
@@ -532,11 +575,14 @@ impl Scheduler {
         let mut state = lock(&self.inner.state);
         state.pipelines.insert(name.clone(), pipeline);
         if !enabled {
-            let needed = needed_by_backfills(&state);
+            let needed = needed_by_explicit_requests(&state);
             let cancelled = self.cancel_waiting(
                 &mut state,
                 |key, tracked| {
-                    key.pipeline == name && tracked.backfill.is_none() && !needed.contains(key)
+                    key.pipeline == name
+                        && tracked.backfill.is_none()
+                        && tracked.manual_runs.is_empty()
+                        && !needed.contains(key)
                 },
                 &format!("pipeline {name} was disabled"),
                 now,
@@ -621,6 +667,13 @@ impl Scheduler {
             if let Err(error) = self.inner.store.mark_cancelled(run, reason, now) {
                 debug!(run = %run, error = %error_chain(&error), "no waiting run record to cancel");
             }
+            manual::report_outcome(
+                state,
+                run,
+                RunOutcome::Failed {
+                    error: format!("cancelled: {reason}"),
+                },
+            );
             if let Some(tracked) = state.runs.remove(run)
                 && let Some(id) = tracked.backfill
                 && let Some(live) = state.backfills.get_mut(&id)
@@ -667,13 +720,21 @@ impl Scheduler {
     }
 }
 
-/// The tracked runs a backfill's run waits on, directly or through others: cancelling one
-/// would leave the backfill waiting for ever.
-fn needed_by_backfills(state: &State) -> HashSet<RunKey> {
+/// The tracked runs a backfill or a manual run asked for, and those they wait on, directly
+/// or through others: cancelling one would leave the request waiting for ever.
+fn needed_by_explicit_requests(state: &State) -> HashSet<RunKey> {
+    needed_by(state, |_, tracked| {
+        tracked.backfill.is_some() || !tracked.manual_runs.is_empty()
+    })
+}
+
+/// The tracked runs `wanted` selects, and every tracked run they wait on, directly or through
+/// others.
+fn needed_by(state: &State, wanted: impl Fn(&RunKey, &Tracked) -> bool) -> HashSet<RunKey> {
     let mut needed: HashSet<RunKey> = state
         .runs
         .iter()
-        .filter(|(_, tracked)| tracked.backfill.is_some())
+        .filter(|(key, tracked)| wanted(key, tracked))
         .map(|(key, _)| key.clone())
         .collect();
     loop {

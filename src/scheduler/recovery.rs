@@ -7,12 +7,17 @@ use super::*;
 impl Scheduler {
     // ---- recovery and introspection --------------------------------------------------
 
-    /// Re-queues runs a crash left Running, tracks every active run again, and resumes live
-    /// backfills.
+    /// Re-queues runs a crash left Running, then (when the configuration says `resume`)
+    /// tracks every active run again and resumes live backfills.
     pub(super) fn recover(&self) -> Result<(), SchedulerError> {
         let store = &self.inner.store;
         let now = self.inner.clock.now();
         let (requeued, mut active) = store.recover_runs(now)?;
+        if !self.inner.config.resume {
+            // Left Pending in the store for the next scheduler that resumes; this one's
+            // requests re-queue the runs they need.
+            return Ok(());
+        }
         let mut state = lock(&self.inner.state);
         // Upstream runs first, so dependents find them tracked.
         let position = |state: &State, key: &RunKey| {

@@ -226,8 +226,10 @@ impl Scheduler {
         let Some(tracked) = state.runs.get_mut(&key) else {
             return;
         };
-        // A paused backfill keeps its ready runs aside until resumed.
-        if let Some(id) = tracked.backfill.clone()
+        // A paused backfill keeps its ready runs aside until resumed, unless a manual run
+        // waits for one: that request was made since, and explicitly.
+        if tracked.manual_runs.is_empty()
+            && let Some(id) = tracked.backfill.clone()
             && let Some(live) = state.backfills.get_mut(&id)
             && live.record.state == BackfillState::Paused
         {
@@ -262,6 +264,7 @@ impl Scheduler {
             token,
             InFlight {
                 key: key.clone(),
+                started: Instant::now(),
                 deadline,
                 stop: stop.clone(),
                 abandoned: false,
@@ -331,6 +334,7 @@ impl Scheduler {
             *count = count.saturating_sub(1);
         }
         let key = flight.key;
+        let elapsed_ms = flight.started.elapsed().as_secs_f64() * 1e3;
         let current = state
             .runs
             .get(&key)
@@ -339,19 +343,22 @@ impl Scheduler {
             self.dispatch(&mut state);
             return;
         }
+        if let Some(tracked) = state.runs.get_mut(&key) {
+            tracked.last_attempt_ms = elapsed_ms;
+        }
         match outcome {
             PartitionAttempt::Done(outcome) => {
                 match outcome {
                     RunOutcome::Computed { rows } => info!(run = %key, rows, "run succeeded"),
                     _ => debug!(run = %key, "run fresh: its stored result stands"),
                 }
-                self.succeeded(&mut state, &key);
+                self.succeeded(&mut state, &key, outcome);
             }
             PartitionAttempt::Failed(error) => {
                 self.failed(&mut state, &key, &error, true, now);
             }
-            PartitionAttempt::NotReady { source } => {
-                self.not_ready(&mut state, &key, &source, now);
+            PartitionAttempt::NotReady { source, detail } => {
+                self.not_ready(&mut state, &key, &source, &detail, now);
             }
             PartitionAttempt::Lost(reason) => {
                 // Someone else holds the run; look again shortly.
@@ -367,7 +374,9 @@ impl Scheduler {
         }
     }
 
-    pub(super) fn succeeded(&self, state: &mut State, key: &RunKey) {
+    /// A run fresh or computed: counted, reported, and its dependents unblocked.
+    pub(super) fn succeeded(&self, state: &mut State, key: &RunKey, outcome: RunOutcome) {
+        manual::report_outcome(state, key, outcome);
         let Some(tracked) = state.runs.remove(key) else {
             return;
         };
@@ -450,6 +459,13 @@ impl Scheduler {
                 } else {
                     debug!(run = %key, %error, "run failed for good");
                 }
+                manual::report_outcome(
+                    state,
+                    key,
+                    RunOutcome::Failed {
+                        error: error.to_owned(),
+                    },
+                );
                 let tracked = state.runs.remove(key);
                 if let Some(id) = tracked.and_then(|t| t.backfill) {
                     self.count_backfill(state, &id, |p| p.failed += 1);
@@ -478,24 +494,40 @@ impl Scheduler {
                 if !down.failed_upstreams.contains(&upstream) {
                     down.failed_upstreams.push(upstream.clone());
                 }
-                if down.phase == Phase::UpstreamFailed {
-                    continue;
-                }
                 if matches!(down.phase, Phase::Running(_)) {
                     continue;
                 }
-                down.phase = Phase::UpstreamFailed;
-                let backfill = down.backfill.clone();
-                if let Err(error) = self
-                    .inner
-                    .store
-                    .mark_upstream_failed(&dependent, &upstream, now)
-                {
-                    warn!(run = %dependent, error = %error_chain(&error), "cannot record upstream failure");
+                // Blocked already (by another failed upstream): only manual runs that joined
+                // it since still wait to hear, and so may its own dependents' ones.
+                let newly_blocked = down.phase != Phase::UpstreamFailed;
+                if !newly_blocked && down.manual_runs.is_empty() {
+                    continue;
                 }
-                if let Some(id) = backfill {
-                    self.count_backfill(state, &id, |p| p.failed += 1);
+                if newly_blocked {
+                    down.phase = Phase::UpstreamFailed;
+                    let backfill = down.backfill.clone();
+                    if let Err(error) = self
+                        .inner
+                        .store
+                        .mark_upstream_failed(&dependent, &upstream, now)
+                    {
+                        warn!(run = %dependent, error = %error_chain(&error), "cannot record upstream failure");
+                    }
+                    if let Some(id) = backfill {
+                        self.count_backfill(state, &id, |p| p.failed += 1);
+                    }
                 }
+                manual::report_outcome(
+                    state,
+                    &dependent,
+                    RunOutcome::UpstreamFailed {
+                        upstream: format!(
+                            "{}@{}",
+                            upstream.job,
+                            upstream.partition_start.to_rfc3339()
+                        ),
+                    },
+                );
                 stack.push(dependent);
             }
         }
@@ -506,6 +538,7 @@ impl Scheduler {
         state: &mut State,
         key: &RunKey,
         source: &str,
+        detail: &str,
         now: DateTime<Utc>,
     ) {
         let wait = state
@@ -533,7 +566,7 @@ impl Scheduler {
         if now >= deadline {
             let error = format!(
                 "source `{source}` has no files for [{}, {}); they were due by {} ({} after \
-                 the window's end{})",
+                 the window's end{}): {detail}",
                 window.start.to_rfc3339(),
                 window.end.to_rfc3339(),
                 deadline.to_rfc3339(),

@@ -13,6 +13,7 @@ mod fuzz;
 mod hostile;
 mod hostile_cli;
 mod limits;
+mod manual_runs;
 mod server;
 mod shop;
 mod sources;
