@@ -862,6 +862,12 @@ fn results(
             args.job,
             results.missing[0]
         );
+        note_unsuccessful_runs(
+            materializer.store(),
+            &pipeline.name,
+            &args.job,
+            &results.missing,
+        );
     }
     if let Some(first) = results.stale.first() {
         eprintln!(
@@ -873,6 +879,36 @@ fn results(
     }
     let mut frame = results.frame;
     print_frame(&mut frame, args.format)
+}
+
+/// Says what the runs of partitions without a result came to (failed, upstream_failed,
+/// cancelled, still queued), as recorded by whichever process ran them.
+fn note_unsuccessful_runs(store: &Store, pipeline: &str, job: &str, missing: &[DateTime<Utc>]) {
+    let mut states: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    let mut first_error: Option<(RunKey, String)> = None;
+    for start in missing {
+        let key = RunKey::new(pipeline, job, *start);
+        let Ok(Some(record)) = store.run(&key) else {
+            continue;
+        };
+        *states.entry(record.state.as_str()).or_default() += 1;
+        if first_error.is_none()
+            && let Some(error) = record.error
+        {
+            first_error = Some((key, error));
+        }
+    }
+    if states.is_empty() {
+        return;
+    }
+    let counts: Vec<String> = states
+        .iter()
+        .map(|(state, count)| format!("{count} {state}"))
+        .collect();
+    let first = first_error
+        .map(|(key, error)| format!(" (first: {key}: {error})"))
+        .unwrap_or_default();
+    eprintln!("note: their runs: {}{first}", counts.join(", "));
 }
 
 fn print_frame(frame: &mut DataFrame, format: OutputFormat) -> Result<(), CliError> {

@@ -63,6 +63,34 @@ async fn floe_run_records_its_failures_for_later_processes() {
     assert!(stderr.contains("4 runs failed"), "{stderr}");
     assert!(!stderr.contains("could not record"), "{stderr}");
 
+    // `floe results`, a later process, says why the partitions have no result.
+    let output = floe_on(
+        &world,
+        &[
+            "results",
+            "--pipeline",
+            "shop",
+            "--job",
+            "purchases_hourly",
+            "--from",
+            "2024-01-01",
+            "--to",
+            "2024-01-02",
+            "--format",
+            "csv",
+        ],
+    )
+    .output()
+    .expect("run floe");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 partitions of `purchases_hourly` in the range are not materialised"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("their runs: 3 failed"), "{stderr}");
+    assert!(stderr.contains("date=2024-01-01/hour=00"), "{stderr}");
+
     // A server started later on the same store lists them.
     let server = TestServer::start(&world, |_| {}).await;
     let failed = server
