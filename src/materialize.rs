@@ -17,7 +17,7 @@
 //! Everything here is synchronous and CPU-bound (polars): async callers run it on a blocking
 //! thread, never on the async workers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -56,8 +56,6 @@ pub struct RunRequest {
 pub struct PlannedRun {
     pub job: String,
     pub window: Window,
-    /// Indices into the plan of the upstream runs this one reads.
-    pub upstream: Vec<usize>,
 }
 
 /// The run graph in an order where every run comes after the runs it reads.
@@ -268,7 +266,7 @@ impl Materializer {
 
         let mut planner = Planner {
             pipeline,
-            index: HashMap::new(),
+            planned: HashSet::new(),
             runs: Vec::new(),
         };
         if from < to {
@@ -289,25 +287,8 @@ impl Materializer {
             .enumerate()
             .map(|(i, name)| (name.as_str(), i))
             .collect();
-        let mut order: Vec<usize> = (0..planner.runs.len()).collect();
-        order.sort_by_key(|&i| {
-            (
-                position.get(planner.runs[i].job.as_str()).copied(),
-                planner.runs[i].window.start,
-            )
-        });
-        let mut new_index = vec![0; order.len()];
-        for (new, &old) in order.iter().enumerate() {
-            new_index[old] = new;
-        }
-        let runs = order
-            .iter()
-            .map(|&old| {
-                let mut run = planner.runs[old].clone();
-                run.upstream = run.upstream.iter().map(|&u| new_index[u]).collect();
-                run
-            })
-            .collect();
+        let mut runs = planner.runs;
+        runs.sort_by_key(|run| (position.get(run.job.as_str()).copied(), run.window.start));
         Ok(RunPlan { runs })
     }
 
@@ -665,37 +646,30 @@ pub(crate) fn upstream_keys(
     keys
 }
 
-/// Builds the run graph by walking from target runs to the upstream runs they read.
+/// Collects the runs of the plan by walking from target runs to the upstream runs they read.
 struct Planner<'a> {
     pipeline: &'a Pipeline,
-    index: HashMap<(String, DateTime<Utc>), usize>,
+    planned: HashSet<(String, DateTime<Utc>)>,
     runs: Vec<PlannedRun>,
 }
 
 impl Planner<'_> {
-    fn add(&mut self, def: &JobDef, window: Window) -> usize {
-        if let Some(&existing) = self.index.get(&(def.name.clone(), window.start)) {
-            return existing;
+    fn add(&mut self, def: &JobDef, window: Window) {
+        if !self.planned.insert((def.name.clone(), window.start)) {
+            return;
         }
-        let mut upstream = Vec::new();
         for input in &def.inputs {
             if let InputRef::Job(name) = input
                 && let Some(up) = self.pipeline.job(name)
             {
-                let windows = upstream_windows(self.pipeline, up, def, &window);
-                for up_window in windows {
-                    upstream.push(self.add(up, up_window));
+                for up_window in upstream_windows(self.pipeline, up, def, &window) {
+                    self.add(up, up_window);
                 }
             }
         }
-        let position = self.runs.len();
         self.runs.push(PlannedRun {
             job: def.name.clone(),
             window,
-            upstream,
         });
-        self.index
-            .insert((def.name.clone(), window.start), position);
-        position
     }
 }
