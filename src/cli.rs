@@ -606,11 +606,21 @@ fn run_pipeline(
 ) -> Result<(), CliError> {
     let pipeline = Arc::new(load_pipeline(paths, &args.pipeline, registry)?);
     let (from, to) = selection_range(&pipeline, &args.jobs, &args.selection)?;
+    // As `POST /pipelines/{p}/runs`: a partition runs once its window has ended. One still
+    // open would wait for files until its window's end plus the source's `wait`.
+    let now = clock.now();
+    if from < to && from >= now {
+        return Err(failed(format!(
+            "the range starts at {}, after now ({}): a partition runs once it has ended",
+            from.to_rfc3339(),
+            now.to_rfc3339()
+        )));
+    }
     let materializer = open_materializer(paths, clock)?;
     let request = RunRequest {
         jobs: (!args.jobs.is_empty()).then_some(args.jobs),
         from,
-        to,
+        to: if from < to { to.min(now) } else { to },
         force: args.force,
     };
     let report = materialize_with_progress(&materializer, &pipeline, &request)?;

@@ -91,6 +91,20 @@ async fn floe_run_records_its_failures_for_later_processes() {
     assert!(stderr.contains("their runs: 3 failed"), "{stderr}");
     assert!(stderr.contains("date=2024-01-01/hour=00"), "{stderr}");
 
+    // As over REST, a partition runs once its window has ended: none would wait for files.
+    let output = floe_on(
+        &world,
+        &["run", "--pipeline", "shop", "--partition", "2999-01-01"],
+    )
+    .output()
+    .expect("run floe");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("after now") && stderr.contains("a partition runs once it has ended"),
+        "{stderr}"
+    );
+
     // A server started later on the same store lists them.
     let server = TestServer::start(&world, |_| {}).await;
     let failed = server
