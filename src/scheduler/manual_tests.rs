@@ -28,6 +28,15 @@ fn wait_for(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// The manual run's report, failing the test if it has not ended within 30 s.
+fn report_of(manual: JoinHandle<Result<RunReport, ManualRunError>>) -> RunReport {
+    wait_for("the manual run to end", || manual.is_finished());
+    manual
+        .join()
+        .expect("the manual run's thread")
+        .expect("the manual run ends")
+}
+
 /// `yaml` without recurring runs, so only the test's requests run.
 fn without_recurring_runs(yaml: &str) -> String {
     yaml.replacen(
@@ -70,7 +79,7 @@ fn a_manual_run_retries_a_failed_attempt_after_the_jobs_backoff() {
     h.advance_to(retry_at - TimeDelta::seconds(1));
     assert_eq!(h.attempts.load(Ordering::SeqCst), 1);
     h.advance_to(retry_at);
-    let report = manual.join().unwrap().expect("the manual run ends");
+    let report = report_of(manual);
     assert_eq!(
         (report.planned, report.computed, report.failed.len()),
         (2, 2, 0),
@@ -119,7 +128,7 @@ fn a_manual_run_waits_for_files_due_soon_and_fails_at_once_for_long_past_ones() 
     h.write_hour(utc(2024, 1, 1, 23), &["c"]);
     // The source is looked at again a twentieth of its wait later.
     h.advance_to(now + TimeDelta::minutes(3));
-    let report = manual.join().unwrap().expect("the manual run ends");
+    let report = report_of(manual);
     assert_eq!(
         (report.planned, report.computed, report.failed.len()),
         (24, 23, 1),
@@ -133,4 +142,66 @@ fn a_manual_run_waits_for_files_due_soon_and_fails_at_once_for_long_past_ones() 
         h.state("users_hourly", utc(2024, 1, 1, 23)),
         Some(RunState::Succeeded)
     );
+}
+
+#[test]
+fn a_manual_run_of_a_running_backfills_range_shares_its_runs() {
+    let yaml = without_recurring_runs(FLAKY).replace(
+        "rust: { class: controlled }",
+        "rust: { class: controlled, config: { sleep_ms: 30 } }",
+    );
+    let h = harness(&yaml, utc(2024, 1, 2, 0), 1);
+    for hour in 0..6 {
+        h.write_hour(utc(2024, 1, 1, hour), &["a"]);
+    }
+    let jobs = Some(vec!["after_hourly".to_owned()]);
+    let (from, to) = (utc(2024, 1, 1, 0), utc(2024, 1, 1, 6));
+    let backfill = h
+        .scheduler
+        .backfill(&BackfillRequest {
+            pipeline: "flaky".into(),
+            jobs: jobs.clone(),
+            from,
+            to,
+            force: false,
+        })
+        .unwrap();
+    wait_for("the backfill's first attempt", || {
+        h.attempts.load(Ordering::SeqCst) >= 1
+    });
+    let report = report_of(run_in_background(
+        &h.scheduler,
+        "flaky",
+        RunRequest {
+            jobs,
+            from,
+            to,
+            force: false,
+        },
+    ));
+    assert_eq!(
+        (report.planned, report.failed.len(), report.upstream_failed),
+        (12, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.computed + report.fresh, 12, "{report:?}");
+    assert_eq!(
+        h.attempts.load(Ordering::SeqCst),
+        6,
+        "each partition is computed once, for both requests"
+    );
+    let done = h.scheduler.backfill_status(&backfill.id).unwrap();
+    assert_eq!(
+        (done.state, done.succeeded, done.failed),
+        ("finished", 12, 0),
+        "{done:?}"
+    );
+    for hour in 0..6 {
+        let run = h.run("flaky_hourly", utc(2024, 1, 1, hour)).unwrap();
+        assert_eq!(
+            (run.state, run.attempts, run.failures, run.commits),
+            (RunState::Succeeded, 1, 0, 1),
+            "{run:?}"
+        );
+    }
 }
