@@ -1445,8 +1445,10 @@ impl JobServer {
             )
             .map_err(|e| match e {
                 ManualRunError::Stopped => ExecError::Stopped,
+                // The scheduler stops first at shutdown; the job ends as every job cut short
+                // by it does.
                 ManualRunError::ShuttingDown => ExecError::Failed {
-                    message: e.to_string(),
+                    message: "server shut down before the job finished".to_owned(),
                     class: "floe.ServerShutdown",
                 },
                 ManualRunError::Scheduler(e) => ExecError::Failed {
