@@ -762,6 +762,22 @@ fn materializer(store: &Store, cache_bytes: usize, data_dir: &Path) -> Materiali
     )
 }
 
+/// Runs `request` as `floe run` does (a scheduler of its own, one run at a time, as the
+/// figures were measured).
+fn run_alone(
+    materializer: &Materializer,
+    pipeline: &Pipeline,
+    request: &RunRequest,
+) -> Result<floe::materialize::RunReport, floe::scheduler::ManualRunError> {
+    floe::scheduler::run_alone(
+        materializer.clone(),
+        Arc::new(pipeline.clone()),
+        request,
+        1,
+        &mut |_| {},
+    )
+}
+
 /// Recomputes `plan.job` over `plan.window` and everything it reads (`force`), then combines
 /// the job's partitions into the answer.
 fn materialise(
@@ -775,18 +791,13 @@ fn materialise(
         to: plan.window.end,
         force: true,
     };
-    let mut keys = Vec::new();
-    let report = materializer
-        .run(pipeline, &request, |event| {
-            if event.key.job == plan.job {
-                keys.push(event.key.clone());
-            }
-        })
-        .expect("materialise");
+    let report = run_alone(materializer, pipeline, &request).expect("materialise");
     assert!(report.is_success() && report.fresh == 0, "{report:?}");
-    let results = keys
+    let results = report
+        .runs
         .iter()
-        .map(|key| materializer.results().load(key).expect("result"))
+        .filter(|run| run.key.job == plan.job)
+        .map(|run| materializer.results().load(&run.key).expect("result"))
         .collect();
     (plan.combine)(results).expect("combine")
 }
@@ -862,7 +873,7 @@ fn cache_gain(dir: &Path, shop: &Pipeline, store: &Store, repeats: usize) -> Cac
         force: false,
     };
     assert!(
-        warm.run(shop, &request, |_| {})
+        run_alone(&warm, shop, &request)
             .expect("hourly")
             .is_success()
     );

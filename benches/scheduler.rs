@@ -180,6 +180,7 @@ fn start(
         SchedulerConfig {
             recurring: false,
             workers,
+            resume: true,
         },
         vec![pipeline.clone()],
     )
@@ -236,6 +237,7 @@ fn restart(dir: &Path) {
         SchedulerConfig {
             recurring: false,
             workers,
+            resume: true,
         },
         vec![pipeline],
     )

@@ -131,7 +131,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         to: end,
         force: false,
     };
-    let report = materializer.run(&pipeline, &request, |_| {})?;
+    // As `floe run` does: a scheduler of its own records every run in the store.
+    let report = floe::scheduler::run_alone(
+        materializer.clone(),
+        Arc::new(pipeline.clone()),
+        &request,
+        2,
+        &mut |_| {},
+    )?;
     println!("computed {} partition(s)", report.computed);
     let results = read_job_results(&materializer, &pipeline, "spend_bands_daily", start, end)?;
     println!("{}", results.frame);

@@ -21,7 +21,7 @@ use crate::pipeline::{self, Pipeline};
 use crate::results::ResultCache;
 use crate::results::read_job_results;
 use crate::sample::{SampleSpec, generate};
-use crate::scheduler::{BackfillRequest, BackfillStatus, Scheduler, SchedulerConfig};
+use crate::scheduler::{BackfillRequest, BackfillStatus, Scheduler, SchedulerConfig, run_alone};
 use crate::store::{RunKey, RunRecord, RunState, Store};
 
 /// Default budget of the in-memory result cache.
@@ -604,13 +604,23 @@ fn run_pipeline(
     registry: &JobRegistry,
     clock: Arc<dyn Clock>,
 ) -> Result<(), CliError> {
-    let pipeline = load_pipeline(paths, &args.pipeline, registry)?;
+    let pipeline = Arc::new(load_pipeline(paths, &args.pipeline, registry)?);
     let (from, to) = selection_range(&pipeline, &args.jobs, &args.selection)?;
+    // As `POST /pipelines/{p}/runs`: a partition runs once its window has ended. One still
+    // open would wait for files until its window's end plus the source's `wait`.
+    let now = clock.now();
+    if from < to && from >= now {
+        return Err(failed(format!(
+            "the range starts at {}, after now ({}): a partition runs once it has ended",
+            from.to_rfc3339(),
+            now.to_rfc3339()
+        )));
+    }
     let materializer = open_materializer(paths, clock)?;
     let request = RunRequest {
         jobs: (!args.jobs.is_empty()).then_some(args.jobs),
         from,
-        to,
+        to: if from < to { to.min(now) } else { to },
         force: args.force,
     };
     let report = materialize_with_progress(&materializer, &pipeline, &request)?;
@@ -624,9 +634,11 @@ fn run_pipeline(
     }
 }
 
+/// Runs `request` on a scheduler of this process's own (see [`run_alone`]), which records
+/// every outcome in the store as `floe serve` does, with a progress bar, then a summary.
 fn materialize_with_progress(
     materializer: &Materializer,
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     request: &RunRequest,
 ) -> Result<RunReport, CliError> {
     let planned = materializer
@@ -642,8 +654,12 @@ fn materialize_with_progress(
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let report = materializer
-        .run(pipeline, request, |event| {
+    let report = run_alone(
+        materializer.clone(),
+        pipeline.clone(),
+        request,
+        default_workers(),
+        &mut |event| {
             bar.inc(1);
             bar.set_message(format!(
                 "{} {}",
@@ -653,8 +669,9 @@ fn materialize_with_progress(
             if let RunOutcome::Failed { error } = &event.outcome {
                 bar.println(format!("failed: {}: {error}", event.key));
             }
-        })
-        .map_err(failed_with_causes)?;
+        },
+    )
+    .map_err(failed_with_causes)?;
     bar.finish_and_clear();
     eprintln!(
         "pipeline `{}`: {} runs planned, {} computed, {} fresh (skipped), {} failed, {} waiting on failed upstream runs, in {:.2}s",
@@ -670,6 +687,11 @@ fn materialize_with_progress(
         eprintln!("  failed: {key}: {error}");
     }
     Ok(report)
+}
+
+/// Runs computing at once when the command line does not say: one per core.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// `floe backfill`: starts a backfill (or restatement) on a scheduler of its own and follows
@@ -691,12 +713,10 @@ fn backfill(
     .collect();
     let materializer = open_materializer(paths, clock.clone())?;
     let store = materializer.store().clone();
-    let workers = args.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
-    });
     let config = SchedulerConfig {
         recurring: false,
-        workers: workers.max(1),
+        workers: args.workers.unwrap_or_else(default_workers).max(1),
+        resume: true,
     };
     // Starting the scheduler resumes whatever backfills a previous process left unfinished.
     let scheduler = Scheduler::start(store, materializer, clock, config, pipelines.clone())
@@ -852,6 +872,12 @@ fn results(
             args.job,
             results.missing[0]
         );
+        note_unsuccessful_runs(
+            materializer.store(),
+            &pipeline.name,
+            &args.job,
+            &results.missing,
+        );
     }
     if let Some(first) = results.stale.first() {
         eprintln!(
@@ -863,6 +889,36 @@ fn results(
     }
     let mut frame = results.frame;
     print_frame(&mut frame, args.format)
+}
+
+/// Says what the runs of partitions without a result came to (failed, upstream_failed,
+/// cancelled, still queued), as recorded by whichever process ran them.
+fn note_unsuccessful_runs(store: &Store, pipeline: &str, job: &str, missing: &[DateTime<Utc>]) {
+    let mut states: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    let mut first_error: Option<(RunKey, String)> = None;
+    for start in missing {
+        let key = RunKey::new(pipeline, job, *start);
+        let Ok(Some(record)) = store.run(&key) else {
+            continue;
+        };
+        *states.entry(record.state.as_str()).or_default() += 1;
+        if first_error.is_none()
+            && let Some(error) = record.error
+        {
+            first_error = Some((key, error));
+        }
+    }
+    if states.is_empty() {
+        return;
+    }
+    let counts: Vec<String> = states
+        .iter()
+        .map(|(state, count)| format!("{count} {state}"))
+        .collect();
+    let first = first_error
+        .map(|(key, error)| format!(" (first: {key}: {error})"))
+        .unwrap_or_default();
+    eprintln!("note: their runs: {}{first}", counts.join(", "));
 }
 
 fn print_frame(frame: &mut DataFrame, format: OutputFormat) -> Result<(), CliError> {
@@ -930,7 +986,7 @@ fn demo(
             paths.data_dir.join("events").display()
         );
     }
-    let pipeline = load_pipeline(paths, "shop", registry)?;
+    let pipeline = Arc::new(load_pipeline(paths, "shop", registry)?);
     eprintln!(
         "pipeline `shop` is valid: {} jobs in order {}",
         pipeline.jobs.len(),

@@ -11,8 +11,12 @@
 //!                                 errors name file:line:column, job and field
 //!                         │
 //!                         ▼
-//!                    materialize  (job, partition) run graph from partition math
-//!                         │       fingerprint per run → skip fresh, compute stale
+//!                    scheduler    the one executor of partition runs, whoever asks (triggers,
+//!                         │       catch-up, backfills, floe run, pipeline jobs): queue, limits,
+//!                         │       retries, source waits, upstream_failed, outcomes to waiters
+//!                         ▼
+//!                    materialize  (job, partition) run graph from partition math; one attempt:
+//!                         │       fingerprint → skip fresh, compute and commit stale
 //!                         ▼
 //!                    job          Job trait: built-in kinds (count_distinct, top, group_by,
 //!                         │       sql, select) and registered Rust classes
@@ -28,7 +32,8 @@
 //! sql_guard                       every SQL text: depth bound, one SELECT over bound tables
 //!
 //! HTTP ──► server ──► jobserver   spark-jobserver's REST API: contexts with worker
-//!                 │               threads, queues and named objects, jobs that survive restarts
+//!                 │               threads, queues and named objects, jobs that survive restarts;
+//!                 │               pipeline jobs hand their runs to the scheduler
 //!                 ├─► catalog     every pipeline version (apps); tells the scheduler of changes
 //!                 └─► scheduler   recurring runs from triggers on the injected clock, catch-up,
 //!                                 retries, source waits, backfills and restatements

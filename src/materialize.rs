@@ -1,6 +1,9 @@
 //! The materialiser: turns "these jobs over this time range" into the (job, partition) run
-//! graph, skips every partition whose stored result is still fresh, and computes the rest on
-//! polars in dependency order.
+//! graph ([`Materializer::plan`]), and makes one attempt at one partition
+//! ([`Materializer::attempt_partition`]): skipped when its stored result is still fresh,
+//! otherwise computed on polars and committed. The scheduler is the one executor that runs
+//! plans: it records, queues, limits, retries and settles every run, whoever asked for it
+//! (`floe run`, the job server, backfills, recurring runs), and calls this for each attempt.
 //!
 //! Freshness is a fingerprint per run: the job's definition fingerprint, the window, the
 //! identity (path, size, modification time) of every source file read, and the fingerprints of
@@ -14,14 +17,13 @@
 //! Everything here is synchronous and CPU-bound (polars): async callers run it on a blocking
 //! thread, never on the async workers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::clock::Clock;
 use crate::engine::{Engine, FileIdentity, PolarsEngine, ResolvedPlan, SourceError};
@@ -34,7 +36,7 @@ use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{InputRef, JobDef, Pipeline};
 use crate::results::cache::CachedResult;
 use crate::results::{ResultCache, StoredResults};
-use crate::store::{NewResult, RunKey, RunState, SeenRun, Store, StoreError};
+use crate::store::{NewResult, RunKey, SeenRun, Store, StoreError};
 
 /// Which partitions to bring up to date.
 #[derive(Debug, Clone)]
@@ -53,23 +55,12 @@ pub struct RunRequest {
 pub struct PlannedRun {
     pub job: String,
     pub window: Window,
-    /// Indices into the plan of the upstream runs this one reads.
-    pub upstream: Vec<usize>,
 }
 
 /// The run graph in an order where every run comes after the runs it reads.
 #[derive(Debug, Clone, Default)]
 pub struct RunPlan {
     pub runs: Vec<PlannedRun>,
-}
-
-/// Why one run of [`Materializer::run_until`] did not end fresh or computed.
-enum OneRunError {
-    /// It failed here (its sources, its computation, its commit): recorded as Failed.
-    Failed(String),
-    /// Another executor (the scheduler, a backfill) is computing it right now: its outcome
-    /// stands, and this request records nothing over it.
-    HeldElsewhere(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,8 +84,9 @@ pub enum RunOutcome {
 pub enum PartitionAttempt {
     /// Fresh (its stored result still holds) or computed and committed.
     Done(RunOutcome),
-    /// A source that waits for its files has none for the window yet.
-    NotReady { source: String },
+    /// A source that waits for its files has none for the window yet; `detail` says where
+    /// they were looked for.
+    NotReady { source: String, detail: String },
     /// The job failed; the run is still Running in the store for the caller to settle.
     Failed(String),
     /// Another writer holds the run, or this attempt was stopped or superseded: nothing was
@@ -104,18 +96,10 @@ pub enum PartitionAttempt {
 
 /// Why a run's source files cannot be read.
 enum SourceProblem {
-    /// The named source waits for its files and has none for the window yet.
-    NotReady(String),
+    /// The named source waits for its files and has none for the window yet (the source,
+    /// then where its files were looked for).
+    NotReady(String, String),
     Failed(String),
-}
-
-impl SourceProblem {
-    fn into_message(self) -> String {
-        match self {
-            SourceProblem::NotReady(source) => format!("source `{source}` has no files yet"),
-            SourceProblem::Failed(message) => message,
-        }
-    }
 }
 
 /// Why computing or committing a run did not end in a commit.
@@ -123,15 +107,6 @@ enum CommitError {
     Failed(String),
     Stopped,
     Lost(String),
-}
-
-impl CommitError {
-    fn into_message(self) -> String {
-        match self {
-            CommitError::Failed(message) | CommitError::Lost(message) => message,
-            CommitError::Stopped => "stopped".to_owned(),
-        }
-    }
 }
 
 /// The fingerprint of one run: the job's definition, its window, the identity of every
@@ -168,6 +143,7 @@ pub struct RunEvent {
     pub elapsed_ms: f64,
 }
 
+/// What a request's runs came to, counted from their outcomes.
 #[derive(Debug, Clone, Default)]
 pub struct RunReport {
     pub planned: usize,
@@ -175,6 +151,8 @@ pub struct RunReport {
     pub computed: usize,
     pub failed: Vec<(RunKey, String)>,
     pub upstream_failed: usize,
+    /// Every planned run's outcome, in the plan's order (every run after those it reads).
+    pub runs: Vec<RunEvent>,
 }
 
 impl RunReport {
@@ -193,8 +171,6 @@ pub enum MaterializeError {
         job: String,
         known: String,
     },
-    #[error("stopped before every planned run was done")]
-    Stopped,
     #[error("empty range: `from` ({from}) must be before `to` ({to})")]
     EmptyRange {
         from: DateTime<Utc>,
@@ -276,6 +252,11 @@ impl Materializer {
         &self.store
     }
 
+    /// The clock runs and results are stamped with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     pub fn cache(&self) -> &Arc<ResultCache> {
         &self.cache
     }
@@ -317,7 +298,7 @@ impl Materializer {
 
         let mut planner = Planner {
             pipeline,
-            index: HashMap::new(),
+            planned: HashSet::new(),
             runs: Vec::new(),
         };
         if from < to {
@@ -338,206 +319,9 @@ impl Materializer {
             .enumerate()
             .map(|(i, name)| (name.as_str(), i))
             .collect();
-        let mut order: Vec<usize> = (0..planner.runs.len()).collect();
-        order.sort_by_key(|&i| {
-            (
-                position.get(planner.runs[i].job.as_str()).copied(),
-                planner.runs[i].window.start,
-            )
-        });
-        let mut new_index = vec![0; order.len()];
-        for (new, &old) in order.iter().enumerate() {
-            new_index[old] = new;
-        }
-        let runs = order
-            .iter()
-            .map(|&old| {
-                let mut run = planner.runs[old].clone();
-                run.upstream = run.upstream.iter().map(|&u| new_index[u]).collect();
-                run
-            })
-            .collect();
+        let mut runs = planner.runs;
+        runs.sort_by_key(|run| (position.get(run.job.as_str()).copied(), run.window.start));
         Ok(RunPlan { runs })
-    }
-
-    /// Plans and executes `request`, calling `on_event` after each run.
-    pub fn run(
-        &self,
-        pipeline: &Pipeline,
-        request: &RunRequest,
-        on_event: impl FnMut(&RunEvent),
-    ) -> Result<RunReport, MaterializeError> {
-        self.run_until(pipeline, request, &|| false, on_event)
-    }
-
-    /// [`Materializer::run`] that checks `stop` before each run and returns
-    /// [`MaterializeError::Stopped`] once it says so. Runs already committed stay committed;
-    /// the one in progress when `stop` turns true finishes first (a polars computation cannot
-    /// be interrupted), so a partition is never left half-written.
-    pub fn run_until(
-        &self,
-        pipeline: &Pipeline,
-        request: &RunRequest,
-        stop: &dyn Fn() -> bool,
-        mut on_event: impl FnMut(&RunEvent),
-    ) -> Result<RunReport, MaterializeError> {
-        let plan = self.plan(pipeline, request)?;
-        let mut report = RunReport {
-            planned: plan.runs.len(),
-            ..RunReport::default()
-        };
-        // Fingerprint of each planned run once it is fresh or computed; None when it failed.
-        let mut fingerprints: Vec<Option<String>> = Vec::with_capacity(plan.runs.len());
-        for run in &plan.runs {
-            if stop() {
-                self.store.flush()?;
-                return Err(MaterializeError::Stopped);
-            }
-            let started = Instant::now();
-            let key = RunKey {
-                pipeline: pipeline.name.clone(),
-                job: run.job.clone(),
-                partition_start: run.window.start,
-            };
-            let failed_upstream = run.upstream.iter().find(|&&u| fingerprints[u].is_none());
-            let (outcome, fingerprint) = match (failed_upstream, pipeline.job(&run.job)) {
-                (Some(&upstream), _) => {
-                    let upstream = &plan.runs[upstream];
-                    let name = format!("{}@{}", upstream.job, upstream.window.start.to_rfc3339());
-                    self.record_unstarted(
-                        &key,
-                        run.window.end,
-                        RunState::UpstreamFailed,
-                        &format!("upstream run {name} failed"),
-                    );
-                    (RunOutcome::UpstreamFailed { upstream: name }, None)
-                }
-                (None, Some(def)) => {
-                    let upstream_fingerprints: Vec<&str> = run
-                        .upstream
-                        .iter()
-                        .filter_map(|&u| fingerprints[u].as_deref())
-                        .collect();
-                    match self.materialize_one(
-                        pipeline,
-                        def,
-                        run,
-                        &key,
-                        &upstream_fingerprints,
-                        request.force,
-                    ) {
-                        Ok((outcome, fingerprint)) => (outcome, Some(fingerprint)),
-                        Err(OneRunError::Failed(error)) => {
-                            warn!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, %error, "run failed");
-                            match self.store.mark_failed(&key, &error, self.clock.now()) {
-                                Err(StoreError::RunNotFound { .. }) => self.record_unstarted(
-                                    &key,
-                                    run.window.end,
-                                    RunState::Failed,
-                                    &error,
-                                ),
-                                Err(store_error) => {
-                                    warn!(run = %key, error = %error_chain(&store_error), "could not record the failure");
-                                }
-                                Ok(_) => {}
-                            }
-                            (RunOutcome::Failed { error }, None)
-                        }
-                        Err(OneRunError::HeldElsewhere(error)) => {
-                            info!(run = %key, "computed by another executor now; left to it");
-                            (RunOutcome::Failed { error }, None)
-                        }
-                    }
-                }
-                (None, None) => (
-                    RunOutcome::Failed {
-                        error: format!("unknown job `{}`", run.job),
-                    },
-                    None,
-                ),
-            };
-            match &outcome {
-                RunOutcome::Fresh => report.fresh += 1,
-                RunOutcome::Computed { .. } => report.computed += 1,
-                RunOutcome::Failed { error } => report.failed.push((key.clone(), error.clone())),
-                RunOutcome::UpstreamFailed { .. } => report.upstream_failed += 1,
-            }
-            fingerprints.push(fingerprint);
-            on_event(&RunEvent {
-                key,
-                outcome,
-                elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
-            });
-        }
-        self.store.flush()?;
-        info!(
-            pipeline = %pipeline.name,
-            planned = report.planned,
-            computed = report.computed,
-            fresh = report.fresh,
-            failed = report.failed.len(),
-            "materialisation finished"
-        );
-        Ok(report)
-    }
-
-    /// [`Store::record_unstarted`], logging a store that refuses.
-    fn record_unstarted(
-        &self,
-        key: &RunKey,
-        partition_end: DateTime<Utc>,
-        state: RunState,
-        error: &str,
-    ) {
-        if let Err(store_error) =
-            self.store
-                .record_unstarted(key, partition_end, state, error, self.clock.now())
-        {
-            warn!(run = %key, error = %error_chain(&store_error), "could not record the run's outcome");
-        }
-    }
-
-    /// Brings one run up to date; returns its outcome and fingerprint, or why not.
-    fn materialize_one(
-        &self,
-        pipeline: &Pipeline,
-        def: &JobDef,
-        run: &PlannedRun,
-        key: &RunKey,
-        upstream_fingerprints: &[&str],
-        force: bool,
-    ) -> Result<(RunOutcome, String), OneRunError> {
-        // Source files are resolved first: their identities are part of the fingerprint.
-        let source_files = self
-            .source_files(pipeline, def, &run.window, false)
-            .map_err(|problem| OneRunError::Failed(problem.into_message()))?;
-        let fingerprint = run_fingerprint(def, &run.window, &source_files, upstream_fingerprints);
-        if !force
-            && self
-                .is_fresh(key, &fingerprint)
-                .map_err(|e| OneRunError::Failed(error_chain(&e)))?
-        {
-            debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, "fresh, skipped");
-            return Ok((RunOutcome::Fresh, fingerprint));
-        }
-        let now = self.clock.now();
-        self.store
-            .mark_running(key, run.window.end, &fingerprint, now)
-            .map_err(|e| match e {
-                StoreError::InvalidTransition {
-                    from: Some(RunState::Running),
-                    ..
-                } => OneRunError::HeldElsewhere(format!(
-                    "run {key} is being computed by another executor (the scheduler or a \
-                     backfill); its outcome stands"
-                )),
-                e => OneRunError::Failed(error_chain(&e)),
-            })?;
-        let rows = self
-            .compute(pipeline, def, &run.window, &source_files, &HashMap::new())
-            .and_then(|output| self.commit(key, def, &fingerprint, output, None))
-            .map_err(|e| OneRunError::Failed(e.into_message()))?;
-        Ok((RunOutcome::Computed { rows }, fingerprint))
     }
 
     /// One scheduled attempt at a partition the scheduler has enqueued (Pending): checks its
@@ -557,9 +341,11 @@ impl Materializer {
             job: def.name.clone(),
             partition_start: window.start,
         };
-        let source_files = match self.source_files(pipeline, def, window, true) {
+        let source_files = match self.source_files(pipeline, def, window) {
             Ok(files) => files,
-            Err(SourceProblem::NotReady(source)) => return PartitionAttempt::NotReady { source },
+            Err(SourceProblem::NotReady(source, detail)) => {
+                return PartitionAttempt::NotReady { source, detail };
+            }
             Err(SourceProblem::Failed(error)) => return PartitionAttempt::Failed(error),
         };
         let mut upstream_fingerprints = Vec::new();
@@ -634,14 +420,13 @@ impl Materializer {
         }
     }
 
-    /// The files of each source the job reads, for its window. With `wait_for_files`, a
-    /// source that waits (`wait` above zero) and has no files yet is `NotReady`.
+    /// The files of each source the job reads, for its window. A source that waits for its
+    /// files (`wait` above zero) and has none yet is `NotReady`.
     fn source_files(
         &self,
         pipeline: &Pipeline,
         def: &JobDef,
         window: &Window,
-        wait_for_files: bool,
     ) -> Result<BTreeMap<String, Vec<FileIdentity>>, SourceProblem> {
         let mut source_files = BTreeMap::new();
         for input in &def.inputs {
@@ -652,14 +437,13 @@ impl Materializer {
                 Ok(files) => {
                     source_files.insert(name.clone(), files);
                 }
-                Err(InputError::Source(SourceError::NoFiles { .. }))
-                    if wait_for_files
-                        && pipeline
-                            .sources
-                            .get(name)
-                            .is_some_and(|source| !source.wait.is_zero()) =>
+                Err(InputError::Source(error @ SourceError::NoFiles { .. }))
+                    if pipeline
+                        .sources
+                        .get(name)
+                        .is_some_and(|source| !source.wait.is_zero()) =>
                 {
-                    return Err(SourceProblem::NotReady(name.clone()));
+                    return Err(SourceProblem::NotReady(name.clone(), error.to_string()));
                 }
                 Err(error) => return Err(SourceProblem::Failed(error.to_string())),
             }
@@ -744,53 +528,32 @@ impl Materializer {
         debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, rows, "computed");
         Ok(rows)
     }
-
-    fn is_fresh(&self, key: &RunKey, fingerprint: &str) -> Result<bool, StoreError> {
-        let Some(record) = self.store.run(key)? else {
-            return Ok(false);
-        };
-        if record.state != RunState::Succeeded || record.fingerprint.as_deref() != Some(fingerprint)
-        {
-            return Ok(false);
-        }
-        Ok(self
-            .store
-            .result_meta(key)?
-            .is_some_and(|meta| meta.fingerprint == fingerprint))
-    }
 }
 
-/// Builds the run graph by walking from target runs to the upstream runs they read.
+/// Collects the runs of the plan by walking from target runs to the upstream runs they read.
 struct Planner<'a> {
     pipeline: &'a Pipeline,
-    index: HashMap<(String, DateTime<Utc>), usize>,
+    planned: HashSet<(String, DateTime<Utc>)>,
     runs: Vec<PlannedRun>,
 }
 
 impl Planner<'_> {
-    fn add(&mut self, def: &JobDef, window: Window) -> usize {
-        if let Some(&existing) = self.index.get(&(def.name.clone(), window.start)) {
-            return existing;
+    fn add(&mut self, def: &JobDef, window: Window) {
+        if !self.planned.insert((def.name.clone(), window.start)) {
+            return;
         }
-        let mut upstream = Vec::new();
         for input in &def.inputs {
             if let InputRef::Job(name) = input
                 && let Some(up) = self.pipeline.job(name)
             {
-                let windows = upstream_windows(self.pipeline, up, def, &window);
-                for up_window in windows {
-                    upstream.push(self.add(up, up_window));
+                for up_window in upstream_windows(self.pipeline, up, def, &window) {
+                    self.add(up, up_window);
                 }
             }
         }
-        let position = self.runs.len();
         self.runs.push(PlannedRun {
             job: def.name.clone(),
             window,
-            upstream,
         });
-        self.index
-            .insert((def.name.clone(), window.start), position);
-        position
     }
 }

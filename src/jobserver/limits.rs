@@ -23,7 +23,8 @@ pub const MAX_RUN_PARTITIONS: &str = "limits.max_run_partitions";
 pub const MAX_JOIN_ROWS: &str = "limits.max_join_rows";
 pub const MAX_RESULT_BYTES: &str = "limits.max_result_bytes";
 pub const MAX_JOB_RESULTS_BYTES: &str = "limits.max_job_results_bytes";
-pub const MAX_ACTIVE_BACKFILLS: &str = "limits.max_active_backfills";
+/// Named where the scheduler, which enforces it, defines it.
+pub use crate::scheduler::MAX_ACTIVE_BACKFILLS;
 pub const BACKFILL_HISTORY: &str = "limits.backfill_history";
 pub const MAX_CONCURRENT_QUERIES: &str = "limits.max_concurrent_queries";
 

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -45,9 +45,10 @@ use crate::frames::selection::decode_strings;
 use crate::frames::time_slice::{only_datetime_column, window_rows};
 use crate::inputs::{Gaps, InputError};
 use crate::job::{JobError, JobInput, JobOutput, JobRegistry};
-use crate::materialize::{MaterializeError, Materializer, RunEvent, RunOutcome, RunRequest};
+use crate::materialize::{Materializer, RunEvent, RunOutcome, RunRequest};
 use crate::partition::{Grain, Window};
 use crate::results::{partitions_spanned, read_job_results, runs_spanned};
+use crate::scheduler::{ManualRunError, Scheduler};
 use crate::store::{ContextDefinition, JobFailure, JobRecord, JobStatus, Store, StoreError};
 
 use self::context::{Context, ContextSettings, Executor, QueueFull};
@@ -304,7 +305,9 @@ pub struct JobServer {
     adhoc: Arc<Executor>,
     settings: CoreSettings,
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
-    pipeline_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The one executor of pipeline runs, which materialisation jobs hand their runs to
+    /// ([`JobServer::attach_scheduler`]).
+    scheduler: OnceLock<Scheduler>,
     runtime: tokio::runtime::Handle,
     /// The memory limit ad-hoc jobs and queries are stopped by (`limits.memory`).
     memory: MemoryGuard,
@@ -373,7 +376,7 @@ impl JobServer {
             adhoc,
             settings,
             live: Mutex::new(HashMap::new()),
-            pipeline_locks: Mutex::new(HashMap::new()),
+            scheduler: OnceLock::new(),
             materializer,
             runtime,
             queries: Arc::new(tokio::sync::Semaphore::new(query_places)),
@@ -410,6 +413,14 @@ impl JobServer {
 
     pub fn materializer(&self) -> &Materializer {
         &self.materializer
+    }
+
+    /// Gives materialisation jobs the scheduler that executes their runs. Once, at start-up,
+    /// before interrupted jobs are resolved (a re-run needs it); later calls are ignored.
+    pub fn attach_scheduler(&self, scheduler: Scheduler) {
+        if self.scheduler.set(scheduler).is_err() {
+            warn!("a scheduler was attached to the job server already; the first one stays");
+        }
     }
 
     pub fn registry(&self) -> &JobRegistry {
@@ -1409,42 +1420,41 @@ impl JobServer {
         }
     }
 
-    fn pipeline_lock(&self, pipeline: &str) -> Arc<Mutex<()>> {
-        lock(&self.pipeline_locks)
-            .entry(pipeline.to_owned())
-            .or_default()
-            .clone()
-    }
-
     fn execute_pipeline(
         &self,
         live: &LiveJob,
         plan: &PipelinePlan,
     ) -> Result<DataFrame, ExecError> {
-        // One materialisation per pipeline at a time: two jobs asking for the same partitions
-        // must not compute and commit them twice.
-        let guard = self.pipeline_lock(plan.app.name());
-        let _held = lock(&guard);
         Self::checkpoint(live)?;
+        let scheduler = self.scheduler.get().ok_or_else(|| ExecError::Failed {
+            message: "no scheduler runs pipeline runs in this process".to_owned(),
+            class: "floe.MaterializeError",
+        })?;
         let request = RunRequest {
             jobs: plan.jobs.clone(),
             from: plan.from,
             to: plan.to,
             force: plan.force,
         };
-        let mut events: Vec<RunEvent> = Vec::new();
-        let report = self
-            .materializer
-            .run_until(
-                &plan.app.pipeline,
+        // The scheduler runs them with every other run (a backfill's of the same partitions
+        // included, which this job then shares): a stop cancels the runs only it queued.
+        let report = scheduler
+            .run_to_end(
+                plan.app.name(),
                 &request,
                 &|| live.stop_reason() != StopReason::None,
-                |event| events.push(event.clone()),
+                &mut |_| {},
             )
             .map_err(|e| match e {
-                MaterializeError::Stopped => ExecError::Stopped,
-                other => ExecError::Failed {
-                    message: error_chain(&other),
+                ManualRunError::Stopped => ExecError::Stopped,
+                // The scheduler stops first at shutdown; the job ends as every job cut short
+                // by it does.
+                ManualRunError::ShuttingDown => ExecError::Failed {
+                    message: "server shut down before the job finished".to_owned(),
+                    class: "floe.ServerShutdown",
+                },
+                ManualRunError::Scheduler(e) => ExecError::Failed {
+                    message: error_chain(&e),
                     class: "floe.MaterializeError",
                 },
             })?;
@@ -1478,7 +1488,7 @@ impl JobServer {
                 message: e.to_string(),
                 class: "floe.ResultsError",
             }),
-            None => events_frame(&events).map_err(|e| ExecError::Failed {
+            None => events_frame(&report.runs).map_err(|e| ExecError::Failed {
                 message: e.to_string(),
                 class: "floe.ResultEncoding",
             }),

@@ -267,26 +267,7 @@ impl Scheduler {
             to: record.to,
             force: record.force,
         };
-        let plan = self
-            .inner
-            .materializer
-            .plan(pipeline, &request)
-            .map_err(|e| match e {
-                crate::materialize::MaterializeError::Store(e) => SchedulerError::Store(e),
-                crate::materialize::MaterializeError::UnknownJob {
-                    pipeline,
-                    job,
-                    known,
-                } => SchedulerError::UnknownJob {
-                    pipeline,
-                    job,
-                    known,
-                },
-                _ => SchedulerError::EmptyRange {
-                    from: record.from,
-                    to: record.to,
-                },
-            })?;
+        let plan = self.inner.materializer.plan(pipeline, &request)?;
         if !record.restate {
             // A backfill of chosen jobs brings their upstream runs up to date too.
             return Ok(plan.runs.into_iter().map(|r| (r.job, r.window)).collect());
@@ -415,6 +396,26 @@ impl Scheduler {
                     }
                 }
                 BackfillState::Cancelled => {
+                    // A run a manual run waits for stays queued for it: it only leaves the
+                    // backfill, which counts it as cancelled.
+                    let kept: Vec<RunKey> = state
+                        .runs
+                        .iter()
+                        .filter(|(_, tracked)| {
+                            tracked.backfill.as_ref() == Some(&key)
+                                && !tracked.manual_runs.is_empty()
+                                && !matches!(tracked.phase, Phase::Running(_))
+                        })
+                        .map(|(run, _)| run.clone())
+                        .collect();
+                    for run in &kept {
+                        if let Some(tracked) = state.runs.get_mut(run) {
+                            tracked.backfill = None;
+                        }
+                    }
+                    if let Some(live) = state.backfills.get_mut(&key) {
+                        live.progress.cancelled += kept.len();
+                    }
                     self.cancel_waiting(
                         &mut state,
                         |_, tracked| tracked.backfill.as_ref() == Some(&key),

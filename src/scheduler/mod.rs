@@ -3,7 +3,10 @@
 //! It owns
 //! - **planning**: each job's trigger (`trigger`) says which windows are due at an instant;
 //!   due windows since the job's persisted cursor become Pending runs, within the
-//!   pipeline's catch-up policy and hard cap. Backfills and restatements enqueue ranges.
+//!   pipeline's catch-up policy and hard cap. Backfills and restatements enqueue ranges;
+//!   manual runs (`floe run`, `POST /pipelines/{p}/runs`, pipeline jobs) enqueue a range and
+//!   wait for each run's outcome, joining the runs already tracked (`manual.rs`). It is the
+//!   one executor of partition runs, whoever asks.
 //! - **readiness**: a run is ready when every upstream partition it reads has succeeded
 //!   (a daily run waits for its 23, 24 or 25 hourly runs). Each tracked run counts its unmet
 //!   upstream runs; a success decrements its dependents' counts, so finding ready work never
@@ -26,9 +29,19 @@
 //! never sleep, `floe serve` runs it on a driver thread woken by tokio-cron-scheduler.
 
 mod backfills;
+mod manual;
+#[cfg(test)]
+mod manual_tests;
 mod planning;
+mod recovery;
+mod run_loop;
 #[cfg(test)]
 mod tests;
+mod triggers;
+
+pub use self::manual::{ManualRunError, run_alone};
+use self::run_loop::push_ready;
+pub use self::triggers::start_triggers;
 
 #[cfg(test)]
 use self::backfills::eta_seconds;
@@ -48,8 +61,9 @@ use crate::catalog::{CatalogChange, CatalogListener};
 use crate::clock::Clock;
 use crate::error::error_chain;
 use crate::inputs::upstream_keys;
-use crate::jobserver::limits::MAX_ACTIVE_BACKFILLS;
-use crate::materialize::{Materializer, PartitionAttempt, RunOutcome, RunRequest};
+use crate::materialize::{
+    Materializer, PartitionAttempt, RunEvent, RunOutcome, RunReport, RunRequest,
+};
 use crate::partition::{Window, window_containing, windows_within};
 use crate::pipeline::{InputRef, JobDef, Pipeline};
 use crate::store::{BackfillRecord, BackfillState, RunKey, RunState, Store, StoreError};
@@ -61,6 +75,10 @@ pub struct SchedulerConfig {
     pub recurring: bool,
     /// Worker threads: the most runs computing at once, across pipelines.
     pub workers: usize,
+    /// At start, take up the runs and backfills a previous process left unfinished
+    /// (`floe serve`, `floe backfill`). The scheduler of one `floe run` leaves them to the
+    /// next of those; runs a crash left Running are put back in the queue either way.
+    pub resume: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -68,9 +86,13 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             recurring: true,
             workers: 2,
+            resume: true,
         }
     }
 }
+
+/// The setting that bounds the backfills and restatements not finished at once.
+pub const MAX_ACTIVE_BACKFILLS: &str = "limits.max_active_backfills";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -110,6 +132,26 @@ pub enum SchedulerError {
          (POST /backfills/{{id}}/cancel)"
     )]
     TooManyActiveBackfills { active: usize },
+}
+
+/// A plan the materialiser refuses is a request the scheduler refuses.
+impl From<crate::materialize::MaterializeError> for SchedulerError {
+    fn from(error: crate::materialize::MaterializeError) -> Self {
+        use crate::materialize::MaterializeError;
+        match error {
+            MaterializeError::Store(error) => SchedulerError::Store(error),
+            MaterializeError::UnknownJob {
+                pipeline,
+                job,
+                known,
+            } => SchedulerError::UnknownJob {
+                pipeline,
+                job,
+                known,
+            },
+            MaterializeError::EmptyRange { from, to } => SchedulerError::EmptyRange { from, to },
+        }
+    }
 }
 
 /// Bounds on backfills and restatements (`limits.max_active_backfills`,
@@ -231,6 +273,10 @@ struct Tracked {
     failures: u32,
     /// When the run began waiting for source files.
     waiting_since: Option<DateTime<Utc>>,
+    /// The manual runs waiting for this run's outcome (see `manual.rs`).
+    manual_runs: Vec<Arc<str>>,
+    /// How long its last attempt took, reported to manual runs with its outcome.
+    last_attempt_ms: f64,
 }
 
 /// An attempt handed to a worker.
@@ -246,6 +292,7 @@ struct Work {
 /// A run computing on a worker.
 struct InFlight {
     key: RunKey,
+    started: Instant,
     deadline: Option<DateTime<Utc>>,
     stop: Arc<AtomicBool>,
     /// Whether the scheduler already settled it (timed out); the worker's answer is ignored.
@@ -295,6 +342,8 @@ struct State {
     running_pipeline: Counts,
     running_job: HashMap<(String, String), usize>,
     backfills: HashMap<Arc<str>, LiveBackfill>,
+    /// Manual runs waiting for their runs' outcomes, by id.
+    manual_runs: HashMap<Arc<str>, manual::ManualRun>,
     next_token: u64,
     stopping: bool,
     /// When the driver thread's current sleep ends (set by [`Scheduler::tick`]); `None` when
@@ -527,11 +576,14 @@ impl Scheduler {
         let mut state = lock(&self.inner.state);
         state.pipelines.insert(name.clone(), pipeline);
         if !enabled {
-            let needed = needed_by_backfills(&state);
+            let needed = needed_by_explicit_requests(&state);
             let cancelled = self.cancel_waiting(
                 &mut state,
                 |key, tracked| {
-                    key.pipeline == name && tracked.backfill.is_none() && !needed.contains(key)
+                    key.pipeline == name
+                        && tracked.backfill.is_none()
+                        && tracked.manual_runs.is_empty()
+                        && !needed.contains(key)
                 },
                 &format!("pipeline {name} was disabled"),
                 now,
@@ -616,6 +668,13 @@ impl Scheduler {
             if let Err(error) = self.inner.store.mark_cancelled(run, reason, now) {
                 debug!(run = %run, error = %error_chain(&error), "no waiting run record to cancel");
             }
+            manual::report_outcome(
+                state,
+                run,
+                RunOutcome::Failed {
+                    error: format!("cancelled: {reason}"),
+                },
+            );
             if let Some(tracked) = state.runs.remove(run)
                 && let Some(id) = tracked.backfill
                 && let Some(live) = state.backfills.get_mut(&id)
@@ -653,580 +712,6 @@ impl Scheduler {
         condvar.notify_all();
     }
 
-    /// Runs the driver on its own thread until [`Scheduler::shutdown`]: tick, then sleep
-    /// until the next due instant or a wake-up, whichever is first.
-    pub fn spawn_driver(&self) -> std::io::Result<JoinHandle<()>> {
-        let scheduler = self.clone();
-        std::thread::Builder::new()
-            .name("floe-scheduler".to_owned())
-            .spawn(move || {
-                loop {
-                    if lock(&scheduler.inner.state).stopping {
-                        break;
-                    }
-                    let now = scheduler.inner.clock.now();
-                    let next = scheduler.tick(now);
-                    let wait = (driver_wake_instant(now, next) - now)
-                        .to_std()
-                        .unwrap_or_default();
-                    let (flag, condvar) = &scheduler.inner.wake;
-                    let mut woken = lock(flag);
-                    if !*woken {
-                        woken = condvar
-                            .wait_timeout(woken, wait)
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .0;
-                    }
-                    *woken = false;
-                }
-            })
-    }
-
-    /// Stops dispatching, lets runs in flight finish within `grace`, and stops the workers.
-    /// Runs that outlive the grace stay Running in the store and are re-queued at the next
-    /// start.
-    pub fn shutdown(&self, grace: Duration) {
-        lock(&self.inner.state).stopping = true;
-        self.wake();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline && lock(&self.inner.state).running_total > 0 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Closing the channel ends each worker after its current run.
-        lock(&self.inner.work).take();
-        let handles = std::mem::take(&mut *lock(&self.inner.workers));
-        for handle in handles {
-            if Instant::now() >= deadline {
-                break; // left running; the process exit ends it
-            }
-            let _ = handle.join();
-        }
-    }
-
-    /// Does everything due at `now`: plans recurring runs, releases delayed runs, settles
-    /// timed-out runs, dispatches ready runs. Returns when it next has something to do.
-    pub fn tick(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut next: Option<DateTime<Utc>> = None;
-        let mut earliest = |at: DateTime<Utc>| {
-            next = Some(next.map_or(at, |n: DateTime<Utc>| n.min(at)));
-        };
-        if self.inner.config.recurring {
-            let pipelines: Vec<Arc<Pipeline>> = {
-                let state = lock(&self.inner.state);
-                state
-                    .pipelines
-                    .values()
-                    .filter(|p| p.schedule.enabled && !state.paused_pipelines.contains(&p.name))
-                    .cloned()
-                    .collect()
-            };
-            for pipeline in pipelines {
-                match self.plan_recurring(&pipeline, now) {
-                    Ok(Some(at)) => earliest(at),
-                    Ok(None) => {}
-                    Err(error) => {
-                        warn!(pipeline = %pipeline.name, error = %error_chain(&error), "cannot plan recurring runs");
-                    }
-                }
-            }
-        }
-        let mut state = lock(&self.inner.state);
-        state.failure_log.summarise(now);
-        self.settle_timeouts(&mut state, now);
-        Self::release_delayed(&mut state, now);
-        self.dispatch(&mut state);
-        if let Some(&(at, _)) = state.delayed.first() {
-            earliest(at);
-        }
-        for flight in state.in_flight.values() {
-            if let Some(deadline) = flight.deadline
-                && !flight.abandoned
-            {
-                earliest(deadline);
-            }
-        }
-        // Under the same lock as the scan above, so nothing timed added after it is missed.
-        state.driver_wakes_at = Some(driver_wake_instant(now, next));
-        state.driver_wake_needed = false;
-        next
-    }
-
-    fn delay(state: &mut State, key: &RunKey, until: DateTime<Utc>) {
-        if let Some(tracked) = state.runs.get_mut(key) {
-            tracked.phase = Phase::Delayed(until);
-            state.delayed.insert((until, key.clone()));
-            state.need_driver_by(until);
-        }
-    }
-
-    fn release_delayed(state: &mut State, now: DateTime<Utc>) {
-        while let Some(first) = state.delayed.first().cloned() {
-            if first.0 > now {
-                break;
-            }
-            state.delayed.remove(&first);
-            let (at, key) = first;
-            let Some(tracked) = state.runs.get_mut(&key) else {
-                continue;
-            };
-            if tracked.phase != Phase::Delayed(at) {
-                continue; // superseded
-            }
-            tracked.phase = if tracked.unmet == 0 {
-                Phase::Ready
-            } else {
-                Phase::Waiting
-            };
-            if tracked.phase == Phase::Ready {
-                push_ready(state, key);
-            }
-        }
-    }
-
-    // ---- dispatch --------------------------------------------------------------------
-
-    /// Hands ready runs to the workers, oldest partition first, within the limits.
-    fn dispatch(&self, state: &mut State) {
-        if state.stopping {
-            return;
-        }
-        let workers = self.inner.config.workers.max(1);
-        while state.running_total < workers {
-            // The ready queue whose oldest run is oldest, among those with room.
-            let mut best: Option<((String, String), DateTime<Utc>)> = None;
-            let mut empty = Vec::new();
-            for ((pipeline, job), queue) in &state.ready {
-                // Drop entries that are no longer ready (cancelled, re-planned).
-                let front = queue.iter().find(|key| {
-                    state
-                        .runs
-                        .get(*key)
-                        .is_some_and(|t| t.phase == Phase::Ready)
-                });
-                let Some(front) = front else {
-                    empty.push((pipeline.clone(), job.clone()));
-                    continue;
-                };
-                if state.paused_pipelines.contains(pipeline) {
-                    continue;
-                }
-                let Some(def_pipeline) = state.pipelines.get(pipeline) else {
-                    continue;
-                };
-                if let Some(limit) = def_pipeline.schedule.concurrency
-                    && state.running_pipeline.get(pipeline).copied().unwrap_or(0) >= limit as usize
-                {
-                    continue;
-                }
-                if let Some(limit) = def_pipeline.job(job).and_then(|def| def.concurrency)
-                    && state
-                        .running_job
-                        .get(&(pipeline.clone(), job.clone()))
-                        .copied()
-                        .unwrap_or(0)
-                        >= limit as usize
-                {
-                    continue;
-                }
-                if best
-                    .as_ref()
-                    .is_none_or(|(_, start)| front.partition_start < *start)
-                {
-                    best = Some(((pipeline.clone(), job.clone()), front.partition_start));
-                }
-            }
-            for queue in empty {
-                if state.ready.get(&queue).is_some_and(|q| {
-                    q.iter()
-                        .all(|k| state.runs.get(k).is_none_or(|t| t.phase != Phase::Ready))
-                }) {
-                    state.ready.remove(&queue);
-                }
-            }
-            let Some((queue_key, _)) = best else {
-                return;
-            };
-            let Some(queue) = state.ready.get_mut(&queue_key) else {
-                return;
-            };
-            let mut picked = None;
-            while let Some(key) = queue.pop_front() {
-                if state
-                    .runs
-                    .get(&key)
-                    .is_some_and(|t| t.phase == Phase::Ready)
-                {
-                    picked = Some(key);
-                    break;
-                }
-            }
-            let Some(key) = picked else { continue };
-            self.launch(state, key);
-        }
-    }
-
-    fn launch(&self, state: &mut State, key: RunKey) {
-        let Some(pipeline) = state.pipelines.get(&key.pipeline).cloned() else {
-            return;
-        };
-        let Some(tracked) = state.runs.get_mut(&key) else {
-            return;
-        };
-        // A paused backfill keeps its ready runs aside until resumed.
-        if let Some(id) = tracked.backfill.clone()
-            && let Some(live) = state.backfills.get_mut(&id)
-            && live.record.state == BackfillState::Paused
-        {
-            tracked.phase = Phase::Parked;
-            live.parked.push(key);
-            return;
-        }
-        state.next_token += 1;
-        let token = state.next_token;
-        tracked.phase = Phase::Running(token);
-        let window = tracked.window;
-        let force = tracked.force;
-        let now = self.inner.clock.now();
-        let deadline = pipeline
-            .job(&key.job)
-            .and_then(|def| def.timeout)
-            .map(|timeout| now + to_delta(timeout));
-        if let Some(deadline) = deadline {
-            state.need_driver_by(deadline);
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        state.running_total += 1;
-        *state
-            .running_pipeline
-            .entry(key.pipeline.clone())
-            .or_default() += 1;
-        *state
-            .running_job
-            .entry((key.pipeline.clone(), key.job.clone()))
-            .or_default() += 1;
-        state.in_flight.insert(
-            token,
-            InFlight {
-                key: key.clone(),
-                deadline,
-                stop: stop.clone(),
-                abandoned: false,
-            },
-        );
-        let work = Work {
-            key,
-            token,
-            pipeline,
-            window,
-            force,
-            stop,
-        };
-        let sent = match &*lock(&self.inner.work) {
-            Some(sender) => sender.send(work).map_err(|e| e.0),
-            None => Err(work),
-        };
-        if let Err(work) = sent {
-            warn!(run = %work.key, "scheduler is shutting down; run left queued");
-        }
-    }
-
-    /// Runs on a worker thread: one attempt, then settles its outcome.
-    fn run_work(&self, work: Work) {
-        let outcome = match work.pipeline.job(&work.key.job) {
-            Some(def) => {
-                let stop = work.stop.clone();
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.inner.materializer.attempt_partition(
-                        &work.pipeline,
-                        def,
-                        &work.window,
-                        work.force,
-                        &|| stop.load(Ordering::Acquire),
-                    )
-                }))
-                .unwrap_or_else(|panic| {
-                    PartitionAttempt::Failed(format!(
-                        "the job panicked: {}",
-                        crate::error::panic_message(panic.as_ref())
-                    ))
-                })
-            }
-            None => PartitionAttempt::Failed(format!(
-                "pipeline `{}` no longer has job `{}`",
-                work.pipeline.name, work.key.job
-            )),
-        };
-        self.finish(work.token, outcome);
-    }
-
-    /// Settles an attempt's outcome and dispatches what it made ready.
-    fn finish(&self, token: u64, outcome: PartitionAttempt) {
-        let now = self.inner.clock.now();
-        let mut state = lock(&self.inner.state);
-        let Some(flight) = state.in_flight.remove(&token) else {
-            return;
-        };
-        state.running_total = state.running_total.saturating_sub(1);
-        if let Some(count) = state.running_pipeline.get_mut(&flight.key.pipeline) {
-            *count = count.saturating_sub(1);
-        }
-        if let Some(count) = state
-            .running_job
-            .get_mut(&(flight.key.pipeline.clone(), flight.key.job.clone()))
-        {
-            *count = count.saturating_sub(1);
-        }
-        let key = flight.key;
-        let current = state
-            .runs
-            .get(&key)
-            .is_some_and(|t| t.phase == Phase::Running(token));
-        if flight.abandoned || !current {
-            self.dispatch(&mut state);
-            return;
-        }
-        match outcome {
-            PartitionAttempt::Done(outcome) => {
-                match outcome {
-                    RunOutcome::Computed { rows } => info!(run = %key, rows, "run succeeded"),
-                    _ => debug!(run = %key, "run fresh: its stored result stands"),
-                }
-                self.succeeded(&mut state, &key);
-            }
-            PartitionAttempt::Failed(error) => {
-                self.failed(&mut state, &key, &error, true, now);
-            }
-            PartitionAttempt::NotReady { source } => {
-                self.not_ready(&mut state, &key, &source, now);
-            }
-            PartitionAttempt::Lost(reason) => {
-                // Someone else holds the run; look again shortly.
-                debug!(run = %key, %reason, "run held elsewhere; re-checking");
-                Self::delay(&mut state, &key, now + TimeDelta::seconds(5));
-            }
-        }
-        self.dispatch(&mut state);
-        let wake = std::mem::take(&mut state.driver_wake_needed);
-        drop(state);
-        if wake {
-            self.wake();
-        }
-    }
-
-    fn succeeded(&self, state: &mut State, key: &RunKey) {
-        let Some(tracked) = state.runs.remove(key) else {
-            return;
-        };
-        if let Some(id) = &tracked.backfill {
-            self.count_backfill(state, id, |p| p.succeeded += 1);
-        }
-        let Some(waiting) = state.dependents.remove(key) else {
-            return;
-        };
-        for dependent in waiting {
-            let Some(down) = state.runs.get_mut(&dependent) else {
-                continue;
-            };
-            down.unmet = down.unmet.saturating_sub(1);
-            let was_failed = down.failed_upstreams.len();
-            down.failed_upstreams.retain(|failed| failed != key);
-            // Unblocked only when the last of its failed upstreams has now succeeded.
-            if down.phase == Phase::UpstreamFailed
-                && down.failed_upstreams.len() < was_failed
-                && down.failed_upstreams.is_empty()
-            {
-                if let Err(error) = self.inner.store.mark_unblocked(&dependent) {
-                    warn!(run = %dependent, error = %error_chain(&error), "cannot unblock run");
-                }
-                down.phase = Phase::Waiting;
-            }
-            if down.phase == Phase::Waiting && down.unmet == 0 {
-                down.phase = Phase::Ready;
-                push_ready(state, dependent);
-            }
-        }
-    }
-
-    /// A failed attempt: retried after a backoff while retries remain, otherwise failed for
-    /// good with its downstream runs marked upstream_failed.
-    fn failed(
-        &self,
-        state: &mut State,
-        key: &RunKey,
-        error: &str,
-        retryable: bool,
-        now: DateTime<Utc>,
-    ) {
-        let (retries, backoff) = state
-            .pipelines
-            .get(&key.pipeline)
-            .and_then(|p| p.job(&key.job))
-            .map_or((0, Duration::from_secs(30)), |def| {
-                (def.retries, def.retry_backoff)
-            });
-        let jitter = state.rng.next();
-        let Some(tracked) = state.runs.get_mut(key) else {
-            return;
-        };
-        tracked.failures += 1;
-        tracked.waiting_since = None;
-        let failures = tracked.failures;
-        let retry_at = (retryable && failures <= retries)
-            .then(|| now + to_delta(retry_delay(backoff, failures, jitter)));
-        if let Err(store_error) = self
-            .inner
-            .store
-            .mark_failed_until(key, error, now, retry_at)
-        {
-            warn!(run = %key, error = %error_chain(&store_error), "cannot record the failure");
-        }
-        let loud = state.failure_log.should_log(key, now);
-        match retry_at {
-            Some(at) => {
-                if loud {
-                    warn!(run = %key, %error, retry_at = %at, "run failed; will retry");
-                } else {
-                    debug!(run = %key, %error, retry_at = %at, "run failed; will retry");
-                }
-                Self::delay(state, key, at);
-            }
-            None => {
-                if loud {
-                    warn!(run = %key, %error, "run failed for good");
-                } else {
-                    debug!(run = %key, %error, "run failed for good");
-                }
-                let tracked = state.runs.remove(key);
-                if let Some(id) = tracked.and_then(|t| t.backfill) {
-                    self.count_backfill(state, &id, |p| p.failed += 1);
-                }
-                self.cascade_upstream_failed(state, key, now);
-            }
-        }
-    }
-
-    /// Marks every run waiting (transitively) on `failed` as upstream_failed.
-    fn cascade_upstream_failed(&self, state: &mut State, failed: &RunKey, now: DateTime<Utc>) {
-        let mut stack = vec![failed.clone()];
-        while let Some(upstream) = stack.pop() {
-            let Some(waiting) = state.dependents.get(&upstream).cloned() else {
-                continue;
-            };
-            for dependent in waiting {
-                let Some(down) = state.runs.get_mut(&dependent) else {
-                    continue;
-                };
-                if !down.failed_upstreams.contains(&upstream) {
-                    down.failed_upstreams.push(upstream.clone());
-                }
-                if down.phase == Phase::UpstreamFailed {
-                    continue;
-                }
-                if matches!(down.phase, Phase::Running(_)) {
-                    continue;
-                }
-                down.phase = Phase::UpstreamFailed;
-                let backfill = down.backfill.clone();
-                if let Err(error) = self
-                    .inner
-                    .store
-                    .mark_upstream_failed(&dependent, &upstream, now)
-                {
-                    warn!(run = %dependent, error = %error_chain(&error), "cannot record upstream failure");
-                }
-                if let Some(id) = backfill {
-                    self.count_backfill(state, &id, |p| p.failed += 1);
-                }
-                stack.push(dependent);
-            }
-        }
-    }
-
-    fn not_ready(&self, state: &mut State, key: &RunKey, source: &str, now: DateTime<Utc>) {
-        let wait = state
-            .pipelines
-            .get(&key.pipeline)
-            .and_then(|p| p.sources.get(source))
-            .map_or(Duration::ZERO, |s| s.wait);
-        let delay = state
-            .pipelines
-            .get(&key.pipeline)
-            .and_then(|p| p.job(&key.job))
-            .map_or(TimeDelta::zero(), |def| {
-                def.trigger.delay.max(TimeDelta::zero())
-            });
-        let Some(tracked) = state.runs.get_mut(key) else {
-            return;
-        };
-        let first_look = tracked.waiting_since.is_none();
-        let since = *tracked.waiting_since.get_or_insert(now);
-        let window = tracked.window;
-        // A window's files are due within `wait` of its end (plus the job's delay): a run
-        // that looks later (a backfill of the past, a catch-up, a busy queue) and finds none
-        // fails at once, since none will come by waiting.
-        let deadline = window.end + delay + to_delta(wait);
-        if now >= deadline {
-            let error = format!(
-                "source `{source}` has no files for [{}, {}); they were due by {} ({} after \
-                 the window's end{})",
-                window.start.to_rfc3339(),
-                window.end.to_rfc3339(),
-                deadline.to_rfc3339(),
-                humantime::format_duration(wait),
-                if delay > TimeDelta::zero() {
-                    " and the job's delay"
-                } else {
-                    ""
-                }
-            );
-            // Waiting again would only repeat the wait; a backfill re-tries it on demand.
-            self.failed(state, key, &error, false, now);
-            return;
-        }
-        if first_look {
-            info!(run = %key, source, until = %deadline.to_rfc3339(), "waiting for source files");
-        }
-        // Look again at a twentieth of the wait, between 5 seconds and 5 minutes.
-        let step = (wait / 20).clamp(Duration::from_secs(5), Duration::from_secs(300));
-        let recheck = (now + to_delta(step)).min(deadline);
-        let reason = format!("waiting for files of source `{source}`");
-        if let Err(error) = self.inner.store.mark_waiting(key, &reason, since, recheck) {
-            warn!(run = %key, error = %error_chain(&error), "cannot record the wait");
-        }
-        Self::delay(state, key, recheck.max(now + TimeDelta::milliseconds(1)));
-    }
-
-    fn settle_timeouts(&self, state: &mut State, now: DateTime<Utc>) {
-        let expired: Vec<(u64, RunKey)> = state
-            .in_flight
-            .iter()
-            .filter(|(_, f)| !f.abandoned && f.deadline.is_some_and(|d| d <= now))
-            .map(|(token, f)| (*token, f.key.clone()))
-            .collect();
-        for (token, key) in expired {
-            let timeout = state
-                .pipelines
-                .get(&key.pipeline)
-                .and_then(|p| p.job(&key.job))
-                .and_then(|def| def.timeout)
-                .unwrap_or_default();
-            if let Some(flight) = state.in_flight.get_mut(&token) {
-                flight.abandoned = true;
-                flight.stop.store(true, Ordering::Release);
-            }
-            // The worker's commit is refused from now on (the attempt is no longer
-            // current); its slot stays taken until the computation returns.
-            let error = format!(
-                "timed out after {} (the job's timeout)",
-                humantime::format_duration(timeout)
-            );
-            if let Some(tracked) = state.runs.get_mut(&key) {
-                tracked.phase = Phase::Waiting;
-            }
-            self.failed(state, &key, &error, true, now);
-        }
-    }
-
     fn pipeline(&self, name: &str) -> Result<Arc<Pipeline>, SchedulerError> {
         lock(&self.inner.state)
             .pipelines
@@ -1234,170 +719,23 @@ impl Scheduler {
             .cloned()
             .ok_or_else(|| SchedulerError::UnknownPipeline(name.to_owned()))
     }
-
-    // ---- recovery and introspection --------------------------------------------------
-
-    /// Re-queues runs a crash left Running, tracks every active run again, and resumes live
-    /// backfills.
-    fn recover(&self) -> Result<(), SchedulerError> {
-        let store = &self.inner.store;
-        let now = self.inner.clock.now();
-        let (requeued, mut active) = store.recover_runs(now)?;
-        let mut state = lock(&self.inner.state);
-        // Upstream runs first, so dependents find them tracked.
-        let position = |state: &State, key: &RunKey| {
-            state
-                .pipelines
-                .get(&key.pipeline)
-                .and_then(|p| p.dag.topological_order().iter().position(|j| *j == key.job))
-                .unwrap_or(usize::MAX)
-        };
-        active.sort_by_cached_key(|(key, _)| {
-            (
-                key.pipeline.clone(),
-                position(&state, key),
-                key.partition_start,
-            )
-        });
-        let mut tracked = 0;
-        for (key, record) in active {
-            let Some(pipeline) = state.pipelines.get(&key.pipeline).cloned() else {
-                continue;
-            };
-            let Some(def) = pipeline.job(&key.job) else {
-                continue;
-            };
-            let window = Window {
-                start: key.partition_start,
-                end: record.partition_end,
-            };
-            self.track(
-                &mut state,
-                &pipeline,
-                def,
-                key.clone(),
-                window,
-                record.force,
-                None,
-            );
-            if let Some(t) = state.runs.get_mut(&key) {
-                t.failures = record.failures;
-                t.waiting_since = record.waiting_since;
-            }
-            if let Some(at) = record.retry_at
-                && state
-                    .runs
-                    .get(&key)
-                    .is_some_and(|t| t.phase != Phase::UpstreamFailed)
-            {
-                Self::delay(&mut state, &key, at);
-            }
-            tracked += 1;
-        }
-        drop(state);
-        for record in store.backfills()? {
-            if !record.state.is_live() {
-                continue;
-            }
-            let Ok(pipeline) = self.pipeline(&record.pipeline) else {
-                continue;
-            };
-            self.plan_backfill(&pipeline, record)?;
-        }
-        if requeued > 0 || tracked > 0 {
-            info!(requeued, tracked, "scheduler recovered its queue");
-        }
-        Ok(())
-    }
-
-    /// A summary of what the scheduler is doing, for `/scheduler` and metrics.
-    pub fn summary(&self) -> SchedulerSummary {
-        let state = lock(&self.inner.state);
-        let mut summary = SchedulerSummary {
-            workers: self.inner.config.workers,
-            recurring: self.inner.config.recurring,
-            ..SchedulerSummary::default()
-        };
-        for tracked in state.runs.values() {
-            match tracked.phase {
-                Phase::Waiting => summary.waiting += 1,
-                Phase::Ready => summary.ready += 1,
-                Phase::Parked => summary.parked += 1,
-                Phase::Delayed(_) => summary.delayed += 1,
-                Phase::Running(_) => summary.running += 1,
-                Phase::UpstreamFailed => summary.upstream_failed += 1,
-            }
-        }
-        summary.paused_pipelines = state.paused_pipelines.iter().cloned().collect();
-        summary.paused_pipelines.sort();
-        summary
-    }
-
-    /// Per job of a pipeline: the cursor of recurring runs and when the next window is due.
-    pub fn schedule_of(&self, pipeline: &str) -> Result<Vec<JobSchedule>, SchedulerError> {
-        let pipeline = self.pipeline(pipeline)?;
-        let now = self.inner.clock.now();
-        let mut jobs = Vec::new();
-        for def in pipeline.jobs_in_order() {
-            jobs.push(JobSchedule {
-                job: def.name.clone(),
-                grain: def.grain.as_str(),
-                cron: def.trigger.cron.as_ref().map(|c| c.expression.clone()),
-                delay_seconds: def.trigger.delay.num_seconds(),
-                planned_through: self
-                    .inner
-                    .store
-                    .schedule_cursor(&pipeline.name, &def.name)?,
-                next_due: def
-                    .trigger
-                    .next_due_after(def.grain, pipeline.timezone, now),
-                retries: def.retries,
-                timeout_seconds: def.timeout.map(|t| t.as_secs_f64()),
-                concurrency: def.concurrency,
-            });
-        }
-        Ok(jobs)
-    }
-
-    /// Waits (for tests and benchmarks) until nothing is queued, delayed or running, or
-    /// `timeout` passes; returns whether it went idle.
-    pub fn wait_idle(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            {
-                let state = lock(&self.inner.state);
-                let busy = state.running_total > 0
-                    || state
-                        .runs
-                        .values()
-                        .any(|t| matches!(t.phase, Phase::Ready | Phase::Running(_)));
-                if !busy {
-                    return true;
-                }
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
 }
 
-fn push_ready(state: &mut State, key: RunKey) {
-    state
-        .ready
-        .entry((key.pipeline.clone(), key.job.clone()))
-        .or_default()
-        .push_back(key);
+/// The tracked runs a backfill or a manual run asked for, and those they wait on, directly
+/// or through others: cancelling one would leave the request waiting for ever.
+fn needed_by_explicit_requests(state: &State) -> HashSet<RunKey> {
+    needed_by(state, |_, tracked| {
+        tracked.backfill.is_some() || !tracked.manual_runs.is_empty()
+    })
 }
 
-/// The tracked runs a backfill's run waits on, directly or through others: cancelling one
-/// would leave the backfill waiting for ever.
-fn needed_by_backfills(state: &State) -> HashSet<RunKey> {
+/// The tracked runs `wanted` selects, and every tracked run they wait on, directly or through
+/// others.
+fn needed_by(state: &State, wanted: impl Fn(&RunKey, &Tracked) -> bool) -> HashSet<RunKey> {
     let mut needed: HashSet<RunKey> = state
         .runs
         .iter()
-        .filter(|(_, tracked)| tracked.backfill.is_some())
+        .filter(|(key, tracked)| wanted(key, tracked))
         .map(|(key, _)| key.clone())
         .collect();
     loop {
@@ -1442,54 +780,4 @@ pub struct JobSchedule {
     pub retries: u32,
     pub timeout_seconds: Option<f64>,
     pub concurrency: Option<u32>,
-}
-
-/// Registers one tokio-cron-scheduler job per (pipeline, job) trigger, each waking the
-/// driver when it fires. The driver recomputes what is due from the clock, so a trigger is
-/// only a wake-up: tokio-cron-scheduler fixes a timezone's UTC offset when a job is created,
-/// and the due instants themselves come from [`trigger`], which follows DST. Returns `None`
-/// (and the driver's own sleep carries on alone) if the cron scheduler cannot start.
-pub async fn start_triggers(scheduler: &Scheduler) -> Option<tokio_cron_scheduler::JobScheduler> {
-    use tokio_cron_scheduler::{Job, JobScheduler};
-    let pipelines: Vec<Arc<Pipeline>> = lock(&scheduler.inner.state)
-        .pipelines
-        .values()
-        .cloned()
-        .collect();
-    if !scheduler.inner.config.recurring {
-        return None;
-    }
-    let cron = match JobScheduler::new().await {
-        Ok(cron) => cron,
-        Err(error) => {
-            warn!(%error, "cron triggers unavailable; the scheduler wakes by its own timer");
-            return None;
-        }
-    };
-    let mut expressions: HashSet<(String, chrono_tz::Tz)> = HashSet::new();
-    for pipeline in &pipelines {
-        for def in pipeline.jobs.values() {
-            expressions.insert((def.trigger.cron_expression(def.grain), pipeline.timezone));
-        }
-    }
-    for (expression, tz) in expressions {
-        let waker = scheduler.clone();
-        let job = Job::new_async_tz(expression.as_str(), tz, move |_, _| {
-            let waker = waker.clone();
-            Box::pin(async move { waker.wake() })
-        });
-        match job {
-            Ok(job) => {
-                if let Err(error) = cron.add(job).await {
-                    warn!(%error, %expression, "cannot register cron trigger");
-                }
-            }
-            Err(error) => warn!(%error, %expression, "cannot parse cron trigger"),
-        }
-    }
-    if let Err(error) = cron.start().await {
-        warn!(%error, "cannot start cron triggers");
-        return None;
-    }
-    Some(cron)
 }

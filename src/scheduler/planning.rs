@@ -235,6 +235,8 @@ impl Scheduler {
                 backfill: backfill.cloned(),
                 failures: 0,
                 waiting_since: None,
+                manual_runs: Vec::new(),
+                last_attempt_ms: 0.0,
             },
         );
         match phase {

@@ -15,7 +15,7 @@ use crate::job::{Job, JobContext, JobError, JobOutput, JobRegistry};
 use crate::results::ResultCache;
 use crate::store::RunRecord;
 
-fn utc(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+pub(super) fn utc(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
 }
 
@@ -45,15 +45,15 @@ impl Job for Controlled {
     }
 }
 
-struct Harness {
+pub(super) struct Harness {
     _dir: tempfile::TempDir,
     data: PathBuf,
-    clock: Arc<ManualClock>,
-    scheduler: Scheduler,
+    pub(super) clock: Arc<ManualClock>,
+    pub(super) scheduler: Scheduler,
     store: Store,
     pipeline: Arc<Pipeline>,
-    failing: Arc<AtomicBool>,
-    attempts: Arc<AtomicU32>,
+    pub(super) failing: Arc<AtomicBool>,
+    pub(super) attempts: Arc<AtomicU32>,
 }
 
 fn registry(failing: &Arc<AtomicBool>, attempts: &Arc<AtomicU32>) -> JobRegistry {
@@ -70,7 +70,7 @@ fn registry(failing: &Arc<AtomicBool>, attempts: &Arc<AtomicU32>) -> JobRegistry
     registry
 }
 
-fn harness(yaml: &str, now: DateTime<Utc>, workers: usize) -> Harness {
+pub(super) fn harness(yaml: &str, now: DateTime<Utc>, workers: usize) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -116,6 +116,7 @@ fn start(
         SchedulerConfig {
             recurring: true,
             workers,
+            resume: true,
         },
         vec![pipeline.clone()],
     )
@@ -124,7 +125,7 @@ fn start(
 
 impl Harness {
     /// Ticks at the clock's instant until nothing more happens at it.
-    fn settle(&self) -> Option<DateTime<Utc>> {
+    pub(super) fn settle(&self) -> Option<DateTime<Utc>> {
         loop {
             let next = self.scheduler.tick(self.clock.now());
             assert!(
@@ -139,18 +140,18 @@ impl Harness {
         }
     }
 
-    fn advance_to(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(super) fn advance_to(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.clock.set(at);
         self.settle()
     }
 
-    fn run(&self, job: &str, start: DateTime<Utc>) -> Option<RunRecord> {
+    pub(super) fn run(&self, job: &str, start: DateTime<Utc>) -> Option<RunRecord> {
         self.store
             .run(&RunKey::new(&self.pipeline.name, job, start))
             .unwrap()
     }
 
-    fn state(&self, job: &str, start: DateTime<Utc>) -> Option<RunState> {
+    pub(super) fn state(&self, job: &str, start: DateTime<Utc>) -> Option<RunState> {
         self.run(job, start).map(|r| r.state)
     }
 
@@ -164,7 +165,7 @@ impl Harness {
     }
 
     /// One CSV file per hour with `rows` events of that hour.
-    fn write_hour(&self, hour: DateTime<Utc>, users: &[&str]) {
+    pub(super) fn write_hour(&self, hour: DateTime<Utc>, users: &[&str]) {
         let dir = self
             .data
             .join(format!("events/date={}", hour.format("%Y-%m-%d")));
@@ -201,7 +202,7 @@ impl Harness {
     }
 }
 
-const HOURLY_DAILY: &str = "version: 1
+pub(super) const HOURLY_DAILY: &str = "version: 1
 name: shop
 start: 2024-01-01T00:00:00Z
 sources:
@@ -353,7 +354,7 @@ fn a_run_stays_upstream_failed_while_its_other_upstreams_succeed() {
     );
 }
 
-const FLAKY: &str = "version: 1
+pub(super) const FLAKY: &str = "version: 1
 name: flaky
 start: 2024-01-01T00:00:00Z
 sources:
@@ -576,6 +577,8 @@ fn the_runs_a_backfill_waits_on_are_found_through_recurring_ones() {
         backfill: backfill.map(Arc::from),
         failures: 0,
         waiting_since: None,
+        manual_runs: Vec::new(),
+        last_attempt_ms: 0.0,
     };
     let mut state = State::default();
     // a ← b ← c (c a backfill's run, a and b recurring), and d on its own.
@@ -585,7 +588,7 @@ fn the_runs_a_backfill_waits_on_are_found_through_recurring_ones() {
     state.runs.insert(key("d"), tracked(None));
     state.dependents.insert(key("a"), vec![key("b")]);
     state.dependents.insert(key("b"), vec![key("c")]);
-    let needed = needed_by_backfills(&state);
+    let needed = needed_by_explicit_requests(&state);
     let mut names: Vec<&str> = needed.iter().map(|k| k.job.as_str()).collect();
     names.sort_unstable();
     assert_eq!(names, ["a", "b", "c"]);

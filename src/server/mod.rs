@@ -500,6 +500,8 @@ pub fn build_state(
     .map_err(|e| error_chain(&e))?;
     // From now on every upload, replacement and deletion reaches the scheduler.
     core.catalog.subscribe(Arc::new(scheduler.clone()));
+    // Pipeline jobs run their partitions through it, as every other run.
+    core.attach_scheduler(scheduler.clone());
     // Only now: the scheduler's recovery has requeued the runs left Running by the previous
     // process, so the runs these re-runs mark Running are not mistaken for interrupted ones.
     core.resolve_interrupted_jobs()?;

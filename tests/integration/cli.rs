@@ -9,7 +9,7 @@ fn floe() -> Command {
 }
 
 /// `floe <args>` over the sample pipelines, `world`'s data and its store.
-fn floe_on(world: &SampleWorld, args: &[&str]) -> Command {
+pub(crate) fn floe_on(world: &SampleWorld, args: &[&str]) -> Command {
     let mut command = floe();
     command
         .args(args)

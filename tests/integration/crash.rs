@@ -25,7 +25,7 @@ use polars::prelude::*;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use super::common::{SampleWorld, repo_path, shop_pipeline, utc};
+use super::common::{RunAlone, SampleWorld, repo_path, shop_pipeline, utc};
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -7,7 +7,7 @@ use floe::results::read_job_results;
 use floe::{Job, JobContext, JobError, JobOutput, JobRegistry};
 use polars::prelude::*;
 
-use super::common::{SampleWorld, utc};
+use super::common::{RunAlone, SampleWorld, utc};
 
 /// Rows whose amount is at least `threshold`, counted per event type.
 #[derive(Debug)]

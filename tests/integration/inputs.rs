@@ -10,7 +10,7 @@ use floe::job::JobOutput;
 use floe::materialize::{RunOutcome, RunRequest};
 use floe::partition::Window;
 
-use crate::common::{SampleWorld, shop_pipeline, utc};
+use crate::common::{RunAlone, SampleWorld, shop_pipeline, utc};
 
 /// Computes with polars, writing down each job it was given and the kinds of its inputs.
 #[derive(Debug, Default)]

@@ -14,6 +14,7 @@ mod hostile;
 mod hostile_cli;
 mod inputs;
 mod limits;
+mod manual_runs;
 mod module_graph;
 mod server;
 mod shop;

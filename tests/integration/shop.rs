@@ -13,7 +13,7 @@ use floe::sample::{
 use floe::{JobRegistry, Materializer, Pipeline};
 use polars::prelude::*;
 
-use super::common::{SampleWorld, shop_pipeline, utc};
+use super::common::{RunAlone, SampleWorld, shop_pipeline, utc};
 
 fn week() -> RunRequest {
     RunRequest {
@@ -315,7 +315,7 @@ fn a_missing_source_partition_fails_that_run_and_blocks_its_downstream() {
 }
 
 #[test]
-fn every_outcome_of_a_manual_run_is_recorded_and_a_run_computed_elsewhere_is_left_alone() {
+fn every_outcome_of_a_manual_run_is_recorded_and_a_run_a_crash_left_running_is_requeued() {
     use floe::store::{RunKey, RunState};
     let world = SampleWorld::new(2_000, 1);
     // Hour 00 has no file: its run fails before it starts, and the daily run cannot run.
@@ -328,9 +328,7 @@ fn every_outcome_of_a_manual_run_is_recorded_and_a_run_computed_elsewhere_is_lef
         to: utc(2024, 1, 2, 0),
         force: false,
     };
-    let report = materializer
-        .run_until(&pipeline, &request, &|| false, |_| {})
-        .unwrap();
+    let report = materializer.run(&pipeline, &request, |_| {}).unwrap();
     assert_eq!(
         (report.failed.len(), report.upstream_failed, report.computed),
         (1, 1, 23)
@@ -358,18 +356,18 @@ fn every_outcome_of_a_manual_run_is_recorded_and_a_run_computed_elsewhere_is_lef
             .is_some_and(|e| e.contains("purchases_hourly@2024-01-01T00:00:00")),
     );
 
-    // Another executor is computing hour 05: a forced manual run reports it and leaves the
-    // record as that executor wrote it.
-    let elsewhere = store
+    // A process that died while computing hour 05 left it Running: the next manual run's
+    // scheduler puts it back in the queue and computes it, one attempt more.
+    let interrupted = store
         .mark_running(
             &hour(5),
             utc(2024, 1, 1, 6),
-            "elsewhere",
+            "interrupted",
             utc(2024, 2, 1, 0),
         )
         .unwrap();
     let report = materializer
-        .run_until(
+        .run(
             &pipeline,
             &RunRequest {
                 jobs: Some(vec!["purchases_hourly".into()]),
@@ -377,17 +375,12 @@ fn every_outcome_of_a_manual_run_is_recorded_and_a_run_computed_elsewhere_is_lef
                 to: utc(2024, 1, 1, 6),
                 force: true,
             },
-            &|| false,
             |_| {},
         )
         .unwrap();
-    assert_eq!(report.failed.len(), 1);
-    assert!(
-        report.failed[0]
-            .1
-            .contains("being computed by another executor"),
-        "{:?}",
-        report.failed
-    );
-    assert_eq!(store.run(&hour(5)).unwrap().unwrap(), elsewhere);
+    assert_eq!((report.computed, report.failed.len()), (1, 0), "{report:?}");
+    let recomputed = store.run(&hour(5)).unwrap().unwrap();
+    assert_eq!(recomputed.state, RunState::Succeeded, "{recomputed:?}");
+    assert_eq!(recomputed.attempts, interrupted.attempts + 1);
+    assert_ne!(recomputed.fingerprint.as_deref(), Some("interrupted"));
 }

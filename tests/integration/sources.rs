@@ -6,7 +6,7 @@ use floe::results::read_job_results;
 use floe::{JobRegistry, Materializer};
 use polars::prelude::*;
 
-use super::common::utc;
+use super::common::{RunAlone, utc};
 
 const PIPELINE: &str = "version: 1
 name: formats

@@ -71,3 +71,31 @@ pub(crate) fn shop_pipeline() -> Pipeline {
     floe::pipeline::load_file(&repo_path("pipelines/shop.yaml"), &JobRegistry::new())
         .expect("shop.yaml is valid")
 }
+
+/// Runs a request's partitions as `floe run` does: on a scheduler of their own over the
+/// materialiser's store, every outcome recorded there.
+pub(crate) trait RunAlone {
+    fn run(
+        &self,
+        pipeline: &Pipeline,
+        request: &floe::materialize::RunRequest,
+        on_event: impl FnMut(&floe::materialize::RunEvent),
+    ) -> Result<floe::materialize::RunReport, floe::scheduler::ManualRunError>;
+}
+
+impl RunAlone for Materializer {
+    fn run(
+        &self,
+        pipeline: &Pipeline,
+        request: &floe::materialize::RunRequest,
+        mut on_event: impl FnMut(&floe::materialize::RunEvent),
+    ) -> Result<floe::materialize::RunReport, floe::scheduler::ManualRunError> {
+        floe::scheduler::run_alone(
+            self.clone(),
+            Arc::new(pipeline.clone()),
+            request,
+            2,
+            &mut on_event,
+        )
+    }
+}
