@@ -43,7 +43,7 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
         }
         let text = std::fs::read_to_string(path).expect("read");
         let code = text
-            .split("#[cfg(test)]\nmod tests")
+            .split("#[cfg(test)]\nmod tests {")
             .next()
             .unwrap_or_default();
         for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
