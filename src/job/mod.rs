@@ -119,13 +119,13 @@ impl JobInput {
     }
 }
 
-/// An input whose filtered rows can be kept between jobs (`engine::selection`).
+/// An input whose filtered rows can be kept between jobs (`frames::selection`).
 pub trait CachedRows: Send + Sync + fmt::Debug {
     /// The input's rows matching `filter` with at least `columns`, the same rows `frame`
     /// filtered by it would hold; `None` when this filter's rows cannot come from here.
     /// Columns among `group_keys` may come dictionary-encoded (a polars categorical, which
     /// groups and sorts as the strings do); the job's result then goes through
-    /// `engine::selection::decode_strings`.
+    /// `frames::selection::decode_strings`.
     fn rows_matching(
         &self,
         filter: &Expr,

@@ -63,7 +63,7 @@ pub struct Limits {
     pub max_run_partitions: usize,
     /// Rows one join of a SQL query may produce (`crate::sql_guard::max_join_rows`).
     pub max_join_rows: u64,
-    /// Arrow bytes (`crate::engine::arrow_size`) of one job's result: a larger result is not
+    /// Arrow bytes (`crate::frames::arrow_size`) of one job's result: a larger result is not
     /// stored, and its job ends ERROR. `job_history` bounds how many results are kept, not
     /// their size: one `lpad(city, 2500, 'x')` wrote 503 MB.
     pub max_result_bytes: u64,

@@ -7,7 +7,7 @@
 //!
 //! An object's datetime columns are checked once when it is kept: those in ascending order get
 //! polars' sorted flag, so a job asking for a window of the object gets a zero-copy slice
-//! found by binary search (`engine::time_slice`) instead of a scan of every row.
+//! found by binary search (`frames::time_slice`) instead of a scan of every row.
 //!
 //! An object built by `get_or_create` remembers its definition (the app and version, the source
 //! or results, the range): a later `get_or_create` of the same name with another definition is
@@ -18,7 +18,7 @@
 //! Every object counts its Arrow size against the context's memory budget; an object that does
 //! not fit is refused with a message saying how much is free, never silently evicted, because a
 //! later job that expects it would otherwise fail far from the cause. Each object also keeps
-//! the selections jobs made of it (`engine::selection`), charged to the same budget; those are
+//! the selections jobs made of it (`frames::selection`), charged to the same budget; those are
 //! a cache, dropped to make room for an object before it is refused.
 
 use std::collections::BTreeMap;

@@ -32,7 +32,7 @@ pub struct ServerConfig {
     pub scheduler: crate::scheduler::SchedulerConfig,
     /// Tokens, roles, the audit log and the bind rule (`auth:`; see `server/auth.rs`).
     pub auth: super::auth::AuthConfig,
-    // The network edge (src/server/listener.rs).
+    // The network edge (src/server/listener/).
     /// Connections open at once; beyond it new connections wait in the listen backlog until
     /// one closes.
     pub max_connections: usize,
