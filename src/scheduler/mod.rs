@@ -373,12 +373,26 @@ struct FailureLog {
 struct FailureMinute {
     started: DateTime<Utc>,
     logged: u32,
-    held_back: u32,
+    held_back: Option<HeldBack>,
+}
+
+/// The failures of one job held back from the log within a minute, summed up in one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HeldBack {
+    pipeline: String,
+    job: String,
+    count: u32,
+    /// The earliest and latest partition among them (a catch-up fails in any order).
+    first_partition: DateTime<Utc>,
+    last_partition: DateTime<Utc>,
+    /// The error of the first one held back: in a catch-up without files, the cause of all.
+    first_error: String,
 }
 
 impl FailureLog {
-    /// Whether this failure of `key`'s job is logged at WARN (the others go to DEBUG).
-    fn should_log(&mut self, key: &RunKey, now: DateTime<Utc>) -> bool {
+    /// Whether this failure of `key`'s job is logged at WARN (the others go to DEBUG, and are
+    /// summed up when their minute is over).
+    fn should_log(&mut self, key: &RunKey, error: &str, now: DateTime<Utc>) -> bool {
         self.summarise(now);
         let minute = self
             .jobs
@@ -386,33 +400,56 @@ impl FailureLog {
             .or_insert(FailureMinute {
                 started: now,
                 logged: 0,
-                held_back: 0,
+                held_back: None,
             });
         if minute.logged < LOUD_FAILURES_PER_MINUTE {
             minute.logged += 1;
-            true
-        } else {
-            minute.held_back += 1;
-            false
+            return true;
         }
+        let partition = key.partition_start;
+        match &mut minute.held_back {
+            Some(held) => {
+                held.count += 1;
+                held.first_partition = held.first_partition.min(partition);
+                held.last_partition = held.last_partition.max(partition);
+            }
+            None => {
+                minute.held_back = Some(HeldBack {
+                    pipeline: key.pipeline.clone(),
+                    job: key.job.clone(),
+                    count: 1,
+                    first_partition: partition,
+                    last_partition: partition,
+                    first_error: error.to_owned(),
+                });
+            }
+        }
+        false
     }
 
-    /// Ends the minutes that are over, with a WARN line for each that held failures back.
-    fn summarise(&mut self, now: DateTime<Utc>) {
-        self.jobs.retain(|(pipeline, job), minute| {
+    /// Ends the minutes that are over, with one WARN line for each that held failures back
+    /// (how many, the first and last partition, the first error); returns those summaries.
+    fn summarise(&mut self, now: DateTime<Utc>) -> Vec<HeldBack> {
+        let mut summaries = Vec::new();
+        self.jobs.retain(|_, minute| {
             if now - minute.started < TimeDelta::minutes(1) {
                 return true;
             }
-            if minute.held_back > 0 {
+            if let Some(held) = minute.held_back.take() {
                 warn!(
-                    pipeline = %pipeline,
-                    job = %job,
-                    failures = minute.held_back,
+                    pipeline = %held.pipeline,
+                    job = %held.job,
+                    failures = held.count,
+                    first_partition = %held.first_partition,
+                    last_partition = %held.last_partition,
+                    first_error = %held.first_error,
                     "more runs of the job failed in the last minute (each at debug level)"
                 );
+                summaries.push(held);
             }
             false
         });
+        summaries
     }
 }
 

@@ -443,7 +443,7 @@ impl Scheduler {
         {
             warn!(run = %key, error = %error_chain(&store_error), "cannot record the failure");
         }
-        let loud = state.failure_log.should_log(key, now);
+        let loud = state.failure_log.should_log(key, error, now);
         match retry_at {
             Some(at) => {
                 if loud {

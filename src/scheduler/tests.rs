@@ -521,15 +521,32 @@ fn a_partition_long_past_its_wait_fails_at_once_when_its_files_are_missing() {
 #[test]
 fn failures_of_one_job_are_logged_a_few_a_minute() {
     let mut log = FailureLog::default();
-    let key = |job: &str| RunKey::new("p", job, utc(2024, 1, 1, 0));
-    let t0 = utc(2024, 1, 1, 0);
-    let loud: Vec<bool> = (0..5).map(|_| log.should_log(&key("a"), t0)).collect();
-    assert_eq!(loud, [true, true, true, false, false]);
+    let key = |job: &str, hour: u32| RunKey::new("p", job, utc(2024, 1, 1, hour));
+    let t0 = utc(2024, 1, 2, 0);
+    let error = |hour: u32| format!("no files for hour {hour}");
+    let loud: Vec<bool> = [5, 3, 4, 9, 1, 7]
+        .into_iter()
+        .map(|hour| log.should_log(&key("a", hour), &error(hour), t0))
+        .collect();
+    assert_eq!(loud, [true, true, true, false, false, false]);
     // Another job has its own budget; a new minute starts a new one.
-    assert!(log.should_log(&key("b"), t0));
-    assert!(!log.should_log(&key("a"), t0 + TimeDelta::seconds(59)));
-    assert!(log.should_log(&key("a"), t0 + TimeDelta::seconds(60)));
-    log.summarise(t0 + TimeDelta::minutes(3));
+    assert!(log.should_log(&key("b", 0), "x", t0));
+    assert!(!log.should_log(&key("a", 2), &error(2), t0 + TimeDelta::seconds(59)));
+    // The minute is over: the held-back failures are summed up in one line.
+    let summaries = log.summarise(t0 + TimeDelta::seconds(60));
+    assert_eq!(
+        summaries,
+        [HeldBack {
+            pipeline: "p".into(),
+            job: "a".into(),
+            count: 4,
+            first_partition: utc(2024, 1, 1, 1),
+            last_partition: utc(2024, 1, 1, 9),
+            first_error: error(9),
+        }]
+    );
+    assert!(log.should_log(&key("a", 8), &error(8), t0 + TimeDelta::seconds(60)));
+    assert!(log.summarise(t0 + TimeDelta::minutes(3)).is_empty());
     assert!(log.jobs.is_empty());
 }
 
