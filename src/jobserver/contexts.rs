@@ -1,0 +1,166 @@
+//! The server's named contexts: creating them within the limits, listing and deleting them.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError};
+
+use serde_json::Value;
+use tracing::info;
+
+use crate::store::ContextDefinition;
+
+use super::context::{Context, ContextSettings};
+use super::limits::{MAX_CONTEXTS, MAX_WORKER_THREADS};
+use super::{ContextError, JobServer, StopReason, lock};
+
+impl JobServer {
+    /// Creates and persists a context.
+    pub fn create_context(
+        &self,
+        name: &str,
+        given: BTreeMap<String, Value>,
+    ) -> Result<Arc<Context>, ContextError> {
+        self.start_context(name, given, None)
+    }
+
+    pub(super) fn start_context(
+        &self,
+        name: &str,
+        given: BTreeMap<String, Value>,
+        stored: Option<ContextDefinition>,
+    ) -> Result<Arc<Context>, ContextError> {
+        let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        if !starts_with_letter {
+            return Err(ContextError::BadName(
+                name.to_owned(),
+                "context name must start with letters".to_owned(),
+            ));
+        }
+        if let Err(e) = crate::pipeline::check_identifier(&name.replace('-', "_")) {
+            return Err(ContextError::BadName(name.to_owned(), e));
+        }
+        let settings = ContextSettings::checked(
+            &self.settings.context_defaults,
+            &given,
+            &self.settings.limits,
+        )
+        .map_err(ContextError::Settings)?;
+        let mut contexts = self
+            .contexts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if contexts.contains_key(name) {
+            return Err(ContextError::Exists(name.to_owned()));
+        }
+        // Under the write lock, so two creations cannot both take the last places.
+        self.check_room_for_context(&contexts, name, &settings)?;
+        let definition = stored.unwrap_or_else(|| ContextDefinition {
+            name: name.to_owned(),
+            id: uuid::Uuid::now_v7().to_string(),
+            start_time: self.clock.now(),
+            settings: given.clone(),
+        });
+        self.store.put_context(&definition)?;
+        let context = Arc::new(Context::start(
+            name,
+            definition.id.clone(),
+            definition.start_time,
+            settings,
+            given,
+        ));
+        contexts.insert(name.to_owned(), context.clone());
+        info!(context = name, "context started");
+        Ok(context)
+    }
+
+    /// Refuses a new context beyond `limits.max_contexts`, or one whose threads would take the
+    /// server past `limits.max_worker_threads`.
+    fn check_room_for_context(
+        &self,
+        contexts: &BTreeMap<String, Arc<Context>>,
+        name: &str,
+        settings: &ContextSettings,
+    ) -> Result<(), ContextError> {
+        let limits = &self.settings.limits;
+        if contexts.len() >= limits.max_contexts {
+            return Err(ContextError::Limit(format!(
+                "cannot create context {name}: {} contexts exist, the limit (`{MAX_CONTEXTS}`); \
+                 delete one first",
+                contexts.len()
+            )));
+        }
+        let retiring = {
+            let mut retiring = lock(&self.retiring);
+            retiring.retain(|executor| executor.live_threads() > 0);
+            retiring
+                .iter()
+                .map(|executor| executor.live_threads())
+                .sum::<usize>()
+        };
+        let taken = self.settings.adhoc.worker_threads
+            + contexts
+                .values()
+                .map(|context| context.settings.worker_threads)
+                .sum::<usize>()
+            + retiring;
+        if taken + settings.worker_threads > limits.max_worker_threads {
+            let finishing = if retiring > 0 {
+                format!(" ({retiring} of them by deleted contexts still finishing a job)")
+            } else {
+                String::new()
+            };
+            return Err(ContextError::Limit(format!(
+                "cannot create context {name} with {} worker threads: {taken} of the server's \
+                 {} are taken{finishing} (`{MAX_WORKER_THREADS}`)",
+                settings.worker_threads, limits.max_worker_threads
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn context(&self, name: &str) -> Option<Arc<Context>> {
+        self.contexts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    pub fn context_names(&self) -> Vec<String> {
+        self.contexts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn contexts(&self) -> Vec<Arc<Context>> {
+        self.contexts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Stops a context: its jobs are killed, its named objects freed, its definition deleted.
+    pub fn delete_context(&self, name: &str) -> Result<(), ContextError> {
+        let context = self
+            .contexts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+            .ok_or_else(|| ContextError::NotFound(name.to_owned()))?;
+        context.stop();
+        // Its threads count against the limit until the last one has returned.
+        lock(&self.retiring).push(context.executor.clone());
+        for job in self.live_jobs() {
+            if Arc::ptr_eq(&job.context, &context) {
+                self.stop_job(&job, StopReason::ContextDeleted);
+            }
+        }
+        self.store.delete_context(name)?;
+        info!(context = name, "context stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,155 @@
+//! Start-up: stored apps, the pipelines folder and contexts are loaded again, and jobs a
+//! previous process left RUNNING are re-run or ended.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Map, Value};
+use tracing::{info, warn};
+
+use crate::error::error_chain;
+use crate::store::{JobFailure, JobRecord, JobStatus, StoreError};
+
+use super::history::{FinishedJobs, finished_key};
+use super::{JobServer, Submission, lock};
+
+impl JobServer {
+    /// Loads stored apps, registers the pipelines folder's files as apps, and recreates stored
+    /// and predefined contexts. Jobs a previous process left RUNNING are resolved afterwards,
+    /// by [`JobServer::resolve_interrupted_jobs`].
+    pub fn recover(
+        &self,
+        folder: Vec<(crate::pipeline::Pipeline, String)>,
+        predefined: &BTreeMap<String, BTreeMap<String, Value>>,
+    ) -> Result<(), String> {
+        let from_folder = folder
+            .iter()
+            .map(|(pipeline, _)| pipeline.name.clone())
+            .collect();
+        self.catalog
+            .load_stored(&self.store, &self.registry, &from_folder)
+            .map_err(|e| error_chain(&e))?;
+        self.catalog
+            .register_folder(&self.store, folder, self.clock.now())?;
+        // The configuration's contexts first: the limits were checked against them, and
+        // contexts created over REST by an earlier run must not take their places.
+        for (name, settings) in predefined {
+            self.start_context(name, settings.clone(), None)
+                .map_err(|e| format!("predefined context {name}: {e}"))?;
+        }
+        let stored = self
+            .store
+            .context_definitions()
+            .map_err(|e| error_chain(&e))?;
+        for definition in stored {
+            if predefined.contains_key(&definition.name) {
+                continue;
+            }
+            let (name, settings) = (definition.name.clone(), definition.settings.clone());
+            if let Err(e) = self.start_context(&name, settings, Some(definition)) {
+                warn!(context = %name, error = %e, "stored context not restarted");
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves every job a previous process left RUNNING: a materialisation runs again, any
+    /// other job ends in ERROR. Call it only once the scheduler has requeued the runs that
+    /// process left Running: that recovery takes every Running run for an interrupted one, so
+    /// a re-run started before it would find its runs requeued under it.
+    pub fn resolve_interrupted_jobs(&self) -> Result<(), String> {
+        self.resolve_interrupted_jobs_in_store()
+            .map_err(|e| error_chain(&e))
+    }
+
+    fn resolve_interrupted_jobs_in_store(&self) -> Result<(), StoreError> {
+        let mut interrupted = Vec::new();
+        let mut count = 0;
+        let mut finished = FinishedJobs::new();
+        let mut result_bytes = 0u64;
+        for record in self.store.jobs_oldest_first() {
+            let mut record = record?;
+            count += 1;
+            if !record.status.is_final() {
+                interrupted.push(record);
+                continue;
+            }
+            // Records written before Floe kept the size have their stored result measured
+            // once (a sled value's length, a file's), and keep it from now on.
+            let stored_bytes = if record.status != JobStatus::Finished {
+                record.result_bytes
+            } else if record.result_bytes.is_some() {
+                if self.store.job_result_exists(&record.id)? {
+                    record.result_bytes
+                } else {
+                    None
+                }
+            } else {
+                let measured = self.store.job_result_bytes(&record.id)?;
+                if measured.is_some() {
+                    record.result_bytes = measured;
+                    self.store.update_job(&record, None)?;
+                }
+                measured
+            };
+            let bytes = stored_bytes.unwrap_or(0);
+            result_bytes = result_bytes.saturating_add(bytes);
+            finished.insert(finished_key(&record), bytes);
+            if record.status == JobStatus::Finished && stored_bytes.is_none() {
+                // Writes are ordered so this cannot happen; if a damaged store says
+                // otherwise, the job says so instead of answering "result missing" forever.
+                record.status = JobStatus::Error;
+                record.result_rows = None;
+                record.result_bytes = None;
+                record.failure = Some(JobFailure {
+                    message: "the job's stored result was lost".to_owned(),
+                    error_class: "floe.ResultLost".to_owned(),
+                    stack: String::new(),
+                });
+                self.store.update_job(&record, None)?;
+                warn!(job_id = %record.id, "finished job without a stored result marked ERROR");
+            }
+        }
+        self.stored_jobs.store(count, Ordering::Release);
+        self.result_bytes.store(result_bytes, Ordering::Release);
+        lock(&self.finished).append(&mut finished);
+        for mut record in interrupted {
+            if record.rerun_on_restart && self.rerun(&record).is_ok() {
+                info!(job_id = %record.id, "re-running a materialisation interrupted by a restart");
+                continue;
+            }
+            record.status = JobStatus::Error;
+            record.end_time = Some(self.clock.now());
+            record.failure = Some(JobFailure {
+                message: "server restarted before the job finished".to_owned(),
+                error_class: "floe.ServerRestarted".to_owned(),
+                stack: String::new(),
+            });
+            self.store.update_job(&record, None)?;
+            lock(&self.finished).insert(finished_key(&record), 0);
+            info!(job_id = %record.id, "job interrupted by a restart marked ERROR");
+        }
+        self.maybe_sweep();
+        Ok(())
+    }
+
+    fn rerun(&self, record: &JobRecord) -> Result<(), String> {
+        let config = self
+            .store
+            .job_config(&record.id)
+            .map_err(|e| error_chain(&e))?
+            .ok_or("no stored config")?;
+        let config: Map<String, Value> =
+            serde_json::from_slice(&config).map_err(|e| e.to_string())?;
+        let submission = Submission {
+            app: record.app.clone(),
+            class_path: record.class_path.clone(),
+            context: (!record.context.is_empty()).then(|| record.context.clone()),
+            config,
+        };
+        let this = self.me.upgrade().ok_or("server gone")?;
+        this.submit_as(submission, Some(record.clone()))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
