@@ -167,7 +167,6 @@ impl JobServer {
         Ok(live)
     }
 
-    /// Runs on a worker thread.
     /// Holds a materialisation to what may run: partitions that have ended (the range stops
     /// at now), at most `limits.max_run_partitions` runs.
     fn bound_runs(&self, plan: JobPlan) -> Result<JobPlan, SubmitError> {
@@ -191,6 +190,7 @@ impl JobServer {
         Ok(JobPlan::Pipeline(run))
     }
 
+    /// Runs on a worker thread.
     fn run_job(&self, live: &Arc<LiveJob>, plan: JobPlan) {
         live.queued.store(false, Ordering::Release);
         if live.stop_reason() != StopReason::None {
