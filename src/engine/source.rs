@@ -110,13 +110,12 @@ pub fn resolve_source_files(
             if !metadata.is_file() {
                 continue;
             }
-            let resolved =
-                roots
-                    .check_file(&path)
-                    .map_err(|message| SourceError::OutsideRoots {
-                        source_name: source.name.clone(),
-                        message,
-                    })?;
+            let resolved = roots
+                .check_file(&path)
+                .map_err(|err| SourceError::OutsideRoots {
+                    source_name: source.name.clone(),
+                    message: err.to_string(),
+                })?;
             let modified_ns = metadata
                 .modified()
                 .ok()
