@@ -191,19 +191,17 @@ impl AuthState {
         config: &ServerConfig,
         clock: Arc<dyn Clock>,
         audit_dropped: Arc<AtomicU64>,
-    ) -> Result<AuthState, String> {
+    ) -> Result<AuthState, AuthError> {
         let auth = &config.auth;
         let now = clock.now();
         let tokens_file = auth.tokens_file_for(&config.store);
-        let keyring = Keyring::open(&tokens_file, auth.required, RELOAD_INTERVAL, now)
-            .map_err(|e| error_chain(&e))?;
+        let keyring = Keyring::open(&tokens_file, auth.required, RELOAD_INTERVAL, now)?;
         let audit = AuditLog::open(
             &auth.audit_log_for(&config.store),
             crate::auth::audit::QUEUE_CAPACITY,
             auth.audit_log_max_bytes.max(MIN_AUDIT_LOG_MAX_BYTES),
             audit_dropped,
-        )
-        .map_err(|e| error_chain(&e))?;
+        )?;
         let mut access: HashMap<&'static str, Vec<(Method, Option<Role>)>> = HashMap::new();
         for (method, path, role) in super::route_roles() {
             let open = role == Role::Read && auth.open_routes.iter().any(|p| p == path);

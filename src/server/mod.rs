@@ -59,8 +59,8 @@ pub enum ServeError {
     #[error("{0}")]
     Exposure(String),
     /// The tokens file or the audit log could not be opened.
-    #[error("{0}")]
-    Auth(String),
+    #[error("{}", error_chain(.0))]
+    Auth(#[source] crate::auth::AuthError),
     #[error("{}", error_chain(.0))]
     Store(#[source] crate::store::StoreError),
     #[error("{0}")]
