@@ -457,13 +457,25 @@ pub enum Exposure {
     InsecureNoAuth,
 }
 
+/// Listening beyond loopback without authentication and without `--insecure-no-auth`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing to listen on {bind} without authentication: anyone who can reach the port could \
+     upload, run and delete pipelines and read every result. Create a token first (`floe token \
+     create --role admin`), or pass --insecure-no-auth (FLOE_INSECURE_NO_AUTH=true) to start \
+     anyway"
+)]
+pub struct ExposureError {
+    pub bind: SocketAddr,
+}
+
 /// The start-up rule: listening beyond loopback needs authentication, or
 /// `--insecure-no-auth`. The error says how to fix it.
 pub fn check_bind(
     bind: SocketAddr,
     auth_on: bool,
     insecure_no_auth: bool,
-) -> Result<Exposure, String> {
+) -> Result<Exposure, ExposureError> {
     if bind.ip().is_loopback() {
         Ok(Exposure::Loopback)
     } else if auth_on {
@@ -471,12 +483,7 @@ pub fn check_bind(
     } else if insecure_no_auth {
         Ok(Exposure::InsecureNoAuth)
     } else {
-        Err(format!(
-            "refusing to listen on {bind} without authentication: anyone who can reach the \
-             port could upload, run and delete pipelines and read every result. Create a \
-             token first (`floe token create --role admin`), or pass --insecure-no-auth \
-             (FLOE_INSECURE_NO_AUTH=true) to start anyway"
-        ))
+        Err(ExposureError { bind })
     }
 }
 
@@ -488,7 +495,9 @@ pub fn check_startup(config: &ServerConfig, now: DateTime<Utc>) -> Result<Exposu
         .load()
         .map_err(|e| error_chain(&e))?;
     let auth_on = config.auth.required || tokens.has_usable(now);
-    let exposure = check_bind(config.bind, auth_on, config.auth.insecure_no_auth)?;
+    // Text, as the integration tests hold `check_startup`'s error.
+    let exposure = check_bind(config.bind, auth_on, config.auth.insecure_no_auth)
+        .map_err(|e| e.to_string())?;
     match exposure {
         Exposure::InsecureNoAuth => warn!(
             bind = %config.bind,
@@ -722,7 +731,7 @@ mod tests {
         assert_eq!(check_bind(local6, false, false), Ok(Exposure::Loopback));
         assert_eq!(check_bind(any, true, false), Ok(Exposure::Authenticated));
         assert_eq!(check_bind(any, false, true), Ok(Exposure::InsecureNoAuth));
-        let err = check_bind(any, false, false).unwrap_err();
+        let err = check_bind(any, false, false).unwrap_err().to_string();
         assert!(err.contains("floe token create --role admin"), "{err}");
         assert!(err.contains("--insecure-no-auth"), "{err}");
     }
