@@ -80,9 +80,11 @@ pub enum ServeError {
         #[source]
         source: axum::http::header::InvalidHeaderValue,
     },
-    /// The certificate or key could not be loaded, or SIGHUP could not be caught.
+    /// The certificate or key could not be loaded.
     #[error("{0}")]
     Tls(String),
+    #[error(transparent)]
+    Sighup(TlsError),
     #[error("start-up failed: {0}")]
     StartupPanicked(#[source] tokio::task::JoinError),
     #[error("cannot listen on {bind}: {source}")]
@@ -99,9 +101,9 @@ pub enum ServeError {
 }
 #[cfg(unix)]
 use error::{Envelope, ErrorCode, HttpError, RenderedError};
-pub use listener::TlsCertificates;
 use listener::reload_on_sighup;
 use listener::{BodyDeadline, EdgeSettings, serve as serve_edge};
+pub use listener::{TlsCertificates, TlsError};
 
 /// The OpenAPI spec, embedded so the binary serves the spec it was built with.
 pub const OPENAPI_YAML: &str = include_str!("../../api/openapi.yaml");
@@ -709,7 +711,7 @@ pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), Se
     // keeps its default action.
     #[cfg(unix)]
     let reloader = match &tls {
-        Some(tls) => Some(reload_on_sighup(tls.clone()).map_err(ServeError::Tls)?),
+        Some(tls) => Some(reload_on_sighup(tls.clone()).map_err(ServeError::Sighup)?),
         None => None,
     };
     let served = serve_on_with_tls(listener, state, tls, shutdown_signal()).await;
