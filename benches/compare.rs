@@ -465,6 +465,7 @@ impl Query {
         match self.window {
             None => frame.clone(),
             Some(window) => window_rows(frame, "ts", &window, chrono_tz::Tz::UTC)
+                .map_err(|e| e.to_string())
                 .and_then(|rows| rows.collect().map_err(|e| e.to_string()))
                 .expect("window of the named object"),
         }

@@ -52,6 +52,25 @@ pub enum UploadError {
     Store(#[from] StoreError),
 }
 
+/// Why a pipeline of the server's pipelines folder could not be registered at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    /// A source path of the pipeline leaves the folder's data roots.
+    #[error("{0}")]
+    OutsideRoots(PipelineErrors),
+    /// Storing the pipeline as an app version failed; the message is the whole cause chain,
+    /// as start-up prints only this message.
+    #[error("{}", crate::error::error_chain(.0))]
+    Store(#[source] StoreError),
+}
+
+/// `JobServer::recover` still returns its start-up errors as text.
+impl From<FolderError> for String {
+    fn from(err: FolderError) -> String {
+        err.to_string()
+    }
+}
+
 /// A change of the catalog, as its listeners see it.
 #[derive(Debug, Clone)]
 pub enum CatalogChange {
@@ -207,13 +226,13 @@ impl Catalog {
         store: &Store,
         pipelines: Vec<(Pipeline, String)>,
         now: DateTime<Utc>,
-    ) -> Result<(), String> {
+    ) -> Result<(), FolderError> {
         for (pipeline, text) in pipelines {
             let pipeline = pipeline
                 .confine(self.folder_roots.clone(), &text)
-                .map_err(|errors| errors.to_string())?;
+                .map_err(FolderError::OutsideRoots)?;
             self.install(store, text.as_bytes(), pipeline, &self.folder_roots, now)
-                .map_err(|e| crate::error::error_chain(&e))?;
+                .map_err(FolderError::Store)?;
         }
         Ok(())
     }

@@ -71,18 +71,34 @@ impl fmt::Display for Role {
 }
 
 impl FromStr for Role {
-    type Err = String;
+    type Err = TokenInputError;
 
-    fn from_str(text: &str) -> Result<Role, String> {
+    fn from_str(text: &str) -> Result<Role, TokenInputError> {
         match text.trim().to_ascii_lowercase().as_str() {
             "read" => Ok(Role::Read),
             "run" => Ok(Role::Run),
             "admin" => Ok(Role::Admin),
-            _ => Err(format!(
-                "unknown role `{text}` (expected read, run or admin)"
-            )),
+            _ => Err(TokenInputError::UnknownRole {
+                given: text.to_owned(),
+            }),
         }
     }
+}
+
+/// Why a role, token name or token lifetime given by a user (on the command line or to the
+/// `/tokens` routes) is refused. `given` is the text as the user wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenInputError {
+    #[error("unknown role `{given}` (expected read, run or admin)")]
+    UnknownRole { given: String },
+    #[error("a token name has at most {max} characters")]
+    NameTooLong { max: usize },
+    #[error("a token name cannot hold control characters")]
+    NameHasControlCharacters,
+    #[error("expected a lifetime such as `30d`, `12h` or `1w`, found `{given}`")]
+    UnparsableLifetime { given: String },
+    #[error("the lifetime `{given}` is too long")]
+    LifetimeTooLong { given: String },
 }
 
 /// Who made a request: the token that authenticated it. The server puts an
@@ -109,8 +125,8 @@ pub enum AuthError {
     Corrupt { path: String, message: String },
     #[error("no token with id `{0}`")]
     UnknownToken(String),
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] TokenInputError),
     #[error("cannot draw random bytes for a token: {0}")]
     Random(String),
 }
@@ -141,8 +157,8 @@ mod tests {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
         }
         assert_eq!(
-            "root".parse::<Role>(),
-            Err("unknown role `root` (expected read, run or admin)".to_owned())
+            "root".parse::<Role>().unwrap_err().to_string(),
+            "unknown role `root` (expected read, run or admin)"
         );
     }
 }

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::{error, info};
 
-use super::{AuthError, Identity, Role};
+use super::{AuthError, Identity, Role, TokenInputError};
 
 /// Every token starts with this.
 pub const TOKEN_PREFIX: &str = "floe_";
@@ -212,26 +212,30 @@ fn new_id() -> Result<String, AuthError> {
 }
 
 /// Checks a token name: at most 100 characters, no control characters.
-pub fn check_name(name: &str) -> Result<(), String> {
+pub fn check_name(name: &str) -> Result<(), TokenInputError> {
     if name.chars().count() > MAX_NAME_LEN {
-        return Err(format!(
-            "a token name has at most {MAX_NAME_LEN} characters"
-        ));
+        return Err(TokenInputError::NameTooLong { max: MAX_NAME_LEN });
     }
     if name.chars().any(char::is_control) {
-        return Err("a token name cannot hold control characters".to_owned());
+        return Err(TokenInputError::NameHasControlCharacters);
     }
     Ok(())
 }
 
 /// `30d`, `12h`, `1w`: when a token created at `now` with that lifetime expires.
-pub fn expiry_after(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let lifetime = crate::jobserver::context::parse_duration(text)
-        .map_err(|_| format!("expected a lifetime such as `30d`, `12h` or `1w`, found `{text}`"))?;
+pub fn expiry_after(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, TokenInputError> {
+    // The duration parser's own message is dropped: it speaks of job timeouts.
+    let lifetime = crate::jobserver::context::parse_duration(text).map_err(|_| {
+        TokenInputError::UnparsableLifetime {
+            given: text.to_owned(),
+        }
+    })?;
     TimeDelta::from_std(lifetime)
         .ok()
         .and_then(|delta| now.checked_add_signed(delta))
-        .ok_or_else(|| format!("the lifetime `{text}` is too long"))
+        .ok_or_else(|| TokenInputError::LifetimeTooLong {
+            given: text.to_owned(),
+        })
 }
 
 /// The tokens file, for writers: `floe token …` and the server's `/tokens` routes. Cheap to
@@ -263,7 +267,7 @@ impl TokenStore {
         expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<IssuedToken, AuthError> {
-        check_name(name).map_err(AuthError::Invalid)?;
+        check_name(name)?;
         self.update(|file| {
             let mut id = new_id()?;
             while file.tokens.iter().any(|t| t.id == id) {

@@ -68,10 +68,10 @@ pub enum SourceError {
         column: String,
         dtype: String,
     },
-    #[error("source `{source_name}`: {message}")]
+    #[error("source `{source_name}`: {source}")]
     OutsideRoots {
         source_name: String,
-        message: String,
+        source: crate::pipeline::data_roots::DataRootError,
     },
     #[error("source `{source_name}`: {message}")]
     Polars {
@@ -110,13 +110,12 @@ pub fn resolve_source_files(
             if !metadata.is_file() {
                 continue;
             }
-            let resolved =
-                roots
-                    .check_file(&path)
-                    .map_err(|message| SourceError::OutsideRoots {
-                        source_name: source.name.clone(),
-                        message,
-                    })?;
+            let resolved = roots
+                .check_file(&path)
+                .map_err(|err| SourceError::OutsideRoots {
+                    source_name: source.name.clone(),
+                    source: err,
+                })?;
             let modified_ns = metadata
                 .modified()
                 .ok()

@@ -18,6 +18,27 @@ use polars::series::IsSorted;
 
 use crate::partition::Window;
 
+/// Why a window cannot be cut out of a frame. The column-count messages start lower-case
+/// without a subject: callers prefix the named object they are about.
+#[derive(Debug, thiserror::Error)]
+pub enum TimeSliceError {
+    #[error("time column `{column}` not found (columns: {})", .columns.join(", "))]
+    ColumnNotFound {
+        column: String,
+        columns: Vec<String>,
+    },
+    #[error("time column `{column}` has type {dtype}; a window needs a datetime column")]
+    NotDatetime { column: String, dtype: DataType },
+    #[error("has no datetime column to window on")]
+    NoDatetimeColumn,
+    #[error(
+        "has {} datetime columns ({}): name one with `time_column`",
+        .columns.len(),
+        .columns.join(", ")
+    )]
+    SeveralDatetimeColumns { columns: Vec<String> },
+}
+
 /// `frame` with polars' sorted flag set on every datetime column whose values ascend
 /// without nulls.
 pub fn mark_sorted_time_columns(mut frame: DataFrame) -> DataFrame {
@@ -96,23 +117,22 @@ pub fn window_rows(
     column: &str,
     window: &Window,
     naive_tz: Tz,
-) -> Result<LazyFrame, String> {
-    let time = frame.column(column).map_err(|_| {
-        format!(
-            "time column `{column}` not found (columns: {})",
-            frame
+) -> Result<LazyFrame, TimeSliceError> {
+    let time = frame
+        .column(column)
+        .map_err(|_| TimeSliceError::ColumnNotFound {
+            column: column.to_owned(),
+            columns: frame
                 .get_column_names()
                 .iter()
-                .map(|name| name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
+                .map(|name| name.to_string())
+                .collect(),
+        })?;
     let DataType::Datetime(unit, zone) = time.dtype() else {
-        return Err(format!(
-            "time column `{column}` has type {}; a window needs a datetime column",
-            time.dtype()
-        ));
+        return Err(TimeSliceError::NotDatetime {
+            column: column.to_owned(),
+            dtype: time.dtype().clone(),
+        });
     };
     let (unit, zone) = (*unit, zone.clone());
     let start = physical_bound(window.start, unit, zone.as_ref(), naive_tz);
@@ -134,7 +154,7 @@ pub fn window_rows(
 }
 
 /// The one datetime column of `frame`, the default time column of a window.
-pub fn only_datetime_column(frame: &DataFrame) -> Result<String, String> {
+pub fn only_datetime_column(frame: &DataFrame) -> Result<String, TimeSliceError> {
     let datetimes: Vec<&str> = frame
         .columns()
         .iter()
@@ -143,12 +163,10 @@ pub fn only_datetime_column(frame: &DataFrame) -> Result<String, String> {
         .collect();
     match datetimes.as_slice() {
         [only] => Ok((*only).to_owned()),
-        [] => Err("has no datetime column to window on".to_owned()),
-        several => Err(format!(
-            "has {} datetime columns ({}): name one with `time_column`",
-            several.len(),
-            several.join(", ")
-        )),
+        [] => Err(TimeSliceError::NoDatetimeColumn),
+        several => Err(TimeSliceError::SeveralDatetimeColumns {
+            columns: several.iter().map(|name| (*name).to_owned()).collect(),
+        }),
     }
 }
 
@@ -320,13 +338,14 @@ mod tests {
             panic!("a missing column is an error");
         };
         assert!(
-            err.contains("time column `when` not found (columns: ts, id)"),
+            err.to_string()
+                .contains("time column `when` not found (columns: ts, id)"),
             "{err}"
         );
         let Err(err) = window_rows(&frame, "id", &window, Tz::UTC) else {
             panic!("an integer column is an error");
         };
-        assert!(err.contains("has type i64"), "{err}");
+        assert!(err.to_string().contains("has type i64"), "{err}");
         assert_eq!(only_datetime_column(&frame).unwrap(), "ts");
     }
 }

@@ -15,6 +15,32 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::pipeline::PathTemplate;
 
+/// Why a source path template or a matched file is refused by the data roots. `roots` is the
+/// roots as [`DataRoots::describe`] lists them.
+#[derive(Debug, thiserror::Error)]
+pub enum DataRootError {
+    #[error("`{template}` has a `..` component; a source path may not climb out of its folder")]
+    ParentComponent { template: String },
+    #[error("the path holds a NUL byte")]
+    NulByte,
+    #[error("`{template}` is outside the data roots ({roots}); a source may read only inside them")]
+    TemplateOutside { template: String, roots: String },
+    #[error("cannot resolve {}: {source}", path.display())]
+    Unresolvable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} leads outside the data roots ({roots}); a source reads only inside them", path.display())]
+    FileOutside { path: PathBuf, roots: String },
+    #[error(
+        "{} has a glob character (`*`, `?`, `[`, `]`, `{{`, `}}`) in its resolved path; Floe \
+         does not read such files: rename them",
+        path.display()
+    )]
+    GlobInResolvedPath { path: PathBuf },
+}
+
 /// The folders a pipeline may read under, with the base relative paths resolve against.
 #[derive(Debug, Clone)]
 pub struct DataRoots {
@@ -93,18 +119,18 @@ impl DataRoots {
     }
 
     /// Checks a source path template as written: the problem, or `None`.
-    pub fn check_template(&self, template: &PathTemplate) -> Result<(), String> {
+    pub fn check_template(&self, template: &PathTemplate) -> Result<(), DataRootError> {
         let raw = template.raw();
         if Path::new(raw)
             .components()
             .any(|component| component == Component::ParentDir)
         {
-            return Err(format!(
-                "`{raw}` has a `..` component; a source path may not climb out of its folder"
-            ));
+            return Err(DataRootError::ParentComponent {
+                template: raw.to_owned(),
+            });
         }
         if raw.contains('\0') {
-            return Err("the path holds a NUL byte".to_owned());
+            return Err(DataRootError::NulByte);
         }
         let path = absolute(&self.resolve_pattern(raw));
         let inside = self.roots.iter().any(|(given, resolved)| {
@@ -113,10 +139,10 @@ impl DataRoots {
         if inside {
             Ok(())
         } else {
-            Err(format!(
-                "`{raw}` is outside the data roots ({}); a source may read only inside them",
-                self.describe()
-            ))
+            Err(DataRootError::TemplateOutside {
+                template: raw.to_owned(),
+                roots: self.describe(),
+            })
         }
     }
 
@@ -125,30 +151,30 @@ impl DataRoots {
     /// A resolved path holding a glob character is refused too: polars expands the paths it is
     /// given as globs again (always, for NDJSON), so a file named `*` beside a link could make
     /// it read what the link points to. The message never names where a link leads.
-    pub fn check_file(&self, path: &Path) -> Result<PathBuf, String> {
-        let resolved = std::fs::canonicalize(path)
-            .map_err(|e| format!("cannot resolve {}: {e}", path.display()))?;
+    pub fn check_file(&self, path: &Path) -> Result<PathBuf, DataRootError> {
+        let resolved =
+            std::fs::canonicalize(path).map_err(|source| DataRootError::Unresolvable {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let inside = self.roots.iter().any(|(given, known)| match known {
             Some(root) => resolved.starts_with(root),
             // A root created after start-up: resolve it now.
             None => std::fs::canonicalize(given).is_ok_and(|root| resolved.starts_with(root)),
         });
         if !inside {
-            return Err(format!(
-                "{} leads outside the data roots ({}); a source reads only inside them",
-                path.display(),
-                self.describe()
-            ));
+            return Err(DataRootError::FileOutside {
+                path: path.to_path_buf(),
+                roots: self.describe(),
+            });
         }
         if resolved
             .to_string_lossy()
             .contains(['*', '?', '[', ']', '{', '}'])
         {
-            return Err(format!(
-                "{} has a glob character (`*`, `?`, `[`, `]`, `{{`, `}}`) in its resolved path; \
-                 Floe does not read such files: rename them",
-                path.display()
-            ));
+            return Err(DataRootError::GlobInResolvedPath {
+                path: path.to_path_buf(),
+            });
         }
         Ok(resolved)
     }
@@ -178,14 +204,16 @@ mod tests {
         assert!(roots.check_template(&template(&inside)).is_ok());
         let err = roots
             .check_template(&template("/etc/os-release"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("`/etc/os-release` is outside the data roots ("),
             "{err}"
         );
         let err = roots
             .check_template(&template("../../etc/passwd"))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("has a `..` component"), "{err}");
         let sneaky = format!("{}/../../etc/passwd", data.display());
         assert!(roots.check_template(&template(&sneaky)).is_err());
@@ -209,7 +237,7 @@ mod tests {
         let roots = DataRoots::new(&data, &[]);
         assert!(roots.check_file(&data.join("events/ok.csv")).is_ok());
         for path in [data.join("leak.csv"), data.join("events/link/secret.csv")] {
-            let err = roots.check_file(&path).unwrap_err();
+            let err = roots.check_file(&path).unwrap_err().to_string();
             assert!(err.contains("leads outside the data roots"), "{err}");
             assert!(
                 !err.contains("outside/secret.csv"),
@@ -218,7 +246,10 @@ mod tests {
         }
         // A glob character in a name: polars would expand it again.
         std::fs::write(data.join("events/*"), "a\n1\n").unwrap();
-        let err = roots.check_file(&data.join("events/*")).unwrap_err();
+        let err = roots
+            .check_file(&data.join("events/*"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("glob character"), "{err}");
         // A root that is itself a symlink still works.
         let alias = dir.path().join("alias");

@@ -11,6 +11,27 @@ use chrono_tz::Tz;
 
 use crate::partition::Window;
 
+/// Why a source path template does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("path is empty")]
+    Empty,
+    #[error("unmatched `}}` at byte {offset} of `{template}`")]
+    UnmatchedClose { template: String, offset: usize },
+    #[error("unclosed `{{` in `{template}`")]
+    Unclosed { template: String },
+    #[error(
+        "unknown template variable `{{{name}}}` (known: {})",
+        known_variables()
+    )]
+    UnknownVariable { name: String },
+}
+
+/// The variables a template may use, as written in one: `{year}, {month}, …`.
+fn known_variables() -> String {
+    VARIABLES.map(|v| format!("{{{v}}}")).join(", ")
+}
+
 /// The variables a template may use, finest last.
 const VARIABLES: [&str; 5] = ["year", "month", "day", "date", "hour"];
 
@@ -47,27 +68,27 @@ impl PathTemplate {
         &self.raw
     }
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, TemplateError> {
         if raw.trim().is_empty() {
-            return Err("path is empty".to_owned());
+            return Err(TemplateError::Empty);
         }
         let mut pieces = Vec::new();
         let mut step = Step::None;
         let mut rest = raw;
         while let Some(open) = rest.find(['{', '}']) {
             if rest.as_bytes()[open] == b'}' {
-                return Err(format!(
-                    "unmatched `}}` at byte {} of `{raw}`",
-                    raw.len() - rest.len() + open
-                ));
+                return Err(TemplateError::UnmatchedClose {
+                    template: raw.to_owned(),
+                    offset: raw.len() - rest.len() + open,
+                });
             }
             if open > 0 {
                 pieces.push(Piece::Literal(rest[..open].to_owned()));
             }
             let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in `{raw}`"))?;
+            let close = after.find('}').ok_or_else(|| TemplateError::Unclosed {
+                template: raw.to_owned(),
+            })?;
             let name = &after[..close];
             let (piece, unit) = match name {
                 "year" => (Piece::Year, Step::Year),
@@ -76,10 +97,9 @@ impl PathTemplate {
                 "date" => (Piece::Date, Step::Day),
                 "hour" => (Piece::Hour, Step::Hour),
                 other => {
-                    return Err(format!(
-                        "unknown template variable `{{{other}}}` (known: {})",
-                        VARIABLES.map(|v| format!("{{{v}}}")).join(", ")
-                    ));
+                    return Err(TemplateError::UnknownVariable {
+                        name: other.to_owned(),
+                    });
                 }
             };
             step = step.max(unit);
@@ -209,19 +229,27 @@ mod tests {
         assert!(
             PathTemplate::parse("a/{minute}")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown template variable `{minute}`")
         );
         assert!(
             PathTemplate::parse("a/{date")
                 .unwrap_err()
+                .to_string()
                 .contains("unclosed")
         );
         assert!(
             PathTemplate::parse("a/date}")
                 .unwrap_err()
+                .to_string()
                 .contains("unmatched")
         );
-        assert!(PathTemplate::parse(" ").unwrap_err().contains("empty"));
+        assert!(
+            PathTemplate::parse(" ")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
         assert!(!PathTemplate::parse("a/*.parquet").unwrap().is_templated());
     }
 }

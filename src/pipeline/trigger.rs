@@ -9,6 +9,22 @@ use chrono_tz::Tz;
 
 use crate::partition::{Grain, window_containing};
 
+/// Why a schedule setting (a cron expression or a catch-up policy) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TriggerError {
+    #[error("invalid cron expression `{expression}`: {source}")]
+    InvalidCron {
+        expression: String,
+        #[source]
+        source: croner::errors::CronError,
+    },
+    #[error(
+        "unknown catch-up policy `{policy}` (expected `all`, `latest`, or a number N of latest \
+         partitions, at least 1)"
+    )]
+    UnknownCatchUp { policy: String },
+}
+
 /// A parsed cron expression (5 fields, or 6 with seconds first), evaluated in the
 /// pipeline's timezone.
 #[derive(Debug, Clone)]
@@ -18,13 +34,16 @@ pub struct CronSchedule {
 }
 
 impl CronSchedule {
-    pub fn parse(expression: &str) -> Result<CronSchedule, String> {
+    pub fn parse(expression: &str) -> Result<CronSchedule, TriggerError> {
         croner::Cron::from_str(expression)
             .map(|cron| CronSchedule {
                 expression: expression.to_owned(),
                 cron,
             })
-            .map_err(|err| format!("invalid cron expression `{expression}`: {err}"))
+            .map_err(|source| TriggerError::InvalidCron {
+                expression: expression.to_owned(),
+                source,
+            })
     }
 
     /// The latest fire instant at or before `now`.
@@ -114,15 +133,14 @@ pub enum CatchUp {
 }
 
 impl CatchUp {
-    pub fn parse(text: &str) -> Result<CatchUp, String> {
+    pub fn parse(text: &str) -> Result<CatchUp, TriggerError> {
         match text.trim() {
             "all" => Ok(CatchUp::All),
             "latest" => Ok(CatchUp::Latest(1)),
             other => match other.parse::<u32>() {
-                Ok(0) | Err(_) => Err(format!(
-                    "unknown catch-up policy `{other}` (expected `all`, `latest`, or a number N \
-                     of latest partitions, at least 1)"
-                )),
+                Ok(0) | Err(_) => Err(TriggerError::UnknownCatchUp {
+                    policy: other.to_owned(),
+                }),
                 Ok(n) => Ok(CatchUp::Latest(n)),
             },
         }
@@ -264,6 +282,11 @@ mod tests {
         assert_eq!(CatchUp::parse("24").unwrap().keep(50, 1000), 24);
         assert_eq!(CatchUp::parse("24").unwrap().keep(3, 1000), 3);
         assert!(CatchUp::parse("0").is_err());
-        assert!(CatchUp::parse("some").unwrap_err().contains("`some`"));
+        assert!(
+            CatchUp::parse("some")
+                .unwrap_err()
+                .to_string()
+                .contains("`some`")
+        );
     }
 }

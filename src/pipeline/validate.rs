@@ -31,15 +31,31 @@ pub(super) const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_secs(30);
 /// day. Longer is a typo, and instants that far out leave chrono's range.
 const MAX_SETTING_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// Why a duration field (a delay, wait, timeout or backoff) is refused.
+#[derive(Debug, thiserror::Error)]
+enum DurationFieldError {
+    #[error("cannot parse `{text}` as a duration ({source}); use e.g. `90s`, `5m`, `1h`")]
+    Unparsable {
+        text: String,
+        #[source]
+        source: humantime::DurationError,
+    },
+    #[error("`{text}` is longer than the 366 days a setting may give")]
+    TooLong { text: String },
+}
+
 /// Parses a duration field such as `90s`, `5m`, `1h`.
-fn parse_duration_field(text: &str) -> Result<Duration, String> {
-    let duration = humantime::parse_duration(text.trim()).map_err(|err| {
-        format!("cannot parse `{text}` as a duration ({err}); use e.g. `90s`, `5m`, `1h`")
+fn parse_duration_field(text: &str) -> Result<Duration, DurationFieldError> {
+    let duration = humantime::parse_duration(text.trim()).map_err(|source| {
+        DurationFieldError::Unparsable {
+            text: text.to_owned(),
+            source,
+        }
     })?;
     if duration > MAX_SETTING_DURATION {
-        return Err(format!(
-            "`{text}` is longer than the 366 days a setting may give"
-        ));
+        return Err(DurationFieldError::TooLong {
+            text: text.to_owned(),
+        });
     }
     Ok(duration)
 }
@@ -196,7 +212,7 @@ impl Validator<'_> {
             match text.as_deref().map(CatchUp::parse) {
                 Some(Ok(policy)) => schedule.catch_up = policy,
                 Some(Err(err)) => {
-                    self.report(&["schedule", "catchup"], err).field =
+                    self.report(&["schedule", "catchup"], err.to_string()).field =
                         Some("schedule.catchup".into())
                 }
                 None => {
@@ -241,7 +257,7 @@ impl Validator<'_> {
                 let position = locate(self.text, &[&["jobs", job][..], path].concat());
                 let field = path.join(".");
                 self.problems.push(
-                    Diagnostic::new(self.file, err)
+                    Diagnostic::new(self.file, err.to_string())
                         .at(position)
                         .job(job)
                         .field(field.as_str()),
@@ -263,7 +279,7 @@ impl Validator<'_> {
                 Err(err) => {
                     let position = locate(self.text, &["jobs", job, "schedule", "cron"]);
                     self.problems.push(
-                        Diagnostic::new(self.file, err)
+                        Diagnostic::new(self.file, err.to_string())
                             .at(position)
                             .job(job)
                             .field("schedule.cron"),
@@ -304,7 +320,8 @@ impl Validator<'_> {
             if let Err(err) = check_identifier(name) {
                 problem(self, "name", format!("source {err}"));
             }
-            let path = PathTemplate::parse(&source.path).map_err(|err| problem(self, "path", err));
+            let path = PathTemplate::parse(&source.path)
+                .map_err(|err| problem(self, "path", err.to_string()));
             if source.time_column.trim().is_empty() {
                 problem(self, "time_column", "is empty".to_owned());
             }
@@ -312,7 +329,9 @@ impl Validator<'_> {
                 .map_err(|err| problem(self, "timezone", err.to_string()));
             let wait = match source.wait.as_deref() {
                 None => Ok(DEFAULT_SOURCE_WAIT),
-                Some(text) => parse_duration_field(text).map_err(|err| problem(self, "wait", err)),
+                Some(text) => {
+                    parse_duration_field(text).map_err(|err| problem(self, "wait", err.to_string()))
+                }
             };
             if let (true, Ok(path), Ok(timezone), Ok(wait)) = (ok, path, timezone, wait) {
                 sources.insert(

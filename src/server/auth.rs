@@ -32,13 +32,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use super::config::{ConfigError, invalid};
 use super::error::{Envelope, ErrorCode, HttpError};
 use super::http::json_response;
 use super::sjs::timestamp;
 use super::{AppState, ServerConfig};
 use crate::auth::tokens::{RELOAD_INTERVAL, check_name, expiry_after, parse_token};
 use crate::auth::{
-    AuditEntry, AuditLog, AuthError, Identity, Keyring, Refusal, Role, TokenRecord, TokenStore,
+    AuditEntry, AuditLog, AuthError, Identity, Keyring, Refusal, Role, TokenInputError,
+    TokenRecord, TokenStore,
 };
 use crate::clock::Clock;
 use crate::error::error_chain;
@@ -132,7 +134,7 @@ pub(super) struct AuthFile {
 
 impl AuthFile {
     /// Overlays the block on `auth`; errors name `file`.
-    pub(super) fn apply(self, auth: &mut AuthConfig, file: &Path) -> Result<(), String> {
+    pub(super) fn apply(self, auth: &mut AuthConfig, file: &Path) -> Result<(), ConfigError> {
         if let Some(required) = self.required {
             auth.required = required;
         }
@@ -148,23 +150,22 @@ impl AuthFile {
                 other => other.to_string(),
             };
             let bytes = parse_bytes(&text)
-                .map_err(|e| format!("{}: `auth.audit_log_max_bytes`: {e}", file.display()))?;
+                .map_err(|problem| invalid(file, "auth.audit_log_max_bytes", problem))?;
             if bytes < MIN_AUDIT_LOG_MAX_BYTES {
-                return Err(format!(
-                    "{}: `auth.audit_log_max_bytes`: {bytes} bytes is below the minimum of 4KiB",
-                    file.display()
-                ));
+                return Err(ConfigError::AuditLogTooSmall {
+                    path: file.to_path_buf(),
+                    bytes,
+                });
             }
             auth.audit_log_max_bytes = bytes;
         }
         if let Some(open) = self.open_routes {
             let routes = super::routes();
             if let Some(unknown) = open.iter().find(|p| !routes.iter().any(|(_, r)| r == p)) {
-                return Err(format!(
-                    "{}: `auth.open_routes`: `{unknown}` is not a route of floe serve \
-                     (write the path as the route table does, e.g. /healthz or /jobs/{{id}})",
-                    file.display()
-                ));
+                return Err(ConfigError::UnknownOpenRoute {
+                    path: file.to_path_buf(),
+                    route: unknown.clone(),
+                });
             }
             auth.open_routes = open;
         }
@@ -190,19 +191,17 @@ impl AuthState {
         config: &ServerConfig,
         clock: Arc<dyn Clock>,
         audit_dropped: Arc<AtomicU64>,
-    ) -> Result<AuthState, String> {
+    ) -> Result<AuthState, AuthError> {
         let auth = &config.auth;
         let now = clock.now();
         let tokens_file = auth.tokens_file_for(&config.store);
-        let keyring = Keyring::open(&tokens_file, auth.required, RELOAD_INTERVAL, now)
-            .map_err(|e| error_chain(&e))?;
+        let keyring = Keyring::open(&tokens_file, auth.required, RELOAD_INTERVAL, now)?;
         let audit = AuditLog::open(
             &auth.audit_log_for(&config.store),
             crate::auth::audit::QUEUE_CAPACITY,
             auth.audit_log_max_bytes.max(MIN_AUDIT_LOG_MAX_BYTES),
             audit_dropped,
-        )
-        .map_err(|e| error_chain(&e))?;
+        )?;
         let mut access: HashMap<&'static str, Vec<(Method, Option<Role>)>> = HashMap::new();
         for (method, path, role) in super::route_roles() {
             let open = role == Role::Read && auth.open_routes.iter().any(|p| p == path);
@@ -458,13 +457,25 @@ pub enum Exposure {
     InsecureNoAuth,
 }
 
+/// Listening beyond loopback without authentication and without `--insecure-no-auth`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing to listen on {bind} without authentication: anyone who can reach the port could \
+     upload, run and delete pipelines and read every result. Create a token first (`floe token \
+     create --role admin`), or pass --insecure-no-auth (FLOE_INSECURE_NO_AUTH=true) to start \
+     anyway"
+)]
+pub struct ExposureError {
+    pub bind: SocketAddr,
+}
+
 /// The start-up rule: listening beyond loopback needs authentication, or
 /// `--insecure-no-auth`. The error says how to fix it.
 pub fn check_bind(
     bind: SocketAddr,
     auth_on: bool,
     insecure_no_auth: bool,
-) -> Result<Exposure, String> {
+) -> Result<Exposure, ExposureError> {
     if bind.ip().is_loopback() {
         Ok(Exposure::Loopback)
     } else if auth_on {
@@ -472,12 +483,7 @@ pub fn check_bind(
     } else if insecure_no_auth {
         Ok(Exposure::InsecureNoAuth)
     } else {
-        Err(format!(
-            "refusing to listen on {bind} without authentication: anyone who can reach the \
-             port could upload, run and delete pipelines and read every result. Create a \
-             token first (`floe token create --role admin`), or pass --insecure-no-auth \
-             (FLOE_INSECURE_NO_AUTH=true) to start anyway"
-        ))
+        Err(ExposureError { bind })
     }
 }
 
@@ -489,7 +495,9 @@ pub fn check_startup(config: &ServerConfig, now: DateTime<Utc>) -> Result<Exposu
         .load()
         .map_err(|e| error_chain(&e))?;
     let auth_on = config.auth.required || tokens.has_usable(now);
-    let exposure = check_bind(config.bind, auth_on, config.auth.insecure_no_auth)?;
+    // Text, as the integration tests hold `check_startup`'s error.
+    let exposure = check_bind(config.bind, auth_on, config.auth.insecure_no_auth)
+        .map_err(|e| e.to_string())?;
     match exposure {
         Exposure::InsecureNoAuth => warn!(
             bind = %config.bind,
@@ -569,9 +577,9 @@ pub(super) async fn create_token(
     let role: Role = text("role")?
         .ok_or_else(|| HttpError::bad_request("`role` is required (read, run or admin)"))?
         .parse()
-        .map_err(HttpError::bad_request)?;
+        .map_err(|e: TokenInputError| HttpError::bad_request(e.to_string()))?;
     let name = text("name")?.unwrap_or_default();
-    check_name(&name).map_err(HttpError::bad_request)?;
+    check_name(&name).map_err(|e| HttpError::bad_request(e.to_string()))?;
     let now = state.auth.clock.now();
     let expires_at = text("expires")?
         .map(|t| {
@@ -723,7 +731,7 @@ mod tests {
         assert_eq!(check_bind(local6, false, false), Ok(Exposure::Loopback));
         assert_eq!(check_bind(any, true, false), Ok(Exposure::Authenticated));
         assert_eq!(check_bind(any, false, true), Ok(Exposure::InsecureNoAuth));
-        let err = check_bind(any, false, false).unwrap_err();
+        let err = check_bind(any, false, false).unwrap_err().to_string();
         assert!(err.contains("floe token create --role admin"), "{err}");
         assert!(err.contains("--insecure-no-auth"), "{err}");
     }
@@ -748,7 +756,7 @@ mod tests {
         );
         assert_eq!(auth.open_routes, ["/healthz"]);
         let block: AuthFile = serde_yaml::from_str("open_routes: [/health]\n").unwrap();
-        let err = block.apply(&mut auth, file).unwrap_err();
+        let err = block.apply(&mut auth, file).unwrap_err().to_string();
         assert!(
             err.starts_with("floe-server.yaml: `auth.open_routes`: `/health` is not a route"),
             "{err}"
@@ -759,13 +767,13 @@ mod tests {
         block.apply(&mut auth, file).unwrap();
         assert_eq!(auth.audit_log_max_bytes, 1 << 20);
         let block: AuthFile = serde_yaml::from_str("audit_log_max_bytes: 100\n").unwrap();
-        let err = block.apply(&mut auth, file).unwrap_err();
+        let err = block.apply(&mut auth, file).unwrap_err().to_string();
         assert!(
             err.contains("`auth.audit_log_max_bytes`: 100 bytes is below the minimum of 4KiB"),
             "{err}"
         );
         let block: AuthFile = serde_yaml::from_str("audit_log_max_bytes: lots\n").unwrap();
-        let err = block.apply(&mut auth, file).unwrap_err();
+        let err = block.apply(&mut auth, file).unwrap_err().to_string();
         assert!(err.contains("`auth.audit_log_max_bytes`"), "{err}");
         assert_eq!(
             AuthConfig::default().tokens_file_for(Path::new(".floe/store")),

@@ -14,6 +14,139 @@ use crate::jobserver::CoreSettings;
 use crate::jobserver::context::{ContextSettings, parse_bytes, parse_duration};
 use crate::jobserver::limits::{MAX_CONTEXTS, MAX_WORKER_THREADS};
 
+/// Why `floe serve`'s configuration file is refused. Every message starts with the file's
+/// path (and the line, for YAML syntax), then names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// YAML that does not parse, or an unknown key; `message` is serde's without its position.
+    #[error("{}:{line}:{column}: {message}", .path.display())]
+    SyntaxAt {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: {message}", .path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A size, duration or context setting that does not parse; `problem` is the parser's.
+    #[error("{}: `{key}`: {problem}", .path.display())]
+    InvalidValue {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+    #[error("{}: `limits.memory`: `{text}` is not a percentage", .path.display())]
+    MemoryNotAPercentage { path: PathBuf, text: String },
+    #[error("{}: `limits.memory`: {share}% must be between 1% and 100%", .path.display())]
+    MemoryShareOutOfRange { path: PathBuf, share: f64 },
+    #[error(
+        "{}: `limits.memory`: the machine's memory cannot be read here; give bytes",
+        .path.display()
+    )]
+    MachineMemoryUnknown { path: PathBuf },
+    #[error("{}: `{key}` must be at least 1", .path.display())]
+    Zero { path: PathBuf, key: &'static str },
+    #[error(
+        "{}: `max_connections_per_client` ({given}) must be between 1 and `max_connections` \
+         ({max_connections})",
+        .path.display()
+    )]
+    ConnectionsPerClient {
+        path: PathBuf,
+        given: usize,
+        max_connections: usize,
+    },
+    #[error(
+        "{}: `tls.{missing}` is missing (give both `tls.cert` and `tls.key`)",
+        .path.display()
+    )]
+    HalfTls {
+        path: PathBuf,
+        missing: &'static str,
+    },
+    #[error("{}: `cors.allowed_origins`: {source}", .path.display())]
+    CorsOrigins {
+        path: PathBuf,
+        #[source]
+        source: CorsOriginError,
+    },
+    #[error(
+        "{}: `auth.audit_log_max_bytes`: {bytes} bytes is below the minimum of 4KiB",
+        .path.display()
+    )]
+    AuditLogTooSmall { path: PathBuf, bytes: u64 },
+    #[error(
+        "{}: `auth.open_routes`: `{route}` is not a route of floe serve (write the path as the \
+         route table does, e.g. /healthz or /jobs/{{id}})",
+        .path.display()
+    )]
+    UnknownOpenRoute { path: PathBuf, route: String },
+    #[error("{}: {source}", .path.display())]
+    Limits {
+        path: PathBuf,
+        #[source]
+        source: LimitsError,
+    },
+}
+
+/// A bind address (from the file, `--bind` or `FLOE_BIND`) that does not parse; `origin`
+/// says where it was given.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: `{text}` is not an address such as 127.0.0.1:8090 ({source})")]
+pub struct BindError {
+    origin: String,
+    text: String,
+    #[source]
+    source: std::net::AddrParseError,
+}
+
+/// An entry of `cors.allowed_origins` that a browser's `Origin` header could never equal.
+#[derive(Debug, thiserror::Error)]
+pub enum CorsOriginError {
+    #[error("`*` allows every origin and must be the only entry")]
+    StarNotAlone,
+    #[error(
+        "`{origin}` is not an origin such as https://app.example.com or http://localhost:3000 \
+         (lowercase, no path or trailing slash)"
+    )]
+    NotAnOrigin { origin: String },
+}
+
+/// A configuration whose limits, or whose own contexts held to them, do not hold. Messages
+/// name the key and the limit.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    #[error("`max_connections` and `max_connections_per_client` must be at least 1")]
+    NoConnections,
+    #[error("`body_read_timeout` must be longer than 0s")]
+    ZeroBodyReadTimeout,
+    /// The limits themselves are inconsistent (the job server's check, which speaks text).
+    #[error("{0}")]
+    Limits(String),
+    #[error("`{key}`: {}", .problems.join("; "))]
+    ContextSettings { key: String, problems: Vec<String> },
+    #[error(
+        "`adhoc`: setting `worker-threads`: {threads} is above the limit of {max} worker \
+         threads in all (`{MAX_WORKER_THREADS}`)"
+    )]
+    AdhocThreads { threads: usize, max: usize },
+    #[error("`contexts`: {count} contexts are above the limit of {max} (`{MAX_CONTEXTS}`)")]
+    TooManyContexts { count: usize, max: usize },
+    #[error(
+        "`contexts`: they and `adhoc` have {threads} worker threads, above the limit of {max} \
+         (`{MAX_WORKER_THREADS}`)"
+    )]
+    TooManyWorkerThreads { threads: usize, max: usize },
+}
+
 /// Everything `floe serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -176,36 +309,36 @@ struct LimitsFile {
 }
 
 /// `limits.memory`: bytes, a percentage of the machine's memory, or `off`.
-fn memory_limit(file: &Path, value: &Value) -> Result<Option<u64>, String> {
+fn memory_limit(file: &Path, value: &Value) -> Result<Option<u64>, ConfigError> {
     let text = value_text(value);
     let text = text.trim();
     if text.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
     if let Some(share) = text.strip_suffix('%') {
-        let share: f64 = share.trim().parse().map_err(|_| {
-            format!(
-                "{}: `limits.memory`: `{text}` is not a percentage",
-                file.display()
-            )
-        })?;
+        let share: f64 = share
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::MemoryNotAPercentage {
+                path: file.to_path_buf(),
+                text: text.to_owned(),
+            })?;
         if !(1.0..=100.0).contains(&share) {
-            return Err(format!(
-                "{}: `limits.memory`: {share}% must be between 1% and 100%",
-                file.display()
-            ));
+            return Err(ConfigError::MemoryShareOutOfRange {
+                path: file.to_path_buf(),
+                share,
+            });
         }
         let physical = crate::frames::memory::physical_bytes().ok_or_else(|| {
-            format!(
-                "{}: `limits.memory`: the machine's memory cannot be read here; give bytes",
-                file.display()
-            )
+            ConfigError::MachineMemoryUnknown {
+                path: file.to_path_buf(),
+            }
         })?;
         return Ok(Some((physical as f64 * share / 100.0) as u64));
     }
     parse_bytes(text)
         .map(Some)
-        .map_err(|e| format!("{}: `limits.memory`: {e}", file.display()))
+        .map_err(|problem| invalid(file, "limits.memory", problem))
 }
 
 impl LimitsFile {
@@ -215,7 +348,7 @@ impl LimitsFile {
         self,
         file: &Path,
         limits: &mut crate::jobserver::limits::Limits,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConfigError> {
         let LimitsFile {
             max_threads_per_context,
             max_queue_length,
@@ -289,14 +422,23 @@ fn value_text(value: &Value) -> String {
     }
 }
 
-fn size(file: &Path, key: &str, value: &Value) -> Result<usize, String> {
-    parse_bytes(&value_text(value))
-        .map(|b| b as usize)
-        .map_err(|e| format!("{}: `{key}`: {e}", file.display()))
+/// `key` of `file` holds a value its parser refused with `problem`.
+pub(super) fn invalid(file: &Path, key: &str, problem: String) -> ConfigError {
+    ConfigError::InvalidValue {
+        path: file.to_path_buf(),
+        key: key.to_owned(),
+        problem,
+    }
 }
 
-fn duration(file: &Path, key: &str, value: &Value) -> Result<Duration, String> {
-    parse_duration(&value_text(value)).map_err(|e| format!("{}: `{key}`: {e}", file.display()))
+fn size(file: &Path, key: &str, value: &Value) -> Result<usize, ConfigError> {
+    parse_bytes(&value_text(value))
+        .map(|b| b as usize)
+        .map_err(|problem| invalid(file, key, problem))
+}
+
+fn duration(file: &Path, key: &str, value: &Value) -> Result<Duration, ConfigError> {
+    parse_duration(&value_text(value)).map_err(|problem| invalid(file, key, problem))
 }
 
 fn settings(
@@ -304,23 +446,23 @@ fn settings(
     key: &str,
     base: &ContextSettings,
     given: &BTreeMap<String, Value>,
-) -> Result<ContextSettings, String> {
+) -> Result<ContextSettings, ConfigError> {
     let mut settings = base.clone();
     settings
         .apply_all(given)
-        .map_err(|errors| format!("{}: `{key}`: {}", file.display(), errors.join("; ")))?;
+        .map_err(|errors| invalid(file, key, errors.join("; ")))?;
     Ok(settings)
 }
 
 /// Checks the allowed origins of `cors.allowed_origins`: `*` alone, or origins as browsers send
 /// them in `Origin` (`scheme://host[:port]`, lowercase, no path), since they are compared
 /// exactly.
-pub fn check_cors_origins(origins: &[String]) -> Result<(), String> {
+pub fn check_cors_origins(origins: &[String]) -> Result<(), CorsOriginError> {
     if origins.iter().any(|origin| origin == "*") {
         return if origins.len() == 1 {
             Ok(())
         } else {
-            Err("`*` allows every origin and must be the only entry".to_owned())
+            Err(CorsOriginError::StarNotAlone)
         };
     }
     for origin in origins {
@@ -333,31 +475,34 @@ pub fn check_cors_origins(origins: &[String]) -> Result<(), String> {
             && !host.contains(char::is_whitespace)
             && origin.to_ascii_lowercase() == *origin;
         if !well_formed {
-            return Err(format!(
-                "`{origin}` is not an origin such as https://app.example.com or \
-                 http://localhost:3000 (lowercase, no path or trailing slash)"
-            ));
+            return Err(CorsOriginError::NotAnOrigin {
+                origin: origin.clone(),
+            });
         }
     }
     Ok(())
 }
 
 /// Parses `text` as a bind address, naming `origin` in the error.
-pub fn parse_bind(text: &str, origin: &str) -> Result<SocketAddr, String> {
-    text.trim()
-        .parse()
-        .map_err(|e| format!("{origin}: `{text}` is not an address such as 127.0.0.1:8090 ({e})"))
+pub fn parse_bind(text: &str, origin: &str) -> Result<SocketAddr, BindError> {
+    text.trim().parse().map_err(|source| BindError {
+        origin: origin.to_owned(),
+        text: text.to_owned(),
+        source,
+    })
 }
 
 impl ServerConfig {
     /// Defaults overlaid with the YAML file at `path`.
-    pub fn from_file(path: &Path) -> Result<ServerConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
         ServerConfig::from_yaml(&text, path)
     }
 
-    pub fn from_yaml(text: &str, path: &Path) -> Result<ServerConfig, String> {
+    pub fn from_yaml(text: &str, path: &Path) -> Result<ServerConfig, ConfigError> {
         let file: ConfigFile = if text.trim().is_empty() {
             ConfigFile::default()
         } else {
@@ -369,13 +514,16 @@ impl ServerConfig {
                     .unwrap_or_default()
                     .to_owned();
                 match e.location() {
-                    Some(at) => format!(
-                        "{}:{}:{}: {message}",
-                        path.display(),
-                        at.line(),
-                        at.column()
-                    ),
-                    None => format!("{}: {message}", path.display()),
+                    Some(at) => ConfigError::SyntaxAt {
+                        path: path.to_path_buf(),
+                        line: at.line(),
+                        column: at.column(),
+                        message,
+                    },
+                    None => ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        message,
+                    },
                 }
             })?
         };
@@ -409,10 +557,10 @@ impl ServerConfig {
         }
         if let Some(n) = file.job_history {
             if n == 0 {
-                return Err(format!(
-                    "{}: `job_history` must be at least 1",
-                    path.display()
-                ));
+                return Err(ConfigError::Zero {
+                    path: path.to_path_buf(),
+                    key: "job_history",
+                });
             }
             config.core.job_history = n;
         }
@@ -445,10 +593,10 @@ impl ServerConfig {
             }
             match scheduler.workers {
                 Some(0) => {
-                    return Err(format!(
-                        "{}: `scheduler.workers` must be at least 1",
-                        path.display()
-                    ));
+                    return Err(ConfigError::Zero {
+                        path: path.to_path_buf(),
+                        key: "scheduler.workers",
+                    });
                 }
                 Some(n) => config.scheduler.workers = n,
                 None => {}
@@ -456,21 +604,20 @@ impl ServerConfig {
         }
         if let Some(n) = file.max_connections {
             if n == 0 {
-                return Err(format!(
-                    "{}: `max_connections` must be at least 1",
-                    path.display()
-                ));
+                return Err(ConfigError::Zero {
+                    path: path.to_path_buf(),
+                    key: "max_connections",
+                });
             }
             config.max_connections = n;
         }
         if let Some(n) = file.max_connections_per_client {
             if n == 0 || n > config.max_connections {
-                return Err(format!(
-                    "{}: `max_connections_per_client` ({n}) must be between 1 and \
-                     `max_connections` ({})",
-                    path.display(),
-                    config.max_connections
-                ));
+                return Err(ConfigError::ConnectionsPerClient {
+                    path: path.to_path_buf(),
+                    given: n,
+                    max_connections: config.max_connections,
+                });
             }
             config.max_connections_per_client = n;
         }
@@ -488,16 +635,18 @@ impl ServerConfig {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 (cert, _) => {
                     let missing = if cert.is_none() { "cert" } else { "key" };
-                    return Err(format!(
-                        "{}: `tls.{missing}` is missing (give both `tls.cert` and `tls.key`)",
-                        path.display()
-                    ));
+                    return Err(ConfigError::HalfTls {
+                        path: path.to_path_buf(),
+                        missing,
+                    });
                 }
             };
         }
         if let Some(origins) = file.cors.and_then(|cors| cors.allowed_origins) {
-            check_cors_origins(&origins)
-                .map_err(|e| format!("{}: `cors.allowed_origins`: {e}", path.display()))?;
+            check_cors_origins(&origins).map_err(|source| ConfigError::CorsOrigins {
+                path: path.to_path_buf(),
+                source,
+            })?;
             config.cors.allowed_origins = origins;
         }
         if let Some(auth) = file.auth {
@@ -516,7 +665,10 @@ impl ServerConfig {
         }
         config
             .check_limits()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|source| ConfigError::Limits {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(config)
     }
 
@@ -529,54 +681,57 @@ impl ServerConfig {
     /// Checks `limits` and holds the configuration's own contexts to them: `context_defaults`,
     /// `adhoc` and each of `contexts` to the per-context bounds, and all of them together to
     /// the number of contexts and of worker threads. A problem names its key and the limit.
-    pub fn check_limits(&self) -> Result<(), String> {
+    pub fn check_limits(&self) -> Result<(), LimitsError> {
         if self.max_connections == 0 || self.max_connections_per_client == 0 {
-            return Err(
-                "`max_connections` and `max_connections_per_client` must be at least 1".to_owned(),
-            );
+            return Err(LimitsError::NoConnections);
         }
         if self.body_read_timeout.is_zero() {
-            return Err("`body_read_timeout` must be longer than 0s".to_owned());
+            return Err(LimitsError::ZeroBodyReadTimeout);
         }
         let core = &self.core;
         let limits = &core.limits;
-        limits.check(core.job_history)?;
+        limits
+            .check(core.job_history)
+            .map_err(LimitsError::Limits)?;
         let per_context = |key: &str, settings: &ContextSettings| {
             let problems = limits.check_context_settings(settings);
             if problems.is_empty() {
                 Ok(())
             } else {
-                Err(format!("`{key}`: {}", problems.join("; ")))
+                Err(LimitsError::ContextSettings {
+                    key: key.to_owned(),
+                    problems,
+                })
             }
         };
         per_context("context_defaults", &core.context_defaults)?;
         per_context("adhoc", &core.adhoc)?;
         if core.adhoc.worker_threads > limits.max_worker_threads {
-            return Err(format!(
-                "`adhoc`: setting `worker-threads`: {} is above the limit of {} worker threads \
-                 in all (`{MAX_WORKER_THREADS}`)",
-                core.adhoc.worker_threads, limits.max_worker_threads
-            ));
+            return Err(LimitsError::AdhocThreads {
+                threads: core.adhoc.worker_threads,
+                max: limits.max_worker_threads,
+            });
         }
         let mut threads = core.adhoc.worker_threads;
         for (name, given) in &self.contexts {
             let settings = ContextSettings::checked(&core.context_defaults, given, limits)
-                .map_err(|problems| format!("`contexts.{name}`: {}", problems.join("; ")))?;
+                .map_err(|problems| LimitsError::ContextSettings {
+                    key: format!("contexts.{name}"),
+                    problems,
+                })?;
             threads += settings.worker_threads;
         }
         if self.contexts.len() > limits.max_contexts {
-            return Err(format!(
-                "`contexts`: {} contexts are above the limit of {} (`{MAX_CONTEXTS}`)",
-                self.contexts.len(),
-                limits.max_contexts
-            ));
+            return Err(LimitsError::TooManyContexts {
+                count: self.contexts.len(),
+                max: limits.max_contexts,
+            });
         }
         if threads > limits.max_worker_threads {
-            return Err(format!(
-                "`contexts`: they and `adhoc` have {threads} worker threads, above the limit of \
-                 {} (`{MAX_WORKER_THREADS}`)",
-                limits.max_worker_threads
-            ));
+            return Err(LimitsError::TooManyWorkerThreads {
+                threads,
+                max: limits.max_worker_threads,
+            });
         }
         Ok(())
     }
@@ -601,18 +756,24 @@ mod tests {
         assert_eq!(config.core.context_defaults.worker_threads, 3);
         assert!(config.contexts.contains_key("warm"));
 
-        let err = ServerConfig::from_yaml("bnd: x\n", path).unwrap_err();
+        let err = ServerConfig::from_yaml("bnd: x\n", path)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("floe-server.yaml:1:1: unknown field `bnd`, expected one of `bind`"),
             "{err}"
         );
-        let err = ServerConfig::from_yaml("contexts:\n  c:\n    workers: 2\n", path).unwrap_err();
+        let err = ServerConfig::from_yaml("contexts:\n  c:\n    workers: 2\n", path)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "floe-server.yaml: `contexts.c`: unknown context setting `workers` (known: \
              worker-threads, queue-length, memory-budget, job-timeout)"
         );
-        let err = ServerConfig::from_yaml("sync_timeout: soon\n", path).unwrap_err();
+        let err = ServerConfig::from_yaml("sync_timeout: soon\n", path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`sync_timeout`: expected a duration"), "{err}");
     }
 
@@ -653,7 +814,7 @@ mod tests {
         let config = ServerConfig::from_yaml("job_history: 7\n", path).unwrap();
         assert_eq!(config.core.limits.max_stored_jobs(7), 14);
 
-        let refused = |yaml: &str| ServerConfig::from_yaml(yaml, path).unwrap_err();
+        let refused = |yaml: &str| ServerConfig::from_yaml(yaml, path).unwrap_err().to_string();
         assert_eq!(
             refused(
                 "limits:\n  max_threads_per_context: 8\ncontext_defaults:\n  worker-threads: 16\n"
@@ -723,7 +884,7 @@ mod tests {
             (limits.max_active_backfills, limits.backfill_history),
             (4, 50)
         );
-        let refused = |yaml: &str| ServerConfig::from_yaml(yaml, path).unwrap_err();
+        let refused = |yaml: &str| ServerConfig::from_yaml(yaml, path).unwrap_err().to_string();
         assert_eq!(
             refused("limits:\n  max_result_bytes: 2g\n  max_job_results_bytes: 1g\n"),
             "floe-server.yaml: `limits.max_job_results_bytes` (1073741824) must be at least \
@@ -777,13 +938,15 @@ mod tests {
             "max_connections_per_client: 2000\n",
             "max_connections_per_client: 0\n",
         ] {
-            let err = ServerConfig::from_yaml(yaml, path).unwrap_err();
+            let err = ServerConfig::from_yaml(yaml, path).unwrap_err().to_string();
             assert!(
                 err.contains("`max_connections_per_client`") && err.contains("must be between 1"),
                 "{yaml}: {err}"
             );
         }
-        let err = ServerConfig::from_yaml("body_read_timeout: 0s\n", path).unwrap_err();
+        let err = ServerConfig::from_yaml("body_read_timeout: 0s\n", path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`body_read_timeout`"), "{err}");
         assert_eq!(
             config.tls,
@@ -794,27 +957,38 @@ mod tests {
         );
         assert_eq!(config.cors.allowed_origins.len(), 2);
 
-        let err = ServerConfig::from_yaml("tls: {cert: chain.pem}\n", path).unwrap_err();
+        let err = ServerConfig::from_yaml("tls: {cert: chain.pem}\n", path)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "floe-server.yaml: `tls.key` is missing (give both `tls.cert` and `tls.key`)"
         );
-        let err = ServerConfig::from_yaml("tls: {key: key.pem}\n", path).unwrap_err();
+        let err = ServerConfig::from_yaml("tls: {key: key.pem}\n", path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`tls.cert` is missing"), "{err}");
-        let err = ServerConfig::from_yaml("tls: {cert: a, chain: b}\n", path).unwrap_err();
+        let err = ServerConfig::from_yaml("tls: {cert: a, chain: b}\n", path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `chain`"), "{err}");
-        let err = ServerConfig::from_yaml("max_connections: 0\n", path).unwrap_err();
+        let err = ServerConfig::from_yaml("max_connections: 0\n", path)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("`max_connections` must be at least 1"),
             "{err}"
         );
-        let err = ServerConfig::from_yaml("idle_timeout: 0s\n", path).unwrap_err();
+        let err = ServerConfig::from_yaml("idle_timeout: 0s\n", path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`idle_timeout`"), "{err}");
         let err = ServerConfig::from_yaml(
             "cors: {allowed_origins: ['*', 'https://a.example']}\n",
             path,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("`cors.allowed_origins`: `*`"), "{err}");
         for bad in [
             "https://app.example.com/",
@@ -823,7 +997,8 @@ mod tests {
         ] {
             let err =
                 ServerConfig::from_yaml(&format!("cors: {{allowed_origins: ['{bad}']}}\n"), path)
-                    .unwrap_err();
+                    .unwrap_err()
+                    .to_string();
             assert!(err.contains(&format!("`{bad}` is not an origin")), "{err}");
         }
         assert!(ServerConfig::from_yaml("cors: {allowed_origins: ['*']}\n", path).is_ok());

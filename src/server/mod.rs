@@ -46,11 +46,64 @@ use crate::scheduler::{self, Scheduler};
 use crate::store::Store;
 
 pub use config::ServerConfig;
+
+/// Why `floe serve` could not start, or stopped with an error. Messages are what the operator
+/// sees on stderr. Steps whose functions still report text (the exposure check, the TLS files,
+/// the job server's recovery, the serving loop) keep that text.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A configuration built in code breaks the limits (a file's are checked when read).
+    #[error("configuration: {0}")]
+    Limits(#[source] config::LimitsError),
+    /// Listening beyond loopback without authentication, or an unreadable tokens file.
+    #[error("{0}")]
+    Exposure(String),
+    /// The tokens file or the audit log could not be opened.
+    #[error("{}", error_chain(.0))]
+    Auth(#[source] crate::auth::AuthError),
+    #[error("{}", error_chain(.0))]
+    Store(#[source] crate::store::StoreError),
+    #[error("{0}")]
+    Pipelines(#[source] crate::pipeline::PipelineErrors),
+    /// The job server could not recover its apps, contexts or interrupted jobs.
+    #[error("{0}")]
+    Recovery(String),
+    #[error("{}", error_chain(.0))]
+    Scheduler(#[source] crate::scheduler::SchedulerError),
+    #[error("api/openapi.yaml: {0}")]
+    OpenApi(#[source] serde_yaml::Error),
+    #[error("`cors.allowed_origins`: {0}")]
+    CorsOrigins(#[source] config::CorsOriginError),
+    #[error("`cors.allowed_origins`: `{origin}`: {source}")]
+    CorsHeader {
+        origin: String,
+        #[source]
+        source: axum::http::header::InvalidHeaderValue,
+    },
+    /// The certificate or key could not be loaded.
+    #[error("{0}")]
+    Tls(String),
+    #[error(transparent)]
+    Sighup(TlsError),
+    #[error("start-up failed: {0}")]
+    StartupPanicked(#[source] tokio::task::JoinError),
+    #[error("cannot listen on {bind}: {source}")]
+    Listen {
+        bind: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    LocalAddress(#[source] std::io::Error),
+    /// Serving or the graceful shutdown failed.
+    #[error("{0}")]
+    Serving(String),
+}
 #[cfg(unix)]
 use error::{Envelope, ErrorCode, HttpError, RenderedError};
-pub use listener::TlsCertificates;
 use listener::reload_on_sighup;
 use listener::{BodyDeadline, EdgeSettings, serve as serve_edge};
+pub use listener::{TlsCertificates, TlsError};
 
 /// The OpenAPI spec, embedded so the binary serves the spec it was built with.
 pub const OPENAPI_YAML: &str = include_str!("../../api/openapi.yaml");
@@ -270,8 +323,8 @@ pub fn route_roles() -> Vec<(Method, &'static str, Role)> {
 }
 
 /// The spec as JSON, for `/openapi.json`.
-pub fn openapi_json() -> Result<Value, String> {
-    serde_yaml::from_str(OPENAPI_YAML).map_err(|e| format!("api/openapi.yaml: {e}"))
+pub fn openapi_json() -> Result<Value, ServeError> {
+    serde_yaml::from_str(OPENAPI_YAML).map_err(ServeError::OpenApi)
 }
 
 /// Counts the request under labels anyone can send but no one can multiply: the method from a
@@ -440,23 +493,33 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Opens the store, loads the pipelines folder and builds the state. Blocking.
+/// Opens the store, loads the pipelines folder and builds the state. Blocking. The error is
+/// text, as the integration tests and benches hold it; `floe serve` keeps the [`ServeError`].
 pub fn build_state(
     config: ServerConfig,
     registry: JobRegistry,
     clock: Arc<dyn Clock>,
     runtime: tokio::runtime::Handle,
 ) -> Result<AppState, String> {
+    start_state(config, registry, clock, runtime).map_err(|e| e.to_string())
+}
+
+/// [`build_state`] with its typed error.
+fn start_state(
+    config: ServerConfig,
+    registry: JobRegistry,
+    clock: Arc<dyn Clock>,
+    runtime: tokio::runtime::Handle,
+) -> Result<AppState, ServeError> {
     // A configuration built in code has not been through `ServerConfig::from_yaml`'s checks.
-    config
-        .check_limits()
-        .map_err(|e| format!("configuration: {e}"))?;
+    config.check_limits().map_err(ServeError::Limits)?;
     // The join limit is read where SQL runs, deep in the job kinds: one setting per process.
     crate::sql_guard::set_max_join_rows(config.core.limits.max_join_rows);
     // First: a tokens file that does not parse stops the start before the store opens.
     let http_metrics = Arc::new(metrics::HttpMetrics::default());
-    let auth = auth::AuthState::open(&config, clock.clone(), http_metrics.audit_dropped.clone())?;
-    let store = Store::open(&config.store).map_err(|e| error_chain(&e))?;
+    let auth = auth::AuthState::open(&config, clock.clone(), http_metrics.audit_dropped.clone())
+        .map_err(ServeError::Auth)?;
+    let store = Store::open(&config.store).map_err(ServeError::Store)?;
     let materializer = Materializer::new(
         store,
         Arc::new(ResultCache::new(config.result_cache_bytes)),
@@ -470,7 +533,7 @@ pub fn build_state(
     // Each file read and parsed once, here; the catalog stores the text it was parsed from.
     let folder = if config.pipelines.is_dir() {
         crate::pipeline::load_dir_with_texts(&config.pipelines, &registry)
-            .map_err(|e| e.to_string())?
+            .map_err(ServeError::Pipelines)?
     } else {
         tracing::warn!(folder = %config.pipelines.display(), "pipeline folder not found; starting without pipelines");
         Vec::new()
@@ -483,7 +546,8 @@ pub fn build_state(
         config.core.clone(),
         runtime,
     );
-    core.recover(folder, &config.contexts)?;
+    core.recover(folder, &config.contexts)
+        .map_err(ServeError::Recovery)?;
     let pipelines = core
         .catalog
         .all()
@@ -497,14 +561,15 @@ pub fn build_state(
         config.scheduler.clone(),
         pipelines,
     )
-    .map_err(|e| error_chain(&e))?;
+    .map_err(ServeError::Scheduler)?;
     // From now on every upload, replacement and deletion reaches the scheduler.
     core.catalog.subscribe(Arc::new(scheduler.clone()));
     // Pipeline jobs run their partitions through it, as every other run.
     core.attach_scheduler(scheduler.clone());
     // Only now: the scheduler's recovery has requeued the runs left Running by the previous
     // process, so the runs these re-runs mark Running are not mistaken for interrupted ones.
-    core.resolve_interrupted_jobs()?;
+    core.resolve_interrupted_jobs()
+        .map_err(ServeError::Recovery)?;
     let openapi = openapi_json()?;
     Ok(AppState {
         core,
@@ -518,20 +583,22 @@ pub fn build_state(
 
 /// The CORS layer of `config`, allowing the methods of the route table and the headers
 /// clients send; `None` when no origin is allowed, so no CORS header is ever sent.
-fn cors_layer(config: &config::CorsConfig) -> Result<Option<CorsLayer>, String> {
+fn cors_layer(config: &config::CorsConfig) -> Result<Option<CorsLayer>, ServeError> {
     let origins = &config.allowed_origins;
     if origins.is_empty() {
         return Ok(None);
     }
-    config::check_cors_origins(origins).map_err(|e| format!("`cors.allowed_origins`: {e}"))?;
+    config::check_cors_origins(origins).map_err(ServeError::CorsOrigins)?;
     let allow_origin = if origins.iter().any(|origin| origin == "*") {
         AllowOrigin::any()
     } else {
         let values = origins
             .iter()
             .map(|origin| {
-                HeaderValue::from_str(origin)
-                    .map_err(|e| format!("`cors.allowed_origins`: `{origin}`: {e}"))
+                HeaderValue::from_str(origin).map_err(|source| ServeError::CorsHeader {
+                    origin: origin.clone(),
+                    source,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         AllowOrigin::list(values)
@@ -590,7 +657,8 @@ pub async fn serve_on_with_tls(
         body_read_timeout: state.config.body_read_timeout,
         shutdown_grace: grace,
     };
-    let cors = cors_layer(&state.config.cors)?;
+    // The tests and benches hold this function's handle as returning text.
+    let cors = cors_layer(&state.config.cors).map_err(|e| e.to_string())?;
     let mut app = router(state);
     if let Some(cors) = cors {
         // Around the whole router, not inside it: a preflight is answered before routing
@@ -617,23 +685,25 @@ pub async fn serve_on_with_tls(
 }
 
 /// `floe serve`: binds, serves until Ctrl-C or SIGTERM.
-pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), String> {
+pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), ServeError> {
     // Before anything opens: never expose a server without authentication by mistake.
-    auth::check_startup(&config, SystemClock.now())?;
+    auth::check_startup(&config, SystemClock.now()).map_err(ServeError::Exposure)?;
     let bind = config.bind;
     let tls = match &config.tls {
-        Some(files) => Some(TlsCertificates::load(&files.cert, &files.key)?),
+        Some(files) => {
+            Some(TlsCertificates::load(&files.cert, &files.key).map_err(ServeError::Tls)?)
+        }
         None => None,
     };
     let runtime = tokio::runtime::Handle::current();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let state = tokio::task::spawn_blocking(move || build_state(config, registry, clock, runtime))
+    let state = tokio::task::spawn_blocking(move || start_state(config, registry, clock, runtime))
         .await
-        .map_err(|e| format!("start-up failed: {e}"))??;
+        .map_err(ServeError::StartupPanicked)??;
     let listener = TcpListener::bind(bind)
         .await
-        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
-    let local: SocketAddr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|source| ServeError::Listen { bind, source })?;
+    let local: SocketAddr = listener.local_addr().map_err(ServeError::LocalAddress)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(address = %local, scheme, "floe job server listening");
     eprintln!("floe serve: listening on {scheme}://{local}");
@@ -641,7 +711,7 @@ pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), St
     // keeps its default action.
     #[cfg(unix)]
     let reloader = match &tls {
-        Some(tls) => Some(reload_on_sighup(tls.clone())?),
+        Some(tls) => Some(reload_on_sighup(tls.clone()).map_err(ServeError::Sighup)?),
         None => None,
     };
     let served = serve_on_with_tls(listener, state, tls, shutdown_signal()).await;
@@ -649,7 +719,7 @@ pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), St
     if let Some(reloader) = reloader {
         reloader.abort();
     }
-    served
+    served.map_err(ServeError::Serving)
 }
 
 async fn shutdown_signal() {

@@ -196,30 +196,67 @@ fn sled_file(dir: &Path, name: &str) -> Result<Option<PathBuf>, StoreError> {
     }
 }
 
+/// What the read-only checks found wrong with sled's `conf` or `db` file; the cause of a
+/// [`StoreError::Corrupt`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SledFileError {
+    #[error("cannot read sled's conf file: {0}")]
+    ConfUnreadable(#[source] io::Error),
+    #[error("sled's conf file is truncated ({len} bytes)")]
+    ConfTruncated { len: usize },
+    #[error("sled's conf file fails its checksum")]
+    ConfChecksum,
+    #[error("sled's conf file is not utf-8")]
+    ConfNotUtf8,
+    #[error("sled's conf file has a malformed line {line:?}")]
+    ConfMalformedLine { line: String },
+    #[error("sled's conf file has no valid segment_size")]
+    ConfNoSegmentSize,
+    #[error("sled's conf file has segment_size {segment_size}, expected {SLED_SEGMENT_SIZE}")]
+    ConfSegmentSize { segment_size: u64 },
+    #[error("sled's conf file has use_compression {compression:?}, expected \"false\"")]
+    ConfCompression { compression: Option<String> },
+    #[error("sled's conf file was written by sled {version:?}, expected \"0.34\"")]
+    ConfVersion { version: Option<String> },
+    #[error("cannot open sled's db file: {0}")]
+    DbUnopenable(#[source] io::Error),
+    #[error("cannot stat sled's db file: {0}")]
+    DbUnstattable(#[source] io::Error),
+    #[error("cannot read sled's db file at offset {offset}: {source}")]
+    DbUnreadable {
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sled's db file has an impossible segment lsn {lsn} at offset {offset}")]
+    DbImpossibleLsn { lsn: i64, offset: u64 },
+    #[error("sled's db file ({len} bytes) has no intact segment header")]
+    DbNoIntactSegment { len: u64 },
+}
+
 /// Parses sled's `conf` the way sled 0.34 does and returns the segment size.
 /// Stricter than sled on purpose: sled overwrites a short conf and only
 /// warns on a checksum mismatch; here both mean "not what sled wrote".
-fn check_conf(path: &Path) -> Result<u64, String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read sled's conf file: {e}"))?;
+fn check_conf(path: &Path) -> Result<u64, SledFileError> {
+    let bytes = fs::read(path).map_err(SledFileError::ConfUnreadable)?;
     if bytes.len() <= 4 + 4 {
-        return Err(format!(
-            "sled's conf file is truncated ({} bytes)",
-            bytes.len()
-        ));
+        return Err(SledFileError::ConfTruncated { len: bytes.len() });
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let mut stored = [0_u8; 4];
     stored.copy_from_slice(crc);
     if crc32(body) != u32::from_le_bytes(stored) {
-        return Err("sled's conf file fails its checksum".to_owned());
+        return Err(SledFileError::ConfChecksum);
     }
-    let text = std::str::from_utf8(body).map_err(|_| "sled's conf file is not utf-8".to_owned())?;
+    let text = std::str::from_utf8(body).map_err(|_| SledFileError::ConfNotUtf8)?;
     let mut segment_size = None;
     let mut compression = None;
     let mut version = None;
     for line in text.lines() {
         let Some((key, value)) = line.split_once(": ") else {
-            return Err(format!("sled's conf file has a malformed line {line:?}"));
+            return Err(SledFileError::ConfMalformedLine {
+                line: line.to_owned(),
+            });
         };
         match key {
             "segment_size" => segment_size = Some(value),
@@ -230,33 +267,28 @@ fn check_conf(path: &Path) -> Result<u64, String> {
     }
     let segment_size: u64 = segment_size
         .and_then(|v| v.parse().ok())
-        .ok_or("sled's conf file has no valid segment_size")?;
+        .ok_or(SledFileError::ConfNoSegmentSize)?;
     if segment_size != SLED_SEGMENT_SIZE {
-        return Err(format!(
-            "sled's conf file has segment_size {segment_size}, expected {SLED_SEGMENT_SIZE}"
-        ));
+        return Err(SledFileError::ConfSegmentSize { segment_size });
     }
     if compression != Some("false") {
-        return Err(format!(
-            "sled's conf file has use_compression {compression:?}, expected \"false\""
-        ));
+        return Err(SledFileError::ConfCompression {
+            compression: compression.map(str::to_owned),
+        });
     }
     if version != Some("0.34") {
-        return Err(format!(
-            "sled's conf file was written by sled {version:?}, expected \"0.34\""
-        ));
+        return Err(SledFileError::ConfVersion {
+            version: version.map(str::to_owned),
+        });
     }
     Ok(segment_size)
 }
 
 /// Reads every segment header of sled's `db` log and requires at least one
 /// intact one; see the module doc for why.
-fn check_db(path: &Path, segment_size: u64) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("cannot open sled's db file: {e}"))?;
-    let len = file
-        .metadata()
-        .map_err(|e| format!("cannot stat sled's db file: {e}"))?
-        .len();
+fn check_db(path: &Path, segment_size: u64) -> Result<(), SledFileError> {
+    let file = File::open(path).map_err(SledFileError::DbUnopenable)?;
+    let len = file.metadata().map_err(SledFileError::DbUnstattable)?.len();
     let header_len = SEG_HEADER_LEN as u64;
     // Shorter than one header: sled never completed a write, nothing is lost.
     if len < header_len {
@@ -274,7 +306,7 @@ fn check_db(path: &Path, segment_size: u64) -> Result<(), String> {
         reader
             .seek(SeekFrom::Start(offset))
             .and_then(|_| reader.read_exact(&mut header))
-            .map_err(|e| format!("cannot read sled's db file at offset {offset}: {e}"))?;
+            .map_err(|source| SledFileError::DbUnreadable { offset, source })?;
         let Some(lsn) = segment_lsn(&header) else {
             // Free or torn segments legitimately fail their checksum.
             continue;
@@ -282,16 +314,12 @@ fn check_db(path: &Path, segment_size: u64) -> Result<(), String> {
         let plausible =
             lsn >= 0 && lsn != i64::MAX && u64::try_from(lsn).is_ok_and(|l| l % segment_size == 0);
         if !plausible {
-            return Err(format!(
-                "sled's db file has an impossible segment lsn {lsn} at offset {offset}"
-            ));
+            return Err(SledFileError::DbImpossibleLsn { lsn, offset });
         }
         intact += 1;
     }
     if intact == 0 {
-        return Err(format!(
-            "sled's db file ({len} bytes) has no intact segment header"
-        ));
+        return Err(SledFileError::DbNoIntactSegment { len });
     }
     Ok(())
 }

@@ -64,8 +64,8 @@ use tracing::{debug, error, info, warn};
 
 pub(crate) use clock::BodyDeadline;
 use clock::*;
-pub use tls::TlsCertificates;
 pub(crate) use tls::reload_on_sighup;
+pub use tls::{TlsCertificates, TlsError};
 
 /// The first pause after an accept error that is not the peer's doing (such as EMFILE, too
 /// many open files); it doubles on each further error, up to [`ACCEPT_BACKOFF_MAX`]. Retrying

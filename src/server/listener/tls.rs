@@ -10,6 +10,41 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::{error, info};
 
+/// Why the certificate and key could not be made into a TLS configuration, or reloads could
+/// not be set up. Messages name the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate chain {}: {source}", .path.display())]
+    UnreadableChain {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("cannot read certificate chain {}: no PEM certificate in it", .path.display())]
+    EmptyChain { path: PathBuf },
+    #[error("cannot read private key {}: {source}", .path.display())]
+    UnreadableKey {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("tls: {0}")]
+    Protocols(#[source] rustls::Error),
+    #[error(
+        "the certificate in {} and the key in {} are not usable together: {source}",
+        .cert.display(),
+        .key.display()
+    )]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot listen for SIGHUP: {0}")]
+    Sighup(#[source] std::io::Error),
+}
+
 /// A TLS certificate chain and private key read from PEM files, and the acceptor built from
 /// them. Clones share the acceptor, so [`TlsCertificates::reload`] on any clone changes the
 /// certificate new connections get, without touching the listener or open connections.
@@ -38,8 +73,10 @@ impl std::fmt::Debug for TlsCertificates {
 impl TlsCertificates {
     /// Reads the PEM certificate chain at `cert` and the PEM private key at `key`. Blocking
     /// (two small files).
+    ///
+    /// The error is text: the integration tests hold it as a String.
     pub fn load(cert: &Path, key: &Path) -> Result<TlsCertificates, String> {
-        let config = rustls_config(cert, key)?;
+        let config = rustls_config(cert, key).map_err(|e| e.to_string())?;
         Ok(TlsCertificates {
             inner: Arc::new(TlsInner {
                 cert: cert.to_path_buf(),
@@ -52,7 +89,7 @@ impl TlsCertificates {
     /// Reads both files again and, if they make a usable certificate, serves it to every new
     /// connection. On error the previous certificate stays in use. Blocking (two small files).
     pub fn reload(&self) -> Result<(), String> {
-        let config = rustls_config(&self.inner.cert, &self.inner.key)?;
+        let config = rustls_config(&self.inner.cert, &self.inner.key).map_err(|e| e.to_string())?;
         let mut acceptor = self
             .inner
             .acceptor
@@ -73,30 +110,33 @@ impl TlsCertificates {
 
 /// A rustls server configuration (ring provider, TLS 1.2 and 1.3, ALPN `http/1.1`) from PEM
 /// files; errors name the file at fault.
-pub(super) fn rustls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {
+pub(super) fn rustls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificate chain {}: {e}", cert.display()))?;
+        .map_err(|source| TlsError::UnreadableChain {
+            path: cert.to_path_buf(),
+            source,
+        })?;
     if chain.is_empty() {
-        return Err(format!(
-            "cannot read certificate chain {}: no PEM certificate in it",
-            cert.display()
-        ));
+        return Err(TlsError::EmptyChain {
+            path: cert.to_path_buf(),
+        });
     }
-    let private_key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
+    let private_key =
+        PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::UnreadableKey {
+            path: key.to_path_buf(),
+            source,
+        })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?
+        .map_err(TlsError::Protocols)?
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
-        .map_err(|e| {
-            format!(
-                "the certificate in {} and the key in {} are not usable together: {e}",
-                cert.display(),
-                key.display()
-            )
+        .map_err(|source| TlsError::Mismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            source,
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
@@ -107,10 +147,9 @@ pub(super) fn rustls_config(cert: &Path, key: &Path) -> Result<rustls::ServerCon
 #[cfg(unix)]
 pub(crate) fn reload_on_sighup(
     tls: TlsCertificates,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<()>, TlsError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut hangups =
-        signal(SignalKind::hangup()).map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+    let mut hangups = signal(SignalKind::hangup()).map_err(TlsError::Sighup)?;
     Ok(tokio::spawn(async move {
         while hangups.recv().await.is_some() {
             let certificates = tls.clone();
