@@ -30,16 +30,53 @@ pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(3600);
 /// admin's `job-timeout = off` on a context means that).
 pub const MAX_JOB_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Why a duration or size setting's value was refused. The message reads on from the
+/// setting's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("expected a positive duration, found `{0}`")]
+    NotPositive(String),
+    #[error("expected a duration such as `30s`, `5m` or `1h`, found `{0}`")]
+    NotADuration(String),
+    #[error(
+        "`{0}` is longer than the longest execution timeout, {max} (7 days)",
+        max = humantime::format_duration(MAX_JOB_TIMEOUT)
+    )]
+    TimeoutTooLong(String),
+    #[error("expected a size such as `512m` or `2g`, found `{0}`")]
+    NotASize(String),
+    #[error("unknown size unit `{unit}` in `{text}` (use k, m, g or t)")]
+    UnknownUnit { unit: String, text: String },
+    #[error("size `{0}` is out of range")]
+    SizeOutOfRange(String),
+}
+
+/// Why a context setting was refused, naming it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("setting `{key}`: expected a number or a string, found {found}")]
+    NotNumberOrString { key: String, found: String },
+    #[error("setting `{key}`: expected a whole number from {min}, found `{text}`")]
+    NotWholeNumber { key: String, min: u8, text: String },
+    #[error("setting `{key}`: {problem}")]
+    Value { key: String, problem: ValueError },
+    #[error(
+        "unknown context setting `{0}` (known: worker-threads, queue-length, memory-budget, \
+         job-timeout)"
+    )]
+    Unknown(String),
+    /// A job's own `job-timeout` (in its config, not a context's settings).
+    #[error("`job-timeout`: {0}")]
+    JobTimeout(ValueError),
+    #[error("`job-timeout`: expected a duration such as `30s`, found {0}")]
+    JobTimeoutNotADuration(String),
+}
+
 /// A `job-timeout` value (`30s`, `5m`, `2h`, a number of seconds), at most [`MAX_JOB_TIMEOUT`].
-/// The error reads on from the setting's name.
-pub fn parse_job_timeout(text: &str) -> Result<Duration, String> {
+pub fn parse_job_timeout(text: &str) -> Result<Duration, ValueError> {
     let timeout = parse_duration(text)?;
     if timeout > MAX_JOB_TIMEOUT {
-        return Err(format!(
-            "`{}` is longer than the longest execution timeout, {} (7 days)",
-            text.trim(),
-            humantime::format_duration(MAX_JOB_TIMEOUT)
-        ));
+        return Err(ValueError::TimeoutTooLong(text.trim().to_owned()));
     }
     Ok(timeout)
 }
@@ -92,7 +129,7 @@ fn is_spark_setting(key: &str) -> bool {
 
 impl ContextSettings {
     /// Applies one `key = value` setting; spark's own settings are ignored.
-    pub fn apply(&mut self, key: &str, value: &Value) -> Result<(), String> {
+    pub fn apply(&mut self, key: &str, value: &Value) -> Result<(), SettingError> {
         let text = match value {
             Value::String(s) => s.trim().to_owned(),
             Value::Number(n) => n.to_string(),
@@ -100,48 +137,46 @@ impl ContextSettings {
                 if is_spark_setting(key) {
                     return Ok(());
                 }
-                return Err(format!(
-                    "setting `{key}`: expected a number or a string, found {other}"
-                ));
+                return Err(SettingError::NotNumberOrString {
+                    key: key.to_owned(),
+                    found: other.to_string(),
+                });
             }
+        };
+        let whole = |min: u8| SettingError::NotWholeNumber {
+            key: key.to_owned(),
+            min,
+            text: text.clone(),
+        };
+        let value_error = |problem| SettingError::Value {
+            key: key.to_owned(),
+            problem,
         };
         // Upper bounds are the server's `limits`, checked on the settings as a whole
         // (`ContextSettings::checked`).
         match key {
             "worker-threads" | "max-jobs" | "max-jobs-per-context" | "num-cpu-cores" => {
-                self.worker_threads =
-                    text.parse::<usize>()
-                        .ok()
-                        .filter(|&n| n > 0)
-                        .ok_or_else(|| {
-                            format!(
-                                "setting `{key}`: expected a whole number from 1, found `{text}`"
-                            )
-                        })?;
+                self.worker_threads = text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| whole(1))?;
             }
             "queue-length" => {
-                self.queue_length = text.parse::<usize>().map_err(|_| {
-                    format!("setting `{key}`: expected a whole number from 0, found `{text}`")
-                })?;
+                self.queue_length = text.parse::<usize>().map_err(|_| whole(0))?;
             }
             "memory-budget" | "memory-per-node" => {
-                self.memory_budget =
-                    parse_bytes(&text).map_err(|e| format!("setting `{key}`: {e}"))?;
+                self.memory_budget = parse_bytes(&text).map_err(value_error)?;
             }
             "job-timeout" => {
                 self.job_timeout = if text.trim().eq_ignore_ascii_case("off") {
                     None
                 } else {
-                    Some(parse_job_timeout(&text).map_err(|e| format!("setting `{key}`: {e}"))?)
+                    Some(parse_job_timeout(&text).map_err(value_error)?)
                 };
             }
             _ if is_spark_setting(key) => {}
-            _ => {
-                return Err(format!(
-                    "unknown context setting `{key}` (known: worker-threads, queue-length, \
-                     memory-budget, job-timeout)"
-                ));
-            }
+            _ => return Err(SettingError::Unknown(key.to_owned())),
         }
         Ok(())
     }
@@ -152,6 +187,7 @@ impl ContextSettings {
         let errors: Vec<String> = settings
             .iter()
             .filter_map(|(key, value)| self.apply(key, value).err())
+            .map(|error| error.to_string())
             .collect();
         if errors.is_empty() {
             Ok(())
@@ -189,25 +225,23 @@ impl ContextSettings {
 }
 
 /// `30s`, `5m`, `1h 30m`, or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
         return if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
             Ok(Duration::from_secs_f64(seconds))
         } else {
-            Err(format!("expected a positive duration, found `{text}`"))
+            Err(ValueError::NotPositive(text.to_owned()))
         };
     }
     match humantime::parse_duration(text) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!(
-            "expected a duration such as `30s`, `5m` or `1h`, found `{text}`"
-        )),
+        _ => Err(ValueError::NotADuration(text.to_owned())),
     }
 }
 
 /// `512m`, `2g`, `1GiB`, `1048576`: sizes as spark and humans write them (powers of 1024).
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
+pub fn parse_bytes(text: &str) -> Result<u64, ValueError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -215,7 +249,7 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let (number, unit) = text.split_at(split);
     let number: f64 = number
         .parse()
-        .map_err(|_| format!("expected a size such as `512m` or `2g`, found `{text}`"))?;
+        .map_err(|_| ValueError::NotASize(text.to_owned()))?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -223,16 +257,17 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
         other => {
-            return Err(format!(
-                "unknown size unit `{other}` in `{text}` (use k, m, g or t)"
-            ));
+            return Err(ValueError::UnknownUnit {
+                unit: other.to_owned(),
+                text: text.to_owned(),
+            });
         }
     };
     let bytes = number * multiplier as f64;
     if bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64 {
         Ok(bytes as u64)
     } else {
-        Err(format!("size `{text}` is out of range"))
+        Err(ValueError::SizeOutOfRange(text.to_owned()))
     }
 }
 
@@ -480,7 +515,7 @@ mod tests {
         assert_eq!(parse_bytes("1.5GiB").unwrap(), 3 << 29);
         assert_eq!(parse_bytes("4096").unwrap(), 4096);
         assert_eq!(
-            parse_bytes("12q").unwrap_err(),
+            parse_bytes("12q").unwrap_err().to_string(),
             "unknown size unit `q` in `12q` (use k, m, g or t)"
         );
         assert!(parse_bytes("m").is_err());
@@ -495,7 +530,7 @@ mod tests {
         assert_eq!(parse_job_timeout("7d").unwrap(), MAX_JOB_TIMEOUT);
         assert_eq!(parse_job_timeout("604800").unwrap(), MAX_JOB_TIMEOUT);
         assert_eq!(
-            parse_job_timeout("99999999d").unwrap_err(),
+            parse_job_timeout("99999999d").unwrap_err().to_string(),
             "`99999999d` is longer than the longest execution timeout, 7days (7 days)"
         );
         assert!(parse_job_timeout("604801").is_err());
@@ -503,7 +538,8 @@ mod tests {
         assert_eq!(
             settings
                 .apply("job-timeout", &Value::from("8d"))
-                .unwrap_err(),
+                .unwrap_err()
+                .to_string(),
             "setting `job-timeout`: `8d` is longer than the longest execution timeout, 7days \
              (7 days)"
         );

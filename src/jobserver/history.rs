@@ -29,7 +29,7 @@ impl JobServer {
         let limits = &self.settings.limits;
         limits
             .check_result_bytes(arrow_size(result) as u64)
-            .map_err(|message| failure(message, "floe.ResultTooLarge"))?;
+            .map_err(|e| failure(e.to_string(), "floe.ResultTooLarge"))?;
         let mut reserved = None;
         let mut refused = None;
         let stored = self.store.put_job_result(id, result, |bytes| {

@@ -61,8 +61,8 @@ impl JobServer {
             PlanError::NotFound(message) => SubmitError::NotFound(message),
             PlanError::Invalid(errors) => SubmitError::Invalid(errors),
         })?;
-        let config_timeout =
-            plan::job_timeout(&submission.config).map_err(|e| SubmitError::Invalid(vec![e]))?;
+        let config_timeout = plan::job_timeout(&submission.config)
+            .map_err(|e| SubmitError::Invalid(vec![e.to_string()]))?;
         let plan = self.bound_runs(plan)?;
 
         let now = self.clock.now();
@@ -186,7 +186,7 @@ impl JobServer {
         self.settings
             .limits
             .check_run_partitions(runs, "the run")
-            .map_err(|e| SubmitError::Invalid(vec![e]))?;
+            .map_err(|e| SubmitError::Invalid(vec![e.to_string()]))?;
         Ok(JobPlan::Pipeline(run))
     }
 

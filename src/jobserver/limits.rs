@@ -130,41 +130,99 @@ impl Default for Limits {
     }
 }
 
+/// A request over one of the per-request bounds, naming the bound's key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "{what} spans {partitions} partitions; the limit is {limit} per request (`{key}`): \
+         narrow `from`/`to`",
+        key = MAX_RESULT_PARTITIONS
+    )]
+    ResultPartitions {
+        what: String,
+        partitions: u64,
+        limit: usize,
+    },
+    #[error(
+        "{what} would plan {runs} runs; the limit is {limit} per request (`{key}`): narrow \
+         `from`/`to` or the jobs, or split it",
+        key = MAX_RUN_PARTITIONS
+    )]
+    RunPartitions {
+        what: String,
+        runs: u64,
+        limit: usize,
+    },
+    #[error(
+        "the job's result is {} of Arrow, above the limit of {} per job result (`{key}`); it \
+         was not stored: ask for fewer rows or columns (a narrower range, a filter, an \
+         aggregate, a `limit`)",
+        byte_size(*.bytes),
+        byte_size(*.limit),
+        key = MAX_RESULT_BYTES
+    )]
+    ResultBytes { bytes: u64, limit: u64 },
+}
+
+/// Bounds that contradict themselves or the job history they must leave room for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundsError {
+    #[error("`{0}` must be at least 1")]
+    Zero(&'static str),
+    #[error("`{key}` must be at least 1 byte", key = MAX_RESULT_BYTES)]
+    ZeroResultBytes,
+    #[error(
+        "`{total_key}` ({total}) must be at least `{one_key}` ({one})",
+        total_key = MAX_JOB_RESULTS_BYTES,
+        one_key = MAX_RESULT_BYTES
+    )]
+    ResultsBelowOne { total: u64, one: u64 },
+    #[error("`{key}` must be longer than 0s", key = QUERY_TIMEOUT)]
+    ZeroQueryTimeout,
+    #[error("`{key}` must be more than 0 bytes (or `off`)", key = MEMORY)]
+    ZeroMemory,
+    #[error(
+        "`{key}` ({max_stored_jobs}) must be greater than `job_history` ({job_history})",
+        key = MAX_STORED_JOBS
+    )]
+    StoredJobsWithinHistory {
+        max_stored_jobs: usize,
+        job_history: usize,
+    },
+}
+
 impl Limits {
     /// Refuses a read of `partitions` partitions over the limit, naming it.
-    pub fn check_result_partitions(&self, partitions: u64, what: &str) -> Result<(), String> {
+    pub fn check_result_partitions(&self, partitions: u64, what: &str) -> Result<(), LimitError> {
         if partitions > self.max_result_partitions as u64 {
-            return Err(format!(
-                "{what} spans {partitions} partitions; the limit is {} per request \
-                 (`{MAX_RESULT_PARTITIONS}`): narrow `from`/`to`",
-                self.max_result_partitions
-            ));
+            return Err(LimitError::ResultPartitions {
+                what: what.to_owned(),
+                partitions,
+                limit: self.max_result_partitions,
+            });
         }
         Ok(())
     }
 
     /// Refuses a request planning `runs` runs over the limit, naming it.
-    pub fn check_run_partitions(&self, runs: u64, what: &str) -> Result<(), String> {
+    pub fn check_run_partitions(&self, runs: u64, what: &str) -> Result<(), LimitError> {
         if runs > self.max_run_partitions as u64 {
-            return Err(format!(
-                "{what} would plan {runs} runs; the limit is {} per request \
-                 (`{MAX_RUN_PARTITIONS}`): narrow `from`/`to` or the jobs, or split it",
-                self.max_run_partitions
-            ));
+            return Err(LimitError::RunPartitions {
+                what: what.to_owned(),
+                runs,
+                limit: self.max_run_partitions,
+            });
         }
         Ok(())
     }
 
     /// Refuses a job result of `bytes` Arrow bytes over `limits.max_result_bytes`, naming both.
-    pub fn check_result_bytes(&self, bytes: u64) -> Result<(), String> {
+    pub fn check_result_bytes(&self, bytes: u64) -> Result<(), LimitError> {
         if bytes > self.max_result_bytes {
-            return Err(format!(
-                "the job's result is {} of Arrow, above the limit of {} per job result \
-                 (`{MAX_RESULT_BYTES}`); it was not stored: ask for fewer rows or columns (a \
-                 narrower range, a filter, an aggregate, a `limit`)",
-                byte_size(bytes),
-                byte_size(self.max_result_bytes)
-            ));
+            return Err(LimitError::ResultBytes {
+                bytes,
+                limit: self.max_result_bytes,
+            });
         }
         Ok(())
     }
@@ -197,15 +255,15 @@ impl Limits {
     }
 
     /// Checks the bounds themselves against the job history they must leave room for.
-    pub fn check(&self, job_history: usize) -> Result<(), String> {
+    pub fn check(&self, job_history: usize) -> Result<(), BoundsError> {
         if self.max_threads_per_context == 0 {
-            return Err(format!("`{MAX_THREADS_PER_CONTEXT}` must be at least 1"));
+            return Err(BoundsError::Zero(MAX_THREADS_PER_CONTEXT));
         }
         if self.max_worker_threads == 0 {
-            return Err(format!("`{MAX_WORKER_THREADS}` must be at least 1"));
+            return Err(BoundsError::Zero(MAX_WORKER_THREADS));
         }
         if self.binary_versions == 0 {
-            return Err(format!("`{BINARY_VERSIONS}` must be at least 1"));
+            return Err(BoundsError::Zero(BINARY_VERSIONS));
         }
         for (value, key) in [
             (self.max_result_partitions, MAX_RESULT_PARTITIONS),
@@ -213,39 +271,39 @@ impl Limits {
             (self.max_concurrent_queries, MAX_CONCURRENT_QUERIES),
         ] {
             if value == 0 {
-                return Err(format!("`{key}` must be at least 1"));
+                return Err(BoundsError::Zero(key));
             }
         }
         if self.max_join_rows == 0 {
-            return Err(format!("`{MAX_JOIN_ROWS}` must be at least 1"));
+            return Err(BoundsError::Zero(MAX_JOIN_ROWS));
         }
         if self.max_active_backfills == 0 {
-            return Err(format!("`{MAX_ACTIVE_BACKFILLS}` must be at least 1"));
+            return Err(BoundsError::Zero(MAX_ACTIVE_BACKFILLS));
         }
         if self.max_result_bytes == 0 {
-            return Err(format!("`{MAX_RESULT_BYTES}` must be at least 1 byte"));
+            return Err(BoundsError::ZeroResultBytes);
         }
         if self.max_job_results_bytes < self.max_result_bytes {
             // One result of the largest size allowed must fit in the total.
-            return Err(format!(
-                "`{MAX_JOB_RESULTS_BYTES}` ({}) must be at least `{MAX_RESULT_BYTES}` ({})",
-                self.max_job_results_bytes, self.max_result_bytes
-            ));
+            return Err(BoundsError::ResultsBelowOne {
+                total: self.max_job_results_bytes,
+                one: self.max_result_bytes,
+            });
         }
         if self.query_timeout.is_zero() {
-            return Err(format!("`{QUERY_TIMEOUT}` must be longer than 0s"));
+            return Err(BoundsError::ZeroQueryTimeout);
         }
         if self.memory == Some(0) {
-            return Err(format!("`{MEMORY}` must be more than 0 bytes (or `off`)"));
+            return Err(BoundsError::ZeroMemory);
         }
         let max_stored_jobs = self.max_stored_jobs(job_history);
         if max_stored_jobs <= job_history {
             // The sweep keeps `job_history` jobs: a bound at or below it would refuse every
             // job for good once reached.
-            return Err(format!(
-                "`{MAX_STORED_JOBS}` ({max_stored_jobs}) must be greater than `job_history` \
-                 ({job_history})"
-            ));
+            return Err(BoundsError::StoredJobsWithinHistory {
+                max_stored_jobs,
+                job_history,
+            });
         }
         Ok(())
     }
@@ -294,7 +352,10 @@ mod tests {
         assert_eq!(limits.backfill_history, 1_000);
         assert!(limits.check_result_bytes(256 << 20).is_ok());
         assert_eq!(
-            limits.check_result_bytes(503_200_000).unwrap_err(),
+            limits
+                .check_result_bytes(503_200_000)
+                .unwrap_err()
+                .to_string(),
             "the job's result is 503200000 bytes (479.9 MiB) of Arrow, above the limit of \
              268435456 bytes (256 MiB) per job result (`limits.max_result_bytes`); it was not \
              stored: ask for fewer rows or columns (a narrower range, a filter, an aggregate, \
@@ -302,7 +363,7 @@ mod tests {
         );
         assert_eq!(byte_size(1023), "1023 bytes");
         assert_eq!(byte_size(8 << 30), "8589934592 bytes (8 GiB)");
-        let refused = |limits: Limits| limits.check(10).unwrap_err();
+        let refused = |limits: Limits| limits.check(10).unwrap_err().to_string();
         assert_eq!(
             refused(Limits {
                 max_result_bytes: 2 << 30,
@@ -348,7 +409,7 @@ mod tests {
         };
         assert_eq!(tight.max_stored_jobs(5), 10);
         assert_eq!(
-            tight.check(10).unwrap_err(),
+            tight.check(10).unwrap_err().to_string(),
             "`limits.max_stored_jobs` (10) must be greater than `job_history` (10)"
         );
         let none_kept = Limits {
@@ -356,7 +417,7 @@ mod tests {
             ..Limits::default()
         };
         assert_eq!(
-            none_kept.check(10).unwrap_err(),
+            none_kept.check(10).unwrap_err().to_string(),
             "`limits.binary_versions` must be at least 1"
         );
     }

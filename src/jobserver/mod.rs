@@ -201,8 +201,11 @@ enum ExecError {
 }
 
 impl ExecError {
-    fn failed(class: &'static str) -> impl FnOnce(String) -> ExecError {
-        move |message| ExecError::Failed { message, class }
+    fn failed<E: std::fmt::Display>(class: &'static str) -> impl FnOnce(E) -> ExecError {
+        move |error| ExecError::Failed {
+            message: error.to_string(),
+            class,
+        }
     }
 }
 

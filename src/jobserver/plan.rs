@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
-use super::context::parse_job_timeout;
+use super::context::{SettingError, parse_job_timeout};
 use crate::catalog::{App, Catalog};
 use crate::job::Job;
 use crate::job::builtin::{CountDistinct, GroupBy, Select, Sql, Top};
@@ -122,18 +122,16 @@ pub fn builtin_class(class_path: &str) -> Option<&'static str> {
 }
 
 /// The execution timeout a config asks for, if any (at most a week).
-pub fn job_timeout(config: &Map<String, Value>) -> Result<Option<Duration>, String> {
+pub fn job_timeout(config: &Map<String, Value>) -> Result<Option<Duration>, SettingError> {
     match config.get("job-timeout") {
         None => Ok(None),
         Some(Value::Number(n)) => parse_job_timeout(&n.to_string())
             .map(Some)
-            .map_err(|e| format!("`job-timeout`: {e}")),
+            .map_err(SettingError::JobTimeout),
         Some(Value::String(s)) => parse_job_timeout(s)
             .map(Some)
-            .map_err(|e| format!("`job-timeout`: {e}")),
-        Some(other) => Err(format!(
-            "`job-timeout`: expected a duration such as `30s`, found {other}"
-        )),
+            .map_err(SettingError::JobTimeout),
+        Some(other) => Err(SettingError::JobTimeoutNotADuration(other.to_string())),
     }
 }
 

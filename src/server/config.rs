@@ -128,9 +128,9 @@ pub enum LimitsError {
     NoConnections,
     #[error("`body_read_timeout` must be longer than 0s")]
     ZeroBodyReadTimeout,
-    /// The limits themselves are inconsistent (the job server's check, which speaks text).
-    #[error("{0}")]
-    Limits(String),
+    /// The limits themselves are inconsistent.
+    #[error(transparent)]
+    Limits(#[from] crate::jobserver::limits::BoundsError),
     #[error("`{key}`: {}", .problems.join("; "))]
     ContextSettings { key: String, problems: Vec<String> },
     #[error(
@@ -423,11 +423,11 @@ fn value_text(value: &Value) -> String {
 }
 
 /// `key` of `file` holds a value its parser refused with `problem`.
-pub(super) fn invalid(file: &Path, key: &str, problem: String) -> ConfigError {
+pub(super) fn invalid(file: &Path, key: &str, problem: impl ToString) -> ConfigError {
     ConfigError::InvalidValue {
         path: file.to_path_buf(),
         key: key.to_owned(),
-        problem,
+        problem: problem.to_string(),
     }
 }
 

@@ -377,6 +377,12 @@ impl From<crate::store::StoreError> for HttpError {
     }
 }
 
+impl From<crate::jobserver::limits::LimitError> for HttpError {
+    fn from(error: crate::jobserver::limits::LimitError) -> HttpError {
+        HttpError::bad_request(error.to_string())
+    }
+}
+
 impl From<crate::jobserver::SubmitError> for HttpError {
     fn from(error: crate::jobserver::SubmitError) -> HttpError {
         use crate::jobserver::SubmitError;

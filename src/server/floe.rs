@@ -358,14 +358,10 @@ pub(super) async fn job_results(
             timestamp(to)
         )));
     }
-    state
-        .core
-        .limits()
-        .check_result_partitions(
-            partitions_spanned(&app.pipeline, &job, from, to),
-            "the range",
-        )
-        .map_err(HttpError::bad_request)?;
+    state.core.limits().check_result_partitions(
+        partitions_spanned(&app.pipeline, &job, from, to),
+        "the range",
+    )?;
     let core = state.core.clone();
     let job_name = job.clone();
     let results = tokio::task::spawn_blocking(move || {
@@ -550,12 +546,10 @@ fn query_frame(
                 };
                 let from = parse(&request.from, "from")?.unwrap_or(app.pipeline.start);
                 let to = parse(&request.to, "to")?.unwrap_or(now).min(now);
-                core.limits()
-                    .check_result_partitions(
-                        partitions_spanned(&app.pipeline, job, from, to),
-                        &format!("table `{table}`"),
-                    )
-                    .map_err(HttpError::bad_request)?;
+                core.limits().check_result_partitions(
+                    partitions_spanned(&app.pipeline, job, from, to),
+                    &format!("table `{table}`"),
+                )?;
                 // The rows that are there: a query reads what is materialised and current.
                 let window = Window {
                     start: from,

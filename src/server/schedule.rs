@@ -181,8 +181,7 @@ fn backfill_request(
     state
         .core
         .limits()
-        .check_run_partitions(runs_spanned(&app.pipeline, jobs.as_deref(), from, to), what)
-        .map_err(HttpError::bad_request)?;
+        .check_run_partitions(runs_spanned(&app.pipeline, jobs.as_deref(), from, to), what)?;
     Ok(BackfillRequest {
         pipeline: pipeline.to_owned(),
         jobs,

@@ -34,7 +34,7 @@ fn a_job_may_shorten_its_contexts_timeout_but_not_lengthen_it() {
     let asked = |value: Value| job_timeout(&config(&[("job-timeout", value)]));
     assert_eq!(asked(Value::from("1h")).unwrap(), Some(secs(3600)));
     assert_eq!(
-        asked(Value::from("99999999d")).unwrap_err(),
+        asked(Value::from("99999999d")).unwrap_err().to_string(),
         "`job-timeout`: `99999999d` is longer than the longest execution timeout, 7days \
          (7 days)"
     );
