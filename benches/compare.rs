@@ -586,7 +586,7 @@ struct InProcessServer {
     base: String,
     core: Arc<floe::jobserver::JobServer>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    served: Option<tokio::task::JoinHandle<Result<(), floe::server::ServeError>>>,
 }
 
 fn runtime(name: &str) -> tokio::runtime::Runtime {

@@ -65,12 +65,6 @@ pub enum FolderError {
 }
 
 /// `JobServer::recover` still returns its start-up errors as text.
-impl From<FolderError> for String {
-    fn from(err: FolderError) -> String {
-        err.to_string()
-    }
-}
-
 /// A change of the catalog, as its listeners see it.
 #[derive(Debug, Clone)]
 pub enum CatalogChange {

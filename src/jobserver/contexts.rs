@@ -30,10 +30,7 @@ impl JobServer {
     ) -> Result<Arc<Context>, ContextError> {
         let starts_with_letter = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
         if !starts_with_letter {
-            return Err(ContextError::BadName(
-                name.to_owned(),
-                "context name must start with letters".to_owned(),
-            ));
+            return Err(ContextError::NotStartingWithLetter(name.to_owned()));
         }
         if let Err(e) = crate::pipeline::check_identifier(&name.replace('-', "_")) {
             return Err(ContextError::BadName(name.to_owned(), e));

@@ -32,7 +32,7 @@ mod contexts;
 mod history;
 mod lifecycle;
 mod pipeline_job;
-mod recovery;
+pub mod recovery;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -255,8 +255,11 @@ pub enum KillOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
+    /// spark-jobserver's own words, which its clients show.
+    #[error("context name {0:?} is invalid: context name must start with letters")]
+    NotStartingWithLetter(String),
     #[error("context name {0:?} is invalid: {1}")]
-    BadName(String, String),
+    BadName(String, crate::pipeline::IdentifierError),
     #[error("context {0} exists")]
     Exists(String),
     #[error("context {0} not found")]

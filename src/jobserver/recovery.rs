@@ -7,11 +7,44 @@ use std::sync::atomic::Ordering;
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
+use crate::catalog::FolderError;
 use crate::error::error_chain;
 use crate::store::{JobFailure, JobRecord, JobStatus, StoreError};
 
 use super::history::{FinishedJobs, finished_key};
-use super::{JobServer, Submission, lock};
+use super::{ContextError, JobServer, Submission, SubmitError, lock};
+
+/// Why the job server could not come back up.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("stored apps: {}", error_chain(.0))]
+    StoredApps(#[source] StoreError),
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    #[error("predefined context {name}: {source}")]
+    Context {
+        name: String,
+        #[source]
+        source: ContextError,
+    },
+    #[error("{}", error_chain(.0))]
+    Store(#[from] StoreError),
+}
+
+/// Why an interrupted job could not be run again (it then ends in ERROR).
+#[derive(Debug, thiserror::Error)]
+enum RerunError {
+    #[error("no stored config")]
+    NoConfig,
+    #[error("stored config is unreadable: {0}")]
+    Config(#[from] serde_json::Error),
+    #[error("server gone")]
+    ServerGone,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+}
 
 impl JobServer {
     /// Loads stored apps, registers the pipelines folder's files as apps, and recreates stored
@@ -21,26 +54,26 @@ impl JobServer {
         &self,
         folder: Vec<(crate::pipeline::Pipeline, String)>,
         predefined: &BTreeMap<String, BTreeMap<String, Value>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), RecoveryError> {
         let from_folder = folder
             .iter()
             .map(|(pipeline, _)| pipeline.name.clone())
             .collect();
         self.catalog
             .load_stored(&self.store, &self.registry, &from_folder)
-            .map_err(|e| error_chain(&e))?;
+            .map_err(RecoveryError::StoredApps)?;
         self.catalog
             .register_folder(&self.store, folder, self.clock.now())?;
         // The configuration's contexts first: the limits were checked against them, and
         // contexts created over REST by an earlier run must not take their places.
         for (name, settings) in predefined {
             self.start_context(name, settings.clone(), None)
-                .map_err(|e| format!("predefined context {name}: {e}"))?;
+                .map_err(|source| RecoveryError::Context {
+                    name: name.clone(),
+                    source,
+                })?;
         }
-        let stored = self
-            .store
-            .context_definitions()
-            .map_err(|e| error_chain(&e))?;
+        let stored = self.store.context_definitions()?;
         for definition in stored {
             if predefined.contains_key(&definition.name) {
                 continue;
@@ -57,9 +90,8 @@ impl JobServer {
     /// other job ends in ERROR. Call it only once the scheduler has requeued the runs that
     /// process left Running: that recovery takes every Running run for an interrupted one, so
     /// a re-run started before it would find its runs requeued under it.
-    pub fn resolve_interrupted_jobs(&self) -> Result<(), String> {
-        self.resolve_interrupted_jobs_in_store()
-            .map_err(|e| error_chain(&e))
+    pub fn resolve_interrupted_jobs(&self) -> Result<(), RecoveryError> {
+        Ok(self.resolve_interrupted_jobs_in_store()?)
     }
 
     fn resolve_interrupted_jobs_in_store(&self) -> Result<(), StoreError> {
@@ -133,23 +165,20 @@ impl JobServer {
         Ok(())
     }
 
-    fn rerun(&self, record: &JobRecord) -> Result<(), String> {
+    fn rerun(&self, record: &JobRecord) -> Result<(), RerunError> {
         let config = self
             .store
-            .job_config(&record.id)
-            .map_err(|e| error_chain(&e))?
-            .ok_or("no stored config")?;
-        let config: Map<String, Value> =
-            serde_json::from_slice(&config).map_err(|e| e.to_string())?;
+            .job_config(&record.id)?
+            .ok_or(RerunError::NoConfig)?;
+        let config: Map<String, Value> = serde_json::from_slice(&config)?;
         let submission = Submission {
             app: record.app.clone(),
             class_path: record.class_path.clone(),
             context: (!record.context.is_empty()).then(|| record.context.clone()),
             config,
         };
-        let this = self.me.upgrade().ok_or("server gone")?;
-        this.submit_as(submission, Some(record.clone()))
-            .map(drop)
-            .map_err(|e| e.to_string())
+        let this = self.me.upgrade().ok_or(RerunError::ServerGone)?;
+        this.submit_as(submission, Some(record.clone()))?;
+        Ok(())
     }
 }

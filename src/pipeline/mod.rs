@@ -335,17 +335,24 @@ fn locate_duplicate(text: &str, message: &str) -> Option<(usize, usize)> {
         .nth(1)
 }
 
+/// Why a name cannot be used; the message reads on from what is named (`job`, `source` …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentifierError {
+    #[error("name `{0}` is longer than 64 characters")]
+    TooLong(String),
+    #[error("name `{0}` must start with a letter and contain only letters, digits, `_` and `-`")]
+    BadCharacters(String),
+}
+
 /// Names used in store keys, URLs and SQL: a letter, then letters, digits, `_` or `-`.
-pub fn check_identifier(name: &str) -> Result<(), String> {
+pub fn check_identifier(name: &str) -> Result<(), IdentifierError> {
     let mut chars = name.chars();
     let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
     if name.len() > 64 {
-        return Err(format!("name `{name}` is longer than 64 characters"));
+        return Err(IdentifierError::TooLong(name.to_owned()));
     }
     if !starts_with_letter || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        return Err(format!(
-            "name `{name}` must start with a letter and contain only letters, digits, `_` and `-`"
-        ));
+        return Err(IdentifierError::BadCharacters(name.to_owned()));
     }
     Ok(())
 }

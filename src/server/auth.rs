@@ -487,17 +487,25 @@ pub fn check_bind(
     }
 }
 
+/// Why `floe serve` refuses to start before it opens anything.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The tokens file could not be read.
+    #[error("{}", error_chain(.0))]
+    Tokens(#[source] crate::auth::AuthError),
+    #[error(transparent)]
+    Exposure(#[from] ExposureError),
+}
+
 /// [`check_bind`] for `config`, reading its tokens file; logs a WARN when the server is
 /// exposed without authentication. `floe serve` calls it before opening the store.
-pub fn check_startup(config: &ServerConfig, now: DateTime<Utc>) -> Result<Exposure, String> {
+pub fn check_startup(config: &ServerConfig, now: DateTime<Utc>) -> Result<Exposure, StartupError> {
     let tokens_file = config.auth.tokens_file_for(&config.store);
     let tokens = TokenStore::new(&tokens_file)
         .load()
-        .map_err(|e| error_chain(&e))?;
+        .map_err(StartupError::Tokens)?;
     let auth_on = config.auth.required || tokens.has_usable(now);
-    // Text, as the integration tests hold `check_startup`'s error.
-    let exposure = check_bind(config.bind, auth_on, config.auth.insecure_no_auth)
-        .map_err(|e| e.to_string())?;
+    let exposure = check_bind(config.bind, auth_on, config.auth.insecure_no_auth)?;
     match exposure {
         Exposure::InsecureNoAuth => warn!(
             bind = %config.bind,

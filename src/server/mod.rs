@@ -48,16 +48,15 @@ use crate::store::Store;
 pub use config::ServerConfig;
 
 /// Why `floe serve` could not start, or stopped with an error. Messages are what the operator
-/// sees on stderr. Steps whose functions still report text (the exposure check, the TLS files,
-/// the job server's recovery, the serving loop) keep that text.
+/// sees on stderr.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A configuration built in code breaks the limits (a file's are checked when read).
     #[error("configuration: {0}")]
     Limits(#[source] config::LimitsError),
     /// Listening beyond loopback without authentication, or an unreadable tokens file.
-    #[error("{0}")]
-    Exposure(String),
+    #[error(transparent)]
+    Exposure(#[from] auth::StartupError),
     /// The tokens file or the audit log could not be opened.
     #[error("{}", error_chain(.0))]
     Auth(#[source] crate::auth::AuthError),
@@ -66,8 +65,8 @@ pub enum ServeError {
     #[error("{0}")]
     Pipelines(#[source] crate::pipeline::PipelineErrors),
     /// The job server could not recover its apps, contexts or interrupted jobs.
-    #[error("{0}")]
-    Recovery(String),
+    #[error(transparent)]
+    Recovery(#[from] crate::jobserver::recovery::RecoveryError),
     #[error("{}", error_chain(.0))]
     Scheduler(#[source] crate::scheduler::SchedulerError),
     #[error("api/openapi.yaml: {0}")]
@@ -81,8 +80,8 @@ pub enum ServeError {
         source: axum::http::header::InvalidHeaderValue,
     },
     /// The certificate or key could not be loaded.
-    #[error("{0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(TlsError),
     #[error(transparent)]
     Sighup(TlsError),
     #[error("start-up failed: {0}")]
@@ -95,12 +94,14 @@ pub enum ServeError {
     },
     #[error("{0}")]
     LocalAddress(#[source] std::io::Error),
-    /// Serving or the graceful shutdown failed.
-    #[error("{0}")]
-    Serving(String),
+    #[error("cannot start the scheduler: {0}")]
+    SchedulerThread(#[source] std::io::Error),
+    /// The graceful shutdown failed.
+    #[error("shutdown failed: {0}")]
+    Shutdown(#[source] tokio::task::JoinError),
 }
-#[cfg(unix)]
 use error::{Envelope, ErrorCode, HttpError, RenderedError};
+#[cfg(unix)]
 use listener::reload_on_sighup;
 use listener::{BodyDeadline, EdgeSettings, serve as serve_edge};
 pub use listener::{TlsCertificates, TlsError};
@@ -493,19 +494,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Opens the store, loads the pipelines folder and builds the state. Blocking. The error is
-/// text, as the integration tests and benches hold it; `floe serve` keeps the [`ServeError`].
+/// Opens the store, loads the pipelines folder, recovers the job server and the scheduler, and
+/// builds the state. Blocking.
 pub fn build_state(
-    config: ServerConfig,
-    registry: JobRegistry,
-    clock: Arc<dyn Clock>,
-    runtime: tokio::runtime::Handle,
-) -> Result<AppState, String> {
-    start_state(config, registry, clock, runtime).map_err(|e| e.to_string())
-}
-
-/// [`build_state`] with its typed error.
-fn start_state(
     config: ServerConfig,
     registry: JobRegistry,
     clock: Arc<dyn Clock>,
@@ -630,9 +621,11 @@ pub async fn serve_on(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let tls = match &state.config.tls {
-        Some(files) => Some(TlsCertificates::load(&files.cert, &files.key)?),
+        Some(files) => {
+            Some(TlsCertificates::load(&files.cert, &files.key).map_err(ServeError::Tls)?)
+        }
         None => None,
     };
     serve_on_with_tls(listener, state, tls, shutdown).await
@@ -645,7 +638,7 @@ pub async fn serve_on_with_tls(
     state: AppState,
     tls: Option<TlsCertificates>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), String> {
+) -> Result<(), ServeError> {
     let core = state.core.clone();
     let scheduler = state.scheduler.clone();
     let grace = state.config.shutdown_grace;
@@ -657,8 +650,7 @@ pub async fn serve_on_with_tls(
         body_read_timeout: state.config.body_read_timeout,
         shutdown_grace: grace,
     };
-    // The tests and benches hold this function's handle as returning text.
-    let cors = cors_layer(&state.config.cors).map_err(|e| e.to_string())?;
+    let cors = cors_layer(&state.config.cors)?;
     let mut app = router(state);
     if let Some(cors) = cors {
         // Around the whole router, not inside it: a preflight is answered before routing
@@ -667,7 +659,7 @@ pub async fn serve_on_with_tls(
     }
     let driver = scheduler
         .spawn_driver()
-        .map_err(|e| format!("cannot start the scheduler: {e}"))?;
+        .map_err(ServeError::SchedulerThread)?;
     let triggers = scheduler::start_triggers(&scheduler).await;
     serve_edge(listener, app, edge, tls, shutdown).await;
     if let Some(mut triggers) = triggers {
@@ -679,7 +671,7 @@ pub async fn serve_on_with_tls(
         core.shutdown(grace);
     })
     .await
-    .map_err(|e| format!("shutdown failed: {e}"))?;
+    .map_err(ServeError::Shutdown)?;
     info!("server stopped");
     Ok(())
 }
@@ -687,7 +679,7 @@ pub async fn serve_on_with_tls(
 /// `floe serve`: binds, serves until Ctrl-C or SIGTERM.
 pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), ServeError> {
     // Before anything opens: never expose a server without authentication by mistake.
-    auth::check_startup(&config, SystemClock.now()).map_err(ServeError::Exposure)?;
+    auth::check_startup(&config, SystemClock.now())?;
     let bind = config.bind;
     let tls = match &config.tls {
         Some(files) => {
@@ -697,7 +689,7 @@ pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), Se
     };
     let runtime = tokio::runtime::Handle::current();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let state = tokio::task::spawn_blocking(move || start_state(config, registry, clock, runtime))
+    let state = tokio::task::spawn_blocking(move || build_state(config, registry, clock, runtime))
         .await
         .map_err(ServeError::StartupPanicked)??;
     let listener = TcpListener::bind(bind)
@@ -719,7 +711,7 @@ pub async fn serve(config: ServerConfig, registry: JobRegistry) -> Result<(), Se
     if let Some(reloader) = reloader {
         reloader.abort();
     }
-    served.map_err(ServeError::Serving)
+    served
 }
 
 async fn shutdown_signal() {

@@ -697,7 +697,7 @@ fn serve_refuses_to_listen_beyond_loopback_without_auth() {
         store: dir.path().join("store"),
         ..ServerConfig::default()
     };
-    let err = check_startup(&config, Utc::now()).unwrap_err();
+    let err = check_startup(&config, Utc::now()).unwrap_err().to_string();
     assert!(
         err.starts_with("refusing to listen on 0.0.0.0:0 without authentication"),
         "{err}"
@@ -705,17 +705,20 @@ fn serve_refuses_to_listen_beyond_loopback_without_auth() {
     assert!(err.contains("floe token create --role admin"), "{err}");
     config.auth.insecure_no_auth = true;
     assert_eq!(
-        check_startup(&config, Utc::now()),
-        Ok(Exposure::InsecureNoAuth)
+        check_startup(&config, Utc::now()).unwrap(),
+        Exposure::InsecureNoAuth
     );
     config.auth.insecure_no_auth = false;
     token(dir.path(), Role::Read, "");
     assert_eq!(
-        check_startup(&config, Utc::now()),
-        Ok(Exposure::Authenticated)
+        check_startup(&config, Utc::now()).unwrap(),
+        Exposure::Authenticated
     );
     config.bind = "127.0.0.1:0".parse().unwrap();
-    assert_eq!(check_startup(&config, Utc::now()), Ok(Exposure::Loopback));
+    assert_eq!(
+        check_startup(&config, Utc::now()).unwrap(),
+        Exposure::Loopback
+    );
     assert!(check_bind(any, false, false).is_err());
 
     let store = dir.path().join("empty/store");

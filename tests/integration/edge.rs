@@ -633,7 +633,7 @@ async fn tls_serves_https_and_reloads_its_certificate_in_place() {
 
     // A failed reload names the file and keeps the certificate in use.
     std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nbroken\n").unwrap();
-    let err = tls.reload().unwrap_err();
+    let err = tls.reload().unwrap_err().to_string();
     assert!(err.contains("key.pem"), "{err}");
     assert_eq!(
         https_status(&second, address).await.unwrap(),
@@ -643,7 +643,7 @@ async fn tls_serves_https_and_reloads_its_certificate_in_place() {
     let other_key = dir.path().join("other-key.pem");
     let _ = write_self_signed(&dir.path().join("other.pem"), &other_key);
     std::fs::copy(&other_key, &key).unwrap();
-    let err = tls.reload().unwrap_err();
+    let err = tls.reload().unwrap_err().to_string();
     assert!(err.contains("not usable together"), "{err}");
     assert_eq!(
         https_status(&second, address).await.unwrap(),
@@ -670,8 +670,12 @@ async fn tls_from_the_configuration_and_its_mistakes() {
     server.stop().await;
 
     // Missing files are named.
-    let err = TlsCertificates::load(&dir.path().join("nope.pem"), &key).unwrap_err();
+    let err = TlsCertificates::load(&dir.path().join("nope.pem"), &key)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nope.pem"), "{err}");
-    let err = TlsCertificates::load(&cert, &dir.path().join("nokey.pem")).unwrap_err();
+    let err = TlsCertificates::load(&cert, &dir.path().join("nokey.pem"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("nokey.pem"), "{err}");
 }

@@ -151,6 +151,7 @@ async fn a_configuration_beyond_the_limits_does_not_start() {
             build_state(config, JobRegistry::new(), clock, runtime)
                 .err()
                 .expect("the server must not start")
+                .to_string()
         })
     };
     let error = start(|c| {

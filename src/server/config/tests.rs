@@ -75,9 +75,7 @@ fn limits_have_safe_defaults_and_hold_the_configured_contexts() {
 
     let refused = |yaml: &str| ServerConfig::from_yaml(yaml, path).unwrap_err().to_string();
     assert_eq!(
-        refused(
-            "limits:\n  max_threads_per_context: 8\ncontext_defaults:\n  worker-threads: 16\n"
-        ),
+        refused("limits:\n  max_threads_per_context: 8\ncontext_defaults:\n  worker-threads: 16\n"),
         "floe-server.yaml: `context_defaults`: setting `worker-threads`: 16 is above the \
          limit of 8 worker threads per context (`limits.max_threads_per_context`)"
     );
@@ -254,10 +252,9 @@ fn edge_keys_have_safe_defaults_and_are_checked() {
         "app.example.com",
         "https://App.example.com",
     ] {
-        let err =
-            ServerConfig::from_yaml(&format!("cors: {{allowed_origins: ['{bad}']}}\n"), path)
-                .unwrap_err()
-                .to_string();
+        let err = ServerConfig::from_yaml(&format!("cors: {{allowed_origins: ['{bad}']}}\n"), path)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&format!("`{bad}` is not an origin")), "{err}");
     }
     assert!(ServerConfig::from_yaml("cors: {allowed_origins: ['*']}\n", path).is_ok());

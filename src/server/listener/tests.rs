@@ -259,10 +259,10 @@ fn tls_files_that_do_not_parse_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let cert = dir.path().join("cert.pem");
     let key = dir.path().join("key.pem");
-    let err = TlsCertificates::load(&cert, &key).unwrap_err();
+    let err = TlsCertificates::load(&cert, &key).unwrap_err().to_string();
     assert!(err.starts_with("cannot read certificate chain"), "{err}");
     assert!(err.contains("cert.pem"), "{err}");
     std::fs::write(&cert, "not pem\n").unwrap();
-    let err = TlsCertificates::load(&cert, &key).unwrap_err();
+    let err = TlsCertificates::load(&cert, &key).unwrap_err().to_string();
     assert!(err.contains("no PEM certificate"), "{err}");
 }

@@ -73,10 +73,8 @@ impl std::fmt::Debug for TlsCertificates {
 impl TlsCertificates {
     /// Reads the PEM certificate chain at `cert` and the PEM private key at `key`. Blocking
     /// (two small files).
-    ///
-    /// The error is text: the integration tests hold it as a String.
-    pub fn load(cert: &Path, key: &Path) -> Result<TlsCertificates, String> {
-        let config = rustls_config(cert, key).map_err(|e| e.to_string())?;
+    pub fn load(cert: &Path, key: &Path) -> Result<TlsCertificates, TlsError> {
+        let config = rustls_config(cert, key)?;
         Ok(TlsCertificates {
             inner: Arc::new(TlsInner {
                 cert: cert.to_path_buf(),
@@ -88,8 +86,8 @@ impl TlsCertificates {
 
     /// Reads both files again and, if they make a usable certificate, serves it to every new
     /// connection. On error the previous certificate stays in use. Blocking (two small files).
-    pub fn reload(&self) -> Result<(), String> {
-        let config = rustls_config(&self.inner.cert, &self.inner.key).map_err(|e| e.to_string())?;
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = rustls_config(&self.inner.cert, &self.inner.key)?;
         let mut acceptor = self
             .inner
             .acceptor

@@ -38,7 +38,7 @@ pub(crate) struct Serving {
     pub(crate) address: SocketAddr,
     pub(crate) state: AppState,
     stop: Option<oneshot::Sender<()>>,
-    done: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    done: Option<tokio::task::JoinHandle<Result<(), floe::server::ServeError>>>,
 }
 
 impl Serving {
