@@ -125,10 +125,12 @@ impl JobServer {
                                     ),
                                     class: "floe.NamedObjectConflict",
                                 },
-                                ObjectError::Failed(message) => ExecError::Failed {
-                                    message,
-                                    class: "floe.NamedObjectError",
-                                },
+                                e @ (ObjectError::Failed(_) | ObjectError::OverBudget { .. }) => {
+                                    ExecError::Failed {
+                                        message: e.to_string(),
+                                        class: "floe.NamedObjectError",
+                                    }
+                                }
                             })?,
                     }
                 }

@@ -103,9 +103,20 @@ pub enum ObjectError {
     /// The name holds an object of another definition.
     #[error("{0}")]
     Conflict(String),
-    /// Building it failed, or it does not fit the budget.
+    /// Building it failed: the cause's message.
     #[error("{0}")]
     Failed(String),
+    /// It does not fit the context's memory budget.
+    #[error(
+        "named object `{name}` needs {bytes} bytes but only {free} of the context's memory \
+         budget of {limit} bytes are free; forget an object or raise `memory-budget`"
+    )]
+    OverBudget {
+        name: String,
+        bytes: u64,
+        free: u64,
+        limit: u64,
+    },
 }
 
 /// What `GET /contexts/{name}` shows of an object.
@@ -238,7 +249,6 @@ impl NamedObjects {
         let frame = build().map_err(ObjectError::Failed)?;
         let origin = ObjectOrigin::Built(definition.clone());
         self.admit(name, frame, now, origin, &slot, value)
-            .map_err(ObjectError::Failed)
     }
 
     /// Stores `frame` as `name`, replacing any previous object of that name.
@@ -248,7 +258,7 @@ impl NamedObjects {
         frame: DataFrame,
         now: DateTime<Utc>,
         origin: ObjectOrigin,
-    ) -> Result<NamedObject, String> {
+    ) -> Result<NamedObject, ObjectError> {
         let slot = self.slot(name);
         let value = lock(&slot);
         self.admit(name, frame, now, origin, &slot, value)
@@ -266,7 +276,7 @@ impl NamedObjects {
         origin: ObjectOrigin,
         slot: &Slot,
         mut value: MutexGuard<'_, Option<NamedObject>>,
-    ) -> Result<NamedObject, String> {
+    ) -> Result<NamedObject, ObjectError> {
         let frame = mark_sorted_time_columns(frame);
         let bytes = arrow_size(&frame) as u64;
         let object = NamedObject {
@@ -302,11 +312,12 @@ impl NamedObjects {
             self.budget.try_replace(credit, bytes)
         });
         if let Err(free) = charged {
-            return Err(format!(
-                "named object `{name}` needs {bytes} bytes but only {free} of the context's \
-                 memory budget of {} bytes are free; forget an object or raise `memory-budget`",
-                self.budget.limit()
-            ));
+            return Err(ObjectError::OverBudget {
+                name: name.to_owned(),
+                bytes,
+                free,
+                limit: self.budget.limit(),
+            });
         }
         *value = Some(object.clone());
         // The slot before the state: a `forget` waiting for the state then finds it free.
@@ -525,7 +536,8 @@ mod tests {
             .unwrap();
         let err = objects
             .put("c", frame(1000), Utc::now(), published())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("named object `c` needs"), "{err}");
         // Replacing `a` with an equal-sized frame fits: its old bytes are credited.
         objects
