@@ -85,20 +85,27 @@ pub struct JobRecord {
     pub rerun_on_restart: bool,
 }
 
+/// A job's stored record as a write starts from: not read yet, or read (and absent or these
+/// bytes) and its transition checked.
+enum Checked {
+    Unread,
+    Read(Option<sled::IVec>),
+}
+
 impl Store {
     /// Records a new job: its config first, so a visible job always has one. The record must
     /// be one a job may start with (`lifecycle`: STARTED or RUNNING), or one its stored record
     /// may become.
     pub fn insert_job(&self, record: &JobRecord, config: &[u8]) -> Result<(), StoreError> {
         let encoded = encode_json(tree::JOBS, &record.id, record)?;
-        self.check_job_transition(record)?;
+        let seen = self.checked_job_record(record)?;
         self.job_configs
             .insert(record.id.as_bytes(), config)
             .map_err(sled_failed(format_args!(
                 "store the config of job {}",
                 record.id
             )))?;
-        self.swap_job_record(record, encoded, "record")
+        self.swap_job_record(record, encoded, Checked::Read(seen), "record")
     }
 
     /// Writes a job's new record, after its result when it has one, so a `FINISHED` record
@@ -111,19 +118,22 @@ impl Store {
         result: Option<&DataFrame>,
     ) -> Result<(), StoreError> {
         let encoded = encode_json(tree::JOBS, &record.id, record)?;
+        let mut seen = Checked::Unread;
         if let Some(result) = result {
             // Checked before the result is written, so a refused update leaves no result
-            // behind; the swap below checks again against the record it replaces.
-            self.check_job_transition(record)?;
+            // behind; the swap below checks again if the record changed meanwhile.
+            seen = Checked::Read(self.checked_job_record(record)?);
             self.put_job_result(&record.id, result, |_| true)?;
         }
-        self.swap_job_record(record, encoded, "update")
+        self.swap_job_record(record, encoded, seen, "update")
     }
 
-    /// `Ok` if the stored record of `record`'s job may become `record` (`lifecycle`).
-    fn check_job_transition(&self, record: &JobRecord) -> Result<(), StoreError> {
-        let (_, from) = self.stored_job_status(&record.id)?;
-        JobStatus::check_transition(&record.id, from, record.status)
+    /// The stored bytes of `record`'s job, if they may become `record` (`lifecycle`); the
+    /// swap that writes `record` starts from them instead of reading them again.
+    fn checked_job_record(&self, record: &JobRecord) -> Result<Option<sled::IVec>, StoreError> {
+        let (raw, from) = self.stored_job_status(&record.id)?;
+        JobStatus::check_transition(&record.id, from, record.status)?;
+        Ok(raw)
     }
 
     /// The stored bytes of job `id`'s record and its status, decoding only the status.
@@ -149,18 +159,26 @@ impl Store {
 
     /// Replaces job `record`'s stored record with `encoded` (its JSON) if the stored status
     /// may become `record.status`: a compare-and-swap, so the check holds for the very record
-    /// replaced even if another writer got in between (the loop then checks again).
+    /// replaced even if another writer got in between (the loop then checks again). `seen`:
+    /// the stored bytes the caller has just checked, tried first without reading them again.
     fn swap_job_record(
         &self,
         record: &JobRecord,
         encoded: Vec<u8>,
+        mut seen: Checked,
         action: &str,
     ) -> Result<(), StoreError> {
         let id = &record.id;
         let encoded = sled::IVec::from(encoded);
         loop {
-            let (raw, from) = self.stored_job_status(id)?;
-            JobStatus::check_transition(id, from, record.status)?;
+            let raw = match std::mem::replace(&mut seen, Checked::Unread) {
+                Checked::Read(raw) => raw,
+                Checked::Unread => {
+                    let (raw, from) = self.stored_job_status(id)?;
+                    JobStatus::check_transition(id, from, record.status)?;
+                    raw
+                }
+            };
             let swapped = self
                 .jobs
                 .compare_and_swap(id.as_bytes(), raw, Some(encoded.clone()))
