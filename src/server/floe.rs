@@ -187,22 +187,15 @@ pub(super) async fn list_runs(
     let status = match params.get("status").map(|s| s.to_ascii_lowercase()) {
         None => None,
         Some(s) => Some(
-            [
-                RunState::Pending,
-                RunState::Running,
-                RunState::Succeeded,
-                RunState::Failed,
-                RunState::UpstreamFailed,
-                RunState::Cancelled,
-            ]
-            .into_iter()
-            .find(|state| state.as_str() == s)
-            .ok_or_else(|| {
-                HttpError::bad_request(format!(
-                    "unknown run status `{s}` (expected pending, running, succeeded, failed, \
+            RunState::ALL
+                .into_iter()
+                .find(|state| state.as_str() == s)
+                .ok_or_else(|| {
+                    HttpError::bad_request(format!(
+                        "unknown run status `{s}` (expected pending, running, succeeded, failed, \
                      upstream_failed or cancelled)"
-                ))
-            })?,
+                    ))
+                })?,
         ),
     };
     let store = state.core.store().clone();

@@ -126,26 +126,30 @@ fn run_then_results_as_csv_and_json() {
     );
 }
 
+/// `floe run` of one hour of `purchases_hourly`, logging at info in `log_format`.
+fn run_one_hour(world: &SampleWorld, log_format: &str) -> std::process::Output {
+    floe_on(
+        world,
+        &[
+            "run",
+            "--pipeline",
+            "shop",
+            "--job",
+            "purchases_hourly",
+            "--partition",
+            "2024-01-01T00:00",
+        ],
+    )
+    .env("FLOE_LOG", "info")
+    .env("FLOE_LOG_FORMAT", log_format)
+    .output()
+    .expect("run floe")
+}
+
 #[test]
 fn logs_to_a_pipe_are_plain_and_a_store_in_use_is_named() {
     let world = SampleWorld::new(2_000, 1);
-    let run = |world: &SampleWorld| {
-        floe_on(
-            world,
-            &[
-                "run",
-                "--pipeline",
-                "shop",
-                "--job",
-                "purchases_hourly",
-                "--partition",
-                "2024-01-01T00:00",
-            ],
-        )
-        .env("FLOE_LOG", "info")
-        .output()
-        .expect("run floe")
-    };
+    let run = |world: &SampleWorld| run_one_hour(world, "text");
     let output = run(&world);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -169,24 +173,7 @@ fn logs_to_a_pipe_are_plain_and_a_store_in_use_is_named() {
 #[test]
 fn json_logs_are_one_object_per_line_and_a_bad_format_is_refused() {
     let world = SampleWorld::new(2_000, 1);
-    let run = |format: &str| {
-        floe_on(
-            &world,
-            &[
-                "run",
-                "--pipeline",
-                "shop",
-                "--job",
-                "purchases_hourly",
-                "--partition",
-                "2024-01-01T00:00",
-            ],
-        )
-        .env("FLOE_LOG", "info")
-        .env("FLOE_LOG_FORMAT", format)
-        .output()
-        .expect("run floe")
-    };
+    let run = |format: &str| run_one_hour(&world, format);
     let output = run("json");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
