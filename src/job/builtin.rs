@@ -448,22 +448,32 @@ impl Job for GroupBy {
 pub struct Sql {
     query: String,
     tables: Vec<String>,
+    /// Where the query was written, for messages: `sql` in a pipeline file (and a `/query`
+    /// body), `query` in an ad-hoc job's config.
+    field: &'static str,
 }
 
 impl Sql {
+    /// A pipeline's `sql:` job.
     pub fn new(query: &str) -> Result<Self, Vec<String>> {
+        Sql::written_in("sql", query)
+    }
+
+    /// A query written in the field `field`, which every problem names.
+    pub fn written_in(field: &'static str, query: &str) -> Result<Self, Vec<String>> {
         if query.trim().is_empty() {
-            return Err(vec!["field `sql`: query is empty".to_owned()]);
+            return Err(vec![format!("field `{field}`: query is empty")]);
         }
         let shape = check_query(query).map_err(|rejection| match rejection {
             SqlRejection::Syntax(message) => {
-                vec![format!("field `sql`: cannot parse query: {message}")]
+                vec![format!("field `{field}`: cannot parse query: {message}")]
             }
-            other => vec![format!("field `sql`: the query {other}")],
+            other => vec![format!("field `{field}`: the query {other}")],
         })?;
         Ok(Sql {
             query: query.to_owned(),
             tables: shape.tables,
+            field,
         })
     }
 
@@ -484,7 +494,8 @@ impl Job for Sql {
                 Ok(())
             } else {
                 Err(format!(
-                    "field `sql`: the query reads `{table}`, which is not among the job's inputs ({})",
+                    "field `{}`: the query reads `{table}`, which is not among the job's inputs ({})",
+                    self.field,
                     input_names.join(", ")
                 ))
             }

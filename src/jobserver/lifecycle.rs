@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use polars::prelude::*;
 use tokio::sync::watch;
-use tracing::{info_span, warn};
+use tracing::{info, info_span, warn};
 
 use crate::error::error_chain;
 use crate::frames::cancel::Cancel;
@@ -19,6 +19,7 @@ use super::history::finished_key;
 use super::plan::{self, JobPlan, PIPELINE_RUN_CLASS, PlanError};
 use super::{
     ExecError, JobServer, KillOutcome, LiveJob, Outcome, StopReason, Submission, SubmitError, lock,
+    record_context_label,
 };
 
 impl JobServer {
@@ -371,7 +372,10 @@ impl JobServer {
             self.stop_job(&live, StopReason::Killed);
             let record = live.record();
             return Ok(match record.status {
-                JobStatus::Killed => KillOutcome::Killed,
+                JobStatus::Killed => {
+                    info!(job_id = %id, context = %record_context_label(&record), "job killed");
+                    KillOutcome::Killed
+                }
                 JobStatus::Error => KillOutcome::AlreadyFailed(record.failure),
                 _ => KillOutcome::NotRunning,
             });

@@ -515,7 +515,8 @@ fn build_builtin(class: &str, params: Map<String, Value>) -> Result<Arc<dyn Job>
             struct SqlParams {
                 query: String,
             }
-            Arc::new(Sql::new(&spec::<SqlParams>(params)?.query)?)
+            // The config key, not the pipeline field, is what the problems name.
+            Arc::new(Sql::written_in("query", &spec::<SqlParams>(params)?.query)?)
         }
         other => return Err(vec![format!("unknown built-in class `{other}`")]),
     })

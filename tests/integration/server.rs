@@ -272,6 +272,17 @@ async fn jobs_async_sync_config_listing_and_every_refusal() {
         text(&body["result"]).starts_with("Cannot parse config: line 1"),
         "{body}"
     );
+    // An ad-hoc query's problems name its config key, `query` (a pipeline's is `sql`).
+    let (status, body) = server
+        .post("/jobs?classPath=sql", r#"query = "SELEC 1""#)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["status"], "VALIDATION FAILED", "{body}");
+    let message = text(&body["result"]["message"]);
+    assert!(
+        message.contains("field `query`: cannot parse query") && !message.contains("field `sql`"),
+        "{body}"
+    );
     let (status, body) = server.post("/jobs?appName=shop", "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(text(&body["result"]).contains("classPath is missing"));
