@@ -472,7 +472,7 @@ pub fn router(state: AppState) -> Router {
         };
         router = router.route(path, handler.layer(DefaultBodyLimit::max(limit)));
     }
-    router
+    let routed = router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(uniform_errors))
@@ -491,7 +491,54 @@ pub fn router(state: AppState) -> Router {
         ))
         // Outermost: every answer gets an id, a panic's included, and no 500 shows internals.
         .layer(middleware::from_fn(request_id::request_ids))
-        .with_state(state)
+        .with_state(state);
+    // Before routing, so the overridden method picks the route (and the role it needs).
+    Router::new()
+        .fallback_service(routed)
+        .layer(middleware::from_fn(method_override))
+}
+
+/// spark-jobserver's method override, for proxies and clients that cannot send DELETE or PUT:
+/// a POST whose query has `_method=DELETE` or `_method=PUT` (any case) is routed, authorised
+/// and answered as that method. Any other `_method` leaves the POST as it is. `_method` is
+/// the override's alone: it is taken out of the query the handlers read (a context's query
+/// parameters are its settings).
+async fn method_override(mut request: Request, next: Next) -> Response {
+    let pairs = (request.method() == Method::POST)
+        .then(|| request.uri().query())
+        .flatten()
+        .filter(|query| query.contains("_method="))
+        .and_then(|query| serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok());
+    if let Some(pairs) = pairs {
+        let (overrides, rest): (Vec<_>, Vec<_>) =
+            pairs.into_iter().partition(|(key, _)| key == "_method");
+        let method =
+            overrides
+                .iter()
+                .find_map(|(_, value)| match value.to_ascii_uppercase().as_str() {
+                    "DELETE" => Some(Method::DELETE),
+                    "PUT" => Some(Method::PUT),
+                    _ => None,
+                });
+        let query = serde_urlencoded::to_string(&rest).unwrap_or_default();
+        let path = request.uri().path();
+        let path_and_query = if query.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{query}")
+        };
+        let mut parts = request.uri().clone().into_parts();
+        if let Ok(path_and_query) = path_and_query.parse() {
+            parts.path_and_query = Some(path_and_query);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+        if let Some(method) = method {
+            *request.method_mut() = method;
+        }
+    }
+    next.run(request).await
 }
 
 /// Opens the store, loads the pipelines folder, recovers the job server and the scheduler, and

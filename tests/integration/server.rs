@@ -154,6 +154,38 @@ async fn contexts_create_list_describe_and_delete() {
     server.stop().await;
 }
 
+/// spark-jobserver's `?_method=DELETE` on a POST, for clients and proxies that cannot send
+/// DELETE: the POST is routed (and authorised) as the DELETE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_with_method_delete_deletes() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let (status, body) = server.post("/contexts/overridden", "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server.post("/contexts/overridden?_method=DELETE", "").await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({"status": "SUCCESS", "result": "Context stopped"})
+        )
+    );
+    assert_eq!(
+        server.get("/contexts/overridden").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Any case; and an unknown job is the DELETE's 404, not the POST's.
+    let (status, body) = server.post("/jobs/nope?_method=delete", "").await;
+    assert_eq!(
+        (status, body["result"].clone()),
+        (StatusCode::NOT_FOUND, json!("No such job ID nope"))
+    );
+    // Another method leaves the POST a POST.
+    let (status, _) = server.post("/contexts/again?_method=GET", "").await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_async_sync_config_listing_and_every_refusal() {
     let world = world();
