@@ -36,7 +36,7 @@ use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{InputRef, JobDef, Pipeline};
 use crate::results::cache::CachedResult;
 use crate::results::{ResultCache, StoredResults};
-use crate::store::{NewResult, RunKey, SeenRun, Store, StoreError};
+use crate::store::{NewResult, ResultStore, RunKey, SeenRun, Store, StoreError};
 
 /// Which partitions to bring up to date.
 #[derive(Debug, Clone)]

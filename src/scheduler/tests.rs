@@ -14,6 +14,7 @@ use crate::clock::ManualClock;
 use crate::job::{Job, JobContext, JobError, JobOutput, JobRegistry};
 use crate::results::ResultCache;
 use crate::store::RunRecord;
+use crate::store::RunStore;
 
 pub(super) fn utc(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()

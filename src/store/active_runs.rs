@@ -254,6 +254,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::RunStore;
     use chrono::Duration;
 
     use super::super::runs::testing::{indexed, key, store, t0};

@@ -238,6 +238,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::RunStore;
     use std::collections::BTreeMap;
     use std::fs;
     use std::path::PathBuf;

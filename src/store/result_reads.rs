@@ -77,15 +77,6 @@ impl Store {
             .transpose()
     }
 
-    /// The fingerprint of the run's stored result (`None`: it has none), in one or two reads
-    /// instead of `result_meta`'s three. A Succeeded record carries its result's fingerprint
-    /// (every way into Succeeded sets it); a record that never committed can only have a
-    /// result an older Floe stored under the bare key. Other records (a recompute in flight
-    /// over an older result) are answered by the meta.
-    pub fn result_fingerprint(&self, key: &RunKey) -> Result<Option<String>, StoreError> {
-        self.result_fingerprint_of(key, self.run(key)?.as_ref())
-    }
-
     /// `result_fingerprint` given the run's record as just read.
     pub fn result_fingerprint_of(
         &self,
@@ -110,16 +101,6 @@ impl Store {
                 .transpose();
         }
         Ok(self.result_meta(key)?.map(|meta| meta.fingerprint))
-    }
-
-    /// The result frame's IPC bytes.
-    pub fn result_frame(&self, key: &RunKey) -> Result<Option<IVec>, StoreError> {
-        Ok(self.result(key)?.map(|result| result.frame_ipc))
-    }
-
-    /// The state frame's IPC bytes, if the result has one.
-    pub fn result_state(&self, key: &RunKey) -> Result<Option<IVec>, StoreError> {
-        Ok(self.result(key)?.and_then(|result| result.state_ipc))
     }
 
     /// Meta, frame and state of the run's current result, read as one snapshot: the entries
@@ -162,6 +143,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::{ResultStore, RunStore};
     use chrono::Duration;
 
     use super::super::results::NewResult;

@@ -389,6 +389,7 @@ pub(super) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::{ResultStore, RunStore};
     use chrono::Duration;
 
     use super::testing::{key, new_result, store, t0, write_raw_result};

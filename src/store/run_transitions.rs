@@ -29,20 +29,6 @@ use super::runs::{RunRecord, SeenRun};
 use super::{Store, StoreError};
 
 impl Store {
-    /// Moves the run to Running (creating it if absent), attempts += 1,
-    /// started_at = now, error cleared. A Succeeded run may be re-marked
-    /// (recompute); its old result stays readable until the new one commits.
-    pub fn mark_running(
-        &self,
-        key: &RunKey,
-        partition_end: DateTime<Utc>,
-        fingerprint: &str,
-        now: DateTime<Utc>,
-    ) -> Result<RunRecord, StoreError> {
-        self.mark_running_seen(key, None, partition_end, fingerprint, now)
-            .map(|(record, _)| record)
-    }
-
     /// `mark_running` from the record as `seen` (read afresh when `None`); also returns the
     /// Running record as written, for the attempt's commit (`NewResult::seen`).
     pub fn mark_running_seen(
@@ -78,17 +64,7 @@ impl Store {
         Ok((swapped.new, seen))
     }
 
-    /// Moves a Running, Pending or Failed run to Failed with `error`.
-    pub fn mark_failed(
-        &self,
-        key: &RunKey,
-        error: &str,
-        now: DateTime<Utc>,
-    ) -> Result<RunRecord, StoreError> {
-        self.mark_failed_until(key, error, now, None)
-    }
-
-    /// [`Store::mark_failed`] that also counts the failure and records when the scheduler
+    /// A failed attempt (`RunStore::mark_failed` is this without a retry) that also counts the failure and records when the scheduler
     /// retries it (`None`: no retry left). Failed → Failed is a retry that failed before it
     /// could start (e.g. its sources).
     pub fn mark_failed_until(
@@ -114,20 +90,6 @@ impl Store {
         })?;
         tracing::debug!(run = %key, error, "run marked failed");
         Ok(record)
-    }
-
-    /// Puts a run (back) in the queue as Pending: creates it, or moves it from any state but
-    /// Running, clearing its retry budget and wait. A Succeeded run keeps its result readable
-    /// until a new one commits (restatement). Returns `None` when the run is Running: someone
-    /// is computing it already, and that outcome stands.
-    pub fn enqueue_run(
-        &self,
-        key: &RunKey,
-        partition_end: DateTime<Utc>,
-        force: bool,
-        now: DateTime<Utc>,
-    ) -> Result<Option<RunRecord>, StoreError> {
-        self.enqueue_run_seen(key, None, partition_end, force, now)
     }
 
     /// `enqueue_run` from the record as `seen` (read afresh when `None`).
@@ -319,6 +281,7 @@ pub(super) fn kept(key: &RunKey, old: Option<RunRecord>) -> Result<RunRecord, St
 
 #[cfg(test)]
 mod tests {
+    use crate::store::{ResultStore, RunStore};
     use chrono::Duration;
 
     use super::super::runs::testing::{indexed, key, store, t0};

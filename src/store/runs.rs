@@ -314,6 +314,7 @@ pub(super) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::RunStore;
     use chrono::Duration;
 
     use super::testing::{key, store, t0};

@@ -10,6 +10,7 @@ use floe::results::read_job_results;
 use floe::sample::{
     oracle_distinct_registered_users, oracle_sales_per_category, oracle_top_cities_by_sales,
 };
+use floe::store::RunStore;
 use floe::{JobRegistry, Materializer, Pipeline};
 use polars::prelude::*;
 
