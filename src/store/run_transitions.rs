@@ -64,9 +64,9 @@ impl Store {
         Ok((swapped.new, seen))
     }
 
-    /// A failed attempt (`RunStore::mark_failed` is this without a retry) that also counts the failure and records when the scheduler
-    /// retries it (`None`: no retry left). Failed → Failed is a retry that failed before it
-    /// could start (e.g. its sources).
+    /// A failed attempt (`RunStore::mark_failed` is this without a retry): counts the failure
+    /// and records when the scheduler retries it (`None`: no retry left). Failed → Failed is a
+    /// retry that failed before it could start (e.g. its sources).
     pub fn mark_failed_until(
         &self,
         key: &RunKey,
