@@ -69,6 +69,20 @@ pub enum RunState {
     Cancelled,
 }
 
+/// A status that moves along a table of allowed transitions: a run's or a job's.
+pub trait Lifecycle: Copy + Sized {
+    /// Whether a record in this status may be rewritten in status `to`.
+    fn can_become(self, to: Self) -> bool;
+
+    /// Whether a record that does not exist yet may be written in status `to`.
+    fn can_be_created_as(to: Self) -> bool;
+
+    /// [`Lifecycle::can_become`] for a record that may not exist yet (`from`: `None`).
+    fn transition_allowed(from: Option<Self>, to: Self) -> bool {
+        from.map_or_else(|| Self::can_be_created_as(to), |from| from.can_become(to))
+    }
+}
+
 impl RunState {
     /// Every state, in declaration order.
     pub const ALL: [RunState; 6] = [
@@ -92,36 +106,6 @@ impl RunState {
         }
     }
 
-    /// Whether a record in this state may be rewritten in state `to` (the table in this
-    /// module's documentation).
-    pub fn can_become(self, to: RunState) -> bool {
-        use RunState::{Cancelled, Failed, Pending, Running, Succeeded, UpstreamFailed};
-        match self {
-            Pending => true,
-            Running => matches!(to, Pending | Succeeded | Failed),
-            Succeeded | Cancelled => matches!(to, Pending | Running),
-            Failed => matches!(to, Pending | Running | Failed | Cancelled),
-            UpstreamFailed => matches!(to, Pending | Running | Cancelled),
-        }
-    }
-
-    /// Whether a run without a record may be created in state `to`: planned, started, or
-    /// recorded as having ended without starting.
-    pub fn can_be_created_as(to: RunState) -> bool {
-        matches!(
-            to,
-            RunState::Pending | RunState::Running | RunState::Failed | RunState::UpstreamFailed
-        )
-    }
-
-    /// [`RunState::can_become`] for a record that may not exist yet (`from`: `None`).
-    pub fn transition_allowed(from: Option<RunState>, to: RunState) -> bool {
-        from.map_or_else(
-            || RunState::can_be_created_as(to),
-            |from| from.can_become(to),
-        )
-    }
-
     /// `Ok` if the run `key` may go from `from` to `to`, else the typed refusal.
     pub(super) fn check_transition(
         key: &RunKey,
@@ -137,6 +121,28 @@ impl RunState {
                 to,
             })
         }
+    }
+}
+
+impl Lifecycle for RunState {
+    /// The run table in this module's documentation.
+    fn can_become(self, to: RunState) -> bool {
+        use RunState::{Cancelled, Failed, Pending, Running, Succeeded, UpstreamFailed};
+        match self {
+            Pending => true,
+            Running => matches!(to, Pending | Succeeded | Failed),
+            Succeeded | Cancelled => matches!(to, Pending | Running),
+            Failed => matches!(to, Pending | Running | Failed | Cancelled),
+            UpstreamFailed => matches!(to, Pending | Running | Cancelled),
+        }
+    }
+
+    /// Planned, started, or recorded as having ended without starting.
+    fn can_be_created_as(to: RunState) -> bool {
+        matches!(
+            to,
+            RunState::Pending | RunState::Running | RunState::Failed | RunState::UpstreamFailed
+        )
     }
 }
 
@@ -291,30 +297,6 @@ impl JobStatus {
         )
     }
 
-    /// Whether a job record in this status may be rewritten in status `to` (the table in
-    /// this module's documentation).
-    pub fn can_become(self, to: JobStatus) -> bool {
-        match self {
-            JobStatus::Started => true,
-            JobStatus::Running => to != JobStatus::Started,
-            JobStatus::Finished => matches!(to, JobStatus::Finished | JobStatus::Error),
-            JobStatus::Error | JobStatus::Killed => to == self,
-        }
-    }
-
-    /// Whether a job without a record may be recorded in status `to`.
-    pub fn can_be_created_as(to: JobStatus) -> bool {
-        matches!(to, JobStatus::Started | JobStatus::Running)
-    }
-
-    /// [`JobStatus::can_become`] for a job that may have no record yet (`from`: `None`).
-    pub fn transition_allowed(from: Option<JobStatus>, to: JobStatus) -> bool {
-        from.map_or_else(
-            || JobStatus::can_be_created_as(to),
-            |from| from.can_become(to),
-        )
-    }
-
     /// `Ok` if job `id` may go from `from` to `to`, else the typed refusal.
     pub(super) fn check_transition(
         id: &str,
@@ -330,6 +312,22 @@ impl JobStatus {
                 to,
             })
         }
+    }
+}
+
+impl Lifecycle for JobStatus {
+    /// The job table in this module's documentation.
+    fn can_become(self, to: JobStatus) -> bool {
+        match self {
+            JobStatus::Started => true,
+            JobStatus::Running => to != JobStatus::Started,
+            JobStatus::Finished => matches!(to, JobStatus::Finished | JobStatus::Error),
+            JobStatus::Error | JobStatus::Killed => to == self,
+        }
+    }
+
+    fn can_be_created_as(to: JobStatus) -> bool {
+        matches!(to, JobStatus::Started | JobStatus::Running)
     }
 }
 

@@ -75,7 +75,7 @@ pub use error::{BoxedCause, StoreError};
 pub use interface::{JobStore, ResultStore, RunList, RunStore, ScheduleStore, StoreBackend};
 pub use jobs::{JobFailure, JobRecord};
 pub use keys::{KeyError, RunKey};
-pub use lifecycle::{JobStatus, RunState};
+pub use lifecycle::{JobStatus, Lifecycle, RunState};
 pub use results::{NewResult, ResultMeta, StoredResult};
 pub use runs::{RunRecord, SeenRun};
 pub use schedule::{BackfillRecord, BackfillState};
