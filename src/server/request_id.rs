@@ -86,6 +86,11 @@ mod tests {
 
     use super::*;
 
+    /// A handler whose store failed, with a path in the error chain.
+    async fn store_failed() -> HttpError {
+        HttpError::internal("sled failed to read /srv/floe/store/secret: i/o error")
+    }
+
     #[tokio::test]
     async fn answers_carry_an_id_and_a_500_hides_its_details() {
         let app = Router::new()
@@ -108,18 +113,8 @@ mod tests {
                     "never"
                 }),
             )
-            .route(
-                "/store-failed",
-                get(|| async {
-                    HttpError::internal("sled failed to read /srv/floe/store/secret: i/o error")
-                }),
-            )
-            .route(
-                "/jobs/{id}",
-                get(|| async {
-                    HttpError::internal("sled failed to read /srv/floe/store/secret: i/o error")
-                }),
-            )
+            .route("/store-failed", get(store_failed))
+            .route("/jobs/{id}", get(store_failed))
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(
                 super::super::panic_response,
             ))
