@@ -11,6 +11,7 @@
 //! Which files a source has for a window, and which upstream windows a run reads, are decided
 //! here and nowhere else: the run's fingerprint is made of the same lists the engine reads.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -146,7 +147,7 @@ impl InputResolver {
         let files = resolve_source_files(source, self.roots_of(pipeline), window)?;
         Ok(ResolvedInput::Files {
             source,
-            files,
+            files: Cow::Owned(files),
             window: *window,
         })
     }
@@ -160,7 +161,7 @@ impl InputResolver {
         pipeline: &'p Pipeline,
         def: &JobDef,
         window: &Window,
-        source_files: &BTreeMap<String, Vec<FileIdentity>>,
+        source_files: &'p BTreeMap<String, Vec<FileIdentity>>,
         known_upstream: &HashMap<RunKey, String>,
     ) -> Result<BTreeMap<String, ResolvedInput<'p>>, InputError> {
         let mut inputs = BTreeMap::new();
@@ -168,7 +169,7 @@ impl InputResolver {
             let resolved = match input {
                 InputRef::Source(name) => ResolvedInput::Files {
                     source: Self::source_def(pipeline, name)?,
-                    files: source_files.get(name).cloned().unwrap_or_default(),
+                    files: Cow::Borrowed(source_files.get(name).map_or(&[], Vec::as_slice)),
                     window: *window,
                 },
                 InputRef::Job(name) => {

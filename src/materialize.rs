@@ -181,9 +181,8 @@ pub enum MaterializeError {
 /// Runs jobs of pipelines against a store.
 #[derive(Debug, Clone)]
 pub struct Materializer {
-    store: Store,
-    cache: Arc<ResultCache>,
-    /// What each run reads (sources within the data roots, upstream partitions).
+    /// What each run reads (sources within the data roots, upstream partitions), and the
+    /// store and cache its results go to.
     inputs: InputResolver,
     /// What computes each run.
     engine: Arc<dyn Engine>,
@@ -204,12 +203,10 @@ impl Materializer {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let inputs = InputResolver::new(
-            StoredResults::new(store.clone(), cache.clone()),
+            StoredResults::new(store, cache),
             Arc::new(DataRoots::new(&data_dir, &[])),
         );
         Materializer {
-            store,
-            cache,
             inputs,
             engine: Arc::new(PolarsEngine),
             clock,
@@ -249,7 +246,7 @@ impl Materializer {
     }
 
     pub fn store(&self) -> &Store {
-        &self.store
+        self.results().store()
     }
 
     /// The clock runs and results are stamped with.
@@ -258,7 +255,7 @@ impl Materializer {
     }
 
     pub fn cache(&self) -> &Arc<ResultCache> {
-        &self.cache
+        self.results().cache()
     }
 
     /// The folder relative source paths resolve against.
@@ -351,7 +348,7 @@ impl Materializer {
         let mut upstream_fingerprints = Vec::new();
         let mut known_upstream = HashMap::new();
         for (up_key, _) in upstream_keys(pipeline, def, window) {
-            match self.store.result_fingerprint(&up_key) {
+            match self.store().result_fingerprint(&up_key) {
                 Ok(Some(fingerprint)) => {
                     known_upstream.insert(up_key, fingerprint.clone());
                     upstream_fingerprints.push(fingerprint);
@@ -367,14 +364,17 @@ impl Materializer {
         let upstream: Vec<&str> = upstream_fingerprints.iter().map(String::as_str).collect();
         let fingerprint = run_fingerprint(def, window, &source_files, &upstream);
         // The run's record, read once and handed on to `mark_running` and the commit.
-        let seen = match self.store.seen_run(&key) {
+        let seen = match self.store().seen_run(&key) {
             Ok(seen) => seen,
             Err(e) => return PartitionAttempt::Failed(error_chain(&e)),
         };
         if !force {
-            match self.store.result_fingerprint_of(&key, seen.record()) {
+            match self.store().result_fingerprint_of(&key, seen.record()) {
                 Ok(Some(stored)) if stored == fingerprint => {
-                    return match self.store.mark_fresh(&key, &fingerprint, self.clock.now()) {
+                    return match self
+                        .store()
+                        .mark_fresh(&key, &fingerprint, self.clock.now())
+                    {
                         Ok(_) => PartitionAttempt::Done(RunOutcome::Fresh),
                         Err(e) => PartitionAttempt::Lost(error_chain(&e)),
                     };
@@ -383,7 +383,7 @@ impl Materializer {
                 Err(e) => return PartitionAttempt::Failed(error_chain(&e)),
             }
         }
-        let (record, seen) = match self.store.mark_running_seen(
+        let (record, seen) = match self.store().mark_running_seen(
             &key,
             Some(seen),
             window.end,
@@ -497,7 +497,7 @@ impl Materializer {
             .transpose()
             .map_err(|e| CommitError::Failed(format!("cannot encode state: {e}")))?;
         let rows = output.frame.height() as u64;
-        let committed = self.store.commit_success(
+        let committed = self.store().commit_success(
             key,
             NewResult {
                 fingerprint: fingerprint.to_owned(),
@@ -517,7 +517,7 @@ impl Materializer {
             }
             Err(e) => return Err(CommitError::Failed(error_chain(&e))),
         }
-        self.cache.insert(
+        self.cache().insert(
             key.clone(),
             fingerprint.to_owned(),
             CachedResult {

@@ -11,6 +11,7 @@
 //! [`PolarsEngine`] is the engine of this process: it scans files with polars, cut to the
 //! window with a filter polars pushes into the scan, and runs the job's polars plan.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -23,10 +24,11 @@ use crate::pipeline::Source;
 
 /// One input of a job, resolved.
 pub enum ResolvedInput<'a> {
-    /// The rows of `source` in `window`, read from `files` (listed for that window).
+    /// The rows of `source` in `window`, read from `files` (listed for that window; borrowed
+    /// when the caller already holds the list, as a partition run does for its fingerprint).
     Files {
         source: &'a Source,
-        files: Vec<FileIdentity>,
+        files: Cow<'a, [FileIdentity]>,
         window: Window,
     },
     /// Rows already in memory: upstream partitions (with their partial states), a named
