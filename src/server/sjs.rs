@@ -238,21 +238,21 @@ pub(super) async fn get_context(
 /// Parses a config body as HOCON (JSON included), whatever its content type: that is what
 /// spark-jobserver does, and `curl -d` labels HOCON as a form.
 /// A blank body is an empty config.
-pub(super) fn parse_config(body: &[u8]) -> Result<Map<String, Value>, ConfigError> {
+pub(super) fn parse_config(body: &[u8]) -> Result<Map<String, Value>, ConfigBodyError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    let text = std::str::from_utf8(body).map_err(ConfigError::NotUtf8)?;
+    let text = std::str::from_utf8(body).map_err(ConfigBodyError::NotUtf8)?;
     match super::hocon::parse(text)? {
         Value::Object(map) => Ok(map),
-        Value::Array(_) => Err(ConfigError::NotAnObject("an array")),
-        _ => Err(ConfigError::NotAnObject("a single value")),
+        Value::Array(_) => Err(ConfigBodyError::NotAnObject("an array")),
+        _ => Err(ConfigBodyError::NotAnObject("a single value")),
     }
 }
 
 /// Why a config body was refused.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ConfigError {
+pub(super) enum ConfigBodyError {
     #[error("the body is not UTF-8: {0}")]
     NotUtf8(std::str::Utf8Error),
     #[error(transparent)]
