@@ -17,7 +17,7 @@
 //! a deleted version is unaffected, since it holds the parsed pipeline, not the bytes.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::job::JobRegistry;
 use crate::pipeline::data_roots::DataRoots;
-use crate::pipeline::{Pipeline, PipelineErrors, check_identifier, parse_pipeline};
+use crate::pipeline::{Pipeline, PipelineErrors, check_name, parse_pipeline};
 use crate::store::{BinaryMeta, Store, StoreError};
 
 /// One version of an app, validated.
@@ -34,6 +34,8 @@ pub struct App {
     pub meta: BinaryMeta,
     /// The pipeline, renamed to the app's name: results are stored under it.
     pub pipeline: Arc<Pipeline>,
+    /// Where this version came from.
+    pub source: AppSource,
 }
 
 impl App {
@@ -49,7 +51,40 @@ pub enum UploadError {
     #[error("Binary is not a valid pipeline bundle")]
     Invalid(Vec<String>),
     #[error(transparent)]
+    DefinedByFile(#[from] DefinedByFile),
+    #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// An upload or a delete of an app that a file of the pipelines folder defines: the file owns
+/// the name (it would come back at the next start), so the change is refused.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "app {app} is defined by the file {} of the server's pipelines folder, which it is \
+     registered from at every start: change or remove that file, or upload under another name",
+    .file.display()
+)]
+pub struct DefinedByFile {
+    pub app: String,
+    pub file: PathBuf,
+}
+
+/// Why an app could not be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error(transparent)]
+    DefinedByFile(#[from] DefinedByFile),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where the current version of an app came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppSource {
+    /// A file of the server's pipelines folder, which owns the name.
+    File(PathBuf),
+    /// `POST /binaries/{app}`.
+    Upload,
 }
 
 /// Why a pipeline of the server's pipelines folder could not be registered at start-up.
@@ -104,13 +139,14 @@ fn validate(
 ) -> Result<Pipeline, Vec<String>> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         vec![format!(
-            "{name}.yaml: the bundle is not UTF-8 text (byte {}); upload the pipeline YAML",
+            "binary `{name}` is not UTF-8 text (byte {}): Floe's binaries are pipeline YAML, \
+             not jars, eggs or wheels",
             e.valid_up_to()
         )]
     })?;
     let messages =
         |errors: PipelineErrors| errors.0.iter().map(|d| d.to_string()).collect::<Vec<_>>();
-    let mut pipeline = parse_pipeline(text, Path::new(&format!("{name}.yaml")), registry)
+    let mut pipeline = parse_pipeline(text, Path::new(&format!("binary `{name}`")), registry)
         .and_then(|pipeline| pipeline.confine(roots.clone(), text))
         .map_err(messages)?;
     pipeline.name = name.to_owned();
@@ -206,10 +242,11 @@ impl Catalog {
         bytes: &[u8],
         now: DateTime<Utc>,
     ) -> Result<Arc<App>, UploadError> {
-        check_identifier(name).map_err(|e| UploadError::BadName(format!("app name: {e}")))?;
+        check_name(name).map_err(|e| UploadError::BadName(format!("app name: {e}")))?;
+        self.refuse_if_file(name)?;
         let roots = &self.upload_roots;
         let pipeline = validate(name, bytes, registry, roots).map_err(UploadError::Invalid)?;
-        Ok(self.install(store, bytes, pipeline, roots, now)?)
+        Ok(self.install(store, bytes, pipeline, roots, AppSource::Upload, now)?)
     }
 
     /// Registers the pipelines of the server's pipelines folder, each parsed once (by
@@ -225,8 +262,19 @@ impl Catalog {
             let pipeline = pipeline
                 .confine(self.folder_roots.clone(), &text)
                 .map_err(FolderError::OutsideRoots)?;
-            self.install(store, text.as_bytes(), pipeline, &self.folder_roots, now)
-                .map_err(FolderError::Store)?;
+            // Its name in the folder: where the folder is on the host is not the client's
+            // to know.
+            let file = PathBuf::from(pipeline.file.file_name().unwrap_or_default());
+            let source = AppSource::File(file);
+            self.install(
+                store,
+                text.as_bytes(),
+                pipeline,
+                &self.folder_roots,
+                source,
+                now,
+            )
+            .map_err(FolderError::Store)?;
         }
         Ok(())
     }
@@ -240,6 +288,7 @@ impl Catalog {
         bytes: &[u8],
         pipeline: Pipeline,
         roots: &Arc<DataRoots>,
+        source: AppSource,
         now: DateTime<Utc>,
     ) -> Result<Arc<App>, StoreError> {
         let name = pipeline.name.clone();
@@ -253,12 +302,13 @@ impl Catalog {
                 .data_roots
                 .as_ref()
                 .is_some_and(|current| Arc::ptr_eq(current, roots));
-            if same_roots {
+            if same_roots && current.source == source {
                 return Ok(current);
             }
             let app = Arc::new(App {
                 meta: current.meta.clone(),
                 pipeline: Arc::new(pipeline),
+                source,
             });
             self.publish(&listeners, CatalogChange::Put(app.clone()));
             return Ok(app);
@@ -267,6 +317,7 @@ impl Catalog {
         let app = Arc::new(App {
             meta,
             pipeline: Arc::new(pipeline),
+            source,
         });
         self.publish(&listeners, CatalogChange::Put(app.clone()));
         Ok(app)
@@ -298,6 +349,7 @@ impl Catalog {
                         Arc::new(App {
                             meta,
                             pipeline: Arc::new(pipeline),
+                            source: AppSource::Upload,
                         }),
                     );
                 }
@@ -324,7 +376,8 @@ impl Catalog {
 
     /// Removes `name` from the store and memory, and tells the listeners; returns whether it
     /// existed.
-    pub fn delete(&self, store: &Store, name: &str) -> Result<bool, StoreError> {
+    pub fn delete(&self, store: &Store, name: &str) -> Result<bool, DeleteError> {
+        self.refuse_if_file(name)?;
         let listeners = self.listeners();
         let deleted = store.delete_binary(name)?;
         let existed = self.get(name).is_some();
@@ -332,6 +385,16 @@ impl Catalog {
             self.publish(&listeners, CatalogChange::Removed(name.to_owned()));
         }
         Ok(deleted > 0 || existed)
+    }
+
+    fn refuse_if_file(&self, name: &str) -> Result<(), DefinedByFile> {
+        match self.get(name).map(|app| app.source.clone()) {
+            Some(AppSource::File(file)) => Err(DefinedByFile {
+                app: name.to_owned(),
+                file,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The stored bytes of the latest version of `name`.

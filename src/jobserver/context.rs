@@ -109,7 +109,7 @@ impl Default for ContextSettings {
 
 /// Settings spark-jobserver clients send that mean nothing to Floe; accepted and ignored so
 /// their scripts keep working.
-fn is_spark_setting(key: &str) -> bool {
+pub(super) fn is_spark_setting(key: &str) -> bool {
     key.starts_with("spark.")
         || key.starts_with("launcher.")
         || matches!(
@@ -211,6 +211,43 @@ impl ContextSettings {
         } else {
             Err(problems)
         }
+    }
+
+    /// The settings of one ad-hoc job whose config carries `spark.context-settings` (`given`),
+    /// over the server's ad-hoc settings (`self`). Keys are read as `POST /contexts` reads
+    /// them (unknown ones refused, spark's own ignored). A job may lower the ad-hoc
+    /// `job-timeout` and `memory-budget`, never raise them: they are the admin's bounds. The
+    /// thread and queue settings cannot apply to one job, since ad-hoc jobs share one pool:
+    /// asking for them is refused rather than ignored.
+    pub fn for_adhoc_job(&self, given: &BTreeMap<String, Value>) -> Result<Self, Vec<String>> {
+        let mut asked = self.clone();
+        let mut errors = Vec::new();
+        for (key, value) in given {
+            if matches!(
+                key.as_str(),
+                "worker-threads"
+                    | "max-jobs"
+                    | "max-jobs-per-context"
+                    | "num-cpu-cores"
+                    | "queue-length"
+            ) {
+                errors.push(format!(
+                    "setting `{key}` cannot be set for one ad-hoc job: ad-hoc jobs share the \
+                     server's ad-hoc pool (`adhoc` in the server config); create a context \
+                     with it (POST /contexts/{{name}}) and run the job there"
+                ));
+            } else if let Err(e) = asked.apply(key, value) {
+                errors.push(e.to_string());
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ContextSettings {
+            memory_budget: asked.memory_budget.min(self.memory_budget),
+            job_timeout: super::plan::effective_job_timeout(self.job_timeout, asked.job_timeout),
+            ..self.clone()
+        })
     }
 
     /// The settings as a JSON object, for reports.

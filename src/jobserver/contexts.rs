@@ -32,7 +32,7 @@ impl JobServer {
         if !starts_with_letter {
             return Err(ContextError::NotStartingWithLetter(name.to_owned()));
         }
-        if let Err(e) = crate::pipeline::check_identifier(&name.replace('-', "_")) {
+        if let Err(e) = crate::pipeline::check_name(name) {
             return Err(ContextError::BadName(name.to_owned(), e));
         }
         let settings = ContextSettings::checked(
@@ -138,6 +138,38 @@ impl JobServer {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// spark-jobserver's `PUT /contexts?reset=reboot`: stops every context (as
+    /// [`JobServer::delete_context`] does), then starts the `predefined` ones of the
+    /// configuration again. Contexts created over REST are gone afterwards. Returns the names
+    /// stopped and started.
+    pub fn reset_contexts(
+        &self,
+        predefined: &BTreeMap<String, BTreeMap<String, Value>>,
+    ) -> Result<(Vec<String>, Vec<String>), ContextError> {
+        let stopped = self.context_names();
+        for name in &stopped {
+            match self.delete_context(name) {
+                // Deleted meanwhile by another request: what a reset wants anyway.
+                Ok(()) | Err(ContextError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut started = Vec::new();
+        for (name, settings) in predefined {
+            match self.start_context(name, settings.clone(), None) {
+                // Created meanwhile, under the same name, by another request.
+                Ok(_) | Err(ContextError::Exists(_)) => started.push(name.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        info!(
+            stopped = stopped.len(),
+            started = started.len(),
+            "contexts reset"
+        );
+        Ok((stopped, started))
     }
 
     /// Stops a context: its jobs are killed, its named objects freed, its definition deleted.

@@ -14,7 +14,7 @@ use crate::frames::cancel::Cancel;
 use crate::results::runs_spanned;
 use crate::store::{JobFailure, JobRecord, JobStatus, StoreError};
 
-use super::context::{Context, Executor, QueueFull};
+use super::context::{Context, Executor, QueueFull, is_spark_setting};
 use super::history::finished_key;
 use super::plan::{self, JobPlan, PIPELINE_RUN_CLASS, PlanError};
 use super::{
@@ -64,6 +64,11 @@ impl JobServer {
         })?;
         let config_timeout = plan::job_timeout(&submission.config)
             .map_err(|e| SubmitError::Invalid(vec![e.to_string()]))?;
+        let context_settings: std::collections::BTreeMap<String, serde_json::Value> =
+            plan::context_settings(&submission.config)
+                .map_err(SubmitError::Invalid)?
+                .into_iter()
+                .collect();
         let plan = self.bound_runs(plan)?;
 
         let now = self.clock.now();
@@ -75,6 +80,24 @@ impl JobServer {
                 let context = self
                     .context(name)
                     .ok_or_else(|| SubmitError::ContextNotFound(name.clone()))?;
+                // Settings belong to the context, made when it was created: a job's own
+                // are refused rather than ignored (spark's are ignored, as everywhere).
+                let settable: Vec<&String> = context_settings
+                    .keys()
+                    .filter(|key| !is_spark_setting(key))
+                    .collect();
+                if !settable.is_empty() {
+                    return Err(SubmitError::Invalid(vec![format!(
+                        "`spark.context-settings` ({}) apply to the ad-hoc context a job \
+                         creates; context {name} has its own settings, given when it was \
+                         created: drop them from the job or run it without `context`",
+                        settable
+                            .iter()
+                            .map(|key| format!("`{key}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )]));
+                }
                 if context.is_stopping() {
                     return Err(SubmitError::ContextStopping);
                 }
@@ -82,7 +105,11 @@ impl JobServer {
             }
             None => Arc::new(Context::adhoc(
                 self.adhoc.clone(),
-                &self.settings.adhoc,
+                &self
+                    .settings
+                    .adhoc
+                    .for_adhoc_job(&context_settings)
+                    .map_err(SubmitError::Invalid)?,
                 format!("{id}-{}", submission.class_path),
                 now,
             )),
@@ -127,7 +154,9 @@ impl JobServer {
             context: context.name.clone(),
             context_id: context.id.clone(),
             status: JobStatus::Running,
-            start_time: resume.as_ref().map_or(now, |r| r.start_time),
+            // A re-run after a restart starts now: its duration is this run's, not the
+            // downtime's.
+            start_time: now,
             end_time: None,
             failure: None,
             result_rows: None,

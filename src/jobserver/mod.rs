@@ -259,7 +259,7 @@ pub enum ContextError {
     #[error("context name {0:?} is invalid: context name must start with letters")]
     NotStartingWithLetter(String),
     #[error("context name {0:?} is invalid: {1}")]
-    BadName(String, crate::pipeline::IdentifierError),
+    BadName(String, crate::pipeline::NameError),
     #[error("context {0} exists")]
     Exists(String),
     #[error("context {0} not found")]

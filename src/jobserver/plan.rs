@@ -121,6 +121,31 @@ pub fn builtin_class(class_path: &str) -> Option<&'static str> {
     })
 }
 
+/// The context settings a job's config carries, as spark-jobserver clients send them for the
+/// context a job creates: `spark.context-settings { … }` (or `context-settings { … }`).
+/// Empty when there are none; a block that is not an object, or both spellings, is refused.
+pub fn context_settings(config: &Map<String, Value>) -> Result<Map<String, Value>, Vec<String>> {
+    let nested = config
+        .get("spark")
+        .and_then(|spark| spark.get("context-settings"));
+    let top = config.get("context-settings");
+    match (nested, top) {
+        (Some(_), Some(_)) => Err(vec![
+            "give either `spark.context-settings` or `context-settings`, not both".to_owned(),
+        ]),
+        (None, None) => Ok(Map::new()),
+        (Some(Value::Object(block)), None) | (None, Some(Value::Object(block))) => {
+            Ok(block.clone())
+        }
+        (Some(other), None) => Err(vec![format!(
+            "`spark.context-settings`: expected an object of settings, found {other}"
+        )]),
+        (None, Some(other)) => Err(vec![format!(
+            "`context-settings`: expected an object of settings, found {other}"
+        )]),
+    }
+}
+
 /// The execution timeout a config asks for, if any (at most a week).
 pub fn job_timeout(config: &Map<String, Value>) -> Result<Option<Duration>, SettingError> {
     match config.get("job-timeout") {

@@ -14,6 +14,10 @@ use crate::store::{JobFailure, JobRecord, JobStatus, StoreError};
 use super::history::{FinishedJobs, finished_key};
 use super::{ContextError, JobServer, Submission, SubmitError, lock};
 
+/// How often a running server records that it is alive (see
+/// [`JobServer::resolve_interrupted_jobs`]): the error in an interrupted job's end time.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the job server could not come back up.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -90,11 +94,36 @@ impl JobServer {
     /// other job ends in ERROR. Call it only once the scheduler has requeued the runs that
     /// process left Running: that recovery takes every Running run for an interrupted one, so
     /// a re-run started before it would find its runs requeued under it.
+    ///
+    /// Then the heartbeat starts: every [`HEARTBEAT`] the store records that the server is
+    /// alive, so that after a crash a job it left running is reported as ending when the
+    /// server stopped, not when it came back (its `duration` would hold the downtime).
     pub fn resolve_interrupted_jobs(&self) -> Result<(), RecoveryError> {
-        Ok(self.resolve_interrupted_jobs_in_store()?)
+        self.resolve_interrupted_jobs_in_store()?;
+        self.start_heartbeat();
+        Ok(())
+    }
+
+    fn start_heartbeat(&self) {
+        let me = self.me.clone();
+        self.runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(HEARTBEAT);
+            loop {
+                ticks.tick().await;
+                let Some(server) = me.upgrade() else { return };
+                let beat = tokio::task::spawn_blocking(move || {
+                    server.store.mark_alive(server.clock.now())
+                });
+                if let Ok(Err(e)) = beat.await {
+                    warn!(error = %e, "cannot record the server's heartbeat");
+                }
+            }
+        });
     }
 
     fn resolve_interrupted_jobs_in_store(&self) -> Result<(), StoreError> {
+        // When the previous process was last known alive: its running jobs stopped then.
+        let stopped_at = self.store.last_alive()?;
         let mut interrupted = Vec::new();
         let mut count = 0;
         let mut finished = FinishedJobs::new();
@@ -151,7 +180,12 @@ impl JobServer {
                 continue;
             }
             record.status = JobStatus::Error;
-            record.end_time = Some(self.clock.now());
+            let now = self.clock.now();
+            // Never before the job started (`clamp` would panic on a clock gone backwards).
+            let end = stopped_at
+                .map_or(now, |at| at.min(now))
+                .max(record.start_time);
+            record.end_time = Some(end);
             record.failure = Some(JobFailure {
                 message: "server restarted before the job finished".to_owned(),
                 error_class: "floe.ServerRestarted".to_owned(),

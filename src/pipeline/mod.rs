@@ -344,6 +344,35 @@ pub enum IdentifierError {
     BadCharacters(String),
 }
 
+/// Why an app (pipeline) or context name cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name `{0}` is longer than 64 characters")]
+    TooLong(String),
+    #[error(
+        "name `{0}` must start with a letter and contain only letters, digits, `_`, `-` and `.` \
+         (no `..`)"
+    )]
+    BadCharacters(String),
+}
+
+/// Names of apps (pipelines) and contexts: what spark-jobserver accepts for them (a leading
+/// letter; `wordcount-1.0`, `my.ctx`), kept to characters that are safe in store keys, URL
+/// path segments and file names: letters, digits, `_`, `-` and `.`, never `..`. Such a name
+/// is quoted in SQL (`"wordcount-1.0__counts"` in `/query`).
+pub fn check_name(name: &str) -> Result<(), NameError> {
+    let mut chars = name.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    if name.len() > 64 {
+        return Err(NameError::TooLong(name.to_owned()));
+    }
+    let allowed = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !starts_with_letter || !allowed || name.contains("..") {
+        return Err(NameError::BadCharacters(name.to_owned()));
+    }
+    Ok(())
+}
+
 /// Names used in store keys, URLs and SQL: a letter, then letters, digits, `_` or `-`.
 pub fn check_identifier(name: &str) -> Result<(), IdentifierError> {
     let mut chars = name.chars();

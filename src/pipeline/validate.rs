@@ -103,7 +103,7 @@ impl Validator<'_> {
             self.report(&["version"], message);
             return Err(PipelineErrors(self.problems));
         }
-        if let Err(err) = check_identifier(&spec.name) {
+        if let Err(err) = check_name(&spec.name) {
             self.report(&["name"], format!("pipeline {err}")).field = Some("name".into());
         }
         let timezone = match parse_timezone(spec.timezone.as_deref().unwrap_or("UTC")) {

@@ -713,6 +713,7 @@ mod tests {
             (Method::POST, "/backfills/{id}/cancel", Role::Run),
             (Method::POST, "/binaries/{app}", Role::Admin),
             (Method::DELETE, "/contexts/{name}", Role::Admin),
+            (Method::PUT, "/contexts", Role::Admin),
             (Method::POST, "/pipelines/{pipeline}/pause", Role::Admin),
             (
                 Method::POST,

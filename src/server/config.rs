@@ -157,6 +157,10 @@ pub struct ServerConfig {
     pub max_upload_bytes: usize,
     pub max_request_bytes: usize,
     pub sync_timeout: Duration,
+    /// The most rows one JSON answer carries whole: a sync `POST /jobs` answer, and
+    /// `GET /jobs/{id}` without `offset`/`limit`. A larger result is never cut: the answer
+    /// says so and points at pages and the streamed formats.
+    pub max_json_result_rows: usize,
     pub shutdown_grace: Duration,
     pub result_cache_bytes: usize,
     pub core: CoreSettings,
@@ -204,6 +208,10 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
 }
 
+/// The default of `max_json_result_rows`: a million rows is some 100 MB of JSON, streamed;
+/// past it, CSV, Arrow and Parquet carry results far better.
+pub const DEFAULT_MAX_JSON_RESULT_ROWS: usize = 1_000_000;
+
 /// The default of `max_connections_per_client`: well above the clients one host runs (the
 /// benchmark's 64 on loopback, a proxy's pool), well below `max_connections`' 1,024.
 pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
@@ -218,6 +226,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 30 << 20,
             max_request_bytes: 4 << 20,
             sync_timeout: Duration::from_secs(10),
+            max_json_result_rows: DEFAULT_MAX_JSON_RESULT_ROWS,
             shutdown_grace: Duration::from_secs(30),
             result_cache_bytes: 512 << 20,
             core: CoreSettings::default(),
@@ -246,6 +255,7 @@ struct ConfigFile {
     max_upload_bytes: Option<Value>,
     max_request_bytes: Option<Value>,
     sync_timeout: Option<Value>,
+    max_json_result_rows: Option<usize>,
     shutdown_grace: Option<Value>,
     result_cache_bytes: Option<Value>,
     job_history: Option<usize>,
@@ -554,6 +564,15 @@ impl ServerConfig {
         }
         if let Some(v) = &file.shutdown_grace {
             config.shutdown_grace = duration(path, "shutdown_grace", v)?;
+        }
+        if let Some(n) = file.max_json_result_rows {
+            if n == 0 {
+                return Err(ConfigError::Zero {
+                    path: path.to_path_buf(),
+                    key: "max_json_result_rows",
+                });
+            }
+            config.max_json_result_rows = n;
         }
         if let Some(n) = file.job_history {
             if n == 0 {

@@ -194,10 +194,58 @@ pub(super) fn json_with_rows(
     json_response(status, &WithRows { fields, key, rows })
 }
 
+/// Up to this many rows, a JSON answer is written in one piece on the request's task; above
+/// it, it is streamed from a blocking thread (the hop costs more than small answers take).
+const STREAM_JSON_ABOVE_ROWS: usize = 1000;
+
+/// `fields` plus `key` → every row of `frame`, as one JSON object: written at once when small,
+/// streamed when large, so an answer of a million rows never sits whole in memory as JSON.
+pub(super) fn json_with_frame(
+    status: StatusCode,
+    fields: Map<String, Value>,
+    key: &'static str,
+    frame: DataFrame,
+) -> Result<Response, HttpError> {
+    if frame.height() <= STREAM_JSON_ABOVE_ROWS {
+        let rows = rows_json(&frame)?;
+        return Ok(json_with_rows(status, &fields, key, &rows));
+    }
+    let mut head = serde_json::to_vec(&fields)
+        .map_err(|e| HttpError::internal(format!("cannot write the answer as JSON: {e}")))?;
+    head.pop(); // the closing brace: the rows come before it
+    if !fields.is_empty() {
+        head.push(b',');
+    }
+    head.extend_from_slice(&serde_json::to_vec(key).unwrap_or_default());
+    head.push(b':');
+    let body = stream_written(move |writer| {
+        writer.write_all(&head)?;
+        let mut frame = frame;
+        let before = writer.written;
+        JsonWriter::new(&mut *writer)
+            .with_json_format(JsonFormat::Json)
+            .finish(&mut frame)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if writer.written == before {
+            writer.write_all(b"[]")?;
+        }
+        writer.write_all(b"}")
+    });
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
 /// Sends body chunks from a blocking writer to the response body.
 struct ChannelWriter {
     sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
     buffer: Vec<u8>,
+    /// Bytes written so far.
+    written: usize,
 }
 
 const CHUNK: usize = 256 * 1024;
@@ -220,6 +268,7 @@ impl ChannelWriter {
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buffer.extend_from_slice(data);
+        self.written += data.len();
         if self.buffer.len() >= CHUNK {
             self.send_buffer()?;
         }
@@ -231,39 +280,50 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Streams `frame` in a binary or CSV `format`, written on a blocking thread.
-pub(super) fn stream_frame(frame: DataFrame, format: ResultFormat, file_stem: &str) -> Response {
+/// A response body of what `write` writes, on a blocking thread, as it writes it. A failure
+/// part-way ends the body with an error: the client sees a broken transfer, not a short body
+/// that looks complete.
+fn stream_written(
+    write: impl FnOnce(&mut ChannelWriter) -> std::io::Result<()> + Send + 'static,
+) -> Body {
     let (sender, mut receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
-        let mut frame = frame;
         let mut writer = ChannelWriter {
             sender: sender.clone(),
             buffer: Vec::with_capacity(CHUNK),
+            written: 0,
         };
+        if let Err(e) = write(&mut writer).and_then(|()| writer.flush()) {
+            let _ = sender.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures_util::stream::poll_fn(move |cx| {
+        receiver.poll_recv(cx)
+    }))
+}
+
+/// Streams `frame` in a binary or CSV `format`, written on a blocking thread.
+pub(super) fn stream_frame(frame: DataFrame, format: ResultFormat, file_stem: &str) -> Response {
+    let body = stream_written(move |writer| {
+        let mut frame = frame;
         let written = match format {
-            ResultFormat::Csv => CsvWriter::new(&mut writer)
+            ResultFormat::Csv => CsvWriter::new(&mut *writer)
                 .include_header(true)
                 .finish(&mut frame)
                 .map(drop),
-            ResultFormat::Arrow => IpcStreamWriter::new(&mut writer)
+            ResultFormat::Arrow => IpcStreamWriter::new(&mut *writer)
                 .finish(&mut frame)
                 .map(drop),
-            ResultFormat::Parquet => ParquetWriter::new(&mut writer).finish(&mut frame).map(drop),
-            ResultFormat::Json => JsonWriter::new(&mut writer)
+            ResultFormat::Parquet => ParquetWriter::new(&mut *writer)
+                .finish(&mut frame)
+                .map(drop),
+            ResultFormat::Json => JsonWriter::new(&mut *writer)
                 .with_json_format(JsonFormat::Json)
                 .finish(&mut frame)
                 .map(drop),
         };
-        let flushed = written
-            .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|()| writer.flush());
-        if let Err(e) = flushed {
-            // The body ends with an error: the client sees a broken transfer, not a
-            // truncated file that looks complete.
-            let _ = sender.blocking_send(Err(e));
-        }
+        written.map_err(|e| std::io::Error::other(e.to_string()))
     });
-    let stream = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
     let extension = match format {
         ResultFormat::Json => "json",
         ResultFormat::Csv => "csv",
@@ -271,7 +331,7 @@ pub(super) fn stream_frame(frame: DataFrame, format: ResultFormat, file_stem: &s
         ResultFormat::Parquet => "parquet",
     };
     let disposition = format!("attachment; filename=\"{file_stem}.{extension}\"");
-    let mut response = Response::new(Body::from_stream(stream));
+    let mut response = Response::new(body);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),

@@ -172,6 +172,7 @@ fn route_table() -> Vec<RouteEntry> {
             sjs::delete_binary,
         ),
         route(Method::GET, "/contexts", Role::Read, sjs::list_contexts),
+        route(Method::PUT, "/contexts", Role::Admin, sjs::reset_contexts),
         route(
             Method::GET,
             "/contexts/{name}",

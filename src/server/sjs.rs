@@ -16,9 +16,10 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::{ErrorCode, HttpError, HttpResult};
 use super::http::{
-    Page, ResultFormat, json_response, json_with_rows, rows_json, sjs, stream_frame,
+    Page, ResultFormat, json_response, json_with_frame, json_with_rows, rows_json, sjs,
+    stream_frame,
 };
-use crate::catalog::UploadError;
+use crate::catalog::{AppSource, Catalog, DeleteError, UploadError};
 use crate::jobserver::context::Context;
 use crate::jobserver::{ContextError, KillOutcome, LiveJob, Submission, record_context_label};
 use crate::store::{JobFailure, JobRecord, JobStatus};
@@ -80,6 +81,7 @@ pub(super) async fn list_binaries(State(state): State<AppState>) -> Response {
             app.name().to_owned(),
             json!({
                 "binary-type": BINARY_TYPE,
+                "source": source_json(&app.source),
                 "upload-time": timestamp(app.meta.upload_time),
                 "version": app.meta.version,
                 "jobs": app.pipeline.dag.topological_order(),
@@ -87,6 +89,15 @@ pub(super) async fn list_binaries(State(state): State<AppState>) -> Response {
         );
     }
     json_response(StatusCode::OK, &Value::Object(apps))
+}
+
+/// Where the current version came from: `{"kind": "file", "file": "shop.yaml"}` (the server's
+/// pipelines folder, which owns the name) or `{"kind": "upload"}`.
+fn source_json(source: &AppSource) -> Value {
+    match source {
+        AppSource::File(file) => json!({ "kind": "file", "file": file.display().to_string() }),
+        AppSource::Upload => json!({ "kind": "upload" }),
+    }
 }
 
 fn no_such_binary(app: &str) -> HttpError {
@@ -108,6 +119,7 @@ pub(super) async fn get_binary(
         &json!({
             "app-name": app,
             "binary-type": BINARY_TYPE,
+            "source": source_json(&found.source),
             "upload-time": timestamp(found.meta.upload_time),
             "version": found.meta.version,
             "sha256": found.meta.sha256,
@@ -175,6 +187,7 @@ pub(super) async fn upload_binary(
         )
         .with_errors(errors)),
         Err(UploadError::BadName(message)) => Err(HttpError::bad_request(message)),
+        Err(UploadError::DefinedByFile(e)) => Err(HttpError::conflict(e.to_string())),
         Err(UploadError::Store(e)) => Err(e.into()),
     }
 }
@@ -192,7 +205,13 @@ pub(super) async fn delete_binary(
     }
     let core = state.core.clone();
     let name = app.clone();
-    if tokio::task::spawn_blocking(move || core.catalog.delete(core.store(), &name)).await?? {
+    let deleted = tokio::task::spawn_blocking(move || core.catalog.delete(core.store(), &name))
+        .await?
+        .map_err(|e| match e {
+            DeleteError::DefinedByFile(e) => HttpError::conflict(e.to_string()),
+            DeleteError::Store(e) => e.into(),
+        })?;
+    if deleted {
         Ok(sjs(
             StatusCode::OK,
             "SUCCESS",
@@ -293,6 +312,45 @@ pub(super) async fn create_context(
     }
 }
 
+/// `PUT /contexts?reset=reboot[&sync=false]`: stops every context and starts the configured
+/// ones again; `sync=false` answers before the work is done.
+pub(super) async fn reset_contexts(State(state): State<AppState>, uri: Uri) -> HttpResult {
+    let params = query_params(&uri)?;
+    match params.get("reset").map(String::as_str) {
+        Some("reboot") => {}
+        Some(other) => {
+            return Err(HttpError::bad_request(format!(
+                "`reset` must be `reboot`, found `{other}`"
+            )));
+        }
+        None => {
+            return Err(HttpError::bad_request(
+                "PUT /contexts needs `reset=reboot` (stop every context, then start the \
+                 configured ones again)",
+            ));
+        }
+    }
+    let wait = !params.contains_key("sync") || param_bool(&params, "sync")?;
+    let core = state.core.clone();
+    let work = tokio::task::spawn_blocking(move || core.reset_contexts(&state.config.contexts));
+    if !wait {
+        // The reset goes on; its outcome is logged.
+        tokio::spawn(async move {
+            match work.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "context reset failed"),
+                Err(e) => tracing::warn!(error = %e, "context reset stopped"),
+            }
+        });
+        return Ok(sjs(StatusCode::OK, "SUCCESS", "Context reset requested"));
+    }
+    match work.await? {
+        Ok(_) => Ok(sjs(StatusCode::OK, "SUCCESS", "Context reset")),
+        Err(ContextError::Store(e)) => Err(e.into()),
+        Err(e) => Err(HttpError::internal_error(&e)),
+    }
+}
+
 pub(super) async fn delete_context(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -357,6 +415,122 @@ fn location(id: &str) -> [(header::HeaderName, HeaderValue); 1] {
     )]
 }
 
+/// Which app and class a `POST /jobs` names, in any of spark-jobserver's spellings: the query's
+/// `appName` + `classPath`, or `cp` + `mainClass`, or the same keys in the config body (which
+/// are taken out of it). `cp` is a comma list of binaries (`cp=a,b`).
+#[derive(Debug, Default)]
+struct JobTarget {
+    apps: Vec<String>,
+    class_path: Option<String>,
+}
+
+impl JobTarget {
+    fn read(
+        params: &BTreeMap<String, String>,
+        config: &mut Map<String, Value>,
+    ) -> Result<JobTarget, HttpError> {
+        let mut target = JobTarget::default();
+        for (key, value) in [
+            ("appName", params.get("appName").cloned().map(Value::String)),
+            ("cp", params.get("cp").cloned().map(Value::String)),
+            ("appName", config.remove("appName")),
+            ("cp", config.remove("cp")),
+        ] {
+            let entries = match value {
+                None => continue,
+                Some(Value::String(list)) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|entry| !entry.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|item| {
+                        item.as_str().map(str::to_owned).ok_or_else(|| {
+                            HttpError::bad_request(format!(
+                                "Cannot parse config: `{key}`: expected binary names, found \
+                                 {item}"
+                            ))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+                Some(other) => {
+                    return Err(HttpError::bad_request(format!(
+                        "Cannot parse config: `{key}`: expected binary names, found {other}"
+                    )));
+                }
+            };
+            for entry in entries {
+                if entry.contains(':') || entry.contains('/') {
+                    return Err(HttpError::bad_request(format!(
+                        "Cannot parse config: `{key}` entry `{entry}` is a URI or a path: Floe \
+                         never loads code from a location; upload the pipeline with \
+                         POST /binaries/{{app}} and give its name"
+                    )));
+                }
+                if !target.apps.contains(&entry) {
+                    target.apps.push(entry);
+                }
+            }
+        }
+        if target.apps.len() > MAX_CLASS_PATH_APPS {
+            return Err(HttpError::bad_request(format!(
+                "Cannot parse config: `cp` names {} binaries, at most {MAX_CLASS_PATH_APPS}",
+                target.apps.len()
+            )));
+        }
+        let mut classes = Vec::new();
+        for key in ["classPath", "mainClass"] {
+            if let Some(class) = params.get(key).filter(|c| !c.is_empty()) {
+                classes.push(class.clone());
+            }
+            match config.remove(key) {
+                None => {}
+                Some(Value::String(class)) if !class.is_empty() => classes.push(class),
+                Some(other) => {
+                    return Err(HttpError::bad_request(format!(
+                        "Cannot parse config: `{key}`: expected a class name, found {other}"
+                    )));
+                }
+            }
+        }
+        classes.sort();
+        classes.dedup();
+        if classes.len() > 1 {
+            return Err(HttpError::bad_request(format!(
+                "Cannot parse config: the request names two classes ({}): give one `classPath` \
+                 or `mainClass`",
+                classes.join(", ")
+            )));
+        }
+        target.class_path = classes.pop();
+        Ok(target)
+    }
+
+    /// The app a job of `class_path` runs in: of the listed binaries, the first whose pipeline
+    /// has that job, as a classpath resolves a class; for a built-in class, the first. Every
+    /// binary listed must exist.
+    fn app_for(&self, catalog: &Catalog, class_path: &str) -> Result<Option<String>, HttpError> {
+        let mut apps = Vec::with_capacity(self.apps.len());
+        for name in &self.apps {
+            apps.push(
+                catalog
+                    .get(name)
+                    .ok_or_else(|| HttpError::not_found(format!("appName {name} not found")))?,
+            );
+        }
+        Ok(apps
+            .iter()
+            .find(|app| app.pipeline.job(class_path).is_some())
+            .or(apps.first())
+            .map(|app| app.name().to_owned()))
+    }
+}
+
+/// Binaries one `cp` may list.
+const MAX_CLASS_PATH_APPS: usize = 64;
+
 fn param_bool(params: &BTreeMap<String, String>, key: &str) -> Result<bool, HttpError> {
     match params.get(key).map(|v| v.trim().to_ascii_lowercase()) {
         None => Ok(false),
@@ -375,19 +549,16 @@ pub(super) async fn submit_job(
 ) -> HttpResult {
     let params = query_params(&uri)?;
     let body = body.map_err(|rejection| body_error(&rejection))?;
-    let config = parse_config(&body)
+    let mut config = parse_config(&body)
         .map_err(|e| HttpError::bad_request(format!("Cannot parse config: {e}")))?;
-    let string_in = |keys: &[&str]| -> Option<String> {
-        keys.iter()
-            .find_map(|k| params.get(*k).filter(|v| !v.is_empty()).cloned())
-    };
-    let app = string_in(&["appName", "cp"]);
-    let Some(class_path) = string_in(&["classPath", "mainClass"]) else {
+    let target = JobTarget::read(&params, &mut config)?;
+    let Some(class_path) = target.class_path.clone() else {
         return Err(HttpError::bad_request(
             "Cannot parse config: classPath is missing: give `classPath` (a job of the app's \
              pipeline, or a built-in class such as sql) and, for pipeline jobs, `appName`",
         ));
     };
+    let app = target.app_for(&state.core.catalog, &class_path)?;
     let sync = param_bool(&params, "sync")?;
     let wait = match params.get("timeout") {
         None => state.config.sync_timeout,
@@ -431,27 +602,30 @@ pub(super) async fn submit_job(
         )
             .into_response());
     }
-    sync_answer(&live)
+    sync_answer(&live, state.config.max_json_result_rows)
 }
 
-/// The answer of a sync job that has finished.
-fn sync_answer(live: &LiveJob) -> HttpResult {
+/// The answer of a sync job that has finished: its whole result, or, when that is more than
+/// one JSON answer carries (`max_json_result_rows`), the async form (202, `Location`) saying
+/// so, never a part of it passed off as the whole.
+fn sync_answer(live: &LiveJob, max_rows: usize) -> HttpResult {
     let record = live.record();
     match (record.status, live.result()) {
+        (JobStatus::Finished, Some(frame)) if frame.height() > max_rows => {
+            let mut report = job_report(&record, false, record.status);
+            too_many_rows_for_json(&mut report, &record.id, frame.height(), max_rows);
+            Ok((
+                StatusCode::ACCEPTED,
+                location(&record.id),
+                json_response(StatusCode::ACCEPTED, &Value::Object(report)),
+            )
+                .into_response())
+        }
         (JobStatus::Finished, Some(frame)) => {
-            let page = Page {
-                offset: 0,
-                limit: super::http::MAX_PAGE,
-            };
-            let total = frame.height();
-            let rows = rows_json(&page.slice(&frame))?;
             let mut body = Map::new();
             body.insert("jobId".into(), json!(record.id));
             body.insert("status".into(), json!("FINISHED"));
-            if total > page.limit {
-                body.insert("resultPage".into(), page.json(total));
-            }
-            Ok(json_with_rows(StatusCode::OK, &body, "result", &rows))
+            json_with_frame(StatusCode::OK, body, "result", frame)
         }
         (status, _) => Ok(json_response(
             StatusCode::OK,
@@ -526,7 +700,12 @@ pub(super) async fn get_job(
             })
             .transpose()
     };
-    let page = Page::new(number("offset")?, number("limit")?)?;
+    let (offset, limit) = (number("offset")?, number("limit")?);
+    let page = if offset.is_none() && limit.is_none() {
+        None
+    } else {
+        Some(Page::new(offset, limit)?)
+    };
     let (record, queued, in_memory) = match state.core.live_job(&id) {
         Some(live) => (live.record(), live.is_queued(), live.result()),
         None => match state.core.store().job(&id)? {
@@ -565,10 +744,37 @@ pub(super) async fn get_job(
         return Ok(stream_frame(frame, format, &format!("job-{id}")));
     }
     let total = frame.height();
-    let rows = rows_json(&page.slice(&frame))?;
     let mut report = job_report(&record, false, record.status);
+    let Some(page) = page else {
+        // No page asked for: the whole result, as spark-jobserver answers, or none of it.
+        let max_rows = state.config.max_json_result_rows;
+        if total > max_rows {
+            too_many_rows_for_json(&mut report, &id, total, max_rows);
+            return Ok(json_response(StatusCode::OK, &Value::Object(report)));
+        }
+        return json_with_frame(StatusCode::OK, report, "result", frame);
+    };
+    let rows = rows_json(&page.slice(&frame))?;
     report.insert("resultPage".into(), page.json(total));
     Ok(json_with_rows(StatusCode::OK, &report, "result", &rows))
+}
+
+/// Says in a report without `result` why the rows are not there and where they are.
+fn too_many_rows_for_json(report: &mut Map<String, Value>, id: &str, rows: usize, max: usize) {
+    report.insert(
+        "resultTooLarge".into(),
+        json!({
+            "rows": rows,
+            "maxJsonResultRows": max,
+            "message": format!(
+                "the result has {rows} rows, more than one JSON answer carries \
+                 (max_json_result_rows = {max}): page through it with \
+                 GET /jobs/{id}?offset=0&limit={} or download it whole, streamed, with \
+                 GET /jobs/{id}?format=csv|arrow|parquet",
+                super::http::MAX_PAGE.min(max)
+            ),
+        }),
+    );
 }
 
 pub(super) async fn get_job_config(

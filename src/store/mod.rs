@@ -18,6 +18,7 @@
 //! | tree           | key                      | value                             |
 //! |----------------|--------------------------|-----------------------------------|
 //! | `meta`         | `schema_version`         | u32, big-endian                   |
+//! | `meta`         | `alive_at`               | i64 millis, big-endian: heartbeat |
 //! | `runs`         | `RunKey` bytes (`keys`)  | `RunRecord`, JSON                 |
 //! | `result_meta`  | `RunKey` bytes, attempt¹ | `ResultMeta`, JSON; then, for a   |
 //! |                |                          | frame up to 16 KiB, `\n` and its  |

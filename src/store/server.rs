@@ -230,7 +230,34 @@ impl Store {
         }
         Ok(definitions)
     }
+
+    // ---- the server's heartbeat ----------------------------------------------------------
+
+    /// Records that the server was alive at `now`: after a crash, the last such instant is
+    /// when jobs it left running stopped, give or take the heartbeat's period.
+    pub fn mark_alive(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.db
+            .open_tree(tree::META)
+            .and_then(|meta| meta.insert(ALIVE_KEY, &now.timestamp_millis().to_be_bytes()))
+            .map_err(sled_failed(format_args!("record the server's heartbeat")))?;
+        Ok(())
+    }
+
+    /// The last instant [`Store::mark_alive`] recorded, if any.
+    pub fn last_alive(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let raw = self
+            .db
+            .open_tree(tree::META)
+            .and_then(|meta| meta.get(ALIVE_KEY))
+            .map_err(sled_failed(format_args!("read the server's heartbeat")))?;
+        Ok(raw
+            .and_then(|raw| <[u8; 8]>::try_from(raw.as_ref()).ok())
+            .and_then(|millis| DateTime::from_timestamp_millis(i64::from_be_bytes(millis))))
+    }
 }
+
+/// The `meta` key of the server's last heartbeat (i64 milliseconds, big-endian).
+const ALIVE_KEY: &[u8] = b"alive_at";
 
 #[cfg(test)]
 mod tests {

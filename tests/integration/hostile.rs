@@ -302,18 +302,23 @@ async fn results_are_served_only_for_the_definition_that_made_them() {
     let replaced = original.replace("filter: event = 'purchase'", "filter: event = 'click'");
     assert_ne!(original, replaced);
     let hour = r#"partition = "2024-01-01T05:00:00Z""#;
-    let results = "/pipelines/shop/jobs/purchases_hourly/results?from=2024-01-01T05:00:00Z&to=2024-01-01T06:00:00Z";
+    let results = "/pipelines/copy/jobs/purchases_hourly/results?from=2024-01-01T05:00:00Z&to=2024-01-01T06:00:00Z";
     let daily =
-        "/pipelines/shop/jobs/sales_per_category_daily/results?from=2024-01-01&to=2024-01-02";
+        "/pipelines/copy/jobs/sales_per_category_daily/results?from=2024-01-01&to=2024-01-02";
     let query = json!({
-        "sql": "SELECT count(*) AS n FROM shop__purchases_hourly",
+        "sql": "SELECT count(*) AS n FROM copy__purchases_hourly",
         "from": "2024-01-01T05:00:00Z", "to": "2024-01-01T06:00:00Z",
     })
     .to_string();
 
-    // Another definition of `shop` computes the hour and the day built on it.
+    // An uploaded app (the folder's `shop` is its file's alone), then another definition
+    // of it computes the hour and the day built on it.
     assert_eq!(
-        upload(&server, "shop", &replaced).await.0,
+        upload(&server, "copy", &original).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        upload(&server, "copy", &replaced).await.0,
         StatusCode::CREATED
     );
     for (job, partition) in [
@@ -322,7 +327,7 @@ async fn results_are_served_only_for_the_definition_that_made_them() {
     ] {
         let (status, report) = server
             .post(
-                &format!("/jobs?appName=shop&classPath={job}&sync=true&timeout=60"),
+                &format!("/jobs?appName=copy&classPath={job}&sync=true&timeout=60"),
                 partition,
             )
             .await;
@@ -339,7 +344,7 @@ async fn results_are_served_only_for_the_definition_that_made_them() {
     // The original definition is back: the other definition's rows are stale, not served,
     // downstream included.
     assert_eq!(
-        upload(&server, "shop", &original).await.0,
+        upload(&server, "copy", &original).await.0,
         StatusCode::CREATED
     );
     let (status, page) = server.get(results).await;
@@ -355,7 +360,7 @@ async fn results_are_served_only_for_the_definition_that_made_them() {
     let (status, report) = server
         .post(
             "/jobs?classPath=count_distinct&sync=true",
-            r#"input { results = purchases_hourly, app = shop, from = "2024-01-01T05:00:00Z", to = "2024-01-01T06:00:00Z" }
+            r#"input { results = purchases_hourly, app = copy, from = "2024-01-01T05:00:00Z", to = "2024-01-01T06:00:00Z" }
                column = user_id"#,
         )
         .await;
@@ -369,7 +374,7 @@ async fn results_are_served_only_for_the_definition_that_made_them() {
     // A run computes the hour again under the current definition, and it is served.
     let (_, report) = server
         .post(
-            "/jobs?appName=shop&classPath=purchases_hourly&sync=true&timeout=60",
+            "/jobs?appName=copy&classPath=purchases_hourly&sync=true&timeout=60",
             hour,
         )
         .await;

@@ -16,6 +16,7 @@ mod inputs;
 mod limits;
 mod manual_runs;
 mod module_graph;
+mod parity;
 mod server;
 mod shop;
 mod sources;

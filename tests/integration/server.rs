@@ -60,9 +60,27 @@ async fn binaries_upload_validate_version_and_delete() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
     let errors = body["errors"].as_array().unwrap();
-    assert!(text(&errors[0]).starts_with("shop2.yaml:"), "{body}");
+    // It names the binary the client sent, at its line and column, not a file it never saw.
+    assert!(text(&errors[0]).starts_with("binary `shop2`:"), "{body}");
     assert!(text(&body["result"]).contains("dayly"), "{body}");
     assert_eq!(server.get("/binaries/shop2").await.1["version"], 2);
+    // A real jar (a zip's bytes) is refused in words a spark-jobserver user understands.
+    let jar = server
+        .client
+        .post(server.url("/binaries/shop2"))
+        .header("content-type", "application/java-archive")
+        .body(b"PK\x03\x04\x14\x00\x08\x00\x08\x00\xff\xd8\x9c".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jar.status(), StatusCode::BAD_REQUEST);
+    let body: Value = jar.json().await.unwrap();
+    assert_eq!(
+        text(&body["result"]),
+        "Binary is not of the right format: binary `shop2` is not UTF-8 text (byte 10): \
+         Floe's binaries are pipeline YAML, not jars, eggs or wheels",
+        "{body}"
+    );
 
     let response = upload(yaml.clone(), "image/png").await.unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -935,6 +953,10 @@ async fn restart_resolves_interrupted_jobs_and_keeps_history() {
                 br#"{"partition":"2024-01-02"}"#,
             )
             .unwrap();
+        // That process was last alive 3.5 s after the jobs started, and went down.
+        store
+            .mark_alive(utc(2024, 1, 31, 0) + chrono::Duration::milliseconds(3500))
+            .unwrap();
         store.flush().unwrap();
     }
     let server = TestServer::start(&world, |_| {}).await;
@@ -946,6 +968,8 @@ async fn restart_resolves_interrupted_jobs_and_keeps_history() {
         lost["result"]["message"],
         "server restarted before the job finished"
     );
+    // It ended when that process stopped, not when this one started.
+    assert_eq!(lost["duration"], "3.500 secs", "{lost}");
     let rerun = server
         .wait_final("00000000-0000-7000-8000-000000000002")
         .await;

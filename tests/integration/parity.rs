@@ -1,0 +1,388 @@
+//! spark-jobserver parity over real HTTP: what its users rely on, as they send it — whole
+//! sync results, `PUT /contexts?reset=reboot`, method overrides, dotted names, `cp` lists,
+//! `spark.context-settings` in a job's body, and which of an upload and a pipelines-folder
+//! file owns an app's name.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::server::{TestServer, text};
+use crate::common::{SampleWorld, repo_path};
+
+fn world() -> SampleWorld {
+    SampleWorld::new(8_000, 2)
+}
+
+/// Every event of the sample's first day, as a SQL job of the ad-hoc context.
+const ALL_EVENTS: &str = r#"input { source = events, app = shop, from = "2024-01-01", to = "2024-01-02" }
+query = "SELECT * FROM events""#;
+
+async fn upload(server: &TestServer, app: &str, yaml: &str) -> (StatusCode, Value) {
+    let response = server
+        .client
+        .post(server.url(&format!("/binaries/{app}")))
+        .header("content-type", "application/yaml")
+        .body(yaml.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn put(server: &TestServer, path: &str) -> (StatusCode, Value) {
+    let response = server.client.put(server.url(path)).send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_results_are_whole_or_say_why_not() {
+    let world = world();
+    let server = TestServer::start(&world, |c| c.max_json_result_rows = 2_500).await;
+    let (_, counted) = server
+        .post(
+            "/jobs?classPath=sql&sync=true&timeout=60",
+            &ALL_EVENTS.replace("SELECT *", "SELECT count(*) AS n"),
+        )
+        .await;
+    let events = counted["result"][0]["n"].as_u64().unwrap() as usize;
+    assert!(events > 2_500, "{counted}");
+
+    // Up to the limit: every row, in one answer (streamed: more than a thousand rows).
+    let (status, some) = server
+        .post(
+            "/jobs?classPath=sql&sync=true&timeout=60",
+            &ALL_EVENTS.replace("FROM events", "FROM events LIMIT 2500"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{some}");
+    assert_eq!(some["status"], "FINISHED");
+    assert_eq!(some["result"].as_array().unwrap().len(), 2_500);
+    assert!(some.get("resultPage").is_none(), "not a page: the whole");
+    // Asked again without a page, the same whole result.
+    let (_, again) = server.get(&format!("/jobs/{}", text(&some["jobId"]))).await;
+    assert_eq!(again["result"], some["result"]);
+
+    // Over it: not a part passed off as the whole, but the async form saying why.
+    let response = server
+        .client
+        .post(server.url("/jobs?classPath=sql&sync=true&timeout=60"))
+        .body(ALL_EVENTS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let big: Value = response.json().await.unwrap();
+    assert_eq!(big["status"], "FINISHED", "{big}");
+    assert!(big.get("result").is_none(), "{big}");
+    assert_eq!(big["resultTooLarge"]["rows"], events);
+    assert_eq!(big["resultTooLarge"]["maxJsonResultRows"], 2_500);
+    assert!(
+        text(&big["resultTooLarge"]["message"]).contains("format=csv|arrow|parquet"),
+        "{big}"
+    );
+    assert_eq!(location, format!("/jobs/{}", text(&big["jobId"])));
+    let (_, whole) = server.get(&location).await;
+    assert!(whole.get("result").is_none(), "{whole}");
+    assert_eq!(whole["resultTooLarge"]["rows"], events);
+    // Pages and the streamed formats carry it all.
+    let (_, page) = server
+        .get(&format!("{location}?offset=2000&limit=5000"))
+        .await;
+    assert_eq!(page["result"].as_array().unwrap().len(), events - 2_000);
+    assert_eq!(page["resultPage"]["total"], events);
+    let csv = server
+        .client
+        .get(server.url(&format!("{location}?format=csv")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), events + 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_reboot_restarts_the_configured_contexts_only() {
+    let world = world();
+    let server = TestServer::start(&world, |c| {
+        c.contexts.insert(
+            "configured".to_owned(),
+            [("worker-threads".to_owned(), json!("1"))].into(),
+        );
+    })
+    .await;
+    let (_, before) = server.get("/contexts/configured").await;
+    assert_eq!(server.post("/contexts/made", "").await.0, StatusCode::OK);
+    assert_eq!(
+        server.get("/contexts").await.1,
+        json!(["configured", "made"])
+    );
+
+    assert_eq!(put(&server, "/contexts").await.0, StatusCode::BAD_REQUEST);
+    let (status, refused) = put(&server, "/contexts?reset=restart").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text(&refused["result"]).contains("`reset` must be `reboot`"));
+
+    let (status, reset) = put(&server, "/contexts?reset=reboot").await;
+    assert_eq!(status, StatusCode::OK, "{reset}");
+    assert_eq!(
+        reset,
+        json!({"status": "SUCCESS", "result": "Context reset"})
+    );
+    assert_eq!(server.get("/contexts").await.1, json!(["configured"]));
+    let (_, after) = server.get("/contexts/configured").await;
+    assert_ne!(
+        after["id"], before["id"],
+        "a new context, not the old one kept"
+    );
+    assert_eq!(after["settings"]["worker-threads"], 1);
+
+    // For clients that cannot send PUT, and without waiting.
+    server.post("/contexts/made", "").await;
+    let (status, requested) = server
+        .post("/contexts?_method=PUT&reset=reboot&sync=false", "")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{requested}");
+    assert_eq!(requested["result"], "Context reset requested");
+    let mut names = Value::Null;
+    for _ in 0..100 {
+        names = server.get("/contexts").await.1;
+        if names == json!(["configured"]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(names, json!(["configured"]));
+
+    // And a context deleted by a POST with `_method=DELETE`.
+    let (status, stopped) = server.post("/contexts/configured?_method=DELETE", "").await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(stopped["result"], "Context stopped");
+    assert_eq!(server.get("/contexts").await.1, json!([]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_may_have_dots_as_in_spark_jobserver() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    for name in ["my.ctx", "wordcount-1.0"] {
+        let (status, made) = server.post(&format!("/contexts/{name}"), "").await;
+        assert_eq!(status, StatusCode::OK, "{name}: {made}");
+        let (status, context) = server.get(&format!("/contexts/{name}")).await;
+        assert_eq!((status, &context["name"]), (StatusCode::OK, &json!(name)));
+    }
+    let (status, report) = server
+        .post(
+            "/jobs?classPath=sql&context=my.ctx&sync=true",
+            r#"query = "SELECT 1 AS one""#,
+        )
+        .await;
+    assert_eq!(
+        (status, &report["result"]),
+        (StatusCode::OK, &json!([{"one": 1}]))
+    );
+
+    let yaml = std::fs::read_to_string(repo_path("pipelines/shop.yaml")).unwrap();
+    assert_eq!(
+        upload(&server, "shop-1.0", &yaml).await.0,
+        StatusCode::CREATED
+    );
+    let (_, binary) = server.get("/binaries/shop-1.0").await;
+    assert_eq!(binary["app-name"], "shop-1.0");
+    let (status, report) = server
+        .post(
+            "/jobs?appName=shop-1.0&classPath=sales_per_category_daily&sync=true&timeout=60",
+            r#"partition = "2024-01-01""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["status"], "FINISHED", "{report}");
+    // Its results are a table of /query, quoted as SQL quotes such names.
+    let (status, queried) = server
+        .post_json(
+            "/query",
+            &json!({
+                "sql": "SELECT count(*) AS n FROM \"shop-1.0__sales_per_category_daily\"",
+                "from": "2024-01-01", "to": "2024-01-02",
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{queried}");
+    assert!(queried["rows"][0]["n"].as_u64().unwrap() > 0, "{queried}");
+
+    // Still refused: no leading letter, `..`, characters outside the set.
+    for name in ["1ctx", "a..b", "a%2Fb", "a%20b"] {
+        let (status, refused) = server.post(&format!("/contexts/{name}"), "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {refused}");
+        assert_eq!(
+            upload(&server, name, &yaml).await.0,
+            StatusCode::BAD_REQUEST,
+            "{name}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_path_lists_pick_the_first_binary_with_the_class() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let yaml = std::fs::read_to_string(repo_path("pipelines/shop.yaml")).unwrap();
+    upload(&server, "copy", &yaml).await;
+    let partition = r#"partition = "2024-01-01""#;
+
+    let (status, report) = server
+        .post(
+            "/jobs?cp=copy,shop&mainClass=sales_per_category_daily&sync=true&timeout=60",
+            partition,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let (_, job) = server
+        .get(&format!("/jobs/{}", text(&report["jobId"])))
+        .await;
+    assert_eq!(job["appName"], "copy", "{job}");
+
+    // The same in the body, as spark-jobserver also reads them.
+    let (status, report) = server
+        .post(
+            "/jobs?sync=true&timeout=60",
+            r#"cp = ["shop", "copy"], mainClass = sales_per_category_daily, partition = "2024-01-01""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let (_, job) = server
+        .get(&format!("/jobs/{}", text(&report["jobId"])))
+        .await;
+    assert_eq!(job["appName"], "shop", "{job}");
+
+    let (status, missing) = server
+        .post(
+            "/jobs?cp=copy,nope&mainClass=sales_per_category_daily",
+            partition,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(missing["result"], "appName nope not found");
+    for cp in [
+        "http://evil.example/x.jar",
+        "file:/etc/passwd",
+        "local:/x.jar",
+    ] {
+        let (status, refused) = server
+            .post(
+                &format!("/jobs?cp=shop,{cp}&mainClass=sales_per_category_daily"),
+                partition,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{cp}: {refused}");
+        assert!(
+            text(&refused["result"]).contains("never loads code"),
+            "{refused}"
+        );
+    }
+    let (status, two) = server
+        .post(
+            "/jobs?cp=shop&classPath=sales_per_category_daily",
+            r#"mainClass = top, partition = "2024-01-01""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text(&two["result"]).contains("two classes"), "{two}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_settings_in_a_job_body_apply_or_are_refused() {
+    let world = SampleWorld::new(20_000, 7);
+    let server = TestServer::start(&world, |_| {}).await;
+    // A week recomputed takes seconds; the job's own ad-hoc context stops it at 300 ms.
+    let (status, report) = server
+        .post(
+            "/jobs?appName=shop&classPath=floe.PipelineRun&sync=true&timeout=60",
+            r#"from = "2024-01-01", to = "2024-01-08", force = true
+               spark.context-settings { job-timeout = 300ms, spark.executor.memory = 4g }"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["status"], "ERROR", "{report}");
+    assert!(
+        text(&report["result"]["message"]).contains("timed out"),
+        "{report}"
+    );
+
+    // Unknown keys are refused as POST /contexts refuses them, and so are those one job
+    // cannot have.
+    for (settings, expected) in [
+        ("nonsense = 1", "unknown context setting `nonsense`"),
+        (
+            "num-cpu-cores = 4",
+            "ad-hoc jobs share the server's ad-hoc pool",
+        ),
+        ("job-timeout = forever", "setting `job-timeout`"),
+    ] {
+        let (status, refused) = server
+            .post(
+                "/jobs?classPath=sql",
+                &format!("query = \"SELECT 1\"\nspark.context-settings {{ {settings} }}"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{settings}: {refused}");
+        assert!(
+            refused.to_string().contains(expected),
+            "{settings}: {refused}"
+        );
+    }
+    // A named context has its settings already.
+    server.post("/contexts/warm", "").await;
+    let (status, refused) = server
+        .post(
+            "/jobs?classPath=sql&context=warm",
+            "query = \"SELECT 1\"\nspark.context-settings { job-timeout = 1s }",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("context warm has its own settings"),
+        "{refused}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelines_folder_file_owns_its_app_name() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let yaml = std::fs::read_to_string(repo_path("pipelines/shop.yaml")).unwrap();
+    let (_, shop) = server.get("/binaries/shop").await;
+    assert_eq!(shop["source"], json!({"kind": "file", "file": "shop.yaml"}));
+
+    let (status, refused) = upload(&server, "shop", &yaml.replace("rolled up", "summed")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        text(&refused["result"]).contains("defined by the file shop.yaml"),
+        "{refused}"
+    );
+    let (status, refused) = server.delete("/binaries/shop").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(
+        server.get("/binaries/shop").await.1["version"],
+        shop["version"]
+    );
+
+    assert_eq!(upload(&server, "copy", &yaml).await.0, StatusCode::CREATED);
+    let (_, copy) = server.get("/binaries/copy").await;
+    assert_eq!(copy["source"], json!({"kind": "upload"}));
+    let (_, all) = server.get("/binaries").await;
+    assert_eq!(all["shop"]["source"]["kind"], "file");
+    assert_eq!(all["copy"]["source"]["kind"], "upload");
+    server.stop().await;
+}
