@@ -14,6 +14,7 @@ use crate::frames::cancel::Cancel;
 use crate::results::runs_spanned;
 use crate::store::{JobFailure, JobRecord, JobStatus, StoreError};
 
+use super::callback::JobEnd;
 use super::context::{Context, Executor, QueueFull, is_spark_setting};
 use super::history::finished_key;
 use super::plan::{self, JobPlan, PIPELINE_RUN_CLASS, PlanError};
@@ -184,6 +185,7 @@ impl JobServer {
             timeout,
             deadline: Mutex::new(None),
             cancel: Cancel::new(),
+            callback: submission.callback.clone(),
         });
         lock(&self.live).insert(id, live.clone());
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
@@ -376,6 +378,13 @@ impl JobServer {
         }
         let status = record.status;
         lock(&self.finished).insert(finished_key(&record), stored_bytes);
+        // What the callback posts; a KILLED job posts nothing (spark-jobserver posts nothing
+        // for a kill or a context deletion either).
+        let callback_end = match (&live.callback, status, &frame) {
+            (Some(_), JobStatus::Finished, Some(frame)) => Some(JobEnd::Finished(frame.clone())),
+            (Some(_), JobStatus::Error, _) => record.failure.clone().map(JobEnd::Failed),
+            _ => None,
+        };
         drop(record);
         *lock(&live.result) = frame;
         match status {
@@ -392,6 +401,10 @@ impl JobServer {
         }
         lock(&self.live).remove(&live.id);
         live.done.send_replace(true);
+        // After the sync answer is released: the body is built here, on the finalising thread.
+        if let (Some(url), Some(end)) = (&live.callback, &callback_end) {
+            self.callbacks.job_ended(&live.id, url, end);
+        }
         self.maybe_sweep();
     }
 
@@ -449,6 +462,15 @@ impl JobServer {
         }
         if let Err(e) = self.store.flush() {
             warn!(error = %error_chain(&e), "cannot flush the store at shutdown");
+        }
+        // Callbacks of the jobs that ended (the shutdown's ERRORs included) get what is left of
+        // the grace; deliveries live in memory only.
+        let left = self.callbacks.wait_idle(deadline);
+        if left > 0 {
+            warn!(
+                pending = left,
+                "callback deliveries still pending at shutdown are dropped"
+            );
         }
     }
 

@@ -9,6 +9,7 @@
 //!  worker ── run (safe points: before each input, before and after polars, before storing)
 //!         ── result, then the FINISHED record     │ ERROR with {message, errorClass, stack}
 //!  kill / timeout / context delete ── KILLED or ERROR at once; the worker drops its result
+//!  final FINISHED or ERROR, with a `callbackUrl` ── its POST queued (`callback`)
 //! ```
 //!
 //! Exactly one path finalises a job: the record is finalised under its lock, and whoever
@@ -19,8 +20,10 @@
 //! This file holds the [`JobServer`] type, its construction and the pieces its parts share;
 //! `lifecycle` takes a job from submission to its final state, `builtin` and `pipeline_job`
 //! execute the two kinds of job, `history` bounds the stored jobs and their results,
-//! `contexts` manages named contexts, and `recovery` resolves what a restart left behind.
+//! `contexts` manages named contexts, `recovery` resolves what a restart left behind, and
+//! `callback` posts a job's end to its `callbackUrl`.
 
+pub mod callback;
 pub mod context;
 pub mod deadlines;
 pub mod limits;
@@ -54,6 +57,7 @@ use crate::materialize::Materializer;
 use crate::scheduler::Scheduler;
 use crate::store::{JobFailure, JobRecord, Store, StoreError};
 
+use self::callback::{CallbackSettings, CallbackUrl, CallbackUrlError, Callbacks};
 use self::context::{Context, ContextSettings, Executor};
 use self::deadlines::{DeadlineKey, Deadlines};
 use self::history::FinishedJobs;
@@ -81,6 +85,8 @@ pub struct CoreSettings {
     pub data_roots: Vec<PathBuf>,
     /// Folders only pipelines from the server's own pipelines folder may also read.
     pub operator_data_roots: Vec<PathBuf>,
+    /// Where `callbackUrl`s may point, and how they are delivered (`callbacks:`).
+    pub callbacks: CallbackSettings,
 }
 
 impl Default for CoreSettings {
@@ -97,6 +103,7 @@ impl Default for CoreSettings {
             limits: Limits::default(),
             data_roots: Vec::new(),
             operator_data_roots: Vec::new(),
+            callbacks: CallbackSettings::default(),
         }
     }
 }
@@ -143,6 +150,8 @@ pub struct LiveJob {
     /// Stops the job's polars work when it is killed, times out or goes over the server's
     /// memory limit (built-in classes; a materialisation stops at its safe points instead).
     cancel: Cancel,
+    /// Where its end is posted when it ends FINISHED or ERROR (`callbackUrl`).
+    callback: Option<CallbackUrl>,
 }
 
 impl fmt::Debug for LiveJob {
@@ -295,6 +304,9 @@ pub struct Submission {
     pub context: Option<String>,
     /// The config, parsed; stored as JSON.
     pub config: Map<String, Value>,
+    /// `callbackUrl`, checked by [`JobServer::callback_url`]; kept with the live job only (a
+    /// job a restart interrupts ends without its callback).
+    pub callback: Option<CallbackUrl>,
 }
 
 /// The job server's state.
@@ -335,6 +347,8 @@ pub struct JobServer {
     /// The execution timeouts of running jobs; `None` when its thread could not start (jobs
     /// then run without one, and the start-up logged why).
     timeouts: Option<Deadlines<Weak<LiveJob>>>,
+    /// Posts the end of jobs submitted with a `callbackUrl`.
+    callbacks: Callbacks,
     me: Weak<JobServer>,
 }
 
@@ -362,6 +376,7 @@ impl JobServer {
             settings.adhoc.worker_threads,
             settings.adhoc.queue_length,
         );
+        let callbacks = Callbacks::start(settings.callbacks.clone(), &runtime);
         Arc::new_cyclic(|me: &Weak<JobServer>| JobServer {
             store: materializer.store().clone(),
             clock,
@@ -406,6 +421,7 @@ impl JobServer {
                 })
                 .ok()
             },
+            callbacks,
             me: me.clone(),
         })
     }
@@ -444,6 +460,16 @@ impl JobServer {
     /// The server-wide limits.
     pub fn limits(&self) -> &limits::Limits {
         &self.settings.limits
+    }
+
+    /// A `callbackUrl` checked against `callbacks.allowed_urls`, for a [`Submission`].
+    pub fn callback_url(&self, text: &str) -> Result<CallbackUrl, CallbackUrlError> {
+        self.callbacks.check(text)
+    }
+
+    /// Callback deliveries not ended yet (queued, being sent, or waiting to be sent again).
+    pub fn pending_callbacks(&self) -> usize {
+        self.callbacks.pending()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {

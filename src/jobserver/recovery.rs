@@ -210,6 +210,8 @@ impl JobServer {
             class_path: record.class_path.clone(),
             context: (!record.context.is_empty()).then(|| record.context.clone()),
             config,
+            // Not stored with the job: a re-run after a restart posts no callback.
+            callback: None,
         };
         let this = self.me.upgrade().ok_or(RerunError::ServerGone)?;
         this.submit_as(submission, Some(record.clone()))?;

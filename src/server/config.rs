@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::jobserver::CoreSettings;
+use crate::jobserver::callback::{AllowedUrl, CallbackSettings};
 use crate::jobserver::context::{ContextSettings, parse_bytes, parse_duration};
 use crate::jobserver::limits::{MAX_CONTEXTS, MAX_WORKER_THREADS};
 
@@ -275,6 +276,7 @@ struct ConfigFile {
     body_read_timeout: Option<Value>,
     tls: Option<TlsFile>,
     cors: Option<CorsFile>,
+    callbacks: Option<CallbacksFile>,
 }
 
 /// `tls:` in the config file; both keys or neither.
@@ -290,6 +292,69 @@ struct TlsFile {
 #[serde(deny_unknown_fields)]
 struct CorsFile {
     allowed_origins: Option<Vec<String>>,
+}
+
+/// `callbacks:` in the config file: where a `callbackUrl` may point and how its POST is made
+/// (see `jobserver::callback::CallbackSettings`, where each is documented). Every key is
+/// optional; without `allowed_urls` every `callbackUrl` is refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallbacksFile {
+    allowed_urls: Option<Vec<String>>,
+    attempts: Option<u32>,
+    retry_interval: Option<Value>,
+    timeout: Option<Value>,
+    max_pending: Option<usize>,
+    /// Bytes (`256k`) of a FINISHED job's rows in the body.
+    max_body_bytes: Option<Value>,
+}
+
+impl CallbacksFile {
+    /// Overlays the keys given on `callbacks`, each checked; a problem names its key.
+    fn apply(self, file: &Path, callbacks: &mut CallbackSettings) -> Result<(), ConfigError> {
+        let CallbacksFile {
+            allowed_urls,
+            attempts,
+            retry_interval,
+            timeout,
+            max_pending,
+            max_body_bytes,
+        } = self;
+        if let Some(urls) = allowed_urls {
+            callbacks.allowed_urls = urls
+                .iter()
+                .map(|url| AllowedUrl::parse(url))
+                .collect::<Result<_, _>>()
+                .map_err(|problem| invalid(file, "callbacks.allowed_urls", problem))?;
+        }
+        let at_least_one = |value: usize, key: &'static str| {
+            if value == 0 {
+                Err(ConfigError::Zero {
+                    path: file.to_path_buf(),
+                    key,
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        if let Some(n) = attempts {
+            at_least_one(n as usize, "callbacks.attempts")?;
+            callbacks.attempts = n;
+        }
+        if let Some(n) = max_pending {
+            callbacks.max_pending = at_least_one(n, "callbacks.max_pending")?;
+        }
+        if let Some(value) = &retry_interval {
+            callbacks.retry_interval = duration(file, "callbacks.retry_interval", value)?;
+        }
+        if let Some(value) = &timeout {
+            callbacks.timeout = duration(file, "callbacks.timeout", value)?;
+        }
+        if let Some(value) = &max_body_bytes {
+            callbacks.max_body_bytes = size(file, "callbacks.max_body_bytes", value)?;
+        }
+        Ok(())
+    }
 }
 
 /// `limits:` in the config file: bounds on what clients can make the server hold (see
@@ -670,6 +735,9 @@ impl ServerConfig {
         }
         if let Some(auth) = file.auth {
             auth.apply(&mut config.auth, path)?;
+        }
+        if let Some(callbacks) = file.callbacks {
+            callbacks.apply(path, &mut config.core.callbacks)?;
         }
         if let Some(contexts) = file.contexts {
             for (name, given) in &contexts {

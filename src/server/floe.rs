@@ -276,6 +276,7 @@ pub(super) async fn start_run(
         class_path: PIPELINE_RUN_CLASS.to_owned(),
         context,
         config,
+        callback: None,
     };
     let live = state.core.submit(submission)?;
     let record = live.record();

@@ -571,11 +571,19 @@ pub(super) async fn submit_job(
             }
         },
     };
+    // Checked against `callbacks.allowed_urls` before the job exists: a refused URL is a 400.
+    let callback = params
+        .get("callbackUrl")
+        .filter(|url| !url.is_empty())
+        .map(|url| state.core.callback_url(url))
+        .transpose()
+        .map_err(|e| HttpError::bad_request(e.to_string()))?;
     let submission = Submission {
         app,
         class_path,
         context: params.get("context").filter(|c| !c.is_empty()).cloned(),
         config,
+        callback,
     };
     let live = state.core.submit(submission)?;
     if !sync {

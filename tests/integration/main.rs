@@ -4,6 +4,7 @@ mod common;
 
 mod api_conformance;
 mod auth;
+mod callbacks;
 mod catalog;
 mod cli;
 mod crash;

@@ -259,3 +259,89 @@ fn edge_keys_have_safe_defaults_and_are_checked() {
     }
     assert!(ServerConfig::from_yaml("cors: {allowed_origins: ['*']}\n", path).is_ok());
 }
+
+#[test]
+fn callbacks_are_off_by_default_and_their_keys_are_read_and_checked() {
+    let path = Path::new("floe-server.yaml");
+    let config = ServerConfig::from_yaml("", path).unwrap();
+    let callbacks = &config.core.callbacks;
+    assert!(callbacks.allowed_urls.is_empty());
+    assert_eq!(callbacks.attempts, 5);
+    assert_eq!(callbacks.retry_interval, Duration::from_secs(10));
+    assert_eq!(callbacks.timeout, Duration::from_secs(10));
+    assert_eq!(callbacks.max_pending, 256);
+    assert_eq!(callbacks.max_body_bytes, 256 << 10);
+
+    let config = ServerConfig::from_yaml(
+        "callbacks:\n  allowed_urls: [https://hooks.example.com/floe, 'http://10.0.0.7:8080']\n  \
+         attempts: 3\n  retry_interval: 250ms\n  timeout: 2s\n  max_pending: 10\n  \
+         max_body_bytes: 1m\n",
+        path,
+    )
+    .unwrap();
+    let callbacks = &config.core.callbacks;
+    let allowed: Vec<&str> = callbacks
+        .allowed_urls
+        .iter()
+        .map(|url| url.as_str())
+        .collect();
+    assert_eq!(
+        allowed,
+        ["https://hooks.example.com/floe", "http://10.0.0.7:8080/"]
+    );
+    assert_eq!(callbacks.attempts, 3);
+    assert_eq!(callbacks.retry_interval, Duration::from_millis(250));
+    assert_eq!(callbacks.timeout, Duration::from_secs(2));
+    assert_eq!(callbacks.max_pending, 10);
+    assert_eq!(callbacks.max_body_bytes, 1 << 20);
+    assert!(callbacks.check("https://hooks.example.com/floe/x").is_ok());
+
+    for (yaml, expected) in [
+        (
+            "callbacks: {allowed_urls: ['ftp://h.example.com/']}\n",
+            "floe-server.yaml: `callbacks.allowed_urls`: `ftp://h.example.com/`: only http and \
+             https URLs can be allowed",
+        ),
+        (
+            "callbacks: {allowed_urls: ['http://u:p@h.example.com/']}\n",
+            "floe-server.yaml: `callbacks.allowed_urls`: `http://u:p@h.example.com/`: an allowed \
+             URL has no user name or password",
+        ),
+        (
+            "callbacks: {allowed_urls: ['http://h.example.com/?k=v']}\n",
+            "floe-server.yaml: `callbacks.allowed_urls`: `http://h.example.com/?k=v`: an allowed \
+             URL is a prefix of paths: it has no query or fragment",
+        ),
+        (
+            "callbacks: {attempts: 0}\n",
+            "floe-server.yaml: `callbacks.attempts` must be at least 1",
+        ),
+        (
+            "callbacks: {max_pending: 0}\n",
+            "floe-server.yaml: `callbacks.max_pending` must be at least 1",
+        ),
+    ] {
+        let err = ServerConfig::from_yaml(yaml, path).unwrap_err().to_string();
+        assert_eq!(err, expected, "{yaml}");
+    }
+    for (yaml, key) in [
+        (
+            "callbacks: {allowed_urls: ['h.example.com']}\n",
+            "`callbacks.allowed_urls`: `h.example.com` is not a URL",
+        ),
+        (
+            "callbacks: {retry_interval: 0s}\n",
+            "`callbacks.retry_interval`",
+        ),
+        ("callbacks: {timeout: soon}\n", "`callbacks.timeout`"),
+        (
+            "callbacks: {max_body_bytes: lots}\n",
+            "`callbacks.max_body_bytes`",
+        ),
+        ("callbacks: {attempts: -1}\n", "callbacks.attempts"),
+        ("callbacks: {allowed: []}\n", "unknown field `allowed`"),
+    ] {
+        let err = ServerConfig::from_yaml(yaml, path).unwrap_err().to_string();
+        assert!(err.contains(key), "{yaml}: {err}");
+    }
+}
