@@ -4,9 +4,10 @@
 //!
 //! Every caller that computes a job resolves through here: a partition run of the scheduler
 //! ([`InputResolver::partition_inputs`]), an ad-hoc job of the job server and a `/query`
-//! ([`InputResolver::source`], [`InputResolver::results`]). Named objects live in a job-server
-//! context and are sliced there (`jobserver::objects`); they reach the engine as
-//! [`ResolvedInput::Rows`] like any rows in memory.
+//! ([`InputResolver::source`], [`InputResolver::results`], [`InputResolver::data_file`]: a
+//! file uploaded to `/data`, checked to be one of the data-files directory's). Named objects
+//! live in a job-server context and are sliced there (`jobserver::objects`); they reach the
+//! engine as [`ResolvedInput::Rows`] like any rows in memory.
 //!
 //! Which files a source has for a window, and which upstream windows a run reads, are decided
 //! here and nowhere else: the run's fingerprint is made of the same lists the engine reads.
@@ -18,7 +19,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
 
-use crate::engine::{FileIdentity, ResolvedInput, SourceError, resolve_source_files};
+use crate::data_files::{DataFileError, DataFiles};
+use crate::engine::{FileFormat, FileIdentity, ResolvedInput, SourceError, resolve_source_files};
 use crate::job::JobInput;
 use crate::partition::{Window, subwindows};
 use crate::pipeline::data_roots::DataRoots;
@@ -40,6 +42,11 @@ pub enum InputError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Results(#[from] ResultsError),
+    /// A data file (`input { data }`) that is not one of the data-files directory's.
+    #[error(transparent)]
+    DataFile(#[from] DataFileError),
+    #[error("this process has no data-files directory: data files are `floe serve`'s (`/data`)")]
+    NoDataFiles,
     #[error("cannot combine `{job}` partitions: {error}")]
     Combine { job: String, error: PolarsError },
     #[error(
@@ -82,6 +89,8 @@ pub struct InputResolver {
     /// Where pipelines without roots of their own read: the data dir and, from the CLI, the
     /// operator's `--data-root`s.
     data_roots: Arc<DataRoots>,
+    /// The files of `/data` ad-hoc jobs may read; `floe serve`'s only.
+    data_files: Option<Arc<DataFiles>>,
 }
 
 impl InputResolver {
@@ -89,6 +98,15 @@ impl InputResolver {
         InputResolver {
             results,
             data_roots,
+            data_files: None,
+        }
+    }
+
+    /// The same resolver, reading data files (`input { data }`) in `files`.
+    pub fn with_data_files(self, files: Arc<DataFiles>) -> InputResolver {
+        InputResolver {
+            data_files: Some(files),
+            ..self
         }
     }
 
@@ -150,6 +168,22 @@ impl InputResolver {
             files: Cow::Owned(files),
             window: *window,
         })
+    }
+
+    /// The data file `given` names (its name, or its absolute path as `GET /data` lists it),
+    /// checked to be a regular file of the data-files directory, read whole as `format`.
+    pub fn data_file(
+        &self,
+        given: &str,
+        format: FileFormat,
+    ) -> Result<ResolvedInput<'static>, InputError> {
+        let files = self.data_files.as_ref().ok_or(InputError::NoDataFiles)?;
+        let path = files.resolve(given)?;
+        let name = path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(ResolvedInput::File { name, path, format })
     }
 
     /// The inputs of a run of `def` over `window`: its sources read from `source_files` (the

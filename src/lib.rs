@@ -44,12 +44,14 @@
 //! - [`clock`]: time is injected; nothing reads the wall clock directly.
 //! - [`sample`] and [`dataset`]: the deterministic sample dataset and its Parquet layout.
 //! - [`auth`]: API tokens, roles and the audit log; [`server`] checks them per route.
+//! - [`data_files`]: the files of `floe serve`'s `/data` routes, which ad-hoc jobs read.
 //! - [`cli`]: the `floe` command.
 
 pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod clock;
+pub mod data_files;
 pub mod dataset;
 pub mod engine;
 pub mod error;

@@ -219,6 +219,12 @@ impl Materializer {
         self
     }
 
+    /// The same materialiser, its resolver reading the data files of `/data` in `files`.
+    pub fn with_data_files(mut self, files: Arc<crate::data_files::DataFiles>) -> Self {
+        self.inputs = self.inputs.with_data_files(files);
+        self
+    }
+
     /// The same materialiser, computing runs on `engine`.
     pub fn with_engine(mut self, engine: Arc<dyn Engine>) -> Self {
         self.engine = engine;

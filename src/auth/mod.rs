@@ -38,12 +38,12 @@ pub use tokens::{IssuedToken, Keyring, Refusal, TokenFile, TokenRecord, TokenSto
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Every GET (results, runs, jobs, configs, contexts, binaries, pipelines, schedules)
-    /// and `POST /query`.
+    /// Every GET (results, runs, jobs, configs, contexts, binaries, data files, pipelines,
+    /// schedules) and `POST /query`.
     Read,
     /// `read`, plus starting and killing jobs, pipeline runs and backfills.
     Run,
-    /// Everything: binaries, contexts, pausing pipelines, restatements, tokens.
+    /// Everything: binaries, data files, contexts, pausing pipelines, restatements, tokens.
     Admin,
 }
 

@@ -12,4 +12,6 @@ pub mod run;
 pub mod source;
 
 pub use run::{Engine, EngineError, PolarsEngine, ResolvedInput, ResolvedPlan};
-pub use source::{FileIdentity, SourceError, resolve_source_files, scan_source_window};
+pub use source::{
+    FileFormat, FileIdentity, SourceError, resolve_source_files, scan_file, scan_source_window,
+};

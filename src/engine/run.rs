@@ -3,10 +3,11 @@
 //! job talks to — a partition run of the scheduler, an ad-hoc job of the job server, a `/query`
 //! — so a second engine plugs in here without touching them.
 //!
-//! Inputs arrive resolved by [`crate::inputs`]: source files already listed for the window
-//! (the engine reads them, so an engine on a cluster can read them where they are), and rows
-//! already in memory (upstream partitions, named objects, results over a range), which an
-//! engine elsewhere would ship as Arrow.
+//! Inputs arrive resolved by [`crate::inputs`]: source files already listed for the window and
+//! whole files checked where they lie (the data files of `/data`), which the engine reads, so
+//! an engine on a cluster can read them where they are; and rows already in memory (upstream
+//! partitions, named objects, results over a range), which an engine elsewhere would ship as
+//! Arrow.
 //!
 //! [`PolarsEngine`] is the engine of this process: it scans files with polars, cut to the
 //! window with a filter polars pushes into the scan, and runs the job's polars plan.
@@ -14,10 +15,11 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use polars::prelude::LazyFrame;
 
-use super::source::{FileIdentity, SourceError, scan_source_window};
+use super::source::{FileFormat, FileIdentity, SourceError, scan_file, scan_source_window};
 use crate::job::{Job, JobContext, JobError, JobInput, JobOutput};
 use crate::partition::{Grain, Window};
 use crate::pipeline::Source;
@@ -34,6 +36,13 @@ pub enum ResolvedInput<'a> {
     /// Rows already in memory: upstream partitions (with their partial states), a named
     /// object or a window of it, materialised results over a range.
     Rows(Box<JobInput>),
+    /// Every row of one file in `format` (a data file of `/data`), checked by the resolver;
+    /// `name` names it in messages.
+    File {
+        name: String,
+        path: PathBuf,
+        format: FileFormat,
+    },
 }
 
 impl ResolvedInput<'_> {
@@ -52,6 +61,11 @@ impl fmt::Debug for ResolvedInput<'_> {
                 .field("files", &files.len())
                 .finish(),
             ResolvedInput::Rows(_) => f.write_str("Rows"),
+            ResolvedInput::File { name, format, .. } => f
+                .debug_struct("File")
+                .field("name", name)
+                .field("format", format)
+                .finish(),
         }
     }
 }
@@ -102,7 +116,8 @@ pub trait Engine: Send + Sync + fmt::Debug {
 pub struct PolarsEngine;
 
 impl PolarsEngine {
-    /// `input` as a polars input: files become a scan cut to the window.
+    /// `input` as a polars input: a source's files become a scan cut to the window, a whole
+    /// file a scan of it.
     pub fn input(input: ResolvedInput<'_>) -> Result<JobInput, SourceError> {
         match input {
             ResolvedInput::Files {
@@ -113,6 +128,9 @@ impl PolarsEngine {
                 source, &files, &window,
             )?)),
             ResolvedInput::Rows(input) => Ok(*input),
+            ResolvedInput::File { name, path, format } => {
+                Ok(JobInput::of_frame(scan_file(&name, &path, format)?))
+            }
         }
     }
 

@@ -7,7 +7,7 @@
 //! timezone. After the filter, the time column is normalised to UTC-aware so every result Floe
 //! writes carries unambiguous instants.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use chrono::{DateTime, Utc};
@@ -78,6 +78,85 @@ pub enum SourceError {
         source_name: String,
         message: String,
     },
+    /// A whole file (a data file of `/data`) that polars cannot read in the format given.
+    #[error("data file `{file}`: cannot read it as {format}: {message}")]
+    File {
+        file: String,
+        format: &'static str,
+        message: String,
+    },
+}
+
+/// The format of a whole file a job reads (a data file of `/data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    Csv,
+    Parquet,
+    Ndjson,
+    /// Arrow IPC (the file format, also called Feather v2).
+    Ipc,
+}
+
+impl FileFormat {
+    /// Every format, for messages.
+    pub const NAMES: &'static str = "csv, parquet, ndjson, ipc";
+
+    /// The format named `name` (`csv`, `parquet`, `ndjson`, `ipc`).
+    pub fn from_name(name: &str) -> Option<FileFormat> {
+        Some(match name {
+            "csv" => FileFormat::Csv,
+            "parquet" => FileFormat::Parquet,
+            "ndjson" => FileFormat::Ndjson,
+            "ipc" => FileFormat::Ipc,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileFormat::Csv => "csv",
+            FileFormat::Parquet => "parquet",
+            FileFormat::Ndjson => "ndjson",
+            FileFormat::Ipc => "ipc",
+        }
+    }
+}
+
+/// A lazy scan of the whole file `path` in `format`; `file` names it in errors. Its schema is
+/// read here, so a file that is not in `format` fails now, with a message saying so.
+pub fn scan_file(file: &str, path: &Path, format: FileFormat) -> Result<LazyFrame, SourceError> {
+    let failed = |err: PolarsError| SourceError::File {
+        file: file.to_owned(),
+        format: format.as_str(),
+        message: crate::error::short_polars_error(&err),
+    };
+    let path = PlRefPath::new(path.to_string_lossy().into_owned());
+    // The path is one file, already checked: polars must not glob it.
+    let mut frame = match format {
+        FileFormat::Csv => LazyCsvReader::new(path)
+            .with_glob(false)
+            .with_try_parse_dates(true)
+            .finish(),
+        FileFormat::Parquet => LazyFrame::scan_parquet(
+            path,
+            ScanArgsParquet {
+                glob: false,
+                ..ScanArgsParquet::default()
+            },
+        ),
+        FileFormat::Ndjson => LazyJsonLineReader::new(path).finish(),
+        FileFormat::Ipc => LazyFrame::scan_ipc(
+            path,
+            IpcScanOptions::default(),
+            UnifiedScanArgs {
+                glob: false,
+                ..UnifiedScanArgs::default()
+            },
+        ),
+    }
+    .map_err(failed)?;
+    frame.collect_schema().map_err(failed)?;
+    Ok(frame)
 }
 
 /// The files holding `window` of `source`, sorted, with their identities.

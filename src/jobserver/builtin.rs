@@ -1,5 +1,6 @@
 //! Running a built-in class job: its inputs (named objects, scans of sources and results,
-//! cached as named objects on request) are resolved, then the engine executes it.
+//! cached as named objects on request, data files of `/data`) are resolved, then the engine
+//! executes it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -134,6 +135,14 @@ impl JobServer {
                             })?,
                     }
                 }
+                InputSpec::Data { file, format } => self
+                    .materializer
+                    .inputs()
+                    .data_file(file, *format)
+                    .map_err(|e| ExecError::Failed {
+                        message: format!("input `{name}`: {e}"),
+                        class: "floe.DataFileError",
+                    })?,
             };
             inputs.insert(name.clone(), input);
         }
@@ -205,6 +214,7 @@ impl JobServer {
         resolved.map_err(|e| {
             let class = match &e {
                 InputError::UnknownSource { .. } | InputError::Source(_) => "floe.SourceError",
+                InputError::DataFile(_) | InputError::NoDataFiles => "floe.DataFileError",
                 InputError::Stale { .. } => "floe.ResultsStale",
                 InputError::Missing { .. } => "floe.ResultsMissing",
                 InputError::UnknownJob { .. }
@@ -219,11 +229,15 @@ impl JobServer {
     }
 }
 
-/// A source that could not be read, as a job's failure.
+/// A source (or a data file) that could not be read, as a job's failure.
 fn source_failed(e: SourceError) -> ExecError {
+    let class = match e {
+        SourceError::File { .. } => "floe.DataFileError",
+        _ => "floe.SourceError",
+    };
     ExecError::Failed {
         message: e.to_string(),
-        class: "floe.SourceError",
+        class,
     }
 }
 

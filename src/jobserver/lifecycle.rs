@@ -17,7 +17,7 @@ use crate::store::{JobFailure, JobRecord, JobStatus, StoreError};
 use super::callback::JobEnd;
 use super::context::{Context, Executor, QueueFull, is_spark_setting};
 use super::history::finished_key;
-use super::plan::{self, JobPlan, PIPELINE_RUN_CLASS, PlanError};
+use super::plan::{self, InputSpec, JobPlan, PIPELINE_RUN_CLASS, PlanError};
 use super::{
     ExecError, JobServer, KillOutcome, LiveJob, Outcome, StopReason, Submission, SubmitError, lock,
     record_context_label,
@@ -71,6 +71,7 @@ impl JobServer {
                 .into_iter()
                 .collect();
         let plan = self.bound_runs(plan)?;
+        self.check_data_files(&plan)?;
 
         let now = self.clock.now();
         let id = resume
@@ -220,6 +221,32 @@ impl JobServer {
             .check_run_partitions(runs, "the run")
             .map_err(|e| SubmitError::Invalid(vec![e.to_string()]))?;
         Ok(JobPlan::Pipeline(run))
+    }
+
+    /// Refuses a built-in job whose data file inputs (`input { data }`) are not files of the
+    /// data-files directory now, naming each; they are resolved again when the job runs.
+    fn check_data_files(&self, plan: &JobPlan) -> Result<(), SubmitError> {
+        let JobPlan::Builtin(plan) = plan else {
+            return Ok(());
+        };
+        let problems: Vec<String> = plan
+            .inputs
+            .iter()
+            .filter_map(|(name, spec)| match spec {
+                InputSpec::Data { file, format } => self
+                    .materializer
+                    .inputs()
+                    .data_file(file, *format)
+                    .err()
+                    .map(|e| format!("input `{name}`: {e}")),
+                _ => None,
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SubmitError::Invalid(problems))
+        }
     }
 
     /// Runs on a worker thread.

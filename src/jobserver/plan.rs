@@ -4,7 +4,8 @@
 //!
 //! `classPath` is a job of the app's pipeline (materialise a partition or a range) or a
 //! built-in class (`sql`, `count_distinct`, `top`, `group_by`, `select`) over named objects,
-//! source windows or materialised results, with the same parameters as in pipeline YAML.
+//! source windows, materialised results or data files uploaded to `/data`, with the same
+//! parameters as in pipeline YAML.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::context::{SettingError, parse_job_timeout};
 use crate::catalog::{App, Catalog};
+use crate::engine::FileFormat;
 use crate::job::Job;
 use crate::job::builtin::{CountDistinct, GroupBy, Select, Sql, Top};
 use crate::partition::{Window, parse_instant, window_containing};
@@ -68,6 +70,10 @@ pub enum InputSpec {
         to: DateTime<Utc>,
         cache_as: Option<String>,
     },
+    /// A data file uploaded to `/data`, read whole: `file` as the client gave it (its name or
+    /// its absolute path), resolved inside the data-files directory when the job is submitted
+    /// and again when it runs.
+    Data { file: String, format: FileFormat },
 }
 
 /// The rows of a named object whose time column lies in `from` ≤ t < `to`.
@@ -558,6 +564,67 @@ fn default_input_name(spec: &InputSpec) -> String {
             what: ScanTarget::Source(name) | ScanTarget::Results(name),
             ..
         } => name.clone(),
+        // The prefix it was uploaded under (`sales` of `sales-20240201T000000.000Z.dat`).
+        InputSpec::Data { file, .. } => crate::data_files::referenced_name(file)
+            .ok()
+            .and_then(crate::data_files::managed_prefix)
+            .unwrap_or("data")
+            .to_owned(),
+    }
+}
+
+/// A `{ data = "<file>", format = csv }` block: a data file of `/data`, read whole. Its name's
+/// shape is checked here; where it leads, when the job is submitted.
+fn data_input(
+    field: &str,
+    block: &Map<String, Value>,
+    errors: &mut Vec<String>,
+) -> Option<InputSpec> {
+    let mut problems = Vec::new();
+    for key in block.keys() {
+        if !["data", "format"].contains(&key.as_str()) {
+            problems.push(format!(
+                "`{field}.{key}`: a data block takes only `data` (a file GET /data lists) and \
+                 `format` ({})",
+                FileFormat::NAMES
+            ));
+        }
+    }
+    let file = string_field(block, "data", &mut problems);
+    if let Some(file) = file
+        && let Err(problem) = crate::data_files::referenced_name(file)
+    {
+        problems.push(format!("`{field}.data`: {problem}"));
+    }
+    let format = match string_field(block, "format", &mut problems) {
+        None if !block.contains_key("format") => {
+            problems.push(format!(
+                "`{field}.format`: give the data file's format: {}",
+                FileFormat::NAMES
+            ));
+            None
+        }
+        None => None,
+        Some(name) => {
+            let format = FileFormat::from_name(name);
+            if format.is_none() {
+                problems.push(format!(
+                    "`{field}.format`: `{}` is not a format Floe reads ({})",
+                    name.chars().take(64).collect::<String>(),
+                    FileFormat::NAMES
+                ));
+            }
+            format
+        }
+    };
+    let found = problems.is_empty();
+    errors.extend(problems);
+    match (file, format) {
+        (Some(file), Some(format)) if found => Some(InputSpec::Data {
+            file: file.to_owned(),
+            format,
+        }),
+        _ => None,
     }
 }
 
@@ -581,11 +648,15 @@ fn input_spec(
                 window: None,
             });
         }
+        Value::Object(block) if block.contains_key("data") => {
+            return data_input(field, block, errors);
+        }
         Value::Object(block) => block,
         other => {
             errors.push(format!(
                 "`{field}`: expected a named object's name or a block \
-                 {{ source | results | object, app, from, to }}, found {other}"
+                 {{ source | results | object, app, from, to }} or {{ data, format }}, found \
+                 {other}"
             ));
             return None;
         }
@@ -606,7 +677,7 @@ fn input_spec(
         {
             problems.push(format!(
                 "`{field}.{key}`: unknown key (expected object, source, results, app, from, to, \
-                 partition, time_column)"
+                 partition, time_column; or data and format for a data file)"
             ));
         }
     }
@@ -785,7 +856,7 @@ pub fn input_span(inputs: &[(String, InputSpec)]) -> Window {
             window: Some(ObjectWindow { from, to, .. }),
             ..
         } => Some((*from, *to)),
-        InputSpec::Object { window: None, .. } => None,
+        InputSpec::Object { window: None, .. } | InputSpec::Data { .. } => None,
     });
     windows
         .reduce(|(from, to), (next_from, next_to)| (from.min(next_from), to.max(next_to)))

@@ -60,7 +60,7 @@ pub const MIN_AUDIT_LOG_MAX_BYTES: u64 = 4 << 10;
 pub(super) const CHALLENGE: &str = r#"Bearer realm="floe", Basic realm="floe""#;
 
 /// Routes whose errors are spark-jobserver's `{"status": "ERROR", "result": …}`.
-const SJS_PREFIXES: [&str; 3] = ["/binaries", "/contexts", "/jobs"];
+const SJS_PREFIXES: [&str; 4] = ["/binaries", "/contexts", "/jobs", "/data"];
 
 /// `auth:` in the config file, plus the `--insecure-no-auth` flag.
 #[derive(Debug, Clone)]
@@ -676,6 +676,9 @@ mod tests {
         assert!(is_sjs_route("/jobs"));
         assert!(is_sjs_route("/jobs/abc/config"));
         assert!(is_sjs_route("/binaries/shop"));
+        assert!(is_sjs_route("/data"));
+        assert!(is_sjs_route("/data/sales"));
+        assert!(!is_sjs_route("/database"));
         assert!(!is_sjs_route("/jobsx"));
         assert!(!is_sjs_route("/pipelines/shop/jobs/x/results"));
         assert!(!is_sjs_route("/tokens"));
@@ -712,6 +715,10 @@ mod tests {
             (Method::POST, "/pipelines/{pipeline}/backfills", Role::Run),
             (Method::POST, "/backfills/{id}/cancel", Role::Run),
             (Method::POST, "/binaries/{app}", Role::Admin),
+            (Method::GET, "/data", Role::Read),
+            (Method::POST, "/data/{name}", Role::Admin),
+            (Method::DELETE, "/data/{name}", Role::Admin),
+            (Method::PUT, "/data", Role::Admin),
             (Method::DELETE, "/contexts/{name}", Role::Admin),
             (Method::PUT, "/contexts", Role::Admin),
             (Method::POST, "/pipelines/{pipeline}/pause", Role::Admin),

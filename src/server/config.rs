@@ -129,6 +129,13 @@ pub enum LimitsError {
     NoConnections,
     #[error("`body_read_timeout` must be longer than 0s")]
     ZeroBodyReadTimeout,
+    #[error(
+        "`data_files.max_files` ({given}) must be between 1 and {}",
+        crate::data_files::MAX_FILES_LIMIT
+    )]
+    DataFilesMaxFiles { given: usize },
+    #[error("`data_files.max_total_bytes` must be at least 1 byte")]
+    DataFilesNoBytes,
     /// The limits themselves are inconsistent.
     #[error(transparent)]
     Limits(#[from] crate::jobserver::limits::BoundsError),
@@ -190,6 +197,49 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Cross-origin requests from browsers; none allowed by default.
     pub cors: CorsConfig,
+    /// Where `POST /data/{prefix}` stores files, and how many (`data_files:`).
+    pub data_files: DataFilesConfig,
+}
+
+/// `data_files:` of the configuration: the directory of the `/data` routes and its bounds. One
+/// file is at most `max_upload_bytes` (the body limit of `POST /data/{prefix}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFilesConfig {
+    /// `None`: `data-files` beside the store folder (`.floe/data-files`), Floe's own state,
+    /// apart from the data roots so no pipeline source reads it. Created at start-up.
+    pub dir: Option<PathBuf>,
+    /// Files at once; an upload beyond answers 507 `data_files_full`. At most 100,000.
+    pub max_files: usize,
+    /// Bytes of every file together; an upload that would pass it answers 507
+    /// `data_files_full`.
+    pub max_total_bytes: u64,
+}
+
+/// The default of `data_files.max_files`.
+pub const DEFAULT_DATA_FILES: usize = 100;
+
+/// The default of `data_files.max_total_bytes`: 1 GiB.
+pub const DEFAULT_DATA_FILES_BYTES: u64 = 1 << 30;
+
+impl Default for DataFilesConfig {
+    fn default() -> Self {
+        DataFilesConfig {
+            dir: None,
+            max_files: DEFAULT_DATA_FILES,
+            max_total_bytes: DEFAULT_DATA_FILES_BYTES,
+        }
+    }
+}
+
+impl DataFilesConfig {
+    /// The directory of a server whose store is `store`.
+    pub fn dir_for(&self, store: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| {
+            store
+                .parent()
+                .map_or_else(|| PathBuf::from("data-files"), |dir| dir.join("data-files"))
+        })
+    }
 }
 
 /// `tls:` of the configuration: PEM files, read at start-up and again on SIGHUP.
@@ -241,6 +291,7 @@ impl Default for ServerConfig {
             body_read_timeout: Duration::from_secs(30),
             tls: None,
             cors: CorsConfig::default(),
+            data_files: DataFilesConfig::default(),
         }
     }
 }
@@ -277,6 +328,17 @@ struct ConfigFile {
     tls: Option<TlsFile>,
     cors: Option<CorsFile>,
     callbacks: Option<CallbacksFile>,
+    data_files: Option<DataFilesFile>,
+}
+
+/// `data_files:` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataFilesFile {
+    dir: Option<PathBuf>,
+    max_files: Option<usize>,
+    /// Bytes (`1GiB`).
+    max_total_bytes: Option<Value>,
 }
 
 /// `tls:` in the config file; both keys or neither.
@@ -739,6 +801,25 @@ impl ServerConfig {
         if let Some(callbacks) = file.callbacks {
             callbacks.apply(path, &mut config.core.callbacks)?;
         }
+        if let Some(data_files) = file.data_files {
+            if let Some(dir) = data_files.dir {
+                config.data_files.dir = Some(dir);
+            }
+            if let Some(n) = data_files.max_files {
+                if n == 0 {
+                    return Err(ConfigError::Zero {
+                        path: path.to_path_buf(),
+                        key: "data_files.max_files",
+                    });
+                }
+                config.data_files.max_files = n;
+            }
+            if let Some(v) = &data_files.max_total_bytes {
+                // `parse_bytes` refuses 0.
+                config.data_files.max_total_bytes =
+                    size(path, "data_files.max_total_bytes", v)? as u64;
+            }
+        }
         if let Some(contexts) = file.contexts {
             for (name, given) in &contexts {
                 settings(
@@ -774,6 +855,13 @@ impl ServerConfig {
         }
         if self.body_read_timeout.is_zero() {
             return Err(LimitsError::ZeroBodyReadTimeout);
+        }
+        let max_files = self.data_files.max_files;
+        if max_files == 0 || max_files > crate::data_files::MAX_FILES_LIMIT {
+            return Err(LimitsError::DataFilesMaxFiles { given: max_files });
+        }
+        if self.data_files.max_total_bytes == 0 {
+            return Err(LimitsError::DataFilesNoBytes);
         }
         let core = &self.core;
         let limits = &core.limits;

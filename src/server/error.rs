@@ -4,8 +4,8 @@
 //! error body by hand. An `HttpError` renders itself in Floe's envelope,
 //! `{"error": {"code", "message", "errors"?}}`, and keeps a copy of itself in the response's
 //! extensions, so [`super::uniform_errors`], which knows the route family, renders it again in
-//! spark-jobserver's `{"status": "ERROR", "result": …}` on `/binaries`, `/contexts` and `/jobs`
-//! (with spark-jobserver's own labels where it has them: `VALIDATION FAILED`,
+//! spark-jobserver's `{"status": "ERROR", "result": …}` on `/binaries`, `/contexts`, `/jobs`
+//! and `/data` (with spark-jobserver's own labels where it has them: `VALIDATION FAILED`,
 //! `NO SLOTS AVAILABLE`). The envelope follows the route, never the handler.
 //!
 //! Each code has one HTTP status, and the table of codes in `docs/errors.md` and the `code`
@@ -47,7 +47,7 @@ pub(super) enum ErrorCode {
     Forbidden,
     /// The binary is used by running or queued jobs and cannot be deleted.
     InUse,
-    /// No such binary, context, job, pipeline, run, backfill, token or route.
+    /// No such binary, context, job, data file, pipeline, run, backfill, token or route.
     NotFound,
     /// The path exists but not with this method.
     MethodNotAllowed,
@@ -78,11 +78,14 @@ pub(super) enum ErrorCode {
     TooManyStoredJobs,
     /// The server is shutting down and takes no new work.
     ShuttingDown,
+    /// The data-files directory holds `data_files.max_files` files, or the upload would take
+    /// it past `data_files.max_total_bytes`.
+    DataFilesFull,
 }
 
 impl ErrorCode {
     /// Every code, in the order of the documented table.
-    pub(super) const ALL: [ErrorCode; 24] = [
+    pub(super) const ALL: [ErrorCode; 25] = [
         ErrorCode::BadRequest,
         ErrorCode::BadBody,
         ErrorCode::ValidationFailed,
@@ -107,6 +110,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::TooManyStoredJobs,
         ErrorCode::ShuttingDown,
+        ErrorCode::DataFilesFull,
     ];
 
     /// The code as clients see it.
@@ -136,6 +140,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::TooManyStoredJobs => "too_many_stored_jobs",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::DataFilesFull => "data_files_full",
         }
     }
 
@@ -165,6 +170,7 @@ impl ErrorCode {
             ErrorCode::TooManyStoredJobs | ErrorCode::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ErrorCode::DataFilesFull => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 
@@ -197,7 +203,8 @@ impl ErrorCode {
 pub(super) enum Envelope {
     /// `{"error": {"code", "message", "errors"?}}`: Floe's own routes.
     Floe,
-    /// `{"status": label, "result": message, "errors"?}`: `/binaries`, `/contexts`, `/jobs`.
+    /// `{"status": label, "result": message, "errors"?}`: `/binaries`, `/contexts`, `/jobs`,
+    /// `/data`.
     SparkJobServer,
 }
 

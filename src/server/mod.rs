@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod config;
+mod data;
 mod error;
 mod floe;
 pub mod hocon;
@@ -36,6 +37,7 @@ use tracing::info;
 
 use crate::auth::Role;
 use crate::clock::{Clock, SystemClock};
+use crate::data_files::{DataFileBounds, DataFiles};
 use crate::error::error_chain;
 use crate::job::JobRegistry;
 use crate::jobserver::JobServer;
@@ -62,6 +64,9 @@ pub enum ServeError {
     Auth(#[source] crate::auth::AuthError),
     #[error("{}", error_chain(.0))]
     Store(#[source] crate::store::StoreError),
+    /// The data-files directory cannot be created or used.
+    #[error("`data_files.dir`: {0}")]
+    DataFiles(#[source] crate::data_files::DataDirError),
     #[error("{0}")]
     Pipelines(#[source] crate::pipeline::PipelineErrors),
     /// The job server could not recover its apps, contexts or interrupted jobs.
@@ -120,6 +125,8 @@ pub struct AppState {
     pub openapi: Arc<Value>,
     /// Tokens, the role each route needs, the audit log.
     pub auth: Arc<auth::AuthState>,
+    /// The files of the `/data` routes, which ad-hoc jobs read too.
+    pub data_files: Arc<DataFiles>,
 }
 
 /// A route of the table.
@@ -171,6 +178,20 @@ fn route_table() -> Vec<RouteEntry> {
             Role::Admin,
             sjs::delete_binary,
         ),
+        route(Method::GET, "/data", Role::Read, data::list_files),
+        upload(route(
+            Method::POST,
+            "/data/{name}",
+            Role::Admin,
+            data::upload_file,
+        )),
+        route(
+            Method::DELETE,
+            "/data/{name}",
+            Role::Admin,
+            data::delete_file,
+        ),
+        route(Method::PUT, "/data", Role::Admin, data::reset_files),
         route(Method::GET, "/contexts", Role::Read, sjs::list_contexts),
         route(Method::PUT, "/contexts", Role::Admin, sjs::reset_contexts),
         route(
@@ -559,6 +580,17 @@ pub fn build_state(
     let auth = auth::AuthState::open(&config, clock.clone(), http_metrics.audit_dropped.clone())
         .map_err(ServeError::Auth)?;
     let store = Store::open(&config.store).map_err(ServeError::Store)?;
+    let data_files = Arc::new(
+        DataFiles::open(
+            &config.data_files.dir_for(&config.store),
+            DataFileBounds {
+                max_files: config.data_files.max_files,
+                max_total_bytes: config.data_files.max_total_bytes,
+                max_file_bytes: config.max_upload_bytes as u64,
+            },
+        )
+        .map_err(ServeError::DataFiles)?,
+    );
     let materializer = Materializer::new(
         store,
         Arc::new(ResultCache::new(config.result_cache_bytes)),
@@ -568,7 +600,8 @@ pub fn build_state(
     .with_data_roots(Arc::new(DataRoots::new(
         &config.data_dir,
         &config.core.data_roots,
-    )));
+    )))
+    .with_data_files(data_files.clone());
     // Each file read and parsed once, here; the catalog stores the text it was parsed from.
     let folder = if config.pipelines.is_dir() {
         crate::pipeline::load_dir_with_texts(&config.pipelines, &registry)
@@ -617,6 +650,7 @@ pub fn build_state(
         http_metrics,
         openapi: Arc::new(openapi),
         auth: Arc::new(auth),
+        data_files,
     })
 }
 

@@ -34,6 +34,7 @@ impl Engine for Recording {
                         "files"
                     }
                     ResolvedInput::Rows(_) => "rows",
+                    ResolvedInput::File { .. } => "file",
                 };
                 (name.clone(), kind)
             })

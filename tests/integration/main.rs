@@ -9,6 +9,7 @@ mod catalog;
 mod cli;
 mod crash;
 mod custom_jobs;
+mod data_files;
 mod edge;
 mod fuzz;
 mod hostile;

@@ -345,3 +345,51 @@ fn callbacks_are_off_by_default_and_their_keys_are_read_and_checked() {
         assert!(err.contains(key), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn the_data_files_block_has_safe_defaults_and_names_its_keys() {
+    let path = Path::new("floe-server.yaml");
+    let config = ServerConfig::from_yaml("store: /var/lib/floe/store\n", path).unwrap();
+    assert_eq!(config.data_files, DataFilesConfig::default());
+    assert_eq!(config.data_files.max_files, 100);
+    assert_eq!(config.data_files.max_total_bytes, 1 << 30);
+    assert_eq!(
+        config.data_files.dir_for(&config.store),
+        PathBuf::from("/var/lib/floe/data-files")
+    );
+    assert_eq!(
+        DataFilesConfig::default().dir_for(Path::new("store")),
+        PathBuf::from("data-files")
+    );
+    let config = ServerConfig::from_yaml(
+        "data_files:\n  dir: /srv/uploads\n  max_files: 5\n  max_total_bytes: 10MiB\n",
+        path,
+    )
+    .unwrap();
+    assert_eq!(
+        config.data_files,
+        DataFilesConfig {
+            dir: Some(PathBuf::from("/srv/uploads")),
+            max_files: 5,
+            max_total_bytes: 10 << 20,
+        }
+    );
+    let refused = |yaml: &str| ServerConfig::from_yaml(yaml, path).unwrap_err().to_string();
+    assert_eq!(
+        refused("data_files:\n  max_files: 0\n"),
+        "floe-server.yaml: `data_files.max_files` must be at least 1"
+    );
+    assert!(
+        refused("data_files:\n  max_total_bytes: 0\n")
+            .starts_with("floe-server.yaml: `data_files.max_total_bytes`: "),
+    );
+    assert!(
+        refused("data_files:\n  max_files: 100001\n")
+            .contains("`data_files.max_files` (100001) must be between 1 and 100000"),
+    );
+    assert!(
+        refused("data_files:\n  max_total_bytes: lots\n").contains("`data_files.max_total_bytes`"),
+    );
+    let err = refused("data_files:\n  root: /tmp\n");
+    assert!(err.contains("unknown field `root`"), "{err}");
+}
