@@ -542,12 +542,45 @@ fn param_bool(params: &BTreeMap<String, String>, key: &str) -> Result<bool, Http
     }
 }
 
+/// The query parameters `POST /jobs` reads; any other is a 400 rather than ignored.
+const JOB_PARAMS: &[&str] = &[
+    "appName",
+    "classPath",
+    "cp",
+    "mainClass",
+    "context",
+    "sync",
+    "timeout",
+    "callbackUrl",
+];
+
+fn check_job_params(params: &BTreeMap<String, String>) -> Result<(), HttpError> {
+    for key in params.keys() {
+        if key == "spark.proxy.user" {
+            return Err(HttpError::bad_request(
+                "`spark.proxy.user` is not supported: Floe runs no Spark and impersonates no \
+                 one; a job runs with the rights of the request's token",
+            ));
+        }
+        if !JOB_PARAMS.contains(&key.as_str()) {
+            return Err(HttpError::bad_request(format!(
+                "unknown parameter `{}` of POST /jobs (known: {}); a job's settings go in its \
+                 config body",
+                key.chars().take(80).collect::<String>(),
+                JOB_PARAMS.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(super) async fn submit_job(
     State(state): State<AppState>,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> HttpResult {
     let params = query_params(&uri)?;
+    check_job_params(&params)?;
     let body = body.map_err(|rejection| body_error(&rejection))?;
     let mut config = parse_config(&body)
         .map_err(|e| HttpError::bad_request(format!("Cannot parse config: {e}")))?;

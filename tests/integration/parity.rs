@@ -295,6 +295,18 @@ async fn class_path_lists_pick_the_first_binary_with_the_class() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(text(&two["result"]).contains("two classes"), "{two}");
+
+    // A parameter Floe does not read is refused, not ignored.
+    for (query, expected) in [
+        ("classPath=sql&sycn=true", "unknown parameter `sycn` of POST /jobs"),
+        ("classPath=sql&spark.proxy.user=bob", "`spark.proxy.user` is not supported"),
+    ] {
+        let (status, refused) = server
+            .post(&format!("/jobs?{query}"), r#"query = "SELECT 1""#)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {refused}");
+        assert!(text(&refused["result"]).contains(expected), "{refused}");
+    }
     server.stop().await;
 }
 
@@ -384,5 +396,244 @@ async fn a_pipelines_folder_file_owns_its_app_name() {
     let (_, all) = server.get("/binaries").await;
     assert_eq!(all["shop"]["source"]["kind"], "file");
     assert_eq!(all["copy"]["source"]["kind"], "upload");
+    server.stop().await;
+}
+
+/// The example an operation of `api/openapi.yaml` gives for a status: its `example`, or the
+/// one of its `examples` named `name`.
+fn openapi_example(
+    spec: &serde_yaml::Value,
+    path: &str,
+    method: &str,
+    status: &str,
+    name: Option<&str>,
+) -> Value {
+    let response = &spec["paths"][path][method]["responses"][status];
+    let response = match response.get("$ref").and_then(|r| r.as_str()) {
+        Some(reference) => {
+            let component = reference.trim_start_matches("#/components/responses/");
+            &spec["components"]["responses"][component]
+        }
+        None => response,
+    };
+    let content = &response["content"]["application/json"];
+    let example = match name {
+        Some(name) => &content["examples"][name]["value"],
+        None => &content["example"],
+    };
+    assert!(
+        !example.is_null(),
+        "{method} {path} {status} {name:?}: no example"
+    );
+    serde_json::to_value(example).unwrap()
+}
+
+/// The answers the spec shows are the answers the server gives, word for word: a client
+/// written from the examples handles what it will really get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_examples_are_what_the_server_answers() {
+    let world = SampleWorld::new(20_000, 7);
+    let server = TestServer::start(&world, |_| {}).await;
+    let spec: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_path("api/openapi.yaml")).unwrap())
+            .unwrap();
+    let yaml = std::fs::read_to_string(repo_path("pipelines/shop.yaml")).unwrap();
+    let send = |method: reqwest::Method, path: &str, body: &str| {
+        let request = server
+            .client
+            .request(method, server.url(path))
+            .body(body.to_owned());
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16().to_string();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    use reqwest::Method;
+    // (spec path, method, status, example name, the request that answers it)
+    let cases: Vec<(&str, &str, &str, Option<&str>, Method, String, String)> = vec![
+        (
+            "/binaries/{app}",
+            "get",
+            "404",
+            None,
+            Method::GET,
+            "/binaries/nope".into(),
+            String::new(),
+        ),
+        (
+            "/binaries/{app}",
+            "post",
+            "409",
+            None,
+            Method::POST,
+            "/binaries/shop".into(),
+            yaml.clone(),
+        ),
+        (
+            "/contexts/{name}",
+            "post",
+            "200",
+            None,
+            Method::POST,
+            "/contexts/shop-ctx".into(),
+            String::new(),
+        ),
+        (
+            "/contexts/{name}",
+            "post",
+            "400",
+            Some("exists"),
+            Method::POST,
+            "/contexts/shop-ctx".into(),
+            String::new(),
+        ),
+        (
+            "/contexts/{name}",
+            "post",
+            "400",
+            Some("over-a-limit"),
+            Method::POST,
+            "/contexts/big?worker-threads=1024".into(),
+            String::new(),
+        ),
+        (
+            "/contexts/{name}",
+            "post",
+            "400",
+            Some("unknown-setting"),
+            Method::POST,
+            "/contexts/typo?worker-thread=2".into(),
+            String::new(),
+        ),
+        (
+            "/contexts/{name}",
+            "delete",
+            "200",
+            None,
+            Method::DELETE,
+            "/contexts/shop-ctx".into(),
+            String::new(),
+        ),
+        (
+            "/contexts",
+            "put",
+            "400",
+            None,
+            Method::PUT,
+            "/contexts?reset=restart".into(),
+            String::new(),
+        ),
+        (
+            "/contexts",
+            "put",
+            "200",
+            None,
+            Method::PUT,
+            "/contexts?reset=reboot".into(),
+            String::new(),
+        ),
+        (
+            "/jobs",
+            "post",
+            "400",
+            Some("unparsable"),
+            Method::POST,
+            "/jobs?appName=shop".into(),
+            String::new(),
+        ),
+        (
+            "/jobs",
+            "post",
+            "404",
+            None,
+            Method::POST,
+            "/jobs?appName=nope&classPath=sql".into(),
+            String::new(),
+        ),
+        (
+            "/jobs/{id}",
+            "get",
+            "404",
+            None,
+            Method::GET,
+            "/jobs/6f1c2c0e-2d7e-4c51-9a43-8a0f0a0d6a11".into(),
+            String::new(),
+        ),
+        (
+            "/data",
+            "put",
+            "400",
+            None,
+            Method::PUT,
+            "/data?reset=all".into(),
+            String::new(),
+        ),
+        (
+            "/healthz",
+            "get",
+            "200",
+            None,
+            Method::GET,
+            "/healthz".into(),
+            String::new(),
+        ),
+        (
+            "/readyz",
+            "get",
+            "200",
+            None,
+            Method::GET,
+            "/readyz".into(),
+            String::new(),
+        ),
+    ];
+    for (path, method, status, name, verb, url, body) in cases {
+        let expected = openapi_example(&spec, path, method, status, name);
+        let (got_status, got) = send(verb, &url, &body).await;
+        assert_eq!(
+            (got_status.as_str(), &got),
+            (status, &expected),
+            "{method} {path} {status} {name:?}"
+        );
+    }
+
+    // A full queue: the example's counts are its own context's; the words are the same.
+    server
+        .post("/contexts/shop-ctx?worker-threads=1&queue-length=0", "")
+        .await;
+    let long = r#"from = "2024-01-01", to = "2024-01-08", force = true"#;
+    let (_, running) = server
+        .post(
+            "/jobs?appName=shop&classPath=floe.PipelineRun&context=shop-ctx",
+            long,
+        )
+        .await;
+    let (status, full) = server
+        .post(
+            "/jobs?appName=shop&classPath=floe.PipelineRun&context=shop-ctx",
+            long,
+        )
+        .await;
+    // Every number as `N`.
+    let words = |value: &Value| -> String {
+        let mut out = String::new();
+        for c in value.to_string().chars() {
+            if !c.is_ascii_digit() {
+                out.push(c);
+            } else if !out.ends_with('N') {
+                out.push('N');
+            }
+        }
+        out
+    };
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{full}");
+    assert_eq!(
+        words(&full),
+        words(&openapi_example(&spec, "/jobs", "post", "429", None))
+    );
+    server
+        .delete(&format!("/jobs/{}", text(&running["jobId"])))
+        .await;
     server.stop().await;
 }
