@@ -298,8 +298,14 @@ async fn class_path_lists_pick_the_first_binary_with_the_class() {
 
     // A parameter Floe does not read is refused, not ignored.
     for (query, expected) in [
-        ("classPath=sql&sycn=true", "unknown parameter `sycn` of POST /jobs"),
-        ("classPath=sql&spark.proxy.user=bob", "`spark.proxy.user` is not supported"),
+        (
+            "classPath=sql&sycn=true",
+            "unknown parameter `sycn` of POST /jobs",
+        ),
+        (
+            "classPath=sql&spark.proxy.user=bob",
+            "`spark.proxy.user` is not supported",
+        ),
     ] {
         let (status, refused) = server
             .post(&format!("/jobs?{query}"), r#"query = "SELECT 1""#)
@@ -450,8 +456,18 @@ async fn openapi_examples_are_what_the_server_answers() {
         }
     };
     use reqwest::Method;
-    // (spec path, method, status, example name, the request that answers it)
-    let cases: Vec<(&str, &str, &str, Option<&str>, Method, String, String)> = vec![
+    /// An example of the spec (path, method, status, example name) and the request (method,
+    /// URL, body) the server answers it to.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Method,
+        String,
+        String,
+    );
+    let cases: Vec<Case> = vec![
         (
             "/binaries/{app}",
             "get",
