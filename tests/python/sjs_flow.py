@@ -48,6 +48,7 @@ except ImportError as e:
 APP = "shop"
 APP_COPY = "shop-copy"
 CONTEXT = "sjs-ctx"
+DOTTED_CONTEXT = "sjs.ctx-1.0"
 SHOP_YAML = Path(__file__).resolve().parents[2] / "pipelines" / "shop.yaml"
 FINAL = ("FINISHED", "ERROR", "KILLED")
 SERVER_WAIT = float(os.environ.get("SJS_FLOW_SERVER_WAIT", "30"))
@@ -189,6 +190,44 @@ def flow(url):
           "sql job ended %s: %s" % (sql.status, describe_error(sql)))
     check(sql.result == [{"one": 1}], "sql result %r, want [{'one': 1}]" % (sql.result,))
     ok("sync sql job", "%s -> %r" % (sql.jobId, sql.result))
+
+    # A sync result of more than 100,000 rows comes whole: sjsclient shows `result` only.
+    week = b'input { source = events, app = shop, from = "2024-01-01", to = "2024-01-08" }\n'
+    counted = client.jobs.create(shop, "sql", ctx=ctx, sync=True,
+                                 conf=week + b'query = "SELECT count(*) AS n FROM events"')
+    check(counted.status in (None, "FINISHED"),
+          "count job ended %s: %s" % (counted.status, describe_error(counted)))
+    copies = 6
+    expected = copies * counted.result[0]["n"]
+    check(expected > 100000, "%d copies of the week are only %d rows" % (copies, expected))
+    union = b" UNION ALL ".join([b"SELECT user_id FROM events"] * copies)
+    big = client.jobs.create(shop, "sql", ctx=ctx, sync=True,
+                             conf=week + b'query = "' + union + b'"')
+    if big.status in ("STARTED", "RUNNING"):
+        big = wait_final(client, big)
+    check(big.status in (None, "FINISHED"), "big sync job ended %s" % big.status)
+    check(isinstance(big.result, list) and len(big.result) == expected,
+          "sync result has %s rows, want all %d" % (len(getattr(big, "result", []) or []), expected))
+    ok("whole sync result", "%d rows" % expected)
+
+    # Dotted context names, as spark-jobserver accepts them.
+    dotted = client.contexts.create(DOTTED_CONTEXT, {"worker-threads": 1})
+    check(dotted.name == DOTTED_CONTEXT, "contexts.create returned %r" % dotted.name)
+    one = client.jobs.create(shop, "sql", conf=b'query = "SELECT 1 AS one"', ctx=dotted, sync=True)
+    check(one.result == [{"one": 1}], "job in %s answered %r" % (DOTTED_CONTEXT, one.result))
+    dotted.delete()
+    wait_context_gone(client, DOTTED_CONTEXT)
+    ok("dotted context", DOTTED_CONTEXT)
+
+    # An ad-hoc job's spark.context-settings: unknown keys are refused, as POST /contexts does.
+    try:
+        client.jobs.create(shop, "sql", sync=True,
+                           conf=b'query = "SELECT 1"\nspark.context-settings { nonsense = 1 }')
+    except sjs_exceptions.HttpException as e:
+        check(e.status_code == 400, "unknown context setting answered %s" % http_error(e))
+        ok("context settings checked", "HttpException %s %s" % (e.status_code, e.details))
+    else:
+        raise Failure("an unknown setting in spark.context-settings was accepted")
 
     # A config that fails validation: 400 {"status": "VALIDATION FAILED", "result": {...}}.
     # sjsclient raises HttpException with details = the body's `status`.
