@@ -183,13 +183,15 @@ impl JobServer {
         context.stop();
         // Its threads count against the limit until the last one has returned.
         lock(&self.retiring).push(context.executor.clone());
+        let mut jobs_stopped = 0;
         for job in self.live_jobs() {
             if Arc::ptr_eq(&job.context, &context) {
                 self.stop_job(&job, StopReason::ContextDeleted);
+                jobs_stopped += 1;
             }
         }
         self.store.delete_context(name)?;
-        info!(context = name, "context stopped");
+        info!(context = name, jobs_stopped, "context stopped");
         Ok(())
     }
 }

@@ -653,3 +653,83 @@ async fn openapi_examples_are_what_the_server_answers() {
         .await;
     server.stop().await;
 }
+
+/// Kills and context deletions are logged: a shared server's operators see who stopped what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_and_context_deletions_are_logged() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let world = SampleWorld::new(20_000, 7);
+    let config = world.dir.path().join("floe-server.yaml");
+    std::fs::write(&config, "scheduler:\n  recurring: false\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_floe"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--bind", "127.0.0.1:0", "--pipelines"])
+        .arg(repo_path("pipelines"))
+        .arg("--data-dir")
+        .arg(world.data_dir())
+        .arg("--store")
+        .arg(world.store_dir())
+        .env("FLOE_LOG", "info")
+        .env_remove("FLOE_LOG_FORMAT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start floe serve");
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let wait_for = |needle: &dyn Fn(&str) -> bool| -> String {
+        loop {
+            let line = lines
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("the log line within 60 s");
+            if needle(&line) {
+                return line;
+            }
+        }
+    };
+    let listening = wait_for(&|l| l.starts_with("floe serve: listening on "));
+    // It prints its URL (`http://127.0.0.1:PORT`).
+    let base = listening
+        .trim_start_matches("floe serve: listening on ")
+        .to_owned();
+    let client = reqwest::Client::new();
+    let post = |path: String, body: &'static str| {
+        let request = client.post(format!("{base}{path}")).body(body);
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    post("/contexts/logged".into(), "").await;
+    let job = post(
+        "/jobs?appName=shop&classPath=floe.PipelineRun&context=logged".into(),
+        r#"from = "2024-01-01", to = "2024-01-08", force = true"#,
+    )
+    .await;
+    let id = text(&job["jobId"]).to_owned();
+    let killed = client
+        .delete(format!("{base}/jobs/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(killed.status(), StatusCode::OK);
+    let line = wait_for(&|l| l.contains("job killed"));
+    assert!(line.contains(&id) && line.contains("logged"), "{line}");
+
+    let stopped = client
+        .delete(format!("{base}/contexts/logged"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), StatusCode::OK);
+    let line = wait_for(&|l| l.contains("context stopped"));
+    assert!(line.contains("logged"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
