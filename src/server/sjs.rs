@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::{ErrorCode, HttpError, HttpResult};
 use super::http::{
-    Page, ResultFormat, json_response, json_with_frame, json_with_rows, rows_json, sjs,
-    stream_frame,
+    Page, ResultFormat, check_json_columns, json_response, json_with_frame, json_with_rows,
+    rows_json, sjs, stream_frame,
 };
 use crate::catalog::{AppSource, Catalog, DeleteError, UploadError};
 use crate::jobserver::context::Context;
@@ -663,6 +663,12 @@ fn sync_answer(live: &LiveJob, max_rows: usize) -> HttpResult {
                 .into_response())
         }
         (JobStatus::Finished, Some(frame)) => {
+            check_json_columns(&frame).map_err(|e| {
+                HttpError::new(
+                    ErrorCode::NotAcceptable,
+                    format!("job {} FINISHED, but {}", record.id, e.message()),
+                )
+            })?;
             let mut body = Map::new();
             body.insert("jobId".into(), json!(record.id));
             body.insert("status".into(), json!("FINISHED"));
