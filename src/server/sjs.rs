@@ -470,15 +470,17 @@ impl JobTarget {
                     )));
                 }
                 if !target.apps.contains(&entry) {
+                    // Checked as the list grows: each entry is compared with those kept, so a
+                    // list of a million names must stop here, not after a trillion comparisons.
+                    if target.apps.len() == MAX_CLASS_PATH_APPS {
+                        return Err(HttpError::bad_request(format!(
+                            "Cannot parse config: `cp` names more than {MAX_CLASS_PATH_APPS} \
+                             binaries, at most {MAX_CLASS_PATH_APPS}"
+                        )));
+                    }
                     target.apps.push(entry);
                 }
             }
-        }
-        if target.apps.len() > MAX_CLASS_PATH_APPS {
-            return Err(HttpError::bad_request(format!(
-                "Cannot parse config: `cp` names {} binaries, at most {MAX_CLASS_PATH_APPS}",
-                target.apps.len()
-            )));
         }
         let mut classes = Vec::new();
         for key in ["classPath", "mainClass"] {

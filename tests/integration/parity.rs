@@ -350,6 +350,21 @@ async fn class_path_lists_pick_the_first_binary_with_the_class() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(text(&two["result"]).contains("two classes"), "{two}");
 
+    // A list past the bound is refused as it is read: 200,000 names took minutes of an async
+    // worker's time, each compared with every one kept, before the bound was checked.
+    for names in [65, 200_000] {
+        let list: Vec<String> = (0..names).map(|i| format!("b{i}")).collect();
+        let body = format!("cp = \"{}\"\nquery = \"SELECT 1 AS one\"", list.join(","));
+        let started = std::time::Instant::now();
+        let (status, refused) = server.post("/jobs?classPath=sql", &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        assert!(
+            text(&refused["result"]).contains("`cp` names more than 64 binaries"),
+            "{refused}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
     // A parameter Floe does not read is refused, not ignored.
     for (query, expected) in [
         (
