@@ -222,6 +222,58 @@ async fn reset_reboot_restarts_the_configured_contexts_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_while_its_context_is_reset_still_ends() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    // Jobs submitted to a context while a reset stops it: each is stopped with the context or
+    // runs, never left RUNNING with its task queued behind the stopped threads.
+    let mut accepted = Vec::new();
+    for round in 0..60u64 {
+        let (status, made) = server.post("/contexts/c", "worker-threads = 1").await;
+        assert_eq!(status, StatusCode::OK, "{made}");
+        let submissions: Vec<_> = (0..8)
+            .map(|_| {
+                let client = server.client.clone();
+                let url = server.url("/jobs?classPath=sql&context=c");
+                tokio::spawn(async move {
+                    let response = client
+                        .post(url)
+                        .body(r#"query = "SELECT 1 AS one""#)
+                        .send()
+                        .await
+                        .unwrap();
+                    (response.status(), response.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_micros(100 * (round % 10))).await;
+        let (status, reset) = put(&server, "/contexts?reset=reboot").await;
+        assert_eq!(status, StatusCode::OK, "{reset}");
+        for submission in submissions {
+            let (status, report) = submission.await.unwrap();
+            if status == StatusCode::ACCEPTED {
+                accepted.push(text(&report["jobId"]).to_owned());
+            }
+        }
+    }
+    for id in accepted {
+        let mut report = Value::Null;
+        for _ in 0..500 {
+            report = server.get(&format!("/jobs/{id}")).await.1;
+            if ["FINISHED", "KILLED"].contains(&text(&report["status"])) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            ["FINISHED", "KILLED"].contains(&text(&report["status"])),
+            "{report}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_may_have_dots_as_in_spark_jobserver() {
     let world = world();
     let server = TestServer::start(&world, |_| {}).await;
