@@ -347,6 +347,10 @@ pub(super) async fn reset_contexts(State(state): State<AppState>, uri: Uri) -> H
     match work.await? {
         Ok(_) => Ok(sjs(StatusCode::OK, "SUCCESS", "Context reset")),
         Err(ContextError::Store(e)) => Err(e.into()),
+        // Threads of a stopped context still finishing a job: the admin's to know, not a 500.
+        Err(e @ ContextError::Limit(_)) => Err(HttpError::conflict(format!(
+            "the contexts were stopped, but a configured one cannot start again yet: {e}"
+        ))),
         Err(e) => Err(HttpError::internal_error(&e)),
     }
 }

@@ -222,6 +222,27 @@ async fn reset_reboot_restarts_the_configured_contexts_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_reboot_restarts_configured_contexts_that_fill_the_thread_limit() {
+    let world = world();
+    // The ad-hoc pool's 4 and `big`'s 8 of 16 threads: the stopped `big`'s 8 threads, until
+    // they exit, leave no room for the new one. Resets failed with a 500 and left no `big`.
+    let server = TestServer::start(&world, |c| {
+        c.core.limits.max_worker_threads = 16;
+        c.contexts.insert(
+            "big".to_owned(),
+            [("worker-threads".to_owned(), json!("8"))].into(),
+        );
+    })
+    .await;
+    for _ in 0..10 {
+        let (status, reset) = put(&server, "/contexts?reset=reboot").await;
+        assert_eq!(status, StatusCode::OK, "{reset}");
+        assert_eq!(server.get("/contexts").await.1, json!(["big"]));
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_submitted_while_its_context_is_reset_still_ends() {
     let world = world();
     let server = TestServer::start(&world, |_| {}).await;
