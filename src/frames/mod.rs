@@ -72,9 +72,101 @@ fn column_arrow_size(column: &Column) -> usize {
     views + validity
 }
 
+/// The columns of `frame` JSON answers cannot carry, as `` `name` (dtype) ``: polars' JSON
+/// writer has no form for binary data or decimals (it panics on them), alone or inside a list,
+/// an array or a struct. Every JSON writer checks this first.
+pub fn json_unwritable_columns(frame: &DataFrame) -> Vec<String> {
+    fn writable(dtype: &DataType) -> bool {
+        match dtype {
+            DataType::Binary | DataType::BinaryOffset | DataType::Decimal(..) => false,
+            DataType::List(inner) | DataType::Array(inner, _) => writable(inner),
+            DataType::Struct(fields) => fields.iter().all(|field| writable(field.dtype())),
+            _ => true,
+        }
+    }
+    frame
+        .columns()
+        .iter()
+        .filter(|column| !writable(column.dtype()))
+        .map(|column| format!("`{}` ({})", column.name(), column.dtype()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_unwritable_columns_are_those_polars_json_writer_cannot_write() {
+        // Strings that cast to every dtype tested.
+        let strings = || Series::new("v".into(), ["1", "2"]);
+        let column = |dtype: &DataType| -> PolarsResult<Series> {
+            match dtype {
+                DataType::List(inner) => {
+                    strings().cast(inner)?.implode()?.into_series().cast(dtype)
+                }
+                DataType::Array(inner, _) => {
+                    strings().cast(inner)?.implode()?.into_series().cast(dtype)
+                }
+                DataType::Struct(fields) => Ok(StructChunked::from_series(
+                    "v".into(),
+                    2,
+                    [strings()
+                        .cast(fields[0].dtype())?
+                        .with_name(fields[0].name().clone())]
+                    .iter(),
+                )?
+                .into_series()),
+                DataType::Boolean
+                | DataType::Datetime(..)
+                | DataType::Duration(_)
+                | DataType::Time => strings().cast(&DataType::Int64)?.cast(dtype),
+                _ => strings().cast(dtype),
+            }
+        };
+        let dtypes = [
+            DataType::Boolean,
+            DataType::Int8,
+            DataType::UInt64,
+            DataType::Int128,
+            DataType::Float32,
+            DataType::String,
+            DataType::Binary,
+            DataType::Decimal(10, 2),
+            DataType::Date,
+            DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)),
+            DataType::Duration(TimeUnit::Microseconds),
+            DataType::Time,
+            DataType::Null,
+            DataType::List(Box::new(DataType::Binary)),
+            DataType::List(Box::new(DataType::Int64)),
+            DataType::Array(Box::new(DataType::Binary), 2),
+            DataType::Array(Box::new(DataType::Int64), 2),
+            DataType::Struct(vec![Field::new("b".into(), DataType::Binary)]),
+            DataType::Struct(vec![Field::new("i".into(), DataType::Int64)]),
+        ];
+        for dtype in dtypes {
+            let series = column(&dtype).unwrap_or_else(|e| panic!("{dtype}: {e}"));
+            assert_eq!(series.dtype(), &dtype);
+            let mut frame = DataFrame::new_infer_height(vec![series.into_column()]).unwrap();
+            let refused = !json_unwritable_columns(&frame).is_empty();
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut out = Vec::new();
+                JsonWriter::new(&mut out)
+                    .with_json_format(JsonFormat::Json)
+                    .finish(&mut frame)
+                    .map(|()| out)
+            }));
+            match written {
+                Ok(Ok(json)) => {
+                    assert!(!refused, "{dtype} refused, yet written");
+                    serde_json::from_slice::<serde_json::Value>(&json)
+                        .unwrap_or_else(|e| panic!("{dtype}: not JSON: {e}"));
+                }
+                _ => assert!(refused, "{dtype} not refused, yet not written"),
+            }
+        }
+    }
 
     #[test]
     fn arrow_size_counts_the_views_of_string_columns() {

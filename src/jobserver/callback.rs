@@ -277,10 +277,14 @@ fn body(job_id: &str, end: &JobEnd, max_body_bytes: usize) -> Vec<u8> {
 /// most one batch.
 const ROWS_PER_BATCH: usize = 256;
 
-/// `frame`'s rows as a JSON array when it takes at most `max` bytes. A frame with more rows than
-/// could fit is refused without writing any; others are written a batch at a time, and dropped
-/// as soon as they go over.
+/// `frame`'s rows as a JSON array when it takes at most `max` bytes and JSON can carry every
+/// column. A frame with more rows than could fit is refused without writing any; others are
+/// written a batch at a time, and dropped as soon as they go over.
 fn rows_within(frame: &DataFrame, max: usize) -> Option<Vec<u8>> {
+    // Columns JSON cannot carry (polars' writer panics on them): the placeholder.
+    if !crate::frames::json_unwritable_columns(frame).is_empty() {
+        return None;
+    }
     // The shortest a row can be written: `{"name":0,…}` and a comma.
     let shortest_row = 2 + frame
         .get_column_names()
@@ -709,6 +713,16 @@ mod tests {
         let one = frame.head(Some(1));
         let tiny = parse(&body("j1", &JobEnd::Finished(one), 5));
         assert_eq!(tiny["result"], "<result of 1 row: GET /jobs/j1>");
+        // Binary data has no JSON form (polars' writer panicked on it, on the thread finalising
+        // the job): the placeholder.
+        let binary = frame
+            .clone()
+            .lazy()
+            .with_column(col("city").cast(DataType::Binary))
+            .collect()
+            .unwrap();
+        let placeholder = parse(&body("j1", &JobEnd::Finished(binary), 1 << 10));
+        assert_eq!(placeholder["result"], "<result of 2 rows: GET /jobs/j1>");
         let empty = frame.head(Some(0));
         assert_eq!(
             parse(&body("j1", &JobEnd::Finished(empty), 0))["result"],

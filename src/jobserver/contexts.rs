@@ -12,6 +12,10 @@ use super::context::{Context, ContextSettings};
 use super::limits::{MAX_CONTEXTS, MAX_WORKER_THREADS};
 use super::{ContextError, JobServer, StopReason, lock};
 
+/// How long a reset waits at most for the threads of the contexts it stopped to exit before
+/// it starts the configured ones again.
+const RETIRE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl JobServer {
     /// Creates and persists a context.
     pub fn create_context(
@@ -149,12 +153,24 @@ impl JobServer {
         predefined: &BTreeMap<String, BTreeMap<String, Value>>,
     ) -> Result<(Vec<String>, Vec<String>), ContextError> {
         let stopped = self.context_names();
+        let mut retired = Vec::new();
         for name in &stopped {
-            match self.delete_context(name) {
+            match self.stop_context(name) {
+                Ok(context) => retired.push(context.executor.clone()),
                 // Deleted meanwhile by another request: what a reset wants anyway.
-                Ok(()) | Err(ContextError::NotFound(_)) => {}
+                Err(ContextError::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
+        }
+        // Their threads count against `limits.max_worker_threads` until they exit: idle ones
+        // at once, one finishing a stopped job when the job notices. Starting the configured
+        // contexts before then found their places taken by their own previous threads, failed,
+        // and left the server without them.
+        let deadline = std::time::Instant::now() + RETIRE_WAIT;
+        while retired.iter().any(|executor| executor.live_threads() > 0)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let mut started = Vec::new();
         for (name, settings) in predefined {
@@ -174,6 +190,11 @@ impl JobServer {
 
     /// Stops a context: its jobs are killed, its named objects freed, its definition deleted.
     pub fn delete_context(&self, name: &str) -> Result<(), ContextError> {
+        self.stop_context(name).map(drop)
+    }
+
+    /// [`JobServer::delete_context`], returning the context stopped.
+    fn stop_context(&self, name: &str) -> Result<Arc<Context>, ContextError> {
         let context = self
             .contexts
             .write()
@@ -192,6 +213,6 @@ impl JobServer {
         }
         self.store.delete_context(name)?;
         info!(context = name, jobs_stopped, "context stopped");
-        Ok(())
+        Ok(context)
     }
 }

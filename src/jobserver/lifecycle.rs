@@ -189,6 +189,14 @@ impl JobServer {
             callback: submission.callback.clone(),
         });
         lock(&self.live).insert(id, live.clone());
+        // A deletion (or reset) of the context since the check above stopped its threads and
+        // looked for its jobs before this one was live: its task, queued behind the threads'
+        // stop, would never run, and the job would stay RUNNING. It is stopped with the
+        // context instead. (The deletion marks the context stopping before it looks, so one of
+        // the two always sees the other.)
+        if live.context.is_stopping() {
+            self.stop_job(&live, StopReason::ContextDeleted);
+        }
         self.counters.submitted.fetch_add(1, Ordering::Relaxed);
         let me = self.me.clone();
         let job = live.clone();

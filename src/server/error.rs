@@ -51,7 +51,8 @@ pub(super) enum ErrorCode {
     NotFound,
     /// The path exists but not with this method.
     MethodNotAllowed,
-    /// `Accept` names no format Floe writes.
+    /// `Accept` names no format Floe writes, or JSON was asked for a result with binary or
+    /// decimal columns, which JSON does not carry.
     NotAcceptable,
     /// The body did not arrive in full within `body_read_timeout`.
     RequestTimeout,

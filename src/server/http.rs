@@ -148,8 +148,26 @@ impl ResultFormat {
     }
 }
 
+/// A 406 naming the columns of `frame` a JSON answer cannot carry, if it has any.
+pub(super) fn check_json_columns(frame: &DataFrame) -> Result<(), HttpError> {
+    let columns = crate::frames::json_unwritable_columns(frame);
+    if columns.is_empty() {
+        return Ok(());
+    }
+    Err(HttpError::new(
+        ErrorCode::NotAcceptable,
+        format!(
+            "the result cannot be written as JSON: {} hold binary data or decimals, which JSON \
+             answers do not carry; download it as Arrow or Parquet (`format` `arrow` or \
+             `parquet`), or cast those columns in the job (to strings or floats)",
+            columns.join(", ")
+        ),
+    ))
+}
+
 /// The rows of `frame` as a JSON array of objects, ready to embed without re-parsing.
 pub(super) fn rows_json(frame: &DataFrame) -> Result<Box<RawValue>, HttpError> {
+    check_json_columns(frame)?;
     let mut frame = frame.clone();
     let mut buffer = Vec::with_capacity(64 + frame.height() * 32);
     JsonWriter::new(&mut buffer)
@@ -210,6 +228,7 @@ pub(super) fn json_with_frame(
         let rows = rows_json(&frame)?;
         return Ok(json_with_rows(status, &fields, key, &rows));
     }
+    check_json_columns(&frame)?;
     let mut head = serde_json::to_vec(&fields)
         .map_err(|e| HttpError::internal(format!("cannot write the answer as JSON: {e}")))?;
     head.pop(); // the closing brace: the rows come before it
@@ -293,7 +312,18 @@ fn stream_written(
             buffer: Vec::with_capacity(CHUNK),
             written: 0,
         };
-        if let Err(e) = write(&mut writer).and_then(|()| writer.flush()) {
+        // A panic inside a writer must end the body with an error too, not cleanly.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write(&mut writer).and_then(|()| writer.flush())
+        }))
+        .unwrap_or_else(|panic| {
+            let what = crate::error::panic_message(panic.as_ref());
+            tracing::error!(panic = %what, "writing a streamed answer panicked");
+            Err(std::io::Error::other(format!(
+                "writing the answer failed: {what}"
+            )))
+        });
+        if let Err(e) = written {
             let _ = sender.blocking_send(Err(e));
         }
     });
@@ -429,6 +459,15 @@ mod tests {
         let empty = frame.slice(0, 0);
         let value: Value = serde_json::from_str(rows_json(&empty).unwrap().get()).unwrap();
         assert_eq!(value, json!([]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_while_streaming_breaks_the_body_rather_than_ending_it() {
+        let body = stream_written(|writer| {
+            writer.write_all(b"{\"result\":[")?;
+            panic!("a writer panicked");
+        });
+        assert!(axum::body::to_bytes(body, usize::MAX).await.is_err());
     }
 
     #[tokio::test]

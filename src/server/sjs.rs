@@ -16,8 +16,8 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::{ErrorCode, HttpError, HttpResult};
 use super::http::{
-    Page, ResultFormat, json_response, json_with_frame, json_with_rows, rows_json, sjs,
-    stream_frame,
+    Page, ResultFormat, check_json_columns, json_response, json_with_frame, json_with_rows,
+    rows_json, sjs, stream_frame,
 };
 use crate::catalog::{AppSource, Catalog, DeleteError, UploadError};
 use crate::jobserver::context::Context;
@@ -347,6 +347,10 @@ pub(super) async fn reset_contexts(State(state): State<AppState>, uri: Uri) -> H
     match work.await? {
         Ok(_) => Ok(sjs(StatusCode::OK, "SUCCESS", "Context reset")),
         Err(ContextError::Store(e)) => Err(e.into()),
+        // Threads of a stopped context still finishing a job: the admin's to know, not a 500.
+        Err(e @ ContextError::Limit(_)) => Err(HttpError::conflict(format!(
+            "the contexts were stopped, but a configured one cannot start again yet: {e}"
+        ))),
         Err(e) => Err(HttpError::internal_error(&e)),
     }
 }
@@ -470,15 +474,17 @@ impl JobTarget {
                     )));
                 }
                 if !target.apps.contains(&entry) {
+                    // Checked as the list grows: each entry is compared with those kept, so a
+                    // list of a million names must stop here, not after a trillion comparisons.
+                    if target.apps.len() == MAX_CLASS_PATH_APPS {
+                        return Err(HttpError::bad_request(format!(
+                            "Cannot parse config: `cp` names more than {MAX_CLASS_PATH_APPS} \
+                             binaries, at most {MAX_CLASS_PATH_APPS}"
+                        )));
+                    }
                     target.apps.push(entry);
                 }
             }
-        }
-        if target.apps.len() > MAX_CLASS_PATH_APPS {
-            return Err(HttpError::bad_request(format!(
-                "Cannot parse config: `cp` names {} binaries, at most {MAX_CLASS_PATH_APPS}",
-                target.apps.len()
-            )));
         }
         let mut classes = Vec::new();
         for key in ["classPath", "mainClass"] {
@@ -663,6 +669,12 @@ fn sync_answer(live: &LiveJob, max_rows: usize) -> HttpResult {
                 .into_response())
         }
         (JobStatus::Finished, Some(frame)) => {
+            check_json_columns(&frame).map_err(|e| {
+                HttpError::new(
+                    ErrorCode::NotAcceptable,
+                    format!("job {} FINISHED, but {}", record.id, e.message()),
+                )
+            })?;
             let mut body = Map::new();
             body.insert("jobId".into(), json!(record.id));
             body.insert("status".into(), json!("FINISHED"));

@@ -107,6 +107,60 @@ async fn sync_results_are_whole_or_say_why_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_json_cannot_carry_are_refused_whole_never_cut_or_panicking() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    // Binary data has no JSON form in polars' writer (it panicked on it): a handful of rows
+    // (written at once: a 500) and thousands (streamed: a 200 with an empty body) alike.
+    for (query, what) in [
+        (
+            "SELECT CAST(city AS BLOB) AS b FROM events LIMIT 3",
+            "`b` (binary)",
+        ),
+        (
+            "SELECT city, CAST(city AS BLOB) AS b FROM events",
+            "`b` (binary)",
+        ),
+    ] {
+        let response = server
+            .client
+            .post(server.url("/jobs?classPath=sql&sync=true&timeout=60"))
+            .body(ALL_EVENTS.replace("SELECT * FROM events", query))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.bytes().await.expect("a whole answer");
+        let answer: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{query}: {status}, not JSON ({e}): {body:?}"));
+        assert_eq!(status, StatusCode::NOT_ACCEPTABLE, "{query}: {answer}");
+        let message = text(&answer["result"]);
+        assert!(message.contains(what), "{query}: {message}");
+        assert!(message.contains("FINISHED"), "{query}: {message}");
+        assert!(message.contains("`arrow`"), "{query}: {message}");
+        // The job did finish: asked again, the same refusal, and the result in Arrow.
+        let id = message
+            .strip_prefix("job ")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap_or_else(|| panic!("no job id in {message}"));
+        let (status, again) = server.get(&format!("/jobs/{id}")).await;
+        assert_eq!(status, StatusCode::NOT_ACCEPTABLE, "{again}");
+        assert!(text(&again["result"]).contains(what), "{again}");
+        let (status, page) = server.get(&format!("/jobs/{id}?limit=2")).await;
+        assert_eq!(status, StatusCode::NOT_ACCEPTABLE, "{page}");
+        let arrow = server
+            .client
+            .get(server.url(&format!("/jobs/{id}?format=arrow")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(arrow.status(), StatusCode::OK);
+        assert!(!arrow.bytes().await.unwrap().is_empty());
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_reboot_restarts_the_configured_contexts_only() {
     let world = world();
     let server = TestServer::start(&world, |c| {
@@ -164,6 +218,79 @@ async fn reset_reboot_restarts_the_configured_contexts_only() {
     assert_eq!(status, StatusCode::OK, "{stopped}");
     assert_eq!(stopped["result"], "Context stopped");
     assert_eq!(server.get("/contexts").await.1, json!([]));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_reboot_restarts_configured_contexts_that_fill_the_thread_limit() {
+    let world = world();
+    // The ad-hoc pool's 4 and `big`'s 8 of 16 threads: the stopped `big`'s 8 threads, until
+    // they exit, leave no room for the new one. Resets failed with a 500 and left no `big`.
+    let server = TestServer::start(&world, |c| {
+        c.core.limits.max_worker_threads = 16;
+        c.contexts.insert(
+            "big".to_owned(),
+            [("worker-threads".to_owned(), json!("8"))].into(),
+        );
+    })
+    .await;
+    for _ in 0..10 {
+        let (status, reset) = put(&server, "/contexts?reset=reboot").await;
+        assert_eq!(status, StatusCode::OK, "{reset}");
+        assert_eq!(server.get("/contexts").await.1, json!(["big"]));
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_submitted_while_its_context_is_reset_still_ends() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    // Jobs submitted to a context while a reset stops it: each is stopped with the context or
+    // runs, never left RUNNING with its task queued behind the stopped threads.
+    let mut accepted = Vec::new();
+    for round in 0..60u64 {
+        let (status, made) = server.post("/contexts/c", "worker-threads = 1").await;
+        assert_eq!(status, StatusCode::OK, "{made}");
+        let submissions: Vec<_> = (0..8)
+            .map(|_| {
+                let client = server.client.clone();
+                let url = server.url("/jobs?classPath=sql&context=c");
+                tokio::spawn(async move {
+                    let response = client
+                        .post(url)
+                        .body(r#"query = "SELECT 1 AS one""#)
+                        .send()
+                        .await
+                        .unwrap();
+                    (response.status(), response.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_micros(100 * (round % 10))).await;
+        let (status, reset) = put(&server, "/contexts?reset=reboot").await;
+        assert_eq!(status, StatusCode::OK, "{reset}");
+        for submission in submissions {
+            let (status, report) = submission.await.unwrap();
+            if status == StatusCode::ACCEPTED {
+                accepted.push(text(&report["jobId"]).to_owned());
+            }
+        }
+    }
+    for id in accepted {
+        let mut report = Value::Null;
+        for _ in 0..500 {
+            report = server.get(&format!("/jobs/{id}")).await.1;
+            if ["FINISHED", "KILLED"].contains(&text(&report["status"])) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            ["FINISHED", "KILLED"].contains(&text(&report["status"])),
+            "{report}"
+        );
+    }
     server.stop().await;
 }
 
@@ -295,6 +422,21 @@ async fn class_path_lists_pick_the_first_binary_with_the_class() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(text(&two["result"]).contains("two classes"), "{two}");
+
+    // A list past the bound is refused as it is read: 200,000 names took minutes of an async
+    // worker's time, each compared with every one kept, before the bound was checked.
+    for names in [65, 200_000] {
+        let list: Vec<String> = (0..names).map(|i| format!("b{i}")).collect();
+        let body = format!("cp = \"{}\"\nquery = \"SELECT 1 AS one\"", list.join(","));
+        let started = std::time::Instant::now();
+        let (status, refused) = server.post("/jobs?classPath=sql", &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        assert!(
+            text(&refused["result"]).contains("`cp` names more than 64 binaries"),
+            "{refused}"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 
     // A parameter Floe does not read is refused, not ignored.
     for (query, expected) in [
