@@ -124,6 +124,13 @@ pub enum DataDirError {
         path.display()
     )]
     GlobCharacter { path: PathBuf },
+    #[error(
+        "{} and the data root {} overlap: pipeline sources would read uploaded data files; \
+         keep the data-files directory apart from every data root",
+        path.display(),
+        root.display()
+    )]
+    OverlapsDataRoot { path: PathBuf, root: PathBuf },
 }
 
 /// One data file.

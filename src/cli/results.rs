@@ -88,6 +88,15 @@ fn print_frame(frame: &mut DataFrame, format: OutputFormat) -> Result<(), CliErr
         OutputFormat::Table => writeln!(out, "{frame}").map_err(failed),
         OutputFormat::Csv => CsvWriter::new(&mut out).finish(frame).map_err(failed),
         OutputFormat::Json => {
+            // polars' JSON writer panics on them; the user gets words instead.
+            let unwritable = crate::frames::json_unwritable_columns(frame);
+            if !unwritable.is_empty() {
+                return Err(failed(format!(
+                    "JSON cannot carry column(s) {} (binary or decimal): use --format csv or \
+                     --format table",
+                    unwritable.join(", ")
+                )));
+            }
             JsonWriter::new(&mut out)
                 .with_json_format(JsonFormat::Json)
                 .finish(frame)

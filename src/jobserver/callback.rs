@@ -102,6 +102,11 @@ impl CallbackSettings {
         if path.contains("%2f") || path.contains("%5c") {
             return Err(CallbackUrlError::EncodedSeparator);
         }
+        // Path parameters (`/floe/..;/admin`): Java servers read `..;` as `..`, so a receiver
+        // could route the path out of the allowed prefix the parser saw it in.
+        if path.contains(';') || path.contains("%3b") {
+            return Err(CallbackUrlError::PathParameter);
+        }
         if !self.allowed_urls.iter().any(|allowed| allowed.admits(&url)) {
             return Err(CallbackUrlError::NotAllowed {
                 url: shorten(url.as_str()),
@@ -221,6 +226,8 @@ pub enum CallbackUrlError {
     UserInfo,
     #[error("`callbackUrl` must not hold an encoded `/` or `\\` in its path")]
     EncodedSeparator,
+    #[error("`callbackUrl` must not hold `;` (path parameters) in its path")]
+    PathParameter,
     #[error(
         "`callbackUrl` `{url}` is not allowed: no URL of the server's `callbacks.allowed_urls` \
          has its scheme, host and port and a path it falls under"
@@ -638,6 +645,14 @@ mod tests {
             (
                 "http://hooks.example.com:8080/floe/..%5cadmin",
                 "an encoded \\",
+            ),
+            (
+                "http://hooks.example.com:8080/floe/..;/admin",
+                "a path parameter Java reads as ..",
+            ),
+            (
+                "http://hooks.example.com:8080/floe/x%3Bjsessionid=1",
+                "an encoded ;",
             ),
             ("http://user:pw@hooks.example.com:8080/floe", "credentials"),
             ("http://user@hooks.example.com:8080/floe", "a user name"),

@@ -354,6 +354,11 @@ pub enum NameError {
          (no `..`)"
     )]
     BadCharacters(String),
+    #[error(
+        "name `{0}` contains `__`, which separates a pipeline from a job in `/query`'s table \
+         names (`<pipeline>__<job>`)"
+    )]
+    Separator(String),
 }
 
 /// Names of apps (pipelines) and contexts: what spark-jobserver accepts for them (a leading
@@ -369,6 +374,11 @@ pub fn check_name(name: &str) -> Result<(), NameError> {
     let allowed = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
     if !starts_with_letter || !allowed || name.contains("..") {
         return Err(NameError::BadCharacters(name.to_owned()));
+    }
+    // `/query` names results `<pipeline>__<job>` and splits at the first `__`: a pipeline
+    // named with it could not be read, or would read another's results.
+    if name.contains("__") {
+        return Err(NameError::Separator(name.to_owned()));
     }
     Ok(())
 }

@@ -143,7 +143,7 @@ pub(super) async fn reset_files(State(state): State<AppState>, uri: Uri) -> Http
         }
     };
     let files = state.data_files.clone();
-    let reset = tokio::task::spawn_blocking(move || {
+    let reset = move || {
         let deleted = files.reset();
         match &deleted {
             Ok(count) => tracing::info!(deleted = count, "data files reset"),
@@ -152,15 +152,20 @@ pub(super) async fn reset_files(State(state): State<AppState>, uri: Uri) -> Http
             }
         }
         deleted
-    });
+    };
     if !sync {
+        state.data_resets.request(move || drop(reset()));
         return Ok(sjs(
             StatusCode::OK,
             "SUCCESS",
             "Data files are being deleted",
         ));
     }
-    let deleted = reset.await?.map_err(|e| refused(WHAT, e))?;
+    let deleted = state
+        .data_resets
+        .run(reset)
+        .await?
+        .map_err(|e| refused(WHAT, e))?;
     Ok(sjs(
         StatusCode::OK,
         "SUCCESS",

@@ -16,6 +16,7 @@ mod http;
 mod listener;
 pub mod metrics;
 mod request_id;
+mod resets;
 mod schedule;
 mod sjs;
 
@@ -127,6 +128,10 @@ pub struct AppState {
     pub auth: Arc<auth::AuthState>,
     /// The files of the `/data` routes, which ad-hoc jobs read too.
     pub data_files: Arc<DataFiles>,
+    /// `PUT /contexts?reset=reboot`, one at a time.
+    pub context_resets: Arc<resets::Resets>,
+    /// `PUT /data?reset=reboot`, one at a time.
+    pub data_resets: Arc<resets::Resets>,
 }
 
 /// A route of the table.
@@ -591,6 +596,24 @@ pub fn build_state(
         )
         .map_err(ServeError::DataFiles)?,
     );
+    // Uploaded data files are for the jobs that name them, never for a source's glob.
+    for root in std::iter::once(&config.data_dir)
+        .chain(&config.core.data_roots)
+        .chain(&config.core.operator_data_roots)
+    {
+        let Ok(root) = std::fs::canonicalize(root) else {
+            continue; // a root that does not exist holds nothing
+        };
+        let dir = data_files.dir();
+        if dir.starts_with(&root) || root.starts_with(dir) {
+            return Err(ServeError::DataFiles(
+                crate::data_files::DataDirError::OverlapsDataRoot {
+                    path: dir.to_path_buf(),
+                    root,
+                },
+            ));
+        }
+    }
     let materializer = Materializer::new(
         store,
         Arc::new(ResultCache::new(config.result_cache_bytes)),
@@ -651,6 +674,8 @@ pub fn build_state(
         openapi: Arc::new(openapi),
         auth: Arc::new(auth),
         data_files,
+        context_resets: Arc::default(),
+        data_resets: Arc::default(),
     })
 }
 

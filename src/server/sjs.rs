@@ -332,19 +332,18 @@ pub(super) async fn reset_contexts(State(state): State<AppState>, uri: Uri) -> H
     }
     let wait = !params.contains_key("sync") || param_bool(&params, "sync")?;
     let core = state.core.clone();
-    let work = tokio::task::spawn_blocking(move || core.reset_contexts(&state.config.contexts));
+    let config = state.config.clone();
+    let reset = move || core.reset_contexts(&config.contexts);
     if !wait {
         // The reset goes on; its outcome is logged.
-        tokio::spawn(async move {
-            match work.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "context reset failed"),
-                Err(e) => tracing::warn!(error = %e, "context reset stopped"),
+        state.context_resets.request(move || {
+            if let Err(e) = reset() {
+                tracing::warn!(error = %e, "context reset failed");
             }
         });
         return Ok(sjs(StatusCode::OK, "SUCCESS", "Context reset requested"));
     }
-    match work.await? {
+    match state.context_resets.run(reset).await? {
         Ok(_) => Ok(sjs(StatusCode::OK, "SUCCESS", "Context reset")),
         Err(ContextError::Store(e)) => Err(e.into()),
         // Threads of a stopped context still finishing a job: the admin's to know, not a 500.

@@ -344,7 +344,7 @@ async fn names_may_have_dots_as_in_spark_jobserver() {
     assert!(queried["rows"][0]["n"].as_u64().unwrap() > 0, "{queried}");
 
     // Still refused: no leading letter, `..`, characters outside the set.
-    for name in ["1ctx", "a..b", "a%2Fb", "a%20b"] {
+    for name in ["1ctx", "a..b", "a%2Fb", "a%20b", "a__b"] {
         let (status, refused) = server.post(&format!("/contexts/{name}"), "").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {refused}");
         assert_eq!(
