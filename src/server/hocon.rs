@@ -11,20 +11,63 @@
 //! - dotted key paths (`a.b.c = 1`), quoted keys (`"a.b" = 1` is one key), and HOCON's
 //!   duplicate-key rule: two objects merge, otherwise the later value wins;
 //! - `+=` array append;
-//! - unquoted strings and value concatenation (`a = hello world`, `a = 10 secs`);
-//! - `"""triple-quoted"""` raw strings, `#` and `//` comments.
+//! - unquoted strings and value concatenation (`a = hello world`, `a = 10 secs`), of arrays
+//!   (`[1] [2]`) and of objects (`{ a = 1 } { b = 2 }`);
+//! - `"""triple-quoted"""` raw strings, `#` and `//` comments;
+//! - substitutions `${a.b}` of paths of the same document, resolved as HOCON specifies (see
+//!   `resolve.rs`): after all merging, so a later definition of the path wins; alone they
+//!   keep the type of what they name, else they concatenate (`"x"${a}"y"`, `${a} secs`,
+//!   `${a} [3]`, `${base} { x = 1 }`); a field that names itself (`path = ${path}":/more"`,
+//!   `a = ${a} [x]`, `a += x`) reads its earlier value. Unknown paths, cycles and mixed
+//!   concatenations (an object with a string, …) are errors.
 //!
-//! Substitutions (`${...}`, `${?...}`) and `include` are rejected with an error naming them:
-//! resolving them needs an environment and a filesystem that a posted config must not reach.
-//! Every error carries the 1-based line and column of the offending character, and repeats
-//! at most [`ECHO_CHARS`] characters of any token it names (a key, a number), so a 3 MB key
-//! makes a short error, not a 6 MB one.
+//! Refused with an error naming them, because a posted config must not reach the server's
+//! environment or filesystem: `include`, and optional substitutions `${?...}`, which fall back
+//! to environment variables. For the same reason a substitution is looked up in the document
+//! only: Typesafe Config would read `${HOME}` from the environment when the document has no
+//! `HOME`, Floe reports it unknown.
+//!
+//! Every error carries the 1-based line and column of the offending character (for an error
+//! found while resolving, the substitution or `+=` at fault), and repeats at most
+//! [`ECHO_CHARS`] characters of any token it names (a key, a number), so a 3 MB key makes a
+//! short error, not a 6 MB one.
+//!
+//! Hostile input is bounded: nesting by [`MAX_DEPTH`], substitutions by
+//! [`MAX_SUBSTITUTION_CHAIN`], the resolver's recursion by [`MAX_RESOLVE_STEPS`], and what
+//! substitutions copy by [`MAX_EXTRA_VALUES`] and [`MAX_EXTRA_BYTES`]: `a = [1, 1]`,
+//! `b = [${a}, ${a}]`, `c = [${b}, ${b}]`, … doubles with every line, so 60 short lines would
+//! otherwise ask for 2⁶⁰ values.
 
 use serde_json::{Map, Number, Value};
 
+mod resolve;
+mod tree;
+
+use resolve::Resolver;
+use tree::{Item, LeafKind, Node, NodeId, Piece, ROOT, Subst, Token, Trie, render_path};
+
 /// Deep enough for any real config, shallow enough that the recursive descent (and dropping the
-/// resulting `Value`) cannot exhaust a thread's stack.
+/// resulting `Value`) cannot exhaust a thread's stack. Applies to resolved values too.
 const MAX_DEPTH: usize = 128;
+
+/// The most substitutions that may depend on one another at once (`a = ${b}`, `b = ${c}`, …,
+/// or a field redefined with `a = ${a} [x]` over and over; `+=` does not count): real configs
+/// use a handful.
+const MAX_SUBSTITUTION_CHAIN: usize = 32;
+
+/// The deepest the resolver recurses, counting nesting levels and substitutions together (a
+/// substitution costs up to four steps): a bound on its stack use whatever the document. A step
+/// takes a few hundred bytes of stack, under 4 KiB in an unoptimised build, so the bound stays
+/// near 1 MiB even there, inside the 2 MiB of a tokio worker or a test thread.
+const MAX_RESOLVE_STEPS: usize = MAX_DEPTH + 4 * MAX_SUBSTITUTION_CHAIN;
+
+/// How many values (and, for [`MAX_EXTRA_BYTES`], bytes of strings and keys) resolving may build
+/// beyond what the text itself holds. Copying a 1,000-value object into 100 places stays well
+/// under; an exponential expansion (`b = [${a}, ${a}]`, `c = [${b}, ${b}]`, …) stops after a
+/// few milliseconds and some tens of megabytes, instead of exhausting memory. A document
+/// without substitutions is never limited by these.
+const MAX_EXTRA_VALUES: usize = 1 << 18;
+const MAX_EXTRA_BYTES: usize = 8 << 20;
 
 /// The most characters of one token an error message repeats.
 const ECHO_CHARS: usize = 80;
@@ -47,14 +90,49 @@ pub struct HoconError {
     pub message: String,
 }
 
-/// Parses a HOCON (or JSON) document. The root is an object unless the document is an array;
-/// an empty or comment-only document is `{}`.
+/// Parses a HOCON (or JSON) document and resolves its substitutions. The root is an object
+/// unless the document is an array; an empty or comment-only document is `{}`.
 pub fn parse(text: &str) -> Result<Value, HoconError> {
-    Parser {
+    let mut parser = Parser {
         chars: text.chars().collect(),
         pos: 0,
+        trie: Trie::new(),
+        field: None,
+        substs: 0,
+        values: 0,
+        bytes: 0,
+    };
+    let root = parser.document()?;
+    let Parser {
+        chars,
+        trie,
+        substs,
+        values,
+        bytes,
+        ..
+    } = parser;
+    let mut resolver = if substs == 0 {
+        Resolver::taking(&trie, &chars)
+    } else {
+        Resolver::new(
+            &trie,
+            &chars,
+            values.saturating_add(MAX_EXTRA_VALUES),
+            bytes.saturating_add(MAX_EXTRA_BYTES),
+        )
+    };
+    match &root {
+        Root::Object => resolver.object(ROOT, 1),
+        Root::Array(node) => resolver.node(node, 1),
     }
-    .document()
+}
+
+/// The 1-based line and column of `index` in `chars`.
+fn locate(chars: &[char], index: usize) -> (usize, usize) {
+    let before = chars.get(..index.min(chars.len())).unwrap_or_default();
+    let line = before.iter().filter(|&&c| c == '\n').count() + 1;
+    let column = before.iter().rev().take_while(|&&c| c != '\n').count() + 1;
+    (line, column)
 }
 
 /// HOCON reserves these: they can appear in neither unquoted strings nor unquoted keys.
@@ -124,67 +202,53 @@ fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
     }
 }
 
-/// Sets `path` in `map` as if `path[0] { path[1] { ... = value } }` had been written, so dotted
-/// keys merge with earlier fields. On a failed `+=` returns the kind of the value in the way.
-fn insert(
-    map: &mut Map<String, Value>,
-    path: &[String],
-    value: Value,
-    append: bool,
-) -> Result<(), &'static str> {
-    match path {
-        [] => Ok(()),
-        [key] if append => match map.get_mut(key) {
-            Some(Value::Array(items)) => {
-                items.push(value);
-                Ok(())
-            }
-            Some(other) => Err(kind(other)),
-            None => {
-                map.insert(key.clone(), Value::Array(vec![value]));
-                Ok(())
-            }
-        },
-        [key] => {
-            match (map.get_mut(key), value) {
-                (Some(Value::Object(existing)), Value::Object(new)) => merge(existing, new),
-                (_, value) => {
-                    map.insert(key.clone(), value);
-                }
-            }
-            Ok(())
-        }
-        [key, rest @ ..] => match map.get_mut(key) {
-            Some(Value::Object(child)) => insert(child, rest, value, append),
-            _ => {
-                let mut child = Map::new();
-                insert(&mut child, rest, value, append)?;
-                map.insert(key.clone(), Value::Object(child));
-                Ok(())
-            }
-        },
-    }
+/// The document's root: the object in the trie's [`ROOT`], or an array.
+enum Root {
+    Object,
+    Array(Node),
 }
 
-/// One token of a simple value. A lone token keeps its JSON type; several concatenate into a
-/// string, which is why numbers keep their source text.
-enum Token {
-    Quoted(String),
-    Number(String),
-    Unquoted(String),
+/// Where a value goes: the field at a trie node (an object there is merged into the node), or
+/// an array element or appended value (an object there gets a local trie).
+#[derive(Clone, Copy)]
+enum Target {
+    Field(NodeId),
+    Element,
 }
 
-impl Token {
-    fn into_text(self) -> String {
-        match self {
-            Token::Quoted(text) | Token::Number(text) | Token::Unquoted(text) => text,
-        }
-    }
+/// What a value concatenation holds so far.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Nothing but substitutions yet.
+    Open,
+    Simple,
+    List,
+    Object,
+}
+
+/// A value being parsed (see [`Parser::value`]).
+struct Pieces {
+    /// The sequence number the value starts at (see `LeafKind::Value`).
+    self_seq: tree::Seq,
+    substs_before: usize,
+    nodes_before: usize,
+    mode: Mode,
+    /// Its pieces, but for objects, merged into `object` as they come.
+    pieces: Vec<Piece>,
+    object: Option<NodeId>,
 }
 
 struct Parser {
     chars: Vec<char>,
     pos: usize,
+    trie: Trie,
+    /// The field whose value is being parsed, to name the objects nested in it.
+    field: Option<NodeId>,
+    /// Substitutions parsed so far.
+    substs: usize,
+    /// Values and bytes of strings and keys parsed so far: what resolving may build anyway.
+    values: usize,
+    bytes: usize,
 }
 
 impl Parser {
@@ -211,10 +275,7 @@ impl Parser {
     }
 
     fn location(&self, index: usize) -> (usize, usize) {
-        let before = &self.chars[..index.min(self.chars.len())];
-        let line = before.iter().filter(|&&c| c == '\n').count() + 1;
-        let column = before.iter().rev().take_while(|&&c| c != '\n').count() + 1;
-        (line, column)
+        locate(&self.chars, index)
     }
 
     fn location_text(&self, index: usize) -> String {
@@ -289,16 +350,23 @@ impl Parser {
         found
     }
 
-    fn document(&mut self) -> Result<Value, HoconError> {
+    fn document(&mut self) -> Result<Root, HoconError> {
         self.skip_blank();
-        let (value, what) = match self.peek() {
-            Some('[') => (Value::Array(self.array(1)?), "array"),
-            Some('{') => (Value::Object(self.object(1)?), "object"),
-            _ => return self.fields(1, None).map(Value::Object),
+        let (root, what) = match self.peek() {
+            Some('[') => (Root::Array(self.array(1)?), "array"),
+            Some('{') => {
+                self.object_into(ROOT, 1)?;
+                (Root::Object, "object")
+            }
+            _ => {
+                self.trie.mark(ROOT);
+                self.fields(ROOT, 1, None)?;
+                return Ok(Root::Object);
+            }
         };
         self.skip_blank();
         match self.peek() {
-            None => Ok(value),
+            None => Ok(root),
             c => Err(self.error_here(format!(
                 "expected end of input after the root {what}, found {}",
                 describe(c)
@@ -306,21 +374,35 @@ impl Parser {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Map<String, Value>, HoconError> {
+    /// The object starting at the `{` here, merged into `node`.
+    fn object_into(&mut self, node: NodeId, depth: usize) -> Result<(), HoconError> {
         self.check_depth(depth)?;
         let open = self.pos;
         self.pos += 1;
-        self.fields(depth, Some(open))
+        self.trie.mark(node);
+        self.values += 1;
+        self.fields(node, depth, Some(open))
     }
 
-    /// The fields of an object at `depth`: up to the `}` matching `open`, or to the end of input
-    /// for a root without braces.
+    /// The child `key` of `parent` in the trie.
+    fn child(&mut self, parent: NodeId, key: String) -> NodeId {
+        let bytes = key.len();
+        let (child, created) = self.trie.child_or_insert(parent, key);
+        if created {
+            self.values += 1;
+            self.bytes += bytes;
+        }
+        child
+    }
+
+    /// The fields of the object at `node`, at `depth`: up to the `}` matching `open`, or to the
+    /// end of input for a root without braces.
     fn fields(
         &mut self,
+        node: NodeId,
         depth: usize,
         open: Option<usize>,
-    ) -> Result<Map<String, Value>, HoconError> {
-        let mut map = Map::new();
+    ) -> Result<(), HoconError> {
         let expected_key = if open.is_some() {
             "a key or `}`"
         } else {
@@ -329,7 +411,7 @@ impl Parser {
         loop {
             self.skip_blank();
             match (self.peek(), open) {
-                (None, None) => return Ok(map),
+                (None, None) => return Ok(()),
                 (None, Some(open)) => {
                     return Err(self.error_here(format!(
                         "expected `}}` to close the object opened at {}, found end of input",
@@ -338,11 +420,11 @@ impl Parser {
                 }
                 (Some('}'), Some(_)) => {
                     self.pos += 1;
-                    return Ok(map);
+                    return Ok(());
                 }
                 _ => {}
             }
-            let name = self.field(&mut map, depth, expected_key)?;
+            let name = self.field(node, depth, expected_key)?;
             let separated = match (self.separator(), self.peek(), open) {
                 (true, ..) | (false, None, None) | (false, Some('}'), Some(_)) => true,
                 (false, ..) => false,
@@ -361,14 +443,52 @@ impl Parser {
         }
     }
 
-    /// Parses one `key = value` (or `key : value`, `key += value`, `key { ... }`) into `map`;
-    /// returns the key as messages show it (see [`echo`]).
+    /// Parses one `key = value` (or `key : value`, `key += value`, `key { ... }`) into the
+    /// object at `node`; returns the key as messages show it (see [`echo`]).
     fn field(
         &mut self,
-        map: &mut Map<String, Value>,
+        node: NodeId,
         depth: usize,
         expected_key: &str,
     ) -> Result<String, HoconError> {
+        let (target, name, value_depth) = self.field_key(node, depth, expected_key)?;
+        self.skip_inline();
+        let op = self.pos;
+        let outer = self.field.replace(target);
+        match (self.peek(), self.peek_at(1)) {
+            (Some('=' | ':'), _) => {
+                self.pos += 1;
+                self.skip_blank();
+                let expected = if self.chars.get(op) == Some(&':') {
+                    "a value after `:`"
+                } else {
+                    "a value after `=`"
+                };
+                self.field_value(target, value_depth, expected)?;
+            }
+            (Some('+'), Some('=')) => {
+                self.pos += 2;
+                self.skip_blank();
+                // The value lands in the array, one level deeper than the field.
+                let value = self.element(value_depth + 1, "a value after `+=`")?;
+                self.trie
+                    .push_leaf(target, LeafKind::Append { node: value, op });
+            }
+            (Some('{'), _) => self.field_value(target, value_depth, "a value")?,
+            _ => return Err(self.bad_field_op(&name)),
+        }
+        self.field = outer;
+        Ok(name)
+    }
+
+    /// The key of a field of the object at `node`: its trie node, its name as messages show it,
+    /// and the depth of its value.
+    fn field_key(
+        &mut self,
+        node: NodeId,
+        depth: usize,
+        expected_key: &str,
+    ) -> Result<(NodeId, String, usize), HoconError> {
         let key_start = self.pos;
         let path = self.key(expected_key)?;
         let name = echo(&path.join("."));
@@ -382,35 +502,54 @@ impl Parser {
             ));
         }
         let value_depth = depth + path.len();
-        self.skip_inline();
-        let op = self.pos;
-        let (value, append) = match self.peek() {
-            Some(sep @ ('=' | ':')) => {
-                self.pos += 1;
-                self.skip_blank();
-                let value = self.value(value_depth, &format!("a value after `{sep}`"))?;
-                (value, false)
+        // `a.b.c = v` is `a { b { c = v } }`: `a` and `a.b` become objects here.
+        let last = path.len() - 1;
+        let mut target = node;
+        for (i, segment) in path.into_iter().enumerate() {
+            target = self.child(target, segment);
+            if i < last {
+                self.trie.mark(target);
+                self.values += 1;
             }
-            Some('+') if self.peek_at(1) == Some('=') => {
-                self.pos += 2;
-                self.skip_blank();
-                (self.value(value_depth, "a value after `+=`")?, true)
-            }
-            Some('{') => (self.value(value_depth, "a value")?, false),
-            c => {
-                return Err(self.error_here(format!(
-                    "expected `=`, `:` or `{{` after key `{name}`, found {}",
-                    describe(c)
-                )));
-            }
-        };
-        insert(map, &path, value, append).map_err(|existing| {
-            self.error_at(
-                op,
-                format!("cannot append to `{name}` with `+=`: it holds {existing}, not an array"),
-            )
-        })?;
-        Ok(name)
+        }
+        Ok((target, name, value_depth))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bad_field_op(&self, name: &str) -> HoconError {
+        self.error_here(format!(
+            "expected `=`, `:` or `{{` after key `{name}`, found {}",
+            describe(self.peek())
+        ))
+    }
+
+    /// The value of the field at `node`, recorded in the trie.
+    fn field_value(
+        &mut self,
+        node: NodeId,
+        depth: usize,
+        expected: &str,
+    ) -> Result<(), HoconError> {
+        let self_seq = self.trie.next_seq();
+        match self.value(Target::Field(node), depth, expected)? {
+            // An object, or a concatenation with one, is merged into the field already.
+            Node::Object(_) => {}
+            value => self.trie.push_leaf(
+                node,
+                LeafKind::Value {
+                    node: value,
+                    self_seq,
+                    object_concat: false,
+                },
+            ),
+        }
+        Ok(())
+    }
+
+    /// An array element or appended value.
+    fn element(&mut self, depth: usize, expected: &str) -> Result<Node, HoconError> {
+        self.value(Target::Element, depth, expected)
     }
 
     /// Whether the character here belongs to an unquoted string or key segment; `dot` says
@@ -426,6 +565,16 @@ impl Parser {
 
     fn key(&mut self, expected: &str) -> Result<Vec<String>, HoconError> {
         let start = self.pos;
+        let (path, quoted_any) = self.path_expression(expected)?;
+        if !quoted_any && path == ["include"] && self.include_follows() {
+            return Err(self.error_at(start, "`include` is not supported"));
+        }
+        Ok(path)
+    }
+
+    /// A path (of a key or a substitution): segments, quoted or not, separated by `.`. Returns
+    /// whether any segment was quoted.
+    fn path_expression(&mut self, expected: &str) -> Result<(Vec<String>, bool), HoconError> {
         let mut path = Vec::new();
         let mut quoted_any = false;
         loop {
@@ -456,10 +605,7 @@ impl Parser {
             }
             self.pos += 1;
         }
-        if !quoted_any && path == ["include"] && self.include_follows() {
-            return Err(self.error_at(start, "`include` is not supported"));
-        }
-        Ok(path)
+        Ok((path, quoted_any))
     }
 
     /// After a bare `include` key: does an include target follow rather than a separator?
@@ -473,40 +619,264 @@ impl Parser {
             .any(|target| self.starts_with_at(at, target))
     }
 
-    /// A field value or array element; `expected` names what was expected, for messages.
-    fn value(&mut self, depth: usize, expected: &str) -> Result<Value, HoconError> {
+    /// A field value, array element or appended value: one piece, or a concatenation of pieces
+    /// on one line (strings, arrays or objects, and substitutions among any of them); `expected`
+    /// names what was expected, for messages. An object is merged into the target's node (a
+    /// local trie's for an element), and `Node::Object` of that node returned.
+    fn value(&mut self, target: Target, depth: usize, expected: &str) -> Result<Node, HoconError> {
+        let mut pieces = Pieces {
+            self_seq: self.trie.next_seq(),
+            substs_before: self.substs,
+            nodes_before: self.trie.nodes.len(),
+            mode: Mode::Open,
+            pieces: Vec::new(),
+            object: None,
+        };
+        let mut gap_start = self.pos;
+        let mut expected = Some(expected);
+        loop {
+            let gap: String = self.chars[gap_start..self.pos].iter().collect();
+            if !self.piece(&mut pieces, target, depth, gap, expected)? {
+                break;
+            }
+            expected = None;
+            gap_start = self.pos;
+            self.skip_ws();
+            if self.at_value_end() {
+                break;
+            }
+        }
+        self.finish_value(pieces, target, depth)
+    }
+
+    /// Parses the next piece of a value into `pieces`; false when what follows cannot join
+    /// the concatenation (an array or object after a string, text after an array or object):
+    /// the caller then reports a missing separator there. `expected` is set for the first.
+    fn piece(
+        &mut self,
+        pieces: &mut Pieces,
+        target: Target,
+        depth: usize,
+        gap: String,
+        expected: Option<&str>,
+    ) -> Result<bool, HoconError> {
+        let pos = self.pos;
+        if self.starts_with("${") {
+            self.substitution_piece(pieces, gap, pos)?;
+            return Ok(true);
+        }
         match self.peek() {
-            Some('{') => {
-                let mut object = self.object(depth)?;
-                // `a = { x = 1 } { y = 2 }` concatenates by merging, as duplicate keys do.
-                loop {
-                    self.skip_ws();
-                    if self.peek() != Some('{') {
-                        return Ok(Value::Object(object));
+            Some('{') if matches!(pieces.mode, Mode::Open | Mode::Object) => {
+                let node = self.object_target(pieces, target);
+                self.object_into(node, depth)?;
+            }
+            Some('[') if matches!(pieces.mode, Mode::Open | Mode::List) => {
+                pieces.mode = Mode::List;
+                let array = self.array(depth)?;
+                pieces.pieces.push(Piece {
+                    gap,
+                    pos,
+                    item: Item::Array(array),
+                });
+            }
+            Some('{' | '[') => return Ok(false),
+            _ if expected.is_some() || matches!(pieces.mode, Mode::Open | Mode::Simple) => {
+                let token = self.simple_token(expected)?;
+                pieces.mode = Mode::Simple;
+                self.values += 1;
+                self.bytes += gap.len() + token.text().len();
+                pieces.pieces.push(Piece {
+                    gap,
+                    pos,
+                    item: Item::Token(token),
+                });
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn substitution_piece(
+        &mut self,
+        pieces: &mut Pieces,
+        gap: String,
+        pos: usize,
+    ) -> Result<(), HoconError> {
+        let subst = self.substitution()?;
+        match pieces.object {
+            // `{ … } ${a}`: merged in turn, so it must be an object.
+            Some(node) => self.trie.push_leaf(
+                node,
+                LeafKind::Value {
+                    node: Node::Subst(subst),
+                    self_seq: pieces.self_seq,
+                    object_concat: true,
+                },
+            ),
+            None => pieces.pieces.push(Piece {
+                gap,
+                pos,
+                item: Item::Subst(subst),
+            }),
+        }
+        Ok(())
+    }
+
+    /// The node an object piece merges into; the first one also takes the substitutions before
+    /// it, in order.
+    fn object_target(&mut self, pieces: &mut Pieces, target: Target) -> NodeId {
+        pieces.mode = Mode::Object;
+        if let Some(node) = pieces.object {
+            return node;
+        }
+        let node = match target {
+            Target::Field(node) => node,
+            Target::Element => {
+                self.values += 1;
+                self.trie.local_root(self.field)
+            }
+        };
+        for piece in pieces.pieces.drain(..) {
+            if let Item::Subst(subst) = piece.item {
+                self.trie.push_leaf(
+                    node,
+                    LeafKind::Value {
+                        node: Node::Subst(subst),
+                        self_seq: pieces.self_seq,
+                        object_concat: true,
+                    },
+                );
+            }
+        }
+        pieces.object = Some(node);
+        node
+    }
+
+    fn finish_value(
+        &mut self,
+        pieces: Pieces,
+        target: Target,
+        depth: usize,
+    ) -> Result<Node, HoconError> {
+        if let Some(node) = pieces.object {
+            if matches!(target, Target::Element) && self.substs == pieces.substs_before {
+                // Without substitutions, the object can be resolved now and its trie dropped.
+                let value = Resolver::taking(&self.trie, &self.chars).object(node, depth)?;
+                self.trie.truncate(pieces.nodes_before);
+                return Ok(Node::literal(value));
+            }
+            return Ok(Node::Object(node));
+        }
+        self.concatenation(pieces.pieces)
+    }
+
+    /// The value of non-object `pieces`: a lone piece keeps its type, tokens concatenate into a
+    /// string and arrays into an array; anything else is resolved later.
+    fn concatenation(&mut self, mut pieces: Vec<Piece>) -> Result<Node, HoconError> {
+        if pieces.len() == 1
+            && let Some(piece) = pieces.pop()
+        {
+            return match piece.item {
+                Item::Token(token) => self.typed(token, piece.pos).map(Node::literal),
+                Item::Subst(subst) => Ok(Node::Subst(subst)),
+                Item::Array(array) => Ok(array),
+            };
+        }
+        if pieces
+            .iter()
+            .all(|piece| matches!(piece.item, Item::Token(_)))
+        {
+            // Concatenation keeps the whitespace between tokens (the trailing run is not a gap).
+            let mut text = String::new();
+            for (i, piece) in pieces.into_iter().enumerate() {
+                if let Item::Token(token) = piece.item {
+                    if i > 0 {
+                        text.push_str(&piece.gap);
                     }
-                    let next = self.object(depth)?;
-                    merge(&mut object, next);
+                    text.push_str(&token.into_text());
                 }
             }
-            Some('[') => {
-                let mut array = self.array(depth)?;
-                loop {
-                    self.skip_ws();
-                    if self.peek() != Some('[') {
-                        return Ok(Value::Array(array));
-                    }
-                    let next = self.array(depth)?;
-                    array.extend(next);
+            return Ok(Node::literal(Value::String(text)));
+        }
+        if pieces
+            .iter()
+            .all(|piece| matches!(piece.item, Item::Array(_)))
+        {
+            let mut items = Vec::new();
+            for piece in pieces {
+                match piece.item {
+                    Item::Array(Node::Array(more)) => items.extend(more),
+                    Item::Array(Node::Literal(cell)) => match cell.into_inner() {
+                        Value::Array(more) => items.extend(more.into_iter().map(Node::literal)),
+                        other => items.push(Node::literal(other)),
+                    },
+                    Item::Array(other) => items.push(other),
+                    _ => {}
                 }
             }
-            _ => self.simple_value(expected),
+            return Ok(collapse_array(items));
+        }
+        Ok(Node::Concat(pieces))
+    }
+
+    /// A lone token's value: numbers, booleans and null keep their type.
+    fn typed(&self, token: Token, start: usize) -> Result<Value, HoconError> {
+        match token {
+            Token::Quoted(text) => Ok(Value::String(text)),
+            Token::Number(text) => serde_json::from_str::<Number>(&text)
+                .map(Value::Number)
+                .map_err(|_| {
+                    self.error_at(start, format!("number `{}` is out of range", echo(&text)))
+                }),
+            Token::Unquoted(text) => Ok(match text.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                "null" => Value::Null,
+                _ => Value::String(text),
+            }),
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Vec<Value>, HoconError> {
+    /// `${path}` here. `${?path}` is refused: it falls back to an environment variable.
+    fn substitution(&mut self) -> Result<Subst, HoconError> {
+        let open = self.pos;
+        let optional = self.peek_at(2) == Some('?');
+        self.pos += if optional { 3 } else { 2 };
+        self.skip_ws();
+        if optional {
+            let shown = match self.path_expression("a path") {
+                Ok((path, _)) => format!("${{?{}}}", render_path(&path)),
+                Err(_) => "${?…}".to_owned(),
+            };
+            return Err(self.error_at(
+                open,
+                format!(
+                    "`{}`: environment lookups are not supported: a posted config must not read \
+                     the server's environment",
+                    echo(&shown)
+                ),
+            ));
+        }
+        let (path, _) = self.path_expression("a path after `${`")?;
+        self.skip_ws();
+        if self.peek() != Some('}') {
+            return Err(self.error_here(format!(
+                "expected `}}` to close the substitution opened at {}, found {}",
+                self.location_text(open),
+                describe(self.peek())
+            )));
+        }
+        self.pos += 1;
+        self.substs += 1;
+        self.values += 1;
+        Ok(Subst { path, pos: open })
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Node, HoconError> {
         self.check_depth(depth)?;
         let open = self.pos;
         self.pos += 1;
+        self.values += 1;
         let mut items = Vec::new();
         loop {
             self.skip_blank();
@@ -519,11 +889,11 @@ impl Parser {
                 }
                 Some(']') => {
                     self.pos += 1;
-                    return Ok(items);
+                    return Ok(collapse_array(items));
                 }
                 _ => {}
             }
-            items.push(self.value(depth + 1, "a value or `]`")?);
+            items.push(self.element(depth + 1, "a value or `]`")?);
             if !self.separator() && !matches!(self.peek(), None | Some(']')) {
                 return Err(self.error_here(format!(
                     "expected `,`, newline or `]` after an array element, found {}",
@@ -533,50 +903,9 @@ impl Parser {
         }
     }
 
-    /// Where a simple value stops. An opening bracket ends it too, so that the caller reports a
-    /// missing separator instead of a bad character in a string.
+    /// Where a value stops; a piece that cannot continue it stops it too (see [`Self::value`]).
     fn at_value_end(&self) -> bool {
-        matches!(
-            self.peek(),
-            None | Some('\n' | ',' | '}' | ']' | '#' | '{' | '[')
-        ) || self.starts_with("//")
-    }
-
-    /// Strings, numbers, booleans, null, and concatenations of them on one line.
-    fn simple_value(&mut self, expected: &str) -> Result<Value, HoconError> {
-        let start = self.pos;
-        let first = self.simple_token(Some(expected))?;
-        let mut ws_start = self.pos;
-        self.skip_ws();
-        if self.at_value_end() {
-            return match first {
-                Token::Quoted(text) => Ok(Value::String(text)),
-                Token::Number(text) => serde_json::from_str::<Number>(&text)
-                    .map(Value::Number)
-                    .map_err(|_| {
-                        self.error_at(start, format!("number `{}` is out of range", echo(&text)))
-                    }),
-                Token::Unquoted(text) => Ok(match text.as_str() {
-                    "true" => Value::Bool(true),
-                    "false" => Value::Bool(false),
-                    "null" => Value::Null,
-                    _ => Value::String(text),
-                }),
-            };
-        }
-        // Concatenation keeps the whitespace between tokens and drops the trailing run.
-        let mut text = first.into_text();
-        loop {
-            let gap: String = self.chars[ws_start..self.pos].iter().collect();
-            let token = self.simple_token(None)?;
-            text.push_str(&gap);
-            text.push_str(&token.into_text());
-            ws_start = self.pos;
-            self.skip_ws();
-            if self.at_value_end() {
-                return Ok(Value::String(text));
-            }
-        }
+        matches!(self.peek(), None | Some('\n' | ',' | '}' | ']' | '#')) || self.starts_with("//")
     }
 
     /// One quoted string, number or unquoted run. `expected` is `None` inside a concatenation,
@@ -607,12 +936,6 @@ impl Parser {
     }
 
     fn bad_value_start(&self, expected: Option<&str>) -> HoconError {
-        if self.starts_with("${?") {
-            return self.error_here("optional substitutions (`${?...}`) are not supported");
-        }
-        if self.starts_with("${") {
-            return self.error_here("substitutions (`${...}`) are not supported");
-        }
         let found = describe(self.peek());
         let message = match (expected, self.peek()) {
             (Some(expected), None | Some('\n' | ',' | '}' | ']' | '#' | '/' | '=' | ':')) => {
@@ -801,6 +1124,21 @@ impl Parser {
             self.pos += 1;
         }
     }
+}
+
+/// An array of `items`: a literal when none holds a substitution.
+fn collapse_array(items: Vec<Node>) -> Node {
+    if items.iter().all(|item| matches!(item, Node::Literal(_))) {
+        let values = items
+            .into_iter()
+            .filter_map(|item| match item {
+                Node::Literal(cell) => Some(cell.into_inner()),
+                _ => None,
+            })
+            .collect();
+        return Node::literal(Value::Array(values));
+    }
+    Node::Array(items)
 }
 
 #[cfg(test)]

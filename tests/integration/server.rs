@@ -376,6 +376,86 @@ async fn jobs_async_sync_config_listing_and_every_refusal() {
     server.stop().await;
 }
 
+/// HOCON substitutions in config bodies resolve within the document, as spark-jobserver's do;
+/// environment lookups are refused, and an exponential expansion is a 400, not an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_bodies_resolve_substitutions_but_never_read_the_environment() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+
+    // A job whose query extends its earlier value (`sql` takes no other keys).
+    let config = r#"
+        query = "SELECT 41"
+        query = ${query}" + 1 AS n"
+    "#;
+    let (status, body) = server.post("/jobs?classPath=sql&sync=true", config).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["result"], json!([{"n": 42}]), "{body}");
+    let (_, stored) = server
+        .get(&format!("/jobs/{}/config", text(&body["jobId"])))
+        .await;
+    assert_eq!(stored, json!({"query": "SELECT 41 + 1 AS n"}));
+
+    // A context whose setting names another key, keeping its type.
+    let (status, body) = server
+        .post(
+            "/contexts/substituted",
+            "threads = 2\nspark.context-settings { worker-threads = ${threads} }",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, info) = server.get("/contexts/substituted").await;
+    assert_eq!(info["settings"]["worker-threads"], 2, "{info}");
+
+    // `${?HOME}` would read the server's environment: refused, naming it.
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=sql&sync=true",
+            "query = \"SELECT 1\"\nhome = ${?HOME}",
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let message = text(&body["result"]);
+    assert!(
+        message.starts_with("Cannot parse config: line 2, column 8: `${?HOME}`")
+            && message.contains("environment lookups are not supported"),
+        "{body}"
+    );
+    let (status, body) = server
+        .post("/contexts/env", "worker-threads = ${?THREADS}")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(text(&body["result"]).contains("`${?THREADS}`"), "{body}");
+    // Nor does a plain substitution fall back to it, as Typesafe Config would.
+    let (status, body) = server
+        .post("/jobs?classPath=sql&sync=true", "query = ${HOME}")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        text(&body["result"]).contains("`${HOME}` names nothing in this document"),
+        "{body}"
+    );
+
+    // "Billion laughs": 2^60 values asked for in 60 lines; refused quickly.
+    let mut laughs = String::from("query = \"SELECT 1\"\nl0 = [lol, lol]\n");
+    for i in 1..60 {
+        laughs.push_str(&format!("l{i} = [${{l{}}}, ${{l{}}}]\n", i - 1, i - 1));
+    }
+    let start = std::time::Instant::now();
+    let (status, body) = server.post("/jobs?classPath=sql&sync=true", &laughs).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        text(&body["result"]).contains("substitutions expand the document by more than"),
+        "{body}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(30));
+    let (status, _) = server
+        .post("/jobs?classPath=sql&sync=true", r#"query = "SELECT 1""#)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_gives_429_kill_stops_running_and_queued_jobs() {
     let world = world();
