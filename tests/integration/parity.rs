@@ -875,3 +875,39 @@ async fn kills_and_context_deletions_are_logged() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Uploaded data files are never a pipeline source: a data-files directory inside a data root
+/// (or holding one) stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_files_directory_overlapping_a_data_root_is_refused() {
+    let world = world();
+    for dir in [
+        world.data_dir().join("uploads"),
+        world.dir.path().to_path_buf(),
+    ] {
+        let mut config = crate::common::server::test_config(
+            &repo_path("pipelines"),
+            &world.data_dir(),
+            &world.store_dir(),
+        );
+        config.data_files.dir = Some(dir.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let started = tokio::task::spawn_blocking(move || {
+            floe::server::build_state(
+                config,
+                floe::job::JobRegistry::new(),
+                std::sync::Arc::new(floe::clock::ManualClock::new(crate::common::utc(
+                    2024, 2, 1, 0,
+                ))),
+                runtime,
+            )
+            .map(drop)
+        })
+        .await
+        .unwrap();
+        let error = started
+            .expect_err("overlapping directories accepted")
+            .to_string();
+        assert!(error.contains("overlap"), "{}: {error}", dir.display());
+    }
+}
