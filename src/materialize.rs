@@ -31,12 +31,15 @@ use crate::error::error_chain;
 use crate::frames::encode_ipc;
 use crate::inputs::{InputError, InputResolver, upstream_keys, upstream_windows};
 use crate::job::JobOutput;
-use crate::partition::{Window, windows_within};
+use crate::partition::{Window, window_containing, windows_within};
+use crate::pipeline::checks::{
+    CheckKind, Metric, Severity, anomaly_verdict, freshness_verdict, metric_value,
+};
 use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{InputRef, JobDef, Pipeline};
 use crate::results::cache::CachedResult;
 use crate::results::{ResultCache, StoredResults};
-use crate::store::{NewResult, ResultStore, RunKey, SeenRun, Store, StoreError};
+use crate::store::{CheckOutcome, NewResult, ResultStore, RunKey, SeenRun, Store, StoreError};
 
 /// Which partitions to bring up to date.
 #[derive(Debug, Clone)]
@@ -408,12 +411,29 @@ impl Materializer {
                 if stop() {
                     return Err(CommitError::Stopped);
                 }
+                let checks = self.evaluate_checks(pipeline, def, window, &source_files, &output);
+                let failed: Vec<String> = checks
+                    .iter()
+                    .filter(|c| !c.passed && c.severity == Severity::Error.as_str())
+                    .map(|c| format!("{}: {}", c.name, c.detail.as_deref().unwrap_or("failed")))
+                    .collect();
+                if !failed.is_empty() {
+                    // The outcomes go with the failure; the result is not committed.
+                    if let Err(e) = self.store().record_failed_checks(&key, &checks) {
+                        return Err(CommitError::Lost(error_chain(&e)));
+                    }
+                    return Err(CommitError::Failed(format!(
+                        "data check failed: {}",
+                        failed.join("; ")
+                    )));
+                }
                 self.commit(
                     &key,
                     def,
                     &fingerprint,
                     output,
                     Some((record.attempts, seen)),
+                    checks,
                 )
             });
         match outcome {
@@ -485,6 +505,81 @@ impl Materializer {
             .map_err(|e| CommitError::Failed(e.to_string()))
     }
 
+    /// The outcomes of `def`'s data checks on `output`, the result of its run over `window`.
+    fn evaluate_checks(
+        &self,
+        pipeline: &Pipeline,
+        def: &JobDef,
+        window: &Window,
+        source_files: &BTreeMap<String, Vec<FileIdentity>>,
+        output: &JobOutput,
+    ) -> Vec<CheckOutcome> {
+        let mut outcomes = Vec::with_capacity(def.checks.len());
+        for check in &def.checks {
+            let outcome = match &check.kind {
+                CheckKind::Freshness { source, max_lag } => check.outcome(
+                    newest_event(pipeline, source, window, source_files)
+                        .map(|newest| freshness_verdict(newest, window.end, *max_lag)),
+                ),
+                CheckKind::Anomaly { metric, last, .. } => {
+                    match metric_value(metric, &output.frame) {
+                        Ok(value) => {
+                            let history = self.metric_history(pipeline, def, window, metric, *last);
+                            anomaly_verdict(check, value, &history)
+                        }
+                        Err(why) => check.outcome(Err(why)),
+                    }
+                }
+                _ => match check.evaluate_on(&output.frame) {
+                    Some(outcome) => outcome,
+                    None => check.outcome(Err("not a check of the result".to_owned())),
+                },
+            };
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// `metric` on the results of `def`'s `last` partitions before `window` that have one,
+    /// newest first.
+    fn metric_history(
+        &self,
+        pipeline: &Pipeline,
+        def: &JobDef,
+        window: &Window,
+        metric: &Metric,
+        last: u32,
+    ) -> Vec<f64> {
+        let mut values = Vec::new();
+        let mut before = *window;
+        for _ in 0..last {
+            if before.start <= pipeline.start {
+                break;
+            }
+            before = window_containing(
+                def.grain,
+                pipeline.timezone,
+                before.start - chrono::Duration::milliseconds(1),
+            );
+            let key = RunKey::new(&pipeline.name, &def.name, before.start);
+            let value = match metric {
+                Metric::RowCount => self
+                    .store()
+                    .result_meta(&key)
+                    .ok()
+                    .flatten()
+                    .map(|meta| meta.rows as f64),
+                Metric::Aggregate { .. } => self
+                    .results()
+                    .load(&key)
+                    .ok()
+                    .and_then(|result| metric_value(metric, &result.frame).ok()),
+            };
+            values.extend(value);
+        }
+        values
+    }
+
     /// Encodes and commits a computed result of `def`, then caches it.
     fn commit(
         &self,
@@ -493,6 +588,7 @@ impl Materializer {
         fingerprint: &str,
         output: JobOutput,
         attempt: Option<(u32, SeenRun)>,
+        checks: Vec<CheckOutcome>,
     ) -> Result<u64, CommitError> {
         let frame_ipc = encode_ipc(&output.frame)
             .map_err(|e| CommitError::Failed(format!("cannot encode result: {e}")))?;
@@ -513,6 +609,7 @@ impl Materializer {
                 state_ipc,
                 attempt: attempt.as_ref().map(|(attempt, _)| *attempt),
                 seen: attempt.map(|(_, seen)| seen),
+                checks,
             },
             self.clock.now(),
         );
@@ -534,6 +631,35 @@ impl Materializer {
         debug!(pipeline = %key.pipeline, job = %key.job, partition = %key.partition_start, rows, "computed");
         Ok(rows)
     }
+}
+
+/// The newest event time of `source` in `window` (`None`: no row), read from the files
+/// the run read.
+fn newest_event(
+    pipeline: &Pipeline,
+    source: &str,
+    window: &Window,
+    source_files: &BTreeMap<String, Vec<FileIdentity>>,
+) -> Result<Option<DateTime<Utc>>, String> {
+    let def = pipeline
+        .sources
+        .get(source)
+        .ok_or_else(|| format!("no source `{source}`"))?;
+    let files = source_files.get(source).map_or(&[][..], Vec::as_slice);
+    let frame = crate::engine::scan_source_window(def, files, window).map_err(|e| e.to_string())?;
+    let newest = frame
+        .select([polars::prelude::col(def.time_column.as_str())
+            .max()
+            .dt()
+            .timestamp(polars::prelude::TimeUnit::Milliseconds)
+            .alias("newest")])
+        .collect()
+        .map_err(|e| crate::error::short_polars_error(&e))?;
+    let millis = newest
+        .column("newest")
+        .ok()
+        .and_then(|c| c.i64().ok().and_then(|c| c.get(0)));
+    Ok(millis.and_then(DateTime::<Utc>::from_timestamp_millis))
 }
 
 /// Collects the runs of the plan by walking from target runs to the upstream runs they read.

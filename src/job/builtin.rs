@@ -26,7 +26,7 @@ use crate::sql_guard::{
 pub const DISTINCT_COUNT_COLUMN: &str = "distinct_count";
 
 /// Parses a SQL expression, naming the field in the error.
-fn parse_expression(field: &str, sql: &str) -> Result<Expr, String> {
+pub(crate) fn parse_expression(field: &str, sql: &str) -> Result<Expr, String> {
     if sql.trim().is_empty() {
         return Err(format!("field `{field}`: expression is empty"));
     }

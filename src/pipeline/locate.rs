@@ -38,6 +38,34 @@ pub fn locate(text: &str, path: &[&str]) -> Option<(usize, usize)> {
     best.map(|(_, position)| position)
 }
 
+/// 1-based (line, column) of item `index` (0-based) of the block sequence under `path`
+/// (`checks:` followed by `- …` lines); the key's own position when the items cannot be
+/// followed (flow style, fewer items).
+pub fn locate_item(text: &str, path: &[&str], index: usize) -> Option<(usize, usize)> {
+    let (key_line, key_column) = locate(text, path)?;
+    let key_indent = key_column - 1;
+    let mut item_indent = None;
+    let mut seen = 0;
+    for (line_index, line) in text.lines().enumerate().skip(key_line) {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if indent < key_indent || (indent == key_indent && !trimmed.starts_with('-')) {
+            break;
+        }
+        if !trimmed.starts_with('-') || *item_indent.get_or_insert(indent) != indent {
+            continue;
+        }
+        if seen == index {
+            return Some((line_index + 1, indent + 1));
+        }
+        seen += 1;
+    }
+    Some((key_line, key_column))
+}
+
 /// The key of a `key: value` or `key:` line, unquoted.
 fn mapping_key(trimmed: &str) -> Option<String> {
     if trimmed.starts_with('-') {
@@ -69,6 +97,24 @@ mod tests {
         assert_eq!(locate(TEXT, &["name"]), Some((2, 1)));
         assert_eq!(locate(TEXT, &["jobs", "hourly"]), Some((5, 3)));
         assert_eq!(locate(TEXT, &["jobs", "daily", "from"]), Some((10, 5)));
+    }
+
+    #[test]
+    fn finds_the_items_of_a_block_sequence() {
+        let text = "jobs:\n  a:\n    checks:\n      - not_null: x\n        severity: warn\n      - unique: y\n    grain: daily\n";
+        assert_eq!(
+            super::locate_item(text, &["jobs", "a", "checks"], 0),
+            Some((4, 7))
+        );
+        assert_eq!(
+            super::locate_item(text, &["jobs", "a", "checks"], 1),
+            Some((6, 7))
+        );
+        // No third item: the key itself.
+        assert_eq!(
+            super::locate_item(text, &["jobs", "a", "checks"], 2),
+            Some((3, 5))
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! [`Diagnostic`] names the file, the line and column where it can be located, the job and the
 //! field. Nothing here touches data or the store.
 
+pub mod checks;
 pub mod dag;
 pub mod data_roots;
 pub mod diagnostic;
@@ -150,6 +151,8 @@ pub struct JobDef {
     /// stored result is stamped with, so the read side can tell a result of this definition
     /// (with these upstream definitions) from one an earlier or replaced version made.
     pub lineage_fingerprint: String,
+    /// Data checks evaluated on every partition's result before it is committed.
+    pub checks: Vec<checks::Check>,
 }
 
 impl JobDef {

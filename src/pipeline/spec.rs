@@ -146,6 +146,87 @@ pub struct JobSpec {
     /// When the scheduler runs this job's partitions.
     #[serde(default)]
     pub schedule: Option<JobScheduleSpec>,
+    /// Data checks evaluated on every partition's result before it is committed.
+    #[serde(default)]
+    pub checks: Option<Vec<CheckSpec>>,
+}
+
+/// One entry of a job's `checks:`: exactly one kind, and how a failure counts.
+///
+/// One optional field per kind, as [`JobSpec`]'s kinds, so an unknown key is an error with a
+/// line and column; validation checks that exactly one is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// A name for the outcome (default: the kind, with its columns).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `error` (default): a failure fails the run; `warn`: it is recorded and the run succeeds.
+    #[serde(default)]
+    pub severity: Option<String>,
+    /// `{min, max}` rows of the result (either may be left out).
+    #[serde(default)]
+    pub row_count: Option<RowCountSpec>,
+    /// Columns that must hold no null.
+    #[serde(default)]
+    pub not_null: Option<OneOrMany>,
+    /// Columns whose values (together) must not repeat.
+    #[serde(default)]
+    pub unique: Option<OneOrMany>,
+    /// A column whose values must all be among `values` (nulls are `not_null`'s concern).
+    #[serde(default)]
+    pub accepted_values: Option<AcceptedValuesSpec>,
+    /// A SQL boolean over the result's columns that every row must satisfy.
+    #[serde(default)]
+    pub expression: Option<String>,
+    /// The newest event of a source in the partition is at most `max_lag` before its end.
+    #[serde(default)]
+    pub freshness: Option<FreshnessSpec>,
+    /// A metric of the result within `within` of the median of the last partitions'.
+    #[serde(default)]
+    pub anomaly: Option<AnomalySpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowCountSpec {
+    #[serde(default)]
+    pub min: Option<u64>,
+    #[serde(default)]
+    pub max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedValuesSpec {
+    pub column: String,
+    pub values: Vec<serde_yaml::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessSpec {
+    /// A source the job reads.
+    pub source: String,
+    /// e.g. `15m`: the partition's newest event may be at most this much before its end.
+    pub max_lag: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalySpec {
+    /// `row_count` (default) or a SQL aggregate over the result (`sum(sales)`).
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// How far from the median the metric may be: `30%` (of the median) or a number.
+    pub within: serde_yaml::Value,
+    /// How many of the job's preceding partitions make the median (default 7).
+    #[serde(default)]
+    pub last: Option<u32>,
+    /// Fewer preceding partitions with a result than this: the check passes, saying so
+    /// (default 3).
+    #[serde(default)]
+    pub min_history: Option<u32>,
 }
 
 /// `from: events` or `from: [a, b]`.

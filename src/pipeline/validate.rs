@@ -427,6 +427,7 @@ impl Validator<'_> {
                 self.report_job(name, "concurrency", "concurrency must be at least 1");
             }
             let trigger = self.trigger(name, job_spec.schedule.as_ref());
+            let checks = self.checks(name, job_spec, &inputs);
             if let (true, Some(grain), Some(job)) = (self.problems.len() == before, grain, job) {
                 let definition_fingerprint =
                     definition_fingerprint(name, job_spec, &inputs, spec, sources);
@@ -446,11 +447,77 @@ impl Validator<'_> {
                         definition_fingerprint,
                         // Filled in once the job graph is known.
                         lineage_fingerprint: String::new(),
+                        checks,
                     },
                 ));
             }
         }
         jobs
+    }
+
+    /// The job's `checks:`, each problem at its entry.
+    fn checks(
+        &mut self,
+        name: &str,
+        job_spec: &JobSpec,
+        inputs: &[InputRef],
+    ) -> Vec<super::checks::Check> {
+        let Some(specs) = &job_spec.checks else {
+            return Vec::new();
+        };
+        if specs.len() > super::checks::MAX_CHECKS {
+            self.report_job(
+                name,
+                "checks",
+                format!(
+                    "{} checks, at most {}",
+                    specs.len(),
+                    super::checks::MAX_CHECKS
+                ),
+            );
+            return Vec::new();
+        }
+        let sources: Vec<String> = inputs
+            .iter()
+            .filter_map(|input| match input {
+                InputRef::Source(source) => Some(source.clone()),
+                InputRef::Job(_) => None,
+            })
+            .collect();
+        let mut checks = Vec::new();
+        let mut names = BTreeSet::new();
+        for (index, spec) in specs.iter().enumerate() {
+            match super::checks::parse_check(spec, &sources) {
+                Ok(check) => {
+                    if !names.insert(check.name.clone()) {
+                        self.report_check(
+                            name,
+                            index,
+                            "name",
+                            format!("two checks are named `{}`; give one a `name`", check.name),
+                        );
+                    }
+                    checks.push(check);
+                }
+                Err(problems) => {
+                    for (field, message) in problems {
+                        self.report_check(name, index, &field, message);
+                    }
+                }
+            }
+        }
+        checks
+    }
+
+    /// A problem of entry `index` of job `name`'s `checks:`, at its line.
+    fn report_check(&mut self, name: &str, index: usize, field: &str, message: String) {
+        let place = super::locate::locate_item(self.text, &["jobs", name, "checks"], index);
+        let diagnostic = Diagnostic::new(
+            self.file,
+            format!("job `{name}`, check {}: `{field}`: {message}", index + 1),
+        )
+        .at(place);
+        self.problems.push(diagnostic);
     }
 
     fn inputs(
@@ -657,6 +724,8 @@ fn definition_fingerprint(
     job.retry_backoff = None;
     job.concurrency = None;
     job.schedule = None;
+    // Checks judge a result; they do not change it.
+    job.checks = None;
     hasher.update(serde_json::to_vec(&job).unwrap_or_default());
     for input in inputs {
         if let InputRef::Source(source) = input

@@ -225,6 +225,7 @@ pub(super) async fn list_runs(
                     "updatedAt": record.finished_at.or(record.started_at).map(timestamp),
                     "rows": rows,
                     "error": record.error,
+                    "checks": record.checks,
                 }));
                 if runs.len() >= limit {
                     return Ok(runs);

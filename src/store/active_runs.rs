@@ -372,6 +372,7 @@ mod tests {
             .commit_success(
                 &key("done", t0()),
                 super::super::NewResult {
+                    checks: Vec::new(),
                     definition: None,
                     fingerprint: "fp".to_owned(),
                     rows: 1,

@@ -78,7 +78,7 @@ pub use jobs::{JobFailure, JobRecord};
 pub use keys::{KeyError, RunKey};
 pub use lifecycle::{JobStatus, Lifecycle, RunState};
 pub use results::{NewResult, ResultMeta, StoredResult};
-pub use runs::{RunRecord, SeenRun};
+pub use runs::{CheckOutcome, RunRecord, SeenRun};
 pub use schedule::{BackfillRecord, BackfillState};
 pub use server::{BinaryBlobUsage, BinaryMeta, ContextDefinition};
 

@@ -161,6 +161,7 @@ mod tests {
             let fp = format!("fp{generation}");
             let state = (generation % 2 == 0).then(|| fp.as_bytes().repeat(1000));
             NewResult {
+                checks: Vec::new(),
                 definition: None,
                 rows: u64::from(generation),
                 frame_ipc: fp.as_bytes().repeat(5000),

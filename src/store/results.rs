@@ -26,7 +26,7 @@ use sled::IVec;
 
 use super::keys::RunKey;
 use super::lifecycle::{RunChange, RunState};
-use super::runs::{RunRecord, SeenRun};
+use super::runs::{CheckOutcome, RunRecord, SeenRun};
 use super::{Store, StoreError, encode_json, tree};
 
 /// What a finished run hands to `commit_success`.
@@ -52,6 +52,8 @@ pub struct NewResult {
     /// The run's record as the attempt's `mark_running_seen` left it, so the commit need not
     /// read it again (`None`: read it).
     pub seen: Option<SeenRun>,
+    /// The outcomes of the job's data checks on this result, kept with the run.
+    pub checks: Vec<CheckOutcome>,
 }
 
 impl fmt::Debug for NewResult {
@@ -182,8 +184,15 @@ fn committable_attempt(
 }
 
 /// The record of a run whose `attempt` committed its result, computed for `fingerprint`.
-fn committed(old: RunRecord, fingerprint: &str, at: DateTime<Utc>, attempt: u32) -> RunRecord {
+fn committed(
+    old: RunRecord,
+    fingerprint: &str,
+    at: DateTime<Utc>,
+    attempt: u32,
+    checks: &[CheckOutcome],
+) -> RunRecord {
     RunRecord {
+        checks: checks.to_vec(),
         state: RunState::Succeeded,
         fingerprint: Some(fingerprint.to_owned()),
         finished_at: Some(at),
@@ -253,7 +262,7 @@ impl Store {
             let old = old.ok_or_else(|| StoreError::RunNotFound { key: key.clone() })?;
             committable_attempt(key, &old, Some(attempt))?;
             previous.set((old.ever_committed(), old.result_attempt));
-            Ok(committed(old, &fingerprint, now, attempt))
+            Ok(committed(old, &fingerprint, now, attempt, &result.checks))
         });
         match flipped {
             Ok(swapped) => {
@@ -301,7 +310,14 @@ impl Store {
         let finished = self.update_run(key, |old| {
             let old = old.ok_or_else(|| StoreError::RunNotFound { key: key.clone() })?;
             committable_attempt(key, &old, Some(attempt))?;
-            Ok(committed(old, &meta.fingerprint, meta.created_at, attempt))
+            // The checks of an attempt a crash cut short were not stored: none to keep.
+            Ok(committed(
+                old,
+                &meta.fingerprint,
+                meta.created_at,
+                attempt,
+                &[],
+            ))
         });
         match finished {
             Ok(done) => {
@@ -354,6 +370,7 @@ pub(super) mod testing {
 
     pub(in crate::store) fn new_result(fp: &str, frame: &[u8], state: Option<&[u8]>) -> NewResult {
         NewResult {
+            checks: Vec::new(),
             definition: None,
             fingerprint: fp.to_owned(),
             rows: 3,
@@ -561,6 +578,7 @@ mod tests {
         store.mark_failed(&k, "timed out", t0()).unwrap();
         store.mark_running(&k, end, "fp", t0()).unwrap();
         let late = NewResult {
+            checks: Vec::new(),
             definition: None,
             attempt: Some(2),
             seen: None,
@@ -582,6 +600,7 @@ mod tests {
         // Only attempt 1's entry is stored (its small frame inline in the meta's).
         assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 0));
         let on_time = NewResult {
+            checks: Vec::new(),
             definition: None,
             attempt: Some(3),
             seen: None,
@@ -664,7 +683,7 @@ mod tests {
             let at = result_key(&k.encode().unwrap(), Some(1));
             write_raw_result(&store, &at, b"FRAME");
             store
-                .update_run(&k, |old| Ok(committed(old.unwrap(), "fp", t0(), 1)))
+                .update_run(&k, |old| Ok(committed(old.unwrap(), "fp", t0(), 1, &[])))
                 .unwrap();
             store.pretend_schema(&path, 2);
         }

@@ -56,12 +56,32 @@ impl Store {
                 finished_at: None,
                 error: None,
                 retry_at: None,
+                // The outcomes are the next commit's (or failure's) to give.
+                checks: Vec::new(),
                 ..base
             })
         })?;
         tracing::debug!(run = %key, attempts = swapped.new.attempts, "run marked running");
         let seen = swapped.seen();
         Ok((swapped.new, seen))
+    }
+
+    /// Keeps the outcomes of the data checks that failed a Running run's attempt, for the
+    /// failure that follows to carry (a run in another state is left alone: the attempt is no
+    /// longer its current one).
+    pub fn record_failed_checks(
+        &self,
+        key: &RunKey,
+        checks: &[super::runs::CheckOutcome],
+    ) -> Result<(), StoreError> {
+        self.update_run(key, |old| match old {
+            Some(old) if old.state == RunState::Running => Ok(RunRecord {
+                checks: checks.to_vec(),
+                ..old
+            }),
+            old => kept(key, old),
+        })?;
+        Ok(())
     }
 
     /// A failed attempt (`RunStore::mark_failed` is this without a retry): counts the failure
@@ -384,6 +404,7 @@ mod tests {
             .unwrap();
         assert_eq!(second.attempts, 2, "the stale snapshot was re-read");
         let late = super::super::NewResult {
+            checks: Vec::new(),
             definition: None,
             fingerprint: "fp".to_owned(),
             rows: 1,
@@ -400,6 +421,7 @@ mod tests {
 
         // The current attempt commits from its own snapshot.
         let on_time = super::super::NewResult {
+            checks: Vec::new(),
             definition: None,
             fingerprint: "fp".to_owned(),
             rows: 1,

@@ -62,6 +62,26 @@ pub struct RunRecord {
     /// exactly that entry and never one a later activation made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index_generation: Option<u64>,
+    /// The outcomes of the job's data checks on the latest attempt that computed a result
+    /// (a failed `error` check fails the run, and is named in `error`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckOutcome>,
+}
+
+/// The outcome of one data check on one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    /// The check's name (its `name:`, else its kind and columns).
+    pub name: String,
+    /// `row_count`, `not_null`, `unique`, `accepted_values`, `expression`, `freshness` or
+    /// `anomaly`.
+    pub kind: String,
+    /// `error` or `warn`.
+    pub severity: String,
+    pub passed: bool,
+    /// Why it failed, or a note on a pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl RunRecord {
@@ -83,6 +103,7 @@ impl RunRecord {
             force: false,
             result_attempt: None,
             index_generation: None,
+            checks: Vec::new(),
         }
     }
 

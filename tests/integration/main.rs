@@ -6,6 +6,7 @@ mod api_conformance;
 mod auth;
 mod callbacks;
 mod catalog;
+mod checks;
 mod cli;
 mod crash;
 mod custom_jobs;

@@ -44,6 +44,7 @@ pub(super) fn end_of(key: &RunKey) -> DateTime<Utc> {
 /// A result whose bytes name its fingerprint, computed by `attempt` (`None`: any).
 pub(super) fn new_result(fingerprint: &str, frame: &[u8], attempt: Option<u32>) -> NewResult {
     NewResult {
+        checks: Vec::new(),
         fingerprint: fingerprint.to_owned(),
         definition: Some(format!("definition of {fingerprint}")),
         rows: 3,
