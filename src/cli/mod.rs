@@ -18,12 +18,14 @@ use crate::pipeline::data_roots::DataRoots;
 mod files;
 mod results;
 mod run;
+mod runs;
 mod serve;
 mod setup;
 
 use self::files::{generate_data, validate};
 use self::results::results;
 use self::run::{backfill, demo, run_pipeline};
+use self::runs::runs;
 use self::serve::{serve, token};
 
 #[derive(Debug, Parser)]
@@ -100,6 +102,8 @@ pub enum Command {
     Run(RunArgs),
     /// Print materialised results of a job.
     Results(ResultsArgs),
+    /// List the recorded runs of a pipeline's jobs: state, attempts, error, data checks.
+    Runs(RunsArgs),
     /// Write the deterministic sample e-commerce dataset as hourly Parquet files.
     Generate(GenerateArgs),
     /// Run the job server (spark-jobserver's REST API) until Ctrl-C or SIGTERM.
@@ -253,6 +257,17 @@ pub struct ResultsArgs {
     pub format: OutputFormat,
 }
 
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[arg(long, short)]
+    pub pipeline: String,
+    /// Only these jobs (repeatable) [default: every job].
+    #[arg(long = "job", short)]
+    pub jobs: Vec<String>,
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum OutputFormat {
     Table,
@@ -319,6 +334,7 @@ pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
         Command::Run(args) => run_pipeline(&paths, args, registry, clock),
         Command::Backfill(args) => backfill(&paths, args, registry, clock),
         Command::Results(args) => results(&paths, args, registry, clock),
+        Command::Runs(args) => runs(&paths, args, registry),
         Command::Generate(args) => {
             let out = args.out.clone().unwrap_or_else(|| paths.data_dir.clone());
             generate_data(&out, &args)

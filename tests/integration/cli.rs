@@ -206,3 +206,58 @@ fn json_logs_are_one_object_per_line_and_a_bad_format_is_refused() {
         "{stderr}"
     );
 }
+
+/// `floe runs` lists what the runs came to, data checks included.
+#[test]
+fn runs_lists_states_and_check_outcomes() {
+    let world = SampleWorld::new(5_000, 2);
+    let pipelines = world.dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipelines).unwrap();
+    let yaml = std::fs::read_to_string(repo_path("pipelines/shop.yaml"))
+        .unwrap()
+        .replace(
+            "        orders: count(*)\n",
+            "        orders: count(*)\n    checks:\n      - not_null: category\n      - name: one_row\n        severity: warn\n        row_count: {max: 1}\n",
+        );
+    std::fs::write(pipelines.join("shop.yaml"), yaml).unwrap();
+    let on_world = |args: &[&str]| {
+        let output = floe()
+            .args(args)
+            .arg("--pipelines")
+            .arg(&pipelines)
+            .arg("--data-dir")
+            .arg(world.data_dir())
+            .arg("--store")
+            .arg(world.store_dir())
+            .output()
+            .expect("run");
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    on_world(&[
+        "run",
+        "--pipeline",
+        "shop",
+        "--job",
+        "sales_per_category_daily",
+        "--partition",
+        "2024-01-01",
+    ]);
+    let listed = on_world(&[
+        "runs",
+        "--pipeline",
+        "shop",
+        "--job",
+        "sales_per_category_daily",
+        "--partition",
+        "2024-01-01",
+    ]);
+    assert!(
+        listed.starts_with("sales_per_category_daily  2024-01-01T00:00:00+00:00  succeeded  attempts 1  checks: 1 passed, failed (warn): one_row: "),
+        "{listed}"
+    );
+}
