@@ -67,6 +67,7 @@ pub mod sample;
 pub mod scheduler;
 pub mod server;
 pub mod sql_guard;
+pub mod staleness;
 pub mod store;
 
 pub use error::error_chain;

@@ -98,7 +98,7 @@ pub enum PartitionAttempt {
 }
 
 /// Why a run's source files cannot be read.
-enum SourceProblem {
+pub(crate) enum SourceProblem {
     /// The named source waits for its files and has none for the window yet (the source,
     /// then where its files were looked for).
     NotReady(String, String),
@@ -114,7 +114,7 @@ enum CommitError {
 
 /// The fingerprint of one run: the job's definition, its window, the identity of every
 /// source file it reads and the fingerprints of the upstream results it reads.
-fn run_fingerprint(
+pub(crate) fn run_fingerprint(
     def: &JobDef,
     window: &Window,
     source_files: &BTreeMap<String, Vec<FileIdentity>>,
@@ -448,7 +448,7 @@ impl Materializer {
 
     /// The files of each source the job reads, for its window. A source that waits for its
     /// files (`wait` above zero) and has none yet is `NotReady`.
-    fn source_files(
+    pub(crate) fn source_files(
         &self,
         pipeline: &Pipeline,
         def: &JobDef,
@@ -610,6 +610,10 @@ impl Materializer {
                 attempt: attempt.as_ref().map(|(attempt, _)| *attempt),
                 seen: attempt.map(|(_, seen)| seen),
                 checks,
+                job_definition: Some((
+                    def.definition_fingerprint.clone(),
+                    def.definition_text.clone(),
+                )),
             },
             self.clock.now(),
         );

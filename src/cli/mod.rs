@@ -16,6 +16,7 @@ use crate::pipeline;
 use crate::pipeline::data_roots::DataRoots;
 
 mod files;
+mod plan;
 mod results;
 mod run;
 mod runs;
@@ -23,6 +24,7 @@ mod serve;
 mod setup;
 
 use self::files::{generate_data, validate};
+use self::plan::plan;
 use self::results::results;
 use self::run::{backfill, demo, run_pipeline};
 use self::runs::runs;
@@ -100,6 +102,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Materialise partitions of a pipeline (skips partitions that are already fresh).
     Run(RunArgs),
+    /// Show what `run` over the same range would compute and why (missing, definition changed
+    /// with its diff, source files changed, upstream changed); `--yes` then runs it.
+    Plan(PlanArgs),
     /// Print materialised results of a job.
     Results(ResultsArgs),
     /// List the recorded runs of a pipeline's jobs: state, attempts, error, data checks.
@@ -246,6 +251,15 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Run the plan after showing it.
+    #[arg(long)]
+    pub yes: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ResultsArgs {
     #[arg(long, short)]
     pub pipeline: String,
@@ -332,6 +346,7 @@ pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
         Command::Demo(args) => demo(&paths, args, registry, clock),
         Command::Validate(args) => validate(&paths, args, registry),
         Command::Run(args) => run_pipeline(&paths, args, registry, clock),
+        Command::Plan(args) => plan(&paths, args, registry, clock),
         Command::Backfill(args) => backfill(&paths, args, registry, clock),
         Command::Results(args) => results(&paths, args, registry, clock),
         Command::Runs(args) => runs(&paths, args, registry),

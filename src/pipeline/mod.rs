@@ -147,6 +147,9 @@ pub struct JobDef {
     /// Hash of everything that defines what this job computes: its YAML block, the sources it
     /// reads and the engine version. A stored result made under another hash is stale.
     pub definition_fingerprint: String,
+    /// What [`JobDef::definition_fingerprint`] hashes of the job's own block, as YAML (null
+    /// fields included): kept with results so a later plan can show how a definition changed.
+    pub definition_text: String,
     /// Hash of this job's definition and, transitively, of every upstream job's: what a
     /// stored result is stamped with, so the read side can tell a result of this definition
     /// (with these upstream definitions) from one an earlier or replaced version made.

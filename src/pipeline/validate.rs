@@ -444,6 +444,7 @@ impl Validator<'_> {
                         retry_backoff,
                         concurrency: job_spec.concurrency,
                         trigger,
+                        definition_text: definition_text(job_spec),
                         definition_fingerprint,
                         // Filled in once the job graph is known.
                         lineage_fingerprint: String::new(),
@@ -714,19 +715,8 @@ fn definition_fingerprint(
     hasher.update(ENGINE_VERSION.to_le_bytes());
     hasher.update(name.as_bytes());
     // serde_json renders struct fields in declaration order, so the same YAML always hashes
-    // the same; descriptions are left out because they do not change the result.
-    // Operational settings (retries, timeouts, schedule) change when a result is computed,
-    // not what it is, so changing them must not make stored results stale.
-    let mut job = job.clone();
-    job.description = None;
-    job.retries = None;
-    job.timeout = None;
-    job.retry_backoff = None;
-    job.concurrency = None;
-    job.schedule = None;
-    // Checks judge a result; they do not change it.
-    job.checks = None;
-    hasher.update(serde_json::to_vec(&job).unwrap_or_default());
+    // the same.
+    hasher.update(serde_json::to_vec(&what_defines_the_result(job)).unwrap_or_default());
     for input in inputs {
         if let InputRef::Source(source) = input
             && let Some(source_spec) = spec.sources.get(source)
@@ -735,6 +725,45 @@ fn definition_fingerprint(
         }
     }
     hex::encode(hasher.finalize())
+}
+
+/// The part of a job's block that decides its result. Descriptions do not change it;
+/// operational settings (retries, timeouts, schedule) change when a result is computed, not
+/// what it is; checks judge a result without changing it: changing them must not make stored
+/// results stale.
+fn what_defines_the_result(job: &JobSpec) -> JobSpec {
+    let mut job = job.clone();
+    job.description = None;
+    job.retries = None;
+    job.timeout = None;
+    job.retry_backoff = None;
+    job.concurrency = None;
+    job.schedule = None;
+    job.checks = None;
+    job
+}
+
+/// The job's block as `floe plan` shows it when it changes: what defines the result, as YAML
+/// without the fields left unset.
+fn definition_text(job: &JobSpec) -> String {
+    fn without_nulls(value: serde_yaml::Value) -> serde_yaml::Value {
+        match value {
+            serde_yaml::Value::Mapping(map) => serde_yaml::Value::Mapping(
+                map.into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k, without_nulls(v)))
+                    .collect(),
+            ),
+            serde_yaml::Value::Sequence(items) => {
+                serde_yaml::Value::Sequence(items.into_iter().map(without_nulls).collect())
+            }
+            other => other,
+        }
+    }
+    serde_yaml::to_value(what_defines_the_result(job))
+        .map(without_nulls)
+        .and_then(|value| serde_yaml::to_string(&value))
+        .unwrap_or_default()
 }
 
 fn source_fingerprint_bytes(spec: &SourceSpec, source: Option<&Source>) -> Vec<u8> {

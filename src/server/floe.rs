@@ -163,6 +163,77 @@ pub(super) async fn get_pipeline(
     Ok(json_response(StatusCode::OK, &body))
 }
 
+/// `GET /pipelines/{p}/plan?from&to&job&force`: what a run of the range would compute and
+/// why (`staleness`), without running anything.
+pub(super) async fn plan(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+    uri: Uri,
+) -> Result<Response, HttpError> {
+    let app = app_or_404(&state, &pipeline)?;
+    let params = params(&uri)?;
+    let now = state.core.clock().now();
+    let from = instant_param(&params, "from", &app)?
+        .ok_or_else(|| HttpError::bad_request("`from` is missing (the range is from ≤ t < to)"))?;
+    let to = instant_param(&params, "to", &app)?
+        .ok_or_else(|| HttpError::bad_request("`to` is missing (the range is from ≤ t < to)"))?
+        .min(now);
+    if from >= to {
+        return Err(HttpError::bad_request(format!(
+            "`from` ({}) must be before `to` ({}, and partitions that have not ended yet are \
+             not planned)",
+            timestamp(from),
+            timestamp(to)
+        )));
+    }
+    let jobs: Option<Vec<String>> = match params.get("job") {
+        None => None,
+        Some(job) if app.pipeline.job(job).is_some() => Some(vec![job.clone()]),
+        Some(job) => {
+            return Err(HttpError::not_found(format!(
+                "pipeline `{pipeline}` has no job `{job}`"
+            )));
+        }
+    };
+    let force = match params.get("force").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(HttpError::bad_request(format!(
+                "`force` must be true or false, found `{other}`"
+            )));
+        }
+    };
+    state.core.limits().check_run_partitions(
+        crate::results::runs_spanned(&app.pipeline, jobs.as_deref(), from, to),
+        "the plan",
+    )?;
+    let core = state.core.clone();
+    let request = crate::materialize::RunRequest {
+        jobs,
+        from,
+        to,
+        force,
+    };
+    let changes = tokio::task::spawn_blocking(move || {
+        crate::staleness::explain(core.materializer(), &app.pipeline, &request)
+    })
+    .await?
+    .map_err(|e| HttpError::bad_request(e.to_string()))?;
+    let computing = changes.iter().filter(|c| c.staleness.computes()).count();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "pipeline": pipeline,
+            "from": timestamp(from),
+            "to": timestamp(to),
+            "planned": changes.len(),
+            "computing": computing,
+            "runs": changes,
+        }),
+    ))
+}
+
 pub(super) async fn list_runs(
     State(state): State<AppState>,
     Path(pipeline): Path<String>,

@@ -241,6 +241,12 @@ fn route_table() -> Vec<RouteEntry> {
             floe::list_runs,
         ),
         route(
+            Method::GET,
+            "/pipelines/{pipeline}/plan",
+            Role::Read,
+            floe::plan,
+        ),
+        route(
             Method::POST,
             "/pipelines/{pipeline}/runs",
             Role::Run,

@@ -70,8 +70,17 @@ mod tests {
             });
         }
         release.send(()).unwrap();
+        // The queued one runs once the first is done (when, the scheduler decides)...
+        for _ in 0..5000 {
+            if runs.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // ...and no other: after a reset that waits for every earlier one, still two.
         let waited = resets.run(|| ()).await;
         assert!(waited.is_ok());
+        tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 }

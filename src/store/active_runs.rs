@@ -373,6 +373,7 @@ mod tests {
                 &key("done", t0()),
                 super::super::NewResult {
                     checks: Vec::new(),
+                    job_definition: None,
                     definition: None,
                     fingerprint: "fp".to_owned(),
                     rows: 1,

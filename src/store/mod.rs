@@ -29,6 +29,7 @@
 //! | `binary_blobs` | sha-256 (hex)            | the uploaded bundle's bytes       |
 //! | `contexts`     | context name             | `ContextDefinition`, JSON         |
 //! | `jobs`         | job id (UUIDv7 text)     | `JobRecord`, JSON                 |
+//! | `definitions`  | definition fingerprint   | the job's YAML block, UTF-8       |
 //! | `job_configs`  | job id                   | the posted config, JSON           |
 //! | `job_results`  | job id                   | Arrow IPC of the job's result     |
 //!
@@ -111,6 +112,7 @@ mod tree {
     pub(super) const JOB_RESULTS: &str = "job_results";
     pub(super) const SCHEDULE_CURSORS: &str = "schedule_cursors";
     pub(super) const BACKFILLS: &str = "backfills";
+    pub(super) const DEFINITIONS: &str = "definitions";
 }
 
 /// Key of the schema version in the `meta` tree.
@@ -154,6 +156,9 @@ pub struct Store {
     /// Scheduler trees; see `schedule`.
     schedule_cursors: sled::Tree,
     backfills: sled::Tree,
+    /// A job's definition fingerprint → the YAML block it was made from, for `floe plan`'s
+    /// diffs; see `results`.
+    definitions: sled::Tree,
 }
 
 impl fmt::Debug for Store {
@@ -218,6 +223,7 @@ impl Store {
             job_results: open(tree::JOB_RESULTS)?,
             schedule_cursors: open(tree::SCHEDULE_CURSORS)?,
             backfills: open(tree::BACKFILLS)?,
+            definitions: open(tree::DEFINITIONS)?,
             path: path.map(Arc::from),
             db,
         })

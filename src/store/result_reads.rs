@@ -162,6 +162,7 @@ mod tests {
             let state = (generation % 2 == 0).then(|| fp.as_bytes().repeat(1000));
             NewResult {
                 checks: Vec::new(),
+                job_definition: None,
                 definition: None,
                 rows: u64::from(generation),
                 frame_ipc: fp.as_bytes().repeat(5000),
@@ -284,6 +285,7 @@ mod tests {
         let k = key();
         store.mark_running(&k, t0(), "fp", t0()).unwrap();
         let meta = serde_json::to_vec(&ResultMeta {
+            job_definition: None,
             fingerprint: "fp".to_owned(),
             rows: 1,
             bytes: 1,

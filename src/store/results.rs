@@ -54,6 +54,10 @@ pub struct NewResult {
     pub seen: Option<SeenRun>,
     /// The outcomes of the job's data checks on this result, kept with the run.
     pub checks: Vec<CheckOutcome>,
+    /// The job's own definition (`JobDef::definition_fingerprint`) and its YAML block: the
+    /// fingerprint is kept in the meta, the block once per fingerprint, so a later plan can
+    /// say what changed.
+    pub job_definition: Option<(String, String)>,
 }
 
 impl fmt::Debug for NewResult {
@@ -84,6 +88,10 @@ pub struct ResultMeta {
     /// recorded it have none, and count as made by an unknown definition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub definition: Option<String>,
+    /// The job's own definition fingerprint, without its upstream's (results written before
+    /// Floe kept it have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_definition: Option<String>,
 }
 
 /// One result read as a consistent snapshot.
@@ -207,6 +215,38 @@ fn committed(
 }
 
 impl Store {
+    /// Keeps the YAML `block` of the job definition `fingerprint`, once.
+    fn put_definition(&self, fingerprint: &str, block: &str) -> Result<(), StoreError> {
+        let kept = self
+            .definitions
+            .contains_key(fingerprint.as_bytes())
+            .map_err(|source| StoreError::Sled {
+                action: format!("read definition {fingerprint}"),
+                source,
+            })?;
+        if !kept {
+            self.definitions
+                .insert(fingerprint.as_bytes(), block.as_bytes())
+                .map_err(|source| StoreError::Sled {
+                    action: format!("keep definition {fingerprint}"),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The YAML block of the job definition `fingerprint`, if a result of it was committed.
+    pub fn definition_text(&self, fingerprint: &str) -> Result<Option<String>, StoreError> {
+        let raw = self
+            .definitions
+            .get(fingerprint.as_bytes())
+            .map_err(|source| StoreError::Sled {
+                action: format!("read definition {fingerprint}"),
+                source,
+            })?;
+        Ok(raw.map(|raw| String::from_utf8_lossy(&raw).into_owned()))
+    }
+
     /// Stores the result of the run's current attempt and moves the run to Succeeded
     /// (fingerprint, finished_at, commits + 1), replacing any previous result of the run. The
     /// run must be Running (on `result.attempt`, when given): anything else means another
@@ -225,7 +265,11 @@ impl Store {
             bytes: u64::try_from(stored_len).unwrap_or(u64::MAX),
             created_at: now,
             definition: result.definition,
+            job_definition: result.job_definition.as_ref().map(|(fp, _)| fp.clone()),
         };
+        if let Some((fingerprint, block)) = &result.job_definition {
+            self.put_definition(fingerprint, block)?;
+        }
         let meta_json = encode_json(tree::RESULT_META, key, &meta)?;
         let seen = match result.seen {
             Some(seen) => seen,
@@ -371,6 +415,7 @@ pub(super) mod testing {
     pub(in crate::store) fn new_result(fp: &str, frame: &[u8], state: Option<&[u8]>) -> NewResult {
         NewResult {
             checks: Vec::new(),
+            job_definition: None,
             definition: None,
             fingerprint: fp.to_owned(),
             rows: 3,
@@ -391,6 +436,7 @@ pub(super) mod testing {
     /// crashed commit or an older Floe left it.
     pub(in crate::store) fn write_raw_result(store: &Store, at: &[u8], frame: &[u8]) -> ResultMeta {
         let meta = ResultMeta {
+            job_definition: None,
             fingerprint: "fp".to_owned(),
             rows: 3,
             bytes: frame.len() as u64,
@@ -430,6 +476,7 @@ mod tests {
         assert_eq!(store.run(&k).unwrap(), Some(record));
 
         let meta = ResultMeta {
+            job_definition: None,
             fingerprint: "fp1".to_owned(),
             rows: 3,
             bytes: 10,
@@ -579,6 +626,7 @@ mod tests {
         store.mark_running(&k, end, "fp", t0()).unwrap();
         let late = NewResult {
             checks: Vec::new(),
+            job_definition: None,
             definition: None,
             attempt: Some(2),
             seen: None,
@@ -601,6 +649,7 @@ mod tests {
         assert_eq!((store.result_meta.len(), store.result_frame.len()), (1, 0));
         let on_time = NewResult {
             checks: Vec::new(),
+            job_definition: None,
             definition: None,
             attempt: Some(3),
             seen: None,

@@ -405,6 +405,7 @@ mod tests {
         assert_eq!(second.attempts, 2, "the stale snapshot was re-read");
         let late = super::super::NewResult {
             checks: Vec::new(),
+            job_definition: None,
             definition: None,
             fingerprint: "fp".to_owned(),
             rows: 1,
@@ -422,6 +423,7 @@ mod tests {
         // The current attempt commits from its own snapshot.
         let on_time = super::super::NewResult {
             checks: Vec::new(),
+            job_definition: None,
             definition: None,
             fingerprint: "fp".to_owned(),
             rows: 1,

@@ -20,6 +20,7 @@ mod limits;
 mod manual_runs;
 mod module_graph;
 mod parity;
+mod plan;
 mod server;
 mod shop;
 mod sources;

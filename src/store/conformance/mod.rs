@@ -45,6 +45,7 @@ pub(super) fn end_of(key: &RunKey) -> DateTime<Utc> {
 pub(super) fn new_result(fingerprint: &str, frame: &[u8], attempt: Option<u32>) -> NewResult {
     NewResult {
         checks: Vec::new(),
+        job_definition: None,
         fingerprint: fingerprint.to_owned(),
         definition: Some(format!("definition of {fingerprint}")),
         rows: 3,
