@@ -19,6 +19,7 @@ mod limits;
 mod manual_runs;
 mod module_graph;
 mod parity;
+mod plan_check;
 mod server;
 mod shop;
 mod sources;
