@@ -2,7 +2,8 @@
 //! in Floe are pipeline bundles: one YAML pipeline each), and the one place they change.
 //!
 //! An upload is validated before anything is stored (400 with every problem, each naming its
-//! line and field); a valid upload becomes the app's next version. The pipelines folder is
+//! line and field), its jobs planned on their inputs' schemas too ([`crate::plan_check`]); a
+//! valid upload becomes the app's next version. The pipelines folder is
 //! registered at start-up as apps too, one per pipeline, named after it, each file read and
 //! parsed once (its stored version is not parsed again), so the YAML pipelines and uploaded
 //! bundles are one namespace. A job holds the `Arc<App>` it started
@@ -26,6 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::job::JobRegistry;
 use crate::pipeline::data_roots::DataRoots;
 use crate::pipeline::{Pipeline, PipelineErrors, check_name, parse_pipeline};
+use crate::plan_check;
 use crate::store::{BinaryMeta, Store, StoreError};
 
 /// One version of an app, validated.
@@ -246,6 +248,14 @@ impl Catalog {
         self.refuse_if_file(name)?;
         let roots = &self.upload_roots;
         let pipeline = validate(name, bytes, registry, roots).map_err(UploadError::Invalid)?;
+        // Only an upload is planned on its inputs' schemas: a stored or folder pipeline that
+        // validated once must not stop loading because its data changed.
+        let text = String::from_utf8_lossy(bytes);
+        plan_check::check_pipeline(&pipeline, &text)
+            .into_result()
+            .map_err(|errors| {
+                UploadError::Invalid(errors.0.iter().map(|d| d.to_string()).collect())
+            })?;
         Ok(self.install(store, bytes, pipeline, roots, AppSource::Upload, now)?)
     }
 

@@ -45,6 +45,8 @@
 //! - [`sample`] and [`dataset`]: the deterministic sample dataset and its Parquet layout.
 //! - [`auth`]: API tokens, roles and the audit log; [`server`] checks them per route.
 //! - [`data_files`]: the files of `floe serve`'s `/data` routes, which ad-hoc jobs read.
+//! - [`plan_check`]: validation that runs each job on empty frames of its inputs' schemas
+//!   (`floe validate`, uploads).
 //! - [`cli`]: the `floe` command.
 
 pub mod auth;
@@ -62,6 +64,7 @@ pub mod jobserver;
 pub mod materialize;
 pub mod partition;
 pub mod pipeline;
+pub mod plan_check;
 pub mod results;
 pub mod sample;
 pub mod scheduler;

@@ -1,5 +1,5 @@
-//! The commands that need no store: `floe validate` checks pipeline files, `floe generate`
-//! writes the sample dataset.
+//! The commands that need no store: `floe validate` checks pipeline files (and plans each job
+//! on its inputs' schemas), `floe generate` writes the sample dataset.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,6 +8,7 @@ use crate::dataset::write_events_parquet;
 use crate::job::JobRegistry;
 use crate::partition::parse_instant;
 use crate::pipeline;
+use crate::plan_check;
 use crate::sample::{SampleSpec, generate};
 
 use super::setup::confine;
@@ -58,14 +59,35 @@ pub(super) fn validate(
         return Err(CliError::Invalid(pipeline::PipelineErrors(problems)));
     }
     let pipelines = confine(loaded?, &paths.roots())?;
+    // Each job run on empty frames of its inputs' schemas (read from one file per source).
+    let mut checks = Vec::with_capacity(pipelines.len());
+    let mut problems = Vec::new();
     for pipeline in &pipelines {
+        let text = std::fs::read_to_string(&pipeline.file).unwrap_or_default();
+        match plan_check::check_pipeline(pipeline, &text).into_result() {
+            Ok(check) => checks.push(check),
+            Err(pipeline::PipelineErrors(found)) => problems.extend(found),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(CliError::Invalid(pipeline::PipelineErrors(problems)));
+    }
+    for (pipeline, check) in pipelines.iter().zip(checks) {
+        let file = pipeline.file.display();
         println!(
-            "{}: pipeline `{}` is valid ({} sources, {} jobs)",
-            pipeline.file.display(),
+            "{file}: pipeline `{}` is valid ({} sources, {} jobs)",
             pipeline.name,
             pipeline.sources.len(),
             pipeline.jobs.len()
         );
+        println!(
+            "{file}: {} of {} jobs planned on their inputs' schemas",
+            check.checked.len(),
+            pipeline.jobs.len()
+        );
+        for note in &check.unchecked {
+            println!("{note}");
+        }
     }
     Ok(())
 }

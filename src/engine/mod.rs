@@ -13,5 +13,6 @@ pub mod source;
 
 pub use run::{Engine, EngineError, PolarsEngine, ResolvedInput, ResolvedPlan};
 pub use source::{
-    FileFormat, FileIdentity, SourceError, resolve_source_files, scan_file, scan_source_window,
+    FileFormat, FileIdentity, SourceError, cut_to_window, resolve_source_files, scan_file,
+    scan_source, scan_source_window,
 };

@@ -233,31 +233,52 @@ pub fn scan_source_window(
     files: &[FileIdentity],
     window: &Window,
 ) -> Result<LazyFrame, SourceError> {
-    let polars_error = |err: PolarsError| SourceError::Polars {
-        source_name: source.name.clone(),
-        message: crate::error::short_polars_error(&err),
-    };
     let paths: Vec<PlRefPath> = files
         .iter()
         .map(|file| PlRefPath::new(file.resolved.to_string_lossy().into_owned()))
         .collect();
     // `Vec<T>: Into<Buffer<T>>`; polars does not re-export its buffer type.
-    let mut frame = match source.format {
+    let frame = scan_source(source, ScanSources::Paths(paths.into()))?;
+    cut_to_window(source, frame, window)
+}
+
+/// A lazy scan of `sources` (files already matched and checked, or bytes in memory) read as
+/// `source`'s format says, every column as polars infers it: what [`scan_source_window`]
+/// reads, and what plan checks read a schema with.
+pub fn scan_source(source: &Source, sources: ScanSources) -> Result<LazyFrame, SourceError> {
+    let polars_error = |err: PolarsError| SourceError::Polars {
+        source_name: source.name.clone(),
+        message: crate::error::short_polars_error(&err),
+    };
+    match source.format {
         // The paths are files already matched and checked: polars must not glob them again.
-        SourceFormat::Parquet => LazyFrame::scan_parquet_files(
-            paths.into(),
+        SourceFormat::Parquet => LazyFrame::scan_parquet_sources(
+            sources,
             ScanArgsParquet {
                 glob: false,
                 ..ScanArgsParquet::default()
             },
         ),
-        SourceFormat::Csv => LazyCsvReader::new_paths(paths.into())
+        SourceFormat::Csv => LazyCsvReader::new_with_sources(sources)
             .with_glob(false)
             .with_try_parse_dates(true)
             .finish(),
-        SourceFormat::Ndjson => LazyJsonLineReader::new_paths(paths.into()).finish(),
+        SourceFormat::Ndjson => LazyJsonLineReader::new_with_sources(sources).finish(),
     }
-    .map_err(polars_error)?;
+    .map_err(polars_error)
+}
+
+/// `frame` (a scan of `source`) cut to `window` with a filter in the time column's own dtype,
+/// time column normalised to UTC.
+pub fn cut_to_window(
+    source: &Source,
+    mut frame: LazyFrame,
+    window: &Window,
+) -> Result<LazyFrame, SourceError> {
+    let polars_error = |err: PolarsError| SourceError::Polars {
+        source_name: source.name.clone(),
+        message: crate::error::short_polars_error(&err),
+    };
     let schema = frame.collect_schema().map_err(polars_error)?;
     let column = source.time_column.as_str();
     let Some(dtype) = schema.get(column) else {

@@ -21,6 +21,7 @@ mod manual_runs;
 mod module_graph;
 mod parity;
 mod plan;
+mod plan_check;
 mod server;
 mod shop;
 mod sources;

@@ -2,11 +2,29 @@
 //!
 //! `tests/fixtures/invalid/NAME.yaml` must fail with exactly `NAME.expected`. To regenerate
 //! the goldens after an intended message change, run with `FLOE_BLESS=1` and review the diff.
+//! A fixture that parses must fail its plan check ([`floe::plan_check`]) on the sample data:
+//! its source paths resolve in a [`SampleWorld`]'s data dir.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use floe::JobRegistry;
-use floe::pipeline::load_file;
+use floe::pipeline::data_roots::DataRoots;
+use floe::pipeline::{PipelineErrors, load_file};
+use floe::{JobRegistry, Pipeline};
+
+use super::common::SampleWorld;
+
+/// The problems the plan check finds in `pipeline` (parsed from `file`) over `world`'s data.
+fn plan_problems(pipeline: Pipeline, file: &Path, world: &SampleWorld) -> Option<PipelineErrors> {
+    let text = std::fs::read_to_string(file).expect("fixture text");
+    let roots = Arc::new(DataRoots::new(&world.data_dir(), &[]));
+    match pipeline.confine(roots, &text) {
+        Ok(pipeline) => floe::plan_check::check_pipeline(&pipeline, &text)
+            .into_result()
+            .err(),
+        Err(errors) => Some(errors),
+    }
+}
 
 #[test]
 fn every_broken_fixture_fails_with_its_expected_message() {
@@ -24,16 +42,16 @@ fn every_broken_fixture_fails_with_its_expected_message() {
         fixtures.len()
     );
     let bless = std::env::var_os("FLOE_BLESS").is_some();
+    let world = SampleWorld::new(2_000, 1);
     let mut mismatches = Vec::new();
     for fixture in fixtures {
         let name = fixture.file_name().expect("file name").to_owned();
         // Load through the relative path so messages are stable wherever the repo lives.
         let relative = dir.join(&name);
-        let err = match load_file(
-            &super::common::repo_path(&relative.to_string_lossy()),
-            &JobRegistry::new(),
-        ) {
-            Ok(_) => panic!("{} validated but must fail", relative.display()),
+        let file = super::common::repo_path(&relative.to_string_lossy());
+        let err = match load_file(&file, &JobRegistry::new()) {
+            Ok(pipeline) => plan_problems(pipeline, &file, &world)
+                .unwrap_or_else(|| panic!("{} validated but must fail", relative.display())),
             Err(err) => err,
         };
         let repo_root = format!("{}/", env!("CARGO_MANIFEST_DIR"));
