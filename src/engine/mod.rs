@@ -14,4 +14,5 @@ pub mod source;
 pub use run::{Engine, EngineError, PolarsEngine, ResolvedInput, ResolvedPlan};
 pub use source::{
     FileFormat, FileIdentity, SourceError, resolve_source_files, scan_file, scan_source_window,
+    source_rows_in_window,
 };

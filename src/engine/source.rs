@@ -242,7 +242,7 @@ pub fn scan_source_window(
         .map(|file| PlRefPath::new(file.resolved.to_string_lossy().into_owned()))
         .collect();
     // `Vec<T>: Into<Buffer<T>>`; polars does not re-export its buffer type.
-    let mut frame = match source.format {
+    let frame = match source.format {
         // The paths are files already matched and checked: polars must not glob them again.
         SourceFormat::Parquet => LazyFrame::scan_parquet_files(
             paths.into(),
@@ -258,6 +258,21 @@ pub fn scan_source_window(
         SourceFormat::Ndjson => LazyJsonLineReader::new_paths(paths.into()).finish(),
     }
     .map_err(polars_error)?;
+    source_rows_in_window(source, frame, window)
+}
+
+/// The rows of `frame`, rows of `source`, whose time column lies in `window`, the column
+/// normalised to UTC: what a scan of the source's files goes through, and the rows a
+/// `floe test` gives for the source. The filter is written in the column's own dtype.
+pub fn source_rows_in_window(
+    source: &Source,
+    mut frame: LazyFrame,
+    window: &Window,
+) -> Result<LazyFrame, SourceError> {
+    let polars_error = |err: PolarsError| SourceError::Polars {
+        source_name: source.name.clone(),
+        message: crate::error::short_polars_error(&err),
+    };
     let schema = frame.collect_schema().map_err(polars_error)?;
     let column = source.time_column.as_str();
     let Some(dtype) = schema.get(column) else {
