@@ -45,6 +45,7 @@
 //! - [`sample`] and [`dataset`]: the deterministic sample dataset and its Parquet layout.
 //! - [`auth`]: API tokens, roles and the audit log; [`server`] checks them per route.
 //! - [`data_files`]: the files of `floe serve`'s `/data` routes, which ad-hoc jobs read.
+//! - [`pipeline_tests`]: `floe test`, unit tests of pipelines run in memory on the engine.
 //! - [`cli`]: the `floe` command.
 
 pub mod auth;
@@ -62,6 +63,7 @@ pub mod jobserver;
 pub mod materialize;
 pub mod partition;
 pub mod pipeline;
+pub mod pipeline_tests;
 pub mod results;
 pub mod sample;
 pub mod scheduler;
