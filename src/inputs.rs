@@ -212,27 +212,14 @@ impl InputResolver {
                         job: name.clone(),
                     })?;
                     let windows = upstream_windows(pipeline, upstream, def, window);
-                    let mut frames = Vec::with_capacity(windows.len());
-                    let mut states = Vec::new();
+                    let mut partitions = Vec::with_capacity(windows.len());
                     for window in windows {
                         let key = RunKey::new(&pipeline.name, name, window.start);
                         let fingerprint = known_upstream.get(&key).map(String::as_str);
                         let result = self.results.load_fingerprinted(&key, fingerprint)?;
-                        frames.push(result.frame.lazy());
-                        states.extend(result.state);
+                        partitions.push((result.frame, result.state));
                     }
-                    let frame = concat(frames, UnionArgs::default()).map_err(|error| {
-                        InputError::Combine {
-                            job: name.clone(),
-                            error,
-                        }
-                    })?;
-                    ResolvedInput::rows(JobInput {
-                        frame,
-                        states: (!states.is_empty()).then_some(states),
-                        upstream_kind: Some(upstream.kind().to_owned()),
-                        cached_rows: None,
-                    })
+                    ResolvedInput::rows(upstream_input(upstream, partitions)?)
                 }
             };
             inputs.insert(input.name().to_owned(), resolved);
@@ -276,6 +263,32 @@ impl InputResolver {
             results.frame.lazy(),
         )))
     }
+}
+
+/// What a run reads from the upstream job `upstream`: the rows of the upstream partitions that
+/// tile its window ([`upstream_windows`]), in order, as one frame, with their mergeable states
+/// (the roll-up of a `count_distinct`) and the upstream's kind. A partition run passes stored
+/// results; `floe test` passes partitions it computed in memory or was given.
+pub fn upstream_input(
+    upstream: &JobDef,
+    partitions: impl IntoIterator<Item = (DataFrame, Option<DataFrame>)>,
+) -> Result<JobInput, InputError> {
+    let mut frames = Vec::new();
+    let mut states = Vec::new();
+    for (frame, state) in partitions {
+        frames.push(frame.lazy());
+        states.extend(state);
+    }
+    let frame = concat(frames, UnionArgs::default()).map_err(|error| InputError::Combine {
+        job: upstream.name.clone(),
+        error,
+    })?;
+    Ok(JobInput {
+        frame,
+        states: (!states.is_empty()).then_some(states),
+        upstream_kind: Some(upstream.kind().to_owned()),
+        cached_rows: None,
+    })
 }
 
 /// The partitions of `upstream` that a run of `def` over `window` reads: the same window for

@@ -47,6 +47,7 @@
 //! - [`data_files`]: the files of `floe serve`'s `/data` routes, which ad-hoc jobs read.
 //! - [`plan_check`]: validation that runs each job on empty frames of its inputs' schemas
 //!   (`floe validate`, uploads).
+//! - [`pipeline_tests`]: `floe test`, unit tests of pipelines run in memory on the engine.
 //! - [`cli`]: the `floe` command.
 
 pub mod auth;
@@ -64,6 +65,7 @@ pub mod jobserver;
 pub mod materialize;
 pub mod partition;
 pub mod pipeline;
+pub mod pipeline_tests;
 pub mod plan_check;
 pub mod results;
 pub mod sample;

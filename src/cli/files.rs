@@ -33,10 +33,7 @@ pub(super) fn validate(
                 .map_err(|e| failed(format!("{}: {e}", target.display())))?
                 .filter_map(Result::ok)
                 .map(|entry| entry.path())
-                .filter(|p| {
-                    p.extension()
-                        .is_some_and(|ext| ext == "yaml" || ext == "yml")
-                })
+                .filter(|p| pipeline::is_pipeline_file(p))
                 .collect();
             if found.is_empty() {
                 empty_folders.push(pipeline::Diagnostic::new(

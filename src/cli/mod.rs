@@ -2,8 +2,8 @@
 //! together. Commands print results to stdout and progress to stderr.
 //!
 //! This file holds the clap types and the dispatch; the commands live by group in `run`
-//! (run, backfill, demo), `results`, `serve` (serve, token) and `files` (validate, generate),
-//! and what they share in `setup`.
+//! (run, backfill, demo), `results`, `serve` (serve, token), `files` (validate, generate) and
+//! `test` (the pipelines' unit tests), and what they share in `setup`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ mod run;
 mod runs;
 mod serve;
 mod setup;
+mod test;
 
 use self::files::{generate_data, validate};
 use self::plan::plan;
@@ -29,6 +30,8 @@ use self::results::results;
 use self::run::{backfill, demo, run_pipeline};
 use self::runs::runs;
 use self::serve::{serve, token};
+pub use self::test::TestArgs;
+use self::test::run_tests;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -117,6 +120,8 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Create, list and revoke the API tokens `floe serve` accepts.
     Token(TokenArgs),
+    /// Run the pipelines' unit tests (*.test.yaml) in memory and show how results differ.
+    Test(TestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +350,7 @@ pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
         Command::Token(args) => token(&cli.paths, args),
         Command::Demo(args) => demo(&paths, args, registry, clock),
         Command::Validate(args) => validate(&paths, args, registry),
+        Command::Test(args) => run_tests(&paths, args, registry),
         Command::Run(args) => run_pipeline(&paths, args, registry, clock),
         Command::Plan(args) => plan(&paths, args, registry, clock),
         Command::Backfill(args) => backfill(&paths, args, registry, clock),

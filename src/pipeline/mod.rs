@@ -164,8 +164,25 @@ impl JobDef {
     }
 }
 
-/// Loads every `*.yaml`/`*.yml` file of a folder, in file-name order. Pipeline names must be
-/// unique across the folder.
+/// Whether a file of a pipelines folder holds a pipeline: `*.yaml` or `*.yml`, except the test
+/// files beside the pipelines ([`is_test_file`]).
+pub fn is_pipeline_file(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        && !is_test_file(path)
+}
+
+/// Whether a file is a pipeline test file (`*.test.yaml`, `*.test.yml`), which `floe test`
+/// reads and the pipeline loaders leave alone.
+pub fn is_test_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.ends_with(".test.yaml") || name.ends_with(".test.yml"))
+}
+
+/// Loads every pipeline file of a folder ([`is_pipeline_file`]: `*.yaml`/`*.yml`, not the
+/// `*.test.yaml` test files), in file-name order. Pipeline names must be unique across the
+/// folder.
 pub fn load_dir(dir: &Path, registry: &JobRegistry) -> Result<Vec<Pipeline>, PipelineErrors> {
     Ok(load_dir_with_texts(dir, registry)?
         .into_iter()
@@ -188,12 +205,7 @@ pub fn load_dir_with_texts(
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .filter(|path| {
-            path.is_file()
-                && path
-                    .extension()
-                    .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        })
+        .filter(|path| path.is_file() && is_pipeline_file(path))
         .collect();
     files.sort();
     load_files_with_texts(&files, registry)
@@ -302,7 +314,7 @@ pub fn parse_pipeline(
 
 /// serde_yaml embeds " at line L column C" (sometimes twice); the diagnostic prints the
 /// position itself, so every such phrase is removed.
-fn strip_location_suffix(message: &str) -> String {
+pub(crate) fn strip_location_suffix(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(index) = rest.find(" at line ") {
@@ -324,7 +336,7 @@ fn strip_location_suffix(message: &str) -> String {
 
 /// serde_yaml places a duplicate-key error at the start of the enclosing mapping; point at
 /// the second occurrence of the key instead.
-fn locate_duplicate(text: &str, message: &str) -> Option<(usize, usize)> {
+pub(crate) fn locate_duplicate(text: &str, message: &str) -> Option<(usize, usize)> {
     let name = message
         .split("duplicate name `")
         .nth(1)?

@@ -12,6 +12,7 @@ mod crash;
 mod custom_jobs;
 mod data_files;
 mod edge;
+mod floe_test;
 mod fuzz;
 mod hostile;
 mod hostile_cli;

@@ -98,10 +98,7 @@ async fn a_plan_says_what_changed_and_what_follows() {
         .find(|run| run["job"] == "sales_per_city_daily")
         .unwrap();
     assert_eq!(daily["reason"], "upstream", "{daily}");
-    assert_eq!(
-        daily["run"],
-        "copy/purchases_hourly@2024-01-02T10:00:00Z"
-    );
+    assert_eq!(daily["run"], "copy/purchases_hourly@2024-01-02T10:00:00Z");
 
     // A changed definition: the diff of its block; nothing upstream of it changes.
     upload(
