@@ -281,6 +281,7 @@ fn check_job(
             check
                 .outputs
                 .insert(def.name.clone(), output.frame.schema().clone());
+            check_data_checks(pipeline, text, def, &output.frame, check);
             Checked::Ran(output)
         }
         Err(err) => {
@@ -292,6 +293,52 @@ fn check_job(
                     .field(field),
             );
             Checked::Failed
+        }
+    }
+}
+
+/// Reports each data check of `def` that cannot be evaluated on its `output` (0 rows, its
+/// runs' columns): a column it lacks, an expression polars refuses on it — every run would
+/// fail that check. Checks that read more than the result (freshness, anomaly) are judged
+/// on their metric only.
+fn check_data_checks(
+    pipeline: &Pipeline,
+    text: &str,
+    def: &JobDef,
+    output: &polars::prelude::DataFrame,
+    check: &mut PlanCheck,
+) {
+    use crate::pipeline::checks::{CheckKind, metric_value};
+    for (index, data_check) in def.checks.iter().enumerate() {
+        let problem = match &data_check.kind {
+            // An aggregate of no rows may well be null (`avg`); real partitions have rows.
+            CheckKind::Anomaly { metric, .. } => metric_value(metric, output)
+                .err()
+                .filter(|why| why != "the metric is null"),
+            CheckKind::Freshness { .. } => None,
+            _ => data_check
+                .evaluate_on(output)
+                .and_then(|outcome| outcome.detail)
+                .filter(|detail| detail.starts_with("cannot evaluate: "))
+                .map(|detail| detail.trim_start_matches("cannot evaluate: ").to_owned()),
+        };
+        if let Some(problem) = problem {
+            check.problems.push(
+                Diagnostic::new(
+                    &pipeline.file,
+                    format!(
+                        "job `{}`, check {} (`{}`): {problem}",
+                        def.name,
+                        index + 1,
+                        data_check.name
+                    ),
+                )
+                .at(crate::pipeline::locate::locate_item(
+                    text,
+                    &["jobs", &def.name, "checks"],
+                    index,
+                )),
+            );
         }
     }
 }
