@@ -189,12 +189,13 @@ pub fn line_diff(old: &str, new: &str) -> String {
             out.push(format!("  {}", old[i]));
             i += 1;
             j += 1;
-        } else if j < new.len() && (i == old.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push(format!("+ {}", new[j]));
-            j += 1;
-        } else {
+        } else if i < old.len() && (j == new.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            // Removed lines before added ones, as diffs read.
             out.push(format!("- {}", old[i]));
             i += 1;
+        } else {
+            out.push(format!("+ {}", new[j]));
+            j += 1;
         }
     }
     out.join("\n")
