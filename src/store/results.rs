@@ -27,7 +27,7 @@ use sled::IVec;
 use super::keys::RunKey;
 use super::lifecycle::{RunChange, RunState};
 use super::runs::{CheckOutcome, RunRecord, SeenRun};
-use super::{Store, StoreError, encode_json, tree};
+use super::{Store, StoreError, encode_json, sled_failed, tree};
 
 /// What a finished run hands to `commit_success`.
 pub struct NewResult {
@@ -220,17 +220,11 @@ impl Store {
         let kept = self
             .definitions
             .contains_key(fingerprint.as_bytes())
-            .map_err(|source| StoreError::Sled {
-                action: format!("read definition {fingerprint}"),
-                source,
-            })?;
+            .map_err(sled_failed(format_args!("read definition {fingerprint}")))?;
         if !kept {
             self.definitions
                 .insert(fingerprint.as_bytes(), block.as_bytes())
-                .map_err(|source| StoreError::Sled {
-                    action: format!("keep definition {fingerprint}"),
-                    source,
-                })?;
+                .map_err(sled_failed(format_args!("keep definition {fingerprint}")))?;
         }
         Ok(())
     }
@@ -240,10 +234,7 @@ impl Store {
         let raw = self
             .definitions
             .get(fingerprint.as_bytes())
-            .map_err(|source| StoreError::Sled {
-                action: format!("read definition {fingerprint}"),
-                source,
-            })?;
+            .map_err(sled_failed(format_args!("read definition {fingerprint}")))?;
         Ok(raw.map(|raw| String::from_utf8_lossy(&raw).into_owned()))
     }
 

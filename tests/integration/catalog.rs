@@ -8,15 +8,8 @@ use crate::common::server::{TestServer, text};
 use crate::common::{SampleWorld, repo_path, utc};
 
 async fn upload(server: &TestServer, app: &str, yaml: &str) {
-    let response = server
-        .client
-        .post(server.url(&format!("/binaries/{app}")))
-        .header("content-type", "application/x-yaml")
-        .body(yaml.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, answer) = server.upload(app, yaml).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
 }
 
 async fn start_backfill(server: &TestServer, pipeline: &str, body: Value) -> (StatusCode, Value) {

@@ -18,21 +18,8 @@ fn checked_pipeline(checks: &str) -> String {
 }
 
 async fn upload(server: &TestServer, yaml: &str) {
-    let response = server
-        .client
-        .post(server.url("/binaries/checked"))
-        .header("content-type", "application/yaml")
-        .body(yaml.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "{}",
-        response.text().await.unwrap()
-    );
+    let (status, answer) = server.upload("checked", yaml).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
 }
 
 async fn run_day(server: &TestServer, day: &str) -> Value {

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::server::{TestServer, text};
 use crate::common::{SampleWorld, repo_path};
@@ -27,19 +27,6 @@ fn pipeline_yaml(path: &str, filter: &str) -> String {
          events:\n    format: csv\n    path: \"{path}\"\n    time_column: ts\njobs:\n  rows:\n    \
          grain: hourly\n    from: events\n    select: {{ filter: \"{filter}\" }}\n"
     )
-}
-
-async fn upload(server: &TestServer, app: &str, yaml: &str) -> (StatusCode, Value) {
-    let response = server
-        .client
-        .post(server.url(&format!("/binaries/{app}")))
-        .header("content-type", "application/yaml")
-        .body(yaml.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 async fn still_serving(server: &TestServer) {
@@ -81,12 +68,9 @@ async fn deep_sql_is_refused_everywhere_without_crashing() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(answer.to_string().contains("nested too deeply"), "{answer}");
     // An uploaded pipeline's filter.
-    let (status, answer) = upload(
-        &server,
-        "probe",
-        &pipeline_yaml("events/*.csv", &or_chain(5_000)),
-    )
-    .await;
+    let (status, answer) = server
+        .upload("probe", &pipeline_yaml("events/*.csv", &or_chain(5_000)))
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(
         text(&answer["result"]).contains("field `select.filter`"),
@@ -173,7 +157,7 @@ async fn uploaded_pipelines_read_only_inside_the_data_roots() {
         "../../../../etc/os-release",
         "/etc/os-release",
     ] {
-        let (status, answer) = upload(&server, "probe", &pipeline_yaml(path, "v > 0")).await;
+        let (status, answer) = server.upload("probe", &pipeline_yaml(path, "v > 0")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {answer}");
         let message = text(&answer["result"]);
         assert!(
@@ -192,8 +176,9 @@ async fn uploaded_pipelines_read_only_inside_the_data_roots() {
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink(outside.path(), world.data_dir().join("leak")).unwrap();
-        let (status, answer) =
-            upload(&server, "probe", &pipeline_yaml("leak/*.csv", "v > 0")).await;
+        let (status, answer) = server
+            .upload("probe", &pipeline_yaml("leak/*.csv", "v > 0"))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{answer}");
         let (status, report) = server
             .post(
@@ -218,7 +203,9 @@ async fn uploaded_pipelines_read_only_inside_the_data_roots() {
         std::fs::create_dir_all(&evil).unwrap();
         std::fs::write(evil.join("*"), "ts,v\n2024-01-01T00:10:00,1\n").unwrap();
         std::os::unix::fs::symlink(outside.path().join("secret.csv"), evil.join("leak")).unwrap();
-        let (status, answer) = upload(&server, "probe", &pipeline_yaml("evil/[*]", "v > 0")).await;
+        let (status, answer) = server
+            .upload("probe", &pipeline_yaml("evil/[*]", "v > 0"))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{answer}");
         let (_, report) = server
             .post(
@@ -245,7 +232,7 @@ async fn deep_yaml_is_refused_at_once() {
         "]".repeat(100_000)
     );
     let started = Instant::now();
-    let (status, answer) = upload(&server, "deep", &nested).await;
+    let (status, answer) = server.upload("deep", &nested).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(
         text(&answer["result"]).contains("nested about 100000 deep; the limit is 64"),
@@ -314,11 +301,11 @@ async fn results_are_served_only_for_the_definition_that_made_them() {
     // An uploaded app (the folder's `shop` is its file's alone), then another definition
     // of it computes the hour and the day built on it.
     assert_eq!(
-        upload(&server, "copy", &original).await.0,
+        server.upload("copy", &original).await.0,
         StatusCode::CREATED
     );
     assert_eq!(
-        upload(&server, "copy", &replaced).await.0,
+        server.upload("copy", &replaced).await.0,
         StatusCode::CREATED
     );
     for (job, partition) in [
@@ -344,7 +331,7 @@ async fn results_are_served_only_for_the_definition_that_made_them() {
     // The original definition is back: the other definition's rows are stale, not served,
     // downstream included.
     assert_eq!(
-        upload(&server, "copy", &original).await.0,
+        server.upload("copy", &original).await.0,
         StatusCode::CREATED
     );
     let (status, page) = server.get(results).await;
@@ -643,12 +630,12 @@ async fn sql_that_hung_overflowed_or_panicked_the_parsers_is_refused_at_once() {
         answer.to_string().contains("nests keyword calls"),
         "{answer}"
     );
-    let (status, answer) = upload(
-        &server,
-        "probe",
-        &pipeline_yaml("events/*.csv", &reread.replace('\'', "''")),
-    )
-    .await;
+    let (status, answer) = server
+        .upload(
+            "probe",
+            &pipeline_yaml("events/*.csv", &reread.replace('\'', "''")),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(
         text(&answer["result"]).contains("nests keyword calls"),
@@ -671,12 +658,12 @@ async fn sql_that_hung_overflowed_or_panicked_the_parsers_is_refused_at_once() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     let message = text(&answer["error"]["message"]);
     assert!(message.contains("cannot be read"), "{message}");
-    let (status, answer) = upload(
-        &server,
-        "probe",
-        &pipeline_yaml("events/*.csv", "ts > now() - INTERVAL ''1 fortnight''"),
-    )
-    .await;
+    let (status, answer) = server
+        .upload(
+            "probe",
+            &pipeline_yaml("events/*.csv", "ts > now() - INTERVAL ''1 fortnight''"),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(text(&answer["result"]).contains("fortnight"), "{answer}");
     // Nesting real SQL uses still runs.

@@ -17,19 +17,6 @@ fn world() -> SampleWorld {
 const ALL_EVENTS: &str = r#"input { source = events, app = shop, from = "2024-01-01", to = "2024-01-02" }
 query = "SELECT * FROM events""#;
 
-async fn upload(server: &TestServer, app: &str, yaml: &str) -> (StatusCode, Value) {
-    let response = server
-        .client
-        .post(server.url(&format!("/binaries/{app}")))
-        .header("content-type", "application/yaml")
-        .body(yaml.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn put(server: &TestServer, path: &str) -> (StatusCode, Value) {
     let response = server.client.put(server.url(path)).send().await.unwrap();
     let status = response.status();
@@ -317,7 +304,7 @@ async fn names_may_have_dots_as_in_spark_jobserver() {
 
     let yaml = std::fs::read_to_string(repo_path("pipelines/shop.yaml")).unwrap();
     assert_eq!(
-        upload(&server, "shop-1.0", &yaml).await.0,
+        server.upload("shop-1.0", &yaml).await.0,
         StatusCode::CREATED
     );
     let (_, binary) = server.get("/binaries/shop-1.0").await;
@@ -348,7 +335,7 @@ async fn names_may_have_dots_as_in_spark_jobserver() {
         let (status, refused) = server.post(&format!("/contexts/{name}"), "").await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {refused}");
         assert_eq!(
-            upload(&server, name, &yaml).await.0,
+            server.upload(name, &yaml).await.0,
             StatusCode::BAD_REQUEST,
             "{name}"
         );
@@ -361,7 +348,7 @@ async fn class_path_lists_pick_the_first_binary_with_the_class() {
     let world = world();
     let server = TestServer::start(&world, |_| {}).await;
     let yaml = std::fs::read_to_string(repo_path("pipelines/shop.yaml")).unwrap();
-    upload(&server, "copy", &yaml).await;
+    server.upload("copy", &yaml).await;
     let partition = r#"partition = "2024-01-01""#;
 
     let (status, report) = server
@@ -525,7 +512,9 @@ async fn a_pipelines_folder_file_owns_its_app_name() {
     let (_, shop) = server.get("/binaries/shop").await;
     assert_eq!(shop["source"], json!({"kind": "file", "file": "shop.yaml"}));
 
-    let (status, refused) = upload(&server, "shop", &yaml.replace("rolled up", "summed")).await;
+    let (status, refused) = server
+        .upload("shop", &yaml.replace("rolled up", "summed"))
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert!(
         text(&refused["result"]).contains("defined by the file shop.yaml"),
@@ -538,7 +527,7 @@ async fn a_pipelines_folder_file_owns_its_app_name() {
         shop["version"]
     );
 
-    assert_eq!(upload(&server, "copy", &yaml).await.0, StatusCode::CREATED);
+    assert_eq!(server.upload("copy", &yaml).await.0, StatusCode::CREATED);
     let (_, copy) = server.get("/binaries/copy").await;
     assert_eq!(copy["source"], json!({"kind": "upload"}));
     let (_, all) = server.get("/binaries").await;

@@ -9,15 +9,8 @@ use crate::common::server::{TestServer, text};
 use crate::common::{SampleWorld, repo_path};
 
 async fn upload(server: &TestServer, yaml: &str) {
-    let response = server
-        .client
-        .post(server.url("/binaries/copy"))
-        .header("content-type", "application/yaml")
-        .body(yaml.to_owned())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let (status, answer) = server.upload("copy", yaml).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
 }
 
 /// Runs of `plan` by job, as (job, reason) pairs in plan order.

@@ -218,6 +218,20 @@ impl TestServer {
         runs.as_array().cloned().unwrap_or_default()
     }
 
+    /// Uploads `yaml` as app `app` (`POST /binaries/{app}`, as YAML).
+    pub(crate) async fn upload(&self, app: &str, yaml: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/binaries/{app}")))
+            .header("content-type", "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Polls a job until it is final.
     pub(crate) async fn wait_final(&self, id: &str) -> Value {
         for _ in 0..3000 {
