@@ -22,6 +22,7 @@ mod module_graph;
 mod parity;
 mod server;
 mod shop;
+mod sketches;
 mod sources;
 mod store_errors;
 mod validation;

@@ -76,6 +76,32 @@ fn the_example_pipelines_are_valid() {
             "category_report_daily",
         ]
     );
+    let sketches = pipelines
+        .iter()
+        .find(|p| p.name == "sketches")
+        .expect("sketches pipeline");
+    let kinds: Vec<(&str, &str)> = sketches
+        .dag
+        .topological_order()
+        .iter()
+        .map(|job| (job.as_str(), sketches.jobs[job].job.kind()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("users_hourly", "approx_count_distinct"),
+            ("users_daily", "approx_count_distinct"),
+            ("users_monthly", "approx_count_distinct"),
+            ("city_sales_hourly", "approx_top"),
+            ("city_sales_daily", "approx_top"),
+            ("city_sales_monthly", "approx_top"),
+            ("top_products_daily", "approx_top"),
+            ("top_products_monthly", "approx_top"),
+            ("order_value_hourly", "quantiles"),
+            ("order_value_daily", "quantiles"),
+            ("order_value_monthly", "quantiles"),
+        ]
+    );
 }
 
 #[test]
