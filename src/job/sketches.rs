@@ -498,7 +498,19 @@ impl ApproxTop {
             ));
         }
         let weight = match spec.weight.as_deref() {
+            // Aggregates would be broadcast to every row: each row would weigh the total.
             Some(sql) => match parse_expression("weight", sql) {
+                Ok(expr)
+                    if (&expr)
+                        .into_iter()
+                        .any(|node| matches!(node, Expr::Agg(_) | Expr::Len)) =>
+                {
+                    errors.push(format!(
+                        "field `weight`: `{sql}` aggregates; the weight is of each row (write \
+                         `amount`, not `sum(amount)`: the sketch sums per key)"
+                    ));
+                    None
+                }
                 Ok(expr) => Some((sql.to_owned(), expr)),
                 Err(err) => {
                     errors.push(err);

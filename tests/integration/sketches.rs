@@ -481,3 +481,81 @@ fn sketches_from_python_datasketches_merge_with_floes() {
         .collect();
     assert_eq!(python_quantiles, floats(&quantiles, "estimate"));
 }
+
+/// The three kinds as ad-hoc job server classes, over a source window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sketch_kinds_run_as_ad_hoc_classes() {
+    let world = SampleWorld::new(20_000, 1);
+    let server = super::common::server::TestServer::start(&world, |_| {}).await;
+    let day = utc(2024, 1, 1, 0);
+    let input =
+        r#"input { source = events, app = sketches, from = "2024-01-01", to = "2024-01-02" }"#;
+    let job = |class: &str, config: &str| {
+        let (path, body) = (
+            format!("/jobs?classPath={class}&sync=true&timeout=60"),
+            format!("{input}\n{config}"),
+        );
+        let server = &server;
+        async move {
+            let (status, body) = server.post(&path, &body).await;
+            assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+            assert_eq!(body["status"], "FINISHED", "{body}");
+            body["result"].as_array().unwrap().clone()
+        }
+    };
+
+    let rows = job("ApproxCountDistinct", "column = user_id\nstd_devs = 3").await;
+    let exact = distinct_users(&world.events, day, day + Duration::days(1)).len() as f64;
+    let (lower, upper) = (
+        rows[0]["lower_bound"].as_f64().unwrap(),
+        rows[0]["upper_bound"].as_f64().unwrap(),
+    );
+    assert!(lower <= exact && exact <= upper, "{exact}: {rows:?}");
+
+    let rows = job(
+        "approx_top",
+        "key = city\nn = 3\nweight = \"CAST(round(amount * 100) AS BIGINT)\"\nfilter = \"event = 'purchase'\"",
+    )
+    .await;
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let mut cents: BTreeMap<&str, u64> = BTreeMap::new();
+    for i in purchases(&world.events, day, day + Duration::days(1)) {
+        *cents.entry(world.events.city[i]).or_default() +=
+            (world.events.amount[i].unwrap() * 100.0).round() as u64;
+    }
+    for row in &rows {
+        let city = row["city"].as_str().unwrap();
+        assert_eq!(row["estimate"].as_u64(), Some(cents[city]), "{row}");
+    }
+
+    let rows = job(
+        "floe.Quantiles",
+        "column = amount\nranks = [0.5, 1.0]\nfilter = \"event = 'purchase'\"",
+    )
+    .await;
+    let mut amounts: Vec<f64> = purchases(&world.events, day, day + Duration::days(1))
+        .into_iter()
+        .map(|i| world.events.amount[i].unwrap())
+        .collect();
+    amounts.sort_by(f64::total_cmp);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows[1]["estimate"].as_f64(),
+        amounts.last().copied(),
+        "the maximum is exact"
+    );
+
+    let (status, body) = server
+        .post(
+            "/jobs?classPath=quantiles&sync=true",
+            &format!("{input}\ncolumn = amount\nk = 2"),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.to_string()
+            .contains("field `k`: must be from 8 to 65535"),
+        "{body}"
+    );
+    server.stop().await;
+}

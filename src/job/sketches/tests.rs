@@ -289,6 +289,13 @@ fn settings_out_of_range_are_refused_each_naming_its_field() {
         ]
     );
 
+    let found = ApproxTop::from_spec(
+        &serde_yaml::from_str("{key: k, n: 1, weight: 'sum(amount)'}").unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(found.len(), 1);
+    assert!(found[0].contains("`sum(amount)` aggregates"), "{found:?}");
+
     let found = Quantiles::from_spec(
         &serde_yaml::from_str("{column: x, ranks: [0.5, 1.5, 0.5], k: 4}").unwrap(),
     )
