@@ -505,20 +505,3 @@ fn quantiles_are_exact_on_few_values_and_bounded_when_merged() {
         .to_string();
     assert!(strings.contains("quantiles are of numbers"), "{strings}");
 }
-
-/// Adding the sketch kinds to `JobSpec` leaves the serialised form of every other job as it
-/// was: definition fingerprints, and so every stored result, stay valid.
-#[test]
-fn jobs_of_other_kinds_serialise_as_before() {
-    let spec: crate::pipeline::spec::JobSpec =
-        serde_yaml::from_str("{grain: hourly, from: events, count_distinct: {column: u}}").unwrap();
-    let json = serde_json::to_string(&spec).unwrap();
-    for kind in ["approx_count_distinct", "approx_top", "quantiles"] {
-        assert!(!json.contains(kind), "{json}");
-    }
-    // A sketch job's unset settings are left out too, so a setting added later keeps them.
-    let spec: crate::pipeline::spec::JobSpec =
-        serde_yaml::from_str("{grain: hourly, from: events, approx_top: {key: k, n: 3}}").unwrap();
-    let json = serde_json::to_string(&spec).unwrap();
-    assert!(json.contains(r#""approx_top":{"key":"k","n":3}"#), "{json}");
-}
