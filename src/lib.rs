@@ -19,7 +19,8 @@
 //!                         │       fingerprint → skip fresh, compute and commit stale
 //!                         ▼
 //!                    job          Job trait: built-in kinds (count_distinct, top, group_by,
-//!                         │       sql, select) and registered Rust classes
+//!                         │       sql, select), mergeable sketches (approx_count_distinct,
+//!                         │       approx_top, quantiles) and registered Rust classes
 //!                         ▼
 //!                    engine       source windows → LazyFrame (time filter pushed down),
 //!                         │       Arrow IPC encoding, in-memory result cache

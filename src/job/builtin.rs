@@ -41,7 +41,7 @@ pub(crate) fn parse_expression(field: &str, sql: &str) -> Result<Expr, String> {
     })
 }
 
-fn parse_optional_filter(sql: Option<&str>) -> Result<Option<Expr>, String> {
+pub(super) fn parse_optional_filter(sql: Option<&str>) -> Result<Option<Expr>, String> {
     sql.map(|sql| parse_expression("filter", sql)).transpose()
 }
 
@@ -62,7 +62,7 @@ fn keys_only_grouped<'a>(
 
 /// The columns a job reads besides its filter: `columns` plus those `exprs` read; `None`
 /// when an expression may read any column.
-fn columns_read_by<'a>(
+pub(super) fn columns_read_by<'a>(
     columns: impl IntoIterator<Item = &'a str>,
     exprs: impl IntoIterator<Item = &'a Expr>,
 ) -> Option<Vec<String>> {
@@ -146,7 +146,7 @@ fn group_by_with_plain_sums(
     }
 }
 
-fn require_single_input(input_names: &[String], kind: &str) -> Result<(), String> {
+pub(super) fn require_single_input(input_names: &[String], kind: &str) -> Result<(), String> {
     if input_names.len() == 1 {
         Ok(())
     } else {
@@ -158,7 +158,7 @@ fn require_single_input(input_names: &[String], kind: &str) -> Result<(), String
     }
 }
 
-fn collect_errors(
+pub(super) fn collect_errors(
     results: impl IntoIterator<Item = Result<(), String>>,
 ) -> Result<(), Vec<String>> {
     let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();

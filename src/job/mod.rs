@@ -3,13 +3,15 @@
 //! This plays the part of spark-jobserver's `SparkJob` (`validate` then `runJob`). A job sees
 //! its inputs as polars frames already cut to its partition window, plus the mergeable partial
 //! state of upstream jobs that keep one (so coarser grains roll up instead of rescanning).
-//! The built-in kinds live in [`builtin`]; user crates register their own kinds in a
+//! The built-in kinds live in [`builtin`], the sketches that merge across grains in
+//! [`sketches`]; user crates register their own kinds in a
 //! [`JobRegistry`] under a class name and refer to them from YAML with `rust: { class: … }`.
 //!
 //! Owns: the trait, the run-time context handed to a job, job errors, the registry.
 //! Does not own: where inputs come from (the materialiser) or where results go (the store).
 
 pub mod builtin;
+pub mod sketches;
 pub mod spec;
 
 use std::collections::BTreeMap;

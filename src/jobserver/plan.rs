@@ -19,8 +19,12 @@ use crate::catalog::{App, Catalog};
 use crate::engine::FileFormat;
 use crate::job::Job;
 use crate::job::builtin::{CountDistinct, GroupBy, Select, Sql, Top};
+use crate::job::sketches::{ApproxCountDistinct, ApproxTop, Quantiles};
 use crate::partition::{Window, parse_instant, window_containing};
-use crate::pipeline::spec::{CountDistinctSpec, GroupBySpec, SelectSpec, TopSpec};
+use crate::pipeline::spec::{
+    ApproxCountDistinctSpec, ApproxTopSpec, CountDistinctSpec, GroupBySpec, QuantilesSpec,
+    SelectSpec, TopSpec,
+};
 
 /// What a job will do.
 #[derive(Debug, Clone)]
@@ -108,6 +112,10 @@ pub const PIPELINE_RUN_CLASS: &str = "floe.PipelineRun";
 /// Config keys every job may carry besides its class's parameters.
 const COMMON_KEYS: &[&str] = &["job-timeout", "spark", "context-settings"];
 
+/// The built-in classes, for messages.
+const BUILTIN_CLASSES: &str =
+    "sql, count_distinct, top, group_by, select, approx_count_distinct, approx_top, quantiles";
+
 /// A built-in class name in canonical form, from any of its spellings
 /// (`CountDistinct`, `count_distinct`, `floe.CountDistinct`).
 pub fn builtin_class(class_path: &str) -> Option<&'static str> {
@@ -122,6 +130,9 @@ pub fn builtin_class(class_path: &str) -> Option<&'static str> {
         "top" => "top",
         "groupby" => "group_by",
         "select" => "select",
+        "approxcountdistinct" => "approx_count_distinct",
+        "approxtop" => "approx_top",
+        "quantiles" => "quantiles",
         "pipelinerun" => PIPELINE_RUN_CLASS,
         _ => return None,
     })
@@ -227,7 +238,7 @@ pub fn plan(
         None => {
             let hint = match &app {
                 Some(app) => format!(
-                    " (jobs of {}: {}; built-in classes: sql, count_distinct, top, group_by, select)",
+                    " (jobs of {}: {}; built-in classes: {BUILTIN_CLASSES})",
                     app.name(),
                     app.pipeline.dag.topological_order().join(", ")
                 ),
@@ -239,7 +250,7 @@ pub fn plan(
                         .map(|a| a.name().to_owned())
                         .collect();
                     if owners.is_empty() {
-                        " (built-in classes: sql, count_distinct, top, group_by, select)".to_owned()
+                        format!(" (built-in classes: {BUILTIN_CLASSES})")
                     } else {
                         format!(" (a job of app {}: give appName)", owners.join(", "))
                     }
@@ -540,6 +551,12 @@ fn build_builtin(class: &str, params: Map<String, Value>) -> Result<Arc<dyn Job>
         "top" => Arc::new(Top::from_spec(&spec::<TopSpec>(params)?)?),
         "group_by" => Arc::new(GroupBy::from_spec(&spec::<GroupBySpec>(params)?)?),
         "select" => Arc::new(Select::from_spec(&spec::<SelectSpec>(params)?)?),
+        // The sketch's state is made and dropped: only its estimate is answered.
+        "approx_count_distinct" => Arc::new(ApproxCountDistinct::from_spec(&spec::<
+            ApproxCountDistinctSpec,
+        >(params)?)?),
+        "approx_top" => Arc::new(ApproxTop::from_spec(&spec::<ApproxTopSpec>(params)?)?),
+        "quantiles" => Arc::new(Quantiles::from_spec(&spec::<QuantilesSpec>(params)?)?),
         "sql" => {
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]

@@ -8,7 +8,10 @@
 use serde::{Deserialize, Serialize};
 
 // The blocks of the built-in job kinds belong to the kinds; a pipeline file embeds them.
-pub use crate::job::spec::{CountDistinctSpec, GroupBySpec, SelectSpec, TopSpec, UniqueMap};
+pub use crate::job::spec::{
+    ApproxCountDistinctSpec, ApproxTopSpec, CountDistinctSpec, GroupBySpec, QuantilesSpec,
+    SelectSpec, TopSpec, UniqueMap,
+};
 
 /// The file format version this build reads. A pipeline declares it as `version: 1`.
 pub const SPEC_VERSION: u32 = 1;
@@ -131,6 +134,14 @@ pub struct JobSpec {
     pub select: Option<SelectSpec>,
     #[serde(default)]
     pub rust: Option<RustSpec>,
+    // The sketch kinds are left out of the serialised form when absent, so the definition
+    // fingerprints of jobs of the other kinds (and their stored results) stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approx_count_distinct: Option<ApproxCountDistinctSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approx_top: Option<ApproxTopSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantiles: Option<QuantilesSpec>,
     /// Extra attempts after a failure (the scheduler applies them).
     #[serde(default)]
     pub retries: Option<u32>,

@@ -13,6 +13,7 @@ use chrono_tz::Tz;
 use sha2::{Digest, Sha256};
 
 use crate::job::builtin::{CountDistinct, GroupBy, Select, Sql, Top};
+use crate::job::sketches::{ApproxCountDistinct, ApproxTop, Quantiles};
 use crate::job::{Job, JobRegistry};
 use crate::partition::{Grain, parse_instant, parse_timezone};
 
@@ -615,12 +616,30 @@ impl Validator<'_> {
                     .map_err(|err| vec![err]),
             ));
         }
+        if let Some(spec) = &job_spec.approx_count_distinct {
+            kinds.push((
+                "approx_count_distinct",
+                ApproxCountDistinct::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+            ));
+        }
+        if let Some(spec) = &job_spec.approx_top {
+            kinds.push((
+                "approx_top",
+                ApproxTop::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+            ));
+        }
+        if let Some(spec) = &job_spec.quantiles {
+            kinds.push((
+                "quantiles",
+                Quantiles::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+            ));
+        }
         match kinds.len() {
             0 => {
                 self.report_job(
                     name,
                     "kind",
-                    "no job kind given: add exactly one of count_distinct, top, group_by, sql, select, rust",
+                    "no job kind given: add exactly one of count_distinct, top, group_by, sql, select, rust, approx_count_distinct, approx_top, quantiles",
                 );
                 None
             }
@@ -691,6 +710,12 @@ fn kind_name(job_spec: &JobSpec) -> &'static str {
         "sql"
     } else if job_spec.select.is_some() {
         "select"
+    } else if job_spec.approx_count_distinct.is_some() {
+        "approx_count_distinct"
+    } else if job_spec.approx_top.is_some() {
+        "approx_top"
+    } else if job_spec.quantiles.is_some() {
+        "quantiles"
     } else {
         "rust"
     }

@@ -34,10 +34,9 @@ fn validate_accepts_the_examples_and_names_the_problem_in_broken_files() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(
-        String::from_utf8_lossy(&output.stdout)
-            .contains("pipeline `shop` is valid (1 sources, 7 jobs)")
-    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("pipeline `shop` is valid (1 sources, 7 jobs)"));
+    assert!(stdout.contains("pipeline `sketches` is valid (1 sources, 11 jobs)"));
 
     let output = floe()
         .arg("validate")

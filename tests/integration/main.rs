@@ -25,6 +25,7 @@ mod plan;
 mod plan_check;
 mod server;
 mod shop;
+mod sketches;
 mod sources;
 mod store_errors;
 mod validation;

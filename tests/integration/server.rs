@@ -1230,41 +1230,8 @@ async fn python_sjsclient_drives_contexts_jobs_and_results() {
 
 /// The python with python-sjsclient installed, creating `target/sjsclient-venv` if needed.
 pub(crate) fn sjsclient_python() -> std::path::PathBuf {
-    let venv = repo_path("target/sjsclient-venv");
-    let python = venv.join("bin/python");
-    let ready = venv.join(".floe-ready");
-    if ready.exists() {
-        return python;
-    }
-    let run = |program: &std::path::Path, args: &[&str]| {
-        let output = std::process::Command::new(program)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-        assert!(
-            output.status.success(),
-            "{} {args:?} failed:\n{}\n{}",
-            program.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    run(
-        std::path::Path::new("python3"),
-        &["-m", "venv", venv.to_str().unwrap()],
-    );
-    run(
-        &python,
-        &[
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "python-sjsclient==0.10.0",
-        ],
-    );
-    std::fs::write(&ready, b"python-sjsclient==0.10.0\n").unwrap();
-    python
+    super::common::python_venv("sjsclient-venv", "python-sjsclient==0.10.0")
+        .unwrap_or_else(|problem| panic!("{problem}"))
 }
 
 /// Recurring runs, pause and resume, a backfill and a restatement, all over HTTP, with the

@@ -94,6 +94,32 @@ fn the_example_pipelines_are_valid() {
             "category_report_daily",
         ]
     );
+    let sketches = pipelines
+        .iter()
+        .find(|p| p.name == "sketches")
+        .expect("sketches pipeline");
+    let kinds: Vec<(&str, &str)> = sketches
+        .dag
+        .topological_order()
+        .iter()
+        .map(|job| (job.as_str(), sketches.jobs[job].job.kind()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("users_hourly", "approx_count_distinct"),
+            ("users_daily", "approx_count_distinct"),
+            ("users_monthly", "approx_count_distinct"),
+            ("city_sales_hourly", "approx_top"),
+            ("city_sales_daily", "approx_top"),
+            ("city_sales_monthly", "approx_top"),
+            ("top_products_daily", "approx_top"),
+            ("top_products_monthly", "approx_top"),
+            ("order_value_hourly", "quantiles"),
+            ("order_value_daily", "quantiles"),
+            ("order_value_monthly", "quantiles"),
+        ]
+    );
 }
 
 #[test]
@@ -176,4 +202,21 @@ fn hostile_sql_fragments_are_load_errors_not_panics() {
             assert!(outcome.is_ok(), "loading panicked on {fragment:?}");
         }
     }
+}
+
+/// Adding the sketch kinds to `JobSpec` leaves the serialised form of every other job as it
+/// was: definition fingerprints, and so every stored result, stay valid.
+#[test]
+fn jobs_of_other_kinds_serialise_as_before() {
+    let spec: floe::pipeline::spec::JobSpec =
+        serde_yaml::from_str("{grain: hourly, from: events, count_distinct: {column: u}}").unwrap();
+    let json = serde_json::to_string(&spec).unwrap();
+    for kind in ["approx_count_distinct", "approx_top", "quantiles"] {
+        assert!(!json.contains(kind), "{json}");
+    }
+    // A sketch job's unset settings are left out too, so a setting added later keeps them.
+    let spec: floe::pipeline::spec::JobSpec =
+        serde_yaml::from_str("{grain: hourly, from: events, approx_top: {key: k, n: 3}}").unwrap();
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(json.contains(r#""approx_top":{"key":"k","n":3}"#), "{json}");
 }

@@ -32,13 +32,18 @@ pub(crate) struct SampleWorld {
 
 impl SampleWorld {
     pub(crate) fn new(rows: usize, days: u32) -> Self {
+        SampleWorld::with_users(rows, days, 3_000)
+    }
+
+    /// `rows` events over `days` from 2024-01-01, by `users` users.
+    pub(crate) fn with_users(rows: usize, days: u32, users: u32) -> Self {
         let start = utc(2024, 1, 1, 0);
         let spec = SampleSpec {
             seed: 7,
             start,
             hours: days * 24,
             rows,
-            users: 3_000,
+            users,
         };
         let events = generate(&spec);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -70,6 +75,55 @@ impl SampleWorld {
 pub(crate) fn shop_pipeline() -> Pipeline {
     floe::pipeline::load_file(&repo_path("pipelines/shop.yaml"), &JobRegistry::new())
         .expect("shop.yaml is valid")
+}
+
+pub(crate) fn sketches_pipeline() -> Pipeline {
+    floe::pipeline::load_file(&repo_path("pipelines/sketches.yaml"), &JobRegistry::new())
+        .expect("sketches.yaml is valid")
+}
+
+/// A virtualenv `target/<name>` with `requirement` installed from PyPI, created on first use;
+/// its python. `Err` says why it could not be made, with pip's output.
+pub(crate) fn python_venv(name: &str, requirement: &str) -> Result<PathBuf, String> {
+    let venv = repo_path(&format!("target/{name}"));
+    let python = venv.join("bin/python");
+    let ready = venv.join(".floe-ready");
+    if std::fs::read_to_string(&ready).is_ok_and(|installed| installed.trim() == requirement) {
+        return Ok(python);
+    }
+    let run = |program: &Path, args: &[&str]| {
+        let output = std::process::Command::new(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {args:?} failed:\n{}\n{}",
+                program.display(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        }
+    };
+    run(
+        Path::new("python3"),
+        &["-m", "venv", venv.to_str().unwrap()],
+    )?;
+    run(
+        &python,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            requirement,
+        ],
+    )?;
+    std::fs::write(&ready, format!("{requirement}\n")).map_err(|e| e.to_string())?;
+    Ok(python)
 }
 
 /// Runs a request's partitions as `floe run` does: on a scheduler of their own over the
