@@ -158,7 +158,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub schedule: Option<JobScheduleSpec>,
     /// Data checks evaluated on every partition's result before it is committed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<CheckSpec>>,
 }
 
