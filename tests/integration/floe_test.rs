@@ -65,13 +65,16 @@ fn the_example_pipelines_tests_pass() {
         "sales_per_category_from_a_csv_fixture",
         "weekly_top_cities_from_events",
         "weekly_top_cities_from_given_daily_sales",
+        "distinct_users_merge_across_hours",
+        "city_sales_in_cents_per_day",
+        "order_value_quantiles_per_day",
     ] {
         assert!(
             stdout.contains(&format!("  ok    {test}  (")),
             "{test}: {stdout}"
         );
     }
-    assert!(stdout.contains("7 tests: 7 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("10 tests: 10 passed, 0 failed"), "{stdout}");
 
     // A test file named on the command line, and a filter.
     let file = pipelines.join("shop.test.yaml");
@@ -113,11 +116,11 @@ fn a_wrong_expectation_fails_with_a_diff_and_update_rewrites_it() {
         "          - {category: pets, sales: 1.0, orders: 1}",
         "        job `sales_per_city_daily`, daily partition 2024-01-03 [2024-01-03T00:00:00Z, \
          2024-01-04T00:00:00Z): ok",
-        "7 tests: 5 passed, 2 failed",
+        "10 tests: 8 passed, 2 failed",
     ] {
         assert!(stdout.contains(line), "{line}\nnot in:\n{stdout}");
     }
-    assert!(stderr.contains("error: 2 of 7 tests failed"), "{stderr}");
+    assert!(stderr.contains("error: 2 of 10 tests failed"), "{stderr}");
 
     // Only the filtered test is rewritten; the other failure stays.
     let output = floe(&["test", folder, "--update", "--filter", "rolled_up"]);
@@ -152,7 +155,7 @@ fn a_wrong_expectation_fails_with_a_diff_and_update_rewrites_it() {
         text(&output.stderr)
     );
     assert!(
-        stdout.contains("7 tests: 6 passed, 1 updated, 0 failed"),
+        stdout.contains("10 tests: 9 passed, 1 updated, 0 failed"),
         "{stdout}"
     );
     let output = floe(&["test", folder]);
@@ -195,7 +198,7 @@ fn broken_test_files_are_reported_at_their_line_and_leave_the_pipelines_loadable
         "{stderr}"
     );
     // The valid file's tests still ran.
-    assert!(text(&output.stdout).contains("7 tests: 7 passed, 0 failed"));
+    assert!(text(&output.stdout).contains("10 tests: 10 passed, 0 failed"));
 
     // Test files are not pipelines: validation and every loader of the folder skip them.
     let output = floe(&["validate", folder]);
