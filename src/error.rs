@@ -21,6 +21,15 @@ pub fn error_chain(err: &(dyn Error + 'static)) -> String {
     text
 }
 
+/// `text` as a message repeats a client's input: whole up to `chars` characters, else its first
+/// `chars` and `…`, so a megabyte of input makes a short message.
+pub fn first_chars(text: &str, chars: usize) -> String {
+    match text.char_indices().nth(chars) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// polars errors carry a multi-line backtrace hint; the first line is the message.
 pub fn short_polars_error(err: &polars::prelude::PolarsError) -> String {
     let text = err.to_string();

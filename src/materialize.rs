@@ -523,10 +523,11 @@ impl Materializer {
                 ),
                 CheckKind::Anomaly { metric, last, .. } => {
                     match metric_value(metric, &output.frame) {
-                        Ok(value) => {
+                        Ok(Some(value)) => {
                             let history = self.metric_history(pipeline, def, window, metric, *last);
                             anomaly_verdict(check, value, &history)
                         }
+                        Ok(None) => check.outcome(Err("the metric is null".to_owned())),
                         Err(why) => check.outcome(Err(why)),
                     }
                 }
@@ -573,7 +574,7 @@ impl Materializer {
                     .results()
                     .load(&key)
                     .ok()
-                    .and_then(|result| metric_value(metric, &result.frame).ok()),
+                    .and_then(|result| metric_value(metric, &result.frame).ok().flatten()),
             };
             values.extend(value);
         }

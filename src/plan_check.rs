@@ -312,15 +312,9 @@ fn check_data_checks(
     for (index, data_check) in def.checks.iter().enumerate() {
         let problem = match &data_check.kind {
             // An aggregate of no rows may well be null (`avg`); real partitions have rows.
-            CheckKind::Anomaly { metric, .. } => metric_value(metric, output)
-                .err()
-                .filter(|why| why != "the metric is null"),
+            CheckKind::Anomaly { metric, .. } => metric_value(metric, output).err(),
             CheckKind::Freshness { .. } => None,
-            _ => data_check
-                .evaluate_on(output)
-                .and_then(|outcome| outcome.detail)
-                .filter(|detail| detail.starts_with("cannot evaluate: "))
-                .map(|detail| detail.trim_start_matches("cannot evaluate: ").to_owned()),
+            _ => data_check.verdict_on(output).and_then(Result::err),
         };
         if let Some(problem) = problem {
             check.problems.push(

@@ -238,10 +238,7 @@ pub enum CallbackUrlError {
 /// A client's text as an error repeats it: at most 200 characters, then `…`.
 fn shorten(text: &str) -> String {
     const KEEP: usize = 200;
-    match text.char_indices().nth(KEEP) {
-        Some((at, _)) => format!("{}…", &text[..at]),
-        None => text.to_owned(),
-    }
+    crate::error::first_chars(text, KEEP)
 }
 
 /// How a job with a callback ended.

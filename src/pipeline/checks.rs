@@ -390,15 +390,20 @@ impl Check {
     /// The outcome of a check that needs only the partition's `result`; `None` for the kinds
     /// the materialiser evaluates (`freshness`, `anomaly`).
     pub fn evaluate_on(&self, result: &DataFrame) -> Option<CheckOutcome> {
-        let verdict = match &self.kind {
+        self.verdict_on(result).map(|verdict| self.outcome(verdict))
+    }
+
+    /// The verdict behind [`Check::evaluate_on`]: `Ok(None)` passed, `Ok(Some(why))` failed,
+    /// `Err(why)` cannot be evaluated on this result (what the plan check reports).
+    pub fn verdict_on(&self, result: &DataFrame) -> Option<Result<Option<String>, String>> {
+        Some(match &self.kind {
             CheckKind::RowCount { min, max } => Ok(row_count(result.height() as u64, *min, *max)),
             CheckKind::NotNull(columns) => not_null(result, columns),
             CheckKind::Unique(columns) => unique(result, columns),
             CheckKind::AcceptedValues { column, values } => accepted_values(result, column, values),
             CheckKind::Expression { text, expr } => expression(result, text, expr),
             CheckKind::Freshness { .. } | CheckKind::Anomaly { .. } => return None,
-        };
-        Some(self.outcome(verdict))
+        })
     }
 
     /// The outcome of this check from a verdict: `Ok(None)` passed, `Ok(Some(why))` failed,
@@ -650,10 +655,11 @@ pub fn anomaly_verdict(check: &Check, value: f64, history: &[f64]) -> CheckOutco
     }
 }
 
-/// The value of an `anomaly` metric on a result.
-pub fn metric_value(metric: &Metric, result: &DataFrame) -> Result<f64, String> {
+/// The value of an `anomaly` metric on a result; `None` when the aggregate is null (as `avg`
+/// of no rows is).
+pub fn metric_value(metric: &Metric, result: &DataFrame) -> Result<Option<f64>, String> {
     match metric {
-        Metric::RowCount => Ok(result.height() as f64),
+        Metric::RowCount => Ok(Some(result.height() as f64)),
         Metric::Aggregate { expr, .. } => {
             let value = result
                 .clone()
@@ -667,13 +673,12 @@ pub fn metric_value(metric: &Metric, result: &DataFrame) -> Result<f64, String> 
                     value.height()
                 ));
             }
-            value
+            Ok(value
                 .column("metric")
                 .map_err(|e| short_polars_error(&e))?
                 .f64()
                 .map_err(|e| short_polars_error(&e))?
-                .get(0)
-                .ok_or_else(|| "the metric is null".to_owned())
+                .get(0))
         }
     }
 }

@@ -247,7 +247,7 @@ fn anomalies_are_measured_from_the_median_of_the_history() {
     let CheckKind::Anomaly { metric, .. } = &summed.kind else {
         unreachable!("an anomaly check")
     };
-    assert_eq!(metric_value(metric, &frame()).unwrap(), 15.5);
+    assert_eq!(metric_value(metric, &frame()).unwrap(), Some(15.5));
     let not_an_aggregate = anomaly("10%".into(), Some("sales"));
     let CheckKind::Anomaly { metric, .. } = &not_an_aggregate.kind else {
         unreachable!("an anomaly check")

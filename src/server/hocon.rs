@@ -75,10 +75,7 @@ const ECHO_CHARS: usize = 80;
 /// `token` as an error message repeats it: whole up to [`ECHO_CHARS`] characters, else its
 /// first ones and `…`.
 fn echo(token: &str) -> String {
-    match token.char_indices().nth(ECHO_CHARS) {
-        None => token.to_owned(),
-        Some((end, _)) => format!("{}…", &token[..end]),
-    }
+    crate::error::first_chars(token, ECHO_CHARS)
 }
 
 /// A parse error at a 1-based line and column (columns count characters, not bytes).

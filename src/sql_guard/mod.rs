@@ -224,11 +224,7 @@ fn check_fragment(text: &str) -> Result<(), SqlRejection> {
 /// The start of `text` for an error message: a refused text may be megabytes long.
 pub fn excerpt(text: &str) -> String {
     const SHOWN: usize = 80;
-    let text = text.trim();
-    match text.char_indices().nth(SHOWN) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
+    crate::error::first_chars(text.trim(), SHOWN)
 }
 
 fn check_depth(text: &str) -> Result<(), SqlRejection> {
