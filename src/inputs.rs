@@ -164,7 +164,7 @@ impl InputResolver {
         let source = Self::source_def(pipeline, name)?;
         let files = resolve_source_files(source, self.roots_of(pipeline), window)?;
         Ok(ResolvedInput::Files {
-            source,
+            source: Cow::Borrowed(source),
             files: Cow::Owned(files),
             window: *window,
         })
@@ -202,7 +202,7 @@ impl InputResolver {
         for input in &def.inputs {
             let resolved = match input {
                 InputRef::Source(name) => ResolvedInput::Files {
-                    source: Self::source_def(pipeline, name)?,
+                    source: Cow::Borrowed(Self::source_def(pipeline, name)?),
                     files: Cow::Borrowed(source_files.get(name).map_or(&[], Vec::as_slice)),
                     window: *window,
                 },

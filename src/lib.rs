@@ -75,6 +75,7 @@ pub mod server;
 pub mod sql_guard;
 pub mod staleness;
 pub mod store;
+pub mod worker;
 
 pub use error::error_chain;
 pub use job::{Job, JobContext, JobError, JobInput, JobOutput, JobRegistry};

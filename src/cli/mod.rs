@@ -122,6 +122,17 @@ pub enum Command {
     Token(TokenArgs),
     /// Run the pipelines' unit tests (*.test.yaml) in memory and show how results differ.
     Test(TestArgs),
+    /// A context's worker process, started by `floe serve` (not by hand): serves its calls on
+    /// stdin and stdout.
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// `floe worker`'s arguments, as `floe serve` passes them.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -347,6 +358,7 @@ pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
     let paths = cli.paths.or_defaults();
     match cli.command {
         Command::Serve(args) => serve(&cli.paths, &args, registry),
+        Command::Worker(args) => crate::jobserver::workers::run_worker(&args.args).map_err(failed),
         Command::Token(args) => token(&cli.paths, args),
         Command::Demo(args) => demo(&paths, args, registry, clock),
         Command::Validate(args) => validate(&paths, args, registry),

@@ -27,9 +27,10 @@ use crate::pipeline::Source;
 /// One input of a job, resolved.
 pub enum ResolvedInput<'a> {
     /// The rows of `source` in `window`, read from `files` (listed for that window; borrowed
-    /// when the caller already holds the list, as a partition run does for its fingerprint).
+    /// when the caller already holds the list, as a partition run does for its fingerprint;
+    /// the source is owned where it was sent from elsewhere, as in a worker process).
     Files {
-        source: &'a Source,
+        source: Cow<'a, Source>,
         files: Cow<'a, [FileIdentity]>,
         window: Window,
     },
@@ -125,7 +126,7 @@ impl PolarsEngine {
                 files,
                 window,
             } => Ok(JobInput::of_frame(scan_source_window(
-                source, &files, &window,
+                &source, &files, &window,
             )?)),
             ResolvedInput::Rows(input) => Ok(*input),
             ResolvedInput::File { name, path, format } => {

@@ -28,6 +28,12 @@ pub fn resident_bytes() -> Option<u64> {
     kilobytes_field(&status, "VmRSS:")
 }
 
+/// The resident memory of process `pid` in bytes (a worker's, read by its supervisor).
+pub fn resident_bytes_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    kilobytes_field(&status, "VmRSS:")
+}
+
 /// The machine's memory in bytes (Linux: `MemTotal` of `/proc/meminfo`).
 pub fn physical_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -20,7 +20,10 @@ use crossbeam_channel::{Receiver, Sender};
 use serde_json::Value;
 
 use super::limits::Limits;
-use super::objects::NamedObjects;
+use super::objects::{NamedObjects, ObjectSummary};
+use super::remote::ObjectsView;
+use super::workers::{ProcessMode, WorkerSettings};
+use crate::worker::Worker;
 
 /// The execution timeout of a job when its context does not set one (`job-timeout`).
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -62,9 +65,11 @@ pub enum SettingError {
     Value { key: String, problem: ValueError },
     #[error(
         "unknown context setting `{0}` (known: worker-threads, queue-length, memory-budget, \
-         job-timeout)"
+         job-timeout, process, memory-limit)"
     )]
     Unknown(String),
+    #[error("setting `process`: expected `worker` or `in-process`, found `{0}`")]
+    Process(String),
     /// A job's own `job-timeout` (in its config, not a context's settings).
     #[error("`job-timeout`: {0}")]
     JobTimeout(ValueError),
@@ -93,6 +98,12 @@ pub struct ContextSettings {
     /// Execution timeout of each job; a job's config may set a shorter one, never a longer
     /// one. `None` (`off`): jobs keep their own, if any.
     pub job_timeout: Option<Duration>,
+    /// Where its jobs and named objects live (`process`); `None`: as the server's `workers`
+    /// settings say.
+    pub process: Option<ProcessMode>,
+    /// Resident memory past which its worker process is killed (`memory-limit`); `None`:
+    /// `workers.memory_limit`.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for ContextSettings {
@@ -103,6 +114,8 @@ impl Default for ContextSettings {
             memory_budget: 2 << 30,
             // Every job stops by default: a forgotten job must not hold a worker forever.
             job_timeout: Some(DEFAULT_JOB_TIMEOUT),
+            process: None,
+            memory_limit: None,
         }
     }
 }
@@ -168,6 +181,14 @@ impl ContextSettings {
             "memory-budget" | "memory-per-node" => {
                 self.memory_budget = parse_bytes(&text).map_err(value_error)?;
             }
+            "process" => {
+                self.process = Some(
+                    ProcessMode::parse(&text).ok_or_else(|| SettingError::Process(text.clone()))?,
+                );
+            }
+            "memory-limit" => {
+                self.memory_limit = Some(parse_bytes(&text).map_err(value_error)?);
+            }
             "job-timeout" => {
                 self.job_timeout = if text.trim().eq_ignore_ascii_case("off") {
                     None
@@ -230,6 +251,7 @@ impl ContextSettings {
                     | "max-jobs-per-context"
                     | "num-cpu-cores"
                     | "queue-length"
+                    | "process"
             ) {
                 errors.push(format!(
                     "setting `{key}` cannot be set for one ad-hoc job: ad-hoc jobs share the \
@@ -246,6 +268,12 @@ impl ContextSettings {
         Ok(ContextSettings {
             memory_budget: asked.memory_budget.min(self.memory_budget),
             job_timeout: super::plan::effective_job_timeout(self.job_timeout, asked.job_timeout),
+            // Lowered only; checked against `workers.memory_limit` by the caller.
+            memory_limit: match (self.memory_limit, given.contains_key("memory-limit")) {
+                (Some(own), true) => asked.memory_limit.map(|asked| asked.min(own)),
+                (None, true) => asked.memory_limit,
+                (own, false) => own,
+            },
             ..self.clone()
         })
     }
@@ -257,7 +285,22 @@ impl ContextSettings {
             "queue-length": self.queue_length,
             "memory-budget": self.memory_budget,
             "job-timeout": self.job_timeout.map(|t| humantime::format_duration(t).to_string()),
+            "process": self.process.map(ProcessMode::as_str),
+            "memory-limit": self.memory_limit,
         })
+    }
+
+    /// Whether a context with these settings runs in a worker process.
+    pub fn runs_in_worker(&self, workers: &WorkerSettings) -> bool {
+        match self.process {
+            Some(mode) => mode == ProcessMode::Worker,
+            None => workers.enabled,
+        }
+    }
+
+    /// The memory limit of its worker process.
+    pub fn worker_memory_limit(&self, workers: &WorkerSettings) -> u64 {
+        self.memory_limit.unwrap_or(workers.memory_limit)
     }
 }
 
@@ -477,7 +520,12 @@ pub struct Context {
     /// The settings as given, kept for the store and for reports.
     pub given: BTreeMap<String, Value>,
     pub executor: Arc<Executor>,
+    /// Its named objects when it runs in this process (empty when it runs in a worker).
     pub objects: Arc<NamedObjects>,
+    /// Its worker process, when it runs in one ([`ContextSettings::runs_in_worker`]).
+    pub worker: Option<Arc<Worker>>,
+    /// Its named objects in its worker process, as the last reply said.
+    pub remote_objects: Mutex<ObjectsView>,
     /// Ad-hoc contexts share one executor and live for one job.
     pub adhoc: bool,
     stopping: AtomicBool,
@@ -490,6 +538,7 @@ impl Context {
         start_time: DateTime<Utc>,
         settings: ContextSettings,
         given: BTreeMap<String, Value>,
+        worker: Option<Arc<Worker>>,
     ) -> Context {
         let executor = Executor::start(name, settings.worker_threads, settings.queue_length);
         Context {
@@ -500,17 +549,21 @@ impl Context {
             settings,
             given,
             executor,
+            worker,
+            remote_objects: Mutex::new(ObjectsView::default()),
             adhoc: false,
             stopping: AtomicBool::new(false),
         }
     }
 
-    /// A one-job context on the shared ad-hoc executor, with its own empty named objects.
+    /// A one-job context on the shared ad-hoc executor, with its own empty named objects;
+    /// in `worker` when given (the shared ad-hoc worker, or one of the job's own).
     pub fn adhoc(
         executor: Arc<Executor>,
         settings: &ContextSettings,
         id: String,
         start_time: DateTime<Utc>,
+        worker: Option<Arc<Worker>>,
     ) -> Context {
         Context {
             name: String::new(),
@@ -520,8 +573,36 @@ impl Context {
             given: BTreeMap::new(),
             executor,
             objects: Arc::new(NamedObjects::new(settings.memory_budget)),
+            worker,
+            remote_objects: Mutex::new(ObjectsView::default()),
             adhoc: true,
             stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// Its named objects, wherever they live.
+    pub fn object_summaries(&self) -> Vec<ObjectSummary> {
+        match &self.worker {
+            Some(_) => self
+                .remote_objects
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .summaries
+                .clone(),
+            None => self.objects.summaries(),
+        }
+    }
+
+    /// Bytes its named objects take, wherever they live.
+    pub fn objects_used(&self) -> u64 {
+        match &self.worker {
+            Some(_) => {
+                self.remote_objects
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .used
+            }
+            None => self.objects.used(),
         }
     }
 

@@ -60,6 +60,27 @@ impl JobServer {
             start_time: self.clock.now(),
             settings: given.clone(),
         });
+        let worker = if settings.runs_in_worker(&self.settings.workers) {
+            let limit = settings.worker_memory_limit(&self.settings.workers);
+            self.settings
+                .workers
+                .check_memory_limit(limit)
+                .map_err(|e| ContextError::Settings(vec![e]))?;
+            let worker = self
+                .settings
+                .workers
+                .worker_for(
+                    name,
+                    settings.worker_threads,
+                    settings.memory_budget,
+                    limit,
+                    &self.settings.limits,
+                )
+                .map_err(|e| ContextError::Settings(vec![e]))?;
+            Some(worker)
+        } else {
+            None
+        };
         self.store.put_context(&definition)?;
         let context = Arc::new(Context::start(
             name,
@@ -67,8 +88,23 @@ impl JobServer {
             definition.start_time,
             settings,
             given,
+            worker.clone(),
         ));
         contexts.insert(name.to_owned(), context.clone());
+        // Started now, off the request, so its first job does not wait for it (a job that
+        // comes first waits for the start; a start that fails is retried by each job).
+        if let Some(worker) = worker {
+            let started = std::thread::Builder::new()
+                .name("floe-worker-start".to_owned())
+                .spawn(move || {
+                    if let Err(e) = worker.start() {
+                        tracing::warn!(worker = %worker.label(), error = %e, "worker process did not start");
+                    }
+                });
+            if let Err(e) = started {
+                tracing::warn!(error = %e, "cannot start a thread to start a worker process");
+            }
+        }
         info!(context = name, "context started");
         Ok(context)
     }
@@ -210,6 +246,10 @@ impl JobServer {
                 self.stop_job(&job, StopReason::ContextDeleted);
                 jobs_stopped += 1;
             }
+        }
+        // After its jobs are stopped, so they end KILLED rather than failed by the process's end.
+        if let Some(worker) = &context.worker {
+            worker.stop(&format!("context {name} was deleted"));
         }
         self.store.delete_context(name)?;
         info!(context = name, jobs_stopped, "context stopped");

@@ -105,16 +105,23 @@ impl JobServer {
                 }
                 context
             }
-            None => Arc::new(Context::adhoc(
-                self.adhoc.clone(),
-                &self
+            None => {
+                let settings = self
                     .settings
                     .adhoc
                     .for_adhoc_job(&context_settings)
-                    .map_err(SubmitError::Invalid)?,
-                format!("{id}-{}", submission.class_path),
-                now,
-            )),
+                    .map_err(SubmitError::Invalid)?;
+                let worker = self
+                    .adhoc_worker_for(&id, &settings, &context_settings)
+                    .map_err(|e| SubmitError::Invalid(vec![e]))?;
+                Arc::new(Context::adhoc(
+                    self.adhoc.clone(),
+                    &settings,
+                    format!("{id}-{}", submission.class_path),
+                    now,
+                    worker,
+                ))
+            }
         };
         let reservation = context
             .executor
@@ -357,6 +364,8 @@ impl JobServer {
         };
         // The worker's polars work stops at its next check; the job is final already.
         live.cancel.cancel(why);
+        // A job in a worker process: its waiting thread sees the cancel, stops the call there
+        // and kills the process if the computation goes on past `workers.kill_grace`.
         self.finalize(live, outcome);
     }
 

@@ -21,7 +21,9 @@
 //! `lifecycle` takes a job from submission to its final state, `builtin` and `pipeline_job`
 //! execute the two kinds of job, `history` bounds the stored jobs and their results,
 //! `contexts` manages named contexts, `recovery` resolves what a restart left behind, and
-//! `callback` posts a job's end to its `callbackUrl`.
+//! `callback` posts a job's end to its `callbackUrl`. A built-in job runs in its context
+//! (`context_run`): in this process, or in the context's worker process (`workers` starts
+//! them, `remote` is what crosses to them).
 
 pub mod callback;
 pub mod context;
@@ -31,11 +33,14 @@ pub mod objects;
 pub mod plan;
 
 mod builtin;
+mod context_run;
 mod contexts;
 mod history;
 mod lifecycle;
 mod pipeline_job;
 pub mod recovery;
+pub mod remote;
+pub mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -62,7 +67,9 @@ use self::context::{Context, ContextSettings, Executor};
 use self::deadlines::{DeadlineKey, Deadlines};
 use self::history::FinishedJobs;
 use self::limits::{Limits, MAX_STORED_JOBS};
+use self::workers::WorkerSettings;
 use crate::catalog::Catalog;
+use crate::worker::Worker;
 
 /// The name spark-jobserver reports for an ad-hoc context.
 pub const ADHOC_CONTEXT: &str = "<<ad-hoc>>";
@@ -87,6 +94,9 @@ pub struct CoreSettings {
     pub operator_data_roots: Vec<PathBuf>,
     /// Where `callbackUrl`s may point, and how they are delivered (`callbacks:`).
     pub callbacks: CallbackSettings,
+    /// Whether contexts run in worker processes, and how those are started and watched
+    /// (`workers:`).
+    pub workers: WorkerSettings,
 }
 
 impl Default for CoreSettings {
@@ -104,6 +114,7 @@ impl Default for CoreSettings {
             data_roots: Vec::new(),
             operator_data_roots: Vec::new(),
             callbacks: CallbackSettings::default(),
+            workers: WorkerSettings::default(),
         }
     }
 }
@@ -318,6 +329,8 @@ pub struct JobServer {
     pub catalog: Arc<Catalog>,
     contexts: RwLock<BTreeMap<String, Arc<Context>>>,
     adhoc: Arc<Executor>,
+    /// The worker process ad-hoc jobs share, when they run in one.
+    adhoc_worker: Option<Arc<Worker>>,
     settings: CoreSettings,
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
     /// The one executor of pipeline runs, which materialisation jobs hand their runs to
@@ -377,6 +390,21 @@ impl JobServer {
             settings.adhoc.queue_length,
         );
         let callbacks = Callbacks::start(settings.callbacks.clone(), &runtime);
+        let adhoc_worker = if settings.adhoc.runs_in_worker(&settings.workers) {
+            let made = settings.workers.worker_for(
+                "<<ad-hoc>>",
+                settings.adhoc.worker_threads,
+                settings.adhoc.memory_budget,
+                settings.adhoc.worker_memory_limit(&settings.workers),
+                &settings.limits,
+            );
+            made.inspect_err(
+                |e| tracing::error!(error = %e, "ad-hoc jobs cannot run in a worker process"),
+            )
+            .ok()
+        } else {
+            None
+        };
         Arc::new_cyclic(|me: &Weak<JobServer>| JobServer {
             store: materializer.store().clone(),
             clock,
@@ -392,6 +420,7 @@ impl JobServer {
             )),
             contexts: RwLock::new(BTreeMap::new()),
             adhoc,
+            adhoc_worker,
             settings,
             live: Mutex::new(HashMap::new()),
             scheduler: OnceLock::new(),

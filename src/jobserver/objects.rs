@@ -29,7 +29,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use polars::prelude::{DataFrame, DataType, Expr, IntoLazy, LazyFrame};
 use polars::series::IsSorted;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::frames::arrow_size;
 use crate::frames::selection::{MemoryBudget, Selections, decode_all_but};
@@ -120,7 +120,7 @@ pub enum ObjectError {
 }
 
 /// What `GET /contexts/{name}` shows of an object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ObjectSummary {
     pub name: String,
     pub rows: usize,

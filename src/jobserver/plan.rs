@@ -51,6 +51,8 @@ pub struct PipelinePlan {
 pub struct BuiltinPlan {
     pub class: &'static str,
     pub job: Arc<dyn Job>,
+    /// The class's parameters `job` was built from (a worker process builds it again).
+    pub params: Map<String, Value>,
     /// Input name (the SQL table name) → where its rows come from.
     pub inputs: Vec<(String, InputSpec)>,
     /// Keep the result as a named object of the context.
@@ -511,7 +513,7 @@ fn plan_builtin(
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let job = build_builtin(class, params).map_err(|e| {
+    let job = build_builtin(class, params.clone()).map_err(|e| {
         errors.extend(e.into_iter().map(|e| format!("class `{class}`: {e}")));
     });
     if let Ok(job) = &job {
@@ -532,13 +534,17 @@ fn plan_builtin(
     let plan = job.ok().map(|job| BuiltinPlan {
         class,
         job,
+        params,
         inputs,
         publish,
     });
     finish(plan, errors)
 }
 
-fn build_builtin(class: &str, params: Map<String, Value>) -> Result<Arc<dyn Job>, Vec<String>> {
+pub(super) fn build_builtin(
+    class: &str,
+    params: Map<String, Value>,
+) -> Result<Arc<dyn Job>, Vec<String>> {
     fn spec<T: serde::de::DeserializeOwned>(params: Map<String, Value>) -> Result<T, Vec<String>> {
         serde_json::from_value(Value::Object(params)).map_err(|e| vec![e.to_string()])
     }

@@ -14,6 +14,7 @@ use crate::jobserver::CoreSettings;
 use crate::jobserver::callback::{AllowedUrl, CallbackSettings};
 use crate::jobserver::context::{ContextSettings, parse_bytes, parse_duration};
 use crate::jobserver::limits::{MAX_CONTEXTS, MAX_WORKER_THREADS};
+use crate::jobserver::workers::WorkerSettings;
 
 /// Why `floe serve`'s configuration file is refused. Every message starts with the file's
 /// path (and the line, for YAML syntax), then names the key.
@@ -280,7 +281,15 @@ impl Default for ServerConfig {
             max_json_result_rows: DEFAULT_MAX_JSON_RESULT_ROWS,
             shutdown_grace: Duration::from_secs(30),
             result_cache_bytes: 512 << 20,
-            core: CoreSettings::default(),
+            // `floe serve` runs every context in a worker process of its own; the library's
+            // own default (`CoreSettings`) is in-process.
+            core: CoreSettings {
+                workers: WorkerSettings {
+                    enabled: true,
+                    ..WorkerSettings::default()
+                },
+                ..CoreSettings::default()
+            },
             contexts: BTreeMap::new(),
             scheduler: crate::scheduler::SchedulerConfig::default(),
             auth: super::auth::AuthConfig::default(),
@@ -329,6 +338,59 @@ struct ConfigFile {
     cors: Option<CorsFile>,
     callbacks: Option<CallbacksFile>,
     data_files: Option<DataFilesFile>,
+    workers: Option<WorkersFile>,
+}
+
+/// `workers:` in the config file: whether contexts run in worker processes and how those are
+/// started and watched (see `jobserver::workers::WorkerSettings`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkersFile {
+    enabled: Option<bool>,
+    executable: Option<PathBuf>,
+    /// Bytes (`4g`).
+    memory_limit: Option<Value>,
+    kill_grace: Option<Value>,
+    health_interval: Option<Value>,
+    health_timeout: Option<Value>,
+    start_timeout: Option<Value>,
+}
+
+impl WorkersFile {
+    /// Overlays the keys given on `workers`, each checked; a problem names its key.
+    fn apply(self, file: &Path, workers: &mut WorkerSettings) -> Result<(), ConfigError> {
+        let WorkersFile {
+            enabled,
+            executable,
+            memory_limit,
+            kill_grace,
+            health_interval,
+            health_timeout,
+            start_timeout,
+        } = self;
+        if let Some(enabled) = enabled {
+            workers.enabled = enabled;
+        }
+        if let Some(executable) = executable {
+            workers.executable = Some(executable);
+        }
+        if let Some(value) = &memory_limit {
+            workers.memory_limit = size(file, "workers.memory_limit", value)? as u64;
+        }
+        if let Some(value) = &kill_grace {
+            workers.kill_grace = duration(file, "workers.kill_grace", value)?;
+        }
+        if let Some(value) = &health_interval {
+            workers.health_interval = duration(file, "workers.health_interval", value)?;
+        }
+        if let Some(value) = &health_timeout {
+            workers.health_timeout = duration(file, "workers.health_timeout", value)?;
+        }
+        if let Some(value) = &start_timeout {
+            workers.start_timeout = duration(file, "workers.start_timeout", value)?;
+        }
+        Ok(())
+    }
 }
 
 /// `data_files:` in the config file.
@@ -800,6 +862,9 @@ impl ServerConfig {
         }
         if let Some(callbacks) = file.callbacks {
             callbacks.apply(path, &mut config.core.callbacks)?;
+        }
+        if let Some(workers) = file.workers {
+            workers.apply(path, &mut config.core.workers)?;
         }
         if let Some(data_files) = file.data_files {
             if let Some(dir) = data_files.dir {

@@ -39,7 +39,8 @@ pub(super) enum ErrorCode {
     InvalidPipeline,
     /// A `/query` ran past `limits.query_timeout` and was stopped.
     QueryTimeout,
-    /// A `/query` was stopped because the server went over its memory limit.
+    /// A `/query` was stopped because the server (or its context's worker process) went over
+    /// its memory limit.
     MemoryLimit,
     /// No token, or a token that is unknown, revoked or expired.
     Unauthorized,
@@ -75,6 +76,9 @@ pub(super) enum ErrorCode {
     TooManyBackfills,
     /// The server failed; the message names the request id its log has the details under.
     Internal,
+    /// The worker process of the query's context ended while it computed (crashed or was
+    /// killed); its named objects were lost with it, and the next request starts a new one.
+    WorkerFailed,
     /// The job history is full of unfinished jobs; retry after `Retry-After`.
     TooManyStoredJobs,
     /// The server is shutting down and takes no new work.
@@ -86,7 +90,7 @@ pub(super) enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order of the documented table.
-    pub(super) const ALL: [ErrorCode; 25] = [
+    pub(super) const ALL: [ErrorCode; 26] = [
         ErrorCode::BadRequest,
         ErrorCode::BadBody,
         ErrorCode::ValidationFailed,
@@ -109,6 +113,7 @@ impl ErrorCode {
         ErrorCode::TooManyQueries,
         ErrorCode::TooManyBackfills,
         ErrorCode::Internal,
+        ErrorCode::WorkerFailed,
         ErrorCode::TooManyStoredJobs,
         ErrorCode::ShuttingDown,
         ErrorCode::DataFilesFull,
@@ -139,6 +144,7 @@ impl ErrorCode {
             ErrorCode::TooManyQueries => "too_many_queries",
             ErrorCode::TooManyBackfills => "too_many_backfills",
             ErrorCode::Internal => "internal",
+            ErrorCode::WorkerFailed => "worker_failed",
             ErrorCode::TooManyStoredJobs => "too_many_stored_jobs",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::DataFilesFull => "data_files_full",
@@ -167,7 +173,7 @@ impl ErrorCode {
             ErrorCode::QueueFull | ErrorCode::TooManyQueries | ErrorCode::TooManyBackfills => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal | ErrorCode::WorkerFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::TooManyStoredJobs | ErrorCode::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -30,6 +30,7 @@ use crate::job::builtin::Sql;
 use crate::jobserver::Submission;
 use crate::jobserver::context::Context;
 use crate::jobserver::plan::PIPELINE_RUN_CLASS;
+use crate::jobserver::remote::QueryTable;
 use crate::jobserver::{JobCounters, JobServer};
 use crate::partition::{Grain, Window, parse_instant};
 use crate::results::{partitions_spanned, read_job_results};
@@ -582,8 +583,18 @@ fn query_frame(
     request: &QueryRequest,
     now: DateTime<Utc>,
 ) -> Result<DataFrame, HttpError> {
+    // A context in a worker process holds its named objects there: the query runs there.
+    let remote = context.filter(|c| c.worker.is_some());
+    let remote_objects: Vec<String> = remote
+        .map(|c| c.object_summaries().into_iter().map(|o| o.name).collect())
+        .unwrap_or_default();
     let mut inputs = BTreeMap::new();
+    let mut remote_tables = Vec::new();
     for table in sql.tables() {
+        if remote_objects.contains(table) {
+            remote_tables.push((table.clone(), QueryTable::Object(table.clone())));
+            continue;
+        }
         let object = context.as_ref().and_then(|c| c.objects.get(table));
         let input = match object {
             Some(object) => {
@@ -627,7 +638,34 @@ fn query_frame(
                     .map_err(|e| HttpError::bad_request(format!("table `{table}`: {e}")))?
             }
         };
-        inputs.insert(table.clone(), input);
+        match remote {
+            Some(_) => remote_tables.push((table.clone(), QueryTable::Rows(input))),
+            None => {
+                inputs.insert(table.clone(), input);
+            }
+        }
+    }
+    if let Some(context) = remote {
+        let stop = || {
+            crate::frames::cancel::current()
+                .filter(Cancel::is_cancelled)
+                .map(|cancel| {
+                    cancel
+                        .reason()
+                        .unwrap_or("the query was stopped")
+                        .to_owned()
+                })
+        };
+        return core
+            .query_in_worker(context, &request.sql, remote_tables, &stop)
+            .map_err(|(message, class)| match class {
+                "floe.MemoryLimit" => HttpError::new(ErrorCode::MemoryLimit, message),
+                "floe.JobKilled" => HttpError::new(ErrorCode::QueryTimeout, message),
+                "floe.WorkerDied" | "floe.WorkerUnavailable" | "floe.WorkerFailed" => {
+                    HttpError::new(ErrorCode::WorkerFailed, message)
+                }
+                _ => HttpError::bad_request(format!("query failed: {message}")),
+            });
     }
     let plan = ResolvedPlan {
         pipeline: "query",
@@ -747,7 +785,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         "floe_named_object_bytes",
         "gauge",
         "Bytes of named objects held, per context.",
-        &per_context(&|c| c.objects.used() as f64),
+        &per_context(&|c| c.objects_used() as f64),
     );
     let cache = state.core.materializer().cache();
     family(

@@ -229,16 +229,26 @@ pub(super) async fn list_contexts(State(state): State<AppState>) -> Response {
 }
 
 pub(super) fn context_json(context: &Context) -> Value {
+    let worker = context.worker.as_ref().map(|worker| worker.status());
+    let mut settings = context.settings.to_json();
+    // Where it runs as resolved at its start, whatever the settings left to the server.
+    settings["process"] = json!(if worker.is_some() {
+        "worker"
+    } else {
+        "in-process"
+    });
+    settings["memory-limit"] = json!(worker.as_ref().and_then(|w| w.memory_limit));
     json!({
         "id": context.id,
         "name": context.name,
         "startTime": timestamp(context.start_time),
         "endTime": "Empty",
         "state": if context.is_stopping() { "STOPPING" } else { "RUNNING" },
-        "settings": context.settings.to_json(),
+        "settings": settings,
         "jobs": { "running": context.executor.running(), "queued": context.executor.queued() },
-        "namedObjects": context.objects.summaries(),
-        "memory": { "budget": context.objects.budget(), "used": context.objects.used() },
+        "namedObjects": context.object_summaries(),
+        "memory": { "budget": context.objects.budget(), "used": context.objects_used() },
+        "worker": worker,
     })
 }
 

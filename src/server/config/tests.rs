@@ -28,7 +28,7 @@ fn file_overrides_defaults_and_names_mistakes() {
     assert_eq!(
         err,
         "floe-server.yaml: `contexts.c`: unknown context setting `workers` (known: \
-         worker-threads, queue-length, memory-budget, job-timeout)"
+         worker-threads, queue-length, memory-budget, job-timeout, process, memory-limit)"
     );
     let err = ServerConfig::from_yaml("sync_timeout: soon\n", path)
         .unwrap_err()

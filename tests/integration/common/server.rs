@@ -30,6 +30,9 @@ pub(crate) fn test_config(pipelines: &Path, data_dir: &Path, store: &Path) -> Se
     };
     config.shutdown_grace = Duration::from_millis(200);
     config.scheduler.recurring = false;
+    // Contexts run in worker processes, as under `floe serve`: started from the `floe`
+    // binary (this test binary is not one).
+    config.core.workers.executable = Some(env!("CARGO_BIN_EXE_floe").into());
     config
 }
 

@@ -1,0 +1,749 @@
+//! Contexts in worker processes: what a job's call to its context's worker carries, the
+//! server's side of it (inputs resolved here, sent as file lists or Arrow IPC, the reply read
+//! back), and the worker's side (`floe worker`: the context's named objects, and
+//! [`run_in_context`] over them).
+//!
+//! A context that runs in a worker keeps its named objects there; the server keeps a view of
+//! them (names, sizes) from the last reply, for `GET /contexts/{name}` and `/query`. When the
+//! worker dies — over its memory limit, killed to stop a job at once, crashed — its calls fail
+//! with the reason, its objects are gone, and the next job starts a new worker. Nothing in the
+//! store depends on a worker: it never opens the store.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::context::Context;
+use super::context_run::{
+    Build, ContextError, ContextInput, ContextJob, context_error_class, run_in_context,
+};
+use super::objects::{NamedObjects, ObjectDefinition, ObjectSummary};
+use super::plan::{BuiltinPlan, InputSpec, ObjectWindow, build_builtin};
+use super::{ExecError, JobServer, LiveJob, StopReason, context_label};
+use crate::engine::{FileFormat, FileIdentity, ResolvedInput};
+use crate::frames::cancel::Cancel;
+use crate::frames::{decode_ipc, encode_ipc};
+use crate::job::builtin::Sql;
+use crate::job::{Job, JobInput};
+use crate::partition::Window;
+use crate::pipeline::Source;
+use crate::pipeline::spec::SourceFormat;
+use crate::pipeline::template::PathTemplate;
+use crate::worker::child::Handler;
+use crate::worker::{CallError, Worker};
+
+/// A call to a context's worker: run a built-in class, or a `/query`'s SQL.
+#[derive(Debug, Serialize, Deserialize)]
+struct RunCall {
+    /// The job's id (a `/query`'s: `query`).
+    job_id: String,
+    /// The context's name, empty for the ad-hoc context.
+    context: String,
+    kind: WireKind,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    inputs: Vec<(String, WireInput)>,
+    publish: Option<String>,
+    max_result_bytes: u64,
+    now: DateTime<Utc>,
+    /// An ad-hoc job's named objects are its own: a fresh set with this budget, dropped with
+    /// the call. `None`: the context's.
+    own_objects: Option<u64>,
+}
+
+/// What runs: a built-in class with its parameters, or a `/query`'s SQL.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WireKind {
+    Builtin {
+        class: String,
+        params: Map<String, Value>,
+    },
+    Query {
+        sql: String,
+    },
+}
+
+/// An input on the wire: a reference to an object in the worker, or what the server resolved.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum WireInput {
+    Object {
+        name: String,
+        window: Option<WireWindow>,
+    },
+    /// Rows in memory: blob `frame` (Arrow IPC), partial states in `states`.
+    Rows {
+        frame: usize,
+        states: Vec<usize>,
+        upstream_kind: Option<String>,
+    },
+    /// A source's files (checked inside the data roots, symlinks resolved) for a window.
+    Files {
+        source: WireSource,
+        files: Vec<PathBuf>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    /// A whole file (a data file of `/data`).
+    File {
+        name: String,
+        path: PathBuf,
+        format: String,
+    },
+    /// Get-or-create: the object, built from `build` when missing; without `build` a
+    /// missing object is answered `needs_build`.
+    Cached {
+        object: String,
+        definition: WireDefinition,
+        build: Option<Box<WireInput>>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireWindow {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    time_column: Option<String>,
+    timezone: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireSource {
+    name: String,
+    format: SourceFormat,
+    path: String,
+    time_column: String,
+    timezone: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct WireDefinition {
+    app: String,
+    app_version: u32,
+    kind: String,
+    name: String,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
+/// A worker's answer to a run: the outcome (the result frame is blob 0), and its context's
+/// named objects as they are after it.
+#[derive(Debug, Serialize, Deserialize)]
+struct RunReply {
+    outcome: WireOutcome,
+    objects: Vec<ObjectSummary>,
+    used: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+enum WireOutcome {
+    Finished,
+    Failed { message: String, class: String },
+    Stopped,
+    NeedsBuild { object: String },
+}
+
+/// The server's view of a worker context's named objects, from its last reply.
+#[derive(Debug, Default)]
+pub struct ObjectsView {
+    pub summaries: Vec<ObjectSummary>,
+    pub used: u64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A `/query` table as its context sees it.
+#[derive(Debug)]
+pub enum QueryTable<'a> {
+    /// A named object of the context.
+    Object(String),
+    /// Results the server read.
+    Rows(ResolvedInput<'a>),
+}
+
+impl JobServer {
+    /// Runs a built-in job in its context's worker process.
+    pub(super) fn execute_remote(
+        &self,
+        live: &LiveJob,
+        plan: &BuiltinPlan,
+        worker: &Worker,
+    ) -> Result<DataFrame, ExecError> {
+        // Get-or-create inputs whose rows are sent: none at first (the object may exist in
+        // the worker), then each one the worker says is missing.
+        let mut builds = BTreeSet::new();
+        loop {
+            let mut blobs = Vec::new();
+            let mut inputs = Vec::new();
+            for (name, spec) in &plan.inputs {
+                Self::checkpoint(live)?;
+                let input = match self.context_input(name, spec, false)? {
+                    ContextInput::Object { name, window } => WireInput::Object {
+                        name,
+                        window: window.as_ref().map(wire_window),
+                    },
+                    ContextInput::Resolved(input) => wire_input(input, &mut blobs)?,
+                    ContextInput::Cached {
+                        object, definition, ..
+                    } => {
+                        let build = match spec {
+                            InputSpec::Scan {
+                                app,
+                                what,
+                                from,
+                                to,
+                                ..
+                            } if builds.contains(&object) => {
+                                let window = Window {
+                                    start: *from,
+                                    end: *to,
+                                };
+                                let rows = self.scan(app, what, &window)?;
+                                Some(Box::new(wire_input(rows, &mut blobs)?))
+                            }
+                            _ => None,
+                        };
+                        WireInput::Cached {
+                            object,
+                            definition: wire_definition(&definition),
+                            build,
+                        }
+                    }
+                };
+                inputs.push((name.clone(), input));
+            }
+            Self::checkpoint(live)?;
+            let window = super::plan::input_span(&plan.inputs);
+            let call = RunCall {
+                job_id: live.id.clone(),
+                context: live.context.name.clone(),
+                kind: WireKind::Builtin {
+                    class: plan.class.to_owned(),
+                    params: plan.params.clone(),
+                },
+                from: window.start,
+                to: window.end,
+                inputs,
+                publish: plan.publish.clone(),
+                max_result_bytes: self.settings.limits.max_result_bytes,
+                now: self.clock.now(),
+                own_objects: live
+                    .context
+                    .adhoc
+                    .then_some(live.context.settings.memory_budget),
+            };
+            let stop = || {
+                live.cancel
+                    .is_cancelled()
+                    .then(|| format!("job {} was stopped while it ran", live.id))
+            };
+            match self.call_worker(&live.context, worker, &call, blobs, &stop) {
+                Err(RemoteError::NeedsBuild(object)) => {
+                    // Each object is sent at most once: a second miss means it was built and
+                    // dropped again (over the budget) before this job could read it.
+                    if !builds.insert(object.clone()) {
+                        return Err(ExecError::Failed {
+                            message: format!(
+                                "named object `{object}` could not be kept in context {}",
+                                context_label(&live.context)
+                            ),
+                            class: "floe.NamedObjectError",
+                        });
+                    }
+                }
+                // A job stopped while it ran was finalised by whoever stopped it.
+                Err(RemoteError::Failed { .. }) if live.stop_reason() != StopReason::None => {
+                    return Err(ExecError::Stopped);
+                }
+                Err(RemoteError::Failed { message, class }) => {
+                    return Err(ExecError::Failed { message, class });
+                }
+                Err(RemoteError::Stopped) => return Err(ExecError::Stopped),
+                Ok(frame) => return Ok(frame),
+            }
+        }
+    }
+
+    /// Runs a `/query`'s SQL in `context`'s worker process over `tables`; `stop` says when to
+    /// stop it (its time limit, a hang-up). Errors are the message and its class.
+    pub fn query_in_worker(
+        &self,
+        context: &Context,
+        sql: &str,
+        tables: Vec<(String, QueryTable<'_>)>,
+        stop: &dyn Fn() -> Option<String>,
+    ) -> Result<DataFrame, (String, &'static str)> {
+        let Some(worker) = &context.worker else {
+            return Err((
+                "the context runs in the server's process".to_owned(),
+                "floe.JobFailed",
+            ));
+        };
+        let mut blobs = Vec::new();
+        let mut inputs = Vec::new();
+        for (name, table) in tables {
+            let input = match table {
+                QueryTable::Object(object) => WireInput::Object {
+                    name: object,
+                    window: None,
+                },
+                QueryTable::Rows(rows) => wire_input(rows, &mut blobs).map_err(|e| match e {
+                    ExecError::Failed { message, class } => (message, class),
+                    ExecError::Stopped => ("stopped".to_owned(), "floe.JobKilled"),
+                })?,
+            };
+            inputs.push((name, input));
+        }
+        let now = self.clock.now();
+        let call = RunCall {
+            job_id: "query".to_owned(),
+            context: context.name.clone(),
+            kind: WireKind::Query {
+                sql: sql.to_owned(),
+            },
+            from: DateTime::UNIX_EPOCH,
+            to: now,
+            inputs,
+            publish: None,
+            max_result_bytes: self.settings.limits.max_result_bytes,
+            now,
+            own_objects: None,
+        };
+        match self.call_worker(context, worker, &call, blobs, stop) {
+            Ok(frame) => Ok(frame),
+            Err(RemoteError::Failed { message, class }) => Err((message, class)),
+            Err(RemoteError::Stopped) => Err((
+                stop().unwrap_or_else(|| "the query was stopped".to_owned()),
+                "floe.JobKilled",
+            )),
+            Err(RemoteError::NeedsBuild(object)) => Err((
+                format!("named object `{object}` is missing"),
+                "floe.NamedObjectNotFound",
+            )),
+        }
+    }
+
+    /// Sends `call` to `worker` and reads its reply, keeping the context's view of its named
+    /// objects up to date.
+    fn call_worker(
+        &self,
+        context: &Context,
+        worker: &Worker,
+        call: &RunCall,
+        blobs: Vec<Vec<u8>>,
+        stop: &dyn Fn() -> Option<String>,
+    ) -> Result<DataFrame, RemoteError> {
+        let header = serde_json::to_vec(call).map_err(|e| RemoteError::Failed {
+            message: e.to_string(),
+            class: "floe.JobFailed",
+        })?;
+        let answer = worker.call(header, blobs, stop, self.settings.workers.kill_grace);
+        let frame = answer.map_err(|error| {
+            if !context.adhoc {
+                *lock(&context.remote_objects) = ObjectsView::default();
+            }
+            worker_failed(context, error)
+        })?;
+        let unreadable = |what: String| RemoteError::Failed {
+            message: format!("the worker process answered what Floe cannot read: {what}"),
+            class: "floe.WorkerFailed",
+        };
+        let reply: RunReply =
+            serde_json::from_slice(&frame.header).map_err(|e| unreadable(e.to_string()))?;
+        if !context.adhoc {
+            *lock(&context.remote_objects) = ObjectsView {
+                summaries: reply.objects,
+                used: reply.used,
+            };
+        }
+        match reply.outcome {
+            WireOutcome::Finished => {
+                let bytes = frame
+                    .blobs
+                    .first()
+                    .ok_or_else(|| unreadable("no result".to_owned()))?;
+                decode_ipc(bytes).map_err(|e| unreadable(e.to_string()))
+            }
+            WireOutcome::Failed { message, class } => Err(RemoteError::Failed {
+                message,
+                class: context_error_class(&class),
+            }),
+            WireOutcome::Stopped => Err(RemoteError::Stopped),
+            WireOutcome::NeedsBuild { object } => Err(RemoteError::NeedsBuild(object)),
+        }
+    }
+}
+
+/// Why a call to a context's worker gave no rows.
+#[derive(Debug)]
+enum RemoteError {
+    Failed {
+        message: String,
+        class: &'static str,
+    },
+    Stopped,
+    NeedsBuild(String),
+}
+
+/// A call that got no reply, as its failure.
+fn worker_failed(context: &Context, error: CallError) -> RemoteError {
+    let context = context_label(context);
+    let (message, class) = match error {
+        CallError::Start(message) => (
+            format!("context {context}: {message}"),
+            "floe.WorkerUnavailable",
+        ),
+        CallError::Died(reason) if reason.starts_with("memory limit") => (
+            format!(
+                "{reason}: the worker process of context {context} was stopped, and its named \
+                 objects with it"
+            ),
+            "floe.MemoryLimit",
+        ),
+        CallError::Died(reason) => (
+            format!(
+                "the worker process of context {context} ended while this ran ({reason}); its \
+                 named objects were lost with it"
+            ),
+            "floe.WorkerDied",
+        ),
+        CallError::Failed(message) => match message.strip_prefix("panicked: ") {
+            Some(what) => (format!("the job panicked: {what}"), "floe.JobPanicked"),
+            None => (message, "floe.WorkerFailed"),
+        },
+    };
+    RemoteError::Failed { message, class }
+}
+
+fn wire_window(window: &ObjectWindow) -> WireWindow {
+    WireWindow {
+        from: window.from,
+        to: window.to,
+        time_column: window.time_column.clone(),
+        timezone: window.timezone.name().to_owned(),
+    }
+}
+
+fn wire_definition(definition: &ObjectDefinition) -> WireDefinition {
+    WireDefinition {
+        app: definition.app.clone(),
+        app_version: definition.app_version,
+        kind: definition.kind.to_owned(),
+        name: definition.name.clone(),
+        from: definition.from,
+        to: definition.to,
+    }
+}
+
+/// `input` as sent: files as their checked paths, rows as Arrow IPC blobs.
+fn wire_input(input: ResolvedInput<'_>, blobs: &mut Vec<Vec<u8>>) -> Result<WireInput, ExecError> {
+    let encode = |frame: &DataFrame, blobs: &mut Vec<Vec<u8>>| -> Result<usize, ExecError> {
+        let bytes = encode_ipc(frame).map_err(ExecError::failed("floe.JobFailed"))?;
+        blobs.push(bytes);
+        Ok(blobs.len() - 1)
+    };
+    Ok(match input {
+        ResolvedInput::Files {
+            source,
+            files,
+            window,
+        } => WireInput::Files {
+            source: WireSource {
+                name: source.name.clone(),
+                format: source.format,
+                path: source.path.as_str().to_owned(),
+                time_column: source.time_column.clone(),
+                timezone: source.timezone.name().to_owned(),
+            },
+            files: files.iter().map(|file| file.resolved.clone()).collect(),
+            from: window.start,
+            to: window.end,
+        },
+        ResolvedInput::File { name, path, format } => WireInput::File {
+            name,
+            path,
+            format: format.as_str().to_owned(),
+        },
+        ResolvedInput::Rows(input) => {
+            let frame =
+                crate::frames::cancel::collect(input.frame).map_err(|e| ExecError::Failed {
+                    message: crate::job::builtin::short_polars_error(&e),
+                    class: "floe.ResultsError",
+                })?;
+            let frame = encode(&frame, blobs)?;
+            let mut states = Vec::new();
+            for state in input.states.iter().flatten() {
+                states.push(encode(state, blobs)?);
+            }
+            WireInput::Rows {
+                frame,
+                states,
+                upstream_kind: input.upstream_kind,
+            }
+        }
+    })
+}
+
+/// The worker's side: a context's named objects and the calls running against them.
+#[derive(Debug)]
+pub struct ContextWorker {
+    objects: NamedObjects,
+    /// The stop handle of each running call.
+    running: Mutex<HashMap<u64, Cancel>>,
+}
+
+impl ContextWorker {
+    /// A worker whose named objects may take `memory_budget` bytes.
+    pub fn new(memory_budget: u64) -> ContextWorker {
+        ContextWorker {
+            objects: NamedObjects::new(memory_budget),
+            running: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn run(
+        &self,
+        id: u64,
+        run: RunCall,
+        blobs: Vec<Vec<u8>>,
+    ) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+        let cancel = Cancel::new();
+        lock(&self.running).insert(id, cancel.clone());
+        let outcome = cancel.scope(|| self.run_job(run, blobs, &cancel));
+        lock(&self.running).remove(&id);
+        let (outcome, blobs) = match outcome {
+            Ok(frame) => {
+                let bytes = encode_ipc(&frame).map_err(|e| e.to_string())?;
+                (WireOutcome::Finished, vec![bytes])
+            }
+            Err(ContextError::Failed { message, class }) => (
+                WireOutcome::Failed {
+                    message,
+                    class: class.to_owned(),
+                },
+                Vec::new(),
+            ),
+            Err(ContextError::Stopped) => (WireOutcome::Stopped, Vec::new()),
+            Err(ContextError::NeedsBuild { object }) => {
+                (WireOutcome::NeedsBuild { object }, Vec::new())
+            }
+        };
+        let reply = RunReply {
+            outcome,
+            objects: self.objects.summaries(),
+            used: self.objects.used(),
+        };
+        Ok((
+            serde_json::to_vec(&reply).map_err(|e| e.to_string())?,
+            blobs,
+        ))
+    }
+
+    fn run_job(
+        &self,
+        run: RunCall,
+        blobs: Vec<Vec<u8>>,
+        cancel: &Cancel,
+    ) -> Result<DataFrame, ContextError> {
+        let bad = |message: String| ContextError::failed("floe.JobFailed", message);
+        let (class, kind): (String, Arc<dyn Job>) = match run.kind {
+            WireKind::Builtin { class, params } => {
+                let kind = build_builtin(&class, params)
+                    .map_err(|problems| bad(format!("class `{class}`: {}", problems.join("; "))))?;
+                (class, kind)
+            }
+            WireKind::Query { sql } => (
+                "sql".to_owned(),
+                Arc::new(Sql::new(&sql).map_err(|problems| bad(problems.join("; ")))?),
+            ),
+        };
+        let mut inputs = Vec::new();
+        for (name, input) in run.inputs {
+            inputs.push((name, context_input(input, &blobs).map_err(bad)?));
+        }
+        let own;
+        let objects = match run.own_objects {
+            Some(budget) => {
+                own = NamedObjects::new(budget);
+                &own
+            }
+            None => &self.objects,
+        };
+        let job = ContextJob {
+            job_id: &run.job_id,
+            context: &run.context,
+            class: &class,
+            kind: kind.as_ref(),
+            window: Window {
+                start: run.from,
+                end: run.to,
+            },
+            inputs,
+            publish: run.publish,
+            max_result_bytes: run.max_result_bytes,
+            now: run.now,
+        };
+        run_in_context(objects, job, &|| {
+            if cancel.is_cancelled() {
+                Err(ContextError::Stopped)
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+impl Handler for ContextWorker {
+    fn call(
+        &self,
+        id: u64,
+        header: &[u8],
+        blobs: Vec<Vec<u8>>,
+    ) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
+        let run: RunCall =
+            serde_json::from_slice(header).map_err(|e| format!("a call Floe cannot read: {e}"))?;
+        self.run(id, run, blobs)
+    }
+
+    fn cancel(&self, id: u64) {
+        if let Some(cancel) = lock(&self.running).get(&id) {
+            cancel.cancel("killed");
+        }
+    }
+}
+
+/// A wire input as the context sees it, its blobs decoded.
+fn context_input<'a>(input: WireInput, blobs: &[Vec<u8>]) -> Result<ContextInput<'a>, String> {
+    Ok(match input {
+        WireInput::Object { name, window } => ContextInput::Object {
+            name,
+            window: window.map(object_window).transpose()?,
+        },
+        WireInput::Cached {
+            object,
+            definition,
+            build,
+        } => ContextInput::Cached {
+            object,
+            definition: object_definition(definition)?,
+            build: match build {
+                Some(input) => match context_input(*input, blobs)? {
+                    ContextInput::Resolved(input) => Build::Given(input),
+                    _ => return Err("a get-or-create input builds from rows or files".to_owned()),
+                },
+                None => Build::Absent,
+            },
+        },
+        other => ContextInput::Resolved(resolved_input(other, blobs)?),
+    })
+}
+
+fn resolved_input<'a>(input: WireInput, blobs: &[Vec<u8>]) -> Result<ResolvedInput<'a>, String> {
+    let frame = |index: usize| -> Result<DataFrame, String> {
+        let bytes = blobs
+            .get(index)
+            .ok_or_else(|| format!("the call has no blob {index}"))?;
+        decode_ipc(bytes).map_err(|e| e.to_string())
+    };
+    Ok(match input {
+        WireInput::Rows {
+            frame: rows,
+            states,
+            upstream_kind,
+        } => {
+            let states = if states.is_empty() {
+                None
+            } else {
+                Some(
+                    states
+                        .into_iter()
+                        .map(frame)
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            };
+            ResolvedInput::rows(JobInput {
+                states,
+                upstream_kind,
+                ..JobInput::of_frame(frame(rows)?.lazy())
+            })
+        }
+        WireInput::Files {
+            source,
+            files,
+            from,
+            to,
+        } => ResolvedInput::Files {
+            source: std::borrow::Cow::Owned(Source {
+                path: PathTemplate::parse(&source.path).map_err(|e| e.to_string())?,
+                timezone: timezone(&source.timezone)?,
+                name: source.name,
+                format: source.format,
+                time_column: source.time_column,
+                wait: std::time::Duration::ZERO,
+            }),
+            files: files
+                .into_iter()
+                .map(|path| FileIdentity {
+                    path: path.clone(),
+                    resolved: path,
+                    size: 0,
+                    modified_ns: 0,
+                })
+                .collect::<Vec<_>>()
+                .into(),
+            window: Window {
+                start: from,
+                end: to,
+            },
+        },
+        WireInput::File { name, path, format } => ResolvedInput::File {
+            format: FileFormat::from_name(&format)
+                .ok_or_else(|| format!("unknown file format `{format}`"))?,
+            name,
+            path,
+        },
+        WireInput::Object { .. } | WireInput::Cached { .. } => {
+            return Err("a named object is not rows".to_owned());
+        }
+    })
+}
+
+fn timezone(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>()
+        .map_err(|_| format!("unknown time zone `{name}`"))
+}
+
+fn object_window(window: WireWindow) -> Result<ObjectWindow, String> {
+    Ok(ObjectWindow {
+        from: window.from,
+        to: window.to,
+        time_column: window.time_column,
+        timezone: timezone(&window.timezone)?,
+    })
+}
+
+fn object_definition(definition: WireDefinition) -> Result<ObjectDefinition, String> {
+    let kind = match definition.kind.as_str() {
+        "source" => "source",
+        "results" => "results",
+        other => return Err(format!("unknown object kind `{other}`")),
+    };
+    Ok(ObjectDefinition {
+        app: definition.app,
+        app_version: definition.app_version,
+        kind,
+        name: definition.name,
+        from: definition.from,
+        to: definition.to,
+    })
+}

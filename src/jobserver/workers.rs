@@ -1,0 +1,210 @@
+//! Where a context runs: in the server's process, or in a worker process of its own (the
+//! default under `floe serve`). The server's `workers:` settings, the worker of a context
+//! (how it is started and watched), and `floe worker`, the entry point of the worker process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::remote::ContextWorker;
+use crate::frames::memory::human_bytes;
+use crate::worker::{Supervision, Worker, WorkerCommand};
+
+/// The default resident memory limit of one worker process: 4 GiB.
+pub const DEFAULT_WORKER_MEMORY_LIMIT: u64 = 4 << 30;
+
+/// The first argument after `worker` that says the process was started by a Floe server:
+/// anything else that runs the binary with `worker` by hand is refused.
+pub const WORKER_PROTOCOL: &str = "--protocol=floe-worker-1";
+
+/// The server's `workers:` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerSettings {
+    /// Whether a context runs in a worker process unless its `process` setting says
+    /// otherwise. The server's default; embedders of the library start in-process.
+    pub enabled: bool,
+    /// The program a worker is started from: Floe's own binary. `None`: this executable.
+    pub executable: Option<PathBuf>,
+    /// The resident memory past which a worker process is killed; a context may set a lower
+    /// `memory-limit`, never a higher one.
+    pub memory_limit: u64,
+    /// How long a stopped job's call may go on before its worker process is killed.
+    pub kill_grace: Duration,
+    /// How often a worker is health-checked, and how long it may take to answer.
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    /// How long a new worker may take to start.
+    pub start_timeout: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            enabled: false,
+            executable: None,
+            memory_limit: DEFAULT_WORKER_MEMORY_LIMIT,
+            kill_grace: Duration::from_millis(250),
+            health_interval: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(10),
+            start_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a context's jobs and named objects live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessMode {
+    /// In the server's process: no process boundary; a job that runs out of memory or aborts
+    /// takes the server down.
+    InProcess,
+    /// In a worker process of its own, killed and replaced when a job goes over its memory
+    /// limit, crashes or must be stopped at once.
+    Worker,
+}
+
+impl ProcessMode {
+    pub fn parse(text: &str) -> Option<ProcessMode> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "worker" => Some(ProcessMode::Worker),
+            "in-process" => Some(ProcessMode::InProcess),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessMode::InProcess => "in-process",
+            ProcessMode::Worker => "worker",
+        }
+    }
+}
+
+impl WorkerSettings {
+    /// The worker of a context named `label` (threads: its worker threads; objects: its
+    /// memory budget), not started yet.
+    pub fn worker_for(
+        &self,
+        label: &str,
+        threads: usize,
+        memory_budget: u64,
+        memory_limit: u64,
+        limits: &super::limits::Limits,
+    ) -> Result<Arc<Worker>, String> {
+        let program = match &self.executable {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find Floe's own executable to start workers: {e}"))?,
+        };
+        Ok(Arc::new(Worker::new(
+            format!("context {label}"),
+            WorkerCommand {
+                program,
+                args: vec![
+                    "worker".to_owned(),
+                    WORKER_PROTOCOL.to_owned(),
+                    format!("--threads={threads}"),
+                    format!("--memory-budget={memory_budget}"),
+                    // Process-wide in the worker as in the server.
+                    format!("--max-join-rows={}", limits.max_join_rows),
+                ],
+            },
+            Supervision {
+                memory_limit: Some(memory_limit),
+                health_interval: self.health_interval,
+                health_timeout: self.health_timeout,
+                start_timeout: self.start_timeout,
+                // A result over `limits.max_result_bytes` fails the job anyway; the frame
+                // also carries its header and IPC framing.
+                max_reply_bytes: limits
+                    .max_result_bytes
+                    .saturating_mul(2)
+                    .saturating_add(64 << 20),
+            },
+        )))
+    }
+
+    /// Refuses a context `memory-limit` above the server's.
+    pub fn check_memory_limit(&self, asked: u64) -> Result<(), String> {
+        if asked > self.memory_limit {
+            Err(format!(
+                "setting `memory-limit`: {} is above the server's limit of {} per worker \
+                 process (`workers.memory_limit`)",
+                human_bytes(asked),
+                human_bytes(self.memory_limit)
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// `floe worker`: serves one context's calls on stdin and stdout until stdin closes. `args`
+/// are what [`WorkerSettings::worker_for`] passed.
+pub fn run_worker(args: &[String]) -> Result<(), String> {
+    let mut args = args.iter();
+    if args.next().map(String::as_str) != Some(WORKER_PROTOCOL) {
+        return Err(format!(
+            "`floe worker` is started by `floe serve` for its contexts, not by hand (its first \
+             argument must be `{WORKER_PROTOCOL}`)"
+        ));
+    }
+    let mut threads = 1;
+    let mut memory_budget = 2 << 30;
+    for arg in args {
+        let number = |prefix: &str| -> Result<Option<u64>, String> {
+            arg.strip_prefix(prefix)
+                .map(|n| n.parse().map_err(|_| format!("bad argument `{arg}`")))
+                .transpose()
+        };
+        if let Some(n) = number("--threads=")? {
+            threads = usize::try_from(n).map_err(|_| format!("bad argument `{arg}`"))?;
+        } else if let Some(n) = number("--memory-budget=")? {
+            memory_budget = n;
+        } else if let Some(n) = number("--max-join-rows=")? {
+            crate::sql_guard::set_max_join_rows(n);
+        } else {
+            return Err(format!("unknown argument `{arg}`"));
+        }
+    }
+    // Each running job is a call; a few more leave room for calls racing a kill.
+    crate::worker::child::serve(Arc::new(ContextWorker::new(memory_budget)), threads + 4)
+        .map_err(|e| format!("the worker's pipe to its server failed: {e}"))
+}
+
+impl super::JobServer {
+    /// The worker process an ad-hoc job runs in: one of its own when it asks for its own
+    /// `memory-limit` (`spark.context-settings`), else the shared ad-hoc one; `None`
+    /// in-process. A limit above `workers.memory_limit` is refused, naming it.
+    pub(super) fn adhoc_worker_for(
+        &self,
+        job_id: &str,
+        settings: &super::context::ContextSettings,
+        given: &std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Result<Option<Arc<Worker>>, String> {
+        if !settings.runs_in_worker(&self.settings.workers) {
+            if given.contains_key("memory-limit") {
+                return Err(
+                    "setting `memory-limit` applies to a job in a worker process; ad-hoc jobs \
+                     run in the server's process here (`workers.enabled`)"
+                        .to_owned(),
+                );
+            }
+            return Ok(None);
+        }
+        if !given.contains_key("memory-limit") {
+            return Ok(self.adhoc_worker.clone());
+        }
+        let limit = settings.worker_memory_limit(&self.settings.workers);
+        self.settings.workers.check_memory_limit(limit)?;
+        self.settings
+            .workers
+            .worker_for(
+                &format!("of ad-hoc job {job_id}"),
+                1,
+                settings.memory_budget,
+                limit,
+                &self.settings.limits,
+            )
+            .map(Some)
+    }
+}

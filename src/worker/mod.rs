@@ -1,0 +1,15 @@
+//! Worker processes: children of `floe serve` (the same binary, `floe worker …`) that do the
+//! computing, so that a job that runs out of memory, aborts or must be stopped at once takes
+//! down its own process and nothing else.
+//!
+//! This module is the process layer and knows nothing of jobs: [`wire`] is the framing of
+//! calls and replies over the child's stdin and stdout (a JSON header and Arrow IPC blobs),
+//! [`supervisor`] starts, watches (memory limit, health checks) and restarts a worker and
+//! routes its replies, [`child`] is the worker's own loop. What a call means is its caller's:
+//! the job server's contexts ([`crate::jobserver`]) define their calls on top.
+
+pub mod child;
+pub mod supervisor;
+pub mod wire;
+
+pub use supervisor::{CallError, Supervision, Worker, WorkerCommand, WorkerStatus};
