@@ -280,9 +280,10 @@ impl JobServer {
                 timeouts.remove(key);
             }
         }
-        // Built-in classes run cancellably and count against the memory limit; a
-        // materialisation's runs stop at their own safe points and commit or fail as runs.
-        let _tracked = matches!(plan, JobPlan::Builtin(_))
+        // Built-in classes run cancellably and, in this process, count against the server's
+        // memory limit (in a worker process, against its own); a materialisation's runs stop
+        // at their own safe points and commit or fail as runs.
+        let _tracked = (matches!(plan, JobPlan::Builtin(_)) && live.context.worker.is_none())
             .then(|| self.memory.track(&live.cancel, format!("job {}", live.id)));
         let execute = || match &plan {
             JobPlan::Builtin(_) => live.cancel.scope(|| self.execute(live, &plan)),

@@ -13,6 +13,13 @@ use crate::worker::{Supervision, Worker, WorkerCommand};
 /// The default resident memory limit of one worker process: 4 GiB.
 pub const DEFAULT_WORKER_MEMORY_LIMIT: u64 = 4 << 30;
 
+/// This process's own executable on Linux, there even when its file was replaced.
+const SELF_EXE: &str = "/proc/self/exe";
+
+/// The least `memory-limit` a context may set: a worker process takes tens of MiB before its
+/// first job (an unoptimised build about 100 MiB).
+pub const MIN_WORKER_MEMORY_LIMIT: u64 = 128 << 20;
+
 /// The first argument after `worker` that says the process was started by a Floe server:
 /// anything else that runs the binary with `worker` by hand is refused.
 pub const WORKER_PROTOCOL: &str = "--protocol=floe-worker-1";
@@ -92,6 +99,9 @@ impl WorkerSettings {
     ) -> Result<Arc<Worker>, String> {
         let program = match &self.executable {
             Some(path) => path.clone(),
+            // The very binary the server runs, even once an upgrade replaced its file: its
+            // workers speak its protocol.
+            None if std::path::Path::new(SELF_EXE).exists() => PathBuf::from(SELF_EXE),
             None => std::env::current_exe()
                 .map_err(|e| format!("cannot find Floe's own executable to start workers: {e}"))?,
         };
@@ -123,8 +133,16 @@ impl WorkerSettings {
         )))
     }
 
-    /// Refuses a context `memory-limit` above the server's.
+    /// Refuses a context `memory-limit` above the server's, or below what a worker process
+    /// needs to start ([`MIN_WORKER_MEMORY_LIMIT`]).
     pub fn check_memory_limit(&self, asked: u64) -> Result<(), String> {
+        if asked < MIN_WORKER_MEMORY_LIMIT {
+            return Err(format!(
+                "setting `memory-limit`: {} is below the {} a worker process needs to start",
+                human_bytes(asked),
+                human_bytes(MIN_WORKER_MEMORY_LIMIT)
+            ));
+        }
         if asked > self.memory_limit {
             Err(format!(
                 "setting `memory-limit`: {} is above the server's limit of {} per worker \

@@ -14,7 +14,7 @@ use crate::jobserver::CoreSettings;
 use crate::jobserver::callback::{AllowedUrl, CallbackSettings};
 use crate::jobserver::context::{ContextSettings, parse_bytes, parse_duration};
 use crate::jobserver::limits::{MAX_CONTEXTS, MAX_WORKER_THREADS};
-use crate::jobserver::workers::WorkerSettings;
+use crate::jobserver::workers::{MIN_WORKER_MEMORY_LIMIT, WorkerSettings};
 
 /// Why `floe serve`'s configuration file is refused. Every message starts with the file's
 /// path (and the line, for YAML syntax), then names the key.
@@ -375,7 +375,18 @@ impl WorkersFile {
             workers.executable = Some(executable);
         }
         if let Some(value) = &memory_limit {
-            workers.memory_limit = size(file, "workers.memory_limit", value)? as u64;
+            let limit = size(file, "workers.memory_limit", value)? as u64;
+            if limit < MIN_WORKER_MEMORY_LIMIT {
+                return Err(invalid(
+                    file,
+                    "workers.memory_limit",
+                    format!(
+                        "{limit} bytes is below the {MIN_WORKER_MEMORY_LIMIT} a worker process \
+                         needs to start"
+                    ),
+                ));
+            }
+            workers.memory_limit = limit;
         }
         if let Some(value) = &kill_grace {
             workers.kill_grace = duration(file, "workers.kill_grace", value)?;

@@ -153,6 +153,7 @@ impl Worker {
             blobs,
         });
         let mut stopping: Option<(Instant, String)> = None;
+        let mut killed = false;
         loop {
             // The reader answers every pending call: with its reply, or with why the process
             // ended (a failed write ends it too).
@@ -168,9 +169,10 @@ impl Worker {
                             stopping = Some((Instant::now(), reason));
                         }
                     }
-                    Some((since, reason)) if since.elapsed() >= grace => {
+                    Some((since, reason)) if !killed && since.elapsed() >= grace => {
                         tracing::warn!(worker = %process.label, reason = %reason, "killing a worker process: a call did not stop within its grace");
                         process.kill(reason.clone());
+                        killed = true;
                     }
                     Some(_) => {}
                 },

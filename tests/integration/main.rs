@@ -29,3 +29,4 @@ mod sketches;
 mod sources;
 mod store_errors;
 mod validation;
+mod workers;

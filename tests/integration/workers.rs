@@ -1,0 +1,410 @@
+//! Contexts in worker processes, over real HTTP against real `floe worker` processes: a job
+//! over its context's memory limit, a killed long computation, a worker that crashes
+//! mid-job (SIGABRT, SIGKILL) — each ends in the right state, only its own worker is replaced,
+//! the server and a second context keep answering, and nothing stored is lost.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::common::SampleWorld;
+use super::common::server::{TestServer, text};
+
+fn world() -> SampleWorld {
+    SampleWorld::new(2_000, 1)
+}
+
+/// Uploads a CSV of one column `x` = 0..rows to `/data` and answers its file name.
+async fn numbers(server: &TestServer, rows: usize) -> String {
+    let mut csv = String::from("x\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{i}\n"));
+    }
+    let (status, answer) = server.post("/data/numbers", &csv).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    text(&answer["result"]["filename"]).to_owned()
+}
+
+/// A SQL job's config over the numbers file as tables `a` and `b`.
+fn sql_over(file: &str, query: &str) -> String {
+    format!(
+        "query = \"{query}\"\ninputs {{ a = {{ data = \"{file}\", format = csv }}, \
+         b = {{ data = \"{file}\", format = csv }} }}"
+    )
+}
+
+/// A SQL job's config over the context's named object `nums` as tables `a` and `b` (in
+/// memory, so the join limit counts its rows exactly).
+fn sql_over_nums(query: &str) -> String {
+    format!("query = \"{query}\"\ninputs {{ a = {{ object = nums }}, b = {{ object = nums }} }}")
+}
+
+/// Seconds of CPU in a debug build, in bounded memory: 49M pairs filtered as they are made.
+const LONG_QUERY: &str = "SELECT count(*) AS n FROM a CROSS JOIN b WHERE (a.x * 7 + b.x) % 13 = 0";
+
+/// 49M pairs kept whole: gigabytes.
+const HUGE_QUERY: &str = "SELECT a.x, b.x AS y FROM a CROSS JOIN b";
+
+async fn context(server: &TestServer, name: &str) -> Value {
+    let (status, context) = server.get(&format!("/contexts/{name}")).await;
+    assert_eq!(status, StatusCode::OK, "{context}");
+    context
+}
+
+/// The pid of `name`'s worker process once it runs.
+async fn worker_pid(server: &TestServer, name: &str) -> u32 {
+    for _ in 0..1000 {
+        if let Some(pid) = context(server, name).await["worker"]["pid"].as_u64() {
+            return pid as u32;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("context {name} has no worker process");
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Submits `config` to `context` without waiting, and waits until it runs.
+async fn start_job(server: &TestServer, context: &str, config: &str) -> String {
+    let (status, job) = server
+        .post(&format!("/jobs?classPath=sql&context={context}"), config)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = text(&job["jobId"]).to_owned();
+    for _ in 0..1000 {
+        let (_, context) = server.get(&format!("/contexts/{context}")).await;
+        if context["jobs"]["running"].as_u64() == Some(1) {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("job {id} did not start");
+}
+
+/// The numbers of `file` published in `name` as the named object `nums`, and a sync job over
+/// it that answers.
+async fn publish_and_read(server: &TestServer, name: &str, file: &str) {
+    let config = format!(
+        "query = \"SELECT x FROM a\"\ninputs {{ a = {{ data = \"{file}\", format = csv }} }}\n\
+         publish = nums"
+    );
+    let (status, report) = server
+        .post(
+            &format!("/jobs?classPath=sql&context={name}&sync=true&timeout=60"),
+            &config,
+        )
+        .await;
+    assert_eq!(
+        (status, &report["status"]),
+        (StatusCode::OK, &json!("FINISHED")),
+        "{report}"
+    );
+    still_answers(server, name).await;
+}
+
+/// `name` answers a sync job over its named object `nums`.
+async fn still_answers(server: &TestServer, name: &str) {
+    let (status, report) = server
+        .post(
+            &format!("/jobs?classPath=sql&context={name}&sync=true&timeout=60"),
+            "query = \"SELECT count(*) AS n FROM nums\"\ninputs { nums = { object = nums } }",
+        )
+        .await;
+    assert_eq!(
+        (status, &report["status"]),
+        (StatusCode::OK, &json!("FINISHED")),
+        "{report}"
+    );
+    assert_eq!(report["result"][0]["n"], 7_000, "{report}");
+}
+
+#[tokio::test]
+async fn a_job_over_its_memory_limit_ends_error_and_only_its_worker_is_replaced() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let file = numbers(&server, 7_000).await;
+    for (name, limit) in [("small", "256m"), ("other", "1g")] {
+        let (status, answer) = server
+            .post(&format!("/contexts/{name}?memory-limit={limit}"), "")
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    publish_and_read(&server, "other", &file).await;
+    publish_and_read(&server, "small", &file).await;
+    let other_pid = worker_pid(&server, "other").await;
+    let small_pid = worker_pid(&server, "small").await;
+
+    let (status, report) = server
+        .post(
+            "/jobs?classPath=sql&context=small&sync=true&timeout=120",
+            &sql_over_nums(HUGE_QUERY),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["status"], "ERROR", "{report}");
+    assert_eq!(
+        report["result"]["errorClass"], "floe.MemoryLimit",
+        "{report}"
+    );
+    let message = text(&report["result"]["message"]);
+    assert!(
+        message.starts_with("memory limit of 256.0 MiB exceeded"),
+        "{message}"
+    );
+    assert!(message.contains("context small"), "{message}");
+
+    // Its worker was replaced; the other context's was not, and still holds its object.
+    assert!(!alive(small_pid));
+    let small = context(&server, "small").await;
+    assert_eq!(small["worker"]["starts"], 1, "{small}");
+    assert!(
+        text(&small["worker"]["lastExit"]).starts_with("memory limit of 256.0 MiB exceeded"),
+        "{small}"
+    );
+    assert!(
+        small["worker"]["peakResidentBytes"].as_u64().unwrap() > 256 << 20,
+        "{small}"
+    );
+    assert_eq!(worker_pid(&server, "other").await, other_pid);
+    still_answers(&server, "other").await;
+    // The small context runs its next job in a new worker.
+    let (status, report) = server
+        .post(
+            "/jobs?classPath=sql&context=small&sync=true&timeout=60",
+            &sql_over(&file, "SELECT count(*) AS n FROM a"),
+        )
+        .await;
+    assert_eq!(
+        (status, &report["status"]),
+        (StatusCode::OK, &json!("FINISHED")),
+        "{report}"
+    );
+    assert_eq!(context(&server, "small").await["worker"]["starts"], 2);
+    assert_ne!(worker_pid(&server, "small").await, small_pid);
+    // The failed job is in the history with its reason.
+    let (_, jobs) = server.get("/jobs?status=ERROR").await;
+    assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_killed_long_computation_stops_within_a_second_and_the_next_job_starts() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let file = numbers(&server, 7_000).await;
+    let (status, answer) = server
+        .post("/contexts/busy?worker-threads=1&memory-limit=2g", "")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    publish_and_read(&server, "busy", &file).await;
+    let pid = worker_pid(&server, "busy").await;
+    let long = start_job(&server, "busy", &sql_over_nums(LONG_QUERY)).await;
+    // Queued behind it on the context's one thread.
+    let (status, queued) = server
+        .post(
+            "/jobs?classPath=sql&context=busy",
+            &sql_over(&file, "SELECT count(*) AS n FROM a"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let queued = text(&queued["jobId"]).to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let killed_at = Instant::now();
+    let (status, answer) = server.delete(&format!("/jobs/{long}")).await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (StatusCode::OK, &json!("KILLED")),
+        "{answer}"
+    );
+    // polars does not stop inside a plan: the process is killed after the grace (250 ms).
+    while alive(pid) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(1),
+            "the worker still runs a second after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let report = server.wait_final(&queued).await;
+    assert_eq!(report["status"], "FINISHED", "{report}");
+    assert_eq!(report["result"][0]["n"], 7_000, "{report}");
+    let report = server.wait_final(&long).await;
+    assert_eq!(report["status"], "KILLED", "{report}");
+    let busy = context(&server, "busy").await;
+    assert_eq!(busy["worker"]["starts"], 2, "{busy}");
+    // Its named objects went with the process, as the docs say.
+    assert_eq!(busy["namedObjects"], json!([]), "{busy}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_that_crashes_mid_job_fails_its_job_with_the_reason() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let file = numbers(&server, 7_000).await;
+    for name in ["crashy", "steady"] {
+        let (status, answer) = server.post(&format!("/contexts/{name}"), "").await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    publish_and_read(&server, "steady", &file).await;
+    for (signal, name) in [
+        ("ABRT", "signal 6 (SIGABRT)"),
+        ("KILL", "signal 9 (SIGKILL)"),
+    ] {
+        publish_and_read(&server, "crashy", &file).await;
+        let pid = worker_pid(&server, "crashy").await;
+        let job = start_job(&server, "crashy", &sql_over_nums(LONG_QUERY)).await;
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let report = server.wait_final(&job).await;
+        assert_eq!(report["status"], "ERROR", "{report}");
+        assert_eq!(
+            report["result"]["errorClass"], "floe.WorkerDied",
+            "{report}"
+        );
+        let message = text(&report["result"]["message"]);
+        assert!(
+            message.contains("the worker process of context crashy ended while this ran")
+                && message.contains(name)
+                && message.contains("its named objects were lost"),
+            "{message}"
+        );
+        // The other context never noticed; this one starts again on its next job.
+        still_answers(&server, "steady").await;
+        assert_eq!(context(&server, "crashy").await["namedObjects"], json!([]));
+    }
+    assert_eq!(context(&server, "crashy").await["worker"]["starts"], 2);
+    // Nothing stored was lost: every job is listed, with its final state.
+    let (_, jobs) = server.get("/jobs?limit=100").await;
+    let statuses: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| text(&job["status"]))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "ERROR").count(),
+        2,
+        "{jobs}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == "FINISHED").count(),
+        8,
+        "{jobs}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queries_and_ad_hoc_jobs_run_in_worker_processes_with_their_own_limits() {
+    let world = world();
+    let server = TestServer::start(&world, |_| {}).await;
+    let file = numbers(&server, 7_000).await;
+    let (status, answer) = server.post("/contexts/warm", "").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    publish_and_read(&server, "warm", &file).await;
+    let warm = context(&server, "warm").await;
+    assert_eq!(warm["settings"]["process"], "worker", "{warm}");
+    assert_eq!(warm["settings"]["memory-limit"], 4u64 << 30, "{warm}");
+    assert_eq!(warm["namedObjects"][0]["name"], "nums", "{warm}");
+
+    // A `/query` over the context's named object runs where the object is.
+    let (status, answer) = server
+        .post_json(
+            "/query",
+            &json!({ "sql": "SELECT count(*) * 2 AS twice FROM nums", "context": "warm" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["rows"][0]["twice"], 14_000, "{answer}");
+
+    // An ad-hoc job with a memory limit of its own runs in a worker of its own: over it, it
+    // fails alone; the shared ad-hoc worker and the contexts go on.
+    // 3,000 numbers: their file is small enough for the join limit's estimate, their 9M
+    // pairs are not for 200 MiB.
+    let few = numbers(&server, 3_000).await;
+    let huge = format!(
+        "{}\nspark.context-settings {{ memory-limit = 200m }}",
+        sql_over(&few, HUGE_QUERY)
+    );
+    let (status, report) = server
+        .post("/jobs?classPath=sql&sync=true&timeout=120", &huge)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["result"]["errorClass"], "floe.MemoryLimit",
+        "{report}"
+    );
+    assert!(
+        text(&report["result"]["message"]).starts_with("memory limit of 200.0 MiB exceeded"),
+        "{report}"
+    );
+    let (status, report) = server
+        .post(
+            "/jobs?classPath=sql&sync=true&timeout=60",
+            &sql_over(&file, "SELECT max(x) AS top FROM a"),
+        )
+        .await;
+    assert_eq!(
+        (status, &report["status"]),
+        (StatusCode::OK, &json!("FINISHED")),
+        "{report}"
+    );
+    assert_eq!(report["result"][0]["top"], 6_999, "{report}");
+    still_answers(&server, "warm").await;
+
+    // Limits are the admin's: above the server's, below what a worker needs, or a process
+    // mode for one ad-hoc job are refused, each naming its setting.
+    for (query, problem) in [
+        (
+            "/contexts/big?memory-limit=64g",
+            "above the server's limit of 4.0 GiB",
+        ),
+        (
+            "/contexts/tiny?memory-limit=1m",
+            "below the 128.0 MiB a worker process needs",
+        ),
+        (
+            "/contexts/odd?process=fork",
+            "expected `worker` or `in-process`, found `fork`",
+        ),
+    ] {
+        let (status, answer) = server.post(query, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {answer}");
+        assert!(
+            text(&answer["result"]).contains(problem),
+            "{query}: {answer}"
+        );
+    }
+    let (status, answer) = server
+        .post(
+            "/jobs?classPath=sql",
+            &format!(
+                "{}\nspark.context-settings {{ process = in-process }}",
+                sql_over(&file, "SELECT 1 AS one FROM a")
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        answer
+            .to_string()
+            .contains("setting `process` cannot be set for one ad-hoc job")
+    );
+
+    // A context may still choose the server's process.
+    let (status, answer) = server.post("/contexts/inside?process=in-process", "").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    publish_and_read(&server, "inside", &file).await;
+    let inside = context(&server, "inside").await;
+    assert_eq!(inside["settings"]["process"], "in-process", "{inside}");
+    assert_eq!(inside["worker"], Value::Null, "{inside}");
+    server.stop().await;
+}
