@@ -616,6 +616,9 @@ impl InProcessServer {
         let mut config = config;
         config.core.limits.max_result_bytes = LARGE_RESULTS.0;
         config.core.limits.max_job_results_bytes = LARGE_RESULTS.1;
+        // Contexts in the server's process, as when the figures of docs/benchmarks.md were
+        // taken; the worker processes' cost is measured by benches/jobserver.rs.
+        config.core.workers.enabled = false;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let state = build_state(config, JobRegistry::new(), clock, server.handle().clone())
             .expect("server state");

@@ -11,6 +11,12 @@
 //!    same queries written directly in polars on the same in-memory frame, in the same process:
 //!    the ratio is Floe's whole overhead (HTTP, planning, queueing, result storage, JSON).
 //!
+//! Both run on two contexts of the same server, round by round: `bench` in the server's
+//! process and `benchw` in a worker process of its own (the default of `floe serve`), so the
+//! worker's cost (a call over its pipes, the result back as Arrow IPC) is measured against
+//! in-process in the same run. This binary serves as the worker process too
+//! (`floe::cli::run_as_worker_if_asked`).
+//!
 //! Each figure is the median of `FLOE_BENCH_REPEATS` (default 5) runs after a warm-up; the
 //! Q ratio is the median of the rounds' ratios (each round times the sync job and polars back
 //! to back), not a ratio of two medians. The
@@ -31,6 +37,28 @@ use polars::prelude::*;
 mod common;
 
 use common::{CpuTicks, env_usize, median, run_in_process, steal_line, write_sample_week};
+
+/// Whether two JSON results hold the same rows: floats as equal as two summations in another
+/// order can be (polars sums in parallel), everything else exactly.
+fn same_rows(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
+                (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+                _ => x == y,
+            },
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(x, y))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+            }
+            _ => a == b,
+        }
+    }
+    same(a, b)
+}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -55,8 +83,14 @@ struct LoadResult {
 
 /// `clients` keep-alive connections, each posting the trivial job back to back for `window`,
 /// with `token` as a bearer token when given.
-async fn load(base: &str, token: Option<&str>, clients: usize, window: Duration) -> LoadResult {
-    let url = format!("{base}/jobs?classPath=sql&context=bench&sync=true");
+async fn load(
+    base: &str,
+    context: &str,
+    token: Option<&str>,
+    clients: usize,
+    window: Duration,
+) -> LoadResult {
+    let url = format!("{base}/jobs?classPath=sql&context={context}&sync=true");
     let authorization = token.map(|token| format!("Bearer {token}"));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -100,12 +134,13 @@ async fn load(base: &str, token: Option<&str>, clients: usize, window: Duration)
 async fn sync_job(
     client: &reqwest::Client,
     base: &str,
+    context: &str,
     class: &str,
     config: &str,
 ) -> serde_json::Value {
     let response = client
         .post(format!(
-            "{base}/jobs?classPath={class}&context=bench&sync=true&timeout=600"
+            "{base}/jobs?classPath={class}&context={context}&sync=true&timeout=600"
         ))
         .body(config.to_owned())
         .send()
@@ -117,7 +152,11 @@ async fn sync_job(
     body
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    // The worker processes of the `benchw` context are this binary.
+    if let Some(code) = floe::cli::run_as_worker_if_asked() {
+        return code;
+    }
     let rows = env_usize("FLOE_BENCH_ROWS", 10_000_000);
     let repeats = env_usize("FLOE_BENCH_REPEATS", 5).max(1);
     let window = Duration::from_millis(env_usize("FLOE_BENCH_WINDOW_MS", 2000) as u64);
@@ -142,6 +181,8 @@ fn main() {
     // `job_retention`: with none, the oldest beyond `job_history` are pruned as they would be
     // on a server with a shorter retention, and the bench measures that pruning too.
     config.core.job_retention = Duration::ZERO;
+    // The `bench` context runs in-process beside `benchw` in its worker, for the comparison.
+    config.core.workers.allow_in_process = true;
     let handle = server_runtime.handle().clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = build_state(config, JobRegistry::new(), clock, handle).expect("state");
@@ -173,6 +214,7 @@ fn main() {
     };
     auth_config.auth.tokens_file = Some(tokens_file);
     auth_config.core.job_retention = Duration::ZERO;
+    auth_config.core.workers.enabled = false;
     let auth_state = build_state(
         auth_config,
         JobRegistry::new(),
@@ -194,12 +236,16 @@ fn main() {
         .expect("runtime");
     client_runtime.block_on(async {
         let client = reqwest::Client::new();
-        let created = client
-            .post(format!("{base}/contexts/bench?worker-threads=2&queue-length=256&memory-budget=8g"))
-            .send()
-            .await
-            .expect("context");
-        assert_eq!(created.status(), 200);
+        for (context, process) in [("bench", "in-process"), ("benchw", "worker")] {
+            let created = client
+                .post(format!(
+                    "{base}/contexts/{context}?worker-threads=2&queue-length=256&memory-budget=8g&process={process}"
+                ))
+                .send()
+                .await
+                .expect("context");
+            assert_eq!(created.status(), 200);
+        }
         let create = |token: String| {
             client
                 .post(format!("{auth_base}/contexts/bench?worker-threads=2&queue-length=256"))
@@ -214,13 +260,16 @@ fn main() {
         let loaded = Instant::now();
         // A one-row result: a `select` would store the whole table as the job's result, over
         // the default `limits.max_result_bytes`.
-        sync_job(
-            &client,
-            &base,
-            "count_distinct",
-            "input { object = events, source = events, app = shop, from = \"2024-01-01\", to = \"2024-01-08\" }\ncolumn = user_id",
-        )
-        .await;
+        for context in ["bench", "benchw"] {
+            sync_job(
+                &client,
+                &base,
+                context,
+                "count_distinct",
+                "input { object = events, source = events, app = shop, from = \"2024-01-01\", to = \"2024-01-08\" }\ncolumn = user_id",
+            )
+            .await;
+        }
         eprintln!("named object `events` loaded in {:.1} s", loaded.elapsed().as_secs_f64());
         let context: serde_json::Value = client
             .get(format!("{base}/contexts/bench"))
@@ -312,21 +361,31 @@ fn main() {
             ),
         ];
         println!(
-            "| query | Floe sync job ms | job kind in-process ms | direct polars ms | sync job / polars (median of the rounds' ratios) |"
+            "| query | Floe sync job ms | job kind in-process ms | direct polars ms | sync job / polars (median of the rounds' ratios) | worker context: sync job ms | worker / in-process (median of the rounds' ratios) |"
         );
-        println!("|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|");
         for (name, class, config, direct, job) in &queries {
-            sync_job(&client, &base, class, config).await; // warm-up
+            sync_job(&client, &base, "bench", class, config).await; // warm-up
+            sync_job(&client, &base, "benchw", class, config).await;
             direct();
             let (mut floe_ms, mut polars_ms, mut kind_ms) = (Vec::new(), Vec::new(), Vec::new());
-            let (mut server_ms, mut thread_ms) = (Vec::new(), Vec::new());
+            let (mut server_ms, mut thread_ms, mut worker_ms) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..repeats {
                 let t = Instant::now();
                 run_in_process(job.as_ref(), &frame);
                 kind_ms.push(t.elapsed().as_secs_f64() * 1e3);
                 let t = Instant::now();
-                let body = sync_job(&client, &base, class, config).await;
+                let body = sync_job(&client, &base, "bench", class, config).await;
                 floe_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let t = Instant::now();
+                let in_worker = sync_job(&client, &base, "benchw", class, config).await;
+                worker_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                assert!(
+                    same_rows(&in_worker["result"], &body["result"]),
+                    "{name}: worker and in-process disagree: {} against {}",
+                    in_worker["result"],
+                    body["result"]
+                );
                 let report: serde_json::Value = client
                     .get(format!("{base}/jobs/{}", body["jobId"].as_str().unwrap_or_default()))
                     .send()
@@ -358,12 +417,16 @@ fn main() {
             // slow stretch of the machine hits them alike (before `median` sorts the times).
             let mut ratios: Vec<f64> = floe_ms.iter().zip(&polars_ms).map(|(f, p)| f / p).collect();
             let paired = median(&mut ratios);
-            let (f, k, p) = (
+            let mut worker_ratios: Vec<f64> =
+                worker_ms.iter().zip(&floe_ms).map(|(w, f)| w / f).collect();
+            let worker_paired = median(&mut worker_ratios);
+            let (f, k, p, w) = (
                 median(&mut floe_ms),
                 median(&mut kind_ms),
                 median(&mut polars_ms),
+                median(&mut worker_ms),
             );
-            println!("| {name} | {f:.1} | {k:.1} | {p:.1} | {paired:.2}× |");
+            println!("| {name} | {f:.1} | {k:.1} | {p:.1} | {paired:.2}× | {w:.1} | {worker_paired:.2}× |");
             eprintln!(
                 "{name}: server-side duration {:.1} ms, job kind on a fresh thread {:.1} ms",
                 median(&mut server_ms),
@@ -376,12 +439,14 @@ fn main() {
         println!();
         println!("## Trivial sync job (SELECT 1), warm context, loopback");
         println!(
-            "| clients | p50 ms | p99 ms | jobs/s | with a token: p50 ms | p99 ms | jobs/s | \
-             token check, median of the rounds' p50 differences ms |"
+            "| clients | in-process: p50 ms | p99 ms | jobs/s | worker context: p50 ms | p99 ms | \
+             jobs/s | worker − in-process, median of the rounds' p50 differences ms | with a \
+             token: p50 ms | jobs/s | token check, median of the rounds' p50 differences ms |"
         );
-        println!("|---|---|---|---|---|---|---|---|");
-        load(&base, None, 4, Duration::from_millis(500)).await; // warm-up
-        load(&auth_base, Some(&token), 4, Duration::from_millis(500)).await;
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+        load(&base, "bench", None, 4, Duration::from_millis(500)).await; // warm-up
+        load(&base, "benchw", None, 4, Duration::from_millis(500)).await;
+        load(&auth_base, "bench", Some(&token), 4, Duration::from_millis(500)).await;
         let levels: &[usize] = if std::env::var_os("FLOE_BENCH_SKIP_TRIVIAL").is_some() {
             &[]
         } else {
@@ -389,26 +454,35 @@ fn main() {
         };
         for &clients in levels {
             let (mut p50, mut p99, mut rate) = (Vec::new(), Vec::new(), Vec::new());
-            let (mut auth_p50, mut auth_p99, mut auth_rate) = (Vec::new(), Vec::new(), Vec::new());
-            let mut differences = Vec::new();
+            let (mut worker_p50, mut worker_p99, mut worker_rate) =
+                (Vec::new(), Vec::new(), Vec::new());
+            let (mut auth_p50, mut auth_rate) = (Vec::new(), Vec::new());
+            let (mut worker_cost, mut differences) = (Vec::new(), Vec::new());
             for _ in 0..repeats {
-                let open = load(&base, None, clients, window).await;
-                let checked = load(&auth_base, Some(&token), clients, window).await;
+                let open = load(&base, "bench", None, clients, window).await;
+                let worker = load(&base, "benchw", None, clients, window).await;
+                let checked = load(&auth_base, "bench", Some(&token), clients, window).await;
                 differences.push(checked.p50_ms - open.p50_ms);
+                worker_cost.push(worker.p50_ms - open.p50_ms);
                 p50.push(open.p50_ms);
                 p99.push(open.p99_ms);
                 rate.push(open.jobs_per_s);
+                worker_p50.push(worker.p50_ms);
+                worker_p99.push(worker.p99_ms);
+                worker_rate.push(worker.jobs_per_s);
                 auth_p50.push(checked.p50_ms);
-                auth_p99.push(checked.p99_ms);
                 auth_rate.push(checked.jobs_per_s);
             }
             println!(
-                "| {clients} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:+.3} |",
+                "| {clients} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:+.3} | {:.3} | {:.0} | {:+.3} |",
                 median(&mut p50),
                 median(&mut p99),
                 median(&mut rate),
+                median(&mut worker_p50),
+                median(&mut worker_p99),
+                median(&mut worker_rate),
+                median(&mut worker_cost),
                 median(&mut auth_p50),
-                median(&mut auth_p99),
                 median(&mut auth_rate),
                 median(&mut differences)
             );
@@ -416,4 +490,5 @@ fn main() {
     });
     println!();
     println!("{}", steal_line(cpu_start));
+    std::process::ExitCode::SUCCESS
 }

@@ -352,6 +352,26 @@ fn failed_with_causes(err: impl std::error::Error + 'static) -> CliError {
     CliError::Failed(crate::error::error_chain(&err))
 }
 
+/// For a binary that embeds Floe's server with worker processes (`workers.executable` unset:
+/// workers are started from the binary itself): serves as a worker and answers its exit code
+/// when this process was started as one (`<binary> worker --protocol=…`), else `None`. Call it
+/// first thing in `main`. The `floe` binary does this through [`run`].
+pub fn run_as_worker_if_asked() -> Option<std::process::ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("worker")
+        || args.get(1).map(String::as_str) != Some(crate::jobserver::workers::WORKER_PROTOCOL)
+    {
+        return None;
+    }
+    Some(match crate::jobserver::workers::run_worker(&args[1..]) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    })
+}
+
 /// Runs a parsed command line with the built-in job kinds plus `registry`'s classes.
 pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

@@ -25,6 +25,19 @@ impl JobServer {
         if let Some(worker) = &live.context.worker {
             return self.execute_remote(live, plan, worker);
         }
+        if live.context.adhoc
+            && let Some(pool) = &self.adhoc_workers
+        {
+            let unavailable = |message: String| ExecError::Failed {
+                message: format!("ad-hoc jobs cannot run: {message}"),
+                class: "floe.WorkerUnavailable",
+            };
+            let pool = pool.as_ref().map_err(|e| unavailable(e.clone()))?;
+            let worker = pool.take().map_err(unavailable)?;
+            let result = self.execute_remote(live, plan, &worker);
+            pool.give_back(worker);
+            return result;
+        }
         let mut inputs = Vec::new();
         for (name, spec) in &plan.inputs {
             Self::checkpoint(live)?;

@@ -60,6 +60,10 @@ impl JobServer {
             start_time: self.clock.now(),
             settings: given.clone(),
         });
+        self.settings
+            .workers
+            .check_context(&settings)
+            .map_err(|e| ContextError::Settings(vec![e]))?;
         let worker = if settings.runs_in_worker(&self.settings.workers) {
             let limit = settings.worker_memory_limit(&self.settings.workers);
             self.settings

@@ -280,10 +280,11 @@ impl JobServer {
                 timeouts.remove(key);
             }
         }
-        // Built-in classes run cancellably and, in this process, count against the server's
-        // memory limit (in a worker process, against its own); a materialisation's runs stop
-        // at their own safe points and commit or fail as runs.
-        let _tracked = (matches!(plan, JobPlan::Builtin(_)) && live.context.worker.is_none())
+        // Built-in classes run cancellably and count against the server's memory limit (a
+        // job in a worker process too: the server reads its results inputs and its result;
+        // the worker's own limit watches the rest); a materialisation's runs stop at their
+        // own safe points and commit or fail as runs.
+        let _tracked = matches!(plan, JobPlan::Builtin(_))
             .then(|| self.memory.track(&live.cancel, format!("job {}", live.id)));
         let execute = || match &plan {
             JobPlan::Builtin(_) => live.cancel.scope(|| self.execute(live, &plan)),
@@ -292,7 +293,15 @@ impl JobServer {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(execute));
         let outcome = match result {
             Ok(Ok(frame)) => Outcome::Finished(frame),
-            Ok(Err(ExecError::Stopped)) => return,
+            // Whoever asked for the stop finalises the job.
+            Ok(Err(ExecError::Stopped)) if live.stop_reason() != StopReason::None => return,
+            // A stop nobody asked for (the memory watchdog's cancel seen at a safe point) must
+            // still end the job, never leave it RUNNING.
+            Ok(Err(ExecError::Stopped)) => Outcome::Failed(JobFailure {
+                message: live.cancel.reason().unwrap_or("stopped").to_owned(),
+                error_class: "floe.MemoryLimit".to_owned(),
+                stack: String::new(),
+            }),
             // Cancelled without a stop request: the memory watchdog stopped it.
             Ok(Err(ExecError::Failed { .. }))
                 if live.cancel.is_cancelled() && live.stop_reason() == StopReason::None =>

@@ -67,9 +67,8 @@ use self::context::{Context, ContextSettings, Executor};
 use self::deadlines::{DeadlineKey, Deadlines};
 use self::history::FinishedJobs;
 use self::limits::{Limits, MAX_STORED_JOBS};
-use self::workers::WorkerSettings;
+use self::workers::{AdhocWorkers, WorkerSettings};
 use crate::catalog::Catalog;
-use crate::worker::Worker;
 
 /// The name spark-jobserver reports for an ad-hoc context.
 pub const ADHOC_CONTEXT: &str = "<<ad-hoc>>";
@@ -329,8 +328,9 @@ pub struct JobServer {
     pub catalog: Arc<Catalog>,
     contexts: RwLock<BTreeMap<String, Arc<Context>>>,
     adhoc: Arc<Executor>,
-    /// The worker process ad-hoc jobs share, when they run in one.
-    adhoc_worker: Option<Arc<Worker>>,
+    /// The worker processes ad-hoc jobs run in, one job each, when they run in workers (an
+    /// error: why they cannot, which each ad-hoc job then fails with).
+    adhoc_workers: Option<Result<AdhocWorkers, String>>,
     settings: CoreSettings,
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
     /// The one executor of pipeline runs, which materialisation jobs hand their runs to
@@ -390,21 +390,11 @@ impl JobServer {
             settings.adhoc.queue_length,
         );
         let callbacks = Callbacks::start(settings.callbacks.clone(), &runtime);
-        let adhoc_worker = if settings.adhoc.runs_in_worker(&settings.workers) {
-            let made = settings.workers.worker_for(
-                "<<ad-hoc>>",
-                settings.adhoc.worker_threads,
-                settings.adhoc.memory_budget,
-                settings.adhoc.worker_memory_limit(&settings.workers),
-                &settings.limits,
-            );
-            made.inspect_err(
-                |e| tracing::error!(error = %e, "ad-hoc jobs cannot run in a worker process"),
+        let adhoc_workers = settings.adhoc.runs_in_worker(&settings.workers).then(|| {
+            AdhocWorkers::new(&settings.workers, &settings.adhoc, &settings.limits).inspect_err(
+                |e| tracing::error!(error = %e, "ad-hoc jobs cannot run in worker processes"),
             )
-            .ok()
-        } else {
-            None
-        };
+        });
         Arc::new_cyclic(|me: &Weak<JobServer>| JobServer {
             store: materializer.store().clone(),
             clock,
@@ -420,7 +410,7 @@ impl JobServer {
             )),
             contexts: RwLock::new(BTreeMap::new()),
             adhoc,
-            adhoc_worker,
+            adhoc_workers,
             settings,
             live: Mutex::new(HashMap::new()),
             scheduler: OnceLock::new(),

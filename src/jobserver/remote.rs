@@ -9,7 +9,7 @@
 //! with the reason, its objects are gone, and the next job starts a new worker. Nothing in the
 //! store depends on a worker: it never opens the store.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -23,6 +23,7 @@ use super::context::Context;
 use super::context_run::{
     Build, ContextError, ContextInput, ContextJob, context_error_class, run_in_context,
 };
+use super::limits::LimitError;
 use super::objects::{NamedObjects, ObjectDefinition, ObjectSummary};
 use super::plan::{BuiltinPlan, InputSpec, ObjectWindow, build_builtin};
 use super::{ExecError, JobServer, LiveJob, StopReason, context_label};
@@ -247,7 +248,9 @@ impl JobServer {
                     .is_cancelled()
                     .then(|| format!("job {} was stopped while it ran", live.id))
             };
-            match self.call_worker(&live.context, worker, &call, blobs, &stop) {
+            // A job that must stop stops at once: its process is killed after the grace.
+            let kill_after = Some(self.settings.workers.kill_grace);
+            match call_worker(&live.context, worker, &call, blobs, &stop, kill_after) {
                 Err(RemoteError::NeedsBuild(object)) => {
                     // Each object is sent at most once: a second miss means it was built and
                     // dropped again (over the budget) before this job could read it.
@@ -268,7 +271,17 @@ impl JobServer {
                 Err(RemoteError::Failed { message, class }) => {
                     return Err(ExecError::Failed { message, class });
                 }
-                Err(RemoteError::Stopped) => return Err(ExecError::Stopped),
+                // Stopped at a safe point: by whoever asked for a stop (they finalise the job),
+                // or by the server's memory watchdog, which asks for none (the job fails).
+                Err(RemoteError::Stopped) if live.stop_reason() != StopReason::None => {
+                    return Err(ExecError::Stopped);
+                }
+                Err(RemoteError::Stopped) => {
+                    return Err(ExecError::Failed {
+                        message: live.cancel.reason().unwrap_or("stopped").to_owned(),
+                        class: "floe.MemoryLimit",
+                    });
+                }
                 Ok(frame) => return Ok(frame),
             }
         }
@@ -319,7 +332,10 @@ impl JobServer {
             now,
             own_objects: None,
         };
-        match self.call_worker(context, worker, &call, blobs, stop) {
+        // A query that must stop (its time limit, a hang-up) is asked to, and its place is
+        // held until the worker lets go, as in the server's process: a query never kills its
+        // context's worker and the named objects in it.
+        match call_worker(context, worker, &call, blobs, stop, None) {
             Ok(frame) => Ok(frame),
             Err(RemoteError::Failed { message, class }) => Err((message, class)),
             Err(RemoteError::Stopped) => Err((
@@ -332,55 +348,56 @@ impl JobServer {
             )),
         }
     }
+}
 
-    /// Sends `call` to `worker` and reads its reply, keeping the context's view of its named
-    /// objects up to date.
-    fn call_worker(
-        &self,
-        context: &Context,
-        worker: &Worker,
-        call: &RunCall,
-        blobs: Vec<Vec<u8>>,
-        stop: &dyn Fn() -> Option<String>,
-    ) -> Result<DataFrame, RemoteError> {
-        let header = serde_json::to_vec(call).map_err(|e| RemoteError::Failed {
-            message: e.to_string(),
-            class: "floe.JobFailed",
-        })?;
-        let answer = worker.call(header, blobs, stop, self.settings.workers.kill_grace);
-        let frame = answer.map_err(|error| {
-            if !context.adhoc {
-                *lock(&context.remote_objects) = ObjectsView::default();
-            }
-            worker_failed(context, error)
-        })?;
-        let unreadable = |what: String| RemoteError::Failed {
-            message: format!("the worker process answered what Floe cannot read: {what}"),
-            class: "floe.WorkerFailed",
+/// Sends `call` to `worker` and reads its reply, keeping the context's view of its named
+/// objects up to date.
+fn call_worker(
+    context: &Context,
+    worker: &Worker,
+    call: &RunCall,
+    blobs: Vec<Vec<u8>>,
+    stop: &dyn Fn() -> Option<String>,
+    kill_after: Option<std::time::Duration>,
+) -> Result<DataFrame, RemoteError> {
+    let header = serde_json::to_vec(call).map_err(|e| RemoteError::Failed {
+        message: e.to_string(),
+        class: "floe.JobFailed",
+    })?;
+    let answer = worker.call(header, blobs, stop, kill_after);
+    let frame = answer.map_err(|error| {
+        // The process is gone, and its named objects with it.
+        if !context.adhoc && matches!(error, CallError::Died(_) | CallError::Start(_)) {
+            *lock(&context.remote_objects) = ObjectsView::default();
+        }
+        worker_failed(context, error)
+    })?;
+    let unreadable = |what: String| RemoteError::Failed {
+        message: format!("the worker process answered what Floe cannot read: {what}"),
+        class: "floe.WorkerFailed",
+    };
+    let reply: RunReply =
+        serde_json::from_slice(&frame.header).map_err(|e| unreadable(e.to_string()))?;
+    if !context.adhoc {
+        *lock(&context.remote_objects) = ObjectsView {
+            summaries: reply.objects,
+            used: reply.used,
         };
-        let reply: RunReply =
-            serde_json::from_slice(&frame.header).map_err(|e| unreadable(e.to_string()))?;
-        if !context.adhoc {
-            *lock(&context.remote_objects) = ObjectsView {
-                summaries: reply.objects,
-                used: reply.used,
-            };
+    }
+    match reply.outcome {
+        WireOutcome::Finished => {
+            let bytes = frame
+                .blobs
+                .first()
+                .ok_or_else(|| unreadable("no result".to_owned()))?;
+            decode_ipc(bytes).map_err(|e| unreadable(e.to_string()))
         }
-        match reply.outcome {
-            WireOutcome::Finished => {
-                let bytes = frame
-                    .blobs
-                    .first()
-                    .ok_or_else(|| unreadable("no result".to_owned()))?;
-                decode_ipc(bytes).map_err(|e| unreadable(e.to_string()))
-            }
-            WireOutcome::Failed { message, class } => Err(RemoteError::Failed {
-                message,
-                class: context_error_class(&class),
-            }),
-            WireOutcome::Stopped => Err(RemoteError::Stopped),
-            WireOutcome::NeedsBuild { object } => Err(RemoteError::NeedsBuild(object)),
-        }
+        WireOutcome::Failed { message, class } => Err(RemoteError::Failed {
+            message,
+            class: context_error_class(&class),
+        }),
+        WireOutcome::Stopped => Err(RemoteError::Stopped),
+        WireOutcome::NeedsBuild { object } => Err(RemoteError::NeedsBuild(object)),
     }
 }
 
@@ -494,12 +511,10 @@ fn wire_input(input: ResolvedInput<'_>, blobs: &mut Vec<Vec<u8>>) -> Result<Wire
     })
 }
 
-/// The worker's side: a context's named objects and the calls running against them.
+/// The worker's side: a context's named objects, and the calls that run against them.
 #[derive(Debug)]
 pub struct ContextWorker {
     objects: NamedObjects,
-    /// The stop handle of each running call.
-    running: Mutex<HashMap<u64, Cancel>>,
 }
 
 impl ContextWorker {
@@ -507,25 +522,36 @@ impl ContextWorker {
     pub fn new(memory_budget: u64) -> ContextWorker {
         ContextWorker {
             objects: NamedObjects::new(memory_budget),
-            running: Mutex::new(HashMap::new()),
         }
     }
 
     fn run(
         &self,
-        id: u64,
         run: RunCall,
         blobs: Vec<Vec<u8>>,
+        cancel: &Cancel,
     ) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
-        let cancel = Cancel::new();
-        lock(&self.running).insert(id, cancel.clone());
-        let outcome = cancel.scope(|| self.run_job(run, blobs, &cancel));
-        lock(&self.running).remove(&id);
-        let (outcome, blobs) = match outcome {
-            Ok(frame) => {
-                let bytes = encode_ipc(&frame).map_err(|e| e.to_string())?;
-                (WireOutcome::Finished, vec![bytes])
+        let max_result_bytes = run.max_result_bytes;
+        let outcome = cancel.scope(|| self.run_job(run, blobs, cancel));
+        let (outcome, blobs) = match outcome.and_then(|frame| {
+            // What the server would refuse to store is refused here, before it crosses,
+            // measured as the server measures it.
+            let size = crate::frames::arrow_size(&frame) as u64;
+            if size > max_result_bytes {
+                let over = LimitError::ResultBytes {
+                    bytes: size,
+                    limit: max_result_bytes,
+                };
+                return Err(ContextError::failed(
+                    "floe.ResultTooLarge",
+                    over.to_string(),
+                ));
             }
+            let bytes = encode_ipc(&frame)
+                .map_err(|e| ContextError::failed("floe.JobFailed", e.to_string()))?;
+            Ok(bytes)
+        }) {
+            Ok(bytes) => (WireOutcome::Finished, vec![bytes]),
             Err(ContextError::Failed { message, class }) => (
                 WireOutcome::Failed {
                     message,
@@ -606,19 +632,13 @@ impl ContextWorker {
 impl Handler for ContextWorker {
     fn call(
         &self,
-        id: u64,
         header: &[u8],
         blobs: Vec<Vec<u8>>,
+        cancel: &Cancel,
     ) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
         let run: RunCall =
             serde_json::from_slice(header).map_err(|e| format!("a call Floe cannot read: {e}"))?;
-        self.run(id, run, blobs)
-    }
-
-    fn cancel(&self, id: u64) {
-        if let Some(cancel) = lock(&self.running).get(&id) {
-            cancel.cancel("killed");
-        }
+        self.run(run, blobs, cancel)
     }
 }
 

@@ -3,9 +3,12 @@
 //! (how it is started and watched), and `floe worker`, the entry point of the worker process.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::ADHOC_CONTEXT;
+use super::context::ContextSettings;
+use super::limits::Limits;
 use super::remote::ContextWorker;
 use crate::frames::memory::human_bytes;
 use crate::worker::{Supervision, Worker, WorkerCommand};
@@ -15,6 +18,9 @@ pub const DEFAULT_WORKER_MEMORY_LIMIT: u64 = 4 << 30;
 
 /// This process's own executable on Linux, there even when its file was replaced.
 const SELF_EXE: &str = "/proc/self/exe";
+
+/// Set in a worker's environment to its server's pid.
+pub const WORKER_PARENT_ENV: &str = "FLOE_WORKER_PARENT";
 
 /// The least `memory-limit` a context may set: a worker process takes tens of MiB before its
 /// first job (an unoptimised build about 100 MiB).
@@ -30,6 +36,9 @@ pub struct WorkerSettings {
     /// Whether a context runs in a worker process unless its `process` setting says
     /// otherwise. The server's default; embedders of the library start in-process.
     pub enabled: bool,
+    /// Whether a client may create a context with `process = in-process` (out of reach of
+    /// the worker's memory limit and kills): the operator's choice, off by default.
+    pub allow_in_process: bool,
     /// The program a worker is started from: Floe's own binary. `None`: this executable.
     pub executable: Option<PathBuf>,
     /// The resident memory past which a worker process is killed; a context may set a lower
@@ -48,6 +57,7 @@ impl Default for WorkerSettings {
     fn default() -> Self {
         WorkerSettings {
             enabled: false,
+            allow_in_process: false,
             executable: None,
             memory_limit: DEFAULT_WORKER_MEMORY_LIMIT,
             kill_grace: Duration::from_millis(250),
@@ -97,6 +107,15 @@ impl WorkerSettings {
         memory_limit: u64,
         limits: &super::limits::Limits,
     ) -> Result<Arc<Worker>, String> {
+        // A process that is itself a worker never starts workers: a binary that embeds the
+        // server and does not answer `worker` would otherwise start itself again and again.
+        if std::env::var_os(WORKER_PARENT_ENV).is_some() {
+            return Err(format!(
+                "this process was started as a worker process ({WORKER_PARENT_ENV} is set) and \
+                 starts none of its own: `workers.executable` must be Floe's binary, or a binary \
+                 that calls `floe::cli::run_as_worker_if_asked` first"
+            ));
+        }
         let program = match &self.executable {
             Some(path) => path.clone(),
             // The very binary the server runs, even once an upgrade replaced its file: its
@@ -109,6 +128,7 @@ impl WorkerSettings {
             format!("context {label}"),
             WorkerCommand {
                 program,
+                env: vec![(WORKER_PARENT_ENV.to_owned(), std::process::id().to_string())],
                 args: vec![
                     "worker".to_owned(),
                     WORKER_PROTOCOL.to_owned(),
@@ -131,6 +151,37 @@ impl WorkerSettings {
                     .saturating_add(64 << 20),
             },
         )))
+    }
+
+    /// Refuses settings of a context that this server's policy does not allow: `process =
+    /// in-process` unless `allow_in_process`, `process = worker` with workers off, a
+    /// `memory-limit` for a context that does not run in a worker. Each names its setting.
+    pub fn check_context(&self, settings: &ContextSettings) -> Result<(), String> {
+        match settings.process {
+            Some(ProcessMode::InProcess) if self.enabled && !self.allow_in_process => {
+                return Err(
+                    "setting `process`: `in-process` is not allowed on this server: \
+                            contexts run in worker processes (`workers.allow_in_process`)"
+                        .to_owned(),
+                );
+            }
+            Some(ProcessMode::Worker) if !self.enabled => {
+                return Err(
+                    "setting `process`: worker processes are off on this server \
+                            (`workers.enabled`)"
+                        .to_owned(),
+                );
+            }
+            _ => {}
+        }
+        if settings.memory_limit.is_some() && !settings.runs_in_worker(self) {
+            return Err(
+                "setting `memory-limit` applies to a context in a worker process \
+                        (`process = worker`)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
     }
 
     /// Refuses a context `memory-limit` above the server's, or below what a worker process
@@ -189,28 +240,93 @@ pub fn run_worker(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("the worker's pipe to its server failed: {e}"))
 }
 
+/// The worker processes ad-hoc jobs run in: one job per process at a time, so a job's memory
+/// limit, its kill or its crash is its own and no other client's. Idle processes are kept
+/// warm for the next jobs, at most one per ad-hoc thread (the ad-hoc pool's admission bounds
+/// how many run at once).
+#[derive(Debug)]
+pub struct AdhocWorkers {
+    idle: Mutex<Vec<Arc<Worker>>>,
+    keep: usize,
+    settings: WorkerSettings,
+    memory_budget: u64,
+    memory_limit: u64,
+    limits: Limits,
+}
+
+impl AdhocWorkers {
+    /// The pool for the ad-hoc settings `adhoc`; an error says why ad-hoc jobs cannot run in
+    /// worker processes here.
+    pub fn new(
+        settings: &WorkerSettings,
+        adhoc: &ContextSettings,
+        limits: &Limits,
+    ) -> Result<AdhocWorkers, String> {
+        let memory_limit = adhoc.worker_memory_limit(settings);
+        settings.check_memory_limit(memory_limit)?;
+        let pool = AdhocWorkers {
+            idle: Mutex::new(Vec::new()),
+            keep: adhoc.worker_threads,
+            settings: settings.clone(),
+            memory_budget: adhoc.memory_budget,
+            memory_limit,
+            limits: limits.clone(),
+        };
+        // Made once now, so a misconfiguration shows at start-up.
+        let first = pool.take()?;
+        pool.give_back(first);
+        Ok(pool)
+    }
+
+    /// An idle worker, or a new one.
+    pub fn take(&self) -> Result<Arc<Worker>, String> {
+        if let Some(worker) = lock(&self.idle).pop() {
+            return Ok(worker);
+        }
+        self.settings.worker_for(
+            ADHOC_CONTEXT,
+            1,
+            self.memory_budget,
+            self.memory_limit,
+            &self.limits,
+        )
+    }
+
+    /// Keeps `worker` for the next job, unless enough are idle (then it is dropped, and its
+    /// process with it).
+    pub fn give_back(&self, worker: Arc<Worker>) {
+        let mut idle = lock(&self.idle);
+        if idle.len() < self.keep {
+            idle.push(worker);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl super::JobServer {
-    /// The worker process an ad-hoc job runs in: one of its own when it asks for its own
-    /// `memory-limit` (`spark.context-settings`), else the shared ad-hoc one; `None`
-    /// in-process. A limit above `workers.memory_limit` is refused, naming it.
+    /// The worker process of its own an ad-hoc job runs in when it sets its own
+    /// `memory-limit` (`spark.context-settings`), limited to it; `None` for the others, which
+    /// run in the ad-hoc pool ([`AdhocWorkers`]) or in-process. A limit above
+    /// `workers.memory_limit`, or one for a server whose ad-hoc jobs run in-process, is
+    /// refused, naming the setting.
     pub(super) fn adhoc_worker_for(
         &self,
         job_id: &str,
-        settings: &super::context::ContextSettings,
+        settings: &ContextSettings,
         given: &std::collections::BTreeMap<String, serde_json::Value>,
     ) -> Result<Option<Arc<Worker>>, String> {
-        if !settings.runs_in_worker(&self.settings.workers) {
-            if given.contains_key("memory-limit") {
-                return Err(
-                    "setting `memory-limit` applies to a job in a worker process; ad-hoc jobs \
-                     run in the server's process here (`workers.enabled`)"
-                        .to_owned(),
-                );
-            }
+        if !given.contains_key("memory-limit") {
             return Ok(None);
         }
-        if !given.contains_key("memory-limit") {
-            return Ok(self.adhoc_worker.clone());
+        if !settings.runs_in_worker(&self.settings.workers) {
+            return Err(
+                "setting `memory-limit` applies to a job in a worker process; ad-hoc jobs \
+                 run in the server's process here (`workers.enabled`)"
+                    .to_owned(),
+            );
         }
         let limit = settings.worker_memory_limit(&self.settings.workers);
         self.settings.workers.check_memory_limit(limit)?;

@@ -347,6 +347,7 @@ struct ConfigFile {
 #[serde(deny_unknown_fields)]
 struct WorkersFile {
     enabled: Option<bool>,
+    allow_in_process: Option<bool>,
     executable: Option<PathBuf>,
     /// Bytes (`4g`).
     memory_limit: Option<Value>,
@@ -361,6 +362,7 @@ impl WorkersFile {
     fn apply(self, file: &Path, workers: &mut WorkerSettings) -> Result<(), ConfigError> {
         let WorkersFile {
             enabled,
+            allow_in_process,
             executable,
             memory_limit,
             kill_grace,
@@ -370,6 +372,9 @@ impl WorkersFile {
         } = self;
         if let Some(enabled) = enabled {
             workers.enabled = enabled;
+        }
+        if let Some(allow) = allow_in_process {
+            workers.allow_in_process = allow;
         }
         if let Some(executable) = executable {
             workers.executable = Some(executable);

@@ -5,24 +5,23 @@
 //! [`serve`] returns and the process ends with it, whatever its calls are computing — so a
 //! server killed with `kill -9` leaves no worker behind burning CPU.
 
+use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::wire::{Frame, FrameKind, read_frame, write_frame};
+use crate::frames::cancel::Cancel;
 
 /// What a worker does with calls.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers call `id`: the reply's header and blobs, or why it failed.
+    /// Answers a call: the reply's header and blobs, or why it failed. `cancel` is cancelled
+    /// when the supervisor asks the call to stop (the call still replies).
     fn call(
         &self,
-        id: u64,
         header: &[u8],
         blobs: Vec<Vec<u8>>,
+        cancel: &Cancel,
     ) -> Result<(Vec<u8>, Vec<Vec<u8>>), String>;
-
-    /// Stops the work of call `id` at its next safe point; the call still replies.
-    fn cancel(&self, id: u64);
 }
 
 /// The frames a worker accepts from its supervisor: calls carry inputs as Arrow, as large as
@@ -30,7 +29,8 @@ pub trait Handler: Send + Sync + 'static {
 const MAX_CALL_BYTES: u64 = 1 << 40;
 
 /// Serves calls from stdin until it closes. At most `max_calls` run at once; a call beyond
-/// them fails at once (the supervisor's admission never sends that many).
+/// them fails at once (the server sends at most its context's threads plus its `/query`
+/// places).
 pub fn serve(handler: Arc<dyn Handler>, max_calls: usize) -> io::Result<()> {
     let out = Arc::new(Mutex::new(BufWriter::new(io::stdout())));
     send(
@@ -38,29 +38,39 @@ pub fn serve(handler: Arc<dyn Handler>, max_calls: usize) -> io::Result<()> {
         &Frame::control(FrameKind::Ready, u64::from(std::process::id())),
     )?;
     let mut input = BufReader::new(io::stdin());
-    let running = Arc::new(AtomicUsize::new(0));
+    // Each running call's stop handle, registered before its thread starts, so a cancel that
+    // comes at once is not lost.
+    let running: Arc<Mutex<HashMap<u64, Cancel>>> = Arc::default();
     while let Some(frame) = read_frame(&mut input, MAX_CALL_BYTES)? {
         match frame.kind {
             FrameKind::Ping => send(&out, &Frame::control(FrameKind::Pong, frame.id))?,
-            FrameKind::Cancel => handler.cancel(frame.id),
-            FrameKind::Call => {
-                if running.fetch_add(1, Ordering::AcqRel) >= max_calls {
-                    running.fetch_sub(1, Ordering::AcqRel);
-                    send(
-                        &out,
-                        &failed(frame.id, &format!("more than {max_calls} calls at once")),
-                    )?;
-                    continue;
+            FrameKind::Cancel => {
+                if let Some(cancel) = lock(&running).get(&frame.id) {
+                    cancel.cancel("stopped by the server");
                 }
-                let (handler, out, in_flight) = (handler.clone(), out.clone(), running.clone());
+            }
+            FrameKind::Call => {
+                let id = frame.id;
+                let cancel = Cancel::new();
+                {
+                    let mut calls = lock(&running);
+                    if calls.len() >= max_calls {
+                        drop(calls);
+                        send(
+                            &out,
+                            &failed(id, &format!("more than {max_calls} calls at once")),
+                        )?;
+                        continue;
+                    }
+                    calls.insert(id, cancel.clone());
+                }
+                let (handler, reply_to, calls) = (handler.clone(), out.clone(), running.clone());
                 let spawned = std::thread::Builder::new()
-                    .name(format!("floe-call-{}", frame.id))
+                    .name(format!("floe-call-{id}"))
                     .spawn(move || {
-                        let Frame {
-                            id, header, blobs, ..
-                        } = frame;
+                        let Frame { header, blobs, .. } = frame;
                         let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            handler.call(id, &header, blobs)
+                            handler.call(&header, blobs, &cancel)
                         }));
                         let reply = match answer {
                             Ok(Ok((header, blobs))) => Frame {
@@ -75,14 +85,17 @@ pub fn serve(handler: Arc<dyn Handler>, max_calls: usize) -> io::Result<()> {
                                 &format!("panicked: {}", crate::error::panic_message(&*panic)),
                             ),
                         };
-                        in_flight.fetch_sub(1, Ordering::AcqRel);
+                        lock(&calls).remove(&id);
                         // A supervisor that went away reads nothing more: the main loop ends
                         // on its closed stdin.
-                        let _ = send(&out, &reply);
+                        let _ = send(&reply_to, &reply);
                     });
                 if let Err(e) = spawned {
-                    running.fetch_sub(1, Ordering::AcqRel);
-                    tracing::error!(error = %e, "cannot start a thread for a call");
+                    lock(&running).remove(&id);
+                    send(
+                        &out,
+                        &failed(id, &format!("cannot start a thread for the call: {e}")),
+                    )?;
                 }
             }
             other => {
@@ -96,6 +109,10 @@ pub fn serve(handler: Arc<dyn Handler>, max_calls: usize) -> io::Result<()> {
     Ok(())
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// A call that failed without a reply of its handler's: its message as the header.
 fn failed(id: u64, message: &str) -> Frame {
     Frame {
@@ -107,7 +124,7 @@ fn failed(id: u64, message: &str) -> Frame {
 }
 
 fn send(out: &Mutex<BufWriter<io::Stdout>>, frame: &Frame) -> io::Result<()> {
-    let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out = lock(out);
     write_frame(&mut *out, frame)?;
     out.flush()
 }

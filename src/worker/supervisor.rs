@@ -31,6 +31,8 @@ const STOP_POLL: Duration = Duration::from_millis(10);
 pub struct WorkerCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Added to the worker's environment (which is otherwise the server's).
+    pub env: Vec<(String, String)>,
 }
 
 /// How a worker is watched.
@@ -73,6 +75,8 @@ pub struct Worker {
     starts: AtomicU64,
     /// The highest resident memory any of its processes reached.
     peak_rss: Arc<AtomicU64>,
+    /// Why its last process ended, kept after a new one started.
+    last_exit: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -112,6 +116,7 @@ impl Worker {
             current: Mutex::new(None),
             starts: AtomicU64::new(0),
             peak_rss: Arc::new(AtomicU64::new(0)),
+            last_exit: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -127,16 +132,26 @@ impl Worker {
 
     /// Sends a call and waits for its reply. While it waits, `stop` is asked every few
     /// milliseconds whether the call should stop: once it gives a reason, the worker is asked
-    /// to stop the call at its next safe point, and if no reply came within `grace` its
-    /// process is killed (and every call in it fails with that reason): polars does not stop
-    /// inside a plan, a killed process does.
+    /// to stop the call at its next safe point, and, with `kill_after`, if no reply came
+    /// within it the process is killed (and every call in it fails with that reason): polars
+    /// does not stop inside a plan, a killed process does. Without it the call waits for the
+    /// worker to let go, as a computation in the server's own process would.
     pub fn call(
         &self,
         header: Vec<u8>,
         blobs: Vec<Vec<u8>>,
         stop: &dyn Fn() -> Option<String>,
-        grace: Duration,
+        kill_after: Option<Duration>,
     ) -> Result<Frame, CallError> {
+        let frame = Frame {
+            kind: FrameKind::Call,
+            id: 0,
+            header,
+            blobs,
+        };
+        // Refused before the pipe is touched: a frame the wire cannot carry fails this call
+        // alone.
+        frame.check_writable().map_err(CallError::Failed)?;
         let process = self.running()?;
         let id = process.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, replied) = crossbeam_channel::bounded(1);
@@ -146,12 +161,7 @@ impl Worker {
         if process.dead.load(Ordering::Acquire) && lock(&process.pending).remove(&id).is_some() {
             return Err(CallError::Died(process.death()));
         }
-        process.send(&Frame {
-            kind: FrameKind::Call,
-            id,
-            header,
-            blobs,
-        });
+        process.send(&Frame { id, ..frame });
         let mut stopping: Option<(Instant, String)> = None;
         let mut killed = false;
         loop {
@@ -162,20 +172,24 @@ impl Worker {
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     return Err(CallError::Died(process.death()));
                 }
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => match &stopping {
-                    None => {
-                        if let Some(reason) = stop() {
-                            process.send(&Frame::control(FrameKind::Cancel, id));
-                            stopping = Some((Instant::now(), reason));
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    match (&stopping, kill_after) {
+                        (None, _) => {
+                            if let Some(reason) = stop() {
+                                process.send(&Frame::control(FrameKind::Cancel, id));
+                                stopping = Some((Instant::now(), reason));
+                            }
                         }
+                        (Some((since, reason)), Some(grace))
+                            if !killed && since.elapsed() >= grace =>
+                        {
+                            tracing::warn!(worker = %process.label, reason = %reason, "killing a worker process: a call did not stop within its grace");
+                            process.kill(reason.clone());
+                            killed = true;
+                        }
+                        _ => {}
                     }
-                    Some((since, reason)) if !killed && since.elapsed() >= grace => {
-                        tracing::warn!(worker = %process.label, reason = %reason, "killing a worker process: a call did not stop within its grace");
-                        process.kill(reason.clone());
-                        killed = true;
-                    }
-                    Some(_) => {}
-                },
+                }
             }
         }
     }
@@ -187,26 +201,31 @@ impl Worker {
         }
     }
 
+    /// What the worker is doing. Never waits for a start in progress (it reports no
+    /// process then), so a report cannot hang on a slow or crashing worker.
     pub fn status(&self) -> WorkerStatus {
-        let current = lock(&self.current).clone();
-        let live = current.as_ref().filter(|p| !p.dead.load(Ordering::Acquire));
+        let current = match self.current.try_lock() {
+            Ok(current) => current.clone(),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner().clone(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        let live = current.as_ref().filter(|p| p.is_live());
         WorkerStatus {
             pid: live.map(|p| p.pid),
             resident_bytes: live.and_then(|p| resident_bytes_of(p.pid)),
             peak_resident_bytes: self.peak_rss.load(Ordering::Relaxed),
             memory_limit: self.supervision.memory_limit,
             starts: self.starts.load(Ordering::Relaxed),
-            last_exit: current
-                .filter(|p| p.dead.load(Ordering::Acquire))
-                .map(|p| p.death()),
+            last_exit: lock(&self.last_exit).clone(),
         }
     }
 
-    /// The running process, started if there is none or it died.
+    /// The running process, started if there is none or it died (or is being killed: its
+    /// calls fail with their own reason, a new call goes to a new process).
     fn running(&self) -> Result<Arc<Process>, CallError> {
         let mut current = lock(&self.current);
         if let Some(process) = current.as_ref()
-            && !process.dead.load(Ordering::Acquire)
+            && process.is_live()
         {
             return Ok(process.clone());
         }
@@ -221,6 +240,7 @@ impl Worker {
         };
         let mut child = Command::new(&self.command.program)
             .args(&self.command.args)
+            .envs(self.command.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -241,7 +261,8 @@ impl Worker {
             next_id: AtomicU64::new(1),
             death: OnceLock::new(),
             dead: AtomicBool::new(false),
-            last_pong: Mutex::new(Instant::now()),
+            ping_sent: Mutex::new(None),
+            last_exit: self.last_exit.clone(),
         });
         let (ready, is_ready) = crossbeam_channel::bounded::<()>(1);
         let reader = {
@@ -253,6 +274,8 @@ impl Worker {
         };
         if let Err(e) = reader {
             process.kill(format!("cannot start its reader thread: {e}"));
+            // Nobody else reaps it.
+            let _ = lock(&process.child).wait();
             return Err(CallError::Start(format!(
                 "cannot start a reader thread: {e}"
             )));
@@ -309,10 +332,18 @@ struct Process {
     /// Why the process ended: set by whoever killed it, else from its exit status.
     death: OnceLock<String>,
     dead: AtomicBool,
-    last_pong: Mutex<Instant>,
+    /// When the health check's ping still unanswered was sent.
+    ping_sent: Mutex<Option<Instant>>,
+    /// Its worker's record of why its last process ended.
+    last_exit: Arc<Mutex<Option<String>>>,
 }
 
 impl Process {
+    /// Neither ended nor being killed.
+    fn is_live(&self) -> bool {
+        !self.dead.load(Ordering::Acquire) && self.death.get().is_none()
+    }
+
     /// Writes `frame`; a failed write kills the process (its reader then fails every call).
     fn send(&self, frame: &Frame) {
         let written = {
@@ -375,7 +406,7 @@ impl Process {
                         let _ = waiting.send(answer);
                     }
                 }
-                FrameKind::Pong => *lock(&self.last_pong) = Instant::now(),
+                FrameKind::Pong => *lock(&self.ping_sent) = None,
                 FrameKind::Ready => {
                     let _ = ready.try_send(());
                 }
@@ -388,6 +419,7 @@ impl Process {
         // Make sure it is gone (a protocol error leaves it running), then say why it ended.
         let _ = lock(&self.child).kill();
         let reason = self.wait_death();
+        *lock(&self.last_exit) = Some(reason.clone());
         self.dead.store(true, Ordering::Release);
         let waiting: Vec<_> = lock(&self.pending).drain().collect();
         if waiting.is_empty() {
@@ -430,19 +462,23 @@ fn watch(process: &Weak<Process>, supervision: &Supervision, peak: &AtomicU64) {
             }
         }
         let now = Instant::now();
-        let silent = now.saturating_duration_since(*lock(&process.last_pong));
-        if silent > supervision.health_interval + supervision.health_timeout {
-            process.kill(format!(
-                "the worker process did not answer its health check within {}",
-                humantime::format_duration(supervision.health_timeout)
-            ));
-            return;
-        }
-        if now >= next_ping {
-            next_ping = now + supervision.health_interval;
+        // Hung: a ping it was sent went unanswered for the timeout (a ping goes out only
+        // when no call is being written, so a long write does not count against it).
+        let unanswered = *lock(&process.ping_sent);
+        if let Some(sent) = unanswered {
+            if now.saturating_duration_since(sent) > supervision.health_timeout {
+                process.kill(format!(
+                    "the worker process did not answer its health check within {}",
+                    humantime::format_duration(supervision.health_timeout)
+                ));
+                return;
+            }
+        } else if now >= next_ping {
             ping_id += 1;
             // A call being written holds the pipe; the next tick pings instead.
             if let Ok(mut stdin) = process.stdin.try_lock() {
+                next_ping = now + supervision.health_interval;
+                *lock(&process.ping_sent) = Some(now);
                 let sent = write_frame(&mut *stdin, &Frame::control(FrameKind::Ping, ping_id))
                     .and_then(|()| stdin.flush());
                 drop(stdin);
@@ -450,8 +486,6 @@ fn watch(process: &Weak<Process>, supervision: &Supervision, peak: &AtomicU64) {
                     process.kill(format!("its pipe broke: {e}"));
                     return;
                 }
-            } else {
-                next_ping = now;
             }
         }
     }
@@ -528,11 +562,12 @@ mod tests {
             WorkerCommand {
                 program: "true".into(),
                 args: Vec::new(),
+                env: Vec::new(),
             },
             supervision(),
         );
         let error = worker
-            .call(b"{}".to_vec(), Vec::new(), &|| None, Duration::ZERO)
+            .call(b"{}".to_vec(), Vec::new(), &|| None, None)
             .unwrap_err();
         assert_eq!(
             error,
@@ -543,6 +578,7 @@ mod tests {
             WorkerCommand {
                 program: "/nonexistent/floe".into(),
                 args: Vec::new(),
+                env: Vec::new(),
             },
             supervision(),
         );

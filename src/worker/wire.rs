@@ -15,8 +15,9 @@ use std::io::{self, Read, Write};
 /// The largest JSON header a frame may carry (SQL texts and configs are smaller).
 pub const MAX_HEADER_BYTES: usize = 64 << 20;
 
-/// The most blobs a frame may carry.
-pub const MAX_BLOBS: usize = 4096;
+/// The most blobs a frame may carry (an input of results over many partitions is a blob per
+/// partial state, up to `limits.max_result_partitions`).
+pub const MAX_BLOBS: usize = 1 << 20;
 
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,24 @@ impl Frame {
         }
     }
 
+    /// Whether the wire can carry the frame: its header and blob count within bounds.
+    pub fn check_writable(&self) -> Result<(), String> {
+        if self.header.len() > MAX_HEADER_BYTES {
+            return Err(format!(
+                "the call's description takes {} bytes, over the {MAX_HEADER_BYTES} a worker \
+                 process takes",
+                self.header.len()
+            ));
+        }
+        if self.blobs.len() > MAX_BLOBS {
+            return Err(format!(
+                "the call carries {} frames, over the {MAX_BLOBS} a worker process takes",
+                self.blobs.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// The bytes the frame takes on the wire.
     pub fn wire_bytes(&self) -> u64 {
         let blobs: u64 = self.blobs.iter().map(|b| 8 + b.len() as u64).sum();
@@ -123,7 +142,7 @@ pub fn read_frame(input: &mut impl Read, max_bytes: u64) -> io::Result<Option<Fr
     if count > MAX_BLOBS {
         return Err(invalid(format!("{count} blobs")));
     }
-    let mut blobs = Vec::with_capacity(count);
+    let mut blobs = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
         let len = u64::from_le_bytes(read_array(input)?);
         total = total.saturating_add(8).saturating_add(len);

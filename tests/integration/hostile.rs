@@ -489,13 +489,7 @@ async fn over_the_memory_limit_the_newest_query_or_job_is_stopped() {
     // A limit the server is always over: whatever is tracked (ad-hoc jobs, queries) is stopped
     // at the watchdog's next look, and the server goes on serving. Materialisations are not
     // tracked, so the results the queries read are made first.
-    // Jobs in this process: in a worker process they count against its own limit instead
-    // (tests/integration/workers.rs).
-    let server = TestServer::start(&world, |c| {
-        c.core.limits.memory = Some(1);
-        c.core.workers.enabled = false;
-    })
-    .await;
+    let server = TestServer::start(&world, |c| c.core.limits.memory = Some(1)).await;
     let (status, report) = server
         .post(
             "/jobs?appName=shop&classPath=purchases_hourly&sync=true&timeout=60",

@@ -399,12 +399,29 @@ async fn queries_and_ad_hoc_jobs_run_in_worker_processes_with_their_own_limits()
             .contains("setting `process` cannot be set for one ad-hoc job")
     );
 
-    // A context may still choose the server's process.
+    // Out of the worker only where the operator allows it.
+    let (status, answer) = server.post("/contexts/inside?process=in-process", "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        text(&answer["result"]).contains("`workers.allow_in_process`"),
+        "{answer}"
+    );
+    server.stop().await;
+    let server = TestServer::start(&world, |c| c.core.workers.allow_in_process = true).await;
+    let file = numbers(&server, 7_000).await;
     let (status, answer) = server.post("/contexts/inside?process=in-process", "").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     publish_and_read(&server, "inside", &file).await;
     let inside = context(&server, "inside").await;
     assert_eq!(inside["settings"]["process"], "in-process", "{inside}");
     assert_eq!(inside["worker"], Value::Null, "{inside}");
+    let (status, answer) = server
+        .post("/contexts/both?process=in-process&memory-limit=1g", "")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(
+        text(&answer["result"]).contains("applies to a context in a worker"),
+        "{answer}"
+    );
     server.stop().await;
 }
