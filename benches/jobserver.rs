@@ -154,7 +154,7 @@ async fn sync_job(
 
 fn main() -> std::process::ExitCode {
     // The worker processes of the `benchw` context are this binary.
-    if let Some(code) = floe::cli::run_as_worker_if_asked() {
+    if let Some(code) = floe::cli::run_as_worker_if_asked(&JobRegistry::new()) {
         return code;
     }
     let rows = env_usize("FLOE_BENCH_ROWS", 10_000_000);

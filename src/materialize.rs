@@ -498,6 +498,7 @@ impl Materializer {
             kind: def.job.as_ref(),
             grain: def.grain,
             window: *window,
+            definition: Some(&def.definition_text),
             inputs,
         };
         self.engine

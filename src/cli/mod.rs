@@ -356,20 +356,22 @@ fn failed_with_causes(err: impl std::error::Error + 'static) -> CliError {
 /// workers are started from the binary itself): serves as a worker and answers its exit code
 /// when this process was started as one (`<binary> worker --protocol=…`), else `None`. Call it
 /// first thing in `main`. The `floe` binary does this through [`run`].
-pub fn run_as_worker_if_asked() -> Option<std::process::ExitCode> {
+pub fn run_as_worker_if_asked(registry: &JobRegistry) -> Option<std::process::ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) != Some("worker")
         || args.get(1).map(String::as_str) != Some(crate::jobserver::workers::WORKER_PROTOCOL)
     {
         return None;
     }
-    Some(match crate::jobserver::workers::run_worker(&args[1..]) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            std::process::ExitCode::FAILURE
-        }
-    })
+    Some(
+        match crate::jobserver::workers::run_worker(&args[1..], registry) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("error: {message}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    )
 }
 
 /// Runs a parsed command line with the built-in job kinds plus `registry`'s classes.
@@ -378,7 +380,9 @@ pub fn run(cli: Cli, registry: &JobRegistry) -> Result<(), CliError> {
     let paths = cli.paths.or_defaults();
     match cli.command {
         Command::Serve(args) => serve(&cli.paths, &args, registry),
-        Command::Worker(args) => crate::jobserver::workers::run_worker(&args.args).map_err(failed),
+        Command::Worker(args) => {
+            crate::jobserver::workers::run_worker(&args.args, registry).map_err(failed)
+        }
         Command::Token(args) => token(&cli.paths, args),
         Command::Demo(args) => demo(&paths, args, registry, clock),
         Command::Validate(args) => validate(&paths, args, registry),

@@ -10,6 +10,8 @@
 
 pub mod run;
 pub mod source;
+pub mod wire;
+pub mod worker;
 
 pub use run::{Engine, EngineError, PolarsEngine, ResolvedInput, ResolvedPlan};
 pub use source::{

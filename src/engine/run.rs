@@ -79,6 +79,9 @@ pub struct ResolvedPlan<'a> {
     pub kind: &'a dyn Job,
     pub grain: Grain,
     pub window: Window,
+    /// The job's block as YAML, when it has one (a pipeline's job): what an engine in another
+    /// process builds the job from. `None`: the job runs where `kind` is.
+    pub definition: Option<&'a str>,
     pub inputs: BTreeMap<String, ResolvedInput<'a>>,
 }
 

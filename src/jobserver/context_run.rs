@@ -156,6 +156,7 @@ pub(crate) fn run_in_context(
         // Built-in classes do not look at the grain; an ad-hoc run has none of its own.
         grain: Grain::Hourly,
         window: job.window,
+        definition: None,
         inputs,
     };
     let failed = |e: JobError| ContextError::failed("floe.JobFailed", e.to_string());

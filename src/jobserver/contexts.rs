@@ -10,6 +10,7 @@ use crate::store::ContextDefinition;
 
 use super::context::{Context, ContextSettings};
 use super::limits::{MAX_CONTEXTS, MAX_WORKER_THREADS};
+use super::workers::WorkerRole;
 use super::{ContextError, JobServer, StopReason, lock};
 
 /// How long a reset waits at most for the threads of the contexts it stopped to exit before
@@ -75,13 +76,14 @@ impl JobServer {
                 .workers
                 .worker_for(
                     name,
+                    WorkerRole::Context,
                     settings.worker_threads,
                     settings.memory_budget,
                     limit,
                     &self.settings.limits,
                 )
                 .map_err(|e| ContextError::Settings(vec![e]))?;
-            Some(worker)
+            Some(Arc::new(worker))
         } else {
             None
         };

@@ -67,8 +67,9 @@ use self::context::{Context, ContextSettings, Executor};
 use self::deadlines::{DeadlineKey, Deadlines};
 use self::history::FinishedJobs;
 use self::limits::{Limits, MAX_STORED_JOBS};
-use self::workers::{AdhocWorkers, WorkerSettings};
+use self::workers::WorkerSettings;
 use crate::catalog::Catalog;
+use crate::worker::WorkerPool;
 
 /// The name spark-jobserver reports for an ad-hoc context.
 pub const ADHOC_CONTEXT: &str = "<<ad-hoc>>";
@@ -330,7 +331,7 @@ pub struct JobServer {
     adhoc: Arc<Executor>,
     /// The worker processes ad-hoc jobs run in, one job each, when they run in workers (an
     /// error: why they cannot, which each ad-hoc job then fails with).
-    adhoc_workers: Option<Result<AdhocWorkers, String>>,
+    adhoc_workers: Option<Result<WorkerPool, String>>,
     settings: CoreSettings,
     live: Mutex<HashMap<String, Arc<LiveJob>>>,
     /// The one executor of pipeline runs, which materialisation jobs hand their runs to
@@ -391,7 +392,7 @@ impl JobServer {
         );
         let callbacks = Callbacks::start(settings.callbacks.clone(), &runtime);
         let adhoc_workers = settings.adhoc.runs_in_worker(&settings.workers).then(|| {
-            AdhocWorkers::new(&settings.workers, &settings.adhoc, &settings.limits).inspect_err(
+            workers::adhoc_pool(&settings.workers, &settings.adhoc, &settings.limits).inspect_err(
                 |e| tracing::error!(error = %e, "ad-hoc jobs cannot run in worker processes"),
             )
         });

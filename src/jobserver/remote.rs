@@ -10,11 +10,9 @@
 //! store depends on a worker: it never opens the store.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -27,15 +25,13 @@ use super::limits::LimitError;
 use super::objects::{NamedObjects, ObjectDefinition, ObjectSummary};
 use super::plan::{BuiltinPlan, InputSpec, ObjectWindow, build_builtin};
 use super::{ExecError, JobServer, LiveJob, StopReason, context_label};
-use crate::engine::{FileFormat, FileIdentity, ResolvedInput};
+use crate::engine::ResolvedInput;
+use crate::engine::wire::{WireError, WireInput as ResolvedWire, resolved_input, timezone};
 use crate::frames::cancel::Cancel;
 use crate::frames::{decode_ipc, encode_ipc};
+use crate::job::Job;
 use crate::job::builtin::Sql;
-use crate::job::{Job, JobInput};
 use crate::partition::Window;
-use crate::pipeline::Source;
-use crate::pipeline::spec::SourceFormat;
-use crate::pipeline::template::PathTemplate;
 use crate::worker::child::Handler;
 use crate::worker::{CallError, Worker};
 
@@ -73,38 +69,21 @@ enum WireKind {
 
 /// An input on the wire: a reference to an object in the worker, or what the server resolved.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "input", rename_all = "snake_case")]
 enum WireInput {
     Object {
         name: String,
         window: Option<WireWindow>,
-    },
-    /// Rows in memory: blob `frame` (Arrow IPC), partial states in `states`.
-    Rows {
-        frame: usize,
-        states: Vec<usize>,
-        upstream_kind: Option<String>,
-    },
-    /// A source's files (checked inside the data roots, symlinks resolved) for a window.
-    Files {
-        source: WireSource,
-        files: Vec<PathBuf>,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    },
-    /// A whole file (a data file of `/data`).
-    File {
-        name: String,
-        path: PathBuf,
-        format: String,
     },
     /// Get-or-create: the object, built from `build` when missing; without `build` a
     /// missing object is answered `needs_build`.
     Cached {
         object: String,
         definition: WireDefinition,
-        build: Option<Box<WireInput>>,
+        build: Option<ResolvedWire>,
     },
+    /// Rows or files the server resolved.
+    Resolved { resolved: ResolvedWire },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -112,15 +91,6 @@ struct WireWindow {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     time_column: Option<String>,
-    timezone: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct WireSource {
-    name: String,
-    format: SourceFormat,
-    path: String,
-    time_column: String,
     timezone: String,
 }
 
@@ -193,7 +163,9 @@ impl JobServer {
                         name,
                         window: window.as_ref().map(wire_window),
                     },
-                    ContextInput::Resolved(input) => wire_input(input, &mut blobs)?,
+                    ContextInput::Resolved(input) => WireInput::Resolved {
+                        resolved: wire_input(input, &mut blobs)?,
+                    },
                     ContextInput::Cached {
                         object, definition, ..
                     } => {
@@ -210,7 +182,7 @@ impl JobServer {
                                     end: *to,
                                 };
                                 let rows = self.scan(app, what, &window)?;
-                                Some(Box::new(wire_input(rows, &mut blobs)?))
+                                Some(wire_input(rows, &mut blobs)?)
                             }
                             _ => None,
                         };
@@ -310,10 +282,12 @@ impl JobServer {
                     name: object,
                     window: None,
                 },
-                QueryTable::Rows(rows) => wire_input(rows, &mut blobs).map_err(|e| match e {
-                    ExecError::Failed { message, class } => (message, class),
-                    ExecError::Stopped => ("stopped".to_owned(), "floe.JobKilled"),
-                })?,
+                QueryTable::Rows(rows) => WireInput::Resolved {
+                    resolved: wire_input(rows, &mut blobs).map_err(|e| match e {
+                        ExecError::Failed { message, class } => (message, class),
+                        ExecError::Stopped => ("stopped".to_owned(), "floe.JobKilled"),
+                    })?,
+                },
             };
             inputs.push((name, input));
         }
@@ -463,51 +437,16 @@ fn wire_definition(definition: &ObjectDefinition) -> WireDefinition {
 }
 
 /// `input` as sent: files as their checked paths, rows as Arrow IPC blobs.
-fn wire_input(input: ResolvedInput<'_>, blobs: &mut Vec<Vec<u8>>) -> Result<WireInput, ExecError> {
-    let encode = |frame: &DataFrame, blobs: &mut Vec<Vec<u8>>| -> Result<usize, ExecError> {
-        let bytes = encode_ipc(frame).map_err(ExecError::failed("floe.JobFailed"))?;
-        blobs.push(bytes);
-        Ok(blobs.len() - 1)
-    };
-    Ok(match input {
-        ResolvedInput::Files {
-            source,
-            files,
-            window,
-        } => WireInput::Files {
-            source: WireSource {
-                name: source.name.clone(),
-                format: source.format,
-                path: source.path.as_str().to_owned(),
-                time_column: source.time_column.clone(),
-                timezone: source.timezone.name().to_owned(),
-            },
-            files: files.iter().map(|file| file.resolved.clone()).collect(),
-            from: window.start,
-            to: window.end,
+fn wire_input(
+    input: ResolvedInput<'_>,
+    blobs: &mut Vec<Vec<u8>>,
+) -> Result<ResolvedWire, ExecError> {
+    crate::engine::wire::wire_input(input, blobs).map_err(|e| ExecError::Failed {
+        message: e.to_string(),
+        class: match e {
+            WireError::Rows(_) => "floe.ResultsError",
+            WireError::Encode(_) => "floe.JobFailed",
         },
-        ResolvedInput::File { name, path, format } => WireInput::File {
-            name,
-            path,
-            format: format.as_str().to_owned(),
-        },
-        ResolvedInput::Rows(input) => {
-            let frame =
-                crate::frames::cancel::collect(input.frame).map_err(|e| ExecError::Failed {
-                    message: crate::job::builtin::short_polars_error(&e),
-                    class: "floe.ResultsError",
-                })?;
-            let frame = encode(&frame, blobs)?;
-            let mut states = Vec::new();
-            for state in input.states.iter().flatten() {
-                states.push(encode(state, blobs)?);
-            }
-            WireInput::Rows {
-                frame,
-                states,
-                upstream_kind: input.upstream_kind,
-            }
-        }
     })
 }
 
@@ -657,90 +596,14 @@ fn context_input<'a>(input: WireInput, blobs: &[Vec<u8>]) -> Result<ContextInput
             object,
             definition: object_definition(definition)?,
             build: match build {
-                Some(input) => match context_input(*input, blobs)? {
-                    ContextInput::Resolved(input) => Build::Given(input),
-                    _ => return Err("a get-or-create input builds from rows or files".to_owned()),
-                },
+                Some(input) => Build::Given(resolved_input(input, blobs)?),
                 None => Build::Absent,
             },
         },
-        other => ContextInput::Resolved(resolved_input(other, blobs)?),
-    })
-}
-
-fn resolved_input<'a>(input: WireInput, blobs: &[Vec<u8>]) -> Result<ResolvedInput<'a>, String> {
-    let frame = |index: usize| -> Result<DataFrame, String> {
-        let bytes = blobs
-            .get(index)
-            .ok_or_else(|| format!("the call has no blob {index}"))?;
-        decode_ipc(bytes).map_err(|e| e.to_string())
-    };
-    Ok(match input {
-        WireInput::Rows {
-            frame: rows,
-            states,
-            upstream_kind,
-        } => {
-            let states = if states.is_empty() {
-                None
-            } else {
-                Some(
-                    states
-                        .into_iter()
-                        .map(frame)
-                        .collect::<Result<Vec<_>, _>>()?,
-                )
-            };
-            ResolvedInput::rows(JobInput {
-                states,
-                upstream_kind,
-                ..JobInput::of_frame(frame(rows)?.lazy())
-            })
-        }
-        WireInput::Files {
-            source,
-            files,
-            from,
-            to,
-        } => ResolvedInput::Files {
-            source: std::borrow::Cow::Owned(Source {
-                path: PathTemplate::parse(&source.path).map_err(|e| e.to_string())?,
-                timezone: timezone(&source.timezone)?,
-                name: source.name,
-                format: source.format,
-                time_column: source.time_column,
-                wait: std::time::Duration::ZERO,
-            }),
-            files: files
-                .into_iter()
-                .map(|path| FileIdentity {
-                    path: path.clone(),
-                    resolved: path,
-                    size: 0,
-                    modified_ns: 0,
-                })
-                .collect::<Vec<_>>()
-                .into(),
-            window: Window {
-                start: from,
-                end: to,
-            },
-        },
-        WireInput::File { name, path, format } => ResolvedInput::File {
-            format: FileFormat::from_name(&format)
-                .ok_or_else(|| format!("unknown file format `{format}`"))?,
-            name,
-            path,
-        },
-        WireInput::Object { .. } | WireInput::Cached { .. } => {
-            return Err("a named object is not rows".to_owned());
+        WireInput::Resolved { resolved } => {
+            ContextInput::Resolved(resolved_input(resolved, blobs)?)
         }
     })
-}
-
-fn timezone(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>()
-        .map_err(|_| format!("unknown time zone `{name}`"))
 }
 
 fn object_window(window: WireWindow) -> Result<ObjectWindow, String> {

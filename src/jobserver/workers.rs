@@ -3,14 +3,17 @@
 //! (how it is started and watched), and `floe worker`, the entry point of the worker process.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::ADHOC_CONTEXT;
 use super::context::ContextSettings;
 use super::limits::Limits;
 use super::remote::ContextWorker;
+use crate::engine::worker::RunWorker;
 use crate::frames::memory::human_bytes;
+use crate::job::JobRegistry;
+use crate::worker::WorkerPool;
 use crate::worker::{Supervision, Worker, WorkerCommand};
 
 /// The default resident memory limit of one worker process: 4 GiB.
@@ -97,16 +100,17 @@ impl ProcessMode {
 }
 
 impl WorkerSettings {
-    /// The worker of a context named `label` (threads: its worker threads; objects: its
-    /// memory budget), not started yet.
+    /// A worker (not started yet): of a context named `label` (threads: its worker threads;
+    /// objects: its memory budget), or, for [`WorkerRole::Runs`], of partition runs.
     pub fn worker_for(
         &self,
         label: &str,
+        role: WorkerRole,
         threads: usize,
         memory_budget: u64,
         memory_limit: u64,
         limits: &super::limits::Limits,
-    ) -> Result<Arc<Worker>, String> {
+    ) -> Result<Worker, String> {
         // A process that is itself a worker never starts workers: a binary that embeds the
         // server and does not answer `worker` would otherwise start itself again and again.
         if std::env::var_os(WORKER_PARENT_ENV).is_some() {
@@ -124,19 +128,31 @@ impl WorkerSettings {
             None => std::env::current_exe()
                 .map_err(|e| format!("cannot find Floe's own executable to start workers: {e}"))?,
         };
-        Ok(Arc::new(Worker::new(
-            format!("context {label}"),
+        let mut args = vec![
+            "worker".to_owned(),
+            WORKER_PROTOCOL.to_owned(),
+            // Its jobs, plus the `/query`s that may run against a context at once, plus a few
+            // racing a kill.
+            format!(
+                "--max-calls={}",
+                threads + limits.max_concurrent_queries + 4
+            ),
+            format!("--memory-budget={memory_budget}"),
+            // Process-wide in the worker as in the server.
+            format!("--max-join-rows={}", limits.max_join_rows),
+        ];
+        if role == WorkerRole::Runs {
+            args.push("--runs".to_owned());
+        }
+        Ok(Worker::new(
+            match role {
+                WorkerRole::Context => format!("context {label}"),
+                WorkerRole::Runs => label.to_owned(),
+            },
             WorkerCommand {
                 program,
                 env: vec![(WORKER_PARENT_ENV.to_owned(), std::process::id().to_string())],
-                args: vec![
-                    "worker".to_owned(),
-                    WORKER_PROTOCOL.to_owned(),
-                    format!("--threads={threads}"),
-                    format!("--memory-budget={memory_budget}"),
-                    // Process-wide in the worker as in the server.
-                    format!("--max-join-rows={}", limits.max_join_rows),
-                ],
+                args,
             },
             Supervision {
                 memory_limit: Some(memory_limit),
@@ -150,7 +166,7 @@ impl WorkerSettings {
                     .saturating_mul(2)
                     .saturating_add(64 << 20),
             },
-        )))
+        ))
     }
 
     /// Refuses settings of a context that this server's policy does not allow: `process =
@@ -207,9 +223,19 @@ impl WorkerSettings {
     }
 }
 
-/// `floe worker`: serves one context's calls on stdin and stdout until stdin closes. `args`
-/// are what [`WorkerSettings::worker_for`] passed.
-pub fn run_worker(args: &[String]) -> Result<(), String> {
+/// What a worker process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerRole {
+    /// A context's jobs and `/query`s, over its named objects.
+    Context,
+    /// Partition runs of the scheduler, one at a time, their jobs built with the registry.
+    Runs,
+}
+
+/// `floe worker`: serves calls on stdin and stdout until stdin closes. `args` are what
+/// [`WorkerSettings::worker_for`] passed; `registry` holds the binary's Rust job classes,
+/// which partition runs may use.
+pub fn run_worker(args: &[String], registry: &JobRegistry) -> Result<(), String> {
     let mut args = args.iter();
     if args.next().map(String::as_str) != Some(WORKER_PROTOCOL) {
         return Err(format!(
@@ -217,16 +243,19 @@ pub fn run_worker(args: &[String]) -> Result<(), String> {
              argument must be `{WORKER_PROTOCOL}`)"
         ));
     }
-    let mut threads = 1;
+    let mut max_calls = 1;
     let mut memory_budget = 2 << 30;
+    let mut role = WorkerRole::Context;
     for arg in args {
         let number = |prefix: &str| -> Result<Option<u64>, String> {
             arg.strip_prefix(prefix)
                 .map(|n| n.parse().map_err(|_| format!("bad argument `{arg}`")))
                 .transpose()
         };
-        if let Some(n) = number("--threads=")? {
-            threads = usize::try_from(n).map_err(|_| format!("bad argument `{arg}`"))?;
+        if arg == "--runs" {
+            role = WorkerRole::Runs;
+        } else if let Some(n) = number("--max-calls=")? {
+            max_calls = usize::try_from(n).map_err(|_| format!("bad argument `{arg}`"))?;
         } else if let Some(n) = number("--memory-budget=")? {
             memory_budget = n;
         } else if let Some(n) = number("--max-join-rows=")? {
@@ -235,75 +264,62 @@ pub fn run_worker(args: &[String]) -> Result<(), String> {
             return Err(format!("unknown argument `{arg}`"));
         }
     }
-    // Each running job is a call; a few more leave room for calls racing a kill.
-    crate::worker::child::serve(Arc::new(ContextWorker::new(memory_budget)), threads + 4)
+    let handler: Arc<dyn crate::worker::child::Handler> = match role {
+        WorkerRole::Context => Arc::new(ContextWorker::new(memory_budget)),
+        WorkerRole::Runs => Arc::new(RunWorker::new(registry.clone())),
+    };
+    crate::worker::child::serve(handler, max_calls)
         .map_err(|e| format!("the worker's pipe to its server failed: {e}"))
 }
 
-/// The worker processes ad-hoc jobs run in: one job per process at a time, so a job's memory
-/// limit, its kill or its crash is its own and no other client's. Idle processes are kept
-/// warm for the next jobs, at most one per ad-hoc thread (the ad-hoc pool's admission bounds
-/// how many run at once).
-#[derive(Debug)]
-pub struct AdhocWorkers {
-    idle: Mutex<Vec<Arc<Worker>>>,
+/// The pool ad-hoc jobs run in: one job per process at a time, so a job's memory limit, its
+/// kill or its crash is its own and no other client's; at most one idle process per ad-hoc
+/// thread is kept warm (the ad-hoc executor's admission bounds how many run at once).
+pub fn adhoc_pool(
+    settings: &WorkerSettings,
+    adhoc: &ContextSettings,
+    limits: &Limits,
+) -> Result<WorkerPool, String> {
+    let memory_limit = adhoc.worker_memory_limit(settings);
+    settings.check_memory_limit(memory_limit)?;
+    let (settings, limits, budget) = (settings.clone(), limits.clone(), adhoc.memory_budget);
+    WorkerPool::new(
+        adhoc.worker_threads,
+        Box::new(move || {
+            settings.worker_for(
+                ADHOC_CONTEXT,
+                WorkerRole::Context,
+                1,
+                budget,
+                memory_limit,
+                &limits,
+            )
+        }),
+    )
+}
+
+/// The pool partition runs compute in: one run per process at a time (a run over
+/// `workers.memory_limit`, or one that crashes, fails alone and is retried as any failure);
+/// at most `keep` idle processes (the scheduler's workers) are kept warm.
+pub fn runs_pool(
+    settings: &WorkerSettings,
     keep: usize,
-    settings: WorkerSettings,
-    memory_budget: u64,
-    memory_limit: u64,
-    limits: Limits,
-}
-
-impl AdhocWorkers {
-    /// The pool for the ad-hoc settings `adhoc`; an error says why ad-hoc jobs cannot run in
-    /// worker processes here.
-    pub fn new(
-        settings: &WorkerSettings,
-        adhoc: &ContextSettings,
-        limits: &Limits,
-    ) -> Result<AdhocWorkers, String> {
-        let memory_limit = adhoc.worker_memory_limit(settings);
-        settings.check_memory_limit(memory_limit)?;
-        let pool = AdhocWorkers {
-            idle: Mutex::new(Vec::new()),
-            keep: adhoc.worker_threads,
-            settings: settings.clone(),
-            memory_budget: adhoc.memory_budget,
-            memory_limit,
-            limits: limits.clone(),
-        };
-        // Made once now, so a misconfiguration shows at start-up.
-        let first = pool.take()?;
-        pool.give_back(first);
-        Ok(pool)
-    }
-
-    /// An idle worker, or a new one.
-    pub fn take(&self) -> Result<Arc<Worker>, String> {
-        if let Some(worker) = lock(&self.idle).pop() {
-            return Ok(worker);
-        }
-        self.settings.worker_for(
-            ADHOC_CONTEXT,
-            1,
-            self.memory_budget,
-            self.memory_limit,
-            &self.limits,
-        )
-    }
-
-    /// Keeps `worker` for the next job, unless enough are idle (then it is dropped, and its
-    /// process with it).
-    pub fn give_back(&self, worker: Arc<Worker>) {
-        let mut idle = lock(&self.idle);
-        if idle.len() < self.keep {
-            idle.push(worker);
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    limits: &Limits,
+) -> Result<WorkerPool, String> {
+    let (settings, limits) = (settings.clone(), limits.clone());
+    WorkerPool::new(
+        keep,
+        Box::new(move || {
+            settings.worker_for(
+                "partition runs",
+                WorkerRole::Runs,
+                1,
+                0,
+                settings.memory_limit,
+                &limits,
+            )
+        }),
+    )
 }
 
 impl super::JobServer {
@@ -334,11 +350,12 @@ impl super::JobServer {
             .workers
             .worker_for(
                 &format!("of ad-hoc job {job_id}"),
+                WorkerRole::Context,
                 1,
                 settings.memory_budget,
                 limit,
                 &self.settings.limits,
             )
-            .map(Some)
+            .map(|worker| Some(Arc::new(worker)))
     }
 }

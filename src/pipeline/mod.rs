@@ -15,6 +15,7 @@ pub mod spec;
 pub mod template;
 pub mod trigger;
 mod validate;
+pub use validate::job_of_definition;
 pub mod yaml_guard;
 
 use std::collections::BTreeMap;

@@ -577,63 +577,7 @@ impl Validator<'_> {
     }
 
     fn job_kind(&mut self, name: &str, job_spec: &JobSpec) -> Option<Arc<dyn Job>> {
-        let mut kinds: Vec<(&str, BuiltJob)> = Vec::new();
-        if let Some(spec) = &job_spec.count_distinct {
-            kinds.push((
-                "count_distinct",
-                CountDistinct::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
-            ));
-        }
-        if let Some(spec) = &job_spec.top {
-            kinds.push((
-                "top",
-                Top::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
-            ));
-        }
-        if let Some(spec) = &job_spec.group_by {
-            kinds.push((
-                "group_by",
-                GroupBy::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
-            ));
-        }
-        if let Some(spec) = &job_spec.sql {
-            kinds.push((
-                "sql",
-                Sql::new(spec.query()).map(|j| Arc::new(j) as Arc<dyn Job>),
-            ));
-        }
-        if let Some(spec) = &job_spec.select {
-            kinds.push((
-                "select",
-                Select::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
-            ));
-        }
-        if let Some(spec) = &job_spec.rust {
-            kinds.push((
-                "rust",
-                self.registry
-                    .create(&spec.class, &spec.config)
-                    .map_err(|err| vec![err]),
-            ));
-        }
-        if let Some(spec) = &job_spec.approx_count_distinct {
-            kinds.push((
-                "approx_count_distinct",
-                ApproxCountDistinct::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
-            ));
-        }
-        if let Some(spec) = &job_spec.approx_top {
-            kinds.push((
-                "approx_top",
-                ApproxTop::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
-            ));
-        }
-        if let Some(spec) = &job_spec.quantiles {
-            kinds.push((
-                "quantiles",
-                Quantiles::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
-            ));
-        }
+        let mut kinds = kinds_of(job_spec, self.registry);
         match kinds.len() {
             0 => {
                 self.report_job(
@@ -697,6 +641,104 @@ impl Validator<'_> {
             }
         }
     }
+}
+
+/// Each kind block a job gives, built (a valid job gives exactly one).
+fn kinds_of(job_spec: &JobSpec, registry: &JobRegistry) -> Vec<(&'static str, BuiltJob)> {
+    let mut kinds: Vec<(&'static str, BuiltJob)> = Vec::new();
+    if let Some(spec) = &job_spec.count_distinct {
+        kinds.push((
+            "count_distinct",
+            CountDistinct::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+        ));
+    }
+    if let Some(spec) = &job_spec.top {
+        kinds.push((
+            "top",
+            Top::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+        ));
+    }
+    if let Some(spec) = &job_spec.group_by {
+        kinds.push((
+            "group_by",
+            GroupBy::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+        ));
+    }
+    if let Some(spec) = &job_spec.sql {
+        kinds.push((
+            "sql",
+            Sql::new(spec.query()).map(|j| Arc::new(j) as Arc<dyn Job>),
+        ));
+    }
+    if let Some(spec) = &job_spec.select {
+        kinds.push((
+            "select",
+            Select::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+        ));
+    }
+    if let Some(spec) = &job_spec.rust {
+        kinds.push((
+            "rust",
+            registry
+                .create(&spec.class, &spec.config)
+                .map_err(|err| vec![err]),
+        ));
+    }
+    if let Some(spec) = &job_spec.approx_count_distinct {
+        kinds.push((
+            "approx_count_distinct",
+            ApproxCountDistinct::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+        ));
+    }
+    if let Some(spec) = &job_spec.approx_top {
+        kinds.push((
+            "approx_top",
+            ApproxTop::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+        ));
+    }
+    if let Some(spec) = &job_spec.quantiles {
+        kinds.push((
+            "quantiles",
+            Quantiles::from_spec(spec).map(|j| Arc::new(j) as Arc<dyn Job>),
+        ));
+    }
+    kinds
+}
+
+/// The job a definition text ([`JobDef::definition_text`]) describes, built again with
+/// `registry` (the kind of a job that runs in a worker process).
+pub fn job_of_definition(text: &str, registry: &JobRegistry) -> Result<Arc<dyn Job>, String> {
+    let unreadable = |e: serde_yaml::Error| format!("a job definition Floe cannot read: {e}");
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(unreadable)?;
+    // `group_by.aggregations` is written as a list of `[name, definition]` pairs (its
+    // serialised form is part of the definition fingerprint, so it stays), and read back as
+    // the mapping the file format has.
+    if let Some(aggregations) = value
+        .get_mut("group_by")
+        .and_then(|group_by| group_by.get_mut("aggregations"))
+        && let serde_yaml::Value::Sequence(pairs) = aggregations
+    {
+        let mut mapping = serde_yaml::Mapping::new();
+        for pair in pairs.iter() {
+            match pair.as_sequence().map(Vec::as_slice) {
+                Some([name, definition]) => {
+                    mapping.insert(name.clone(), definition.clone());
+                }
+                _ => return Err("a job definition's aggregations are not pairs".to_owned()),
+            }
+        }
+        *aggregations = serde_yaml::Value::Mapping(mapping);
+    }
+    let spec: JobSpec = serde_yaml::from_value(value).map_err(unreadable)?;
+    let mut kinds = kinds_of(&spec, registry);
+    if kinds.len() != 1 {
+        return Err(format!(
+            "a job definition has exactly one kind, found {}",
+            kinds.len()
+        ));
+    }
+    let (kind, built) = kinds.remove(0);
+    built.map_err(|problems| format!("{kind}: {}", problems.join("; ")))
 }
 
 fn kind_name(job_spec: &JobSpec) -> &'static str {

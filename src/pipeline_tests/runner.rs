@@ -180,6 +180,7 @@ impl Runner<'_> {
             kind: def.job.as_ref(),
             grain: def.grain,
             window,
+            definition: None,
             inputs,
         };
         let output = self

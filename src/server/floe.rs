@@ -676,6 +676,7 @@ fn query_frame(
             start: DateTime::UNIX_EPOCH,
             end: now,
         },
+        definition: None,
         inputs,
     };
     core.materializer()

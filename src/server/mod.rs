@@ -77,6 +77,9 @@ pub enum ServeError {
     Scheduler(#[source] crate::scheduler::SchedulerError),
     #[error("api/openapi.yaml: {0}")]
     OpenApi(#[source] serde_yaml::Error),
+    /// Worker processes are on, but cannot be started from here.
+    #[error("`workers`: {0}")]
+    Workers(String),
     #[error("`cors.allowed_origins`: {0}")]
     CorsOrigins(#[source] config::CorsOriginError),
     #[error("`cors.allowed_origins`: `{origin}`: {source}")]
@@ -631,6 +634,21 @@ pub fn build_state(
         &config.core.data_roots,
     )))
     .with_data_files(data_files.clone());
+    // Partition runs compute in worker processes, one run each, when contexts do.
+    let materializer = if config.core.workers.enabled {
+        let pool = crate::jobserver::workers::runs_pool(
+            &config.core.workers,
+            config.scheduler.workers,
+            &config.core.limits,
+        )
+        .map_err(ServeError::Workers)?;
+        materializer.with_engine(Arc::new(crate::engine::worker::WorkerEngine::new(
+            pool,
+            config.core.workers.kill_grace,
+        )))
+    } else {
+        materializer
+    };
     // Each file read and parsed once, here; the catalog stores the text it was parsed from.
     let folder = if config.pipelines.is_dir() {
         crate::pipeline::load_dir_with_texts(&config.pipelines, &registry)

@@ -5,11 +5,14 @@
 //! This module is the process layer and knows nothing of jobs: [`wire`] is the framing of
 //! calls and replies over the child's stdin and stdout (a JSON header and Arrow IPC blobs),
 //! [`supervisor`] starts, watches (memory limit, health checks) and restarts a worker and
-//! routes its replies, [`child`] is the worker's own loop. What a call means is its caller's:
+//! routes its replies, [`pool`] hands out workers that serve one call at a time, [`child`] is
+//! the worker's own loop. What a call means is its caller's:
 //! the job server's contexts ([`crate::jobserver`]) define their calls on top.
 
 pub mod child;
+pub mod pool;
 pub mod supervisor;
 pub mod wire;
 
+pub use pool::WorkerPool;
 pub use supervisor::{CallError, Supervision, Worker, WorkerCommand, WorkerStatus};

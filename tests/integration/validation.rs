@@ -122,6 +122,43 @@ fn the_example_pipelines_are_valid() {
     );
 }
 
+/// A job crosses to a worker process as its definition text: every example job is built again
+/// from it as the same kind, and `group_by`'s aggregations (written as pairs) come back in their
+/// order.
+#[test]
+fn every_example_job_is_built_again_from_its_definition() {
+    let registry = JobRegistry::new();
+    let pipelines = floe::pipeline::load_dir(&super::common::repo_path("pipelines"), &registry)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let mut rebuilt = 0;
+    for pipeline in &pipelines {
+        for def in pipeline.jobs.values() {
+            let job = floe::pipeline::job_of_definition(&def.definition_text, &registry)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{}/{}: {e}\n{}",
+                        pipeline.name, def.name, def.definition_text
+                    )
+                });
+            assert_eq!(job.kind(), def.job.kind(), "{}/{}", pipeline.name, def.name);
+            assert_eq!(
+                format!("{job:?}"),
+                format!("{:?}", def.job),
+                "{}/{}",
+                pipeline.name,
+                def.name
+            );
+            rebuilt += 1;
+        }
+    }
+    assert!(rebuilt >= 18, "{rebuilt} jobs");
+    assert!(
+        floe::pipeline::job_of_definition("group_by: {keys: [a], aggregations: [[x]]}", &registry)
+            .unwrap_err()
+            .contains("not pairs")
+    );
+}
+
 #[test]
 fn pipeline_names_must_be_unique_across_files() {
     let dir = tempfile::tempdir().expect("tempdir");
