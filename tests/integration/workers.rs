@@ -425,3 +425,158 @@ async fn queries_and_ad_hoc_jobs_run_in_worker_processes_with_their_own_limits()
     );
     server.stop().await;
 }
+
+/// An hourly copy of the events' amounts, and two daily jobs over it: `pairs` computes for
+/// seconds in bounded memory, `blowup` keeps 49M pairs (gigabytes). Both retry once.
+const HEAVY_PIPELINE: &str = r#"
+version: 1
+name: heavy
+start: 2024-01-01T00:00:00Z
+sources:
+  events:
+    format: parquet
+    path: events/date={date}/hour={hour}/*.parquet
+    time_column: ts
+jobs:
+  amounts:
+    grain: hourly
+    from: events
+    sql: "SELECT amount FROM events"
+  pairs:
+    grain: daily
+    from: amounts
+    retries: 1
+    retry_backoff: 1s
+    sql: "SELECT count(*) AS n FROM amounts a CROSS JOIN amounts b WHERE a.amount * b.amount > 1000000000000.0"
+  blowup:
+    grain: daily
+    from: amounts
+    retries: 1
+    retry_backoff: 1s
+    sql: "SELECT a.amount AS x, b.amount AS y FROM amounts a CROSS JOIN amounts b"
+"#;
+
+/// The run of `job` of the heavy pipeline on 2024-01-01.
+async fn heavy_run(server: &TestServer, job: &str) -> Value {
+    let (status, runs) = server
+        .get(&format!(
+            "/pipelines/heavy/runs?job={job}&from=2024-01-01&to=2024-01-02"
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{runs}");
+    runs[0].clone()
+}
+
+/// Waits until the run of `job` is in `state`.
+async fn wait_run(server: &TestServer, job: &str, state: &str) -> Value {
+    for _ in 0..3000 {
+        let run = heavy_run(server, job).await;
+        if run["state"] == state {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("run of {job} never {state}: {}", heavy_run(server, job).await);
+}
+
+/// The worker processes of partition runs started from `program`.
+fn run_workers(program: &std::path::Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if args.first() == Some(&program.as_os_str().as_encoded_bytes())
+            && args.contains(&&b"--runs"[..])
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn partition_runs_in_workers_that_die_are_retried_exactly_once_more() {
+    let world = SampleWorld::new(7_000, 1);
+    // Workers started through a link of this test's own, so its processes are told apart
+    // from other tests' by their command line.
+    let links = tempfile::tempdir().unwrap();
+    let program = links.path().join("floe-under-test");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_floe"), &program).unwrap();
+    let server = TestServer::start(&world, |c| {
+        c.core.workers.executable = Some(program.clone());
+        c.core.workers.memory_limit = 256 << 20;
+    })
+    .await;
+    let (status, answer) = server.upload("heavy", HEAVY_PIPELINE).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+
+    // `pairs` is killed (kill -9) while it computes: the run fails and is retried once, in a
+    // new worker process, and succeeds.
+    let (status, job) = server
+        .post("/jobs?appName=heavy&classPath=pairs", r#"partition = "2024-01-01""#)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job = text(&job["jobId"]).to_owned();
+    wait_run(&server, "pairs", "running").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = run_workers(&program);
+    assert!(!killed.is_empty());
+    for pid in &killed {
+        let sent = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+    // Failed, with its retry due after the backoff.
+    let failed_once = wait_run(&server, "pairs", "failed").await;
+    assert_eq!(failed_once["attempts"], 1, "{failed_once}");
+    assert!(failed_once["retryAt"].is_string(), "{failed_once}");
+    let error = text(&failed_once["error"]);
+    assert!(
+        error.contains("the run's worker process ended")
+            && error.contains("killed by signal 9 (SIGKILL)"),
+        "{error}"
+    );
+    // The retry is due after its backoff on the server's clock.
+    server.tick_until_idle(super::common::utc(2024, 2, 1, 1)).await;
+    let report = server.wait_final(&job).await;
+    assert_eq!(report["status"], "FINISHED", "{report}");
+    let run = heavy_run(&server, "pairs").await;
+    assert_eq!((&run["state"], &run["attempts"]), (&json!("succeeded"), &json!(2)), "{run}");
+    assert!(run_workers(&program).iter().all(|pid| !killed.contains(pid)));
+
+    // `blowup` goes over the workers' memory limit on each of its two attempts: the run fails
+    // for good, saying why, and the server and the other results are untouched.
+    let (status, report) = server
+        .post(
+            "/jobs?appName=heavy&classPath=blowup",
+            r#"partition = "2024-01-01""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{report}");
+    let job = text(&report["jobId"]).to_owned();
+    let failed_once = wait_run(&server, "blowup", "failed").await;
+    assert!(failed_once["retryAt"].is_string(), "{failed_once}");
+    server.tick_until_idle(super::common::utc(2024, 2, 1, 2)).await;
+    let report = server.wait_final(&job).await;
+    assert_eq!(report["status"], "ERROR", "{report}");
+    let run = heavy_run(&server, "blowup").await;
+    assert_eq!((&run["state"], &run["attempts"]), (&json!("failed"), &json!(2)), "{run}");
+    assert!(
+        text(&run["error"]).contains("memory limit of 256.0 MiB exceeded"),
+        "{run}"
+    );
+    assert_eq!(heavy_run(&server, "pairs").await["state"], "succeeded");
+    let (status, results) = server
+        .get("/pipelines/heavy/jobs/pairs/results?from=2024-01-01&to=2024-01-02")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{results}");
+    assert_eq!(results["rows"].as_array().map(Vec::len), Some(1), "{results}");
+    server.stop().await;
+}
