@@ -476,7 +476,10 @@ async fn wait_run(server: &TestServer, job: &str, state: &str) -> Value {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("run of {job} never {state}: {}", heavy_run(server, job).await);
+    panic!(
+        "run of {job} never {state}: {}",
+        heavy_run(server, job).await
+    );
 }
 
 /// The worker processes of partition runs started from `program`.
@@ -518,7 +521,10 @@ async fn partition_runs_in_workers_that_die_are_retried_exactly_once_more() {
     // `pairs` is killed (kill -9) while it computes: the run fails and is retried once, in a
     // new worker process, and succeeds.
     let (status, job) = server
-        .post("/jobs?appName=heavy&classPath=pairs", r#"partition = "2024-01-01""#)
+        .post(
+            "/jobs?appName=heavy&classPath=pairs",
+            r#"partition = "2024-01-01""#,
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     let job = text(&job["jobId"]).to_owned();
@@ -544,12 +550,22 @@ async fn partition_runs_in_workers_that_die_are_retried_exactly_once_more() {
         "{error}"
     );
     // The retry is due after its backoff on the server's clock.
-    server.tick_until_idle(super::common::utc(2024, 2, 1, 1)).await;
+    server
+        .tick_until_idle(super::common::utc(2024, 2, 1, 1))
+        .await;
     let report = server.wait_final(&job).await;
     assert_eq!(report["status"], "FINISHED", "{report}");
     let run = heavy_run(&server, "pairs").await;
-    assert_eq!((&run["state"], &run["attempts"]), (&json!("succeeded"), &json!(2)), "{run}");
-    assert!(run_workers(&program).iter().all(|pid| !killed.contains(pid)));
+    assert_eq!(
+        (&run["state"], &run["attempts"]),
+        (&json!("succeeded"), &json!(2)),
+        "{run}"
+    );
+    assert!(
+        run_workers(&program)
+            .iter()
+            .all(|pid| !killed.contains(pid))
+    );
 
     // `blowup` goes over the workers' memory limit on each of its two attempts: the run fails
     // for good, saying why, and the server and the other results are untouched.
@@ -563,11 +579,17 @@ async fn partition_runs_in_workers_that_die_are_retried_exactly_once_more() {
     let job = text(&report["jobId"]).to_owned();
     let failed_once = wait_run(&server, "blowup", "failed").await;
     assert!(failed_once["retryAt"].is_string(), "{failed_once}");
-    server.tick_until_idle(super::common::utc(2024, 2, 1, 2)).await;
+    server
+        .tick_until_idle(super::common::utc(2024, 2, 1, 2))
+        .await;
     let report = server.wait_final(&job).await;
     assert_eq!(report["status"], "ERROR", "{report}");
     let run = heavy_run(&server, "blowup").await;
-    assert_eq!((&run["state"], &run["attempts"]), (&json!("failed"), &json!(2)), "{run}");
+    assert_eq!(
+        (&run["state"], &run["attempts"]),
+        (&json!("failed"), &json!(2)),
+        "{run}"
+    );
     assert!(
         text(&run["error"]).contains("memory limit of 256.0 MiB exceeded"),
         "{run}"
@@ -577,6 +599,135 @@ async fn partition_runs_in_workers_that_die_are_retried_exactly_once_more() {
         .get("/pipelines/heavy/jobs/pairs/results?from=2024-01-01&to=2024-01-02")
         .await;
     assert_eq!(status, StatusCode::OK, "{results}");
-    assert_eq!(results["rows"].as_array().map(Vec::len), Some(1), "{results}");
+    assert_eq!(
+        results["rows"].as_array().map(Vec::len),
+        Some(1),
+        "{results}"
+    );
     server.stop().await;
+}
+
+/// The job classes of `examples/fault_injection`, which the server validates pipelines with;
+/// its binary, which `cargo test` builds, runs them in the worker processes.
+#[path = "../../examples/fault_injection/jobs.rs"]
+mod fault_jobs;
+
+/// `examples/fault_injection`'s binary, built beside `floe`.
+fn fault_injection_binary() -> std::path::PathBuf {
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_floe"))
+        .parent()
+        .expect("target dir")
+        .join("examples/fault_injection");
+    assert!(
+        binary.is_file(),
+        "{} is missing: `cargo test` builds the examples (or `cargo build --example \
+         fault_injection`)",
+        binary.display()
+    );
+    binary
+}
+
+const FAULTS_PIPELINE: &str = r#"
+version: 1
+name: faults
+start: 2024-01-01T00:00:00Z
+sources:
+  events:
+    format: parquet
+    path: events/date={date}/hour={hour}/*.parquet
+    time_column: ts
+jobs:
+  amounts:
+    grain: hourly
+    from: events
+    sql: "SELECT amount FROM events"
+  aborts:
+    grain: daily
+    from: amounts
+    retries: 1
+    retry_backoff: 1s
+    rust: { class: abort }
+  panics:
+    grain: daily
+    from: amounts
+    rust: { class: panic }
+  total:
+    grain: daily
+    from: amounts
+    sql: "SELECT count(*) AS n FROM amounts"
+"#;
+
+#[tokio::test]
+async fn a_run_that_aborts_or_panics_fails_alone_and_the_server_goes_on() {
+    let world = world();
+    let server = TestServer::start_with_registry(&world, fault_jobs::registry(), |c| {
+        c.core.workers.executable = Some(fault_injection_binary());
+    })
+    .await;
+    let (status, answer) = server.upload("faults", FAULTS_PIPELINE).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, answer) = server.post("/contexts/steady", "").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let file = numbers(&server, 7_000).await;
+    publish_and_read(&server, "steady", &file).await;
+
+    // The aborting run takes its worker process down, twice (it retries once): the run fails
+    // for good with the signal, and nothing else notices.
+    let (status, job) = server
+        .post(
+            "/jobs?appName=faults&classPath=aborts",
+            r#"partition = "2024-01-01""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job = text(&job["jobId"]).to_owned();
+    let run = wait_faults_run(&server, "aborts", |run| run["retryAt"].is_string()).await;
+    assert!(
+        text(&run["error"]).contains("killed by signal 6 (SIGABRT)"),
+        "{run}"
+    );
+    server
+        .tick_until_idle(super::common::utc(2024, 2, 1, 1))
+        .await;
+    let report = server.wait_final(&job).await;
+    assert_eq!(report["status"], "ERROR", "{report}");
+    let run = wait_faults_run(&server, "aborts", |run| run["attempts"] == 2).await;
+    assert_eq!(run["state"], "failed", "{run}");
+    still_answers(&server, "steady").await;
+
+    // A panicking run fails with the panic's message; its neighbours succeed.
+    let (status, report) = server
+        .post(
+            "/jobs?appName=faults&classPath=floe.PipelineRun&sync=true&timeout=60",
+            r#"partition = "2024-01-01", jobs = [panics, total]"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let run = wait_faults_run(&server, "panics", |run| run["state"] == "failed").await;
+    assert!(
+        text(&run["error"]).contains("the job panicked: this job panics on purpose"),
+        "{run}"
+    );
+    let run = wait_faults_run(&server, "total", |run| run["state"] == "succeeded").await;
+    assert_eq!(run["rows"], 1, "{run}");
+    let (status, health) = server.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{health}");
+    server.stop().await;
+}
+
+/// The run of `job` of the faults pipeline on 2024-01-01, once `ready` holds.
+async fn wait_faults_run(server: &TestServer, job: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..3000 {
+        let (status, runs) = server
+            .get(&format!(
+                "/pipelines/faults/runs?job={job}&from=2024-01-01&to=2024-01-02"
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{runs}");
+        if runs[0].is_object() && ready(&runs[0]) {
+            return runs[0].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the run of {job} never got there");
 }

@@ -52,13 +52,22 @@ impl Serving {
         clock: Arc<dyn Clock>,
         tls: Option<TlsCertificates>,
     ) -> Serving {
+        Serving::start_with_registry(config, JobRegistry::new(), clock, tls).await
+    }
+
+    /// [`Serving::start`] with the Rust job classes of `registry`.
+    pub(crate) async fn start_with_registry(
+        config: ServerConfig,
+        registry: JobRegistry,
+        clock: Arc<dyn Clock>,
+        tls: Option<TlsCertificates>,
+    ) -> Serving {
         let runtime = tokio::runtime::Handle::current();
-        let state: AppState = tokio::task::spawn_blocking(move || {
-            build_state(config, JobRegistry::new(), clock, runtime)
-        })
-        .await
-        .unwrap()
-        .expect("server state");
+        let state: AppState =
+            tokio::task::spawn_blocking(move || build_state(config, registry, clock, runtime))
+                .await
+                .unwrap()
+                .expect("server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -115,10 +124,28 @@ impl TestServer {
         TestServer::start_at(world, utc(2024, 2, 1, 0), tweak).await
     }
 
+    /// A server with the Rust job classes of `registry`.
+    pub(crate) async fn start_with_registry(
+        world: &SampleWorld,
+        registry: JobRegistry,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        TestServer::start_inner(world, utc(2024, 2, 1, 0), registry, tweak).await
+    }
+
     /// A server whose manual clock starts at `now`.
     pub(crate) async fn start_at(
         world: &SampleWorld,
         now: chrono::DateTime<chrono::Utc>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        TestServer::start_inner(world, now, JobRegistry::new(), tweak).await
+    }
+
+    async fn start_inner(
+        world: &SampleWorld,
+        now: chrono::DateTime<chrono::Utc>,
+        registry: JobRegistry,
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
         let mut config = test_config(
@@ -128,7 +155,7 @@ impl TestServer {
         );
         tweak(&mut config);
         let clock = Arc::new(ManualClock::new(now));
-        let serving = Serving::start(config, clock.clone(), None).await;
+        let serving = Serving::start_with_registry(config, registry, clock.clone(), None).await;
         TestServer {
             base: serving.base(),
             scheduler: serving.state.scheduler.clone(),
