@@ -16,6 +16,7 @@ use super::run::{Engine, EngineError, PolarsEngine, ResolvedPlan};
 use super::wire::{WireInput, resolved_input, wire_input};
 use crate::frames::cancel::Cancel;
 use crate::frames::{decode_ipc, encode_ipc};
+use crate::job::cache::KindCache;
 use crate::job::{JobError, JobOutput, JobRegistry};
 use crate::partition::{Grain, Window};
 use crate::worker::child::Handler;
@@ -137,15 +138,21 @@ impl Engine for WorkerEngine {
 #[derive(Debug)]
 pub struct RunWorker {
     registry: JobRegistry,
+    kinds: KindCache,
 }
 
 impl RunWorker {
     pub fn new(registry: JobRegistry) -> RunWorker {
-        RunWorker { registry }
+        RunWorker {
+            registry,
+            kinds: KindCache::default(),
+        }
     }
 
     fn run(&self, call: RunCall, blobs: &[Vec<u8>]) -> Result<JobOutput, String> {
-        let kind = crate::pipeline::job_of_definition(&call.definition, &self.registry)?;
+        let kind = self.kinds.get_or_build(&call.definition, || {
+            crate::pipeline::job_of_definition(&call.definition, &self.registry)
+        })?;
         let mut inputs = std::collections::BTreeMap::new();
         for (name, input) in call.inputs {
             inputs.insert(name, resolved_input(input, blobs)?);

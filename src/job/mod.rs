@@ -11,6 +11,7 @@
 //! Does not own: where inputs come from (the materialiser) or where results go (the store).
 
 pub mod builtin;
+pub mod cache;
 pub mod sketches;
 pub mod spec;
 

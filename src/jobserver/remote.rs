@@ -31,6 +31,7 @@ use crate::frames::cancel::Cancel;
 use crate::frames::{decode_ipc, encode_ipc};
 use crate::job::Job;
 use crate::job::builtin::Sql;
+use crate::job::cache::KindCache;
 use crate::partition::Window;
 use crate::worker::child::Handler;
 use crate::worker::{CallError, Worker};
@@ -454,6 +455,7 @@ fn wire_input(
 #[derive(Debug)]
 pub struct ContextWorker {
     objects: NamedObjects,
+    kinds: KindCache,
 }
 
 impl ContextWorker {
@@ -461,6 +463,7 @@ impl ContextWorker {
     pub fn new(memory_budget: u64) -> ContextWorker {
         ContextWorker {
             objects: NamedObjects::new(memory_budget),
+            kinds: KindCache::default(),
         }
     }
 
@@ -521,15 +524,23 @@ impl ContextWorker {
         cancel: &Cancel,
     ) -> Result<DataFrame, ContextError> {
         let bad = |message: String| ContextError::failed("floe.JobFailed", message);
+        let definition = serde_json::to_string(&run.kind).map_err(|e| bad(e.to_string()))?;
         let (class, kind): (String, Arc<dyn Job>) = match run.kind {
             WireKind::Builtin { class, params } => {
-                let kind = build_builtin(&class, params)
-                    .map_err(|problems| bad(format!("class `{class}`: {}", problems.join("; "))))?;
+                let kind = self.kinds.get_or_build(&definition, || {
+                    build_builtin(&class, params).map_err(|problems| {
+                        bad(format!("class `{class}`: {}", problems.join("; ")))
+                    })
+                })?;
                 (class, kind)
             }
             WireKind::Query { sql } => (
                 "sql".to_owned(),
-                Arc::new(Sql::new(&sql).map_err(|problems| bad(problems.join("; ")))?),
+                self.kinds.get_or_build(&definition, || {
+                    Sql::new(&sql)
+                        .map(|sql| Arc::new(sql) as Arc<dyn Job>)
+                        .map_err(|problems| bad(problems.join("; ")))
+                })?,
             ),
         };
         let mut inputs = Vec::new();

@@ -1,5 +1,6 @@
-//! The worker's side of the protocol: read frames from stdin, run each call on a thread of
-//! its own through a [`Handler`], write the replies to stdout.
+//! The worker's side of the protocol: read frames from stdin, run each call on a call thread
+//! (kept for the next call once it is done) through a [`Handler`], write the replies to
+//! stdout.
 //!
 //! The worker lives as long as its stdin: when the supervisor closes it, exits or is killed,
 //! [`serve`] returns and the process ends with it, whatever its calls are computing — so a
@@ -7,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::wire::{Frame, FrameKind, read_frame, write_frame};
@@ -41,6 +43,9 @@ pub fn serve(handler: Arc<dyn Handler>, max_calls: usize) -> io::Result<()> {
     // Each running call's stop handle, registered before its thread starts, so a cancel that
     // comes at once is not lost.
     let running: Arc<Mutex<HashMap<u64, Cancel>>> = Arc::default();
+    // Calls for the call threads, and how many of those wait for one.
+    let work = crossbeam_channel::unbounded::<(Frame, Cancel)>();
+    let idle = Arc::new(AtomicUsize::new(0));
     while let Some(frame) = read_frame(&mut input, MAX_CALL_BYTES)? {
         match frame.kind {
             FrameKind::Ping => send(&out, &Frame::control(FrameKind::Pong, frame.id))?,
@@ -64,39 +69,32 @@ pub fn serve(handler: Arc<dyn Handler>, max_calls: usize) -> io::Result<()> {
                     }
                     calls.insert(id, cancel.clone());
                 }
-                let (handler, reply_to, calls) = (handler.clone(), out.clone(), running.clone());
-                let spawned = std::thread::Builder::new()
-                    .name(format!("floe-call-{id}"))
-                    .spawn(move || {
-                        let Frame { header, blobs, .. } = frame;
-                        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            handler.call(&header, blobs, &cancel)
-                        }));
-                        let reply = match answer {
-                            Ok(Ok((header, blobs))) => Frame {
-                                kind: FrameKind::Reply,
-                                id,
-                                header,
-                                blobs,
-                            },
-                            Ok(Err(message)) => failed(id, &message),
-                            Err(panic) => failed(
-                                id,
-                                &format!("panicked: {}", crate::error::panic_message(&*panic)),
-                            ),
-                        };
-                        lock(&calls).remove(&id);
-                        // A supervisor that went away reads nothing more: the main loop ends
-                        // on its closed stdin.
-                        let _ = send(&reply_to, &reply);
-                    });
-                if let Err(e) = spawned {
-                    lock(&running).remove(&id);
-                    send(
-                        &out,
-                        &failed(id, &format!("cannot start a thread for the call: {e}")),
-                    )?;
+                // A thread that finished its last call takes this one; a new thread only when
+                // every one is busy (at most `max_calls`, as admitted above).
+                if idle.load(Ordering::Acquire) == 0 {
+                    let (work, handler, reply_to, calls, idle) = (
+                        work.1.clone(),
+                        handler.clone(),
+                        out.clone(),
+                        running.clone(),
+                        idle.clone(),
+                    );
+                    let spawned = std::thread::Builder::new()
+                        .name("floe-call".to_owned())
+                        .spawn(move || call_thread(&work, &*handler, &reply_to, &calls, &idle));
+                    if let Err(e) = spawned {
+                        if lock(&running).remove(&id).is_some() {
+                            send(
+                                &out,
+                                &failed(id, &format!("cannot start a thread for the call: {e}")),
+                            )?;
+                        }
+                        continue;
+                    }
+                } else {
+                    idle.fetch_sub(1, Ordering::AcqRel);
                 }
+                let _ = work.0.send((frame, cancel));
             }
             other => {
                 return Err(io::Error::new(
@@ -111,6 +109,43 @@ pub fn serve(handler: Arc<dyn Handler>, max_calls: usize) -> io::Result<()> {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A call thread: runs calls until the worker ends, waiting between them.
+fn call_thread(
+    work: &crossbeam_channel::Receiver<(Frame, Cancel)>,
+    handler: &dyn Handler,
+    out: &Mutex<BufWriter<io::Stdout>>,
+    running: &Mutex<HashMap<u64, Cancel>>,
+    idle: &AtomicUsize,
+) {
+    while let Ok((frame, cancel)) = work.recv() {
+        let Frame {
+            id, header, blobs, ..
+        } = frame;
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler.call(&header, blobs, &cancel)
+        }));
+        let reply = match answer {
+            Ok(Ok((header, blobs))) => Frame {
+                kind: FrameKind::Reply,
+                id,
+                header,
+                blobs,
+            },
+            Ok(Err(message)) => failed(id, &message),
+            Err(panic) => failed(
+                id,
+                &format!("panicked: {}", crate::error::panic_message(&*panic)),
+            ),
+        };
+        // Free before the reply: the server may send the next call as soon as it reads it.
+        lock(running).remove(&id);
+        idle.fetch_add(1, Ordering::AcqRel);
+        // A supervisor that went away reads nothing more: the main loop ends on its closed
+        // stdin.
+        let _ = send(out, &reply);
+    }
 }
 
 /// A call that failed without a reply of its handler's: its message as the header.
