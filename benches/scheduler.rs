@@ -23,6 +23,10 @@
 //! `wait: 0s`); each `job_i` (i > 0) reads `job_{(i-1)/2}` and, for even i, also `job_{i-1}`,
 //! so there are fan-outs and joins. All jobs are hourly.
 //!
+//! `FLOE_BENCH_ENGINE=worker` computes every run in worker processes (this binary serves as
+//! one), as `floe serve` does: one run per process, inputs and outputs as Arrow IPC; the
+//! default, `in-process`, computes them in the scheduler's threads, as `floe run` does.
+//!
 //! Knobs: `FLOE_BENCH_DAYS` (365), `FLOE_BENCH_JOBS` (50), `FLOE_BENCH_WORKERS` (2),
 //! `FLOE_BENCH_RESTARTS` (5), `FLOE_BENCH_TIMEOUT_S` (3600), `FLOE_BENCH_CACHE_BYTES` (the
 //! result cache budget, 512 MiB as in `floe serve`; `0` turns the cache off, which isolates the
@@ -167,11 +171,14 @@ fn start(
     clock: &Arc<dyn Clock>,
 ) -> Running {
     let store = Store::open(store_dir).expect("open store");
-    let materializer = Materializer::new(
-        store.clone(),
-        Arc::new(ResultCache::new(cache_bytes())),
-        data_dir.to_path_buf(),
-        clock.clone(),
+    let materializer = with_engine(
+        Materializer::new(
+            store.clone(),
+            Arc::new(ResultCache::new(cache_bytes())),
+            data_dir.to_path_buf(),
+            clock.clone(),
+        ),
+        workers,
     );
     let scheduler = Scheduler::start(
         store,
@@ -196,6 +203,30 @@ fn stop(running: Running) {
     scheduler.store().flush().expect("flush");
     driver.join().expect("driver thread");
     drop(scheduler);
+}
+
+/// `materializer`, computing in worker processes when `FLOE_BENCH_ENGINE=worker`.
+fn with_engine(materializer: Materializer, workers: usize) -> Materializer {
+    match std::env::var("FLOE_BENCH_ENGINE").as_deref() {
+        Ok("worker") => {
+            let settings = floe::jobserver::workers::WorkerSettings {
+                enabled: true,
+                ..Default::default()
+            };
+            let pool = floe::jobserver::workers::runs_pool(
+                &settings,
+                workers,
+                &floe::jobserver::limits::Limits::default(),
+            )
+            .expect("worker pool");
+            materializer.with_engine(Arc::new(floe::engine::worker::WorkerEngine::new(
+                pool,
+                settings.kill_grace,
+            )))
+        }
+        Ok("in-process") | Err(_) => materializer,
+        Ok(other) => panic!("FLOE_BENCH_ENGINE must be `in-process` or `worker`, not `{other}`"),
+    }
 }
 
 const RESTART_DIR: &str = "FLOE_BENCH_RESTART_DIR";
@@ -273,10 +304,14 @@ fn restart(dir: &Path) {
     );
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    // The worker processes of `FLOE_BENCH_ENGINE=worker` are this binary.
+    if let Some(code) = floe::cli::run_as_worker_if_asked(&registry()) {
+        return code;
+    }
     if let Some(dir) = std::env::var_os(RESTART_DIR) {
         restart(Path::new(&dir));
-        return;
+        return std::process::ExitCode::SUCCESS;
     }
     let days = env_usize("FLOE_BENCH_DAYS", 365).max(1);
     let jobs = env_usize("FLOE_BENCH_JOBS", 50).clamp(1, 100);
@@ -506,4 +541,5 @@ fn main() {
     );
     println!();
     println!("{}", steal_line(cpu_start));
+    std::process::ExitCode::SUCCESS
 }

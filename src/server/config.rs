@@ -348,6 +348,7 @@ struct ConfigFile {
 struct WorkersFile {
     enabled: Option<bool>,
     allow_in_process: Option<bool>,
+    runs: Option<bool>,
     executable: Option<PathBuf>,
     /// Bytes (`4g`).
     memory_limit: Option<Value>,
@@ -363,6 +364,7 @@ impl WorkersFile {
         let WorkersFile {
             enabled,
             allow_in_process,
+            runs,
             executable,
             memory_limit,
             kill_grace,
@@ -375,6 +377,9 @@ impl WorkersFile {
         }
         if let Some(allow) = allow_in_process {
             workers.allow_in_process = allow;
+        }
+        if let Some(runs) = runs {
+            workers.runs = runs;
         }
         if let Some(executable) = executable {
             workers.executable = Some(executable);

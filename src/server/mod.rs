@@ -635,7 +635,7 @@ pub fn build_state(
     )))
     .with_data_files(data_files.clone());
     // Partition runs compute in worker processes, one run each, when contexts do.
-    let materializer = if config.core.workers.enabled {
+    let materializer = if config.core.workers.enabled && config.core.workers.runs {
         let pool = crate::jobserver::workers::runs_pool(
             &config.core.workers,
             config.scheduler.workers,
