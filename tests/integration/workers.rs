@@ -426,23 +426,20 @@ async fn queries_and_ad_hoc_jobs_run_in_worker_processes_with_their_own_limits()
     server.stop().await;
 }
 
-/// An hourly copy of the events' amounts, and two daily jobs over it: `pairs` computes for
-/// seconds in bounded memory, `blowup` keeps 49M pairs (gigabytes). Both retry once.
-const HEAVY_PIPELINE: &str = r#"
-version: 1
-name: heavy
-start: 2024-01-01T00:00:00Z
-sources:
-  events:
-    format: parquet
-    path: events/date={date}/hour={hour}/*.parquet
-    time_column: ts
-jobs:
-  amounts:
-    grain: hourly
-    from: events
-    sql: "SELECT amount FROM events"
-  pairs:
+/// A pipeline over the sample events with an hourly copy of their amounts, `amounts`; the
+/// tests add their daily jobs over it.
+fn pipeline_over_amounts(name: &str, daily_jobs: &str) -> String {
+    format!(
+        "version: 1\nname: {name}\nstart: 2024-01-01T00:00:00Z\nsources:\n  events:\n    \
+         format: parquet\n    path: events/date={{date}}/hour={{hour}}/*.parquet\n    \
+         time_column: ts\njobs:\n  amounts:\n    grain: hourly\n    from: events\n    \
+         sql: \"SELECT amount FROM events\"\n{daily_jobs}"
+    )
+}
+
+/// Two daily jobs over the amounts: `pairs` computes for seconds in bounded memory, `blowup`
+/// keeps 49M pairs (gigabytes). Both retry once.
+const HEAVY_JOBS: &str = r#"  pairs:
     grain: daily
     from: amounts
     retries: 1
@@ -515,7 +512,9 @@ async fn partition_runs_in_workers_that_die_are_retried_exactly_once_more() {
         c.core.workers.memory_limit = 256 << 20;
     })
     .await;
-    let (status, answer) = server.upload("heavy", HEAVY_PIPELINE).await;
+    let (status, answer) = server
+        .upload("heavy", &pipeline_over_amounts("heavy", HEAVY_JOBS))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
 
     // `pairs` is killed (kill -9) while it computes: the run fails and is retried once, in a
@@ -627,21 +626,8 @@ fn fault_injection_binary() -> std::path::PathBuf {
     binary
 }
 
-const FAULTS_PIPELINE: &str = r#"
-version: 1
-name: faults
-start: 2024-01-01T00:00:00Z
-sources:
-  events:
-    format: parquet
-    path: events/date={date}/hour={hour}/*.parquet
-    time_column: ts
-jobs:
-  amounts:
-    grain: hourly
-    from: events
-    sql: "SELECT amount FROM events"
-  aborts:
+/// Daily jobs of the `fault_injection` classes, and one that works.
+const FAULT_JOBS: &str = r#"  aborts:
     grain: daily
     from: amounts
     retries: 1
@@ -664,7 +650,9 @@ async fn a_run_that_aborts_or_panics_fails_alone_and_the_server_goes_on() {
         c.core.workers.executable = Some(fault_injection_binary());
     })
     .await;
-    let (status, answer) = server.upload("faults", FAULTS_PIPELINE).await;
+    let (status, answer) = server
+        .upload("faults", &pipeline_over_amounts("faults", FAULT_JOBS))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let (status, answer) = server.post("/contexts/steady", "").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
