@@ -406,7 +406,7 @@ impl Materializer {
             return PartitionAttempt::Lost("stopped before computing".to_owned());
         }
         let outcome = self
-            .compute(pipeline, def, window, &source_files, &known_upstream)
+            .compute(pipeline, def, window, &source_files, &known_upstream, stop)
             .and_then(|output| {
                 if stop() {
                     return Err(CommitError::Stopped);
@@ -487,6 +487,7 @@ impl Materializer {
         window: &Window,
         source_files: &BTreeMap<String, Vec<FileIdentity>>,
         known_upstream: &HashMap<RunKey, String>,
+        stop: &dyn Fn() -> bool,
     ) -> Result<JobOutput, CommitError> {
         let inputs = self
             .inputs
@@ -498,7 +499,8 @@ impl Materializer {
             kind: def.job.as_ref(),
             grain: def.grain,
             window: *window,
-            definition: Some(&def.definition_text),
+            definition: Some(&def.run_definition),
+            stop: Some(stop),
             inputs,
         };
         self.engine

@@ -82,6 +82,9 @@ pub struct ResolvedPlan<'a> {
     /// The job's block as YAML, when it has one (a pipeline's job): what an engine in another
     /// process builds the job from. `None`: the job runs where `kind` is.
     pub definition: Option<&'a str>,
+    /// Whether the run should stop (its timeout passed, the scheduler is stopping): polars
+    /// cannot stop inside a plan, an engine in another process can.
+    pub stop: Option<&'a dyn Fn() -> bool>,
     pub inputs: BTreeMap<String, ResolvedInput<'a>>,
 }
 

@@ -88,8 +88,15 @@ impl Engine for WorkerEngine {
             inputs,
         };
         let header = serde_json::to_vec(&call).map_err(|e| failed(e.to_string()))?;
-        // A run stops with its scope (a pipeline job killed, the server shutting down).
+        // A run told to stop (its timeout passed, the scheduler stopping) is killed with its
+        // process after the grace; so is one whose scope was cancelled.
+        let run_stop = plan.stop;
         let stop = || {
+            if run_stop.is_some_and(|stop| stop()) {
+                return Some(
+                    "the run was stopped (its timeout, or the scheduler stopping)".to_owned(),
+                );
+            }
             crate::frames::cancel::current()
                 .filter(Cancel::is_cancelled)
                 .map(|cancel| cancel.reason().unwrap_or("stopped").to_owned())
@@ -100,7 +107,7 @@ impl Engine for WorkerEngine {
             .map_err(|e| failed(format!("cannot start a worker process: {e}")))?;
         let frame = answer.map_err(|e| {
             failed(match e {
-                CallError::Start(message) => message.to_string(),
+                e @ CallError::Start(_) => e.to_string(),
                 CallError::Died(reason) => format!("the run's worker process ended: {reason}"),
                 CallError::Failed(message) => match message.strip_prefix("panicked: ") {
                     Some(what) => format!("the job panicked: {what}"),
@@ -167,6 +174,7 @@ impl RunWorker {
                 end: call.to,
             },
             definition: None,
+            stop: None,
             inputs,
         };
         PolarsEngine.execute(plan).map_err(|e| e.to_string())

@@ -17,6 +17,11 @@ use super::plan::{self, BuiltinPlan, InputSpec, ScanTarget};
 use super::{ExecError, JobServer, LiveJob};
 
 impl JobServer {
+    /// Whether a built-in job of `context` runs in a worker process.
+    pub(super) fn runs_remotely(&self, context: &super::context::Context) -> bool {
+        context.worker.is_some() || (context.adhoc && self.adhoc_workers.is_some())
+    }
+
     pub(super) fn execute_builtin(
         &self,
         live: &LiveJob,

@@ -157,6 +157,7 @@ pub(crate) fn run_in_context(
         grain: Grain::Hourly,
         window: job.window,
         definition: None,
+        stop: None,
         inputs,
     };
     let failed = |e: JobError| ContextError::failed("floe.JobFailed", e.to_string());

@@ -280,11 +280,11 @@ impl JobServer {
                 timeouts.remove(key);
             }
         }
-        // Built-in classes run cancellably and count against the server's memory limit (a
-        // job in a worker process too: the server reads its results inputs and its result;
-        // the worker's own limit watches the rest); a materialisation's runs stop at their
-        // own safe points and commit or fail as runs.
-        let _tracked = matches!(plan, JobPlan::Builtin(_))
+        // Built-in classes run cancellably and, in this process, count against the server's
+        // memory limit (one in a worker process counts only while the server reads its
+        // inputs: `execute_remote`; its worker's own limit watches the rest); a
+        // materialisation's runs stop at their own safe points and commit or fail as runs.
+        let _tracked = (matches!(plan, JobPlan::Builtin(_)) && !self.runs_remotely(&live.context))
             .then(|| self.memory.track(&live.cancel, format!("job {}", live.id)));
         let execute = || match &plan {
             JobPlan::Builtin(_) => live.cancel.scope(|| self.execute(live, &plan)),

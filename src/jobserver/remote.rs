@@ -155,6 +155,8 @@ impl JobServer {
         // the worker), then each one the worker says is missing.
         let mut builds = BTreeSet::new();
         loop {
+            // What the server reads for the job counts against its memory limit.
+            let tracked = self.memory.track(&live.cancel, format!("job {}", live.id));
             let mut blobs = Vec::new();
             let mut inputs = Vec::new();
             for (name, spec) in &plan.inputs {
@@ -197,6 +199,7 @@ impl JobServer {
                 inputs.push((name.clone(), input));
             }
             Self::checkpoint(live)?;
+            drop(tracked);
             let window = super::plan::input_span(&plan.inputs);
             let call = RunCall {
                 job_id: live.id.clone(),
@@ -216,9 +219,11 @@ impl JobServer {
                     .adhoc
                     .then_some(live.context.settings.memory_budget),
             };
+            // A kill, a timeout or the context's deletion stops the job at once, its process
+            // with it; the server's memory watchdog does not (the job holds no server memory
+            // now).
             let stop = || {
-                live.cancel
-                    .is_cancelled()
+                (live.stop_reason() != StopReason::None)
                     .then(|| format!("job {} was stopped while it ran", live.id))
             };
             // A job that must stop stops at once: its process is killed after the grace.

@@ -163,12 +163,15 @@ impl WorkerSettings {
                 health_interval: self.health_interval,
                 health_timeout: self.health_timeout,
                 start_timeout: self.start_timeout,
-                // A result over `limits.max_result_bytes` fails the job anyway; the frame
-                // also carries its header and IPC framing.
-                max_reply_bytes: limits
-                    .max_result_bytes
-                    .saturating_mul(2)
-                    .saturating_add(64 << 20),
+                // A context's result over `limits.max_result_bytes` is refused in the worker; a
+                // run's result has no such bound, but cannot be larger than the process holds.
+                // The frame also carries its header and IPC framing.
+                max_reply_bytes: match role {
+                    WorkerRole::Context => limits.max_result_bytes,
+                    WorkerRole::Runs => memory_limit,
+                }
+                .saturating_mul(2)
+                .saturating_add(64 << 20),
             },
         ))
     }

@@ -151,6 +151,10 @@ pub struct JobDef {
     /// What [`JobDef::definition_fingerprint`] hashes of the job's own block, as YAML (null
     /// fields included): kept with results so a later plan can show how a definition changed.
     pub definition_text: String,
+    /// What defines the result, as YAML with every field (nulls kept, unlike
+    /// [`JobDef::definition_text`], so a `rust:` job's config comes back as written): what a
+    /// worker process builds the job again from ([`job_of_definition`]).
+    pub run_definition: String,
     /// Hash of this job's definition and, transitively, of every upstream job's: what a
     /// stored result is stamped with, so the read side can tell a result of this definition
     /// (with these upstream definitions) from one an earlier or replaced version made.

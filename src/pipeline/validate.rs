@@ -446,6 +446,8 @@ impl Validator<'_> {
                         concurrency: job_spec.concurrency,
                         trigger,
                         definition_text: definition_text(job_spec),
+                        run_definition: serde_yaml::to_string(&what_defines_the_result(job_spec))
+                            .unwrap_or_default(),
                         definition_fingerprint,
                         // Filled in once the job graph is known.
                         lineage_fingerprint: String::new(),
@@ -705,7 +707,7 @@ fn kinds_of(job_spec: &JobSpec, registry: &JobRegistry) -> Vec<(&'static str, Bu
     kinds
 }
 
-/// The job a definition text ([`JobDef::definition_text`]) describes, built again with
+/// The job a definition ([`JobDef::run_definition`]) describes, built again with
 /// `registry` (the kind of a job that runs in a worker process).
 pub fn job_of_definition(text: &str, registry: &JobRegistry) -> Result<Arc<dyn Job>, String> {
     let unreadable = |e: serde_yaml::Error| format!("a job definition Floe cannot read: {e}");

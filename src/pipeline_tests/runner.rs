@@ -181,6 +181,7 @@ impl Runner<'_> {
             grain: def.grain,
             window,
             definition: None,
+            stop: None,
             inputs,
         };
         let output = self

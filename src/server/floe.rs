@@ -660,6 +660,13 @@ fn query_frame(
             .query_in_worker(context, &request.sql, remote_tables, &stop)
             .map_err(|(message, class)| match class {
                 "floe.MemoryLimit" => HttpError::new(ErrorCode::MemoryLimit, message),
+                // As in this process: a panic's details go to the log, not to the client.
+                "floe.JobPanicked" => {
+                    tracing::error!(panic = %message, "a /query panicked in a worker process");
+                    HttpError::internal(
+                        "the query failed inside the SQL engine; the server log has the details",
+                    )
+                }
                 "floe.JobKilled" => HttpError::new(ErrorCode::QueryTimeout, message),
                 "floe.WorkerDied" | "floe.WorkerUnavailable" | "floe.WorkerFailed" => {
                     HttpError::new(ErrorCode::WorkerFailed, message)
@@ -677,6 +684,7 @@ fn query_frame(
             end: now,
         },
         definition: None,
+        stop: None,
         inputs,
     };
     core.materializer()

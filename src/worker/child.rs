@@ -139,21 +139,37 @@ fn call_thread(
                 &format!("panicked: {}", crate::error::panic_message(&*panic)),
             ),
         };
-        // Free before the reply: the server may send the next call as soon as it reads it.
-        lock(running).remove(&id);
+        // Free before the reply: the server may send the next call as soon as it reads it
+        // (idle first, so that call finds this thread rather than starting another).
         idle.fetch_add(1, Ordering::AcqRel);
-        // A supervisor that went away reads nothing more: the main loop ends on its closed
-        // stdin.
-        let _ = send(out, &reply);
+        lock(running).remove(&id);
+        // A reply the wire cannot carry is refused before a byte is written: the call still
+        // gets an answer. A supervisor that went away reads nothing more: the main loop ends
+        // on its closed stdin.
+        if let Err(e) = send(out, &reply)
+            && e.kind() == io::ErrorKind::InvalidData
+        {
+            let _ = send(
+                out,
+                &failed(id, &format!("the reply could not be sent: {e}")),
+            );
+        }
     }
 }
 
+/// The longest failure message sent (a panic's can be anything).
+const MAX_MESSAGE_BYTES: usize = 64 << 10;
+
 /// A call that failed without a reply of its handler's: its message as the header.
 fn failed(id: u64, message: &str) -> Frame {
+    let mut end = message.len().min(MAX_MESSAGE_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
     Frame {
         kind: FrameKind::Failed,
         id,
-        header: message.as_bytes().to_vec(),
+        header: message.as_bytes()[..end].to_vec(),
         blobs: Vec::new(),
     }
 }

@@ -71,6 +71,9 @@ pub struct Worker {
     command: WorkerCommand,
     supervision: Supervision,
     current: Mutex<Option<Arc<Process>>>,
+    /// The process `current` holds, for reports: `current` is held while a process starts,
+    /// this never for longer than a clone.
+    shown: Mutex<Option<Arc<Process>>>,
     /// Processes started so far.
     starts: AtomicU64,
     /// The highest resident memory any of its processes reached.
@@ -114,6 +117,7 @@ impl Worker {
             command,
             supervision,
             current: Mutex::new(None),
+            shown: Mutex::new(None),
             starts: AtomicU64::new(0),
             peak_rss: Arc::new(AtomicU64::new(0)),
             last_exit: Arc::new(Mutex::new(None)),
@@ -199,16 +203,13 @@ impl Worker {
         if let Some(process) = lock(&self.current).take() {
             process.kill(reason.to_owned());
         }
+        lock(&self.shown).take();
     }
 
-    /// What the worker is doing. Never waits for a start in progress (it reports no
-    /// process then), so a report cannot hang on a slow or crashing worker.
+    /// What the worker is doing. Never waits for a start in progress (it reports the
+    /// process before), so a report cannot hang on a slow or crashing worker.
     pub fn status(&self) -> WorkerStatus {
-        let current = match self.current.try_lock() {
-            Ok(current) => current.clone(),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner().clone(),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        };
+        let current = lock(&self.shown).clone();
         let live = current.as_ref().filter(|p| p.is_live());
         WorkerStatus {
             pid: live.map(|p| p.pid),
@@ -231,6 +232,7 @@ impl Worker {
         }
         let process = self.spawn()?;
         *current = Some(process.clone());
+        *lock(&self.shown) = Some(process.clone());
         Ok(process)
     }
 

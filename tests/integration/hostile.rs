@@ -489,7 +489,13 @@ async fn over_the_memory_limit_the_newest_query_or_job_is_stopped() {
     // A limit the server is always over: whatever is tracked (ad-hoc jobs, queries) is stopped
     // at the watchdog's next look, and the server goes on serving. Materialisations are not
     // tracked, so the results the queries read are made first.
-    let server = TestServer::start(&world, |c| c.core.limits.memory = Some(1)).await;
+    // Jobs in the server's process: in a worker process a job counts against its worker's
+    // own limit (tests/integration/workers.rs).
+    let server = TestServer::start(&world, |c| {
+        c.core.limits.memory = Some(1);
+        c.core.workers.enabled = false;
+    })
+    .await;
     let (status, report) = server
         .post(
             "/jobs?appName=shop&classPath=purchases_hourly&sync=true&timeout=60",

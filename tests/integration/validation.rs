@@ -122,9 +122,9 @@ fn the_example_pipelines_are_valid() {
     );
 }
 
-/// A job crosses to a worker process as its definition text: every example job is built again
-/// from it as the same kind, and `group_by`'s aggregations (written as pairs) come back in their
-/// order.
+/// A job crosses to a worker process as its definition: every example job is built again from
+/// it as the same kind with the same settings, and `group_by`'s aggregations (written as pairs)
+/// come back in their order.
 #[test]
 fn every_example_job_is_built_again_from_its_definition() {
     let registry = JobRegistry::new();
