@@ -112,6 +112,9 @@ struct RunReply {
     outcome: WireOutcome,
     objects: Vec<ObjectSummary>,
     used: u64,
+    /// Orders the views of the objects: replies of concurrent calls can arrive in another
+    /// order than their snapshots were taken.
+    snapshot: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -128,6 +131,10 @@ enum WireOutcome {
 pub struct ObjectsView {
     pub summaries: Vec<ObjectSummary>,
     pub used: u64,
+    /// The worker's snapshot the view is (see `RunReply::snapshot`); 0 when none.
+    pub snapshot: u64,
+    /// The worker process the view is of: a new process starts its snapshots again.
+    pub pid: Option<u32>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -359,10 +366,17 @@ fn call_worker(
     let reply: RunReply =
         serde_json::from_slice(&frame.header).map_err(|e| unreadable(e.to_string()))?;
     if !context.adhoc {
-        *lock(&context.remote_objects) = ObjectsView {
-            summaries: reply.objects,
-            used: reply.used,
-        };
+        let mut view = lock(&context.remote_objects);
+        // A reply of another process, or a later snapshot of this one, replaces the view.
+        let pid = worker.pid();
+        if view.pid != pid || reply.snapshot > view.snapshot {
+            *view = ObjectsView {
+                summaries: reply.objects,
+                used: reply.used,
+                snapshot: reply.snapshot,
+                pid,
+            };
+        }
     }
     match reply.outcome {
         WireOutcome::Finished => {
@@ -461,6 +475,8 @@ fn wire_input(
 pub struct ContextWorker {
     objects: NamedObjects,
     kinds: KindCache,
+    /// The last snapshot of the objects sent.
+    snapshot: Mutex<u64>,
 }
 
 impl ContextWorker {
@@ -469,6 +485,7 @@ impl ContextWorker {
         ContextWorker {
             objects: NamedObjects::new(memory_budget),
             kinds: KindCache::default(),
+            snapshot: Mutex::new(0),
         }
     }
 
@@ -511,10 +528,17 @@ impl ContextWorker {
                 (WireOutcome::NeedsBuild { object }, Vec::new())
             }
         };
+        // Numbered under one lock with the objects read, so a higher number is a later view.
+        let (snapshot, objects, used) = {
+            let mut last = lock(&self.snapshot);
+            *last += 1;
+            (*last, self.objects.summaries(), self.objects.used())
+        };
         let reply = RunReply {
             outcome,
-            objects: self.objects.summaries(),
-            used: self.objects.used(),
+            objects,
+            used,
+            snapshot,
         };
         Ok((
             serde_json::to_vec(&reply).map_err(|e| e.to_string())?,

@@ -206,6 +206,14 @@ impl Worker {
         lock(&self.shown).take();
     }
 
+    /// The running process's id, if one runs.
+    pub fn pid(&self) -> Option<u32> {
+        lock(&self.shown)
+            .as_ref()
+            .filter(|p| p.is_live())
+            .map(|p| p.pid)
+    }
+
     /// What the worker is doing. Never waits for a start in progress (it reports the
     /// process before), so a report cannot hang on a slow or crashing worker.
     pub fn status(&self) -> WorkerStatus {
