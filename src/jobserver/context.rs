@@ -557,7 +557,8 @@ impl Context {
     }
 
     /// A one-job context on the shared ad-hoc executor, with its own empty named objects;
-    /// in `worker` when given (the shared ad-hoc worker, or one of the job's own).
+    /// `worker`: the job's own worker process (it set its own `memory-limit`). Without one,
+    /// the job runs in a process of the ad-hoc pool, or in this one.
     pub fn adhoc(
         executor: Arc<Executor>,
         settings: &ContextSettings,
@@ -580,15 +581,21 @@ impl Context {
         }
     }
 
-    /// Its named objects, wherever they live.
+    /// Its named objects, wherever they live (none once the worker process they were in has
+    /// ended).
     pub fn object_summaries(&self) -> Vec<ObjectSummary> {
         match &self.worker {
-            Some(_) => self
-                .remote_objects
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .summaries
-                .clone(),
+            Some(worker) => {
+                let view = self
+                    .remote_objects
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if view.pid.is_some() && view.pid == worker.pid() {
+                    view.summaries.clone()
+                } else {
+                    Vec::new()
+                }
+            }
             None => self.objects.summaries(),
         }
     }
@@ -596,11 +603,16 @@ impl Context {
     /// Bytes its named objects take, wherever they live.
     pub fn objects_used(&self) -> u64 {
         match &self.worker {
-            Some(_) => {
-                self.remote_objects
+            Some(worker) => {
+                let view = self
+                    .remote_objects
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .used
+                    .unwrap_or_else(PoisonError::into_inner);
+                if view.pid.is_some() && view.pid == worker.pid() {
+                    view.used
+                } else {
+                    0
+                }
             }
             None => self.objects.used(),
         }

@@ -67,10 +67,6 @@ impl JobServer {
             .map_err(|e| ContextError::Settings(vec![e]))?;
         let worker = if settings.runs_in_worker(&self.settings.workers) {
             let limit = settings.worker_memory_limit(&self.settings.workers);
-            self.settings
-                .workers
-                .check_memory_limit(limit)
-                .map_err(|e| ContextError::Settings(vec![e]))?;
             let worker = self
                 .settings
                 .workers

@@ -28,6 +28,7 @@ use super::{ExecError, JobServer, LiveJob, StopReason, context_label};
 use crate::engine::ResolvedInput;
 use crate::engine::wire::{WireError, WireInput as ResolvedWire, resolved_input, timezone};
 use crate::frames::cancel::Cancel;
+use crate::frames::memory::human_bytes;
 use crate::frames::{decode_ipc, encode_ipc};
 use crate::job::Job;
 use crate::job::builtin::Sql;
@@ -408,11 +409,20 @@ enum RemoteError {
 
 /// A call that got no reply, as its failure.
 fn worker_failed(context: &Context, error: CallError) -> RemoteError {
+    let adhoc = context.adhoc;
     let context = context_label(context);
     let (message, class) = match error {
         CallError::Start(message) => (
             format!("context {context}: {message}"),
             "floe.WorkerUnavailable",
+        ),
+        CallError::Died(reason) if reason.starts_with("memory limit") && adhoc => (
+            format!("{reason}: the job's worker process was stopped"),
+            "floe.MemoryLimit",
+        ),
+        CallError::Died(reason) if adhoc => (
+            format!("the job's worker process ended while it ran ({reason})"),
+            "floe.WorkerDied",
         ),
         CallError::Died(reason) if reason.starts_with("memory limit") => (
             format!(
@@ -496,20 +506,30 @@ impl ContextWorker {
         cancel: &Cancel,
     ) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
         let max_result_bytes = run.max_result_bytes;
+        let is_query = matches!(run.kind, WireKind::Query { .. });
         let outcome = cancel.scope(|| self.run_job(run, blobs, cancel));
         let (outcome, blobs) = match outcome.and_then(|frame| {
             // What the server would refuse to store is refused here, before it crosses,
             // measured as the server measures it.
             let size = crate::frames::arrow_size(&frame) as u64;
             if size > max_result_bytes {
-                let over = LimitError::ResultBytes {
-                    bytes: size,
-                    limit: max_result_bytes,
+                let message = if is_query {
+                    // A query's rows cross back whole before they are paged.
+                    format!(
+                        "the query's result is {} of Arrow, above the {} a query over a context \
+                         in a worker process answers (`limits.max_result_bytes`): add a `LIMIT` \
+                         or aggregate",
+                        human_bytes(size),
+                        human_bytes(max_result_bytes)
+                    )
+                } else {
+                    LimitError::ResultBytes {
+                        bytes: size,
+                        limit: max_result_bytes,
+                    }
+                    .to_string()
                 };
-                return Err(ContextError::failed(
-                    "floe.ResultTooLarge",
-                    over.to_string(),
-                ));
+                return Err(ContextError::failed("floe.ResultTooLarge", message));
             }
             let bytes = encode_ipc(&frame)
                 .map_err(|e| ContextError::failed("floe.JobFailed", e.to_string()))?;

@@ -197,6 +197,18 @@ impl WorkerSettings {
             }
             _ => {}
         }
+        if settings.runs_in_worker(self) {
+            let limit = settings.worker_memory_limit(self);
+            self.check_memory_limit(limit)?;
+            if settings.memory_budget > limit {
+                return Err(format!(
+                    "setting `memory-budget`: {} is above the context's `memory-limit` of {}: \
+                     its named objects could never fit; lower `memory-budget` too",
+                    human_bytes(settings.memory_budget),
+                    human_bytes(limit)
+                ));
+            }
+        }
         if settings.memory_limit.is_some() && !settings.runs_in_worker(self) {
             return Err(
                 "setting `memory-limit` applies to a context in a worker process \
@@ -359,7 +371,8 @@ impl super::JobServer {
                 &format!("of ad-hoc job {job_id}"),
                 WorkerRole::Context,
                 1,
-                settings.memory_budget,
+                // Its objects live for the job: they fit its limit or nothing does.
+                settings.memory_budget.min(limit),
                 limit,
                 &self.settings.limits,
             )

@@ -76,13 +76,13 @@ pub(super) enum ErrorCode {
     TooManyBackfills,
     /// The server failed; the message names the request id its log has the details under.
     Internal,
-    /// The worker process of the query's context ended while it computed (crashed or was
-    /// killed); its named objects were lost with it, and the next request starts a new one.
-    WorkerFailed,
     /// The job history is full of unfinished jobs; retry after `Retry-After`.
     TooManyStoredJobs,
     /// The server is shutting down and takes no new work.
     ShuttingDown,
+    /// The worker process of the query's context ended while it computed (crashed or was
+    /// killed); its named objects were lost with it, and the next request starts a new one.
+    WorkerFailed,
     /// The data-files directory holds `data_files.max_files` files, or the upload would take
     /// it past `data_files.max_total_bytes`.
     DataFilesFull,
@@ -113,9 +113,9 @@ impl ErrorCode {
         ErrorCode::TooManyQueries,
         ErrorCode::TooManyBackfills,
         ErrorCode::Internal,
-        ErrorCode::WorkerFailed,
         ErrorCode::TooManyStoredJobs,
         ErrorCode::ShuttingDown,
+        ErrorCode::WorkerFailed,
         ErrorCode::DataFilesFull,
     ];
 
@@ -173,8 +173,8 @@ impl ErrorCode {
             ErrorCode::QueueFull | ErrorCode::TooManyQueries | ErrorCode::TooManyBackfills => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ErrorCode::Internal | ErrorCode::WorkerFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::TooManyStoredJobs | ErrorCode::ShuttingDown => {
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TooManyStoredJobs | ErrorCode::ShuttingDown | ErrorCode::WorkerFailed => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::DataFilesFull => StatusCode::INSUFFICIENT_STORAGE,

@@ -796,6 +796,35 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         "Bytes of named objects held, per context.",
         &per_context(&|c| c.objects_used() as f64),
     );
+    // Per context in a worker process: its size now, and how often it was started (more
+    // than once: replaced after a crash, its memory limit or a kill).
+    let workers: Vec<_> = contexts
+        .iter()
+        .filter_map(|c| {
+            let status = c.worker.as_ref()?.status();
+            Some((format!("context=\"{}\"", escape(&c.name)), status))
+        })
+        .collect();
+    family(
+        &mut out,
+        "floe_worker_resident_bytes",
+        "gauge",
+        "Resident memory of each context's worker process (0 while none runs).",
+        &workers
+            .iter()
+            .map(|(label, s)| (label.clone(), s.resident_bytes.unwrap_or(0) as f64))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        &mut out,
+        "floe_worker_starts_total",
+        "counter",
+        "Worker processes started for each context.",
+        &workers
+            .iter()
+            .map(|(label, s)| (label.clone(), s.starts as f64))
+            .collect::<Vec<_>>(),
+    );
     let cache = state.core.materializer().cache();
     family(
         &mut out,

@@ -64,7 +64,10 @@ pub(super) async fn request_ids(request: Request, next: Next) -> Response {
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
                 .unwrap_or_else(|_| "(a body longer than the log keeps)".to_owned()),
         };
-        span.in_scope(|| tracing::error!(status = status.as_u16(), %detail, "internal error"));
+        // The id on the line itself: the span's fields are not kept when INFO is filtered out.
+        span.in_scope(|| {
+            tracing::error!(request_id = %id, status = status.as_u16(), %detail, "internal error")
+        });
         response = HttpError::internal(format!(
             "internal error; the server's log has the details under request id {id}"
         ))

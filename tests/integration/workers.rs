@@ -128,7 +128,10 @@ async fn a_job_over_its_memory_limit_ends_error_and_only_its_worker_is_replaced(
     let file = numbers(&server, 7_000).await;
     for (name, limit) in [("small", "256m"), ("other", "1g")] {
         let (status, answer) = server
-            .post(&format!("/contexts/{name}?memory-limit={limit}"), "")
+            .post(
+                &format!("/contexts/{name}?memory-limit={limit}&memory-budget=128m"),
+                "",
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{answer}");
     }
@@ -184,6 +187,21 @@ async fn a_job_over_its_memory_limit_ends_error_and_only_its_worker_is_replaced(
     );
     assert_eq!(context(&server, "small").await["worker"]["starts"], 2);
     assert_ne!(worker_pid(&server, "small").await, small_pid);
+    // Operators see it in the metrics.
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("floe_worker_starts_total{context=\"small\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("floe_worker_resident_bytes{context=\"other\"} "));
     // The failed job is in the history with its reason.
     let (_, jobs) = server.get("/jobs?status=ERROR").await;
     assert_eq!(jobs.as_array().unwrap().len(), 1, "{jobs}");
@@ -250,6 +268,26 @@ async fn a_worker_that_crashes_mid_job_fails_its_job_with_the_reason() {
         assert_eq!(status, StatusCode::OK, "{answer}");
     }
     publish_and_read(&server, "steady", &file).await;
+    // An idle worker that dies takes its objects with it, and the context says so at once.
+    publish_and_read(&server, "crashy", &file).await;
+    let idle = worker_pid(&server, "crashy").await;
+    let sent = std::process::Command::new("kill")
+        .args(["-KILL", &idle.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    while alive(idle) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..100 {
+        if context(&server, "crashy").await["namedObjects"] == json!([]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let crashy = context(&server, "crashy").await;
+    assert_eq!(crashy["namedObjects"], json!([]), "{crashy}");
+    assert_eq!(crashy["memory"]["used"], 0, "{crashy}");
     for (signal, name) in [
         ("ABRT", "signal 6 (SIGABRT)"),
         ("KILL", "signal 9 (SIGKILL)"),
@@ -280,7 +318,7 @@ async fn a_worker_that_crashes_mid_job_fails_its_job_with_the_reason() {
         still_answers(&server, "steady").await;
         assert_eq!(context(&server, "crashy").await["namedObjects"], json!([]));
     }
-    assert_eq!(context(&server, "crashy").await["worker"]["starts"], 2);
+    assert_eq!(context(&server, "crashy").await["worker"]["starts"], 3);
     // Nothing stored was lost: every job is listed, with its final state.
     let (_, jobs) = server.get("/jobs?limit=100").await;
     let statuses: Vec<&str> = jobs
@@ -296,7 +334,7 @@ async fn a_worker_that_crashes_mid_job_fails_its_job_with_the_reason() {
     );
     assert_eq!(
         statuses.iter().filter(|s| **s == "FINISHED").count(),
-        8,
+        10,
         "{jobs}"
     );
     server.stop().await;
@@ -374,6 +412,10 @@ async fn queries_and_ad_hoc_jobs_run_in_worker_processes_with_their_own_limits()
         (
             "/contexts/odd?process=fork",
             "expected `worker` or `in-process`, found `fork`",
+        ),
+        (
+            "/contexts/cramped?memory-limit=1g",
+            "`memory-budget`: 2.0 GiB is above the context's `memory-limit` of 1.0 GiB",
         ),
     ] {
         let (status, answer) = server.post(query, "").await;
