@@ -7,7 +7,8 @@
 //! [`sketches`]; user crates register their own kinds in a
 //! [`JobRegistry`] under a class name and refer to them from YAML with `rust: { class: … }`.
 //!
-//! Owns: the trait, the run-time context handed to a job, job errors, the registry.
+//! Owns: the trait, the run-time context handed to a job, job errors, the registry, and the
+//! cache of jobs built from their definitions ([`cache`]).
 //! Does not own: where inputs come from (the materialiser) or where results go (the store).
 
 pub mod builtin;
