@@ -181,8 +181,10 @@ fn main() -> std::process::ExitCode {
     // `job_retention`: with none, the oldest beyond `job_history` are pruned as they would be
     // on a server with a shorter retention, and the bench measures that pruning too.
     config.core.job_retention = Duration::ZERO;
-    // The `bench` context runs in-process beside `benchw` in its worker, for the comparison.
+    // The `bench` context runs in-process beside `benchw` in its worker, for the comparison;
+    // both may hold 8 GiB of named objects (a context's budget must fit its worker's limit).
     config.core.workers.allow_in_process = true;
+    config.core.workers.memory_limit = 12 << 30;
     let handle = server_runtime.handle().clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = build_state(config, JobRegistry::new(), clock, handle).expect("state");
