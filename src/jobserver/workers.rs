@@ -115,23 +115,7 @@ impl WorkerSettings {
         memory_limit: u64,
         limits: &super::limits::Limits,
     ) -> Result<Worker, String> {
-        // A process that is itself a worker never starts workers: a binary that embeds the
-        // server and does not answer `worker` would otherwise start itself again and again.
-        if std::env::var_os(WORKER_PARENT_ENV).is_some() {
-            return Err(format!(
-                "this process was started as a worker process ({WORKER_PARENT_ENV} is set) and \
-                 starts none of its own: `workers.executable` must be Floe's binary, or a binary \
-                 that calls `floe::cli::run_as_worker_if_asked` first"
-            ));
-        }
-        let program = match &self.executable {
-            Some(path) => path.clone(),
-            // The very binary the server runs, even once an upgrade replaced its file: its
-            // workers speak its protocol.
-            None if std::path::Path::new(SELF_EXE).exists() => PathBuf::from(SELF_EXE),
-            None => std::env::current_exe()
-                .map_err(|e| format!("cannot find Floe's own executable to start workers: {e}"))?,
-        };
+        let program = self.program()?;
         let mut args = vec![
             "worker".to_owned(),
             WORKER_PROTOCOL.to_owned(),
@@ -174,6 +158,27 @@ impl WorkerSettings {
                 .saturating_add(64 << 20),
             },
         ))
+    }
+
+    /// The program workers start from; an error when this process may not start workers.
+    pub fn program(&self) -> Result<PathBuf, String> {
+        // A process that is itself a worker never starts workers: a binary that embeds the
+        // server and does not answer `worker` would otherwise start itself again and again.
+        if std::env::var_os(WORKER_PARENT_ENV).is_some() {
+            return Err(format!(
+                "this process was started as a worker process ({WORKER_PARENT_ENV} is set) and \
+                 starts none of its own: `workers.executable` must be Floe's binary, or a binary \
+                 that calls `floe::cli::run_as_worker_if_asked` first"
+            ));
+        }
+        match &self.executable {
+            Some(path) => Ok(path.clone()),
+            // The very binary the server runs, even once an upgrade replaced its file: its
+            // workers speak its protocol.
+            None if std::path::Path::new(SELF_EXE).exists() => Ok(PathBuf::from(SELF_EXE)),
+            None => std::env::current_exe()
+                .map_err(|e| format!("cannot find Floe's own executable to start workers: {e}")),
+        }
     }
 
     /// Refuses settings of a context that this server's policy does not allow: `process =

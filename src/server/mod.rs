@@ -589,6 +589,10 @@ pub fn build_state(
     config.check_limits().map_err(ServeError::Limits)?;
     // The join limit is read where SQL runs, deep in the job kinds: one setting per process.
     crate::sql_guard::set_max_join_rows(config.core.limits.max_join_rows);
+    // Workers that cannot start stop the start before anything is opened or created.
+    if config.core.workers.enabled {
+        config.core.workers.program().map_err(ServeError::Workers)?;
+    }
     // First: a tokens file that does not parse stops the start before the store opens.
     let http_metrics = Arc::new(metrics::HttpMetrics::default());
     let auth = auth::AuthState::open(&config, clock.clone(), http_metrics.audit_dropped.clone())

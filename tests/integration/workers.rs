@@ -761,3 +761,32 @@ async fn wait_faults_run(server: &TestServer, job: &str, ready: impl Fn(&Value) 
     }
     panic!("the run of {job} never got there");
 }
+
+/// A process started as a worker never starts workers of its own: `floe serve` under
+/// `FLOE_WORKER_PARENT` refuses to start, before it creates anything, and `floe worker` by
+/// hand refuses without its protocol argument.
+#[test]
+fn a_worker_never_starts_workers_and_floe_worker_is_not_for_hands() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("FLOE_WORKER_PARENT", "1")
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+    let stderr = String::from_utf8_lossy(&serve.stderr);
+    assert!(
+        stderr.contains("was started as a worker process (FLOE_WORKER_PARENT is set)"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let worker = std::process::Command::new(env!("CARGO_BIN_EXE_floe"))
+        .args(["worker", "--threads=2"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!worker.status.success());
+    let stderr = String::from_utf8_lossy(&worker.stderr);
+    assert!(stderr.contains("is started by `floe serve`"), "{stderr}");
+}
