@@ -585,17 +585,9 @@ impl Context {
     /// ended).
     pub fn object_summaries(&self) -> Vec<ObjectSummary> {
         match &self.worker {
-            Some(worker) => {
-                let view = self
-                    .remote_objects
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if view.pid.is_some() && view.pid == worker.pid() {
-                    view.summaries.clone()
-                } else {
-                    Vec::new()
-                }
-            }
+            Some(worker) => self
+                .live_view(worker, |view| view.summaries.clone())
+                .unwrap_or_default(),
             None => self.objects.summaries(),
         }
     }
@@ -603,19 +595,18 @@ impl Context {
     /// Bytes its named objects take, wherever they live.
     pub fn objects_used(&self) -> u64 {
         match &self.worker {
-            Some(worker) => {
-                let view = self
-                    .remote_objects
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if view.pid.is_some() && view.pid == worker.pid() {
-                    view.used
-                } else {
-                    0
-                }
-            }
+            Some(worker) => self.live_view(worker, |view| view.used).unwrap_or(0),
             None => self.objects.used(),
         }
+    }
+
+    /// `read` of the view of its worker's objects, if the view is of the process running now.
+    fn live_view<T>(&self, worker: &Worker, read: impl FnOnce(&ObjectsView) -> T) -> Option<T> {
+        let view = self
+            .remote_objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (view.pid.is_some() && view.pid == worker.pid()).then(|| read(&view))
     }
 
     pub fn is_stopping(&self) -> bool {
