@@ -38,10 +38,9 @@ impl JobServer {
                 class: "floe.WorkerUnavailable",
             };
             let pool = pool.as_ref().map_err(|e| unavailable(e.clone()))?;
-            let worker = pool.take().map_err(unavailable)?;
-            let result = self.execute_remote(live, plan, &worker);
-            pool.give_back(worker);
-            return result;
+            return pool
+                .with_worker(|worker| self.execute_remote(live, plan, worker))
+                .map_err(unavailable)?;
         }
         let mut inputs = Vec::new();
         for (name, spec) in &plan.inputs {

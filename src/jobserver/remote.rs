@@ -10,7 +10,7 @@
 //! store depends on a worker: it never opens the store.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use polars::prelude::*;
@@ -24,7 +24,7 @@ use super::context_run::{
 use super::limits::LimitError;
 use super::objects::{NamedObjects, ObjectDefinition, ObjectSummary};
 use super::plan::{BuiltinPlan, InputSpec, ObjectWindow, build_builtin};
-use super::{ExecError, JobServer, LiveJob, StopReason, context_label};
+use super::{ExecError, JobServer, LiveJob, StopReason, context_label, lock};
 use crate::engine::ResolvedInput;
 use crate::engine::wire::{WireError, WireInput as ResolvedWire, resolved_input, timezone};
 use crate::frames::cancel::Cancel;
@@ -136,10 +136,6 @@ pub struct ObjectsView {
     pub snapshot: u64,
     /// The worker process the view is of: a new process starts its snapshots again.
     pub pid: Option<u32>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A `/query` table as its context sees it.

@@ -9,8 +9,9 @@
 use std::collections::HashMap;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
+use super::lock;
 use super::wire::{Frame, FrameKind, read_frame, write_frame};
 use crate::frames::cancel::Cancel;
 
@@ -105,10 +106,6 @@ pub fn serve(handler: Arc<dyn Handler>, max_calls: usize) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A call thread: runs calls until the worker ends, waiting between them.

@@ -15,4 +15,12 @@ pub mod supervisor;
 pub mod wire;
 
 pub use pool::WorkerPool;
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks recover from poisoning: a panicking call (caught by its thread) must not take the
+/// worker's bookkeeping down with it, and every critical section here leaves it valid.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 pub use supervisor::{CallError, Supervision, Worker, WorkerCommand, WorkerStatus};

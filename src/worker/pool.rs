@@ -3,8 +3,9 @@
 //! keep their processes warm, at most `keep` of them; the caller's own admission bounds how
 //! many run at once.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
+use super::lock;
 use super::supervisor::Worker;
 
 /// Makes a worker (not started: its process starts with its first call).
@@ -40,12 +41,7 @@ impl WorkerPool {
 
     /// An idle worker, or a new one.
     pub fn take(&self) -> Result<Arc<Worker>, String> {
-        if let Some(worker) = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-        {
+        if let Some(worker) = lock(&self.idle).pop() {
             return Ok(worker);
         }
         (self.make)().map(Arc::new)
@@ -54,7 +50,7 @@ impl WorkerPool {
     /// Keeps `worker` for a later call, unless `keep` are idle already (then it is dropped,
     /// and its process killed with it).
     pub fn give_back(&self, worker: Arc<Worker>) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = lock(&self.idle);
         if idle.len() < self.keep {
             idle.push(worker);
         }

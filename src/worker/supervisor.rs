@@ -12,11 +12,12 @@ use std::io::{BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::lock;
 use super::wire::{Frame, FrameKind, read_frame, write_frame};
 use crate::frames::memory::{human_bytes, resident_bytes_of};
 
@@ -527,10 +528,6 @@ fn describe_exit(status: ExitStatus) -> String {
         }
         None => "ended".to_owned(),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
