@@ -1,6 +1,7 @@
-//! The server's memory limit: a watchdog thread that reads the process's resident memory and,
-//! when it is over the limit, cancels the newest tracked computation (an ad-hoc job or a
-//! `/query`), so one request cannot take the host down with every context and job in it.
+//! The server's memory limit: a watchdog thread that reads the process's resident memory (the
+//! part a limit charges: [`charged_bytes`]) and, when it is over the limit, cancels the newest
+//! tracked computation (an ad-hoc job or a `/query`), so one request cannot take the host down
+//! with every context and job in it. The worker supervisor charges its processes the same way.
 //!
 //! Why the newest: it is the likeliest cause of the growth, and the oldest work is the closest
 //! to done. Why resident memory and not per-query accounting: polars allocates from its own
@@ -22,16 +23,36 @@ const INTERVAL: Duration = Duration::from_millis(50);
 /// How long it waits after cancelling before it may cancel again.
 const COOL_DOWN: Duration = Duration::from_millis(500);
 
-/// The resident memory of this process in bytes (Linux: `VmRSS` of `/proc/self/status`).
+/// The resident memory of this process that memory limits charge, in bytes (see
+/// [`charged_bytes`]).
 pub fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    kilobytes_field(&status, "VmRSS:")
+    charged_bytes(&status)
 }
 
-/// The resident memory of process `pid` in bytes (a worker's, read by its supervisor).
+/// The same for process `pid` (a worker's, read by its supervisor).
 pub fn resident_bytes_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    kilobytes_field(&status, "VmRSS:")
+    charged_bytes(&status)
+}
+
+/// What a limit charges of a process's memory, from its `/proc/<pid>/status`: its anonymous
+/// and shared-memory resident pages and what it has in swap (`RssAnon` + `RssShmem` +
+/// `VmSwap`), which the kernel cannot drop. Not its file-backed pages (`RssFile`): the binary's
+/// code, and the files a scan reads through a memory map (polars maps the Parquet files it
+/// reads), which are page cache the kernel drops under pressure; charged, a streaming scan over
+/// files larger than the limit would be charged the size of the files it has touched. Where
+/// the kernel does not split its resident memory (before Linux 4.5), all of `VmRSS` is
+/// charged.
+fn charged_bytes(status: &str) -> Option<u64> {
+    let swapped = kilobytes_field(status, "VmSwap:").unwrap_or(0);
+    let resident = match kilobytes_field(status, "RssAnon:") {
+        Some(anonymous) => {
+            anonymous.checked_add(kilobytes_field(status, "RssShmem:").unwrap_or(0))?
+        }
+        None => kilobytes_field(status, "VmRSS:")?,
+    };
+    resident.checked_add(swapped)
 }
 
 /// The machine's memory in bytes (Linux: `MemTotal` of `/proc/meminfo`).
@@ -247,6 +268,17 @@ mod tests {
             Some(2 << 20)
         );
         assert_eq!(kilobytes_field("VmRSS: lots\n", "VmRSS:"), None);
+        // File-backed pages (code, mapped files) are not charged; anonymous, shared and
+        // swapped ones are.
+        let status = "VmRSS:\t 7168 kB\nRssAnon:\t 2048 kB\nRssFile:\t 4096 kB\n\
+                      RssShmem:\t 1024 kB\nVmSwap:\t 1024 kB\n";
+        assert_eq!(charged_bytes(status), Some(4 << 20));
+        // A kernel without the split: all of VmRSS.
+        assert_eq!(
+            charged_bytes("VmRSS:\t 7168 kB\nVmSwap:\t 0 kB\n"),
+            Some(7 << 20)
+        );
+        assert_eq!(charged_bytes("Name: x\n"), None);
         if cfg!(target_os = "linux") {
             assert!(resident_bytes().unwrap() > 0);
             assert!(physical_bytes().unwrap() > resident_bytes().unwrap());

@@ -809,7 +809,7 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         &mut out,
         "floe_worker_resident_bytes",
         "gauge",
-        "Resident memory of each context's worker process (0 while none runs).",
+        "Memory a limit charges (anonymous, shared and swapped pages) of each context's worker process (0 while none runs).",
         &workers
             .iter()
             .map(|(label, s)| (label.clone(), s.resident_bytes.unwrap_or(0) as f64))
