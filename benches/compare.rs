@@ -102,8 +102,8 @@ use serde_json::Value;
 mod common;
 
 use common::{
-    CpuTicks, env_usize, median, proc_status_kib, run_in_process, steal_line, with_commas,
-    write_sample_week,
+    CpuTicks, env_usize, median, proc_status_kib, python_venv, run_in_process, steal_line,
+    with_commas, write_sample_week,
 };
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -1063,20 +1063,6 @@ impl PythonReport {
             .iter()
             .find(|r| r.engine == engine && r.query == query)
             .map(|r| r.median_ms)
-    }
-}
-
-/// The venv's python from setup.sh, or why there is none.
-fn python_venv() -> Result<String, String> {
-    let output = Command::new("bash")
-        .arg(Path::new(REPO).join("benches/compare/setup.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run setup.sh: {e}"))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    match stdout.lines().rev().find(|line| !line.trim().is_empty()) {
-        Some(python) if output.status.success() => Ok(python.trim().to_owned()),
-        _ => Err(format!("setup.sh failed ({})", output.status)),
     }
 }
 

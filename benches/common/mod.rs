@@ -144,3 +144,18 @@ pub(crate) fn proc_status_kib(process: &str, field: &str) -> Option<u64> {
             .ok()
     })
 }
+
+/// The python of the venv `benches/compare/setup.sh` makes (DuckDB, PySpark), or why there is
+/// none. setup.sh's progress goes to this process's stderr.
+pub(crate) fn python_venv() -> Result<String, String> {
+    let output = std::process::Command::new("bash")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare/setup.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run setup.sh: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    match stdout.lines().rev().find(|line| !line.trim().is_empty()) {
+        Some(python) if output.status.success() => Ok(python.trim().to_owned()),
+        _ => Err(format!("setup.sh failed ({})", output.status)),
+    }
+}

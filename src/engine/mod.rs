@@ -13,7 +13,9 @@ pub mod source;
 pub mod wire;
 pub mod worker;
 
-pub use run::{Engine, EngineError, PolarsEngine, ResolvedInput, ResolvedPlan};
+pub use run::{
+    Engine, EngineError, PolarsEngine, ResolvedInput, ResolvedPlan, STREAMING_FROM_BYTES,
+};
 pub use source::{
     FileFormat, FileIdentity, SourceError, cut_to_window, resolve_source_files, scan_file,
     scan_source, scan_source_window,

@@ -33,7 +33,8 @@ pub enum WireInput {
     /// A source's files (checked inside the data roots, symlinks resolved) for a window.
     Files {
         source: WireSource,
-        files: Vec<PathBuf>,
+        /// Each file where it lies, and its size as listed (which chooses the engine).
+        files: Vec<(PathBuf, u64)>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     },
@@ -88,7 +89,10 @@ pub fn wire_input(
                 time_column: source.time_column.clone(),
                 timezone: source.timezone.name().to_owned(),
             },
-            files: files.iter().map(|file| file.resolved.clone()).collect(),
+            files: files
+                .iter()
+                .map(|file| (file.resolved.clone(), file.size))
+                .collect(),
             from: window.start,
             to: window.end,
         },
@@ -161,13 +165,14 @@ pub fn resolved_input<'a>(
                 time_column: source.time_column,
                 wait: std::time::Duration::ZERO,
             }),
-            // Only `resolved` is read; the identity was fingerprinted where it was listed.
+            // Only `resolved` is read, and `size` weighed; the identity was fingerprinted where
+            // it was listed.
             files: files
                 .into_iter()
-                .map(|path| FileIdentity {
+                .map(|(path, size)| FileIdentity {
                     path: path.clone(),
                     resolved: path,
-                    size: 0,
+                    size,
                     modified_ns: 0,
                 })
                 .collect::<Vec<_>>()
@@ -190,4 +195,59 @@ pub fn resolved_input<'a>(
 pub fn timezone(name: &str) -> Result<Tz, String> {
     name.parse::<Tz>()
         .map_err(|_| format!("unknown time zone `{name}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn a_source_input_crosses_with_its_files_sizes_so_the_worker_chooses_the_same_engine() {
+        let source = Source {
+            name: "events".to_owned(),
+            format: SourceFormat::Parquet,
+            path: PathTemplate::parse("events/{date}/*.parquet").unwrap(),
+            time_column: "ts".to_owned(),
+            timezone: chrono_tz::UTC,
+            wait: std::time::Duration::ZERO,
+        };
+        let files: Vec<FileIdentity> = [(3u64 << 20, "a"), (5 << 10, "b")]
+            .into_iter()
+            .map(|(size, name)| FileIdentity {
+                path: PathBuf::from(format!("events/{name}.parquet")),
+                resolved: PathBuf::from(format!("/data/events/{name}.parquet")),
+                size,
+                modified_ns: 1,
+            })
+            .collect();
+        let window = Window {
+            start: Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap(),
+            end: Utc.with_ymd_and_hms(2024, 1, 2, 0, 0, 0).unwrap(),
+        };
+        let input = ResolvedInput::Files {
+            source: Cow::Borrowed(&source),
+            files: Cow::Borrowed(&files),
+            window,
+        };
+        let sent_bytes = input.file_bytes();
+        let mut blobs = Vec::new();
+        let wire = wire_input(input, &mut blobs).unwrap();
+        let wire: WireInput = serde_json::from_slice(&serde_json::to_vec(&wire).unwrap()).unwrap();
+        let received = resolved_input(wire, &blobs).unwrap();
+        assert_eq!(received.file_bytes(), sent_bytes);
+        assert_eq!(sent_bytes, (3 << 20) + (5 << 10));
+        let ResolvedInput::Files { files, .. } = received else {
+            panic!("not files: {received:?}");
+        };
+        let read: Vec<&PathBuf> = files.iter().map(|file| &file.resolved).collect();
+        assert_eq!(
+            read,
+            [
+                &PathBuf::from("/data/events/a.parquet"),
+                &PathBuf::from("/data/events/b.parquet")
+            ]
+        );
+    }
 }

@@ -55,6 +55,11 @@ impl WorkerEngine {
     pub fn new(pool: WorkerPool, kill_grace: Duration) -> WorkerEngine {
         WorkerEngine { pool, kill_grace }
     }
+
+    /// The workers runs are sent to.
+    pub fn pool(&self) -> &WorkerPool {
+        &self.pool
+    }
 }
 
 impl Engine for WorkerEngine {

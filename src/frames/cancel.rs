@@ -150,12 +150,13 @@ pub fn current() -> Option<Cancel> {
 
 /// Collects `frame`, refusing to start when the thread's [`Cancel`] is cancelled and discarding
 /// a result that raced a cancel (whoever cancelled has already answered).
+/// The plan runs on the engine [`super::streaming`] chose for this thread.
 pub fn collect(frame: LazyFrame) -> PolarsResult<DataFrame> {
     let Some(cancel) = current() else {
-        return frame.collect();
+        return super::streaming::collect(frame);
     };
     cancel.check()?;
-    let result = frame.collect();
+    let result = super::streaming::collect(frame);
     cancel.check()?;
     result
 }

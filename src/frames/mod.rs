@@ -1,9 +1,10 @@
 //! Polars frames and the helpers every layer shares: DataFrame ⇄ Arrow IPC bytes, the form
 //! results take in the store; the Arrow memory a frame holds, the measure every memory budget
-//! in Floe charges; stopping computations (cancellation, the memory limit); the bound on join
-//! sizes; windows over in-memory frames; and the selections (filtered rows) kept beside named
-//! objects. A leaf (polars and the partition calendar only): the store, the job kinds and the
-//! engine all use it, and it uses none of them.
+//! in Floe charges; stopping computations (cancellation, the memory limit); which polars engine
+//! a plan runs on (in memory or streaming); the bound on join sizes; windows over in-memory
+//! frames; and the selections (filtered rows) kept beside named objects. A leaf (polars and the
+//! partition calendar only): the store, the job kinds and the engine all use it, and it uses
+//! none of them.
 //!
 //! IPC (the Arrow file format) keeps every dtype, including timezone-aware datetimes, and
 //! decodes without parsing, so a downstream job reads an upstream partition at memory speed.
@@ -12,6 +13,7 @@ pub mod cancel;
 pub mod join_bound;
 pub mod memory;
 pub mod selection;
+pub mod streaming;
 pub mod time_slice;
 
 use std::io::Cursor;

@@ -262,6 +262,8 @@ fn cached_input<'a>(
             // exists. Made and forgotten in between: say so.
             Build::Absent => return Err(format!("named object `{object}` was dropped")),
         };
+        // On the in-memory engine whatever the files weigh: the object is held whole, so
+        // streaming its build saves no memory (docs/benchmarks.md, "When to stream").
         let frame = PolarsEngine::frame(input).map_err(|e| e.to_string())?;
         crate::frames::cancel::collect(frame).map_err(|e| {
             format!(

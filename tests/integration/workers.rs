@@ -790,3 +790,134 @@ fn a_worker_never_starts_workers_and_floe_worker_is_not_for_hands() {
     let stderr = String::from_utf8_lossy(&worker.stderr);
     assert!(stderr.contains("is started by `floe serve`"), "{stderr}");
 }
+
+/// Rows a day of [`write_wide_day`] has per hour: 24 × 12,500 payloads of 1 KiB, about
+/// 300 MiB as Arrow.
+const WIDE_ROWS_PER_HOUR: usize = 12_500;
+
+/// A day of wide events under `data/wide/date=2024-01-01/hour=HH/part-0.parquet`: `ts`, a
+/// `category` of three and a `payload` of 1 KiB, no two alike; uncompressed, in row groups of
+/// 1,024 rows. Answers the day's size in memory as Arrow.
+fn write_wide_day(data_dir: &std::path::Path) -> usize {
+    use polars::prelude::*;
+    let mut arrow_bytes = 0;
+    for hour in 0..24u32 {
+        let start = super::common::utc(2024, 1, 1, hour).timestamp_millis();
+        let rows = WIDE_ROWS_PER_HOUR;
+        let ts: Vec<i64> = (0..rows as i64).map(|i| start + i * 100).collect();
+        let category: Vec<&str> = (0..rows).map(|i| ["a", "b", "c"][i % 3]).collect();
+        let filler = "x".repeat(1014);
+        let payload: Vec<String> = (0..rows)
+            .map(|i| format!("{hour:02}{i:08}{filler}"))
+            .collect();
+        let mut frame = df!("ts" => ts, "category" => category, "payload" => payload)
+            .unwrap()
+            .lazy()
+            .with_column(col("ts").cast(DataType::Datetime(
+                TimeUnit::Milliseconds,
+                Some(TimeZone::UTC),
+            )))
+            .collect()
+            .unwrap();
+        arrow_bytes += floe::frames::arrow_size(&frame);
+        let folder = data_dir
+            .join("wide/date=2024-01-01")
+            .join(format!("hour={hour:02}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let file = std::fs::File::create(folder.join("part-0.parquet")).unwrap();
+        ParquetWriter::new(file)
+            .with_compression(ParquetCompression::Uncompressed)
+            .with_row_group_size(Some(1_024))
+            .finish(&mut frame)
+            .unwrap();
+    }
+    arrow_bytes
+}
+
+#[tokio::test]
+async fn a_partition_bigger_than_its_workers_memory_limit_completes_on_the_streaming_engine() {
+    let world = SampleWorld::new(1_000, 1);
+    // polars' writer blocks on its own runtime: not on the test's.
+    let data_dir = world.data_dir();
+    let arrow_bytes = tokio::task::spawn_blocking(move || write_wide_day(&data_dir))
+        .await
+        .unwrap();
+    let limit: u64 = 256 << 20;
+    assert!(
+        arrow_bytes as u64 > limit + (limit / 8),
+        "the day ({arrow_bytes} bytes as Arrow) must not fit the limit"
+    );
+    let server = TestServer::start(&world, |c| c.core.workers.memory_limit = limit).await;
+    let pipeline = "version: 1\nname: wide\nstart: 2024-01-01T00:00:00Z\nsources:\n  wide:\n    \
+        format: parquet\n    path: wide/date={date}/hour={hour}/*.parquet\n    \
+        time_column: ts\njobs:\n  payload_per_category_daily:\n    grain: daily\n    \
+        from: wide\n    group_by:\n      keys: [category]\n      aggregations:\n        \
+        events: count(*)\n        bytes: sum(octet_length(payload))\n";
+    let (status, answer) = server.upload("wide", pipeline).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, job) = server
+        .post(
+            "/jobs?appName=wide&classPath=payload_per_category_daily",
+            r#"partition = "2024-01-01""#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let report = server.wait_final(text(&job["jobId"])).await;
+    assert_eq!(report["status"], "FINISHED", "{report}");
+
+    let (status, results) = server
+        .get(
+            "/pipelines/wide/jobs/payload_per_category_daily/results?from=2024-01-01&to=2024-01-02",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{results}");
+    let mut rows: Vec<(String, u64, u64)> = results["rows"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{results}"))
+        .iter()
+        .map(|row| {
+            (
+                text(&row["category"]).to_owned(),
+                row["events"].as_u64().unwrap(),
+                row["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    let expected: Vec<(String, u64, u64)> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(index, category)| {
+            let events = 24 * (0..WIDE_ROWS_PER_HOUR).filter(|i| i % 3 == index).count() as u64;
+            ((*category).to_owned(), events, events * 1024)
+        })
+        .collect();
+    assert_eq!(rows, expected);
+
+    // An ad-hoc job over the same day's files, reading the payloads too, in a worker of the
+    // ad-hoc pool (the same limit): the same answer.
+    let (status, answer) = server
+        .post(
+            "/jobs?classPath=group_by&sync=true&timeout=120",
+            "input { source = wide, app = wide, from = \"2024-01-01\", to = \"2024-01-02\" }\n\
+             keys = [category]\n\
+             aggregations { events = \"count(*)\", bytes = \"sum(octet_length(payload))\" }",
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mut counts: Vec<(String, u64, u64)> = answer["result"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|row| {
+            (
+                text(&row["category"]).to_owned(),
+                row["events"].as_u64().unwrap(),
+                row["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, expected);
+    server.stop().await;
+}
