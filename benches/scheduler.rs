@@ -410,6 +410,29 @@ fn main() -> std::process::ExitCode {
     running.scheduler.store().flush().expect("flush");
     let flushed_in = flush_started.elapsed();
     let stored_runs = running.scheduler.store().run_count();
+
+    // ---- the partition grid over that history ----------------------------------------
+    // About 10,000 cells: every job over the first hours (what `GET /pipelines/{p}/grid`
+    // reads and builds before its JSON).
+    let grid_to = from + TimeDelta::hours(((10_000 / jobs).max(1) as i64).min(days as i64 * 24));
+    let grid_jobs = pipeline.dag.topological_order().to_vec();
+    let mut grid_ms = Vec::new();
+    let mut grid_cells = 0;
+    for _ in 0..21 {
+        let started = Instant::now();
+        let rows = floe::grid::partition_grid(
+            running.scheduler.store(),
+            &pipeline,
+            &grid_jobs,
+            from,
+            grid_to,
+            to,
+        )
+        .expect("grid");
+        grid_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        grid_cells = rows.iter().map(|row| row.cells.len()).sum::<usize>();
+    }
+    let grid_median = median(&mut grid_ms);
     stop(running);
     let written = |after: Option<u64>, before: Option<u64>| {
         after.zip(before).map_or_else(
@@ -512,6 +535,10 @@ fn main() -> std::process::ExitCode {
         idle_in.as_secs_f64()
     );
     println!("| final store flush | {:.2} s |", flushed_in.as_secs_f64());
+    println!(
+        "| partition grid of {} cells over that history (`floe::grid::partition_grid`, median of 21) | {grid_median:.1} ms |",
+        with_commas(grid_cells)
+    );
     println!(
         "| peak RSS (VmHWM), whole process | {} MiB (RSS {} MiB before start, {} MiB after the backfill) |",
         mib(peak_rss),

@@ -46,6 +46,8 @@
 //! - [`sample`] and [`dataset`]: the deterministic sample dataset and its Parquet layout.
 //! - [`auth`]: API tokens, roles and the audit log; [`server`] checks them per route.
 //! - [`data_files`]: the files of `floe serve`'s `/data` routes, which ad-hoc jobs read.
+//! - [`grid`]: the partition grid of a pipeline (every partition of a range per job, with its
+//!   run's state), which the web UI draws.
 //! - [`plan_check`]: validation that runs each job on empty frames of its inputs' schemas
 //!   (`floe validate`, uploads).
 //! - [`pipeline_tests`]: `floe test`, unit tests of pipelines run in memory on the engine.
@@ -60,6 +62,7 @@ pub mod dataset;
 pub mod engine;
 pub mod error;
 pub mod frames;
+pub mod grid;
 pub mod inputs;
 pub mod job;
 pub mod jobserver;

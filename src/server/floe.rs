@@ -70,6 +70,17 @@ pub(super) fn instant_param(
         .transpose()
 }
 
+/// A bound of a required range, `from` or `to`.
+fn required_instant(
+    params: &BTreeMap<String, String>,
+    key: &str,
+    app: &App,
+) -> Result<DateTime<Utc>, HttpError> {
+    instant_param(params, key, app)?.ok_or_else(|| {
+        HttpError::bad_request(format!("`{key}` is missing (the range is from ≤ t < to)"))
+    })
+}
+
 fn usize_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<usize>, HttpError> {
     params
         .get(key)
@@ -174,11 +185,8 @@ pub(super) async fn plan(
     let app = app_or_404(&state, &pipeline)?;
     let params = params(&uri)?;
     let now = state.core.clock().now();
-    let from = instant_param(&params, "from", &app)?
-        .ok_or_else(|| HttpError::bad_request("`from` is missing (the range is from ≤ t < to)"))?;
-    let to = instant_param(&params, "to", &app)?
-        .ok_or_else(|| HttpError::bad_request("`to` is missing (the range is from ≤ t < to)"))?
-        .min(now);
+    let from = required_instant(&params, "from", &app)?;
+    let to = required_instant(&params, "to", &app)?.min(now);
     if from >= to {
         return Err(HttpError::bad_request(format!(
             "`from` ({}) must be before `to` ({}, and partitions that have not ended yet are \
@@ -231,6 +239,94 @@ pub(super) async fn plan(
             "planned": changes.len(),
             "computing": computing,
             "runs": changes,
+        }),
+    ))
+}
+
+/// `GET /pipelines/{p}/grid?from&to&job`: every partition of the range, job by job, with the
+/// state of its run (or `missing`, `not_due`): the web UI's partition grid.
+pub(super) async fn grid(
+    State(state): State<AppState>,
+    Path(pipeline): Path<String>,
+    uri: Uri,
+) -> Result<Response, HttpError> {
+    let app = app_or_404(&state, &pipeline)?;
+    let params = params(&uri)?;
+    let from = required_instant(&params, "from", &app)?;
+    let to = required_instant(&params, "to", &app)?;
+    if from >= to {
+        return Err(HttpError::bad_request(format!(
+            "`from` ({}) must be before `to` ({})",
+            timestamp(from),
+            timestamp(to)
+        )));
+    }
+    let jobs: Vec<String> = match params.get("job") {
+        None => app.pipeline.dag.topological_order().to_vec(),
+        Some(job) if app.pipeline.job(job).is_some() => vec![job.clone()],
+        Some(job) => {
+            return Err(HttpError::not_found(format!(
+                "pipeline `{pipeline}` has no job `{job}`"
+            )));
+        }
+    };
+    let cells = jobs
+        .iter()
+        .map(|job| crate::results::partitions_spanned(&app.pipeline, job, from, to))
+        .fold(0u64, u64::saturating_add);
+    state
+        .core
+        .limits()
+        .check_run_partitions(cells, "the grid")?;
+    let now = state.core.clock().now();
+    let store = state.core.store().clone();
+    let grid_app = app.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        crate::grid::partition_grid(&store, &grid_app.pipeline, &jobs, from, to, now)
+    })
+    .await
+    .map_err(|e| HttpError::internal(e.to_string()))?
+    .map_err(|e| HttpError::internal_error(&e))?;
+    let optional = |t: Option<DateTime<Utc>>| t.map(timestamp);
+    let jobs: Vec<Value> = rows
+        .into_iter()
+        .map(|row| {
+            let cells: Vec<Value> = row
+                .cells
+                .into_iter()
+                .map(|cell| {
+                    json!({
+                        "start": timestamp(cell.start),
+                        "end": timestamp(cell.end),
+                        "label": cell.label,
+                        "state": cell.state.as_str(),
+                        "attempts": cell.attempts,
+                        "error": cell.error,
+                        "retryAt": optional(cell.retry_at),
+                        "waitingSince": optional(cell.waiting_since),
+                        "startedAt": optional(cell.started_at),
+                        "finishedAt": optional(cell.finished_at),
+                    })
+                })
+                .collect();
+            json!({
+                "job": row.job,
+                "kind": row.kind,
+                "grain": grain_name(row.grain),
+                "cells": cells,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "pipeline": pipeline,
+            "timezone": app.pipeline.timezone.name(),
+            "from": timestamp(from),
+            "to": timestamp(to),
+            "now": timestamp(now),
+            "states": crate::grid::CellState::ALL.map(crate::grid::CellState::as_str),
+            "jobs": jobs,
         }),
     ))
 }

@@ -233,6 +233,12 @@ fn route_table() -> Vec<RouteEntry> {
         route(Method::GET, "/pipelines", Role::Read, floe::list_pipelines),
         route(
             Method::GET,
+            "/pipelines/{pipeline}/grid",
+            Role::Read,
+            floe::grid,
+        ),
+        route(
+            Method::GET,
             "/pipelines/{pipeline}",
             Role::Read,
             floe::get_pipeline,

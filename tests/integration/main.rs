@@ -14,6 +14,7 @@ mod data_files;
 mod edge;
 mod floe_test;
 mod fuzz;
+mod grid;
 mod hostile;
 mod hostile_cli;
 mod inputs;
