@@ -204,7 +204,8 @@ impl AuthState {
         )?;
         let mut access: HashMap<&'static str, Vec<(Method, Option<Role>)>> = HashMap::new();
         for (method, path, role) in super::route_roles() {
-            let open = role == Role::Read && auth.open_routes.iter().any(|p| p == path);
+            let open = super::ui::OPEN_PATHS.contains(&path)
+                || (role == Role::Read && auth.open_routes.iter().any(|p| p == path));
             access
                 .entry(path)
                 .or_default()

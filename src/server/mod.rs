@@ -19,6 +19,7 @@ mod request_id;
 mod resets;
 mod schedule;
 mod sjs;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -338,6 +339,10 @@ fn route_table() -> Vec<RouteEntry> {
         route(Method::GET, "/readyz", Role::Read, floe::readyz),
         route(Method::GET, "/metrics", Role::Read, floe::metrics),
         route(Method::GET, "/openapi.json", Role::Read, floe::openapi),
+        // The web UI's shell: open whatever the token settings (`ui::OPEN_PATHS`).
+        route(Method::GET, "/", Role::Read, ui::root),
+        route(Method::GET, "/ui", Role::Read, ui::page),
+        route(Method::GET, "/ui/{asset}", Role::Read, ui::asset),
         route(Method::GET, "/tokens", Role::Admin, auth::list_tokens),
         route(Method::POST, "/tokens", Role::Admin, auth::create_token),
         route(

@@ -11,7 +11,7 @@ use super::common::server::{TestServer, text};
 
 /// Jobs over the sample events (`counted`), over a source with no files that fails at once
 /// (`broken`, its files due an hour after the window by default) and one that waits 1,000 hours for its files (past the server's clock) (`waits`), and a job reading `broken`.
-const PIPELINE: &str = "\
+pub(crate) const PIPELINE: &str = "\
 version: 1
 name: grid
 start: 2024-01-01T00:00:00Z
@@ -109,46 +109,7 @@ async fn the_grid_shows_each_partition_with_its_runs_state() {
     assert_eq!(grid["timezone"], "UTC");
     assert_eq!(grid["states"].as_array().map(Vec::len), Some(10));
 
-    // A backfill of the first day: `counted` succeeds, `broken` fails, `after_broken` is
-    // skipped for it, `waits` waits for its files.
-    let (status, backfill) = server
-        .post_json(
-            "/pipelines/grid/backfills",
-            &json!({"from": "2024-01-01", "to": "2024-01-02"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{backfill}");
-    let expected = vec![
-        (
-            "counted".to_owned(),
-            cells(&[("2024-01-01", "succeeded"), ("2024-01-02", "missing")]),
-        ),
-        (
-            "broken".to_owned(),
-            cells(&[("2024-01-01", "failed"), ("2024-01-02", "missing")]),
-        ),
-        (
-            "after_broken".to_owned(),
-            cells(&[("2024-01-01", "upstream_failed"), ("2024-01-02", "missing")]),
-        ),
-        (
-            "waits".to_owned(),
-            cells(&[("2024-01-01", "waiting"), ("2024-01-02", "missing")]),
-        ),
-    ];
-    let mut grid = Value::Null;
-    for _ in 0..1000 {
-        let (status, answer) = server
-            .get("/pipelines/grid/grid?from=2024-01-01&to=2024-01-03")
-            .await;
-        assert_eq!(status, StatusCode::OK, "{answer}");
-        grid = answer;
-        if states(&grid) == expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(states(&grid), expected, "{grid}");
+    let grid = backfill_the_first_day(&server).await;
     let broken = &grid["jobs"][1]["cells"][0];
     // Failed on its source's readiness, before any attempt.
     assert_eq!(broken["attempts"], 0, "{broken}");
@@ -241,4 +202,51 @@ async fn daily_partitions_on_dst_days_are_23_and_25_hours_and_the_range_is_bound
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     server.stop().await;
+}
+
+/// Backfills 2024-01-01 of the `grid` pipeline (uploaded) and answers its grid over
+/// 2024-01-01..03 once every run has settled: `counted` succeeded, `broken` failed,
+/// `after_broken` upstream-failed, `waits` waiting; the 2nd missing.
+pub(crate) async fn backfill_the_first_day(server: &TestServer) -> Value {
+    // A backfill of the first day: `counted` succeeds, `broken` fails, `after_broken` is
+    // skipped for it, `waits` waits for its files.
+    let (status, backfill) = server
+        .post_json(
+            "/pipelines/grid/backfills",
+            &json!({"from": "2024-01-01", "to": "2024-01-02"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{backfill}");
+    let expected = vec![
+        (
+            "counted".to_owned(),
+            cells(&[("2024-01-01", "succeeded"), ("2024-01-02", "missing")]),
+        ),
+        (
+            "broken".to_owned(),
+            cells(&[("2024-01-01", "failed"), ("2024-01-02", "missing")]),
+        ),
+        (
+            "after_broken".to_owned(),
+            cells(&[("2024-01-01", "upstream_failed"), ("2024-01-02", "missing")]),
+        ),
+        (
+            "waits".to_owned(),
+            cells(&[("2024-01-01", "waiting"), ("2024-01-02", "missing")]),
+        ),
+    ];
+    let mut grid = Value::Null;
+    for _ in 0..1000 {
+        let (status, answer) = server
+            .get("/pipelines/grid/grid?from=2024-01-01&to=2024-01-03")
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        grid = answer;
+        if states(&grid) == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(states(&grid), expected, "{grid}");
+    grid
 }

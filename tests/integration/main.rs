@@ -29,5 +29,6 @@ mod shop;
 mod sketches;
 mod sources;
 mod store_errors;
+mod ui;
 mod validation;
 mod workers;
