@@ -31,12 +31,14 @@ use floe::clock::{Clock, SystemClock};
 
 use floe::job::builtin::{CountDistinct, GroupBy, Top};
 use floe::job::{Job, JobRegistry};
-use floe::server::{ServerConfig, build_state, serve_on};
+use floe::server::{ServerConfig, build_state};
 use polars::prelude::*;
 
 mod common;
 
-use common::{CpuTicks, env_usize, median, run_in_process, steal_line, write_sample_week};
+use common::{
+    CpuTicks, env_usize, median, run_in_process, serve_in_process, steal_line, write_sample_week,
+};
 
 /// Whether two JSON results hold the same rows: floats as equal as two summations in another
 /// order can be (polars sums in parallel), everything else exactly.
@@ -188,12 +190,8 @@ fn main() -> std::process::ExitCode {
     let handle = server_runtime.handle().clone();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = build_state(config, JobRegistry::new(), clock, handle).expect("state");
-    let listener = server_runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
     let core = state.core.clone();
-    server_runtime.spawn(serve_on(listener, state, std::future::pending()));
+    let base = serve_in_process(&server_runtime, state);
 
     // A second server, with authentication on: the trivial job's baseline without a token
     // check is the first server, measured round by round beside it.
@@ -224,11 +222,7 @@ fn main() -> std::process::ExitCode {
         server_runtime.handle().clone(),
     )
     .expect("state with auth");
-    let auth_listener = server_runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let auth_base = format!("http://{}", auth_listener.local_addr().expect("addr"));
-    server_runtime.spawn(serve_on(auth_listener, auth_state, std::future::pending()));
+    let auth_base = serve_in_process(&server_runtime, auth_state);
 
     let client_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -159,3 +159,21 @@ pub(crate) fn python_venv() -> Result<String, String> {
         _ => Err(format!("setup.sh failed ({})", output.status)),
     }
 }
+
+/// Serves `state` (`floe serve`'s router) on 127.0.0.1:0 in `runtime` until the process ends;
+/// answers its base URL.
+pub(crate) fn serve_in_process(
+    runtime: &tokio::runtime::Runtime,
+    state: floe::server::AppState,
+) -> String {
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    runtime.spawn(floe::server::serve_on(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    base
+}

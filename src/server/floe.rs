@@ -280,55 +280,104 @@ pub(super) async fn grid(
         .check_run_partitions(cells, "the grid")?;
     let now = state.core.clock().now();
     let store = state.core.store().clone();
-    let grid_app = app.clone();
-    let rows = tokio::task::spawn_blocking(move || {
-        crate::grid::partition_grid(&store, &grid_app.pipeline, &jobs, from, to, now)
+    let timezone = app.pipeline.timezone.name();
+    // Read and encoded off the runtime: 10,000 cells are a few MiB of JSON.
+    let bytes = tokio::task::spawn_blocking(move || {
+        let rows = crate::grid::partition_grid(&store, &app.pipeline, &jobs, from, to, now)?;
+        let answer = GridAnswer {
+            pipeline: &pipeline,
+            timezone,
+            from: timestamp(from),
+            to: timestamp(to),
+            now: timestamp(now),
+            states: crate::grid::CellState::ALL.map(crate::grid::CellState::as_str),
+            jobs: rows.iter().map(GridRowAnswer::of).collect(),
+        };
+        Ok::<_, crate::store::StoreError>(serde_json::to_vec(&answer))
     })
     .await
     .map_err(|e| HttpError::internal(e.to_string()))?
-    .map_err(|e| HttpError::internal_error(&e))?;
-    let optional = |t: Option<DateTime<Utc>>| t.map(timestamp);
-    let jobs: Vec<Value> = rows
-        .into_iter()
-        .map(|row| {
-            let cells: Vec<Value> = row
-                .cells
-                .into_iter()
-                .map(|cell| {
-                    json!({
-                        "start": timestamp(cell.start),
-                        "end": timestamp(cell.end),
-                        "label": cell.label,
-                        "state": cell.state.as_str(),
-                        "attempts": cell.attempts,
-                        "error": cell.error,
-                        "retryAt": optional(cell.retry_at),
-                        "waitingSince": optional(cell.waiting_since),
-                        "startedAt": optional(cell.started_at),
-                        "finishedAt": optional(cell.finished_at),
-                    })
-                })
-                .collect();
-            json!({
-                "job": row.job,
-                "kind": row.kind,
-                "grain": grain_name(row.grain),
-                "cells": cells,
-            })
-        })
-        .collect();
-    Ok(json_response(
+    .map_err(|e| HttpError::internal_error(&e))?
+    .map_err(|e| HttpError::internal(e.to_string()))?;
+    Ok((
         StatusCode::OK,
-        &json!({
-            "pipeline": pipeline,
-            "timezone": app.pipeline.timezone.name(),
-            "from": timestamp(from),
-            "to": timestamp(to),
-            "now": timestamp(now),
-            "states": crate::grid::CellState::ALL.map(crate::grid::CellState::as_str),
-            "jobs": jobs,
-        }),
-    ))
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response())
+}
+
+/// `GET /pipelines/{p}/grid`'s answer (api/openapi.yaml `PartitionGrid`).
+#[derive(serde::Serialize)]
+struct GridAnswer<'a> {
+    pipeline: &'a str,
+    timezone: &'a str,
+    from: String,
+    to: String,
+    now: String,
+    states: [&'static str; 10],
+    jobs: Vec<GridRowAnswer<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct GridRowAnswer<'a> {
+    job: &'a str,
+    kind: &'a str,
+    grain: &'static str,
+    cells: Vec<GridCellAnswer<'a>>,
+}
+
+impl<'a> GridRowAnswer<'a> {
+    fn of(row: &'a crate::grid::JobRow) -> GridRowAnswer<'a> {
+        GridRowAnswer {
+            job: &row.job,
+            kind: &row.kind,
+            grain: grain_name(row.grain),
+            cells: row.cells.iter().map(GridCellAnswer::of).collect(),
+        }
+    }
+}
+
+/// A cell; what its run does not have is left out (most cells of a large grid have no error,
+/// retry or wait).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GridCellAnswer<'a> {
+    start: String,
+    end: String,
+    label: &'a str,
+    state: &'static str,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting_since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+}
+
+impl<'a> GridCellAnswer<'a> {
+    fn of(cell: &'a crate::grid::Cell) -> GridCellAnswer<'a> {
+        GridCellAnswer {
+            start: timestamp(cell.start),
+            end: timestamp(cell.end),
+            label: &cell.label,
+            state: cell.state.as_str(),
+            attempts: cell.attempts,
+            error: cell.error.as_deref(),
+            retry_at: cell.retry_at.map(timestamp),
+            waiting_since: cell.waiting_since.map(timestamp),
+            started_at: cell.started_at.map(timestamp),
+            finished_at: cell.finished_at.map(timestamp),
+        }
+    }
 }
 
 pub(super) async fn list_runs(
