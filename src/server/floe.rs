@@ -92,15 +92,6 @@ fn usize_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<us
         .transpose()
 }
 
-fn grain_name(grain: Grain) -> &'static str {
-    match grain {
-        Grain::Hourly => "hourly",
-        Grain::Daily => "daily",
-        Grain::Weekly => "weekly",
-        Grain::Monthly => "monthly",
-    }
-}
-
 fn pipeline_summary(app: &App) -> Value {
     let p = &app.pipeline;
     json!({
@@ -141,7 +132,7 @@ pub(super) async fn get_pipeline(
             json!({
                 "name": def.name,
                 "kind": def.kind(),
-                "grain": grain_name(def.grain),
+                "grain": def.grain.as_str(),
                 "inputs": def.inputs.iter().map(|i| i.name()).collect::<Vec<_>>(),
                 "retries": def.retries,
                 "timeout": def.timeout.map(|t| humantime::format_duration(t).to_string()),
@@ -335,7 +326,7 @@ impl<'a> GridRowAnswer<'a> {
         GridRowAnswer {
             job: &row.job,
             kind: &row.kind,
-            grain: grain_name(row.grain),
+            grain: row.grain.as_str(),
             cells: row.cells.iter().map(GridCellAnswer::of).collect(),
         }
     }

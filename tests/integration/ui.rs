@@ -189,6 +189,7 @@ async fn a_real_browser_draws_the_pipelines_and_the_grid_of_a_pipeline() {
     // The scheduler's health shows on every page.
     assert!(pipelines.contains("scheduler: "), "{pipelines}");
 
+    let (browser_again, base_again) = (browser.clone(), base.clone());
     let (page, console) = tokio::task::spawn_blocking(move || {
         rendered(
             &browser,
@@ -242,6 +243,23 @@ async fn a_real_browser_draws_the_pipelines_and_the_grid_of_a_pipeline() {
         page.contains("8 partitions from 2024-01-01T00:00:00.000Z"),
         "{page}"
     );
+
+    // A pipeline that does not exist, and a malformed address: said on the page, nothing thrown.
+    for (hash, said) in [
+        ("#/pipelines/nope", "pipeline `nope` not found"),
+        ("#/pipelines/%E0", "URI malformed"),
+    ] {
+        let (browser, base) = (browser_again.clone(), base_again.clone());
+        let (page, console) =
+            tokio::task::spawn_blocking(move || rendered(&browser, &format!("{base}/ui{hash}")))
+                .await
+                .unwrap();
+        assert!(console.is_empty(), "{hash}: console: {console:?}");
+        assert!(
+            page.contains(r#"class="error""#) && page.contains(said),
+            "{hash}: {page}"
+        );
+    }
     // A server on the test's clock: its answers are not stale.
     tokio::time::sleep(Duration::from_millis(1)).await;
     server.stop().await;

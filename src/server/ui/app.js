@@ -254,7 +254,7 @@ function showJob(job, details) {
 // One row per job, one cell per partition, each as wide as its hours, so rows of every grain
 // share one time axis and a DST day shows 23 or 25 hours wide.
 function partitionGrid(grid, details) {
-  const legend = el("div", { class: "legend" }, ...grid.states.map((s) => el("span", { class: `state-${s}`, text: s.replace("_", " ") })));
+  const legend = el("div", { class: "legend" }, ...grid.states.map((s) => el("span", { class: `state-${s}`, text: s.replaceAll("_", " ") })));
   const rows = [];
   let cellCount = 0;
   for (const job of grid.jobs) {
@@ -268,7 +268,7 @@ function partitionGrid(grid, details) {
         "data-state": cell.state,
         "data-label": cell.label,
         "data-hours": String(hours),
-        title: `${job.job} ${cell.label}: ${cell.state.replace("_", " ")}` + (cell.attempts ? ` (${cell.attempts} attempts)` : ""),
+        title: `${job.job} ${cell.label}: ${cell.state.replaceAll("_", " ")}` + (cell.attempts ? ` (${cell.attempts} attempts)` : ""),
         "aria-label": `${job.job} ${cell.label} ${cell.state}`,
       });
       button.style.flexGrow = String(hours);
@@ -291,7 +291,7 @@ function showCell(grid, job, cell, details) {
   details.replaceChildren(
     el("h2", { text: `${job.job} · ${cell.label}` }),
     definitionList([
-      ["state", cell.state.replace("_", " ")],
+      ["state", cell.state.replaceAll("_", " ")],
       ["window", `${cell.start} – ${cell.end} (${(Date.parse(cell.end) - Date.parse(cell.start)) / 3600000} h)`],
       ["attempts", cell.attempts],
       ["started", cell.startedAt],
@@ -334,10 +334,11 @@ function resultTable(result) {
 // Routing: #/ and #/pipelines/{name}?from=&to=
 
 async function render() {
-  const [path, search] = location.hash.slice(1).split("?");
-  const query = new URLSearchParams(search ?? "");
-  const parts = (path || "/").split("/").filter(Boolean).map(decodeURIComponent);
   try {
+    const [path, search] = location.hash.slice(1).split("?");
+    const query = new URLSearchParams(search ?? "");
+    // A malformed escape (`%E0`) throws here, shown as the page's error.
+    const parts = (path || "/").split("/").filter(Boolean).map(decodeURIComponent);
     if (parts.length === 0) await pipelinesPage();
     else if (parts[0] === "pipelines" && parts.length === 2) await pipelinePage(parts[1], query);
     else main.replaceChildren(el("p", { class: "error", text: `No page at ${location.hash}` }));
