@@ -1,7 +1,7 @@
 //! The partition grid of a pipeline: for each job, every partition of a range — windows of the
 //! job's grain in the pipeline's calendar, so a daily partition on a DST day is 23 or 25 hours —
 //! with the state of its run, or why it has none. What `GET /pipelines/{p}/grid` serves for the
-//! web UI's grid, from one store read per job.
+//! web UI's grid, from one store lookup per partition.
 //!
 //! Above the store, the pipeline definitions and the partition calendar, which it reads; below
 //! the server. It computes no fingerprints: whether a succeeded partition is stale is
@@ -9,7 +9,7 @@
 
 use crate::partition::{Grain, Window, partition_label, windows_within};
 use crate::pipeline::Pipeline;
-use crate::store::{RunRecord, RunState, Store, StoreError};
+use crate::store::{RunKey, RunRecord, RunState, Store, StoreError};
 use chrono::{DateTime, Utc};
 
 /// What a cell of the grid shows.
@@ -126,23 +126,19 @@ pub fn partition_grid(
             continue;
         };
         let windows = windows_within(def.grain, pipeline.timezone, from, to);
-        let mut runs = store
-            .runs_of_job(&pipeline.name, job, from, to)?
-            .into_iter()
-            .peekable();
         let mut cells = Vec::with_capacity(windows.len());
         for window in windows {
-            // Runs come in partition order, as the windows do; a run whose partition is no
-            // window of the grain (the definition changed grain since) is passed over.
-            while runs
-                .peek()
-                .is_some_and(|(key, _)| key.partition_start < window.start)
-            {
-                runs.next();
-            }
-            let run = runs
-                .next_if(|(key, _)| key.partition_start == window.start)
-                .map(|(_, record)| record);
+            // One lookup per window, so the work is the cells', whatever history lies between
+            // them. A run is this window's only if it ends where the window does: after a
+            // change of grain, the run of an old hour starting at midnight is not the day's.
+            let key = RunKey {
+                pipeline: pipeline.name.clone(),
+                job: job.clone(),
+                partition_start: window.start,
+            };
+            let run = store
+                .run(&key)?
+                .filter(|record| record.partition_end == window.end);
             cells.push(cell(pipeline, def.grain, window, run.as_ref(), now));
         }
         rows.push(JobRow {

@@ -204,7 +204,7 @@ impl AuthState {
         )?;
         let mut access: HashMap<&'static str, Vec<(Method, Option<Role>)>> = HashMap::new();
         for (method, path, role) in super::route_roles() {
-            let open = super::ui::OPEN_PATHS.contains(&path)
+            let open = (method == Method::GET && super::ui::OPEN_PATHS.contains(&path))
                 || (role == Role::Read && auth.open_routes.iter().any(|p| p == path));
             access
                 .entry(path)

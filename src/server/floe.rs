@@ -301,6 +301,9 @@ pub(super) async fn grid(
         .into_response())
 }
 
+/// The most characters of a run's error a grid cell carries.
+const GRID_ERROR_CHARS: usize = 300;
+
 /// `GET /pipelines/{p}/grid`'s answer (api/openapi.yaml `PartitionGrid`).
 #[derive(serde::Serialize)]
 struct GridAnswer<'a> {
@@ -362,7 +365,14 @@ impl<'a> GridCellAnswer<'a> {
             label: &cell.label,
             state: cell.state.as_str(),
             attempts: cell.attempts,
-            error: cell.error.as_deref(),
+            error: cell.error.as_deref().map(|error| {
+                // A cell's summary; the run's whole error is `…/runs`' (the UI fetches it on a
+                // click), so 20,000 failed cells stay a bounded answer.
+                match error.char_indices().nth(GRID_ERROR_CHARS) {
+                    Some((cut, _)) => &error[..cut],
+                    None => error,
+                }
+            }),
             retry_at: cell.retry_at.map(timestamp),
             waiting_since: cell.waiting_since.map(timestamp),
             started_at: cell.started_at.map(timestamp),

@@ -30,10 +30,10 @@ const PAGE: &str = include_str!("ui/index.html");
 
 /// What the page may do: its own script and style, calls to this server, nothing else.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// The paths anyone may fetch, token or not: they hold no data.
+/// The paths anyone may GET, token or not: they hold no data.
 pub(super) const OPEN_PATHS: [&str; 3] = ["/", "/ui", "/ui/{asset}"];
 
 fn asset_response(content_type: &'static str, body: &'static str) -> Response {

@@ -128,6 +128,24 @@ async fn the_grid_shows_each_partition_with_its_runs_state() {
     );
     assert_eq!(grid["jobs"][0]["kind"], "count_distinct");
     assert_eq!(grid["jobs"][0]["grain"], "daily");
+
+    // `counted` becomes weekly: its day run of Monday 2024-01-01 is not the week's, which has
+    // none yet.
+    let weekly = PIPELINE.replacen(
+        "  counted:\n    grain: daily",
+        "  counted:\n    grain: weekly",
+        1,
+    );
+    let (status, answer) = server.upload("grid", &weekly).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let (status, grid) = server
+        .get("/pipelines/grid/grid?from=2024-01-01&to=2024-01-08&job=counted")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{grid}");
+    assert_eq!(
+        states(&grid),
+        [("counted".to_owned(), cells(&[("2024-W01", "missing")]))]
+    );
     server.stop().await;
 }
 

@@ -91,6 +91,14 @@ async fn the_shell_is_served_with_a_strict_policy_and_is_open_when_the_api_needs
     let body: serde_json::Value = missing.json().await.unwrap();
     assert!(body.to_string().contains("app.js, style.css"), "{body}");
 
+    // Only GET is open: another method on the shell's paths needs a token like any route.
+    let posted = client
+        .post(format!("{}/ui", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::UNAUTHORIZED);
+
     // The data behind the page needs the token; the page asks for it on a 401.
     let anonymous = get("/pipelines").await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);

@@ -23,6 +23,7 @@ async function api(path) {
   const response = await fetch(path, { headers, credentials: "omit" });
   const body = await response.json().catch(() => null);
   if (response.status === 401) {
+    needsToken = true;
     showLogin();
     throw new ApiError(401, "this server needs an API token");
   }
@@ -33,8 +34,12 @@ async function api(path) {
   return body;
 }
 
+// Set by a 401: the health poll waits for a token rather than knock (and be audited) every 5 s.
+let needsToken = false;
+
 function showLogin() {
   const form = document.getElementById("login");
+  if (!form.hidden) return;
   form.hidden = false;
   document.getElementById("token").focus();
 }
@@ -44,6 +49,7 @@ document.getElementById("login").addEventListener("submit", (event) => {
   const token = document.getElementById("token").value.trim();
   if (!token) return;
   sessionStorage.setItem(TOKEN_KEY, token);
+  needsToken = false;
   document.getElementById("login").hidden = true;
   render();
 });
@@ -339,6 +345,8 @@ async function render() {
     const query = new URLSearchParams(search ?? "");
     // A malformed escape (`%E0`) throws here, shown as the page's error.
     const parts = (path || "/").split("/").filter(Boolean).map(decodeURIComponent);
+    // `.` and `..` would be resolved by the browser's URL parser into another path.
+    if (parts.some((part) => part === "." || part === "..")) throw new Error(`No page at ${location.hash}`);
     if (parts.length === 0) await pipelinesPage();
     else if (parts[0] === "pipelines" && parts.length === 2) await pipelinePage(parts[1], query);
     else main.replaceChildren(el("p", { class: "error", text: `No page at ${location.hash}` }));
@@ -349,5 +357,5 @@ async function render() {
 }
 
 window.addEventListener("hashchange", render);
-setInterval(refreshHealth, HEALTH_EVERY_MS);
+setInterval(() => needsToken || refreshHealth(), HEALTH_EVERY_MS);
 render();
