@@ -136,6 +136,8 @@ pub(super) async fn get_pipeline(
                 "inputs": def.inputs.iter().map(|i| i.name()).collect::<Vec<_>>(),
                 "retries": def.retries,
                 "timeout": def.timeout.map(|t| humantime::format_duration(t).to_string()),
+                "definition": def.definition_text,
+                "fingerprint": def.definition_fingerprint,
             })
         })
         .collect();

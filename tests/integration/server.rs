@@ -928,6 +928,23 @@ async fn pipelines_describe_run_and_list_runs() {
     let (status, shop) = server.get("/pipelines/shop").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(shop["jobs"].as_array().unwrap().len(), 7);
+    // Each job with its block as Floe reads it and the fingerprint its results are judged by.
+    let category = shop["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|job| job["name"] == "sales_per_category_daily")
+        .unwrap();
+    let definition = text(&category["definition"]);
+    assert!(
+        definition.contains("group_by") && definition.contains("sum(amount)"),
+        "{definition}"
+    );
+    let fingerprint = text(&category["fingerprint"]);
+    assert!(
+        fingerprint.len() >= 16 && fingerprint.chars().all(|c| c.is_ascii_hexdigit()),
+        "{fingerprint}"
+    );
     assert!(
         shop["edges"]
             .as_array()

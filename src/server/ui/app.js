@@ -253,7 +253,9 @@ function showJob(job, details) {
       ["reads", job.inputs.join(", ")],
       ["retries", job.retries],
       ["timeout", job.timeout],
+      ["fingerprint", job.fingerprint],
     ]),
+    el("pre", { class: "definition", text: job.definition ?? "" }),
   );
 }
 
