@@ -2,9 +2,9 @@
 //! results take in the store; the Arrow memory a frame holds, the measure every memory budget
 //! in Floe charges; stopping computations (cancellation, the memory limit); which polars engine
 //! a plan runs on (in memory or streaming); the bound on join sizes; windows over in-memory
-//! frames; and the selections (filtered rows) kept beside named objects. A leaf (polars and the
-//! partition calendar only): the store, the job kinds and the engine all use it, and it uses
-//! none of them.
+//! frames; and the selections (filtered rows) kept beside named objects. A leaf (polars, the
+//! partition calendar and `error`'s panic text only): the store, the job kinds and the engine
+//! all use it, and it uses none of them.
 //!
 //! IPC (the Arrow file format) keeps every dtype, including timezone-aware datetimes, and
 //! decodes without parsing, so a downstream job reads an upstream partition at memory speed.

@@ -59,7 +59,7 @@ pub fn collect(frame: LazyFrame) -> PolarsResult<DataFrame> {
         Err(panic) if unimplemented_panic(&*panic) => {
             tracing::warn!(
                 "polars' streaming engine cannot run this plan ({}); running it in memory",
-                panic_text(&*panic)
+                crate::error::panic_message(&*panic)
             );
             frame.collect()
         }
@@ -67,16 +67,8 @@ pub fn collect(frame: LazyFrame) -> PolarsResult<DataFrame> {
     }
 }
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("")
-}
-
 fn unimplemented_panic(panic: &(dyn std::any::Any + Send)) -> bool {
-    let text = panic_text(panic);
+    let text = crate::error::panic_message(panic);
     text.starts_with("not yet implemented") || text.starts_with("not implemented")
 }
 
@@ -141,16 +133,22 @@ mod tests {
         }
     }
 
-    // The very macros polars marks its gaps with, so the payloads are theirs.
-    #[allow(clippy::todo, clippy::unimplemented)]
     #[test]
     fn only_polars_gaps_fall_back_to_memory() {
         let payload = |f: fn()| catch_unwind(f).unwrap_err();
-        // `todo!()` and `unimplemented!()` panic with a `&str`, with a message a `String`.
-        assert!(unimplemented_panic(&*payload(|| todo!())));
-        assert!(unimplemented_panic(&*payload(|| todo!("ExtContext"))));
-        assert!(unimplemented_panic(&*payload(|| unimplemented!())));
-        assert!(unimplemented_panic(&*payload(|| unimplemented!("{}", 1))));
+        // What the `todo!` and `unimplemented!` polars marks its gaps with expand to: a `&str`
+        // payload without a message, a `String` with one.
+        assert!(unimplemented_panic(&*payload(|| panic!(
+            "not yet implemented"
+        ))));
+        assert!(unimplemented_panic(&*payload(|| {
+            panic!("not yet implemented: {}", "ExtContext")
+        })));
+        assert!(unimplemented_panic(&*payload(|| panic!("not implemented"))));
+        assert!(unimplemented_panic(&*payload(|| panic!(
+            "not implemented: {}",
+            1
+        ))));
         assert!(!unimplemented_panic(&*payload(|| panic!(
             "a job's own panic"
         ))));

@@ -81,6 +81,18 @@ fn required_instant(
     })
 }
 
+/// The job `job` names, when given: one of the pipeline's (a 404 otherwise).
+fn job_param(params: &BTreeMap<String, String>, app: &App) -> Result<Option<String>, HttpError> {
+    match params.get("job") {
+        None => Ok(None),
+        Some(job) if app.pipeline.job(job).is_some() => Ok(Some(job.clone())),
+        Some(job) => Err(HttpError::not_found(format!(
+            "pipeline `{}` has no job `{job}`",
+            app.name()
+        ))),
+    }
+}
+
 fn usize_param(params: &BTreeMap<String, String>, key: &str) -> Result<Option<usize>, HttpError> {
     params
         .get(key)
@@ -188,15 +200,7 @@ pub(super) async fn plan(
             timestamp(to)
         )));
     }
-    let jobs: Option<Vec<String>> = match params.get("job") {
-        None => None,
-        Some(job) if app.pipeline.job(job).is_some() => Some(vec![job.clone()]),
-        Some(job) => {
-            return Err(HttpError::not_found(format!(
-                "pipeline `{pipeline}` has no job `{job}`"
-            )));
-        }
-    };
+    let jobs = job_param(&params, &app)?.map(|job| vec![job]);
     let force = match params.get("force").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -254,14 +258,9 @@ pub(super) async fn grid(
             timestamp(to)
         )));
     }
-    let jobs: Vec<String> = match params.get("job") {
+    let jobs: Vec<String> = match job_param(&params, &app)? {
+        Some(job) => vec![job],
         None => app.pipeline.dag.topological_order().to_vec(),
-        Some(job) if app.pipeline.job(job).is_some() => vec![job.clone()],
-        Some(job) => {
-            return Err(HttpError::not_found(format!(
-                "pipeline `{pipeline}` has no job `{job}`"
-            )));
-        }
     };
     let cells = jobs
         .iter()
@@ -396,14 +395,7 @@ pub(super) async fn list_runs(
     if limit == 0 {
         return Err(HttpError::bad_request("`limit` must be at least 1"));
     }
-    let job = params.get("job").cloned();
-    if let Some(job) = &job
-        && app.pipeline.job(job).is_none()
-    {
-        return Err(HttpError::not_found(format!(
-            "pipeline `{pipeline}` has no job `{job}`"
-        )));
-    }
+    let job = job_param(&params, &app)?;
     let status = match params.get("status").map(|s| s.to_ascii_lowercase()) {
         None => None,
         Some(s) => Some(

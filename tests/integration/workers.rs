@@ -834,6 +834,24 @@ fn write_wide_day(data_dir: &std::path::Path) -> usize {
     arrow_bytes
 }
 
+/// The (category, events, bytes) of each row of a wide-day answer, sorted.
+fn per_category(rows: &Value) -> Vec<(String, u64, u64)> {
+    let mut rows: Vec<(String, u64, u64)> = rows
+        .as_array()
+        .unwrap_or_else(|| panic!("{rows}"))
+        .iter()
+        .map(|row| {
+            (
+                text(&row["category"]).to_owned(),
+                row["events"].as_u64().unwrap(),
+                row["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
 #[tokio::test]
 async fn a_partition_bigger_than_its_workers_memory_limit_completes_on_the_streaming_engine() {
     let world = SampleWorld::new(1_000, 1);
@@ -871,19 +889,7 @@ async fn a_partition_bigger_than_its_workers_memory_limit_completes_on_the_strea
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{results}");
-    let mut rows: Vec<(String, u64, u64)> = results["rows"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{results}"))
-        .iter()
-        .map(|row| {
-            (
-                text(&row["category"]).to_owned(),
-                row["events"].as_u64().unwrap(),
-                row["bytes"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    rows.sort();
+    let rows = per_category(&results["rows"]);
     let expected: Vec<(String, u64, u64)> = ["a", "b", "c"]
         .iter()
         .enumerate()
@@ -905,19 +911,6 @@ async fn a_partition_bigger_than_its_workers_memory_limit_completes_on_the_strea
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let mut counts: Vec<(String, u64, u64)> = answer["result"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{answer}"))
-        .iter()
-        .map(|row| {
-            (
-                text(&row["category"]).to_owned(),
-                row["events"].as_u64().unwrap(),
-                row["bytes"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    counts.sort();
-    assert_eq!(counts, expected);
+    assert_eq!(per_category(&answer["result"]), expected);
     server.stop().await;
 }
